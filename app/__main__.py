@@ -1,0 +1,41 @@
+"""`python -m app`: run the gateway (and its ComfyUI) until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import uvicorn
+
+from app.main import create_app
+from app.settings import SettingsError, die_on_bad_settings, load_settings
+
+
+def main() -> int:
+    try:
+        settings = load_settings()
+    except SettingsError as e:
+        die_on_bad_settings(e)
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        timeout_graceful_shutdown=int(settings.shutdown_grace_s) or None,
+    )
+    server = uvicorn.Server(config)
+    server.run()
+    gateway = app.state.gateway
+    if gateway.exit_code:
+        return int(gateway.exit_code)
+    return 0 if gateway.started else 3
+
+
+if __name__ == "__main__":
+    sys.exit(main())

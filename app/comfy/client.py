@@ -1,0 +1,137 @@
+"""ComfyClient: the HTTP calls the gateway makes to its ComfyUI, with ComfyUI's errors mapped."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import httpx
+
+from app.errors import ComfyUnavailable, NoOutputs, NotFound, PromptRejected
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Graph = dict[str, Any]
+
+
+class ComfyClient:
+    """Talks to one ComfyUI over HTTP; every transport failure becomes ComfyUnavailable."""
+
+    def __init__(self, base_url: str, *, timeout_s: float = 30.0) -> None:
+        self.base_url = base_url
+        # A pool sized for bursts of concurrent jobs; loopback calls are cheap to keep alive.
+        limits = httpx.Limits(max_connections=64, max_keepalive_connections=32)
+        self.http = httpx.AsyncClient(base_url=base_url, timeout=timeout_s, limits=limits)
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+    async def _call(self, what: str, send: Callable[[], Awaitable[T]]) -> T:
+        try:
+            return await send()
+        except httpx.TransportError as e:
+            raise ComfyUnavailable(f"ComfyUI is not reachable ({what}: {e!r})") from e
+
+    async def _get_json(self, path: str, **params: str) -> Any:
+        response = await self._call(f"GET {path}", lambda: self.http.get(path, params=params))
+        if response.status_code == 404:
+            raise NotFound(f"ComfyUI has no {path}")
+        if response.status_code >= 400:
+            raise ComfyUnavailable(f"ComfyUI answered {response.status_code} to GET {path}")
+        return response.json()
+
+    async def system_stats(self) -> dict[str, Any]:
+        result: dict[str, Any] = await self._get_json("/system_stats")
+        return result
+
+    async def submit(self, graph: Graph, *, prompt_id: str, client_id: str) -> None:
+        """Queue a graph; ComfyUI's refusal becomes PromptRejected with its node_errors."""
+        body = {"prompt": graph, "prompt_id": prompt_id, "client_id": client_id}
+        response = await self._call("POST /prompt", lambda: self.http.post("/prompt", json=body))
+        if response.status_code == 200:
+            return
+        if response.status_code == 400:
+            raise rejection(response.json())
+        raise ComfyUnavailable(
+            f"ComfyUI answered {response.status_code} to POST /prompt: {response.text[:300]}"
+        )
+
+    async def history(self, prompt_id: str) -> dict[str, Any] | None:
+        """The history entry of one prompt, or None while it has none."""
+        entries = await self._get_json(f"/history/{prompt_id}")
+        entry: dict[str, Any] | None = entries.get(prompt_id)
+        return entry
+
+    async def queue(self) -> tuple[list[str], list[str]]:
+        """The prompt ids running and pending, in that order."""
+        data = await self._get_json("/queue")
+        running = [item[1] for item in data.get("queue_running", [])]
+        pending = [item[1] for item in data.get("queue_pending", [])]
+        return running, pending
+
+    async def cancel(self, prompt_id: str) -> None:
+        """Remove a pending prompt from the queue and interrupt it if it is running."""
+        await self._call(
+            "POST /queue",
+            lambda: self.http.post("/queue", json={"delete": [prompt_id]}),
+        )
+        await self._call(
+            "POST /interrupt",
+            lambda: self.http.post("/interrupt", json={"prompt_id": prompt_id}),
+        )
+
+    async def view(self, filename: str, subfolder: str, folder_type: str) -> bytes:
+        params = {"filename": filename, "subfolder": subfolder, "type": folder_type}
+        response = await self._call("GET /view", lambda: self.http.get("/view", params=params))
+        if response.status_code != 200:
+            raise ComfyUnavailable(
+                f"ComfyUI answered {response.status_code} for output file {filename!r}"
+            )
+        return response.content
+
+    async def models(self) -> dict[str, list[str]]:
+        """Every model folder ComfyUI knows, with its files; a folder that errors lists none."""
+        folders: list[str] = await self._get_json("/models")
+
+        async def files(folder: str) -> list[str]:
+            try:
+                listed = await self._get_json(f"/models/{folder}")
+            except (NotFound, ComfyUnavailable, ValueError) as e:
+                log.warning("model folder %r could not be listed: %s", folder, e)
+                return []
+            return [str(name) for name in listed] if isinstance(listed, list) else []
+
+        listings = await asyncio.gather(*(files(f) for f in folders))
+        return dict(zip(folders, listings, strict=True))
+
+
+def rejection(body: dict[str, Any]) -> PromptRejected | NoOutputs:
+    """Turn ComfyUI's 400 body into our error, located at the first bad node input."""
+    error = body.get("error") or {}
+    node_errors: dict[str, Any] = body.get("node_errors") or {}
+    if isinstance(error, dict) and error.get("type") == "prompt_no_outputs":
+        return NoOutputs(
+            "the graph has no output node (such as SaveImage), so it would produce nothing"
+        )
+    message = (
+        error.get("message", "ComfyUI refused the graph") if isinstance(error, dict) else str(error)
+    )
+    location = None
+    problems = []
+    for node_id, node_error in node_errors.items():
+        class_type = node_error.get("class_type", "?")
+        for e in node_error.get("errors", []):
+            input_name = (e.get("extra_info") or {}).get("input_name")
+            where = f"prompt.{node_id}.inputs.{input_name}" if input_name else f"prompt.{node_id}"
+            location = location or where
+            problems.append(f"{where} ({class_type}): {e.get('message')}: {e.get('details')}")
+    if not location and isinstance(error, dict):
+        # "Cannot execute because node X does not exist." names the node only in its details.
+        named = re.search(r"Node ID '#([^']+)'", str(error.get("details", "")))
+        location = f"prompt.{named.group(1)}.class_type" if named else "prompt"
+    summary = f"{message}: " + "; ".join(problems[:5]) if problems else message
+    return PromptRejected(summary, location=location, details={"node_errors": node_errors})

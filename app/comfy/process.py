@@ -1,0 +1,227 @@
+"""ComfyProcess: start ComfyUI as a child, wait until it answers, watch it, restart it, stop it.
+
+The child gets its own process group (so stopping it stops everything it spawned) and, on Linux,
+a parent-death signal (so a gateway killed with SIGKILL does not leave ComfyUI behind).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import ctypes
+import logging
+import os
+import shlex
+import signal
+import socket
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import httpx
+
+from app.settings import BUNDLED_COMFY_DIR, Settings
+
+log = logging.getLogger(__name__)
+comfy_log = logging.getLogger("comfyui")
+
+# Model folders ComfyUI 0.3.75 knows; MODEL_DIR maps each to a subfolder of the same name.
+MODEL_FOLDERS = (
+    "checkpoints", "loras", "vae", "text_encoders", "clip", "diffusion_models", "unet",
+    "clip_vision", "style_models", "embeddings", "diffusers", "vae_approx", "controlnet",
+    "t2i_adapter", "gligen", "upscale_models", "latent_upscale_models", "hypernetworks",
+    "photomaker", "classifiers", "model_patches", "audio_encoders",
+)  # fmt: skip
+
+
+class ComfyStartError(Exception):
+    """ComfyUI could not be started; the message says why and quotes its last log lines."""
+
+
+def _die_with_parent() -> None:
+    # PR_SET_PDEATHSIG: the kernel sends SIGKILL to ComfyUI if the gateway dies for any reason.
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(1, signal.SIGKILL)
+
+
+def port_in_use(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.settimeout(0.5)
+        return s.connect_ex((host, port)) == 0
+
+
+class ComfyProcess:
+    """One supervised ComfyUI child process."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.proc: asyncio.subprocess.Process | None = None
+        self.last_lines: collections.deque[str] = collections.deque(maxlen=40)
+        self.restarts = 0
+        self.stopping = False
+        self._pump: asyncio.Task[None] | None = None
+        self._tmp = tempfile.TemporaryDirectory(prefix="comfy-gateway-")
+
+    def command(self) -> list[str]:
+        """The argv that starts ComfyUI: CMD as given, or the bundled CPU install."""
+        s = self.settings
+        if s.cmd:
+            return shlex.split(s.cmd)
+        argv = [
+            str(BUNDLED_COMFY_DIR / "venv" / "bin" / "python"), "main.py", "--cpu",
+            "--listen", s.direct_address, "--port", str(s.comfyui_port_host),
+            "--disable-auto-launch", "--disable-api-nodes",
+        ]  # fmt: skip
+        if s.input_dir:
+            argv += ["--input-directory", str(s.input_dir)]
+        if s.output_dir:
+            argv += ["--output-directory", str(s.output_dir)]
+        if s.model_dir:
+            argv += ["--extra-model-paths-config", str(self._model_paths_file(s.model_dir))]
+        return argv
+
+    def _model_paths_file(self, model_dir: Path) -> Path:
+        lines = ["gateway:", f"  base_path: {model_dir.resolve()}", "  is_default: true"]
+        lines += [f"  {folder}: {folder}" for folder in MODEL_FOLDERS]
+        path = Path(self._tmp.name) / "extra_model_paths.yaml"
+        path.write_text("\n".join(lines) + "\n")
+        return path
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.returncode is None
+
+    async def start(self) -> None:
+        """Spawn ComfyUI and wait until /system_stats answers, or raise ComfyStartError."""
+        s = self.settings
+        if port_in_use(s.direct_address, s.comfyui_port_host):
+            raise ComfyStartError(
+                f"port {s.comfyui_port_host} on {s.direct_address} is already taken by another "
+                "process; stop it or set COMFYUI_PORT_HOST to a free port (the gateway will not "
+                "use a ComfyUI it did not start)"
+            )
+        argv = self.command()
+        if not s.comfy_home.is_dir():
+            raise ComfyStartError(
+                f"COMFY_HOME {s.comfy_home} is not a folder; run `make comfyui` to install the "
+                "bundled ComfyUI, or point COMFY_HOME at yours"
+            )
+        log.info("starting ComfyUI: %s (in %s)", " ".join(argv), s.comfy_home)
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        try:
+            self.proc = await asyncio.create_subprocess_exec(
+                *argv,
+                cwd=s.comfy_home,
+                env=env,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+            )
+        except OSError as e:
+            raise ComfyStartError(f"cannot run {argv[0]}: {e}") from e
+        self._pump = asyncio.create_task(self._forward_output(self.proc))
+        await self._wait_until_answering()
+
+    async def _forward_output(self, proc: asyncio.subprocess.Process) -> None:
+        assert proc.stdout is not None
+        async for raw in proc.stdout:
+            line = raw.decode(errors="replace").rstrip()
+            if line:
+                self.last_lines.append(line)
+                comfy_log.info("%s", line)
+
+    async def _wait_until_answering(self) -> None:
+        s = self.settings
+        started = time.monotonic()
+        async with httpx.AsyncClient(base_url=s.comfy_url, timeout=2.0) as http:
+            for _ in range(s.startup_check_max_tries):
+                if not self.running:
+                    await self._drain_output()
+                    raise ComfyStartError(
+                        f"ComfyUI exited with code {self.proc and self.proc.returncode} while "
+                        f"starting. Its last lines:\n{self.tail()}"
+                    )
+                with contextlib.suppress(httpx.HTTPError):
+                    if (await http.get("/system_stats")).status_code == 200:
+                        log.info("ComfyUI answers after %.1fs", time.monotonic() - started)
+                        return
+                await asyncio.sleep(s.startup_check_interval_s)
+        await self._kill()
+        raise ComfyStartError(
+            f"ComfyUI did not answer {s.comfy_url}/system_stats after "
+            f"{s.startup_check_max_tries} checks {s.startup_check_interval_s}s apart "
+            "(raise STARTUP_CHECK_MAX_TRIES if it is just slow). Its last lines:\n" + self.tail()
+        )
+
+    async def _drain_output(self) -> None:
+        if self._pump:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._pump), 2.0)
+
+    def tail(self) -> str:
+        return "\n".join(self.last_lines) or "(no output)"
+
+    async def wait(self) -> int:
+        assert self.proc is not None
+        return await self.proc.wait()
+
+    async def supervise(
+        self,
+        on_exit: Callable[[int], Awaitable[None]],
+        on_restarted: Callable[[], Awaitable[None]],
+    ) -> None:
+        """Watch the child; on an unexpected exit, report it and restart when configured to."""
+        backoff_s = 1.0
+        while True:
+            code = await self.wait()
+            if self.stopping:
+                return
+            await self._drain_output()
+            log.error(
+                "ComfyUI exited unexpectedly with code %s. Its last lines:\n%s", code, self.tail()
+            )
+            await on_exit(code)
+            if not self.settings.always_restart_comfyui:
+                return
+            while not self.stopping:
+                log.warning("restarting ComfyUI in %.0fs", backoff_s)
+                await asyncio.sleep(backoff_s)
+                backoff_s = min(backoff_s * 2, self.settings.restart_max_backoff_s)
+                try:
+                    await self.start()
+                except ComfyStartError as e:
+                    log.error("ComfyUI restart failed: %s", e)
+                    continue
+                self.restarts += 1
+                backoff_s = 1.0
+                await on_restarted()
+                break
+
+    async def stop(self, timeout_s: float = 10.0) -> None:
+        """Stop for good: no restart follows."""
+        self.stopping = True
+        await self._kill(timeout_s)
+        self._tmp.cleanup()
+
+    async def _kill(self, timeout_s: float = 10.0) -> None:
+        """Stop ComfyUI's whole process group: SIGTERM, then SIGKILL after timeout_s."""
+        proc = self.proc
+        if proc is None or proc.returncode is not None:
+            return
+        for sig, wait_s in ((signal.SIGTERM, timeout_s), (signal.SIGKILL, 5.0)):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, sig)
+            try:
+                await asyncio.wait_for(proc.wait(), wait_s)
+                break
+            except TimeoutError:
+                log.warning("ComfyUI did not stop on %s", sig.name)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # anything the child left in its group
+        await self._drain_output()
+        log.info("ComfyUI stopped")

@@ -1,0 +1,221 @@
+"""PromptTracker: one websocket reader that settles each prompt's waiter from ComfyUI's events.
+
+ComfyUI sends execution events only to the socket whose clientId submitted the prompt, so the
+gateway submits every prompt with its own client_id and reads them all here. A waiter is
+registered before its prompt is submitted, so no event can arrive before someone listens.
+Settled by: `executing` with `node: null` (done; ComfyUI writes history before sending it),
+`execution_error`, or `execution_interrupted`. After a reconnect, prompts whose events may have
+been missed are settled from `/history`, so no request hangs on a lost event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import websockets
+from websockets.asyncio.client import ClientConnection, connect
+
+from app.comfy.client import ComfyClient
+from app.errors import ComfyUnavailable, ExecutionFailed, GatewayError, Interrupted
+
+log = logging.getLogger(__name__)
+
+Outputs = dict[str, dict[str, Any]]  # node id -> what the node reported in `executed`
+
+
+@dataclass
+class Progress:
+    value: int = 0
+    max: int = 0
+    node: str | None = None
+
+
+@dataclass
+class PromptWaiter:
+    """What the gateway knows of one prompt while it runs."""
+
+    prompt_id: str
+    generation: int
+    done: asyncio.Future[Outputs]
+    outputs: Outputs = field(default_factory=dict)
+    progress: Progress = field(default_factory=Progress)
+    submitted: bool = False
+    started_at: float | None = None  # monotonic time of execution_start
+
+
+def execution_error(data: dict[str, Any]) -> ExecutionFailed:
+    """ComfyUI's execution_error, minus the tensor reprs in current_inputs/current_outputs."""
+    node_id = str(data.get("node_id"))
+    class_type = data.get("node_type", "?")
+    exc_type = data.get("exception_type", "Exception")
+    message = str(data.get("exception_message", "")).strip()
+    return ExecutionFailed(
+        f"node {node_id} ({class_type}) failed: {exc_type}: {message}",
+        location=f"prompt.{node_id}",
+        details={
+            "node_id": node_id,
+            "class_type": class_type,
+            "exception_type": exc_type,
+            "exception_message": message,
+        },
+    )
+
+
+def interrupted(data: dict[str, Any]) -> Interrupted:
+    node = data.get("node_id")
+    where = f" at node {node} ({data.get('node_type')})" if node else ""
+    return Interrupted(f"the job was interrupted{where}")
+
+
+class PromptTracker:
+    """Reads ComfyUI's websocket, reconnecting with back-off, and settles prompt waiters."""
+
+    def __init__(self, client: ComfyClient, client_id: str, *, max_backoff_s: float = 2.0) -> None:
+        self.client = client
+        self.client_id = client_id
+        self.ws_url = client.base_url.replace("http", "ws", 1) + f"/ws?clientId={client_id}"
+        self.max_backoff_s = max_backoff_s
+        self.waiters: dict[str, PromptWaiter] = {}
+        self.queue_depth = 0
+        self.connected = asyncio.Event()
+        self.generation = 0  # bumped at each (re)connect
+        self._task: asyncio.Task[None] | None = None
+
+    # -- waiters ------------------------------------------------------------------------------
+    def watch(self, prompt_id: str) -> PromptWaiter:
+        """Register a waiter; call before submitting the prompt."""
+        done: asyncio.Future[Outputs] = asyncio.get_running_loop().create_future()
+        waiter = PromptWaiter(prompt_id, self.generation, done)
+        self.waiters[prompt_id] = waiter
+        return waiter
+
+    def submitted(self, waiter: PromptWaiter) -> None:
+        """Mark a prompt as queued in ComfyUI; if the socket reconnected meanwhile, re-check it."""
+        waiter.submitted = True
+        if waiter.generation != self.generation:
+            asyncio.create_task(self._reconcile([waiter]))  # noqa: RUF006 (settles the waiter)
+
+    def forget(self, prompt_id: str) -> None:
+        self.waiters.pop(prompt_id, None)
+
+    def settle(self, prompt_id: str, error: GatewayError | None = None) -> None:
+        """Settle a waiter with its outputs so far, or with an error. Later calls are ignored."""
+        waiter = self.waiters.get(prompt_id)
+        if waiter is None or waiter.done.done():
+            return
+        if error is None:
+            waiter.done.set_result(waiter.outputs)
+        else:
+            waiter.done.set_exception(error)
+
+    def fail_all(self, error: GatewayError) -> None:
+        for prompt_id in list(self.waiters):
+            self.settle(prompt_id, error)
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="prompt-tracker")
+
+    async def wait_connected(self, timeout_s: float) -> None:
+        await asyncio.wait_for(self.connected.wait(), timeout_s)
+
+    async def close(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self.connected.clear()
+
+    async def _run(self) -> None:
+        backoff_s = 0.05
+        while True:
+            try:
+                async with connect(self.ws_url, max_size=2**26, open_timeout=5) as ws:
+                    backoff_s = 0.05
+                    self.generation += 1
+                    self.connected.set()
+                    log.info("connected to ComfyUI's event stream (client_id %s)", self.client_id)
+                    await self._reconcile(list(self.waiters.values()))
+                    await self._read(ws)
+            except asyncio.CancelledError:
+                raise
+            except (OSError, TimeoutError, websockets.WebSocketException) as e:
+                if self.connected.is_set():
+                    log.warning("lost ComfyUI's event stream (%r); reconnecting", e)
+            except Exception:
+                log.exception("bug while reading ComfyUI's event stream; reconnecting")
+            self.connected.clear()
+            await asyncio.sleep(backoff_s)
+            backoff_s = min(backoff_s * 2, self.max_backoff_s)
+
+    async def _read(self, ws: ClientConnection) -> None:
+        async for message in ws:
+            if isinstance(message, bytes):
+                continue  # binary frames are latent previews
+            try:
+                event = json.loads(message)
+                self.handle(event["type"], event.get("data") or {})
+            except (ValueError, KeyError, TypeError):
+                log.warning("ignored a malformed ComfyUI event: %.200s", message)
+
+    # -- events -------------------------------------------------------------------------------
+    def handle(self, kind: str, data: dict[str, Any]) -> None:
+        """Apply one ComfyUI event."""
+        if kind == "status":
+            remaining = data.get("status", {}).get("exec_info", {}).get("queue_remaining")
+            if isinstance(remaining, int):
+                self.queue_depth = remaining
+            return
+        waiter = self.waiters.get(str(data.get("prompt_id")))
+        if waiter is None:
+            return
+        if kind == "execution_start":
+            waiter.started_at = time.monotonic()
+        elif kind == "executed" and data.get("node") is not None:
+            waiter.outputs[str(data["node"])] = data.get("output") or {}
+        elif kind == "progress":
+            waiter.progress = Progress(data.get("value", 0), data.get("max", 0), data.get("node"))
+        elif kind == "executing":
+            if data.get("node") is None:
+                self.settle(waiter.prompt_id)
+            else:
+                waiter.progress = Progress(node=str(data["node"]))
+        elif kind == "execution_error":
+            self.settle(waiter.prompt_id, execution_error(data))
+        elif kind == "execution_interrupted":
+            self.settle(waiter.prompt_id, interrupted(data))
+
+    async def _reconcile(self, waiters: list[PromptWaiter]) -> None:
+        """Settle submitted prompts whose events may have been missed, from /history."""
+        pending = [w for w in waiters if w.submitted and not w.done.done()]
+        if not pending:
+            return
+        try:
+            running, queued = await self.client.queue()
+            for waiter in pending:
+                entry = await self.client.history(waiter.prompt_id)
+                if entry is not None:
+                    self._settle_from_history(waiter, entry)
+                elif waiter.prompt_id not in running and waiter.prompt_id not in queued:
+                    self.settle(
+                        waiter.prompt_id,
+                        ComfyUnavailable("ComfyUI lost the job (it was restarted or cleared)"),
+                    )
+        except GatewayError as e:
+            log.warning("could not check pending prompts after reconnecting: %s", e)
+
+    def _settle_from_history(self, waiter: PromptWaiter, entry: dict[str, Any]) -> None:
+        status = entry.get("status") or {}
+        for kind, data in status.get("messages", []):
+            if kind in ("execution_error", "execution_interrupted"):
+                self.handle(kind, {**data, "prompt_id": waiter.prompt_id})
+                return
+        for node_id, output in (entry.get("outputs") or {}).items():
+            waiter.outputs.setdefault(str(node_id), output)
+        self.settle(waiter.prompt_id)

@@ -1,0 +1,49 @@
+"""create_app(settings): the FastAPI app, whose lifespan starts and stops the Gateway."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from app import __version__
+from app.errors import install_handlers
+from app.gateway import Gateway
+from app.middleware import BodySizeLimit
+from app.routes import models, probes, prompt
+from app.settings import Settings
+
+DESCRIPTION = """
+Run any ComfyUI graph over plain HTTP and get the outputs back in the response.
+
+* `POST /prompt` takes a graph in ComfyUI's API format and answers with every output file,
+  base64-encoded.
+* `GET /health` and `GET /ready` are liveness and readiness probes.
+* Every error has the same shape: `{"error", "code", "location"?, "details"?}`.
+"""
+
+
+def create_app(settings: Settings) -> FastAPI:
+    gateway = Gateway(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await gateway.start()
+        try:
+            yield
+        finally:
+            await gateway.stop()
+
+    app = FastAPI(
+        title="comfy-gateway",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.gateway = gateway
+    install_handlers(app)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_size_bytes)
+    for module in (probes, prompt, models):
+        app.include_router(module.router)
+    return app

@@ -1,0 +1,100 @@
+"""Output files: find them in a prompt's outputs, read them, encode them, remove them."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from app.comfy.client import ComfyClient
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class OutputFile:
+    """One file an output node reported, in ComfyUI's own terms."""
+
+    node_id: str
+    filename: str
+    subfolder: str
+    folder_type: str
+
+
+def node_order(node_id: str) -> tuple[tuple[int, int | str], ...]:
+    """Sort key: numeric parts as numbers, so node 10 comes after node 9 (and 5:3 after 5)."""
+    return tuple((0, int(p)) if p.isdigit() else (1, p) for p in re.split(r"(\d+)", node_id) if p)
+
+
+def output_files(outputs: dict[str, dict[str, Any]]) -> list[OutputFile]:
+    """Every saved file (type `output`, not temp previews), ordered by node id, then position."""
+    files = []
+    for node_id in sorted(outputs, key=node_order):
+        for items in outputs[node_id].values():
+            if not isinstance(items, list):
+                continue
+            for item in items:
+                if (
+                    isinstance(item, dict)
+                    and isinstance(item.get("filename"), str)
+                    and item.get("type", "output") == "output"
+                ):
+                    files.append(
+                        OutputFile(node_id, item["filename"], item.get("subfolder") or "", "output")
+                    )
+    return files
+
+
+def unique_prefixes(graph: dict[str, dict[str, Any]], tag: str) -> dict[str, dict[str, Any]]:
+    """Append the job's tag to every literal filename_prefix.
+
+    Concurrent jobs then never share output names, and a resubmitted graph's save nodes run
+    again instead of reporting the (already removed) files of an earlier job from cache.
+    """
+    rewritten = {}
+    for node_id, node in graph.items():
+        prefix = node.get("inputs", {}).get("filename_prefix")
+        if isinstance(prefix, str):
+            node = {**node, "inputs": {**node["inputs"], "filename_prefix": f"{prefix}_{tag}"}}
+        rewritten[node_id] = node
+    return rewritten
+
+
+class OutputStore:
+    """Reads output files from ComfyUI's output folder when it is local, else through /view."""
+
+    def __init__(self, output_dir: Path, client: ComfyClient) -> None:
+        self.output_dir = output_dir.resolve()
+        self.client = client
+
+    def local_path(self, file: OutputFile) -> Path | None:
+        path = (self.output_dir / file.subfolder / file.filename).resolve()
+        if not path.is_relative_to(self.output_dir):
+            return None  # a name that escapes the folder is not ours to read or delete
+        return path
+
+    async def read_base64(self, file: OutputFile) -> str:
+        path = self.local_path(file)
+        if path is not None and path.is_file():
+            return await asyncio.to_thread(_encode_file, path)
+        content = await self.client.view(file.filename, file.subfolder, file.folder_type)
+        return base64.b64encode(content).decode()
+
+    async def read_all(self, files: list[OutputFile]) -> list[str]:
+        return list(await asyncio.gather(*(self.read_base64(f) for f in files)))
+
+    def remove(self, files: list[OutputFile]) -> None:
+        for file in files:
+            path = self.local_path(file)
+            if path is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+
+
+def _encode_file(path: Path) -> str:
+    return base64.b64encode(path.read_bytes()).decode()

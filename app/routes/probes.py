@@ -1,0 +1,39 @@
+"""Kubernetes/SaladCloud probes: /health (liveness) and /ready (readiness)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from app.gateway import Gateway
+from app.schemas import HealthResponse, ReadyResponse
+
+router = APIRouter(tags=["probes"])
+
+
+@router.get(
+    "/health",
+    response_model=HealthResponse,
+    responses={503: {"description": "Start-up has not completed"}},
+)
+async def health(request: Request) -> JSONResponse:
+    """200 once start-up has completed; stays 200 while ComfyUI is being restarted."""
+    gateway: Gateway = request.app.state.gateway
+    if not gateway.started:
+        return JSONResponse({"status": "starting", "version": gateway.version}, status_code=503)
+    return JSONResponse(HealthResponse(status="healthy", version=gateway.version).model_dump())
+
+
+@router.get(
+    "/ready",
+    response_model=ReadyResponse,
+    responses={503: {"model": ReadyResponse, "description": "Keep traffic away for now"}},
+)
+async def ready(request: Request) -> JSONResponse:
+    """200 when ComfyUI answers, its event stream is connected and the queue has room."""
+    gateway: Gateway = request.app.state.gateway
+    reason = gateway.not_ready_reason()
+    body = ReadyResponse(
+        status="not ready" if reason else "ready", reason=reason, queue_depth=gateway.queue_depth
+    )
+    return JSONResponse(body.model_dump(exclude_none=True), status_code=503 if reason else 200)

@@ -1,0 +1,117 @@
+"""Request and response models of the HTTP API, shared by the routes and (later) webhooks."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+REQUEST_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
+
+EXAMPLE_GRAPH: dict[str, Any] = {
+    "1": {
+        "class_type": "EmptyImage",
+        "inputs": {"width": 64, "height": 64, "batch_size": 1, "color": 16711680},
+    },
+    "2": {
+        "class_type": "SaveImage",
+        "inputs": {"images": ["1", 0], "filename_prefix": "example"},
+    },
+}
+
+
+class Node(BaseModel):
+    """One node of a ComfyUI API-format graph."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+    class_type: str = Field(min_length=1, description="The node's type, e.g. `KSampler`")
+    inputs: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Input values: literals, or links written as `[node_id, output_index]`",
+    )
+    meta: dict[str, Any] | None = Field(
+        None, alias="_meta", description="Editor metadata such as `title`; passed through"
+    )
+
+
+class PromptRequest(BaseModel):
+    """Run any ComfyUI graph and get its outputs back."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"prompt": EXAMPLE_GRAPH}]},
+    )
+
+    prompt: dict[str, Node] = Field(
+        min_length=1,
+        description="The graph in ComfyUI's API format (`Save (API)` in ComfyUI's editor): "
+        "`{node_id: {class_type, inputs}}`",
+    )
+    id: str | None = Field(
+        None,
+        pattern=REQUEST_ID_PATTERN,
+        description="Request id naming the job in responses, logs and /interrupt; "
+        "default a new UUID. Letters, digits and `._:-`, at most 128 characters",
+    )
+
+    def graph(self) -> dict[str, dict[str, Any]]:
+        return {
+            node_id: node.model_dump(by_alias=True, exclude_none=True)
+            for node_id, node in self.prompt.items()
+        }
+
+
+class Stats(BaseModel):
+    """Where the time went, in milliseconds."""
+
+    queue: float = Field(description="Milliseconds between submission and execution start")
+    execution: float = Field(description="Milliseconds ComfyUI spent executing the graph")
+    postprocess: float = Field(description="Milliseconds spent reading and encoding outputs")
+    total: float = Field(description="Milliseconds from request to response")
+
+
+class PromptResponse(BaseModel):
+    """The outputs of a finished job."""
+
+    id: str = Field(description="The request id")
+    prompt: dict[str, Any] = Field(description="The graph as submitted to ComfyUI")
+    images: list[str] = Field(
+        description="Base64 contents of every output file (images, videos, audio, other "
+        "files), ordered by node id, then by position; `images[i]` is `filenames[i]`"
+    )
+    filenames: list[str] = Field(description="The output file names, in the order of `images`")
+    stats: Stats
+
+
+class InterruptRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"id": "job-1"}]})
+
+    id: str = Field(description="The request id of a queued or running job")
+
+
+class InterruptResponse(BaseModel):
+    id: str = Field(description="The request id")
+    interrupted: Literal[True] = Field(description="Always true: the job was cancelled")
+
+
+class HealthResponse(BaseModel):
+    status: Literal["healthy"]
+    version: str = Field(description="The gateway's version")
+
+
+class ReadyResponse(BaseModel):
+    status: Literal["ready", "not ready"]
+    reason: str | None = Field(None, description="Why the gateway is not ready")
+    queue_depth: int = Field(description="Jobs running or waiting in ComfyUI")
+
+
+class ErrorResponse(BaseModel):
+    """The shape of every error answer."""
+
+    error: str = Field(description="What went wrong, for a person")
+    code: str = Field(description="A machine-readable code, e.g. `prompt_invalid`")
+    location: str | None = Field(
+        None, description="Where in the request, e.g. `prompt.3.inputs.seed`"
+    )
+    details: dict[str, Any] | None = Field(None, description="Structured detail, e.g. node_errors")

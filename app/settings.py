@@ -1,0 +1,164 @@
+"""Settings: every environment variable the gateway reads, typed and validated.
+
+Names follow SaladTechnologies' comfyui-api so deployments can switch without renaming. Values
+come from the environment, then from the YAML file named by `CONFIG_FILE` (environment wins).
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+BUNDLED_COMFY_DIR = PROJECT_ROOT / ".comfyui"
+
+LogLevel = Literal["debug", "info", "warning", "error", "critical"]
+
+
+class SettingsError(Exception):
+    """A setting has a value the gateway cannot run with; the message names it."""
+
+
+class YamlConfigSource(PydanticBaseSettingsSource):
+    """Reads the YAML file named by CONFIG_FILE; keys are the environment variable names."""
+
+    def __init__(self, settings_cls: type[BaseSettings]) -> None:
+        super().__init__(settings_cls)
+        path = os.environ.get("CONFIG_FILE")
+        self.data: dict[str, Any] = {}
+        if not path:
+            return
+        try:
+            loaded = yaml.safe_load(Path(path).read_text())
+        except (OSError, yaml.YAMLError) as e:
+            raise SettingsError(f"CONFIG_FILE={path!r} cannot be read: {e}") from e
+        if loaded is None:
+            return
+        if not isinstance(loaded, dict):
+            raise SettingsError(f"CONFIG_FILE={path!r} must hold a mapping of SETTING: value")
+        self.data = {str(k).lower(): v for k, v in loaded.items()}
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return self.data.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        known = set(self.settings_cls.model_fields)
+        return {k: v for k, v in self.data.items() if k in known}
+
+
+class Settings(BaseSettings):
+    """The gateway's configuration. Units are in the names (`_s`, `_mb`)."""
+
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", frozen=True)
+
+    port: int = Field(3000, ge=1, le=65535, description="Port the gateway listens on")
+    host: str = Field("::", description="Address the gateway listens on (`::` is IPv4 and IPv6)")
+    cmd: str | None = Field(
+        None,
+        description="Command that starts ComfyUI (run in COMFY_HOME); default: the bundled one",
+    )
+    comfy_home: Path = Field(BUNDLED_COMFY_DIR / "ComfyUI", description="ComfyUI's folder")
+    comfyui_port_host: int = Field(8188, ge=1, le=65535, description="Port ComfyUI listens on")
+    direct_address: str = Field("127.0.0.1", description="Address the gateway reaches ComfyUI at")
+    input_dir: Path | None = Field(None, description="ComfyUI's input folder")
+    output_dir: Path | None = Field(None, description="ComfyUI's output folder")
+    model_dir: Path | None = Field(None, description="ComfyUI's models folder")
+    workflow_dir: Path = Field(PROJECT_ROOT / "workflows", description="Workflow modules")
+    startup_check_interval_s: float = Field(1.0, gt=0, description="Seconds between start checks")
+    startup_check_max_tries: int = Field(20, ge=1, description="Start checks before giving up")
+    always_restart_comfyui: bool = Field(False, description="Restart ComfyUI when it exits")
+    restart_max_backoff_s: float = Field(30.0, gt=0, description="Longest wait between restarts")
+    max_queue_depth: int = Field(
+        0, ge=0, description="Refuse work past this queue depth (0: no cap)"
+    )
+    max_body_size_mb: float = Field(100.0, gt=0, description="Largest request body accepted")
+    prompt_timeout_s: float | None = Field(None, gt=0, description="Longest a job may take")
+    keep_outputs: bool = Field(False, description="Keep output files after they are returned")
+    shutdown_grace_s: float = Field(30.0, ge=0, description="Time in-flight jobs get on shutdown")
+    log_level: LogLevel = Field("info", description="Log level")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, YamlConfigSource(settings_cls))
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower_level(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
+
+    @field_validator(
+        "prompt_timeout_s", "cmd", "input_dir", "output_dir", "model_dir", mode="before"
+    )
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        return None if value == "" else value
+
+    @field_validator("cmd")
+    @classmethod
+    def _cmd_parses(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                if not shlex.split(value):
+                    raise ValueError("CMD is empty")
+            except ValueError as e:
+                raise ValueError(f"not a valid shell command: {e}") from e
+        return value
+
+    @model_validator(mode="after")
+    def _ports_differ(self) -> Settings:
+        if self.port == self.comfyui_port_host:
+            raise ValueError("PORT and COMFYUI_PORT_HOST must differ")
+        return self
+
+    @property
+    def comfy_url(self) -> str:
+        host = self.direct_address
+        if ":" in host and not host.startswith("["):
+            host = f"[{host}]"
+        return f"http://{host}:{self.comfyui_port_host}"
+
+    @property
+    def comfy_input_dir(self) -> Path:
+        return self.input_dir or self.comfy_home / "input"
+
+    @property
+    def comfy_output_dir(self) -> Path:
+        return self.output_dir or self.comfy_home / "output"
+
+    @property
+    def max_body_size_bytes(self) -> int:
+        return int(self.max_body_size_mb * 1024 * 1024)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build Settings, turning validation failures into one line per bad variable."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as e:
+        lines = []
+        for err in e.errors():
+            name = str(err["loc"][0]).upper() if err["loc"] else "settings"
+            given = err.get("input")
+            shown = f"={given!r}" if not isinstance(given, dict) else ""
+            lines.append(f"invalid setting {name}{shown}: {err['msg']}")
+        raise SettingsError("; ".join(lines)) from None
+
+
+def die_on_bad_settings(error: SettingsError) -> None:
+    print(f"comfy-gateway: {error}", file=sys.stderr)
+    raise SystemExit(2)
