@@ -13,7 +13,7 @@ run: $(BIN)/.installed $(COMFY_STAMP)  ## Start the gateway on :3000 with its Co
 	$(BIN)/python -m app
 
 test: $(BIN)/.installed $(COMFY_STAMP) $(TINY_MODELS)  ## Run every test, unit and integration
-	$(BIN)/pytest tests
+	$(BIN)/pytest tests --durations=10
 
 unit: $(BIN)/.installed  ## Only the tests that need no ComfyUI
 	$(BIN)/pytest tests/unit

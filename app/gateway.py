@@ -7,10 +7,11 @@ import logging
 import os
 import signal
 import uuid
+from collections.abc import Callable
 
 from app import __version__
 from app.comfy.client import ComfyClient
-from app.comfy.process import ComfyProcess
+from app.comfy.process import ComfyProcess, ComfyStartError
 from app.comfy.tracker import PromptTracker
 from app.errors import ComfyUnavailable, QueueFull
 from app.jobs import JobRunner
@@ -39,6 +40,8 @@ class Gateway:
         self.started = False
         self.stopping = False
         self.exit_code = 0
+        # How to stop the whole process when ComfyUI is gone for good; __main__ sets it.
+        self.request_exit: Callable[[], None] = lambda: os.kill(os.getpid(), signal.SIGTERM)
         self._supervisor: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -49,7 +52,9 @@ class Gateway:
             await self.tracker.wait_connected(timeout_s=30)
         except TimeoutError:
             await self.stop()
-            raise RuntimeError("ComfyUI answers HTTP but its websocket did not connect") from None
+            raise ComfyStartError(
+                f"ComfyUI answers HTTP but its websocket {self.tracker.ws_url} did not connect"
+            ) from None
         self._supervisor = asyncio.create_task(
             self.process.supervise(self._comfy_exited, self._comfy_restarted)
         )
@@ -82,7 +87,7 @@ class Gateway:
                 code,
             )
             self.exit_code = 1
-            os.kill(os.getpid(), signal.SIGTERM)
+            self.request_exit()
 
     async def _comfy_restarted(self) -> None:
         log.info("ComfyUI is back (restart %d)", self.process.restarts)

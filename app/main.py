@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
 from app import __version__
+from app.comfy.process import ComfyStartError
 from app.errors import install_handlers
 from app.gateway import Gateway
 from app.middleware import BodySizeLimit
 from app.routes import models, probes, prompt
 from app.settings import Settings
+
+log = logging.getLogger(__name__)
 
 DESCRIPTION = """
 Run any ComfyUI graph over plain HTTP and get the outputs back in the response.
@@ -29,7 +33,13 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await gateway.start()
+        try:
+            await gateway.start()
+        except ComfyStartError as e:
+            # One clear line instead of a framework traceback, then a prompt non-zero exit.
+            log.critical("cannot start: %s", e)
+            gateway.exit_code = 1
+            gateway.request_exit()
         try:
             yield
         finally:

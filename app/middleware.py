@@ -27,14 +27,23 @@ class BodySizeLimit:
             await error_response(self._error())(scope, receive, send)
             return
         received = 0
+        refused = False
 
+        # Past the cap we answer 413 ourselves and tell the app the client left: frameworks
+        # turn an exception raised while parsing a body into their own 400.
         async def limited_receive() -> Message:
-            nonlocal received
+            nonlocal received, refused
             message = await receive()
-            if message["type"] == "http.request":
+            if message["type"] == "http.request" and not refused:
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
-                    raise self._error()
+                    refused = True
+                    await error_response(self._error())(scope, receive, send)
+                    return {"type": "http.disconnect"}
             return message
 
-        await self.app(scope, limited_receive, send)
+        async def guarded_send(message: Message) -> None:
+            if not refused:
+                await send(message)
+
+        await self.app(scope, limited_receive, guarded_send)

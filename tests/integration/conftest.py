@@ -1,0 +1,44 @@
+"""One real gateway (and so one real ComfyUI on CPU) shared by the whole test session."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from PIL import Image
+
+from tests.integration.harness import MODELS, ROOT, Gateway, running
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "integration" in str(item.path):
+            item.add_marker(pytest.mark.integration)
+
+
+def seed_inputs(input_dir: Path) -> None:
+    """The input images the shared graphs load: ComfyUI's example.png and a 64x64 gradient."""
+    shutil.copy(ROOT / ".comfyui" / "ComfyUI" / "input" / "example.png", input_dir)
+    gradient = Image.new("RGB", (64, 64))
+    gradient.putdata([(x * 4, y * 4, 128) for y in range(64) for x in range(64)])
+    gradient.save(input_dir / "in64.png")
+
+
+@pytest.fixture(scope="session")
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    if not (MODELS / "checkpoints" / "tiny-sd15-random.safetensors").exists():
+        pytest.fail("the tiny checkpoint is missing: run `make models` (make test does)")
+    workdir = tmp_path_factory.mktemp("gateway")
+    (workdir / "input").mkdir()
+    seed_inputs(workdir / "input")
+    with running(workdir, MAX_BODY_SIZE_MB="1") as gw:
+        yield gw
+
+
+@pytest.fixture
+def client(gateway: Gateway) -> Iterator[httpx.Client]:
+    with gateway.client() as c:
+        yield c

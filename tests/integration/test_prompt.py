@@ -1,0 +1,292 @@
+"""POST /prompt against a real ComfyUI: outputs, ComfyUI's refusals and failures, isolation."""
+
+from __future__ import annotations
+
+import base64
+import io
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from PIL import Image, ImageStat
+
+from tests.integration.harness import Gateway, graph
+
+
+def decode_image(b64: str) -> Image.Image:
+    image = Image.open(io.BytesIO(base64.b64decode(b64)))
+    image.load()
+    return image
+
+
+def empty_image(color: int, width: int = 64, height: int = 64, prefix: str = "t") -> dict[str, Any]:
+    return {
+        "1": {
+            "class_type": "EmptyImage",
+            "inputs": {"width": width, "height": height, "batch_size": 1, "color": color},
+        },
+        "2": {
+            "class_type": "SaveImage",
+            "inputs": {"images": ["1", 0], "filename_prefix": prefix},
+        },
+    }
+
+
+def test_empty_image_comes_back_as_a_red_png(client: httpx.Client, gateway: Gateway) -> None:
+    response = client.post("/prompt", json={"prompt": graph("g1_empty_save"), "id": "red-1"})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["id"] == "red-1"
+    assert len(body["images"]) == len(body["filenames"]) == 1
+    image = decode_image(body["images"][0])
+    assert image.format == "PNG"
+    assert image.size == (64, 64)
+    assert image.convert("RGB").getpixel((10, 10)) == (255, 0, 0)
+    assert body["filenames"][0].endswith(".png")
+    assert set(body["stats"]) == {"queue", "execution", "postprocess", "total"}
+    assert body["stats"]["total"] >= body["stats"]["execution"] >= 0
+    # the graph as submitted: its save prefix made unique for this job
+    prefix = body["prompt"]["2"]["inputs"]["filename_prefix"]
+    assert prefix.startswith("ci_empty_") and prefix != "ci_empty"
+    # the job's output file was removed after it was read
+    assert not list(gateway.output_dir.rglob("ci_empty_*"))
+
+
+def test_resubmitting_an_identical_graph_runs_it_again(client: httpx.Client) -> None:
+    first = client.post("/prompt", json={"prompt": empty_image(0x00FF00)})
+    second = client.post("/prompt", json={"prompt": empty_image(0x00FF00)})
+    assert first.status_code == second.status_code == 200, second.text
+    assert first.json()["filenames"] != second.json()["filenames"]
+    assert decode_image(second.json()["images"][0]).convert("RGB").getpixel((0, 0)) == (0, 255, 0)
+
+
+def test_loaded_image_is_scaled_and_inverted(client: httpx.Client, gateway: Gateway) -> None:
+    response = client.post("/prompt", json={"prompt": graph("g2_load_scale_invert_save")})
+    assert response.status_code == 200, response.text
+    image = decode_image(response.json()["images"][0]).convert("RGB")
+    assert image.size == (32, 32)
+    original = Image.open(gateway.input_dir / "example.png").convert("RGB")
+    for channel, (got, had) in enumerate(
+        zip(ImageStat.Stat(image).mean, ImageStat.Stat(original).mean, strict=True)
+    ):
+        assert abs(got - (255 - had)) < 12, f"channel {channel} is not inverted"
+
+
+def test_execution_error_is_a_502_naming_the_node(client: httpx.Client) -> None:
+    response = client.post("/prompt", json={"prompt": graph("g3_exec_error")})
+    assert response.status_code == 502, response.text
+    body = response.json()
+    assert body["code"] == "execution_failed"
+    assert body["details"]["node_id"] == "2"
+    assert body["details"]["class_type"] == "ImageToMask"
+    assert body["details"]["exception_message"]
+    assert "ImageToMask" in body["error"]
+    assert "tensor(" not in response.text
+
+
+@pytest.mark.parametrize(
+    ("name", "code", "locations"),
+    [
+        (
+            "g4_validation_error",
+            "prompt_invalid",
+            {"prompt.1.inputs.width", "prompt.2.inputs.upscale_method"},
+        ),
+        ("g5_unknown_node", "prompt_invalid", {"prompt.1.class_type"}),
+        ("g6_no_outputs", "no_outputs", None),
+        ("g7_missing_input", "prompt_invalid", {"prompt.2.inputs.images"}),
+    ],
+)
+def test_graphs_comfyui_refuses_are_located_400s(
+    client: httpx.Client, name: str, code: str, locations: set[str] | None
+) -> None:
+    response = client.post("/prompt", json={"prompt": graph(name)})
+    assert response.status_code == 400, response.text
+    body = response.json()
+    assert body["code"] == code
+    assert body["error"]
+    if locations is not None:
+        assert body["location"] in locations
+    if code == "prompt_invalid" and name != "g5_unknown_node":
+        assert set(body["details"]["node_errors"]) == {loc.split(".")[1] for loc in locations or ()}
+
+
+def test_unknown_node_error_names_the_class(client: httpx.Client) -> None:
+    body = client.post("/prompt", json={"prompt": graph("g5_unknown_node")}).json()
+    assert "NoSuchNode" in body["error"]
+
+
+@pytest.mark.parametrize(
+    ("payload", "location"),
+    [
+        ({}, "prompt"),
+        ({"prompt": {}}, "prompt"),
+        ({"prompt": {"1": {"inputs": {}}}}, "prompt.1.class_type"),
+        ({"prompt": {"1": {"class_type": "X", "inputs": 5}}}, "prompt.1.inputs"),
+        ({"prompt": graph("g1_empty_save"), "id": "../etc"}, "id"),
+        ({"prompt": graph("g1_empty_save"), "surprise": 1}, "surprise"),
+        ([1, 2], "body"),
+    ],
+)
+def test_schema_violations_are_400s_naming_the_field(
+    client: httpx.Client, payload: Any, location: str
+) -> None:
+    response = client.post("/prompt", json=payload)
+    assert response.status_code == 400, response.text
+    body = response.json()
+    assert body["code"] == "invalid_request"
+    assert body["location"] == location
+    assert body["details"]["errors"]
+
+
+def test_malformed_json_is_a_400(client: httpx.Client) -> None:
+    response = client.post(
+        "/prompt", content=b'{"prompt": ', headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 400
+    assert response.json()["code"] == "invalid_request"
+
+
+def test_body_over_the_cap_is_a_413(client: httpx.Client) -> None:
+    big = {"prompt": graph("g1_empty_save"), "id": "big", "pad": "x" * (1024 * 1024 + 10)}
+    response = client.post("/prompt", json=big)
+    assert response.status_code == 413
+    assert response.json()["code"] == "payload_too_large"
+
+    def chunks() -> Any:
+        for _ in range(20):
+            yield b" " * 100_000
+
+    streamed = client.post(
+        "/prompt", content=chunks(), headers={"content-type": "application/json"}
+    )
+    assert streamed.status_code == 413
+    assert "MAX_BODY_SIZE_MB" in streamed.json()["error"]
+
+
+def test_unknown_routes_and_methods_answer_in_the_error_shape(client: httpx.Client) -> None:
+    missing = client.get("/nope")
+    assert missing.status_code == 404
+    assert missing.json()["code"] == "not_found"
+    wrong = client.get("/prompt")
+    assert wrong.status_code == 405
+    assert wrong.json()["code"] == "method_not_allowed"
+
+
+def test_tiny_checkpoint_txt2img_returns_a_64px_png(client: httpx.Client) -> None:
+    response = client.post("/prompt", json={"prompt": graph("t2i")})
+    assert response.status_code == 200, response.text
+    image = decode_image(response.json()["images"][0])
+    assert image.format == "PNG"
+    assert image.size == (64, 64)
+
+
+def test_concurrent_jobs_each_get_exactly_their_own_outputs(gateway: Gateway) -> None:
+    def run(i: int) -> tuple[int, httpx.Response]:
+        color = (i * 15) << 16 | (255 - i * 15) << 8 | (i * 7)
+        prompt = empty_image(color, width=16 + i * 4, height=24, prefix="same")
+        with gateway.client() as c:
+            return color, c.post("/prompt", json={"prompt": prompt, "id": f"c{i}"})
+
+    with ThreadPoolExecutor(16) as pool:
+        results = list(pool.map(run, range(16)))
+    for i, (color, response) in enumerate(results):
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["id"] == f"c{i}"
+        assert len(body["images"]) == 1
+        image = decode_image(body["images"][0]).convert("RGB")
+        assert image.size == (16 + i * 4, 24)
+        assert image.getpixel((0, 0)) == ((color >> 16) & 255, (color >> 8) & 255, color & 255)
+
+
+def test_duplicate_running_id_is_a_409(gateway: Gateway) -> None:
+    with ThreadPoolExecutor(1) as pool, gateway.client() as c:
+        pending = pool.submit(post, gateway, slow_graph(), "dup")
+        wait_for_comfy_queue(gateway, running=1)
+        clash = c.post("/prompt", json={"prompt": graph("g1_empty_save"), "id": "dup"})
+        assert c.post("/interrupt", json={"id": "dup"}).status_code == 200
+        assert clash.status_code == 409
+        assert clash.json()["location"] == "id"
+        assert pending.result().json()["code"] == "interrupted"
+
+
+def test_interrupt_running_and_queued_jobs(gateway: Gateway) -> None:
+    with ThreadPoolExecutor(2) as pool, gateway.client() as c:
+        running = pool.submit(post, gateway, slow_graph(seed=1), "run-1")
+        wait_for_comfy_queue(gateway, running=1)
+        queued = pool.submit(post, gateway, slow_graph(seed=2), "queued-1")
+        wait_for_comfy_queue(gateway, running=1, pending=1)
+
+        answer = c.post("/interrupt", json={"id": "queued-1"})
+        assert answer.status_code == 200, answer.text
+        assert answer.json() == {"id": "queued-1", "interrupted": True}
+        assert queued.result(timeout=10).status_code == 409
+        assert queued.result().json()["code"] == "interrupted"
+        assert not running.done()
+
+        assert c.post("/interrupt", json={"id": "run-1"}).status_code == 200
+        response = running.result(timeout=30)
+        assert response.status_code == 409, response.text
+        assert response.json()["code"] == "interrupted"
+        wait_for_comfy_queue(gateway, running=0)
+
+        finished = c.post("/interrupt", json={"id": "run-1"})
+        assert finished.status_code == 404
+        assert finished.json()["location"] == "id"
+        assert c.post("/prompt", json={"prompt": empty_image(7)}).status_code == 200
+
+
+def slow_graph(seed: int = 1) -> dict[str, Any]:
+    """txt2img with enough steps to take minutes on CPU unless interrupted."""
+    slow = graph("t2i")
+    slow["5"]["inputs"].update(steps=2000, seed=seed)
+    return slow
+
+
+def post(gateway: Gateway, prompt: dict[str, Any], request_id: str) -> httpx.Response:
+    with gateway.client() as c:
+        return c.post("/prompt", json={"prompt": prompt, "id": request_id})
+
+
+def wait_for_comfy_queue(
+    gateway: Gateway, *, running: int, pending: int = 0, timeout_s: float = 60
+) -> None:
+    """Wait until ComfyUI itself reports this many running and pending prompts."""
+    deadline = time.monotonic() + timeout_s
+    seen: Any = None
+    while time.monotonic() < deadline:
+        seen = httpx.get(f"{gateway.comfy_url}/queue", timeout=5).json()
+        if (len(seen["queue_running"]), len(seen["queue_pending"])) == (running, pending):
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"ComfyUI's queue never reached {running}/{pending}: {seen}")
+
+
+def test_models_lists_the_tiny_checkpoint(client: httpx.Client) -> None:
+    response = client.get("/models")
+    assert response.status_code == 200
+    models = response.json()
+    assert "tiny-sd15-random.safetensors" in models["checkpoints"]
+    assert "tiny-lora.safetensors" in models["loras"]
+    assert all(isinstance(v, list) for v in models.values())
+
+
+def test_probes_and_docs(client: httpx.Client) -> None:
+    health = client.get("/health")
+    assert health.status_code == 200
+    assert health.json()["status"] == "healthy"
+    ready = client.get("/ready")
+    assert ready.status_code == 200
+    assert ready.json() == {"status": "ready", "queue_depth": 0}
+    spec = client.get("/openapi.json").json()
+    assert {"/prompt", "/interrupt", "/health", "/ready", "/models"} <= set(spec["paths"])
+    assert client.get("/docs").status_code == 200
+
+
+def test_output_dir_is_left_clean(gateway: Gateway) -> None:
+    leftovers = [p for p in Path(gateway.output_dir).rglob("*") if p.is_file()]
+    assert leftovers == []
