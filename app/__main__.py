@@ -34,6 +34,7 @@ def main() -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per ComfyUI call is noise
     app = create_app(settings)
     config = uvicorn.Config(
         app,

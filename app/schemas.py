@@ -56,10 +56,12 @@ class PromptRequest(BaseModel):
     )
 
     def graph(self) -> dict[str, dict[str, Any]]:
-        return {
-            node_id: node.model_dump(by_alias=True, exclude_none=True)
-            for node_id, node in self.prompt.items()
-        }
+        graph = {}
+        for node_id, node in self.prompt.items():
+            dumped = node.model_dump(by_alias=True, exclude_unset=True)
+            dumped.setdefault("inputs", {})  # ComfyUI expects the key even when empty
+            graph[node_id] = dumped
+        return graph
 
 
 class Stats(BaseModel):
@@ -81,7 +83,7 @@ class PromptResponse(BaseModel):
         "files), ordered by node id, then by position; `images[i]` is `filenames[i]`"
     )
     filenames: list[str] = Field(description="The output file names, in the order of `images`")
-    stats: Stats
+    stats: Stats = Field(description="Where the time went, in milliseconds")
 
 
 class InterruptRequest(BaseModel):
@@ -96,12 +98,12 @@ class InterruptResponse(BaseModel):
 
 
 class HealthResponse(BaseModel):
-    status: Literal["healthy"]
+    status: Literal["healthy"] = Field(description="Start-up has completed")
     version: str = Field(description="The gateway's version")
 
 
 class ReadyResponse(BaseModel):
-    status: Literal["ready", "not ready"]
+    status: Literal["ready", "not ready"] = Field(description="Whether to send traffic here")
     reason: str | None = Field(None, description="Why the gateway is not ready")
     queue_depth: int = Field(description="Jobs running or waiting in ComfyUI")
 

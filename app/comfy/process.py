@@ -63,7 +63,7 @@ class ComfyProcess:
         self.restarts = 0
         self.stopping = False
         self._pump: asyncio.Task[None] | None = None
-        self._tmp = tempfile.TemporaryDirectory(prefix="comfy-gateway-")
+        self._model_paths: Path | None = None  # the YAML written for MODEL_DIR, if any
 
     def command(self) -> list[str]:
         """The argv that starts ComfyUI: CMD as given, or the bundled CPU install."""
@@ -86,9 +86,12 @@ class ComfyProcess:
     def _model_paths_file(self, model_dir: Path) -> Path:
         lines = ["gateway:", f"  base_path: {model_dir.resolve()}", "  is_default: true"]
         lines += [f"  {folder}: {folder}" for folder in MODEL_FOLDERS]
-        path = Path(self._tmp.name) / "extra_model_paths.yaml"
-        path.write_text("\n".join(lines) + "\n")
-        return path
+        if self._model_paths is None:
+            fd, name = tempfile.mkstemp(prefix="comfy-gateway-model-paths-", suffix=".yaml")
+            os.close(fd)
+            self._model_paths = Path(name)
+        self._model_paths.write_text("\n".join(lines) + "\n")
+        return self._model_paths
 
     @property
     def running(self) -> bool:
@@ -206,7 +209,8 @@ class ComfyProcess:
         """Stop for good: no restart follows."""
         self.stopping = True
         await self._kill(timeout_s)
-        self._tmp.cleanup()
+        if self._model_paths is not None:
+            self._model_paths.unlink(missing_ok=True)
 
     async def _kill(self, timeout_s: float = 10.0) -> None:
         """Stop ComfyUI's whole process group: SIGTERM, then SIGKILL after timeout_s."""

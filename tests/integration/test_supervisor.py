@@ -116,13 +116,22 @@ def test_sigkill_of_the_gateway_takes_comfyui_down_too(tmp_path: Path) -> None:
         wait_for(lambda: not alive(comfy), timeout_s=10, what="ComfyUI to die with its parent")
 
 
+def test_second_gateway_refuses_the_first_ones_comfyui_port(
+    tmp_path: Path, gateway: Gateway
+) -> None:
+    second = Gateway(tmp_path, COMFYUI_PORT_HOST=str(gateway.comfy_port)).start(wait=False)
+    assert second.wait_exit(60) == 1
+    assert f"port {gateway.comfy_port} on 127.0.0.1 is already taken" in second.log_text()
+    assert httpx.get(f"{gateway.url}/ready").status_code == 200  # the first is untouched
+
+
 def test_occupied_comfyui_port_is_refused(tmp_path: Path) -> None:
     with socket.socket() as stranger:
         stranger.bind(("127.0.0.1", 0))
         stranger.listen()
         port = stranger.getsockname()[1]
         gateway = Gateway(tmp_path, COMFYUI_PORT_HOST=str(port)).start(wait=False)
-        assert gateway.wait_exit(60) != 0
+        assert gateway.wait_exit(60) == 1
     assert f"port {port} on 127.0.0.1 is already taken" in gateway.log_text()
 
 
@@ -139,7 +148,7 @@ def test_comfyui_that_never_comes_up_fails_start_up_with_its_log(
     gateway = Gateway(
         tmp_path, CMD=cmd, STARTUP_CHECK_MAX_TRIES="4", STARTUP_CHECK_INTERVAL_S="0.25"
     ).start(wait=False)
-    assert gateway.wait_exit(60) != 0
+    assert gateway.wait_exit(60) == 1
     log = gateway.log_text()
     assert expected in log
     if "boom" in cmd:
