@@ -158,7 +158,11 @@ def _location(loc: tuple[int | str, ...]) -> str:
 def from_validation_error(exc: RequestValidationError) -> InvalidRequest:
     """One 400 naming every bad field, the first one in `location`."""
     errors = [
-        {"location": _location(tuple(e.get("loc", ()))), "message": e.get("msg", "invalid")}
+        {
+            # a JSON syntax error's loc is a character offset; the body as a whole is at fault
+            "location": "body" if e.get("type") == "json_invalid" else _location(e.get("loc", ())),
+            "message": e.get("msg", "invalid"),
+        }
         for e in exc.errors()
     ]
     if not errors:
@@ -190,7 +194,10 @@ def install_handlers(app: FastAPI) -> None:
             return error_response(NotFound(f"no route {request.method} {request.url.path}"))
         if exc.status_code == 405:
             return error_response(
-                MethodNotAllowed(f"{request.url.path} does not accept {request.method}")
+                MethodNotAllowed(
+                    f"{request.url.path} does not accept {request.method}",
+                    headers=dict(exc.headers or {}),  # Allow: the methods it does accept
+                )
             )
         body = {"error": str(exc.detail), "code": "http_error"}
         return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.errors import PayloadTooLarge, error_response
@@ -16,7 +17,10 @@ class BodySizeLimit:
 
     def _error(self) -> PayloadTooLarge:
         mb = self.max_bytes / 2**20
-        return PayloadTooLarge(f"the request body is larger than MAX_BODY_SIZE_MB ({mb:g} MB)")
+        return PayloadTooLarge(
+            "the request body is larger than MAX_BODY_SIZE_MB "
+            f"({mb:.3g} MB, {self.max_bytes} bytes)"
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -46,4 +50,8 @@ class BodySizeLimit:
             if not refused:
                 await send(message)
 
-        await self.app(scope, limited_receive, guarded_send)
+        try:
+            await self.app(scope, limited_receive, guarded_send)
+        except ClientDisconnect:
+            if not refused:
+                raise  # a real disconnect; ours was only a way to stop the body being read

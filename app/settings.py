@@ -152,10 +152,13 @@ def load_settings(**overrides: Any) -> Settings:
     except ValidationError as e:
         lines = []
         for err in e.errors():
-            name = str(err["loc"][0]).upper() if err["loc"] else "settings"
+            name = str(err["loc"][0]).upper() if err["loc"] else "PORT/COMFYUI_PORT_HOST"
             given = err.get("input")
             shown = f"={given!r}" if not isinstance(given, dict) else ""
-            lines.append(f"invalid setting {name}{shown}: {err['msg']}")
+            message = err["msg"].removeprefix("Value error, ")
+            if err["type"].startswith("bool"):
+                message += " (true/false, 1/0, yes/no, on/off)"
+            lines.append(f"invalid setting {name}{shown}: {message}")
         raise SettingsError("; ".join(lines)) from None
 
 

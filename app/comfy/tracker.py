@@ -160,15 +160,21 @@ class PromptTracker:
                 continue  # binary frames are latent previews
             try:
                 event = json.loads(message)
-                self.handle(event["type"], event.get("data") or {})
-            except (ValueError, KeyError, TypeError):
+            except ValueError:
+                event = None
+            data = event.get("data") if isinstance(event, dict) else None
+            if not isinstance(event, dict) or not isinstance(data, dict | None):
                 log.warning("ignored a malformed ComfyUI event: %.200s", message)
+                continue
+            self.handle(str(event.get("type")), data or {})
 
     # -- events -------------------------------------------------------------------------------
     def handle(self, kind: str, data: dict[str, Any]) -> None:
         """Apply one ComfyUI event."""
         if kind == "status":
-            remaining = data.get("status", {}).get("exec_info", {}).get("queue_remaining")
+            status = data.get("status")
+            exec_info = status.get("exec_info") if isinstance(status, dict) else None
+            remaining = exec_info.get("queue_remaining") if isinstance(exec_info, dict) else None
             if isinstance(remaining, int):
                 self.queue_depth = remaining
             return
@@ -208,7 +214,13 @@ class PromptTracker:
                         ComfyUnavailable("ComfyUI lost the job (it was restarted or cleared)"),
                     )
         except GatewayError as e:
+            # Without an answer nothing would ever settle them: fail rather than hang.
             log.warning("could not check pending prompts after reconnecting: %s", e)
+            for waiter in pending:
+                self.settle(
+                    waiter.prompt_id,
+                    ComfyUnavailable(f"lost track of the job in ComfyUI: {e.message}"),
+                )
 
     def _settle_from_history(self, waiter: PromptWaiter, entry: dict[str, Any]) -> None:
         status = entry.get("status") or {}

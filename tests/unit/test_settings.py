@@ -1,0 +1,225 @@
+"""Settings: defaults, typed parsing of the environment, CONFIG_FILE, and one-line errors."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from app.settings import PROJECT_ROOT, Settings, SettingsError, load_settings
+
+# Every variable the gateway reads, so that a developer's shell cannot leak into a test.
+VARIABLES = [name.upper() for name in Settings.model_fields] + ["CONFIG_FILE"]
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.mark.parametrize(
+    ("field", "expected"),
+    [
+        ("port", 3000),
+        ("host", "::"),
+        ("cmd", None),
+        ("comfyui_port_host", 8188),
+        ("direct_address", "127.0.0.1"),
+        ("input_dir", None),
+        ("output_dir", None),
+        ("model_dir", None),
+        ("startup_check_interval_s", 1.0),
+        ("startup_check_max_tries", 20),
+        ("always_restart_comfyui", False),
+        ("max_queue_depth", 0),
+        ("max_body_size_mb", 100.0),
+        ("prompt_timeout_s", None),
+        ("keep_outputs", False),
+        ("log_level", "info"),
+    ],
+)
+def test_default(field: str, expected: Any) -> None:
+    assert getattr(load_settings(), field) == expected
+
+
+def test_derived_defaults() -> None:
+    settings = load_settings()
+    assert settings.comfy_url == "http://127.0.0.1:8188"
+    assert settings.max_body_size_bytes == 100 * 1024 * 1024
+    assert settings.comfy_output_dir == settings.comfy_home / "output"
+    assert settings.comfy_input_dir == settings.comfy_home / "input"
+    assert settings.workflow_dir == PROJECT_ROOT / "workflows"
+
+
+@pytest.mark.parametrize(
+    ("name", "raw", "field", "expected"),
+    [
+        ("PORT", "3100", "port", 3100),
+        ("HOST", "0.0.0.0", "host", "0.0.0.0"),
+        ("COMFYUI_PORT_HOST", "8190", "comfyui_port_host", 8190),
+        ("STARTUP_CHECK_INTERVAL_S", "0.25", "startup_check_interval_s", 0.25),
+        ("STARTUP_CHECK_MAX_TRIES", "7", "startup_check_max_tries", 7),
+        ("ALWAYS_RESTART_COMFYUI", "true", "always_restart_comfyui", True),
+        ("ALWAYS_RESTART_COMFYUI", "1", "always_restart_comfyui", True),
+        ("ALWAYS_RESTART_COMFYUI", "false", "always_restart_comfyui", False),
+        ("MAX_QUEUE_DEPTH", "4", "max_queue_depth", 4),
+        ("MAX_BODY_SIZE_MB", "0.5", "max_body_size_mb", 0.5),
+        ("PROMPT_TIMEOUT_S", "90", "prompt_timeout_s", 90.0),
+        ("PROMPT_TIMEOUT_S", "", "prompt_timeout_s", None),
+        ("CMD", "", "cmd", None),
+        ("CMD", "python main.py --cpu", "cmd", "python main.py --cpu"),
+        ("OUTPUT_DIR", "/srv/out", "output_dir", Path("/srv/out")),
+        ("OUTPUT_DIR", "", "output_dir", None),
+        ("LOG_LEVEL", "DEBUG", "log_level", "debug"),
+        ("LOG_LEVEL", "Warning", "log_level", "warning"),
+        ("log_level", "error", "log_level", "error"),
+    ],
+)
+def test_env_parsed(
+    monkeypatch: pytest.MonkeyPatch, name: str, raw: str, field: str, expected: Any
+) -> None:
+    monkeypatch.setenv(name, raw)
+    value = getattr(load_settings(), field)
+    assert value == expected
+    assert type(value) is type(expected)
+
+
+def test_derived_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DIRECT_ADDRESS", "::1")
+    monkeypatch.setenv("COMFYUI_PORT_HOST", "9000")
+    monkeypatch.setenv("MAX_BODY_SIZE_MB", "2")
+    monkeypatch.setenv("OUTPUT_DIR", "/srv/out")
+    settings = load_settings()
+    assert settings.comfy_url == "http://[::1]:9000"
+    assert settings.max_body_size_bytes == 2 * 1024 * 1024
+    assert settings.comfy_output_dir == Path("/srv/out")
+
+
+@pytest.mark.parametrize(
+    ("env", "named", "allowed"),
+    [
+        ({"PORT": "abc"}, "PORT", "integer"),
+        ({"PORT": "70000"}, "PORT", "65535"),
+        ({"PORT": "0"}, "PORT", "greater than or equal to 1"),
+        ({"COMFYUI_PORT_HOST": "-3"}, "COMFYUI_PORT_HOST", "greater than or equal to 1"),
+        ({"STARTUP_CHECK_MAX_TRIES": "0"}, "STARTUP_CHECK_MAX_TRIES", "greater than or equal to 1"),
+        ({"STARTUP_CHECK_INTERVAL_S": "0"}, "STARTUP_CHECK_INTERVAL_S", "greater than 0"),
+        ({"LOG_LEVEL": "loud"}, "LOG_LEVEL", "'debug', 'info', 'warning', 'error'"),
+        ({"MAX_BODY_SIZE_MB": "-1"}, "MAX_BODY_SIZE_MB", "greater than 0"),
+        ({"MAX_QUEUE_DEPTH": "-1"}, "MAX_QUEUE_DEPTH", "greater than or equal to 0"),
+        ({"PROMPT_TIMEOUT_S": "0"}, "PROMPT_TIMEOUT_S", "greater than 0"),
+        ({"ALWAYS_RESTART_COMFYUI": "maybe"}, "ALWAYS_RESTART_COMFYUI", "boolean"),
+        ({"CMD": "python 'main.py"}, "CMD", "shell command"),
+        ({"PORT": "8188"}, "PORT", "must differ"),
+        ({"PORT": "9000", "COMFYUI_PORT_HOST": "9000"}, "COMFYUI_PORT_HOST", "must differ"),
+    ],
+)
+def test_bad_value_is_named(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], named: str, allowed: str
+) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    message = str(caught.value)
+    assert named in message
+    assert allowed in message
+    assert "\n" not in message
+
+
+def test_every_bad_variable_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PORT", "abc")
+    monkeypatch.setenv("LOG_LEVEL", "loud")
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    assert "PORT" in str(caught.value)
+    assert "LOG_LEVEL" in str(caught.value)
+
+
+def write_config(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "gateway.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_config_file_is_read(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    config = write_config(
+        tmp_path, "PORT: 3300\nLOG_LEVEL: DEBUG\nmax_queue_depth: 5\nSOMETHING_ELSE: 1\n"
+    )
+    monkeypatch.setenv("CONFIG_FILE", str(config))
+    settings = load_settings()
+    assert (settings.port, settings.log_level, settings.max_queue_depth) == (3300, "debug", 5)
+
+
+def test_environment_wins_over_config_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    config = write_config(tmp_path, "PORT: 3300\nMAX_QUEUE_DEPTH: 5\n")
+    monkeypatch.setenv("CONFIG_FILE", str(config))
+    monkeypatch.setenv("PORT", "3400")
+    settings = load_settings()
+    assert settings.port == 3400
+    assert settings.max_queue_depth == 5
+
+
+def test_empty_config_file_means_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("CONFIG_FILE", str(write_config(tmp_path, "")))
+    assert load_settings().port == 3000
+
+
+def test_bad_value_in_config_file_is_named(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("CONFIG_FILE", str(write_config(tmp_path, "PORT: abc\n")))
+    with pytest.raises(SettingsError, match="PORT"):
+        load_settings()
+
+
+@pytest.mark.parametrize(
+    ("content", "allowed"),
+    [
+        (None, "cannot be read"),
+        ("PORT: [unclosed\n", "cannot be read"),
+        ("- PORT\n- 3000\n", "mapping"),
+        ("just a string\n", "mapping"),
+    ],
+    ids=["missing", "not-yaml", "list", "scalar"],
+)
+def test_bad_config_file_is_named(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, content: str | None, allowed: str
+) -> None:
+    path = tmp_path / "gateway.yaml"
+    if content is not None:
+        path.write_text(content)
+    monkeypatch.setenv("CONFIG_FILE", str(path))
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    assert "CONFIG_FILE" in str(caught.value)
+    assert allowed in str(caught.value)
+
+
+def test_config_file_that_is_a_folder(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("CONFIG_FILE", str(tmp_path))
+    with pytest.raises(SettingsError, match="CONFIG_FILE"):
+        load_settings()
+
+
+def test_bad_setting_stops_start_up_with_one_line() -> None:
+    env = {k: v for k, v in os.environ.items() if k.upper() not in VARIABLES}
+    env["PORT"] = "abc"
+    done = subprocess.run(
+        [sys.executable, "-m", "app"],
+        env=env,
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=20,
+        check=False,
+    )
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert "PORT" in lines[0]
+    assert "integer" in lines[0]
+    assert "Traceback" not in done.stderr
