@@ -35,24 +35,28 @@ class Node(BaseModel):
     )
 
 
-class PromptRequest(BaseModel):
-    """Run any ComfyUI graph and get its outputs back."""
+class JobOptions(BaseModel):
+    """What every job request may carry besides its graph (or its workflow input)."""
 
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={"examples": [{"prompt": EXAMPLE_GRAPH}]},
-    )
+    model_config = ConfigDict(extra="forbid")
 
-    prompt: dict[str, Node] = Field(
-        min_length=1,
-        description="The graph in ComfyUI's API format (`Save (API)` in ComfyUI's editor): "
-        "`{node_id: {class_type, inputs}}`",
-    )
     id: str | None = Field(
         None,
         pattern=REQUEST_ID_PATTERN,
         description="Request id naming the job in responses, logs and /interrupt; "
         "default a new UUID. Letters, digits and `._:-`, at most 128 characters",
+    )
+
+
+class PromptRequest(JobOptions):
+    """Run any ComfyUI graph and get its outputs back."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"prompt": EXAMPLE_GRAPH}]})
+
+    prompt: dict[str, Node] = Field(
+        min_length=1,
+        description="The graph in ComfyUI's API format (`Save (API)` in ComfyUI's editor): "
+        "`{node_id: {class_type, inputs}}`",
     )
 
     def graph(self) -> dict[str, dict[str, Any]]:
@@ -84,6 +88,12 @@ class PromptResponse(BaseModel):
     )
     filenames: list[str] = Field(description="The output file names, in the order of `images`")
     stats: Stats = Field(description="Where the time went, in milliseconds")
+
+
+class WorkflowResponse(PromptResponse):
+    """The outputs of a workflow job, with the input it ran with."""
+
+    input: dict[str, Any] = Field(description="The workflow input, defaults filled in")
 
 
 class InterruptRequest(BaseModel):

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from app.gateway import Gateway
+from app.jobs import Graph
 from app.schemas import (
     ErrorResponse,
     InterruptRequest,
     InterruptResponse,
+    JobOptions,
     PromptRequest,
     PromptResponse,
+    WorkflowResponse,
 )
 
 router = APIRouter(tags=["prompts"])
@@ -29,13 +33,25 @@ ERRORS: dict[int | str, dict[str, object]] = {
 }
 
 
+async def run_job(
+    request: Request,
+    options: JobOptions,
+    graph: Graph,
+    echo_input: dict[str, Any] | None = None,
+) -> Response:
+    """Run one job for any route that takes one (/prompt, the workflow endpoints)."""
+    gateway: Gateway = request.app.state.gateway
+    gateway.check_accepting()
+    result: PromptResponse = await gateway.jobs.run(options.id or str(uuid.uuid4()), graph)
+    if echo_input is not None:
+        result = WorkflowResponse(**dict(result), input=echo_input)
+    return Response(result.model_dump_json(), media_type="application/json")
+
+
 @router.post("/prompt", response_model=PromptResponse, responses=ERRORS)
 async def run_prompt(body: PromptRequest, request: Request) -> Response:
     """Run a ComfyUI API-format graph and answer with every output file, base64-encoded."""
-    gateway: Gateway = request.app.state.gateway
-    gateway.check_accepting()
-    result = await gateway.jobs.run(body.id or str(uuid.uuid4()), body.graph())
-    return Response(result.model_dump_json(), media_type="application/json")
+    return await run_job(request, body, body.graph())
 
 
 @router.post(
