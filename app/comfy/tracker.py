@@ -136,7 +136,9 @@ class PromptTracker:
         backoff_s = 0.05
         while True:
             try:
-                async with connect(self.ws_url, max_size=2**26, open_timeout=5) as ws:
+                async with connect(
+                    self.ws_url, max_size=2**26, open_timeout=5, compression=None
+                ) as ws:
                     backoff_s = 0.05
                     self.generation += 1
                     self.connected.set()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,13 @@ from typing import Any
 import pytest
 
 from app.comfy.client import ComfyClient
-from app.media import OutputFile, OutputStore, output_files, unique_prefixes
+from app.media import (
+    INLINE_READ_MAX_BYTES,
+    OutputFile,
+    OutputStore,
+    output_files,
+    unique_prefixes,
+)
 
 
 def image(filename: str, folder_type: str | None = "output", subfolder: str = "") -> dict[str, Any]:
@@ -143,7 +150,15 @@ def test_local_path_refuses_escapes(store: OutputStore, filename: str, subfolder
 @pytest.mark.parametrize(("filename", "subfolder"), [("a.png", ""), ("a.png", "sub/deeper")])
 def test_local_path_inside(store: OutputStore, filename: str, subfolder: str) -> None:
     path = store.local_path(OutputFile("1", filename, subfolder, "output"))
-    assert path == store.output_dir / subfolder / filename
+    assert path is not None
+    assert Path(path) == store.output_dir / subfolder / filename
+
+
+async def test_large_file_is_read_whole(store: OutputStore) -> None:
+    content = os.urandom(INLINE_READ_MAX_BYTES + 12345)  # read in a worker thread
+    (store.output_dir / "big.bin").write_bytes(content)
+    [encoded] = await store.read_all([OutputFile("1", "big.bin", "", "output")])
+    assert base64.b64decode(encoded) == content
 
 
 async def test_read_and_remove(store: OutputStore) -> None:
