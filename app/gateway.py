@@ -6,8 +6,10 @@ import asyncio
 import logging
 import os
 import signal
+import time
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 from app import __version__
 from app.comfy.client import ComfyClient
@@ -16,7 +18,9 @@ from app.comfy.tracker import PromptTracker
 from app.errors import ComfyUnavailable, QueueFull
 from app.jobs import JobRunner
 from app.media import OutputStore
+from app.records import JobHistory
 from app.settings import Settings
+from app.webhooks import SystemEvents, WebhookSender
 
 log = logging.getLogger(__name__)
 
@@ -30,13 +34,25 @@ class Gateway:
         self.process = ComfyProcess(settings)
         self.client = ComfyClient(settings.comfy_url)
         self.tracker = PromptTracker(self.client, client_id=uuid.uuid4().hex)
+        self.webhooks = WebhookSender(settings)
         self.jobs = JobRunner(
             self.client,
             self.tracker,
             OutputStore(settings.comfy_output_dir, self.client),
+            JobHistory(max_finished=settings.job_history_max, ttl_s=settings.job_history_ttl_s),
+            self.webhooks,
             timeout_s=settings.prompt_timeout_s,
             keep_outputs=settings.keep_outputs,
         )
+        self.system_events: SystemEvents | None = None
+        if settings.system_webhook_url and settings.system_webhook_events:
+            self.system_events = SystemEvents(
+                self.webhooks,
+                str(settings.system_webhook_url),
+                settings.system_webhook_events,
+                settings.system_meta,
+            )
+            self.tracker.listeners.append(self._forward_system_event)
         self.started = False
         self.stopping = False
         self.exit_code = 0
@@ -44,8 +60,17 @@ class Gateway:
         self.request_exit: Callable[[], None] = lambda: os.kill(os.getpid(), signal.SIGTERM)
         self._supervisor: asyncio.Task[None] | None = None
 
+    def _forward_system_event(self, kind: str, data: dict[str, Any]) -> None:
+        assert self.system_events is not None
+        request_id = self.jobs.by_prompt.get(str(data.get("prompt_id")))
+        self.system_events.offer(kind, data, request_id)
+
     async def start(self) -> None:
         """Start ComfyUI, connect to its events, and begin watching it."""
+        if self.webhooks.key is None:
+            log.info("WEBHOOK_SECRET is not set: webhook deliveries are not signed")
+        if self.system_events is not None:
+            self.system_events.start()
         await self.process.start()
         self.tracker.start()
         try:
@@ -62,19 +87,30 @@ class Gateway:
         log.info("gateway %s ready: ComfyUI at %s", self.version, self.settings.comfy_url)
 
     async def stop(self) -> None:
-        """Stop taking work, let in-flight jobs finish within the grace period, stop ComfyUI."""
+        """Stop taking work, let jobs and deliveries finish within the grace period, stop ComfyUI.
+
+        Jobs still running when the grace period ends fail (503), and their failure is
+        delivered before ComfyUI stops: every accepted job ends in exactly one outcome.
+        """
         self.stopping = True
-        if self.jobs.active:
-            log.info(
-                "waiting up to %.0fs for %d job(s)",
-                self.settings.shutdown_grace_s,
-                len(self.jobs.active),
+        grace_s = self.settings.shutdown_grace_s
+        deadline = time.monotonic() + grace_s
+        if self.jobs.tasks:
+            log.info("waiting up to %.0fs for %d job(s)", grace_s, len(self.jobs.tasks))
+            await self.jobs.drain(grace_s)
+        self.tracker.fail_all(ComfyUnavailable("the gateway shut down before the job finished"))
+        # Failure deliveries get what is left of the grace period, but never less than a try.
+        leftover_s = max(deadline - time.monotonic(), self.settings.webhook_timeout_s)
+        if not await self.jobs.drain(leftover_s):
+            log.error(
+                "%d job(s) could not deliver their outcome before shutdown", len(self.jobs.tasks)
             )
-            await self.jobs.drain(self.settings.shutdown_grace_s)
-        self.tracker.fail_all(ComfyUnavailable("the gateway is shutting down"))
+        if self.system_events is not None:
+            await self.system_events.close(max(deadline - time.monotonic(), 1.0))
         await self.tracker.close()
         await self.process.stop()
         await self.client.aclose()
+        await self.webhooks.aclose()
 
     async def _comfy_exited(self, code: int) -> None:
         self.tracker.fail_all(

@@ -1,4 +1,9 @@
-"""One job end to end: rewrite the graph, submit, wait, read the outputs, clean up."""
+"""One job end to end: rewrite the graph, submit, wait, read the outputs, clean up, deliver.
+
+Every job runs in a task of its own, started once ComfyUI has accepted the graph: a synchronous
+request awaits that task, a webhook request is answered 202 at once, an SSE request follows the
+job's record. However it ends, the job's record and its webhooks learn exactly one outcome.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +12,16 @@ import contextlib
 import logging
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from app.comfy.client import ComfyClient
 from app.comfy.tracker import PromptTracker, PromptWaiter
 from app.errors import Conflict, GatewayError, Interrupted, NotFound, PromptTimeout
-from app.media import OutputStore, output_files, unique_prefixes
-from app.schemas import PromptResponse, Stats
+from app.media import OutputFile, OutputStore, output_files, unique_prefixes
+from app.records import JobHistory, JobRecord
+from app.schemas import PromptResponse, Stats, WorkflowResponse
+from app.webhooks import WebhookSender, deliver_job_end
 
 log = logging.getLogger(__name__)
 
@@ -22,10 +29,29 @@ Graph = dict[str, dict[str, Any]]
 
 
 @dataclass
+class Delivery:
+    """Where a job's outcome goes besides its HTTP response."""
+
+    webhook: str | None = None
+    webhook_v2: str | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.webhook or self.webhook_v2)
+
+
+@dataclass
 class Job:
-    id: str
-    prompt_id: str
+    record: JobRecord
+    graph: Graph
     waiter: PromptWaiter
+    delivery: Delivery
+    echo_input: dict[str, Any] | None
+    started: float = field(default_factory=time.monotonic)
+    task: asyncio.Task[PromptResponse] | None = None
+
+    @property
+    def id(self) -> str:
+        return self.record.id
 
 
 class JobRunner:
@@ -36,6 +62,8 @@ class JobRunner:
         client: ComfyClient,
         tracker: PromptTracker,
         outputs: OutputStore,
+        history: JobHistory,
+        sender: WebhookSender,
         *,
         timeout_s: float | None,
         keep_outputs: bool,
@@ -43,62 +71,126 @@ class JobRunner:
         self.client = client
         self.tracker = tracker
         self.outputs = outputs
+        self.history = history
+        self.sender = sender
         self.timeout_s = timeout_s
         self.keep_outputs = keep_outputs
-        self.active: dict[str, Job] = {}
-        self.idle = asyncio.Event()
-        self.idle.set()
+        self.active: dict[str, Job] = {}  # by request id, until ComfyUI is done with it
+        self.by_prompt: dict[str, str] = {}  # ComfyUI prompt id -> request id, same lifetime
+        self.tasks: set[asyncio.Task[PromptResponse]] = set()  # until deliveries are done
 
-    async def run(self, request_id: str, graph: Graph) -> PromptResponse:
-        """Run a graph to completion and return its outputs, or raise a GatewayError."""
+    async def start(
+        self,
+        request_id: str,
+        graph: Graph,
+        delivery: Delivery | None = None,
+        echo_input: dict[str, Any] | None = None,
+    ) -> Job:
+        """Submit a graph; ComfyUI's refusal raises here, anything later ends in the job."""
         if request_id in self.active:
             raise Conflict(f"a job with id {request_id!r} is already running", location="id")
-        started = time.monotonic()
         prompt_id = uuid.uuid4().hex
         graph = unique_prefixes(graph, prompt_id)
+        record = JobRecord(request_id, prompt_id)
         waiter = self.tracker.watch(prompt_id)
-        self.active[request_id] = Job(request_id, prompt_id, waiter)
-        self.idle.clear()
+        waiter.on_event = record.on_comfy_event
+        job = Job(record, graph, waiter, delivery or Delivery(), echo_input)
+        self.active[request_id] = job
+        self.by_prompt[prompt_id] = request_id
         log.info("job %s: submitting as prompt %s (%d nodes)", request_id, prompt_id, len(graph))
+        record.emit("queued", {"id": request_id})  # before: ComfyUI may start it at once
         try:
             await self.client.submit(graph, prompt_id=prompt_id, client_id=self.tracker.client_id)
-            self.tracker.submitted(waiter)
-            outputs = await self._wait(request_id, waiter)
+        except GatewayError:
+            self._release(job)
+            raise
+        self.tracker.submitted(waiter)
+        self.history.add(record)
+        job.task = asyncio.create_task(self._run(job), name=f"job-{request_id}")
+        self.tasks.add(job.task)
+        job.task.add_done_callback(self._task_done)
+        return job
+
+    def _task_done(self, task: asyncio.Task[PromptResponse]) -> None:
+        self.tasks.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved: the outcome was recorded and delivered already
+
+    def _release(self, job: Job) -> None:
+        self.tracker.forget(job.record.prompt_id)
+        self.active.pop(job.id, None)
+        self.by_prompt.pop(job.record.prompt_id, None)
+
+    async def _run(self, job: Job) -> PromptResponse:
+        record = job.record
+        try:
+            try:
+                result = await self._finish(job)
+            finally:
+                self._release(job)
+        except GatewayError as e:
+            log.warning("job %s failed: %s %s: %s", job.id, e.status, e.code, e.message)
+            record.fail(e.body(), interrupted=isinstance(e, Interrupted))
+            await self._deliver(job, error=e.body())
+            raise
+        except Exception as e:
+            log.exception("job %s: unexpected error", job.id)
+            error = GatewayError("internal error while finishing the job; see the gateway's log")
+            record.fail(error.body())
+            await self._deliver(job, error=error.body())
+            raise error from e
+        body = result.model_dump(mode="json")
+        record.succeed(body)
+        await self._deliver(job, result=body)
+        return result
+
+    async def _deliver(
+        self, job: Job, *, result: dict[str, Any] | None = None, error: dict[str, Any] | None = None
+    ) -> None:
+        if job.delivery:
+            await deliver_job_end(
+                self.sender,
+                webhook=job.delivery.webhook,
+                webhook_v2=job.delivery.webhook_v2,
+                job_id=job.id,
+                graph=job.graph,
+                result=result,
+                error=error,
+            )
+
+    async def _finish(self, job: Job) -> PromptResponse:
+        """Wait for ComfyUI, read and remove the outputs, and build the response."""
+        waiter = job.waiter
+        files: list[OutputFile] = []
+        try:
+            outputs = await self._wait(waiter)
             executed = time.monotonic()
             files = output_files(outputs)
-            try:
-                contents = await self.outputs.read_all(files)
-            finally:
-                if not self.keep_outputs:
-                    self.outputs.remove(files)
-        except GatewayError as e:
-            log.warning("job %s failed: %s %s: %s", request_id, e.status, e.code, e.message)
-            if not self.keep_outputs:
-                self.outputs.remove(output_files(waiter.outputs))
-            raise
+            contents = await self.outputs.read_all(files)
         finally:
-            self.tracker.forget(prompt_id)
-            del self.active[request_id]
-            if not self.active:
-                self.idle.set()
+            if not self.keep_outputs:
+                self.outputs.remove(files or output_files(waiter.outputs))
         done = time.monotonic()
         exec_start = waiter.started_at or executed
         stats = Stats(
-            queue=_ms(exec_start - started),
+            queue=_ms(exec_start - job.started),
             execution=_ms(executed - exec_start),
             postprocess=_ms(done - executed),
-            total=_ms(done - started),
+            total=_ms(done - job.started),
         )
-        log.info("job %s: %d outputs in %.0f ms", request_id, len(files), stats.total)
-        return PromptResponse(
-            id=request_id,
-            prompt=graph,
+        log.info("job %s: %d outputs in %.0f ms", job.id, len(files), stats.total)
+        fields = dict(
+            id=job.id,
+            prompt=job.graph,
             images=contents,
             filenames=[f.filename for f in files],
             stats=stats,
         )
+        if job.echo_input is not None:
+            return WorkflowResponse(**fields, input=job.echo_input)
+        return PromptResponse(**fields)
 
-    async def _wait(self, request_id: str, waiter: PromptWaiter) -> dict[str, Any]:
+    async def _wait(self, waiter: PromptWaiter) -> dict[str, Any]:
         try:
             return await asyncio.wait_for(asyncio.shield(waiter.done), self.timeout_s)
         except TimeoutError:
@@ -108,18 +200,26 @@ class JobRunner:
                 f"the job ran past PROMPT_TIMEOUT_S ({self.timeout_s:g}s) and was interrupted"
             ) from None
 
+    async def run(self, request_id: str, graph: Graph) -> PromptResponse:
+        """Run a graph to completion and return its outputs, or raise a GatewayError."""
+        job = await self.start(request_id, graph)
+        assert job.task is not None
+        return await asyncio.shield(job.task)
+
     async def interrupt(self, request_id: str) -> None:
         """Cancel a queued or running job; its own request then answers 409 `interrupted`."""
         job = self.active.get(request_id)
         if job is None:
             raise NotFound(f"no queued or running job has id {request_id!r}", location="id")
-        await self.client.cancel(job.prompt_id)
-        self.tracker.settle(job.prompt_id, Interrupted("the job was interrupted on request"))
+        await self.client.cancel(job.record.prompt_id)
+        self.tracker.settle(job.record.prompt_id, Interrupted("the job was interrupted on request"))
 
-    async def drain(self, timeout_s: float) -> None:
-        """Wait until no job is in flight, at most timeout_s."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.idle.wait(), timeout_s)
+    async def drain(self, timeout_s: float) -> bool:
+        """Wait until every job has finished and delivered, at most timeout_s; True if all did."""
+        if self.tasks:
+            _, pending = await asyncio.wait(set(self.tasks), timeout=timeout_s)
+            return not pending
+        return True
 
 
 def _ms(seconds: float) -> float:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl
 
 REQUEST_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
 
@@ -45,6 +45,16 @@ class JobOptions(BaseModel):
         pattern=REQUEST_ID_PATTERN,
         description="Request id naming the job in responses, logs and /interrupt; "
         "default a new UUID. Letters, digits and `._:-`, at most 128 characters",
+    )
+    webhook: HttpUrl | None = Field(
+        None,
+        description="Legacy webhook: answer 202 at once, then POST one `output.complete` per "
+        "output file (or one `prompt.failed`) here",
+    )
+    webhook_v2: HttpUrl | None = Field(
+        None,
+        description="Answer 202 at once, then POST one signed `prompt.complete` (the full 200 "
+        "body) or `prompt.failed` here when the job ends (Standard Webhooks headers)",
     )
 
 
@@ -94,6 +104,37 @@ class WorkflowResponse(PromptResponse):
     """The outputs of a workflow job, with the input it ran with."""
 
     input: dict[str, Any] = Field(description="The workflow input, defaults filled in")
+
+
+class Accepted(BaseModel):
+    """A job accepted for webhook delivery."""
+
+    id: str = Field(description="The request id")
+    prompt: dict[str, Any] = Field(description="The graph as submitted to ComfyUI")
+    status: Literal["ok"] = Field(description="Always `ok`: the job is queued")
+
+
+class Progress(BaseModel):
+    value: int = Field(description="Steps done in the node running now")
+    max: int = Field(description="Steps that node will take (0 when it reports none)")
+    node: str | None = Field(description="The node running now")
+
+
+class JobState(BaseModel):
+    """What this gateway process knows of a job (not shared between gateway replicas)."""
+
+    id: str = Field(description="The request id")
+    status: Literal["queued", "running", "succeeded", "failed", "interrupted"] = Field(
+        description="Where the job is"
+    )
+    progress: Progress = Field(description="Progress of the node running now")
+    queue_position: int | None = Field(
+        None, description="Jobs ahead of this one in ComfyUI's queue, while it is queued"
+    )
+    error: dict[str, Any] | None = Field(None, description="The error body, once it failed")
+    result: dict[str, Any] | None = Field(
+        None, description="The 200 body, once it succeeded (kept for a while)"
+    )
 
 
 class InterruptRequest(BaseModel):

@@ -6,21 +6,28 @@ come from the environment, then from the YAML file named by `CONFIG_FILE` (envir
 
 from __future__ import annotations
 
+import base64
 import os
 import shlex
 import sys
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, HttpUrl, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 BUNDLED_COMFY_DIR = PROJECT_ROOT / ".comfyui"
 
 LogLevel = Literal["debug", "info", "warning", "error", "critical"]
+SYSTEM_EVENT_TYPES = frozenset(
+    {
+        "status", "progress", "executing", "execution_start", "execution_cached", "executed",
+        "execution_success", "execution_interrupted", "execution_error",
+    }
+)  # fmt: skip
 
 
 class SettingsError(Exception):
@@ -84,6 +91,24 @@ class Settings(BaseSettings):
     keep_outputs: bool = Field(False, description="Keep output files after they are returned")
     shutdown_grace_s: float = Field(30.0, ge=0, description="Time in-flight jobs get on shutdown")
     log_level: LogLevel = Field("info", description="Log level")
+    prompt_webhook_retries: int = Field(3, ge=1, le=20, description="Delivery attempts per webhook")
+    webhook_timeout_s: float = Field(10.0, gt=0, description="Time one delivery attempt may take")
+    webhook_backoff_s: float = Field(1.0, ge=0, description="Wait before the first retry (doubles)")
+    webhook_secret: str | None = Field(None, description="Standard Webhooks secret (base64)")
+    system_webhook_url: HttpUrl | None = Field(None, description="Receiver of ComfyUI's events")
+    system_webhook_events: Annotated[frozenset[str], NoDecode] = Field(
+        frozenset(), description="Event types to forward: comma list, or `all`"
+    )
+    system_meta: dict[str, str] = Field(
+        default_factory=lambda: {
+            k.removeprefix("SYSTEM_META_"): v
+            for k, v in os.environ.items()
+            if k.startswith("SYSTEM_META_") and k != "SYSTEM_META_"
+        },
+        description="SYSTEM_META_<key> variables, sent as `metadata` with system events",
+    )
+    job_history_max: int = Field(100, ge=0, description="Finished jobs kept for GET /prompt/{id}")
+    job_history_ttl_s: float = Field(3600, ge=0, description="How long a finished job is kept")
 
     @classmethod
     def settings_customise_sources(
@@ -95,6 +120,32 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return (init_settings, env_settings, YamlConfigSource(settings_cls))
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _secret_decodes(cls, value: str | None) -> str | None:
+        if value is not None:
+            raw = value.removeprefix("whsec_")
+            try:
+                if not base64.b64decode(raw + "=" * (-len(raw) % 4), validate=True):
+                    raise ValueError
+            except ValueError:
+                raise ValueError("must be non-empty base64, optionally prefixed whsec_") from None
+        return value
+
+    @field_validator("system_webhook_events", mode="before")
+    @classmethod
+    def _known_events(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        names = set(value or ())
+        if "all" in names:
+            return frozenset(SYSTEM_EVENT_TYPES)
+        unknown = names - SYSTEM_EVENT_TYPES
+        if unknown:
+            allowed = ", ".join(sorted(SYSTEM_EVENT_TYPES))
+            raise ValueError(f"unknown event type(s) {sorted(unknown)}; allowed: all, {allowed}")
+        return frozenset(names)
 
     @field_validator("log_level", mode="before")
     @classmethod

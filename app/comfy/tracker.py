@@ -15,6 +15,7 @@ import contextlib
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +28,7 @@ from app.errors import ComfyUnavailable, ExecutionFailed, GatewayError, Interrup
 log = logging.getLogger(__name__)
 
 Outputs = dict[str, dict[str, Any]]  # node id -> what the node reported in `executed`
+EventListener = Callable[[str, dict[str, Any]], None]  # (event type, event data)
 
 
 @dataclass
@@ -47,6 +49,7 @@ class PromptWaiter:
     progress: Progress = field(default_factory=Progress)
     submitted: bool = False
     started_at: float | None = None  # monotonic time of execution_start
+    on_event: EventListener | None = None  # told of each of this prompt's events
 
 
 def execution_error(data: dict[str, Any]) -> ExecutionFailed:
@@ -85,6 +88,7 @@ class PromptTracker:
         self.queue_depth = 0
         self.connected = asyncio.Event()
         self.generation = 0  # bumped at each (re)connect
+        self.listeners: list[EventListener] = []  # told of every event, e.g. system webhooks
         self._task: asyncio.Task[None] | None = None
 
     # -- waiters ------------------------------------------------------------------------------
@@ -168,7 +172,10 @@ class PromptTracker:
             if not isinstance(event, dict) or not isinstance(data, dict | None):
                 log.warning("ignored a malformed ComfyUI event: %.200s", message)
                 continue
-            self.handle(str(event.get("type")), data or {})
+            kind, data = str(event.get("type")), data or {}
+            self.handle(kind, data)
+            for listener in self.listeners:
+                listener(kind, data)
 
     # -- events -------------------------------------------------------------------------------
     def handle(self, kind: str, data: dict[str, Any]) -> None:
@@ -198,6 +205,8 @@ class PromptTracker:
             self.settle(waiter.prompt_id, execution_error(data))
         elif kind == "execution_interrupted":
             self.settle(waiter.prompt_id, interrupted(data))
+        if waiter.on_event is not None:
+            waiter.on_event(kind, data)
 
     async def _reconcile(self, waiters: list[PromptWaiter]) -> None:
         """Settle submitted prompts whose events may have been missed, from /history."""

@@ -1,28 +1,38 @@
-"""POST /prompt (run any graph) and POST /interrupt."""
+"""POST /prompt (run any graph), GET /prompt/{id} (its state), its events, POST /interrupt."""
 
 from __future__ import annotations
 
+import json
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import APIRouter, Request
-from fastapi.responses import Response
+from fastapi import APIRouter, Header, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
+from app.errors import NotFound
 from app.gateway import Gateway
-from app.jobs import Graph
+from app.jobs import Delivery, Graph
+from app.records import JobRecord
 from app.schemas import (
+    Accepted,
     ErrorResponse,
     InterruptRequest,
     InterruptResponse,
     JobOptions,
+    JobState,
+    Progress,
     PromptRequest,
     PromptResponse,
-    WorkflowResponse,
 )
 
 router = APIRouter(tags=["prompts"])
 
-ERRORS: dict[int | str, dict[str, object]] = {
+ERRORS: dict[int | str, dict[str, Any]] = {
+    202: {
+        "model": Accepted,
+        "description": "With `webhook`/`webhook_v2`: accepted, delivered later",
+    },
     400: {"model": ErrorResponse, "description": "Invalid body, or ComfyUI refused the graph"},
     409: {"model": ErrorResponse, "description": "Interrupted, or the id is already running"},
     413: {"model": ErrorResponse, "description": "Body over MAX_BODY_SIZE_MB"},
@@ -31,6 +41,7 @@ ERRORS: dict[int | str, dict[str, object]] = {
     503: {"model": ErrorResponse, "description": "ComfyUI is down or restarting; see Retry-After"},
     504: {"model": ErrorResponse, "description": "The job ran past PROMPT_TIMEOUT_S"},
 }
+SSE_HEARTBEAT_S = 15.0
 
 
 async def run_job(
@@ -39,19 +50,103 @@ async def run_job(
     graph: Graph,
     echo_input: dict[str, Any] | None = None,
 ) -> Response:
-    """Run one job for any route that takes one (/prompt, the workflow endpoints)."""
+    """Run one job for any route that takes one (/prompt, the workflow endpoints).
+
+    Answers with the outputs (200), with 202 when a webhook will carry them, or with the
+    job's event stream when the client accepts `text/event-stream`.
+    """
     gateway: Gateway = request.app.state.gateway
     gateway.check_accepting()
-    result: PromptResponse = await gateway.jobs.run(options.id or str(uuid.uuid4()), graph)
-    if echo_input is not None:
-        result = WorkflowResponse(**dict(result), input=echo_input)
+    delivery = Delivery(
+        str(options.webhook) if options.webhook else None,
+        str(options.webhook_v2) if options.webhook_v2 else None,
+    )
+    job = await gateway.jobs.start(options.id or str(uuid.uuid4()), graph, delivery, echo_input)
+    if "text/event-stream" in request.headers.get("accept", ""):
+        return event_stream(job.record)
+    if delivery:
+        accepted = Accepted(id=job.id, prompt=job.graph, status="ok")
+        return JSONResponse(accepted.model_dump(), status_code=202)
+    assert job.task is not None
+    result = await job.task
     return Response(result.model_dump_json(), media_type="application/json")
 
 
 @router.post("/prompt", response_model=PromptResponse, responses=ERRORS)
 async def run_prompt(body: PromptRequest, request: Request) -> Response:
-    """Run a ComfyUI API-format graph and answer with every output file, base64-encoded."""
+    """Run a ComfyUI API-format graph and answer with every output file, base64-encoded.
+
+    With `Accept: text/event-stream` the answer is the job's event stream instead (as
+    `GET /prompt/{id}/events`), ending with `complete` (the 200 body) or `failed`.
+    """
     return await run_job(request, body, body.graph())
+
+
+def job_record(request: Request, request_id: str) -> JobRecord:
+    gateway: Gateway = request.app.state.gateway
+    record = gateway.jobs.history.get(request_id)
+    if record is None:
+        raise NotFound(
+            f"this gateway process knows no job {request_id!r} (unknown, or finished too long ago)",
+            location="id",
+        )
+    return record
+
+
+@router.get(
+    "/prompt/{id}",
+    response_model=JobState,
+    responses={404: {"model": ErrorResponse, "description": "Unknown here, or no longer kept"}},
+)
+async def job_state(id: str, request: Request) -> JobState:
+    """The state of a job this gateway process ran: status, progress, and its result or error."""
+    record = job_record(request, id)
+    position = None
+    if record.status == "queued":
+        gateway: Gateway = request.app.state.gateway
+        _, pending = await gateway.client.queue()
+        if record.prompt_id in pending:
+            position = pending.index(record.prompt_id)
+    return JobState(
+        id=record.id,
+        status=record.status,
+        progress=Progress(**record.progress),
+        queue_position=position,
+        error=record.error,
+        result=record.result,
+    )
+
+
+@router.get(
+    "/prompt/{id}/events",
+    response_class=StreamingResponse,
+    responses={
+        200: {"content": {"text/event-stream": {}}, "description": "Server-Sent Events"},
+        404: {"model": ErrorResponse, "description": "Unknown here, or no longer kept"},
+    },
+)
+async def job_events(
+    id: str,
+    request: Request,
+    last_event_id: int = Header(0, alias="Last-Event-ID", description="Resume after this id"),
+) -> StreamingResponse:
+    """A job's events as Server-Sent Events: `queued`, `running`, `executing`, `progress`, then
+    `complete` (the 200 body) or `failed`. Reconnect with `Last-Event-ID` to get what you missed.
+    """
+    return event_stream(job_record(request, id), after=last_event_id)
+
+
+def event_stream(record: JobRecord, after: int = 0) -> StreamingResponse:
+    async def frames() -> AsyncIterator[str]:
+        async for event in record.follow(after, idle_s=SSE_HEARTBEAT_S):
+            if event is None:
+                yield ": keep-alive\n\n"  # a comment keeps proxies from closing a quiet stream
+                continue
+            data = json.dumps(event.data, separators=(",", ":"))
+            yield f"id: {event.id}\nevent: {event.type}\ndata: {data}\n\n"
+
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    return StreamingResponse(frames(), media_type="text/event-stream", headers=headers)
 
 
 @router.post(

@@ -1,0 +1,125 @@
+"""JobRecord: one job's status, progress and event log; JobHistory: the records this process keeps.
+
+This is a convenience of one gateway process (GET /prompt/{id}, its SSE stream), not shared
+state: behind a load balancer, ask the gateway that took the job, or use webhooks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+JobStatus = Literal["queued", "running", "succeeded", "failed", "interrupted"]
+TERMINAL: frozenset[str] = frozenset({"complete", "failed"})
+
+
+@dataclass(frozen=True)
+class JobEvent:
+    """One event of a job's stream; ids count up from 1 per job."""
+
+    id: int
+    type: str  # queued, running, executing, progress, complete, failed
+    data: dict[str, Any]
+
+
+@dataclass
+class JobRecord:
+    """What one job has done so far, and a way to wait for what it does next."""
+
+    id: str
+    prompt_id: str
+    status: JobStatus = "queued"
+    progress: dict[str, Any] = field(default_factory=lambda: {"value": 0, "max": 0, "node": None})
+    error: dict[str, Any] | None = None
+    result: dict[str, Any] | None = None
+    events: list[JobEvent] = field(default_factory=list)
+    finished_at: float | None = None  # monotonic
+    _changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def finished(self) -> bool:
+        return self.finished_at is not None
+
+    def emit(self, kind: str, data: dict[str, Any]) -> None:
+        self.events.append(JobEvent(len(self.events) + 1, kind, data))
+        # Wake every waiting subscriber, then give later ones a fresh event to wait on.
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    def on_comfy_event(self, kind: str, data: dict[str, Any]) -> None:
+        """Follow ComfyUI's events for this job's prompt (the tracker calls this)."""
+        if kind == "execution_start":
+            self.status = "running"
+            self.emit("running", {"id": self.id})
+        elif kind == "executing" and data.get("node") is not None:
+            node = str(data["node"])
+            self.progress = {"value": 0, "max": 0, "node": node}
+            self.emit("executing", {"id": self.id, "node": node})
+        elif kind == "progress":
+            self.progress = {
+                "value": data.get("value", 0),
+                "max": data.get("max", 0),
+                "node": data.get("node"),
+            }
+            self.emit("progress", {"id": self.id, **self.progress})
+
+    def succeed(self, body: dict[str, Any]) -> None:
+        self.status, self.result, self.finished_at = "succeeded", body, time.monotonic()
+        self.emit("complete", body)
+
+    def fail(self, body: dict[str, Any], *, interrupted: bool = False) -> None:
+        self.status = "interrupted" if interrupted else "failed"
+        self.error, self.finished_at = body, time.monotonic()
+        self.emit("failed", {"id": self.id, **body})
+
+    async def follow(
+        self, after: int = 0, *, idle_s: float | None = None
+    ) -> AsyncIterator[JobEvent | None]:
+        """Yield the events with ids above `after`, then each new one, until the last.
+
+        With idle_s, yield None whenever that long passes without an event.
+        """
+        sent = after
+        while True:
+            changed = self._changed
+            for event in self.events[sent:]:
+                yield event
+                sent = event.id
+                if event.type in TERMINAL:
+                    return
+            try:
+                await asyncio.wait_for(changed.wait(), idle_s)
+            except TimeoutError:
+                yield None
+
+
+class JobHistory:
+    """Records by request id: running ones always, finished ones up to a count and an age."""
+
+    def __init__(self, *, max_finished: int, ttl_s: float) -> None:
+        self.max_finished = max_finished
+        self.ttl_s = ttl_s
+        self._records: OrderedDict[str, JobRecord] = OrderedDict()
+
+    def add(self, record: JobRecord) -> None:
+        self._records.pop(record.id, None)  # a reused id replaces the finished record
+        self._records[record.id] = record
+        self.prune()
+
+    def get(self, request_id: str) -> JobRecord | None:
+        self.prune()
+        return self._records.get(request_id)
+
+    def prune(self) -> None:
+        now = time.monotonic()
+        finished = [r for r in self._records.values() if r.finished_at is not None]
+        excess = len(finished) - self.max_finished
+        for record in finished:  # oldest first: insertion order
+            assert record.finished_at is not None
+            if excess > 0 or now - record.finished_at > self.ttl_s:
+                del self._records[record.id]
+                excess -= 1

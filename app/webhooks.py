@@ -1,0 +1,190 @@
+"""Webhooks: Standard Webhooks signing, delivery with retries, job and system-event payloads.
+
+A delivery is retried on connection errors, timeouts, 429 and 5xx, with exponential back-off
+and jitter, up to PROMPT_WEBHOOK_RETRIES attempts; other 4xx answers are final. Deliveries run
+in their job's task (or the system-event worker), never in a request handler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import hmac
+import json
+import logging
+import random
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+
+from app.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def decode_secret(secret: str) -> bytes:
+    """A Standard Webhooks secret: base64 (padding optional), optionally prefixed `whsec_`."""
+    raw = secret.removeprefix("whsec_")
+    key = base64.b64decode(raw + "=" * (-len(raw) % 4), validate=True)
+    if not key:
+        raise ValueError("the secret is empty")
+    return key
+
+
+def sign(key: bytes, msg_id: str, timestamp: int, body: bytes) -> str:
+    """The `webhook-signature` value: `v1,` + base64 HMAC-SHA256 of `id.timestamp.body`."""
+    signed = f"{msg_id}.{timestamp}.".encode() + body
+    return "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class WebhookSender:
+    """POSTs JSON to receivers: signed when WEBHOOK_SECRET is set, retried when it is worth it."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.attempts = settings.prompt_webhook_retries
+        self.timeout_s = settings.webhook_timeout_s
+        self.base_backoff_s = settings.webhook_backoff_s
+        self.key = decode_secret(settings.webhook_secret) if settings.webhook_secret else None
+        self.http = httpx.AsyncClient(timeout=self.timeout_s, follow_redirects=False)
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+    def headers(self, msg_id: str, body: bytes) -> dict[str, str]:
+        timestamp = int(time.time())
+        headers = {
+            "content-type": "application/json",
+            "webhook-id": msg_id,
+            "webhook-timestamp": str(timestamp),
+        }
+        if self.key is not None:
+            headers["webhook-signature"] = sign(self.key, msg_id, timestamp, body)
+        return headers
+
+    async def deliver(self, url: str, payload: dict[str, Any], *, msg_id: str, job_id: str) -> bool:
+        """POST payload to url until it is accepted or the attempts run out; True if accepted."""
+        body = json.dumps(payload, separators=(",", ":")).encode()
+        what = payload.get("type") or payload.get("event")
+        last_error = "no attempt made"
+        for attempt in range(1, self.attempts + 1):
+            retry_after: float | None = None
+            try:
+                # Headers are made per attempt: the signature covers a fresh timestamp.
+                response = await self.http.post(
+                    url, content=body, headers=self.headers(msg_id, body)
+                )
+            except httpx.TransportError as e:
+                last_error = f"{type(e).__name__}: {e}"
+            else:
+                if response.status_code < 300:
+                    log.info("job %s: delivered %s to %s (attempt %d)", job_id, what, url, attempt)
+                    return True
+                last_error = f"HTTP {response.status_code}"
+                if response.status_code != 429 and response.status_code < 500:
+                    break  # the receiver refuses this payload; sending it again will not help
+                retry_after = _retry_after(response)
+            if attempt < self.attempts:
+                backoff_s = self.base_backoff_s * 2 ** (attempt - 1)
+                delay_s = retry_after if retry_after is not None else backoff_s
+                await asyncio.sleep(min(delay_s, 60) * random.uniform(0.8, 1.2))
+        log.error(
+            "job %s: could not deliver %s to %s after %d attempt(s): %s",
+            job_id, what, url, attempt, last_error,
+        )  # fmt: skip
+        return False
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    with contextlib.suppress(ValueError):
+        return float(response.headers.get("retry-after", ""))
+    return None
+
+
+class SystemEvents:
+    """Forwards ComfyUI's events to SYSTEM_WEBHOOK_URL in order, through a bounded buffer."""
+
+    def __init__(self, sender: WebhookSender, url: str, kinds: frozenset[str], meta: dict[str, str],
+                 *, buffer: int = 1000) -> None:  # fmt: skip
+        self.sender = sender
+        self.url = url
+        self.kinds = kinds
+        self.meta = meta
+        self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(buffer)
+        self.dropped = 0
+        self.sequence = 0
+        self._task: asyncio.Task[None] | None = None
+
+    def offer(self, kind: str, data: dict[str, Any], request_id: str | None) -> None:
+        """Queue one event; past the buffer the oldest is dropped so jobs never wait on us."""
+        if kind not in self.kinds:
+            return
+        if request_id is not None:
+            data = {**data, "prompt_id": request_id}
+        self.sequence += 1
+        payload = {"event": f"comfy.{kind}", "data": data, "metadata": self.meta}
+        if self.queue.full():
+            self.queue.get_nowait()
+            self.dropped += 1
+            if self.dropped == 1 or self.dropped % 100 == 0:
+                log.warning("system webhook receiver is slow: %d event(s) dropped", self.dropped)
+        self.queue.put_nowait({"payload": payload, "id": f"evt-{self.sequence}"})
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="system-webhooks")
+
+    async def _run(self) -> None:
+        while True:
+            item = await self.queue.get()
+            await self.sender.deliver(self.url, item["payload"], msg_id=item["id"], job_id="system")
+            self.queue.task_done()
+
+    async def close(self, timeout_s: float) -> None:
+        """Deliver what is queued, for at most timeout_s, then stop."""
+        if self._task is None:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.queue.join(), timeout_s)
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+
+async def deliver_job_end(
+    sender: WebhookSender,
+    *,
+    webhook: str | None,
+    webhook_v2: str | None,
+    job_id: str,
+    graph: dict[str, Any],
+    result: dict[str, Any] | None,
+    error: dict[str, Any] | None,
+) -> None:
+    """The terminal deliveries of one job: legacy per output (or one failure), and v2 once."""
+    if webhook:
+        if result is not None:
+            for index, (image, filename) in enumerate(
+                zip(result["images"], result["filenames"], strict=True)
+            ):
+                payload = {"event": "output.complete", "image": image, "id": job_id,
+                           "filename": filename, "prompt": graph}  # fmt: skip
+                await sender.deliver(webhook, payload, msg_id=f"{job_id}.{index}", job_id=job_id)
+        else:
+            assert error is not None
+            payload = {"event": "prompt.failed", **error, "id": job_id, "prompt": graph}
+            await sender.deliver(webhook, payload, msg_id=job_id, job_id=job_id)
+    if webhook_v2:
+        if result is not None:
+            payload = {"type": "prompt.complete", "timestamp": now_iso(), **result}
+        else:
+            assert error is not None
+            payload = {"type": "prompt.failed", "timestamp": now_iso(), "id": job_id,
+                       "prompt": graph, **error}  # fmt: skip
+        await sender.deliver(webhook_v2, payload, msg_id=job_id, job_id=job_id)

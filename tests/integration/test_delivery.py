@@ -1,0 +1,410 @@
+"""Webhooks, system events, job status and live progress, against real receivers and ComfyUI."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from typing import Any
+
+import httpx
+import pytest
+from standardwebhooks import Webhook
+
+from tests.integration.harness import Gateway, free_port, graph, running
+from tests.integration.receiver import Receiver
+from tests.integration.test_prompt import (
+    decode_image,
+    empty_image,
+    slow_graph,
+    wait_for_comfy_queue,
+)
+
+SECRET = "whsec_" + base64.b64encode(b"comfy-gateway test secret 32 by").decode()
+META = {"SYSTEM_META_REGION": "test-region", "SYSTEM_META_POD": "pod-1"}
+
+
+@pytest.fixture(scope="module")
+def receiver() -> Iterator[Receiver]:
+    r = Receiver()
+    yield r
+    r.close()
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory, receiver: Receiver) -> Iterator[Gateway]:
+    env = {
+        "WEBHOOK_SECRET": SECRET,
+        "PROMPT_WEBHOOK_RETRIES": "5",
+        "WEBHOOK_BACKOFF_S": "0.5",
+        "WEBHOOK_TIMEOUT_S": "1",
+        "SYSTEM_WEBHOOK_URL": receiver.url("/system"),
+        "SYSTEM_WEBHOOK_EVENTS": "all",
+        "ALWAYS_RESTART_COMFYUI": "true",
+        "SHUTDOWN_GRACE_S": "3",
+        **META,
+    }
+    with running(tmp_path_factory.mktemp("delivery"), **env) as gw:
+        yield gw
+
+
+@pytest.fixture
+def client(gateway: Gateway) -> Iterator[httpx.Client]:
+    with gateway.client() as c:
+        yield c
+
+
+def verified(delivery: Any) -> Any:
+    """The payload, after checking its Standard Webhooks signature."""
+    return Webhook(SECRET).verify(delivery.body, delivery.headers)
+
+
+def accepted(response: httpx.Response, request_id: str) -> dict[str, Any]:
+    assert response.status_code == 202, response.text
+    body: dict[str, Any] = response.json()
+    assert body["id"] == request_id
+    assert body["status"] == "ok"
+    assert body["prompt"]
+    return body
+
+
+def test_legacy_webhook_one_output(client: httpx.Client, receiver: Receiver) -> None:
+    url = receiver.url("/legacy-1")
+    response = client.post(
+        "/prompt", json={"prompt": graph("g1_empty_save"), "id": "legacy-1", "webhook": url}
+    )
+    body = accepted(response, "legacy-1")
+    assert body["prompt"]["2"]["inputs"]["filename_prefix"].startswith("ci_empty_")
+    [delivery] = receiver.wait_for("/legacy-1", 1)
+    payload = verified(delivery)
+    assert payload["event"] == "output.complete"
+    assert payload["id"] == "legacy-1"
+    assert payload["prompt"] == body["prompt"]
+    assert payload["filename"].endswith(".png")
+    image = decode_image(payload["image"])
+    assert image.size == (64, 64)
+    assert image.convert("RGB").getpixel((1, 1)) == (255, 0, 0)
+
+
+def test_legacy_webhook_four_outputs(client: httpx.Client, receiver: Receiver) -> None:
+    prompt = empty_image(0x0000FF, width=16, height=8)
+    prompt["1"]["inputs"]["batch_size"] = 4
+    url = receiver.url("/legacy-4")
+    accepted(client.post("/prompt", json={"prompt": prompt, "id": "l4", "webhook": url}), "l4")
+    deliveries = receiver.wait_for("/legacy-4", 4)
+    time.sleep(0.5)
+    assert len(receiver.deliveries("/legacy-4")) == 4
+    payloads = [verified(d) for d in deliveries]
+    assert {p["id"] for p in payloads} == {"l4"}
+    assert len({p["filename"] for p in payloads}) == 4
+    assert len({d.headers["webhook-id"] for d in deliveries}) == 4
+    for p in payloads:
+        assert decode_image(p["image"]).size == (16, 8)
+
+
+def test_webhook_v2_success_is_signed_and_complete(
+    client: httpx.Client, receiver: Receiver
+) -> None:
+    url = receiver.url("/v2-ok")
+    accepted(
+        client.post(
+            "/prompt", json={"prompt": graph("g1_empty_save"), "id": "v2-ok", "webhook_v2": url}
+        ),
+        "v2-ok",
+    )
+    [delivery] = receiver.wait_for("/v2-ok", 1)
+    assert delivery.headers["webhook-id"] == "v2-ok"
+    payload = verified(delivery)
+    assert payload["type"] == "prompt.complete"
+    datetime.fromisoformat(payload["timestamp"])
+    assert payload["id"] == "v2-ok"
+    assert set(payload) >= {"prompt", "images", "filenames", "stats"}
+    assert decode_image(payload["images"][0]).size == (64, 64)
+
+
+def test_webhook_v2_and_legacy_failure(client: httpx.Client, receiver: Receiver) -> None:
+    body = {
+        "prompt": graph("g3_exec_error"),
+        "id": "v2-fail",
+        "webhook_v2": receiver.url("/v2-fail"),
+        "webhook": receiver.url("/legacy-fail"),
+    }
+    accepted(client.post("/prompt", json=body), "v2-fail")
+    payload = verified(receiver.wait_for("/v2-fail", 1)[0])
+    assert payload["type"] == "prompt.failed"
+    assert payload["id"] == "v2-fail"
+    assert payload["code"] == "execution_failed"
+    assert payload["details"]["node_id"] == "2"
+    assert "ImageToMask" in payload["error"]
+    legacy = verified(receiver.wait_for("/legacy-fail", 1)[0])
+    assert legacy["event"] == "prompt.failed"
+    assert legacy["id"] == "v2-fail"
+    assert legacy["error"] == payload["error"]
+
+
+def test_graph_comfyui_refuses_is_a_400_not_a_webhook(
+    client: httpx.Client, receiver: Receiver
+) -> None:
+    body = {"prompt": graph("g4_validation_error"), "webhook_v2": receiver.url("/never")}
+    assert client.post("/prompt", json=body).status_code == 400
+    time.sleep(0.3)
+    assert receiver.deliveries("/never") == []
+
+
+@pytest.mark.parametrize("url", ["not a url", "ftp://example.com/x"])
+def test_bad_webhook_url_is_a_400(client: httpx.Client, url: str) -> None:
+    response = client.post("/prompt", json={"prompt": graph("g1_empty_save"), "webhook": url})
+    assert response.status_code == 400
+    assert response.json()["location"] == "webhook"
+
+
+def test_retried_after_two_500s(client: httpx.Client, receiver: Receiver) -> None:
+    url = receiver.script("/flaky", 500, 503)
+    body = {"prompt": graph("g1_empty_save"), "id": "flaky", "webhook_v2": url}
+    accepted(client.post("/prompt", json=body), "flaky")
+    deliveries = receiver.wait_for("/flaky", 3)
+    time.sleep(1.5)
+    assert len(receiver.deliveries("/flaky")) == 3
+    assert {d.headers["webhook-id"] for d in deliveries} == {"flaky"}
+    assert deliveries[1].at - deliveries[0].at >= 0.35  # backed off
+    assert verified(deliveries[2])["type"] == "prompt.complete"
+
+
+def test_other_4xx_is_not_retried(
+    client: httpx.Client, receiver: Receiver, gateway: Gateway
+) -> None:
+    url = receiver.script("/gone", 410)
+    accepted(
+        client.post(
+            "/prompt", json={"prompt": graph("g1_empty_save"), "id": "gone", "webhook_v2": url}
+        ),
+        "gone",
+    )
+    receiver.wait_for("/gone", 1)
+    time.sleep(1.5)
+    assert len(receiver.deliveries("/gone")) == 1
+    assert "job gone: could not deliver prompt.complete" in gateway.log_text()
+
+
+def test_receiver_down_at_first(client: httpx.Client) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/late"
+    accepted(
+        client.post(
+            "/prompt", json={"prompt": graph("g1_empty_save"), "id": "late", "webhook_v2": url}
+        ),
+        "late",
+    )
+    time.sleep(1.0)
+    late = Receiver(port)
+    try:
+        [delivery] = late.wait_for("/late", 1, timeout_s=15)
+        assert verified(delivery)["type"] == "prompt.complete"
+    finally:
+        late.close()
+
+
+def test_hanging_receiver_times_out_then_retries(client: httpx.Client, receiver: Receiver) -> None:
+    url = receiver.script("/hang", delays_s=(3.0,))
+    accepted(
+        client.post(
+            "/prompt", json={"prompt": graph("g1_empty_save"), "id": "hang", "webhook_v2": url}
+        ),
+        "hang",
+    )
+    deliveries = receiver.wait_for("/hang", 2, timeout_s=15)
+    assert deliveries[1].at - deliveries[0].at < 2.9  # did not wait for the hung answer
+    time.sleep(1.0)
+    assert len(receiver.deliveries("/hang")) == 2
+
+
+def test_system_events_carry_the_request_id_and_metadata(
+    client: httpx.Client, receiver: Receiver
+) -> None:
+    prompt = graph("t2i")
+    prompt["5"]["inputs"].update(steps=3, seed=11)
+    assert client.post("/prompt", json={"prompt": prompt, "id": "sys-1"}).status_code == 200
+
+    def ours() -> list[dict[str, Any]]:
+        events = [verified(d) for d in receiver.deliveries("/system")]
+        return [e for e in events if e["data"].get("prompt_id") == "sys-1"]
+
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and "comfy.execution_success" not in {
+        e["event"] for e in ours()
+    }:
+        time.sleep(0.1)
+    kinds = [e["event"] for e in ours()]
+    assert {"comfy.executed", "comfy.execution_success", "comfy.progress"} <= set(kinds)
+    assert kinds.index("comfy.execution_start") < kinds.index("comfy.execution_success")
+    assert all(e["metadata"] == {"REGION": "test-region", "POD": "pod-1"} for e in ours())
+    progress = [e["data"] for e in ours() if e["event"] == "comfy.progress"]
+    assert progress[-1]["max"] == 3
+
+
+def test_job_status_through_its_life(client: httpx.Client, receiver: Receiver) -> None:
+    prompt = graph("t2i")
+    prompt["5"]["inputs"].update(steps=40, seed=12)
+    url = receiver.url("/status")
+    accepted(
+        client.post("/prompt", json={"prompt": prompt, "id": "st-1", "webhook_v2": url}), "st-1"
+    )
+    seen: list[dict[str, Any]] = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        state = client.get("/prompt/st-1").json()
+        seen.append(state)
+        if state["status"] not in ("queued", "running"):
+            break
+        time.sleep(0.05)
+    statuses = [s["status"] for s in seen]
+    assert statuses[-1] == "succeeded"
+    assert "running" in statuses
+    assert any(s["progress"]["max"] == 40 and s["progress"]["value"] > 0 for s in seen)
+    assert decode_image(seen[-1]["result"]["images"][0]).size == (64, 64)
+    assert seen[-1]["error"] is None
+    missing = client.get("/prompt/never-was")
+    assert missing.status_code == 404
+    assert missing.json()["code"] == "not_found"
+
+
+def test_queued_job_reports_its_position(gateway: Gateway, client: httpx.Client) -> None:
+    with ThreadPoolExecutor(2) as pool:
+        first = pool.submit(
+            client.post, "/prompt", json={"prompt": slow_graph(seed=21), "id": "q-first"}
+        )
+        wait_for_comfy_queue(gateway, running=1)
+        second = pool.submit(
+            client.post, "/prompt", json={"prompt": slow_graph(seed=22), "id": "q-second"}
+        )
+        wait_for_comfy_queue(gateway, running=1, pending=1)
+        state = client.get("/prompt/q-second").json()
+        assert state["status"] == "queued"
+        assert state["queue_position"] == 0
+        assert client.get("/prompt/q-first").json()["status"] == "running"
+        for request_id in ("q-second", "q-first"):
+            assert client.post("/interrupt", json={"id": request_id}).status_code == 200
+        assert first.result().status_code == second.result().status_code == 409
+    assert client.get("/prompt/q-first").json()["status"] == "interrupted"
+
+
+def read_sse(response: httpx.Response, stop_after: int | None = None) -> list[dict[str, Any]]:
+    """Parse a Server-Sent Events body into [{id, event, data}]."""
+    events: list[dict[str, Any]] = []
+    current: dict[str, Any] = {}
+    for line in response.iter_lines():
+        if line == "":
+            if current:
+                events.append(current)
+                current = {}
+                if stop_after is not None and len(events) >= stop_after:
+                    break
+            continue
+        if line.startswith(":"):
+            continue
+        key, _, value = line.partition(": ")
+        current[key] = json.loads(value) if key == "data" else int(value) if key == "id" else value
+    return events
+
+
+def test_event_stream_of_a_multi_step_job_with_resume(client: httpx.Client) -> None:
+    prompt = graph("t2i")
+    prompt["5"]["inputs"].update(steps=8, seed=13)
+    body = {"prompt": prompt, "id": "sse-1"}
+    with client.stream("POST", "/prompt", json=body, headers={"Accept": "text/event-stream"}) as r:
+        assert r.status_code == 200
+        assert r.headers["content-type"].startswith("text/event-stream")
+        events = read_sse(r)
+    kinds = [e["event"] for e in events]
+    assert kinds[0] == "queued"
+    assert kinds[-1] == "complete"
+    assert {"running", "executing", "progress"} <= set(kinds)
+    assert [e["id"] for e in events] == list(range(1, len(events) + 1))
+    steps = [e["data"] for e in events if e["event"] == "progress" and e["data"]["max"] == 8]
+    assert [s["value"] for s in steps] == list(range(1, 9))
+    assert decode_image(events[-1]["data"]["images"][0]).size == (64, 64)
+
+    # A client that lost the stream after event 3 resumes with Last-Event-ID.
+    headers = {"Last-Event-ID": "3"}
+    with client.stream("GET", "/prompt/sse-1/events", headers=headers) as r:
+        resumed = read_sse(r)
+    assert [e["id"] for e in resumed] == [e["id"] for e in events[3:]]
+
+
+def test_event_stream_reconnect_mid_job(client: httpx.Client, gateway: Gateway) -> None:
+    prompt = graph("t2i")
+    prompt["5"]["inputs"].update(steps=30, seed=14)
+    accepted(
+        client.post(
+            "/prompt", json={"prompt": prompt, "id": "sse-2", "webhook": "http://127.0.0.1:9/x"}
+        ),
+        "sse-2",
+    )
+    with client.stream("GET", "/prompt/sse-2/events") as r:
+        first = read_sse(r, stop_after=3)
+    with client.stream(
+        "GET", "/prompt/sse-2/events", headers={"Last-Event-ID": str(first[-1]["id"])}
+    ) as r:
+        rest = read_sse(r)
+    ids = [e["id"] for e in first + rest]
+    assert ids == list(range(1, len(ids) + 1))
+    assert rest[-1]["event"] == "complete"
+
+
+def test_failed_job_stream_ends_with_failed(client: httpx.Client) -> None:
+    body = {"prompt": graph("g3_exec_error"), "id": "sse-fail"}
+    with client.stream("POST", "/prompt", json=body, headers={"Accept": "text/event-stream"}) as r:
+        events = read_sse(r)
+    assert events[-1]["event"] == "failed"
+    assert events[-1]["data"]["code"] == "execution_failed"
+    assert events[-1]["data"]["id"] == "sse-fail"
+
+
+def test_comfyui_crash_mid_job_is_one_prompt_failed(
+    gateway: Gateway, client: httpx.Client, receiver: Receiver
+) -> None:
+    url = receiver.url("/crash")
+    accepted(
+        client.post(
+            "/prompt", json={"prompt": slow_graph(seed=31), "id": "crash", "webhook_v2": url}
+        ),
+        "crash",
+    )
+    wait_for_comfy_queue(gateway, running=1)
+    os.kill(gateway.comfy_pid(), signal.SIGKILL)
+    [delivery] = receiver.wait_for("/crash", 1)
+    payload = verified(delivery)
+    assert payload["type"] == "prompt.failed"
+    assert payload["code"] == "comfy_unavailable"
+    deadline = time.monotonic() + 120
+    while client.get("/ready").status_code != 200:
+        assert time.monotonic() < deadline, "ComfyUI did not come back"
+        time.sleep(0.2)
+    time.sleep(0.5)
+    assert len(receiver.deliveries("/crash")) == 1
+
+
+def test_sigterm_with_a_job_in_flight_delivers_one_failure(
+    gateway: Gateway, client: httpx.Client, receiver: Receiver
+) -> None:
+    """Runs last in this module: it stops the module's gateway."""
+    url = receiver.url("/shutdown")
+    accepted(
+        client.post(
+            "/prompt", json={"prompt": slow_graph(seed=41), "id": "shut", "webhook_v2": url}
+        ),
+        "shut",
+    )
+    wait_for_comfy_queue(gateway, running=1)
+    os.kill(gateway.pid, signal.SIGTERM)
+    assert gateway.wait_exit(60) == 0
+    [delivery] = receiver.wait_for("/shutdown", 1, timeout_s=5)
+    payload = verified(delivery)
+    assert payload["type"] == "prompt.failed"
+    assert payload["code"] == "comfy_unavailable"
+    assert "shut down" in payload["error"]
