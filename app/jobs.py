@@ -85,13 +85,17 @@ class JobRunner:
         graph: Graph,
         delivery: Delivery | None = None,
         echo_input: dict[str, Any] | None = None,
+        workflow: str = "prompt",
     ) -> Job:
-        """Submit a graph; ComfyUI's refusal raises here, anything later ends in the job."""
+        """Submit a graph; ComfyUI's refusal raises here, anything later ends in the job.
+
+        `workflow` names what built the graph (`prompt`, `sd15/txt2img`) for logs and metrics.
+        """
         if request_id in self.active:
             raise Conflict(f"a job with id {request_id!r} is already running", location="id")
         prompt_id = uuid.uuid4().hex
         graph = unique_prefixes(graph, prompt_id)
-        record = JobRecord(request_id, prompt_id)
+        record = JobRecord(request_id, prompt_id, workflow)
         waiter = self.tracker.watch(prompt_id)
         waiter.on_event = record.on_comfy_event
         job = Job(record, graph, waiter, delivery or Delivery(), echo_input)

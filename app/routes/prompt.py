@@ -61,7 +61,12 @@ async def run_job(
         str(options.webhook) if options.webhook else None,
         str(options.webhook_v2) if options.webhook_v2 else None,
     )
-    job = await gateway.jobs.start(options.id or str(uuid.uuid4()), graph, delivery, echo_input)
+    # /prompt, or the workflow's own name for /workflows/sd15/txt2img and /workflow/...
+    path = request.url.path.strip("/")
+    workflow = path.split("/", 1)[1] if path.startswith("workflow") and "/" in path else "prompt"
+    job = await gateway.jobs.start(
+        options.id or str(uuid.uuid4()), graph, delivery, echo_input, workflow
+    )
     if "text/event-stream" in request.headers.get("accept", ""):
         return event_stream(job.record)
     if delivery:
