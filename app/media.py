@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from app.comfy.client import ComfyClient
+from app.convert import ConvertSpec, convert, converted_name
 
 log = logging.getLogger(__name__)
 
@@ -85,18 +86,39 @@ class OutputStore:
         path = os.path.normpath(os.path.join(self._inside, file.subfolder, file.filename))
         return path if path.startswith(self._inside) else None
 
-    async def read_base64(self, file: OutputFile) -> str:
+    async def read(
+        self, file: OutputFile, convert_to: ConvertSpec | None = None
+    ) -> tuple[str, bytes]:
+        """The file's name and bytes, re-encoded first when asked and an image."""
+        path = self.local_path(file)
+        if path is not None and _size(path) is not None:
+            data = await asyncio.to_thread(Path(path).read_bytes)
+        else:
+            data = await self.client.view(file.filename, file.subfolder, file.folder_type)
+        if convert_to is not None:
+            converted = await asyncio.to_thread(convert, data, convert_to)
+            if converted is not None:
+                return converted_name(file.filename, convert_to), converted
+        return file.filename, data
+
+    async def read_base64(
+        self, file: OutputFile, convert_to: ConvertSpec | None = None
+    ) -> tuple[str, str]:
+        """The file's name and base64 content, re-encoded first when asked and an image."""
         path = self.local_path(file)
         size = _size(path) if path is not None else None
-        if path is not None and size is not None:
+        if path is not None and size is not None and convert_to is None:
             if size <= INLINE_READ_MAX_BYTES:
-                return _encode_file(path)
-            return await asyncio.to_thread(_encode_file, path)
-        content = await self.client.view(file.filename, file.subfolder, file.folder_type)
-        return base64.b64encode(content).decode()
+                return file.filename, _encode_file(path)
+            return file.filename, await asyncio.to_thread(_encode_file, path)
+        name, data = await self.read(file, convert_to)
+        return name, _b64(data)
 
-    async def read_all(self, files: list[OutputFile]) -> list[str]:
-        return list(await asyncio.gather(*(self.read_base64(f) for f in files)))
+    async def read_all(
+        self, files: list[OutputFile], convert_to: ConvertSpec | None = None
+    ) -> list[tuple[str, str]]:
+        """(name, base64) of each file, in order."""
+        return list(await asyncio.gather(*(self.read_base64(f, convert_to) for f in files)))
 
     def remove(self, files: list[OutputFile]) -> None:
         for file in files:
@@ -113,6 +135,11 @@ def _size(path: str) -> int | None:
         return None
 
 
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
 def _encode_file(path: str) -> str:
     with open(path, "rb") as f:
-        return base64.b64encode(f.read()).decode()
+        encoded = base64.b64encode(f.read())  # the raw bytes are freed before the str is made
+    return encoded.decode("ascii")

@@ -45,6 +45,12 @@ class JobRecord:
     def finished(self) -> bool:
         return self.finished_at is not None
 
+    @property
+    def result_bytes(self) -> int:
+        """Roughly what the kept result costs in memory: its base64 outputs."""
+        images = (self.result or {}).get("images") or []
+        return sum(len(image) for image in images)
+
     def emit(self, kind: str, data: dict[str, Any]) -> None:
         self.events.append(JobEvent(len(self.events) + 1, kind, data))
         # Wake every waiting subscriber, then give later ones a fresh event to wait on.
@@ -101,9 +107,10 @@ class JobRecord:
 class JobHistory:
     """Records by request id: running ones always, finished ones up to a count and an age."""
 
-    def __init__(self, *, max_finished: int, ttl_s: float) -> None:
+    def __init__(self, *, max_finished: int, ttl_s: float, max_bytes: int = 1 << 62) -> None:
         self.max_finished = max_finished
         self.ttl_s = ttl_s
+        self.max_bytes = max_bytes  # kept results past this are dropped, oldest first
         self._records: OrderedDict[str, JobRecord] = OrderedDict()
 
     def add(self, record: JobRecord) -> None:
@@ -119,8 +126,10 @@ class JobHistory:
         now = time.monotonic()
         finished = [r for r in self._records.values() if r.finished_at is not None]
         excess = len(finished) - self.max_finished
+        kept_bytes = sum(r.result_bytes for r in finished)
         for record in finished:  # oldest first: insertion order
             assert record.finished_at is not None
-            if excess > 0 or now - record.finished_at > self.ttl_s:
+            if excess > 0 or kept_bytes > self.max_bytes or now - record.finished_at > self.ttl_s:
                 del self._records[record.id]
                 excess -= 1
+                kept_bytes -= record.result_bytes

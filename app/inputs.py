@@ -1,0 +1,294 @@
+"""Input files: a loader node's value may be a file name, an http(s) URL, or base64.
+
+URLs are downloaded (size cap, deadline, redirects checked hop by hop against private
+addresses), base64 is decoded, both are sniffed from their bytes, handed to ComfyUI through its
+upload endpoint into a per-job subfolder, and the graph is rewritten to point at them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import ipaddress
+import logging
+import re
+import shutil
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+import httpx
+
+from app.comfy.client import ComfyClient
+from app.errors import InvalidRequest
+from app.metrics import MetricsHooks
+from app.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# class_type -> the inputs that name a file in ComfyUI's input folder, and what they load.
+LOADERS: dict[str, dict[str, str]] = {
+    "LoadImage": {"image": "image"},
+    "LoadImageMask": {"image": "image"},
+    "LoadImageOutput": {"image": "image"},
+    "LoadVideo": {"file": "video"},
+    "VHS_LoadVideo": {"video": "video"},
+    "VHS_LoadVideoFFmpeg": {"video": "video"},
+    "VHS_LoadAudioUpload": {"audio": "audio"},
+    "LoadAudio": {"audio": "audio"},
+}
+# A loader may take another kind where ComfyUI can decode it (audio from a video's track).
+ACCEPTS = {"image": {"image"}, "video": {"video", "image"}, "audio": {"audio", "video"}}
+# A name in the input folder has an extension (base64 never has a dot), and may carry ComfyUI's
+# folder annotation: "photo.png", "sub/clip.mp4", "out.png [output]".
+FILENAME = re.compile(r"^[\w\-. ()\[\]/]{0,250}\.\w{1,8}( \[(input|output|temp)\])?$")
+MAX_REDIRECTS = 5
+
+
+@dataclass(frozen=True)
+class Sniffed:
+    kind: str  # image, video, audio
+    extension: str
+
+
+def sniff(data: bytes) -> Sniffed | None:
+    """What a file is, from its first bytes; None for anything no loader takes."""
+    head = data[:64]
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return Sniffed("image", "png")
+    if head.startswith(b"\xff\xd8\xff"):
+        return Sniffed("image", "jpg")
+    if head[:6] in (b"GIF87a", b"GIF89a"):
+        return Sniffed("image", "gif")
+    if head.startswith(b"RIFF") and head[8:12] == b"WEBP":
+        return Sniffed("image", "webp")
+    if head.startswith(b"BM"):
+        return Sniffed("image", "bmp")
+    if head[:4] in (b"II*\x00", b"MM\x00*"):
+        return Sniffed("image", "tiff")
+    if head.startswith(b"RIFF") and head[8:12] == b"WAVE":
+        return Sniffed("audio", "wav")
+    if head.startswith(b"RIFF") and head[8:12] == b"AVI ":
+        return Sniffed("video", "avi")
+    if head.startswith(b"fLaC"):
+        return Sniffed("audio", "flac")
+    if head.startswith(b"OggS"):
+        return Sniffed("audio", "ogg")
+    if head.startswith(b"ID3") or (len(head) > 1 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0):
+        return Sniffed("audio", "mp3")
+    if head[4:8] == b"ftyp":
+        brand = head[8:12]
+        if brand in (b"M4A ", b"M4B "):
+            return Sniffed("audio", "m4a")
+        return Sniffed("video", "mov" if brand == b"qt  " else "mp4")
+    if head.startswith(b"\x1a\x45\xdf\xa3"):
+        return Sniffed("video", "webm" if b"webm" in data[:64] else "mkv")
+    return None
+
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def forbidden_address(address: str, allowed: tuple[Network, ...] = ()) -> bool:
+    """True for addresses a URL from a client must not reach: private, loopback, link-local,
+    cloud metadata (169.254.169.254), multicast, reserved; unless inside an allowed network."""
+    ip = ipaddress.ip_address(address.split("%", 1)[0])  # drop an IPv6 zone id
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if any(ip in network for network in allowed):
+        return False
+    return not ip.is_global or ip.is_multicast
+
+
+class InputError(InvalidRequest):
+    """An input file that cannot be used; `location` names the node input."""
+
+    code = "invalid_input"
+
+
+@dataclass
+class JobInputs:
+    """The files one job handed to ComfyUI, to remove when the job ends."""
+
+    subfolder: str
+    names: list[str] = field(default_factory=list)
+
+
+class InputFiles:
+    """Turns URLs and base64 in a graph's loader inputs into files in ComfyUI's input folder."""
+
+    def __init__(self, settings: Settings, client: ComfyClient) -> None:
+        self.client = client
+        self.input_dir = settings.comfy_input_dir
+        self.max_bytes = int(settings.input_max_mb * 2**20)
+        self.timeout_s = settings.input_download_timeout_s
+        self.allow_private = settings.allow_private_urls
+        self.allowed_networks = settings.allowed_private_networks
+        self.http = httpx.AsyncClient(
+            follow_redirects=False, timeout=httpx.Timeout(self.timeout_s, connect=10.0)
+        )
+        self.metrics = MetricsHooks()
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+    async def prepare(self, graph: dict[str, Any], tag: str) -> tuple[dict[str, Any], JobInputs]:
+        """Rewrite the graph's loader inputs; the files go into the subfolder `gw-<tag>`."""
+        job = JobInputs(f"gw-{tag}")
+        fetched: dict[str, str] = {}  # source value -> name given to ComfyUI
+        rewritten = dict(graph)
+        try:
+            for node_id, node in graph.items():
+                for input_name, kind in LOADERS.get(node.get("class_type", ""), {}).items():
+                    value = node.get("inputs", {}).get(input_name)
+                    if not isinstance(value, str):
+                        continue  # a link, or missing: ComfyUI's validation speaks to that
+                    where = f"prompt.{node_id}.inputs.{input_name}"
+                    name = await self._resolve(value, kind, where, job, fetched)
+                    if name != value:
+                        inputs = {**rewritten[node_id]["inputs"], input_name: name}
+                        rewritten[node_id] = {**rewritten[node_id], "inputs": inputs}
+        except BaseException:
+            self.remove(job)
+            raise
+        return rewritten, job
+
+    async def _resolve(
+        self, value: str, kind: str, where: str, job: JobInputs, fetched: dict[str, str]
+    ) -> str:
+        if value in fetched:
+            return fetched[value]  # one download for a URL a graph names several times
+        scheme = urlsplit(value).scheme.lower() if "://" in value[:12] else ""
+        if scheme in ("http", "https"):
+            data = await self._download(value, where)
+        elif scheme:
+            raise InputError(
+                f"{where}: only http(s) URLs can be fetched, not {scheme}://", location=where
+            )
+        elif FILENAME.match(value) and not looks_like_path(value):
+            return value  # already in ComfyUI's input folder
+        else:
+            # Raw base64 may start with "/" (JPEG's is "/9j/"), so a path is only what
+            # does not decode to a file.
+            data = decode_base64(value, where, strict=False)
+            if (not data or sniff(data) is None) and looks_like_path(value):
+                raise InputError(
+                    f"{where}: a path is not allowed: give a file name in ComfyUI's input "
+                    "folder, an http(s) URL, or base64",
+                    location=where,
+                )
+            if not data:
+                data = decode_base64(value, where)  # raises, naming what is accepted
+        sniffed = sniff(data)
+        if sniffed is None or sniffed.kind not in ACCEPTS[kind]:
+            found = sniffed.kind if sniffed else "not a file type any loader reads"
+            raise InputError(f"{where}: expected {kind}, got {found}", location=where)
+        name = f"{len(job.names) + 1}.{sniffed.extension}"
+        stored = await self.client.upload(data, name, job.subfolder)
+        job.names.append(stored)
+        fetched[value] = stored
+        return stored
+
+    async def _download(self, url: str, where: str) -> bytes:
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                return await self._follow(url, where)
+        except TimeoutError:
+            raise InputError(
+                f"{where}: downloading {url} took longer than {self.timeout_s:g}s", location=where
+            ) from None
+        except httpx.HTTPError as e:
+            raise InputError(f"{where}: cannot download {url}: {e!r}", location=where) from None
+
+    async def _follow(self, url: str, where: str) -> bytes:
+        for _ in range(MAX_REDIRECTS + 1):
+            target, headers, extensions = await self._pin(url, where)
+            async with self.http.stream(
+                "GET", target, headers=headers, extensions=extensions
+            ) as response:
+                if response.is_redirect and "location" in response.headers:
+                    url = urljoin(url, response.headers["location"])
+                    if urlsplit(url).scheme not in ("http", "https"):
+                        raise InputError(f"{where}: redirected to a non-http URL", location=where)
+                    continue
+                if response.status_code != 200:
+                    raise InputError(
+                        f"{where}: {url} answered HTTP {response.status_code}", location=where
+                    )
+                declared = response.headers.get("content-length", "")
+                if declared.isdigit() and int(declared) > self.max_bytes:
+                    raise self._too_large(url, where)
+                chunks, size = [], 0
+                async for chunk in response.aiter_bytes():
+                    size += len(chunk)
+                    if size > self.max_bytes:
+                        raise self._too_large(url, where)
+                    chunks.append(chunk)
+                self.metrics.input_downloaded(size)
+                return b"".join(chunks)
+        raise InputError(f"{where}: more than {MAX_REDIRECTS} redirects", location=where)
+
+    def _too_large(self, url: str, where: str) -> InputError:
+        mb = self.max_bytes / 2**20
+        return InputError(f"{where}: {url} is larger than INPUT_MAX_MB ({mb:g} MB)", location=where)
+
+    async def _pin(self, url: str, where: str) -> tuple[str, dict[str, str], dict[str, Any]]:
+        """Check where a URL's host resolves and connect to that very address.
+
+        Connecting by the checked address (with the name in Host and TLS SNI, so certificates
+        are still verified against it) leaves no room for DNS to answer differently later.
+        """
+        if self.allow_private:
+            return url, {}, {}
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        try:
+            infos = await asyncio.get_running_loop().getaddrinfo(
+                host, port, type=socket.SOCK_STREAM
+            )
+        except OSError as e:
+            raise InputError(f"{where}: cannot resolve {host}: {e}", location=where) from None
+        addresses = [str(info[4][0]) for info in infos]
+        refused = [a for a in addresses if forbidden_address(a, self.allowed_networks)]
+        if refused:
+            raise InputError(
+                f"{where}: {host} is a private, loopback or link-local address ({refused[0]}); "
+                "set ALLOW_PRIVATE_URLS=true to fetch from such addresses",
+                location=where,
+            )
+        address = addresses[0]
+        netloc = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+        pinned = parts._replace(netloc=netloc).geturl()
+        host_header = parts.netloc.rsplit("@", 1)[-1]
+        return pinned, {"Host": host_header}, {"sni_hostname": host}
+
+    def remove(self, job: JobInputs) -> None:
+        """Delete the job's input files, when ComfyUI's input folder is on this machine."""
+        if job.names:
+            folder = Path(self.input_dir) / job.subfolder
+            with contextlib.suppress(OSError):
+                shutil.rmtree(folder)
+
+
+def looks_like_path(value: str) -> bool:
+    return value.startswith(("/", "\\", "~")) or ".." in re.split(r"[/\\]", value)
+
+
+def decode_base64(value: str, where: str, *, strict: bool = True) -> bytes:
+    """Decode base64 with or without a data: prefix; not strict: b"" instead of an error."""
+    payload = value.split(",", 1)[1] if value.startswith("data:") and "," in value else value
+    payload = "".join(payload.split())  # line breaks from some encoders
+    try:
+        return base64.b64decode(payload + "=" * (-len(payload) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        if not strict:
+            return b""
+        raise InputError(
+            f"{where}: not a file name in ComfyUI's input folder, an http(s) URL, or base64",
+            location=where,
+        ) from None

@@ -1,0 +1,121 @@
+"""Uploads instead of base64: each output to S3 (or an S3-compatible store) or PUT over HTTP.
+
+S3 credentials, region and endpoint come from the usual AWS variables (AWS_ACCESS_KEY_ID,
+AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ENDPOINT_URL for S3-compatible stores). A failed upload is
+never hidden: it fails the job with 502 (or `prompt.failed` when the request was asynchronous).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import mimetypes
+from typing import Any
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.errors import GatewayError
+from app.metrics import MetricsHooks
+
+log = logging.getLogger(__name__)
+
+
+class UploadFailed(GatewayError):
+    """An output could not be stored where the request asked."""
+
+    status = 502
+    code = "upload_failed"
+
+
+class S3Upload(BaseModel):
+    """Store each output at `s3://bucket/prefix<filename>`."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    bucket: str = Field(
+        min_length=3,
+        max_length=63,
+        pattern=r"^[a-z0-9][a-z0-9.\-]*[a-z0-9]$",
+        description="Bucket name",
+    )
+    prefix: str = Field("", max_length=900, description="Key prefix, e.g. `renders/2026/`")
+    async_: bool = Field(
+        False, alias="async", description="Answer 202 at once and upload in the background"
+    )
+
+
+class HttpUpload(BaseModel):
+    """PUT each output to `url_prefix + filename`."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    url_prefix: str = Field(
+        pattern=r"^https?://",
+        max_length=2000,
+        description="Where to PUT, e.g. `https://store.example.com/out/`",
+    )
+    async_: bool = Field(
+        False, alias="async", description="Answer 202 at once and upload in the background"
+    )
+
+
+def content_type(filename: str) -> str:
+    return mimetypes.guess_type(filename)[0] or "application/octet-stream"
+
+
+class Uploader:
+    """Sends output files to the store a request names; returns where each one went."""
+
+    def __init__(self, http_auth_header: str | None, timeout_s: float) -> None:
+        headers: dict[str, str] = {}
+        if http_auth_header:
+            name, _, value = http_auth_header.partition(":")
+            headers[name.strip()] = value.strip()
+        self.http = httpx.AsyncClient(headers=headers, timeout=timeout_s, follow_redirects=False)
+        self._s3: Any = None
+        self.metrics = MetricsHooks()
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+    def _s3_client(self) -> Any:
+        if self._s3 is None:
+            import boto3  # type: ignore[import-untyped]  # imported on first use: it takes ~0.3 s and most gateways never do
+
+            self._s3 = boto3.client("s3")
+        return self._s3
+
+    async def store(self, target: S3Upload | HttpUpload, filename: str, data: bytes) -> str:
+        """Upload one file; raise UploadFailed naming it and the store's error."""
+        if isinstance(target, S3Upload):
+            key = target.prefix + filename
+            try:
+                await asyncio.to_thread(
+                    self._s3_client().put_object,
+                    Bucket=target.bucket, Key=key, Body=data, ContentType=content_type(filename),
+                )  # fmt: skip
+            except Exception as e:  # botocore raises many unrelated classes
+                raise UploadFailed(
+                    f"output {filename} could not be stored at s3://{target.bucket}/{key}: {e}",
+                    details={"filename": filename, "store_error": str(e)},
+                ) from e
+            self.metrics.output_uploaded(len(data))
+            return f"s3://{target.bucket}/{key}"
+        url = target.url_prefix + filename
+        try:
+            response = await self.http.put(
+                url, content=data, headers={"content-type": content_type(filename)}
+            )
+        except httpx.HTTPError as e:
+            raise UploadFailed(
+                f"output {filename} could not be PUT to {url}: {e!r}",
+                details={"filename": filename, "store_error": repr(e)},
+            ) from e
+        if response.status_code >= 300:
+            raise UploadFailed(
+                f"output {filename} could not be PUT to {url}: HTTP {response.status_code}",
+                details={"filename": filename, "store_status": response.status_code},
+            )
+        self.metrics.output_uploaded(len(data))
+        return url

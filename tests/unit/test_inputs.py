@@ -1,0 +1,78 @@
+"""Input values: sniffing by bytes, base64 decoding, and which addresses a URL may reach."""
+
+from __future__ import annotations
+
+import base64
+import ipaddress
+
+import pytest
+
+from app.inputs import InputError, decode_base64, forbidden_address, sniff
+
+PNG = b"\x89PNG\r\n\x1a\n" + bytes(40)
+
+
+@pytest.mark.parametrize(
+    ("head", "kind", "extension"),
+    [
+        (PNG, "image", "png"),
+        (b"\xff\xd8\xff\xe0" + bytes(40), "image", "jpg"),
+        (b"RIFF\x10\x00\x00\x00WEBPVP8 " + bytes(40), "image", "webp"),
+        (b"GIF89a" + bytes(40), "image", "gif"),
+        (b"\x00\x00\x00\x1cftypisom" + bytes(40), "video", "mp4"),
+        (b"\x1a\x45\xdf\xa3" + bytes(20) + b"webm" + bytes(20), "video", "webm"),
+        (b"RIFF\x10\x00\x00\x00WAVEfmt " + bytes(40), "audio", "wav"),
+        (b"ID3\x04" + bytes(40), "audio", "mp3"),
+        (b"fLaC" + bytes(40), "audio", "flac"),
+        (b"\x00\x00\x00\x20ftypM4A " + bytes(40), "audio", "m4a"),
+    ],
+)
+def test_sniffed_from_bytes(head: bytes, kind: str, extension: str) -> None:
+    found = sniff(head)
+    assert found is not None
+    assert (found.kind, found.extension) == (kind, extension)
+
+
+def test_unknown_bytes_are_not_sniffed() -> None:
+    assert sniff(b"hello world, not an image") is None
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        base64.b64encode(PNG).decode(),
+        "data:image/png;base64," + base64.b64encode(PNG).decode(),
+        "data:image/jpeg;base64," + base64.b64encode(PNG).decode(),  # the prefix is not trusted
+        base64.b64encode(PNG).decode().rstrip("="),
+        "\n".join(base64.b64encode(PNG).decode()[i : i + 20] for i in range(0, 64, 20)),
+    ],
+)
+def test_base64_decodes_with_or_without_prefix(value: str) -> None:
+    assert decode_base64(value, "prompt.1.inputs.image") == PNG
+
+
+def test_bad_base64_names_the_input() -> None:
+    with pytest.raises(InputError) as caught:
+        decode_base64("not base64 at all!!", "prompt.7.inputs.image")
+    assert caught.value.location == "prompt.7.inputs.image"
+    assert caught.value.status == 400
+
+
+@pytest.mark.parametrize(
+    "address",
+    ["127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "0.0.0.0",
+     "::1", "fe80::1", "fc00::1", "::ffff:127.0.0.1", "224.0.0.1", "100.64.0.1"],
+)  # fmt: skip
+def test_private_addresses_are_forbidden(address: str) -> None:
+    assert forbidden_address(address)
+
+
+@pytest.mark.parametrize("address", ["93.184.216.34", "8.8.8.8", "2606:4700:4700::1111"])
+def test_public_addresses_are_allowed(address: str) -> None:
+    assert not forbidden_address(address)
+
+
+def test_allowed_networks_override() -> None:
+    allowed = (ipaddress.ip_network("127.0.0.2/32"),)
+    assert not forbidden_address("127.0.0.2", allowed)
+    assert forbidden_address("127.0.0.1", allowed)

@@ -1,0 +1,58 @@
+"""JobHistory keeps finished jobs up to a count, an age and a size; JobRecord replays events."""
+
+from __future__ import annotations
+
+import asyncio
+
+from app.records import JobHistory, JobRecord
+
+
+def finished(request_id: str, image_bytes: int = 0) -> JobRecord:
+    record = JobRecord(request_id, f"p-{request_id}")
+    record.succeed({"id": request_id, "images": ["A" * image_bytes]})
+    return record
+
+
+def test_count_cap_drops_the_oldest_finished() -> None:
+    history = JobHistory(max_finished=2, ttl_s=3600)
+    running = JobRecord("running", "p-running")
+    history.add(running)
+    for name in ("a", "b", "c"):
+        history.add(finished(name))
+    assert history.get("a") is None
+    assert history.get("b") is not None and history.get("c") is not None
+    assert history.get("running") is running  # never dropped while it runs
+
+
+def test_size_cap_drops_the_oldest_results() -> None:
+    history = JobHistory(max_finished=100, ttl_s=3600, max_bytes=250)
+    for name in ("a", "b", "c"):
+        history.add(finished(name, image_bytes=100))
+    assert history.get("a") is None
+    assert history.get("b") is not None and history.get("c") is not None
+
+
+def test_age_cap() -> None:
+    history = JobHistory(max_finished=100, ttl_s=0)
+    history.add(finished("a"))
+    assert history.get("a") is None
+
+
+async def test_follow_replays_then_waits_for_the_end() -> None:
+    record = JobRecord("j", "p")
+    record.emit("queued", {"id": "j"})
+    seen: list[str] = []
+
+    async def follow() -> None:
+        async for event in record.follow(0, idle_s=0.05):
+            seen.append(event.type if event else "idle")
+
+    task = asyncio.create_task(follow())
+    await asyncio.sleep(0.12)
+    record.on_comfy_event("progress", {"value": 1, "max": 2, "node": "5"})
+    record.succeed({"id": "j"})
+    await asyncio.wait_for(task, 2)
+    assert seen[0] == "queued"
+    assert "idle" in seen
+    assert seen[-2:] == ["progress", "complete"]
+    assert [e.id for e in record.events] == [1, 2, 3]
