@@ -1,0 +1,312 @@
+"""GatewayMetrics: one gateway's Prometheus metrics, in a registry of its own.
+
+Counters and histograms are updated where things happen: a request ends (RequestMetrics), a job
+ends, a webhook delivery ends, input or output bytes move. Gauges read the gateway's state when
+`/metrics` is scraped, so they cost nothing between scrapes. Labels are bounded: routes are
+templates (`/prompt/{id}`, never a raw path), workflows are the loaded modules, outcomes and
+error codes are fixed sets.
+
+Other modules hold a `MetricsHooks`, whose calls do nothing, until the Gateway hands them its
+GatewayMetrics; so they can be built and tested without one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    disable_created_metrics,
+)
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from starlette.routing import Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+if TYPE_CHECKING:
+    from app.gateway import Gateway
+    from app.records import JobRecord
+
+# From a cached 64x64 image (~10 ms) to a long video job (an hour).
+JOB_BUCKETS_S = (
+    0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600, 1200, 1800, 3600,
+)  # fmt: skip
+REQUEST_BUCKETS_S = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300,
+)  # fmt: skip
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+UNMATCHED = "unmatched"  # the route label of a path no route serves (404s, scanners)
+CLIENT_CLOSED = 499  # nginx's status for a request whose client left before the answer
+
+
+class MetricsHooks:
+    """What other modules report as it happens. This base records nothing."""
+
+    def job_ended(self, record: JobRecord, started: float) -> None:
+        """A job reached its outcome (record.status); `started` is its monotonic start."""
+
+    def webhook_delivered(self, job_id: str, *, delivered: bool) -> None:
+        """A delivery ended: accepted by the receiver, or failed after its last attempt."""
+
+    def input_downloaded(self, n_bytes: int) -> None:
+        """Input file bytes were downloaded from a URL."""
+
+    def output_uploaded(self, n_bytes: int) -> None:
+        """Output file bytes were uploaded to their destination."""
+
+
+@dataclass
+class GatewayState:
+    """How to read, at scrape time, what the gateway is doing."""
+
+    queue_depth: Callable[[], int]
+    max_queue_depth: int
+    comfy_up: Callable[[], bool]
+    ready: Callable[[], bool]
+    comfy_restarts: Callable[[], int]
+    comfy_pid: Callable[[], int | None]
+    system_events_dropped: Callable[[], int]
+
+
+def gateway_state(gateway: Gateway) -> GatewayState:
+    """The callbacks that read a Gateway's state."""
+    process, tracker = gateway.process, gateway.tracker
+    return GatewayState(
+        queue_depth=lambda: gateway.queue_depth,
+        max_queue_depth=gateway.settings.max_queue_depth,
+        comfy_up=lambda: process.running and tracker.connected.is_set(),
+        ready=lambda: gateway.not_ready_reason() is None,
+        comfy_restarts=lambda: process.restarts,
+        comfy_pid=lambda: process.proc.pid if process.proc and process.running else None,
+        system_events_dropped=lambda: gateway.system_events.dropped if gateway.system_events else 0,
+    )
+
+
+class _StateCollector(Collector):
+    def __init__(self, state: GatewayState) -> None:
+        self.state = state
+
+    def collect(self) -> Iterable[Metric]:
+        s = self.state
+        return [
+            GaugeMetricFamily(
+                "comfy_gateway_queue_depth",
+                "Jobs queued or running in ComfyUI (what MAX_QUEUE_DEPTH caps)",
+                value=s.queue_depth(),
+            ),
+            GaugeMetricFamily(
+                "comfy_gateway_max_queue_depth",
+                "MAX_QUEUE_DEPTH: the queue depth at which /ready turns 503 (0: no cap)",
+                value=s.max_queue_depth,
+            ),
+            GaugeMetricFamily(
+                "comfy_gateway_comfyui_up",
+                "1 while the ComfyUI child runs and its event stream is connected",
+                value=int(s.comfy_up()),
+            ),
+            GaugeMetricFamily(
+                "comfy_gateway_ready", "1 while /ready answers 200", value=int(s.ready())
+            ),
+            CounterMetricFamily(
+                "comfy_gateway_comfyui_restarts",
+                "Times the ComfyUI child was restarted after it exited",
+                value=s.comfy_restarts(),
+            ),
+            CounterMetricFamily(
+                "comfy_gateway_system_events_dropped",
+                "ComfyUI events not forwarded to SYSTEM_WEBHOOK_URL because its buffer was full",
+                value=s.system_events_dropped(),
+            ),
+        ]
+
+
+class GatewayMetrics(MetricsHooks):
+    """Every metric of one gateway, in `registry`."""
+
+    def __init__(self, version: str) -> None:
+        # `*_created` series double every counter's series and few dashboards use them.
+        disable_created_metrics()  # type: ignore[no-untyped-call]
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "comfy_gateway_http_requests",
+            "HTTP requests answered, by method, route template and status",
+            ["method", "route", "status"],
+            registry=r,
+        )
+        self._request_children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+        self.request_duration = Histogram(
+            "comfy_gateway_http_request_duration_seconds",
+            "Time from a request's arrival to the end of its answer, by method and route",
+            ["method", "route"],
+            buckets=REQUEST_BUCKETS_S,
+            registry=r,
+        )
+        self.job_duration = Histogram(
+            "comfy_gateway_job_duration_seconds",
+            "Time from submission to ComfyUI until the outputs are read (or the job failed), "
+            "by workflow (`prompt` for POST /prompt) and outcome",
+            ["workflow", "outcome"],
+            buckets=JOB_BUCKETS_S,
+            registry=r,
+        )
+        self.job_errors = Counter(
+            "comfy_gateway_job_errors",
+            "Jobs that did not succeed, by workflow and error code (timeout, execution_failed...)",
+            ["workflow", "code"],
+            registry=r,
+        )
+        self.webhook_deliveries = Counter(
+            "comfy_gateway_webhook_deliveries",
+            "Webhook deliveries that ended, by kind (job, system) and outcome (delivered, failed)",
+            ["kind", "outcome"],
+            registry=r,
+        )
+        for kind in ("job", "system"):
+            for outcome in ("delivered", "failed"):
+                self.webhook_deliveries.labels(kind, outcome)  # present at 0 from the start
+        self.input_bytes = Counter(
+            "comfy_gateway_input_download_bytes",
+            "Bytes of input files downloaded from URLs",
+            registry=r,
+        )
+        self.output_bytes = Counter(
+            "comfy_gateway_output_upload_bytes",
+            "Bytes of output files uploaded to their destination",
+            registry=r,
+        )
+        build = Gauge("comfy_gateway_build_info", "The gateway's version", ["version"], registry=r)
+        build.labels(version).set(1)
+        ProcessCollector(registry=r)  # process_*: the gateway's CPU, memory, file descriptors
+
+    def watch(self, state: GatewayState) -> None:
+        """Report the gateway's state, and its ComfyUI child's resources, on every scrape."""
+        self.registry.register(_StateCollector(state))
+        ProcessCollector(
+            namespace="comfyui", pid=lambda: state.comfy_pid() or "none", registry=self.registry
+        )
+
+    def job_ended(self, record: JobRecord, started: float) -> None:
+        ended = record.finished_at if record.finished_at is not None else time.monotonic()
+        self.job_duration.labels(record.workflow, record.status).observe(ended - started)
+        if record.status != "succeeded":
+            code = str((record.error or {}).get("code", "unknown"))
+            self.job_errors.labels(record.workflow, code).inc()
+
+    def webhook_delivered(self, job_id: str, *, delivered: bool) -> None:
+        kind = "system" if job_id == "system" else "job"
+        self.webhook_deliveries.labels(kind, "delivered" if delivered else "failed").inc()
+
+    def input_downloaded(self, n_bytes: int) -> None:
+        self.input_bytes.inc(n_bytes)
+
+    def output_uploaded(self, n_bytes: int) -> None:
+        self.output_bytes.inc(n_bytes)
+
+    def request_ended(self, method: str, route: str, status: int, duration_s: float) -> None:
+        key = (method, route, status)
+        children = self._request_children.get(key)
+        if children is None:  # labels() costs more than the update itself: look it up once
+            method = method if method in METHODS else "other"
+            children = (
+                self.requests.labels(method, route, str(status)),
+                self.request_duration.labels(method, route),
+            )
+            if len(self._request_children) < 10_000:  # labels are bounded; this map is too
+                self._request_children[key] = children
+        children[0].inc()
+        children[1].observe(duration_s)
+
+
+class RouteTemplates:
+    """The path template of the route that served a request, or would have served it.
+
+    A route's own `path` lacks the prefixes of the routers that include it, so templates come
+    from walking the app's routes, once per set of routes. Requests answered before routing
+    (a 401, a 413) are matched against the same walk.
+    """
+
+    def __init__(self) -> None:
+        # id(route) -> (route, template); holding the route keeps its id from being reused.
+        self._by_route: dict[int, tuple[Any, str]] = {}
+
+    def of(self, scope: Scope) -> str:
+        route = scope.get("route")
+        if route is None:
+            return self._match(scope)
+        known = self._by_route.get(id(route))
+        if known is None:
+            self._by_route = {
+                id(r): (r, prefix + r.path)
+                for prefix, r in _flat_routes(getattr(scope.get("app"), "routes", ()))
+                if isinstance(getattr(r, "path", None), str)
+            }
+            path = getattr(route, "path", None)
+            known = self._by_route.setdefault(
+                id(route), (route, path if isinstance(path, str) else UNMATCHED)
+            )
+        return known[1]
+
+    def _match(self, scope: Scope) -> str:
+        for prefix, candidate in _flat_routes(getattr(scope.get("app"), "routes", ())):
+            path = getattr(candidate, "path", None)
+            if not isinstance(path, str) or not scope["path"].startswith(prefix):
+                continue
+            inner = {**scope, "path": scope["path"][len(prefix) :]} if prefix else scope
+            if candidate.matches(inner)[0] is not Match.NONE:
+                return prefix + path
+        return UNMATCHED
+
+
+def _flat_routes(routes: Iterable[Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    # FastAPI keeps an included router as one route holding the router it includes.
+    for route in routes:
+        included = getattr(route, "original_router", None)
+        if included is None:
+            yield prefix, route
+        else:
+            context = getattr(route, "include_context", None)
+            yield from _flat_routes(included.routes, prefix + getattr(context, "prefix", ""))
+
+
+class RequestMetrics:
+    """ASGI middleware: counts and times every HTTP request by route template and status."""
+
+    def __init__(self, app: ASGIApp, metrics: GatewayMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.templates = RouteTemplates()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 0
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        except asyncio.CancelledError:
+            status = status or CLIENT_CLOSED
+            raise
+        except Exception:
+            status = status or 500
+            raise
+        finally:
+            duration_s = time.perf_counter() - started
+            route = self.templates.of(scope)
+            self.metrics.request_ended(scope["method"], route, status or 500, duration_s)
