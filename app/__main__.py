@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 from types import FrameType
 
 import uvicorn
 
+from app.gateway import Gateway
+from app.logs import configure_logging
 from app.main import create_app
 from app.settings import SettingsError, die_on_bad_settings, load_settings
 
@@ -19,9 +20,15 @@ class GatewayServer(uvicorn.Server):
     signal; after draining jobs and stopping ComfyUI the gateway exits with its own status.
     """
 
+    def __init__(self, config: uvicorn.Config, gateway: Gateway) -> None:
+        super().__init__(config)
+        self.gateway = gateway
+
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         super().handle_exit(sig, frame)
         self._captured_signals.clear()
+        # The grace period starts now, while uvicorn drains requests, not after it.
+        self.gateway.begin_shutdown()
 
 
 def main() -> int:
@@ -29,13 +36,11 @@ def main() -> int:
         settings = load_settings()
     except SettingsError as e:
         die_on_bad_settings(e)
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per ComfyUI call is noise
-    app = create_app(settings)
+    configure_logging(settings.log_level, settings.log_format)
+    try:
+        app = create_app(settings)
+    except SettingsError as e:  # a workflow module that cannot be loaded
+        die_on_bad_settings(e)
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -43,8 +48,8 @@ def main() -> int:
         log_config=None,
         timeout_graceful_shutdown=int(settings.shutdown_grace_s) or None,
     )
-    server = GatewayServer(config)
     gateway = app.state.gateway
+    server = GatewayServer(config, gateway)
     gateway.request_exit = lambda: setattr(server, "should_exit", True)
     server.run()
     if gateway.exit_code:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, TextIO
@@ -94,6 +95,8 @@ def run(args: argparse.Namespace, err: TextIO = sys.stderr) -> int:
         body["id"] = args.id
     view = ProgressView(err)
     headers = {"Accept": "text/event-stream"}
+    if args.api_key:
+        headers["X-API-Key"] = args.api_key
     timeout = httpx.Timeout(30.0, read=None)  # a job may run for a long time between events
     try:
         with httpx.stream("POST", args.url.rstrip("/") + path, json=body, headers=headers,
@@ -145,6 +148,11 @@ def main(argv: list[str] | None = None) -> int:
     run_parser.add_argument("--input", action="append", default=[], metavar="KEY=VALUE",
                             help="a workflow input; repeat for more")  # fmt: skip
     run_parser.add_argument("--id", help="the request id")
+    run_parser.add_argument(
+        "--api-key",
+        default=os.environ.get("COMFY_GATEWAY_API_KEY"),
+        help="the gateway's API key (default: $COMFY_GATEWAY_API_KEY)",
+    )
     run_parser.add_argument("--out", default="out", help="folder for the outputs (default out/)")
     args = parser.parse_args(argv)
     return run(args)

@@ -4,14 +4,17 @@
     ├── InvalidRequest          400 the body breaks the schema or names something impossible
     │   ├── PromptRejected      400 ComfyUI refused the graph (its node_errors in details)
     │   └── NoOutputs           400 the graph has no output node
+    ├── Unauthorized            401 no API key, or an unknown one (API_KEYS); WWW-Authenticate
     ├── NotFound                404 unknown route, or an id this gateway does not know
     ├── MethodNotAllowed        405 the route exists, the method does not
     ├── Conflict                409 the request clashes with a job (duplicate id)
     │   └── Interrupted         409 the job was interrupted on request
     ├── PayloadTooLarge         413 body over MAX_BODY_SIZE_MB
     ├── QueueFull               429 MAX_QUEUE_DEPTH reached (Retry-After)
+    ├── WorkflowFailed          500 a workflow module's generate_workflow has a bug
     ├── ExecutionFailed         502 a node raised while ComfyUI executed the graph
     ├── ComfyUnavailable        503 ComfyUI is down, restarting or unreachable (Retry-After)
+    ├── WorkflowUnavailable     503 the workflow needs nodes or models this ComfyUI lacks
     └── PromptTimeout           504 the job ran past PROMPT_TIMEOUT_S
 
 Every class renders as `{"error", "code", "location"?, "details"?}`; one handler does that.
@@ -78,6 +81,17 @@ class NoOutputs(InvalidRequest):
     code = "no_outputs"
 
 
+class Unauthorized(GatewayError):
+    """The request carries no API key, or one this gateway does not accept."""
+
+    status = 401
+    code = "unauthorized"
+
+    def __init__(self, message: str, *, challenge: str = "Bearer", **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.headers.setdefault("WWW-Authenticate", challenge)
+
+
 class NotFound(GatewayError):
     """No such route or id."""
 
@@ -119,6 +133,13 @@ class QueueFull(GatewayError):
     code = "queue_full"
 
 
+class WorkflowFailed(GatewayError):
+    """A workflow module raised (other than ValueError) or returned something not a graph."""
+
+    status = 500
+    code = "workflow_failed"
+
+
 class ExecutionFailed(GatewayError):
     """A node raised while ComfyUI executed the graph."""
 
@@ -137,6 +158,13 @@ class ComfyUnavailable(GatewayError):
         self.headers.setdefault("Retry-After", str(retry_after_s))
 
 
+class WorkflowUnavailable(GatewayError):
+    """The workflow's graph needs node classes or model files this ComfyUI does not have."""
+
+    status = 503
+    code = "workflow_unavailable"
+
+
 class PromptTimeout(GatewayError):
     """The job ran past PROMPT_TIMEOUT_S and was interrupted."""
 
@@ -152,6 +180,8 @@ def _location(loc: tuple[int | str, ...]) -> str:
     parts = [str(p) for p in loc]
     if parts and parts[0] == "body":
         parts = parts[1:]
+    if len(parts) > 2 and parts[0] == "convert_output":
+        del parts[1]  # pydantic names the tagged-union member (jpeg); the client never wrote it
     return ".".join(parts) or "body"
 
 

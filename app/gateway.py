@@ -8,7 +8,7 @@ import os
 import signal
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from app import __version__
@@ -16,10 +16,13 @@ from app.comfy.client import ComfyClient
 from app.comfy.process import ComfyProcess, ComfyStartError
 from app.comfy.tracker import PromptTracker
 from app.errors import ComfyUnavailable, QueueFull
+from app.inputs import InputFiles
 from app.jobs import JobRunner
 from app.media import OutputStore
+from app.metrics import GatewayMetrics, gateway_state
 from app.records import JobHistory
 from app.settings import Settings
+from app.uploads import Uploader
 from app.webhooks import SystemEvents, WebhookSender
 
 log = logging.getLogger(__name__)
@@ -35,12 +38,20 @@ class Gateway:
         self.client = ComfyClient(settings.comfy_url)
         self.tracker = PromptTracker(self.client, client_id=uuid.uuid4().hex)
         self.webhooks = WebhookSender(settings)
+        self.inputs = InputFiles(settings, self.client)
+        self.uploader = Uploader(settings.http_upload_auth_header, settings.upload_timeout_s)
         self.jobs = JobRunner(
             self.client,
             self.tracker,
+            self.inputs,
             OutputStore(settings.comfy_output_dir, self.client),
-            JobHistory(max_finished=settings.job_history_max, ttl_s=settings.job_history_ttl_s),
+            JobHistory(
+                max_finished=settings.job_history_max,
+                ttl_s=settings.job_history_ttl_s,
+                max_bytes=int(settings.job_history_max_mb * 2**20),
+            ),
             self.webhooks,
+            self.uploader,
             timeout_s=settings.prompt_timeout_s,
             keep_outputs=settings.keep_outputs,
         )
@@ -53,12 +64,20 @@ class Gateway:
                 settings.system_meta,
             )
             self.tracker.listeners.append(self._forward_system_event)
+        self.metrics = GatewayMetrics(self.version)
+        self.metrics.watch(gateway_state(self))
+        self.jobs.metrics = self.webhooks.metrics = self.metrics
+        self.inputs.metrics = self.uploader.metrics = self.metrics
         self.started = False
         self.stopping = False
+        self.shutdown_deadline: float | None = None  # monotonic; set by begin_shutdown()
         self.exit_code = 0
         # How to stop the whole process when ComfyUI is gone for good; __main__ sets it.
         self.request_exit: Callable[[], None] = lambda: os.kill(os.getpid(), signal.SIGTERM)
         self._supervisor: asyncio.Task[None] | None = None
+        # Steps run once ComfyUI answers and before /health turns 200 (warmup, workflow
+        # routes); one that raises ComfyStartError stops start-up with its message.
+        self.on_start: list[Callable[[], Awaitable[None]]] = []
 
     def _forward_system_event(self, kind: str, data: dict[str, Any]) -> None:
         assert self.system_events is not None
@@ -83,6 +102,8 @@ class Gateway:
         self._supervisor = asyncio.create_task(
             self.process.supervise(self._comfy_exited, self._comfy_restarted)
         )
+        for step in self.on_start:
+            await step()
         self.started = True
         log.info("gateway %s ready: ComfyUI at %s", self.version, self.settings.comfy_url)
 
@@ -92,10 +113,9 @@ class Gateway:
         Jobs still running when the grace period ends fail (503), and their failure is
         delivered before ComfyUI stops: every accepted job ends in exactly one outcome.
         """
-        self.stopping = True
-        grace_s = self.settings.shutdown_grace_s
-        deadline = time.monotonic() + grace_s
+        deadline = self.begin_shutdown()
         if self.jobs.tasks:
+            grace_s = max(deadline - time.monotonic(), 0.0)
             log.info("waiting up to %.0fs for %d job(s)", grace_s, len(self.jobs.tasks))
             await self.jobs.drain(grace_s)
         self.tracker.fail_all(ComfyUnavailable("the gateway shut down before the job finished"))
@@ -111,6 +131,15 @@ class Gateway:
         await self.process.stop()
         await self.client.aclose()
         await self.webhooks.aclose()
+        await self.inputs.aclose()
+        await self.uploader.aclose()
+
+    def begin_shutdown(self) -> float:
+        """Stop taking work (and report not ready); the grace period's end, fixed at first call."""
+        self.stopping = True
+        if self.shutdown_deadline is None:
+            self.shutdown_deadline = time.monotonic() + self.settings.shutdown_grace_s
+        return self.shutdown_deadline
 
     async def _comfy_exited(self, code: int) -> None:
         self.tracker.fail_all(

@@ -18,9 +18,13 @@ from typing import Any
 from app.comfy.client import ComfyClient
 from app.comfy.tracker import PromptTracker, PromptWaiter
 from app.errors import Conflict, GatewayError, Interrupted, NotFound, PromptTimeout
+from app.inputs import InputFiles, JobInputs
+from app.logs import bind_request_id
 from app.media import OutputFile, OutputStore, output_files, unique_prefixes
+from app.metrics import MetricsHooks
 from app.records import JobHistory, JobRecord
-from app.schemas import PromptResponse, Stats, WorkflowResponse
+from app.schemas import JobOptions, PromptResponse, Stats, WorkflowResponse
+from app.uploads import Uploader
 from app.webhooks import WebhookSender, deliver_job_end
 
 log = logging.getLogger(__name__)
@@ -29,23 +33,13 @@ Graph = dict[str, dict[str, Any]]
 
 
 @dataclass
-class Delivery:
-    """Where a job's outcome goes besides its HTTP response."""
-
-    webhook: str | None = None
-    webhook_v2: str | None = None
-
-    def __bool__(self) -> bool:
-        return bool(self.webhook or self.webhook_v2)
-
-
-@dataclass
 class Job:
     record: JobRecord
     graph: Graph
     waiter: PromptWaiter
-    delivery: Delivery
+    options: JobOptions
     echo_input: dict[str, Any] | None
+    inputs: JobInputs
     started: float = field(default_factory=time.monotonic)
     task: asyncio.Task[PromptResponse] | None = None
 
@@ -61,21 +55,27 @@ class JobRunner:
         self,
         client: ComfyClient,
         tracker: PromptTracker,
+        inputs: InputFiles,
         outputs: OutputStore,
         history: JobHistory,
         sender: WebhookSender,
+        uploader: Uploader,
         *,
         timeout_s: float | None,
         keep_outputs: bool,
     ) -> None:
         self.client = client
         self.tracker = tracker
+        self.inputs = inputs
         self.outputs = outputs
         self.history = history
         self.sender = sender
+        self.uploader = uploader
         self.timeout_s = timeout_s
         self.keep_outputs = keep_outputs
+        self.metrics = MetricsHooks()  # the Gateway hands in its GatewayMetrics
         self.active: dict[str, Job] = {}  # by request id, until ComfyUI is done with it
+        self.preparing: set[str] = set()  # request ids whose inputs are being fetched
         self.by_prompt: dict[str, str] = {}  # ComfyUI prompt id -> request id, same lifetime
         self.tasks: set[asyncio.Task[PromptResponse]] = set()  # until deliveries are done
 
@@ -83,7 +83,8 @@ class JobRunner:
         self,
         request_id: str,
         graph: Graph,
-        delivery: Delivery | None = None,
+        options: JobOptions | None = None,
+        *,
         echo_input: dict[str, Any] | None = None,
         workflow: str = "prompt",
     ) -> Job:
@@ -91,14 +92,19 @@ class JobRunner:
 
         `workflow` names what built the graph (`prompt`, `sd15/txt2img`) for logs and metrics.
         """
-        if request_id in self.active:
+        bind_request_id(request_id)  # every later log line of this request and its job has it
+        if request_id in self.active or request_id in self.preparing:
             raise Conflict(f"a job with id {request_id!r} is already running", location="id")
         prompt_id = uuid.uuid4().hex
-        graph = unique_prefixes(graph, prompt_id)
+        self.preparing.add(request_id)  # input downloads take a while: hold the id meanwhile
+        try:
+            graph, inputs = await self.inputs.prepare(unique_prefixes(graph, prompt_id), prompt_id)
+        finally:
+            self.preparing.discard(request_id)
         record = JobRecord(request_id, prompt_id, workflow)
         waiter = self.tracker.watch(prompt_id)
         waiter.on_event = record.on_comfy_event
-        job = Job(record, graph, waiter, delivery or Delivery(), echo_input)
+        job = Job(record, graph, waiter, options or JobOptions(), echo_input, inputs)
         self.active[request_id] = job
         self.by_prompt[prompt_id] = request_id
         log.info("job %s: submitting as prompt %s (%d nodes)", request_id, prompt_id, len(graph))
@@ -121,6 +127,7 @@ class JobRunner:
             task.exception()  # retrieved: the outcome was recorded and delivered already
 
     def _release(self, job: Job) -> None:
+        self.inputs.remove(job.inputs)
         self.tracker.forget(job.record.prompt_id)
         self.active.pop(job.id, None)
         self.by_prompt.pop(job.record.prompt_id, None)
@@ -151,11 +158,13 @@ class JobRunner:
     async def _deliver(
         self, job: Job, *, result: dict[str, Any] | None = None, error: dict[str, Any] | None = None
     ) -> None:
-        if job.delivery:
+        self.metrics.job_ended(job.record, job.started)  # every outcome passes here, once
+        if job.options.webhook or job.options.webhook_v2:
+            webhook, webhook_v2 = job.options.webhook, job.options.webhook_v2
             await deliver_job_end(
                 self.sender,
-                webhook=job.delivery.webhook,
-                webhook_v2=job.delivery.webhook_v2,
+                webhook=str(webhook) if webhook else None,
+                webhook_v2=str(webhook_v2) if webhook_v2 else None,
                 job_id=job.id,
                 graph=job.graph,
                 result=result,
@@ -170,7 +179,7 @@ class JobRunner:
             outputs = await self._wait(waiter)
             executed = time.monotonic()
             files = output_files(outputs)
-            contents = await self.outputs.read_all(files)
+            contents = await self._collect(files, job.options)
         finally:
             if not self.keep_outputs:
                 self.outputs.remove(files or output_files(waiter.outputs))
@@ -186,13 +195,24 @@ class JobRunner:
         fields = dict(
             id=job.id,
             prompt=job.graph,
-            images=contents,
-            filenames=[f.filename for f in files],
+            images=[content for _, content in contents],
+            filenames=[name for name, _ in contents],
             stats=stats,
         )
         if job.echo_input is not None:
             return WorkflowResponse(**fields, input=job.echo_input)
         return PromptResponse(**fields)
+
+    async def _collect(self, files: list[OutputFile], options: JobOptions) -> list[tuple[str, str]]:
+        """(name, content) per file: base64, or where the upload put it."""
+        target = options.upload
+        if target is None:
+            return await self.outputs.read_all(files, options.convert_output)
+        stored = []
+        for file in files:  # one at a time: never more than one output in memory
+            name, data = await self.outputs.read(file, options.convert_output)
+            stored.append((name, await self.uploader.store(target, name, data)))
+        return stored
 
     async def _wait(self, waiter: PromptWaiter) -> dict[str, Any]:
         try:
@@ -204,9 +224,9 @@ class JobRunner:
                 f"the job ran past PROMPT_TIMEOUT_S ({self.timeout_s:g}s) and was interrupted"
             ) from None
 
-    async def run(self, request_id: str, graph: Graph) -> PromptResponse:
+    async def run(self, request_id: str, graph: Graph, workflow: str = "prompt") -> PromptResponse:
         """Run a graph to completion and return its outputs, or raise a GatewayError."""
-        job = await self.start(request_id, graph)
+        job = await self.start(request_id, graph, workflow=workflow)
         assert job.task is not None
         return await asyncio.shield(job.task)
 

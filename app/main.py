@@ -11,12 +11,17 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from app import __version__
+from app.auth import ApiKeyAuth, ApiKeys, document_api_keys
 from app.comfy.process import ComfyStartError
+from app.cors import add_cors
 from app.errors import install_handlers
 from app.gateway import Gateway
+from app.metrics import RequestMetrics
 from app.middleware import BodySizeLimit
-from app.routes import models, probes, prompt
+from app.registry import Registry
+from app.routes import docs, metrics, models, probes, prompt, workflows
 from app.settings import Settings
+from app.warmup import run_warmup
 
 log = logging.getLogger(__name__)
 
@@ -25,12 +30,16 @@ Run any ComfyUI graph over plain HTTP and get the outputs back in the response.
 
 * `POST /prompt` takes a graph in ComfyUI's API format and answers with every output file,
   base64-encoded.
+* `POST /workflows/...` run the workflow modules: a small typed input instead of a graph;
+  `GET /workflows` lists them and says which can run on this server.
 * `GET /health` and `GET /ready` are liveness and readiness probes.
 * Every error has the same shape: `{"error", "code", "location"?, "details"?}`.
 """
 
 
 def create_app(settings: Settings) -> FastAPI:
+    """The app; raises WorkflowLoadError (a SettingsError) naming a broken workflow module."""
+    registry = Registry.load(settings.workflow_dir)
     gateway = Gateway(settings)
 
     @asynccontextmanager
@@ -52,18 +61,44 @@ def create_app(settings: Settings) -> FastAPI:
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,  # served by routes.docs without a CDN
+        redoc_url=None,
     )
     app.state.gateway = gateway
+    app.state.registry = registry
+    # Workflow routes need ComfyUI's enums, so they are mounted once it answers.
+    gateway.on_start.append(lambda: run_warmup(gateway))
+    gateway.on_start.append(lambda: workflows.activate(app))
     install_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_size_bytes)
-    for module in (probes, prompt, models):
+    # Middleware added later wraps what came before: CORS, then metrics, then the key check.
+    keys = ApiKeys.from_settings(settings)
+    if keys is not None:
+        app.add_middleware(ApiKeyAuth, keys=keys)
+    app.add_middleware(RequestMetrics, metrics=gateway.metrics)  # 401s and 413s count too
+    add_cors(app, settings.cors_allow_origins)
+    log_edge(settings, keys)
+    for module in (probes, prompt, models, workflows, metrics):
         app.include_router(module.router)
-    app.openapi = lambda: openapi_without_422(app)  # type: ignore[method-assign]
+    docs.install(app)
+    app.openapi = lambda: openapi_without_422(app, keys is not None)  # type: ignore[method-assign]
     return app
 
 
-def openapi_without_422(app: FastAPI) -> dict[str, Any]:
-    """FastAPI documents validation failures as 422; this API answers them with 400."""
+def log_edge(settings: Settings, keys: ApiKeys | None) -> None:
+    if keys is None:
+        log.info("API_KEYS is not set: every endpoint is open to whoever can reach the gateway")
+    else:
+        log.info("API keys required: %d key(s) accepted", len(keys))
+    if settings.cors_allow_origins:
+        log.info("CORS: browsers may call from %s", ", ".join(settings.cors_allow_origins))
+
+
+def openapi_without_422(app: FastAPI, api_keys: bool = False) -> dict[str, Any]:
+    """FastAPI documents validation failures as 422; this API answers them with 400.
+
+    With API keys, the document declares them so that Swagger UI offers Authorize.
+    """
     if app.openapi_schema is None:
         spec = get_openapi(
             title=app.title, version=app.version, description=app.description, routes=app.routes
@@ -73,5 +108,7 @@ def openapi_without_422(app: FastAPI) -> dict[str, Any]:
                 operation.get("responses", {}).pop("422", None)
         for unused in ("HTTPValidationError", "ValidationError"):
             spec.get("components", {}).get("schemas", {}).pop(unused, None)
+        if api_keys:
+            document_api_keys(spec)
         app.openapi_schema = spec
     return app.openapi_schema

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, model_validator
+
+from app.convert import ConvertOutput
+from app.uploads import HttpUpload, S3Upload
 
 REQUEST_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
 
@@ -56,6 +59,34 @@ class JobOptions(BaseModel):
         description="Answer 202 at once, then POST one signed `prompt.complete` (the full 200 "
         "body) or `prompt.failed` here when the job ends (Standard Webhooks headers)",
     )
+    convert_output: ConvertOutput | None = Field(
+        None,
+        description='Re-encode image outputs: `{"format": "png"|"jpeg"|"webp", '
+        '"options": {…}}`; video, audio and other files are returned as they are',
+    )
+
+    s3: S3Upload | None = Field(
+        None, description="Store the outputs in S3 instead: `images` then hold `s3://` URIs"
+    )
+    http_upload: HttpUpload | None = Field(
+        None, description="PUT the outputs to `url_prefix + filename`; `images` hold the URLs"
+    )
+
+    @model_validator(mode="after")
+    def _one_store(self) -> JobOptions:
+        if self.s3 is not None and self.http_upload is not None:
+            raise ValueError("give s3 or http_upload, not both")
+        return self
+
+    @property
+    def upload(self) -> S3Upload | HttpUpload | None:
+        return self.s3 or self.http_upload
+
+    @property
+    def answered_at_once(self) -> bool:
+        """True when the outcome travels by webhook or async upload: the request gets 202."""
+        upload = self.upload
+        return bool(self.webhook or self.webhook_v2 or (upload is not None and upload.async_))
 
 
 class PromptRequest(JobOptions):

@@ -7,27 +7,47 @@ come from the environment, then from the YAML file named by `CONFIG_FILE` (envir
 from __future__ import annotations
 
 import base64
+import json
 import os
+import re
 import shlex
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import Field, HttpUrl, ValidationError, field_validator, model_validator
+from pydantic import (
+    Field,
+    HttpUrl,
+    IPvAnyNetwork,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
+
+from app.auth import key_problem, read_key_file, split_keys
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 BUNDLED_COMFY_DIR = PROJECT_ROOT / ".comfyui"
 
 LogLevel = Literal["debug", "info", "warning", "error", "critical"]
+LogFormat = Literal["text", "json"]
+# Settings whose values an error message must not repeat.
+SECRET_SETTINGS = frozenset({"API_KEYS", "WEBHOOK_SECRET"})
 SYSTEM_EVENT_TYPES = frozenset(
     {
         "status", "progress", "executing", "execution_start", "execution_cached", "executed",
         "execution_success", "execution_interrupted", "execution_error",
     }
 )  # fmt: skip
+
+
+# What a browser sends in Origin: scheme://host[:port], nothing after.
+ORIGIN = re.compile(r"[a-z][a-z0-9+.-]*://(\[[0-9a-fA-F:.]+\]|[^/:\s\[\]]+)(:\d{1,5})?")
+DEFAULT_PORTS = {"https": ":443", "http": ":80"}
 
 
 class SettingsError(Exception):
@@ -79,6 +99,9 @@ class Settings(BaseSettings):
     output_dir: Path | None = Field(None, description="ComfyUI's output folder")
     model_dir: Path | None = Field(None, description="ComfyUI's models folder")
     workflow_dir: Path = Field(PROJECT_ROOT / "workflows", description="Workflow modules")
+    warmup_prompt_file: Path | None = Field(
+        None, description="ComfyUI API-format graph run once at start-up, before /health is 200"
+    )
     startup_check_interval_s: float = Field(1.0, gt=0, description="Seconds between start checks")
     startup_check_max_tries: int = Field(20, ge=1, description="Start checks before giving up")
     always_restart_comfyui: bool = Field(False, description="Restart ComfyUI when it exits")
@@ -91,6 +114,18 @@ class Settings(BaseSettings):
     keep_outputs: bool = Field(False, description="Keep output files after they are returned")
     shutdown_grace_s: float = Field(30.0, ge=0, description="Time in-flight jobs get on shutdown")
     log_level: LogLevel = Field("info", description="Log level")
+    log_format: LogFormat = Field(
+        "text", description="`text`, or `json`: one JSON object per line, with the request id"
+    )
+    api_keys: Annotated[tuple[SecretStr, ...], NoDecode] = Field(
+        (), description="API keys (comma list); when set, requests need one (Bearer or X-API-Key)"
+    )
+    api_keys_file: Path | None = Field(
+        None, description="File of API keys, one per line, `#` comments; re-read when it changes"
+    )
+    cors_allow_origins: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), description="Origins browsers may call from: comma list of scheme://host[:port], or *"
+    )
     prompt_webhook_retries: int = Field(3, ge=1, le=20, description="Delivery attempts per webhook")
     webhook_timeout_s: float = Field(10.0, gt=0, description="Time one delivery attempt may take")
     webhook_backoff_s: float = Field(1.0, ge=0, description="Wait before the first retry (doubles)")
@@ -107,8 +142,25 @@ class Settings(BaseSettings):
         },
         description="SYSTEM_META_<key> variables, sent as `metadata` with system events",
     )
+    input_max_mb: float = Field(100.0, gt=0, description="Largest input file a URL may deliver")
+    input_download_timeout_s: float = Field(
+        30.0, gt=0, description="Time one input download may take"
+    )
+    allow_private_urls: bool = Field(
+        False, description="Let input URLs reach private, loopback and link-local addresses"
+    )
+    allowed_private_networks: Annotated[tuple[IPvAnyNetwork, ...], NoDecode] = Field(
+        (), description="Private networks input URLs may reach anyway: comma list of CIDRs"
+    )
+    http_upload_auth_header: str | None = Field(
+        None, description="Header sent with http_upload PUTs, e.g. `Authorization: Bearer …`"
+    )
+    upload_timeout_s: float = Field(60.0, gt=0, description="Time one output upload may take")
     job_history_max: int = Field(100, ge=0, description="Finished jobs kept for GET /prompt/{id}")
     job_history_ttl_s: float = Field(3600, ge=0, description="How long a finished job is kept")
+    job_history_max_mb: float = Field(
+        256.0, ge=0, description="Memory the kept results (their base64 outputs) may take"
+    )
 
     @classmethod
     def settings_customise_sources(
@@ -147,14 +199,54 @@ class Settings(BaseSettings):
             raise ValueError(f"unknown event type(s) {sorted(unknown)}; allowed: all, {allowed}")
         return frozenset(names)
 
-    @field_validator("log_level", mode="before")
+    @field_validator("allowed_private_networks", mode="before")
+    @classmethod
+    def _split_networks(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(v.strip() for v in value.split(",") if v.strip())
+        return value
+
+    @field_validator("log_level", "log_format", mode="before")
     @classmethod
     def _lower_level(cls, value: Any) -> Any:
         return value.lower() if isinstance(value, str) else value
 
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _keys_valid(cls, value: Any) -> Any:
+        keys = split_keys(value) if isinstance(value, str) else [str(k) for k in value or ()]
+        for number, key in enumerate(keys, start=1):
+            if problem := key_problem(key):
+                raise ValueError(f"key {number} of {len(keys)} {problem}")
+        return tuple(keys)
+
+    @field_validator("api_keys_file")
+    @classmethod
+    def _key_file_readable(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            read_key_file(value)  # its ValueError names the line, never the key
+        return value
+
+    @field_validator("cors_allow_origins", mode="before")
+    @classmethod
+    def _origins_valid(cls, value: Any) -> Any:
+        given = [o.strip() for o in value.split(",")] if isinstance(value, str) else value
+        origins = []
+        for origin in (str(o) for o in given or () if o):
+            if origin != "*" and not ORIGIN.fullmatch(origin.lower()):
+                raise ValueError(
+                    f"{origin!r} is not an origin: scheme://host[:port], no path or trailing "
+                    "slash (e.g. https://app.example.com), or *"
+                )
+            # As a browser sends it: lower case, without the scheme's default port.
+            origin = origin.lower()
+            origins.append(origin.removesuffix(DEFAULT_PORTS.get(origin.split(":")[0], "")))
+        return ("*",) if "*" in origins else tuple(dict.fromkeys(origins))
+
     @field_validator(
-        "prompt_timeout_s", "cmd", "input_dir", "output_dir", "model_dir", mode="before"
-    )
+        "prompt_timeout_s", "cmd", "input_dir", "output_dir", "model_dir", "webhook_secret",
+        "api_keys_file", mode="before",
+    )  # fmt: skip
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
         return None if value == "" else value
@@ -175,6 +267,25 @@ class Settings(BaseSettings):
         if self.port == self.comfyui_port_host:
             raise ValueError("PORT and COMFYUI_PORT_HOST must differ")
         return self
+
+    @field_validator("warmup_prompt_file", mode="before")
+    @classmethod
+    def _no_warmup(cls, value: Any) -> Any:
+        return None if value == "" else value
+
+    @field_validator("warmup_prompt_file")
+    @classmethod
+    def _warmup_readable(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            try:
+                data = json.loads(value.read_text())
+            except OSError as e:
+                raise ValueError(f"cannot be read: {e.strerror or e}") from None
+            except ValueError as e:
+                raise ValueError(f"is not JSON: {e}") from None
+            if not isinstance(data, dict) or not data:
+                raise ValueError("must hold a ComfyUI API-format graph (a JSON object of nodes)")
+        return value
 
     @property
     def comfy_url(self) -> str:
@@ -205,7 +316,8 @@ def load_settings(**overrides: Any) -> Settings:
         for err in e.errors():
             name = str(err["loc"][0]).upper() if err["loc"] else "PORT/COMFYUI_PORT_HOST"
             given = err.get("input")
-            shown = f"={given!r}" if not isinstance(given, dict) else ""
+            secret = name in SECRET_SETTINGS
+            shown = f"={given!r}" if not isinstance(given, dict) and not secret else ""
             message = err["msg"].removeprefix("Value error, ")
             if err["type"].startswith("bool"):
                 message += " (true/false, 1/0, yes/no, on/off)"

@@ -21,6 +21,7 @@ from typing import Any
 
 import httpx
 
+from app.metrics import MetricsHooks
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,7 @@ class WebhookSender:
         self.base_backoff_s = settings.webhook_backoff_s
         self.key = decode_secret(settings.webhook_secret) if settings.webhook_secret else None
         self.http = httpx.AsyncClient(timeout=self.timeout_s, follow_redirects=False)
+        self.metrics = MetricsHooks()  # the Gateway hands in its GatewayMetrics
 
     async def aclose(self) -> None:
         await self.http.aclose()
@@ -86,6 +88,7 @@ class WebhookSender:
             else:
                 if response.status_code < 300:
                     log.info("job %s: delivered %s to %s (attempt %d)", job_id, what, url, attempt)
+                    self.metrics.webhook_delivered(job_id, delivered=True)
                     return True
                 last_error = f"HTTP {response.status_code}"
                 if response.status_code != 429 and response.status_code < 500:
@@ -99,6 +102,7 @@ class WebhookSender:
             "job %s: could not deliver %s to %s after %d attempt(s): %s",
             job_id, what, url, attempt, last_error,
         )  # fmt: skip
+        self.metrics.webhook_delivered(job_id, delivered=False)
         return False
 
 

@@ -108,6 +108,27 @@ class ComfyClient:
         listings = await asyncio.gather(*(files(f) for f in folders))
         return dict(zip(folders, listings, strict=True))
 
+    async def upload(self, data: bytes, name: str, subfolder: str) -> str:
+        """Store an input file in ComfyUI's input folder; returns the value a loader takes."""
+        files = {"image": (name, data, "application/octet-stream")}
+        form = {"subfolder": subfolder, "type": "input", "overwrite": "true"}
+        response = await self._call(
+            "POST /upload/image", lambda: self.http.post("/upload/image", files=files, data=form)
+        )
+        if response.status_code != 200:
+            raise ComfyUnavailable(
+                f"ComfyUI answered {response.status_code} to an input upload: {response.text[:200]}"
+            )
+        stored = response.json()
+        return (
+            f"{stored['subfolder']}/{stored['name']}" if stored.get("subfolder") else stored["name"]
+        )
+
+    async def object_info(self) -> dict[str, dict[str, Any]]:
+        """Every node class ComfyUI has loaded: its inputs, outputs and allowed values."""
+        info: dict[str, dict[str, Any]] = await self._get_json("/object_info")
+        return info
+
 
 def rejection(body: dict[str, Any]) -> PromptRejected | NoOutputs:
     """Turn ComfyUI's 400 body into our error, located at the first bad node input."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from fastapi import APIRouter, Header, Request
@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from app.errors import NotFound
 from app.gateway import Gateway
-from app.jobs import Delivery, Graph
+from app.jobs import Graph
 from app.records import JobRecord
 from app.schemas import (
     Accepted,
@@ -57,24 +57,47 @@ async def run_job(
     """
     gateway: Gateway = request.app.state.gateway
     gateway.check_accepting()
-    delivery = Delivery(
-        str(options.webhook) if options.webhook else None,
-        str(options.webhook_v2) if options.webhook_v2 else None,
-    )
     # /prompt, or the workflow's own name for /workflows/sd15/txt2img and /workflow/...
     path = request.url.path.strip("/")
     workflow = path.split("/", 1)[1] if path.startswith("workflow") and "/" in path else "prompt"
     job = await gateway.jobs.start(
-        options.id or str(uuid.uuid4()), graph, delivery, echo_input, workflow
+        options.id or str(uuid.uuid4()), graph, options, echo_input=echo_input, workflow=workflow
     )
     if "text/event-stream" in request.headers.get("accept", ""):
         return event_stream(job.record)
-    if delivery:
+    if options.answered_at_once:
         accepted = Accepted(id=job.id, prompt=job.graph, status="ok")
         return JSONResponse(accepted.model_dump(), status_code=202)
     assert job.task is not None
     result = await job.task
-    return Response(result.model_dump_json(), media_type="application/json")
+    return StreamingResponse(json_chunks(result), media_type="application/json")
+
+
+STREAM_CHUNK = 1 << 20
+
+
+def json_chunks(result: PromptResponse) -> Iterator[bytes]:
+    """The response JSON in pieces, so a large output is never copied whole into the body.
+
+    Serialising at once would add a full copy of every base64 output, and the socket's send
+    buffer another: a 50 MB video would cost three copies instead of one.
+    """
+    head = result.model_dump_json(exclude={"images"})
+    yield head[:-1].encode() + b',"images":['
+    for index, content in enumerate(result.images):
+        yield b',"' if index else b'"'
+        # base64 and URLs need no JSON escaping; anything else goes through the encoder
+        if _plain(content):
+            for start in range(0, len(content), STREAM_CHUNK):
+                yield content[start : start + STREAM_CHUNK].encode("ascii")
+        else:
+            yield json.dumps(content)[1:-1].encode()
+        yield b'"'
+    yield b"]}"
+
+
+def _plain(text: str) -> bool:
+    return text.isascii() and text.isprintable() and not any(c in text for c in '"\\')
 
 
 @router.post("/prompt", response_model=PromptResponse, responses=ERRORS)

@@ -10,7 +10,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from tests.integration.harness import MODELS, ROOT, Gateway, running
+from tests.integration.harness import GRAPHS, MODELS, ROOT, Gateway, running
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -28,14 +28,25 @@ def seed_inputs(input_dir: Path) -> None:
 
 
 @pytest.fixture(scope="session")
-def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+def shared_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    """The gateway most tests share; modules with a `gateway` of their own can still reach it."""
     if not (MODELS / "checkpoints" / "tiny-sd15-random.safetensors").exists():
         pytest.fail("the tiny checkpoint is missing: run `make models` (make test does)")
     workdir = tmp_path_factory.mktemp("gateway")
     (workdir / "input").mkdir()
     seed_inputs(workdir / "input")
-    with running(workdir, MAX_BODY_SIZE_MB="1") as gw:
+    # The shipped workflows, and a warmup that makes the tiny checkpoint their default.
+    workflows = {
+        "WORKFLOW_DIR": str(ROOT / "workflows"),
+        "WARMUP_PROMPT_FILE": str(GRAPHS / "t2i.json"),
+    }
+    with running(workdir, MAX_BODY_SIZE_MB="1", **workflows) as gw:
         yield gw
+
+
+@pytest.fixture(scope="session")
+def gateway(shared_gateway: Gateway) -> Gateway:
+    return shared_gateway
 
 
 @pytest.fixture

@@ -35,6 +35,7 @@ class Receiver:
     def __init__(self, port: int = 0) -> None:
         self.records: list[Delivery] = []
         self.scripts: dict[str, Script] = {}
+        self.refused_prefixes: dict[str, int] = {}  # every path under one answers this status
         self.lock = threading.Lock()
         receiver = self
 
@@ -47,11 +48,16 @@ class Receiver:
                     )
                     script = receiver.scripts.get(self.path, Script())
                     status = script.statuses.pop(0) if script.statuses else 200
+                    for prefix, refusal in receiver.refused_prefixes.items():
+                        if self.path.startswith(prefix):
+                            status = refusal
                     delay_s = script.delays_s.pop(0) if script.delays_s else 0.0
                 time.sleep(delay_s)
                 self.send_response(status)
                 self.send_header("content-length", "0")
                 self.end_headers()
+
+            do_PUT = do_POST  # uploads: recorded and answered the same way
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass

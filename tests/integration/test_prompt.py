@@ -206,20 +206,21 @@ def test_concurrent_jobs_each_get_exactly_their_own_outputs(gateway: Gateway) ->
 def test_duplicate_running_id_is_a_409(gateway: Gateway) -> None:
     with ThreadPoolExecutor(1) as pool, gateway.client() as c:
         pending = pool.submit(post, gateway, slow_graph(), "dup")
-        wait_for_comfy_queue(gateway, running=1)
+        wait_for_status(c, "dup", "running")
         clash = c.post("/prompt", json={"prompt": graph("g1_empty_save"), "id": "dup"})
         assert c.post("/interrupt", json={"id": "dup"}).status_code == 200
         assert clash.status_code == 409
         assert clash.json()["location"] == "id"
         assert pending.result().json()["code"] == "interrupted"
+    wait_for_comfy_queue(gateway, running=0)
 
 
 def test_interrupt_running_and_queued_jobs(gateway: Gateway) -> None:
     with ThreadPoolExecutor(2) as pool, gateway.client() as c:
         running = pool.submit(post, gateway, slow_graph(seed=1), "run-1")
-        wait_for_comfy_queue(gateway, running=1)
+        wait_for_status(c, "run-1", "running")
         queued = pool.submit(post, gateway, slow_graph(seed=2), "queued-1")
-        wait_for_comfy_queue(gateway, running=1, pending=1)
+        wait_for_status(c, "queued-1", "queued")
 
         answer = c.post("/interrupt", json={"id": "queued-1"})
         assert answer.status_code == 200, answer.text
@@ -250,6 +251,19 @@ def slow_graph(seed: int = 1) -> dict[str, Any]:
 def post(gateway: Gateway, prompt: dict[str, Any], request_id: str) -> httpx.Response:
     with gateway.client() as c:
         return c.post("/prompt", json={"prompt": prompt, "id": request_id})
+
+
+def wait_for_status(c: httpx.Client, request_id: str, status: str, timeout_s: float = 60) -> None:
+    """Wait until GET /prompt/{id} reports the job in this status."""
+    deadline = time.monotonic() + timeout_s
+    seen = None
+    while time.monotonic() < deadline:
+        answer = c.get(f"/prompt/{request_id}")
+        seen = answer.json().get("status") if answer.status_code == 200 else answer.status_code
+        if seen == status:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"job {request_id} never reached {status!r} (last seen: {seen})")
 
 
 def wait_for_comfy_queue(
