@@ -19,7 +19,8 @@ from app.gateway import Gateway
 from app.metrics import RequestMetrics
 from app.middleware import BodySizeLimit
 from app.registry import Registry
-from app.routes import docs, metrics, models, probes, prompt, workflows
+from app.routes import comfy_proxy, docs, metrics, models, probes, prompt, sdapi, workflows
+from app.sdapi import SdapiState
 from app.settings import Settings
 from app.warmup import run_warmup
 
@@ -66,6 +67,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.gateway = gateway
     app.state.registry = registry
+    app.state.sdapi = SdapiState()  # AUTOMATIC1111's /options: per process, like A1111's
     # Workflow routes need ComfyUI's enums, so they are mounted once it answers.
     gateway.on_start.append(lambda: run_warmup(gateway))
     gateway.on_start.append(lambda: workflows.activate(app))
@@ -78,8 +80,10 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(RequestMetrics, metrics=gateway.metrics)  # 401s and 413s count too
     add_cors(app, settings.cors_allow_origins)
     log_edge(settings, keys)
-    for module in (probes, prompt, models, workflows, metrics):
+    for module in (probes, prompt, models, workflows, metrics, sdapi):
         app.include_router(module.router)
+    if settings.comfy_passthrough:
+        app.include_router(comfy_proxy.router)
     docs.install(app)
     app.openapi = lambda: openapi_without_422(app, keys is not None)  # type: ignore[method-assign]
     return app

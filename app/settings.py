@@ -161,6 +161,12 @@ class Settings(BaseSettings):
     job_history_max_mb: float = Field(
         256.0, ge=0, description="Memory the kept results (their base64 outputs) may take"
     )
+    comfy_passthrough: bool = Field(
+        True, description="Serve ComfyUI's own API (and websocket) under /comfy/"
+    )
+    sdapi_workflow_family: Literal["sd15", "sdxl"] = Field(
+        "sd15", description="Which shipped workflows AUTOMATIC1111's /sdapi/v1 runs"
+    )
 
     @classmethod
     def settings_customise_sources(

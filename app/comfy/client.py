@@ -129,6 +129,23 @@ class ComfyClient:
         info: dict[str, dict[str, Any]] = await self._get_json("/object_info")
         return info
 
+    # -- for the compatibility layers (/comfy passthrough, /sdapi/v1) --------------------------
+    async def forward(
+        self, method: str, target: str, headers: list[tuple[str, str]], content: Any
+    ) -> httpx.Response:
+        """Send a client's request on to ComfyUI as it came; the response streams (caller closes).
+
+        `target` is the path and query still percent-encoded, so ComfyUI sees what the client
+        wrote; `content` is None or an async iterator of body chunks, never the whole body.
+        """
+        request = self.http.build_request(method, target, headers=headers, content=content)
+        return await self._call(f"{method} {target}", lambda: self.http.send(request, stream=True))
+
+    async def model_files(self, folder: str) -> list[str]:
+        """The files of one model folder (`checkpoints`, `loras`), as ComfyUI lists them now."""
+        listed = await self._get_json(f"/models/{folder}")
+        return [str(name) for name in listed] if isinstance(listed, list) else []
+
 
 def rejection(body: dict[str, Any]) -> PromptRejected | NoOutputs:
     """Turn ComfyUI's 400 body into our error, located at the first bad node input."""

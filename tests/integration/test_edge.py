@@ -337,3 +337,17 @@ def test_cli_sends_its_api_key(gateway: Gateway, tmp_path: Any) -> None:
                "--api-key", KEY)  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "o").is_dir()
+
+
+async def test_comfy_websocket_needs_a_key_too(gateway: Gateway) -> None:
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import InvalidStatus
+
+    url = gateway.url.replace("http", "ws", 1) + "/comfy/ws?clientId=edge-ws"
+    with pytest.raises(InvalidStatus) as refused:
+        async with connect(url):
+            pass
+    assert refused.value.response.status_code == 401
+    async with connect(url, additional_headers={"X-API-Key": KEY}) as ws:
+        first = json.loads(await ws.recv())
+    assert first["type"] == "status"

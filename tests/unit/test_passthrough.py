@@ -1,0 +1,188 @@
+"""/comfy/<path>: what goes on to ComfyUI and what comes back, against a MockTransport ComfyUI."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from app.main import create_app
+from app.routes.comfy_proxy import request_headers, upstream_target
+from app.settings import load_settings
+from tests.integration.harness import free_port
+
+KEY = "k" * 32
+
+
+class FakeComfy(httpx.AsyncBaseTransport):
+    """Records what reaches ComfyUI, chunk by chunk, and answers in several chunks.
+
+    A transport of its own because MockTransport reads the whole body before its handler runs.
+    """
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[httpx.Request, list[bytes]]] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        chunks = [chunk async for chunk in request.stream]  # type: ignore[union-attr]
+        self.requests.append((request, chunks))
+
+        async def body() -> AsyncIterator[bytes]:
+            for part in (b'{"seen": ', json.dumps(len(b"".join(chunks))).encode(), b"}"):
+                yield part
+
+        headers = [
+            ("content-type", "application/json"),
+            ("x-comfy", "1"),
+            ("x-comfy", "2"),
+            ("connection", "keep-alive"),
+            ("keep-alive", "timeout=5"),
+        ]
+        return httpx.Response(201, headers=headers, stream=Chunks(body()))
+
+
+class Chunks(httpx.AsyncByteStream):
+    def __init__(self, chunks: AsyncIterator[bytes]) -> None:
+        self.chunks = chunks
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self.chunks:
+            yield chunk
+
+
+def make_app(tmp_path: Path, **settings: Any) -> tuple[FastAPI, FakeComfy]:
+    app = create_app(
+        load_settings(workflow_dir=tmp_path, comfyui_port_host=free_port(), **settings)
+    )
+    gateway = app.state.gateway
+    gateway.process.proc = SimpleNamespace(returncode=None)  # as if ComfyUI were running
+    fake = FakeComfy()
+    gateway.client.http = httpx.AsyncClient(transport=fake, base_url=gateway.client.base_url)
+    return app, fake
+
+
+@pytest.fixture
+async def proxied(tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient, FakeComfy]]:
+    app, fake = make_app(tmp_path, max_body_size_mb=0.001, api_keys=KEY)
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    headers = {"Authorization": f"Bearer {KEY}"}
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://gateway", headers=headers
+    ) as client:
+        yield client, fake
+
+
+async def test_request_and_answer_pass_through(
+    proxied: tuple[httpx.AsyncClient, FakeComfy],
+) -> None:
+    client, fake = proxied
+
+    async def body() -> AsyncIterator[bytes]:
+        for part in (b'{"prompt":', b" {}", b"}"):
+            yield part
+
+    response = await client.post(
+        "/comfy/prompt?a=1&a=2&name=x%20y",
+        content=body(),
+        headers={"Origin": "http://app.example", "X-Custom": "kept", "Connection": "x-drop"},
+    )
+    assert response.status_code == 201
+    assert response.json() == {"seen": 14}
+    assert response.headers.get_list("x-comfy") == ["1", "2"]
+    assert "keep-alive" not in response.headers
+    (request, chunks) = fake.requests[0]
+    assert request.method == "POST"
+    assert request.url.raw_path == b"/prompt?a=1&a=2&name=x%20y"
+    # Streamed: ComfyUI got the client's chunks one by one, not one joined body.
+    assert [c for c in chunks if c] == [b'{"prompt":', b" {}", b"}"]
+    assert request.headers["x-custom"] == "kept"
+    for dropped in ("authorization", "origin", "x-drop"):
+        assert dropped not in request.headers
+    assert request.headers["host"] != "gateway"
+
+
+async def test_get_has_no_body(proxied: tuple[httpx.AsyncClient, FakeComfy]) -> None:
+    client, fake = proxied
+    response = await client.get("/comfy/history/abc")
+    assert response.status_code == 201
+    request, chunks = fake.requests[0]
+    assert request.url.path == "/history/abc"
+    assert b"".join(chunks) == b""
+    assert "transfer-encoding" not in request.headers
+
+
+async def test_body_cap_applies(proxied: tuple[httpx.AsyncClient, FakeComfy]) -> None:
+    client, fake = proxied
+
+    async def big() -> AsyncIterator[bytes]:
+        for _ in range(10):
+            yield b"x" * 500
+
+    response = await client.post("/comfy/upload/image", content=big())
+    assert response.status_code == 413
+    assert response.json()["code"] == "payload_too_large"
+    declared = await client.post("/comfy/upload/image", content=b"x" * 5000)
+    assert declared.status_code == 413
+    assert all(len(b"".join(chunks)) <= 1100 for _, chunks in fake.requests)
+
+
+async def test_needs_an_api_key(proxied: tuple[httpx.AsyncClient, FakeComfy]) -> None:
+    client, fake = proxied
+    response = await client.get("/comfy/system_stats", headers={"Authorization": ""})
+    assert response.status_code == 401
+    assert fake.requests == []
+
+
+@pytest.mark.parametrize("running", [True, False])
+async def test_comfy_down_is_503(tmp_path: Path, running: bool) -> None:
+    app = create_app(load_settings(workflow_dir=tmp_path, comfyui_port_host=free_port()))
+    if running:  # running, but nothing listens: a connection error
+        app.state.gateway.process.proc = SimpleNamespace(returncode=None)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
+        response = await client.get("/comfy/system_stats")
+    assert response.status_code == 503
+    assert response.json()["code"] == "comfy_unavailable"
+    assert set(response.json()) <= {"error", "code", "location", "details"}
+    assert response.headers["retry-after"] == "5"
+
+
+async def test_can_be_turned_off(tmp_path: Path) -> None:
+    app, fake = make_app(tmp_path, comfy_passthrough=False)
+    assert not any(getattr(r, "path", "").startswith("/comfy") for r in app.router.routes)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
+        response = await client.get("/comfy/system_stats")
+    assert response.status_code == 404
+    assert response.json()["code"] == "not_found"
+    assert fake.requests == []
+
+
+@pytest.mark.parametrize(
+    ("raw", "query", "target"),
+    [
+        (b"/comfy/view", b"filename=a%20b.png&type=output", "/view?filename=a%20b.png&type=output"),
+        (b"/comfy/", b"", "/"),
+        (b"/comfy/object_info/KSampler", b"", "/object_info/KSampler"),
+    ],
+)
+def test_upstream_target(raw: bytes, query: bytes, target: str) -> None:
+    assert upstream_target(raw, query) == target
+
+
+def test_request_headers_drop_hop_by_hop_and_keys() -> None:
+    raw = [
+        (b"host", b"gw"),
+        (b"x-api-key", b"secret"),
+        (b"te", b"trailers"),
+        (b"accept", b"*/*"),
+        (b"cookie", b"a=1"),
+        (b"cookie", b"b=2"),
+    ]
+    assert request_headers(raw) == [("accept", "*/*"), ("cookie", "a=1"), ("cookie", "b=2")]
