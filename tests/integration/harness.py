@@ -10,7 +10,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,18 @@ def child_pids(pid: int) -> list[int]:
             if ppid == pid:
                 children.append(int(entry.name))
     return children
+
+
+def eventually(
+    check: Callable[[], object], timeout_s: float = 60, what: str = "the condition"
+) -> None:
+    """Poll check() until it is truthy; fail naming what never happened."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout_s:g}s waiting for {what}")
 
 
 def alive(pid: int) -> bool:

@@ -7,7 +7,6 @@ LOG_FORMAT=json set, and a real webhook receiver.
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -17,7 +16,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from app.metrics import JOB_BUCKETS_S
-from tests.integration.harness import Gateway, graph, running
+from tests.integration.harness import Gateway, eventually, graph, running
 from tests.integration.receiver import Receiver
 from tests.integration.test_prompt import empty_image, slow_graph, wait_for_comfy_queue
 
@@ -76,15 +75,6 @@ def delta(before: Samples, after: Samples) -> Callable[..., float]:
         return get(after, name, **labels) - get(before, name, **labels)
 
     return change
-
-
-def eventually(check: Callable[[], bool], timeout_s: float = 30, what: str = "it") -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def assert_401(response: httpx.Response) -> None:

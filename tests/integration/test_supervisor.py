@@ -6,7 +6,6 @@ import os
 import signal
 import socket
 import sys
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -14,18 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.integration.harness import Gateway, alive, graph, running
+from tests.integration.harness import Gateway, alive, eventually, graph, running
 from tests.integration.test_prompt import empty_image, post, slow_graph, wait_for_comfy_queue
-
-
-def wait_for(predicate: object, timeout_s: float = 120, what: str = "condition") -> None:
-    assert callable(predicate)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +65,7 @@ def test_comfyui_killed_mid_job_fails_the_job_and_comes_back(restarting: Gateway
         refused = c.post("/prompt", json={"prompt": empty_image(2)})
         assert refused.status_code == 503
 
-        wait_for(lambda: c.get("/ready").status_code == 200, what="/ready after the restart")
+        eventually(lambda: c.get("/ready").status_code == 200, 120, what="/ready after the restart")
         assert restarting.comfy_pid() != old_pid
         after = c.post("/prompt", json={"prompt": graph("g1_empty_save")})
         assert after.status_code == 200, after.text
@@ -113,7 +102,7 @@ def test_sigkill_of_the_gateway_takes_comfyui_down_too(tmp_path: Path) -> None:
         comfy = gateway.comfy_pid()
         os.kill(gateway.pid, signal.SIGKILL)
         gateway.wait_exit(10)
-        wait_for(lambda: not alive(comfy), timeout_s=10, what="ComfyUI to die with its parent")
+        eventually(lambda: not alive(comfy), 10, what="ComfyUI to die with its parent")
 
 
 def test_second_gateway_refuses_the_first_ones_comfyui_port(
