@@ -71,6 +71,7 @@ class Gateway:
         self.started = False
         self.stopping = False
         self.shutdown_deadline: float | None = None  # monotonic; set by begin_shutdown()
+        self._stopped = False
         self.exit_code = 0
         # How to stop the whole process when ComfyUI is gone for good; __main__ sets it.
         self.request_exit: Callable[[], None] = lambda: os.kill(os.getpid(), signal.SIGTERM)
@@ -113,6 +114,9 @@ class Gateway:
         Jobs still running when the grace period ends fail (503), and their failure is
         delivered before ComfyUI stops: every accepted job ends in exactly one outcome.
         """
+        if self._stopped:
+            return
+        self._stopped = True
         deadline = self.begin_shutdown()
         if self.jobs.tasks:
             grace_s = max(deadline - time.monotonic(), 0.0)

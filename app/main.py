@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -43,8 +45,7 @@ def create_app(settings: Settings) -> FastAPI:
     registry = Registry.load(settings.workflow_dir)
     gateway = Gateway(settings)
 
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def start_or_exit() -> None:
         try:
             await gateway.start()
         except ComfyStartError as e:
@@ -52,9 +53,23 @@ def create_app(settings: Settings) -> FastAPI:
             log.critical("cannot start: %s", e)
             gateway.exit_code = 1
             gateway.request_exit()
+        except Exception:
+            log.exception("start-up failed")
+            gateway.exit_code = 1
+            gateway.request_exit()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Start in the background, so the port opens at once and /health and /ready answer 503
+        # ("starting") while ComfyUI loads, as probes expect, instead of refusing connections.
+        starting = asyncio.create_task(start_or_exit(), name="gateway-start")
         try:
             yield
         finally:
+            if not starting.done():
+                starting.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await starting
             await gateway.stop()
 
     app = FastAPI(

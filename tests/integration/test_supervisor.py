@@ -97,12 +97,36 @@ def test_sigterm_lets_the_running_job_finish_then_stops_comfyui(tmp_path: Path) 
             httpx.get(f"{gateway.url}/health")
 
 
-def test_sigkill_of_the_gateway_takes_comfyui_down_too(tmp_path: Path) -> None:
-    with running(tmp_path) as gateway:
+def test_probes_say_starting_then_sigkill_takes_comfyui_down_too(tmp_path: Path) -> None:
+    gateway = Gateway(tmp_path).start(wait=False)
+    try:
+        # The port opens at once; the probes answer 503 until ComfyUI is up.
+        first: list[httpx.Response] = []
+        eventually(lambda: first.extend(probe(gateway)) or first, 30, what="the port to open")
+        health, ready = first
+        assert health.status_code == 503, health.text
+        assert health.json()["status"] == "starting"
+        assert ready.status_code == 503
+        assert ready.json()["reason"] == "starting"
+        refused = httpx.post(f"{gateway.url}/prompt", json={"prompt": empty_image(3)})
+        assert refused.status_code == 503
+        assert refused.json()["code"] == "comfy_unavailable"
+        gateway.wait_healthy()
+
         comfy = gateway.comfy_pid()
         os.kill(gateway.pid, signal.SIGKILL)
         gateway.wait_exit(10)
         eventually(lambda: not alive(comfy), 10, what="ComfyUI to die with its parent")
+    finally:
+        gateway.stop()
+
+
+def probe(gateway: Gateway) -> list[httpx.Response]:
+    """/health and /ready, or nothing while the port is still closed."""
+    try:
+        return [httpx.get(f"{gateway.url}/health"), httpx.get(f"{gateway.url}/ready")]
+    except httpx.ConnectError:
+        return []
 
 
 def test_second_gateway_refuses_the_first_ones_comfyui_port(
