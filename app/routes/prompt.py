@@ -49,17 +49,17 @@ async def run_job(
     options: JobOptions,
     graph: Graph,
     echo_input: dict[str, Any] | None = None,
+    workflow: str = "prompt",
 ) -> Response:
     """Run one job for any route that takes one (/prompt, the workflow endpoints).
+
+    `workflow` names what built the graph (`prompt`, `sd15/txt2img`) in logs and metrics.
 
     Answers with the outputs (200), with 202 when a webhook will carry them, or with the
     job's event stream when the client accepts `text/event-stream`.
     """
     gateway: Gateway = request.app.state.gateway
     gateway.check_accepting()
-    # /prompt, or the workflow's own name for /workflows/sd15/txt2img and /workflow/...
-    path = request.url.path.strip("/")
-    workflow = path.split("/", 1)[1] if path.startswith("workflow") and "/" in path else "prompt"
     job = await gateway.jobs.start(
         options.id or str(uuid.uuid4()), graph, options, echo_input=echo_input, workflow=workflow
     )

@@ -131,7 +131,9 @@ def endpoint(workflow: Workflow) -> Any:
     async def run_workflow(body: Any, request: Request) -> Response:
         data: BaseModel = body.input
         graph = workflow.graph(data)
-        return await run_job(request, body, graph, echo_input=data.model_dump(mode="json"))
+        return await run_job(
+            request, body, graph, echo_input=data.model_dump(mode="json"), workflow=workflow.name
+        )
 
     # FastAPI reads the body's model from the annotation, which differs per workflow.
     run_workflow.__annotations__ = {"body": model, "request": Request, "return": Response}
