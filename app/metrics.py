@@ -74,6 +74,7 @@ class GatewayState:
     comfy_restarts: Callable[[], int]
     comfy_pid: Callable[[], int | None]
     system_events_dropped: Callable[[], int]
+    comfy_version: Callable[[], str | None] = lambda: None
 
 
 def gateway_state(gateway: Gateway) -> GatewayState:
@@ -87,6 +88,7 @@ def gateway_state(gateway: Gateway) -> GatewayState:
         comfy_restarts=lambda: process.restarts,
         comfy_pid=lambda: process.proc.pid if process.proc and process.running else None,
         system_events_dropped=lambda: gateway.system_events.dropped if gateway.system_events else 0,
+        comfy_version=lambda: gateway.client.version,
     )
 
 
@@ -96,7 +98,15 @@ class _StateCollector(Collector):
 
     def collect(self) -> Iterable[Metric]:
         s = self.state
+        comfy_info = GaugeMetricFamily(
+            "comfy_gateway_comfyui_info",
+            "The ComfyUI the gateway talks to, by version (absent until it has answered)",
+            labels=["version"],
+        )
+        if version := s.comfy_version():
+            comfy_info.add_metric([version], 1)
         return [
+            comfy_info,
             GaugeMetricFamily(
                 "comfy_gateway_queue_depth",
                 "Jobs queued or running in ComfyUI (what MAX_QUEUE_DEPTH caps)",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, model_validator
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator, model_validator
 
 from app.convert import ConvertOutput
 from app.uploads import HttpUpload, S3Upload
@@ -36,6 +36,13 @@ class Node(BaseModel):
     meta: dict[str, Any] | None = Field(
         None, alias="_meta", description="Editor metadata such as `title`; passed through"
     )
+
+    @field_validator("meta", mode="before")
+    @classmethod
+    def _meta_is_object(cls, value: Any) -> Any:
+        if value is None:  # ComfyUI fails with a bare 500 on `"_meta": null`
+            raise ValueError("must be an object when present")
+        return value
 
 
 class JobOptions(BaseModel):
@@ -182,6 +189,9 @@ class InterruptResponse(BaseModel):
 class HealthResponse(BaseModel):
     status: Literal["healthy"] = Field(description="Start-up has completed")
     version: str = Field(description="The gateway's version")
+    comfyui_version: str | None = Field(
+        description="The version of the ComfyUI the gateway talks to (null until it answers)"
+    )
 
 
 class ReadyResponse(BaseModel):

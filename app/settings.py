@@ -31,7 +31,8 @@ from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource
 from app.auth import key_problem, read_key_file, split_keys
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-BUNDLED_COMFY_DIR = PROJECT_ROOT / ".comfyui"
+# Where `make comfyui` installs the bundled ComfyUI; other versions go beside it.
+BUNDLED_COMFY_DIR = PROJECT_ROOT / ".comfyui" / "0.3.75"
 
 LogLevel = Literal["debug", "info", "warning", "error", "critical"]
 LogFormat = Literal["text", "json"]
@@ -39,8 +40,8 @@ LogFormat = Literal["text", "json"]
 SECRET_SETTINGS = frozenset({"API_KEYS", "WEBHOOK_SECRET"})
 SYSTEM_EVENT_TYPES = frozenset(
     {
-        "status", "progress", "executing", "execution_start", "execution_cached", "executed",
-        "execution_success", "execution_interrupted", "execution_error",
+        "status", "progress", "progress_state", "executing", "execution_start", "execution_cached",
+        "executed", "execution_success", "execution_interrupted", "execution_error",
     }
 )  # fmt: skip
 
@@ -104,6 +105,12 @@ class Settings(BaseSettings):
     )
     startup_check_interval_s: float = Field(1.0, gt=0, description="Seconds between start checks")
     startup_check_max_tries: int = Field(20, ge=1, description="Start checks before giving up")
+    event_silence_check_s: float = Field(
+        15.0,
+        gt=0,
+        description="While jobs are pending and ComfyUI's event stream has been silent this "
+        "long, ask ComfyUI over HTTP where they are (a stream can stall without closing)",
+    )
     always_restart_comfyui: bool = Field(False, description="Restart ComfyUI when it exits")
     restart_max_backoff_s: float = Field(30.0, gt=0, description="Longest wait between restarts")
     max_queue_depth: int = Field(

@@ -152,7 +152,7 @@ class DirectClient:
         """Submit a fresh graph, wait for it, fetch its files: the files and their base64."""
         if self._reader is None or self._reader.done():
             raise BenchError("ComfyUI's websocket is not connected")
-        prompt_id = uuid.uuid4().hex
+        prompt_id = str(uuid.uuid4())  # ComfyUI 0.33 takes only the canonical form
         waiting = Pending(asyncio.get_running_loop().create_future())
         self.pending[prompt_id] = waiting  # before submitting: no event can be missed
         try:
@@ -569,6 +569,7 @@ class Results:
     concurrent_requests: int
     gateway_url: str
     comfy_url: str
+    comfyui_version: str  # as the gateway's /health reports it
     sequential: dict[str, Latency]
     median_overhead_ms: float
     median_ratio: float
@@ -671,7 +672,8 @@ def table(r: Results) -> str:
     def mib(value: float | None) -> str:
         return "n/a" if value is None else f"{value:.1f} MiB"
 
-    lines = ["", *sequential_lines(r), "", *concurrent_lines(r), ""]
+    lines = ["", f"ComfyUI {r.comfyui_version}", "", *sequential_lines(r), "", *concurrent_lines(r)]
+    lines.append("")
     lines += [
         f"Gateway idle RSS (VmRSS of the gateway PID, not ComfyUI): after start-up "
         f"{mib(r.rss_after_start_mib)}, after the runs {mib(r.rss_after_runs_mib)}",
@@ -714,6 +716,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 async def measure(args: argparse.Namespace, target: Target) -> Results:
     rss_start = await idle_rss(target.gateway_pid)
+    async with httpx.AsyncClient(base_url=target.gateway_url, timeout=10) as http:
+        comfyui_version = str((await http.get("/health")).json().get("comfyui_version"))
     load_before, ticks_before = loadavg(), cpu_ticks()
     direct = DirectClient(target.comfy_url, target.output_dir)
     gateway = GatewayClient(target.gateway_url)
@@ -738,6 +742,7 @@ async def measure(args: argparse.Namespace, target: Target) -> Results:
         concurrent_requests=args.concurrent_requests,
         gateway_url=target.gateway_url,
         comfy_url=target.comfy_url,
+        comfyui_version=comfyui_version,
         sequential=seq,
         median_overhead_ms=g - d,
         median_ratio=g / d,

@@ -6,23 +6,42 @@ import asyncio
 import logging
 import re
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
 
 import httpx
 
-from app.errors import ComfyUnavailable, NoOutputs, NotFound, PromptRejected
+from app.errors import ComfyFailed, ComfyUnavailable, NoOutputs, NotFound, PromptRejected
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 Graph = dict[str, Any]
+PromptState = Literal["pending", "running", "finished", "unknown"]
+
+
+@dataclass(frozen=True)
+class PromptLookup:
+    """Where one prompt is in ComfyUI, asked over HTTP rather than learnt from events."""
+
+    state: PromptState
+    # For a finished prompt, what /history holds: `outputs` and `status` (with `messages`).
+    entry: dict[str, Any] = field(default_factory=dict)
 
 
 class ComfyClient:
-    """Talks to one ComfyUI over HTTP; every transport failure becomes ComfyUnavailable."""
+    """Talks to one ComfyUI over HTTP; every transport failure becomes ComfyUnavailable.
+
+    `probe()` learns what this ComfyUI offers: its version, and whether it has the jobs API
+    (`/api/jobs/{id}`, `/api/jobs/{id}/cancel`, ComfyUI 0.4 and later), which answers for one
+    prompt in one call and cancels without a race; older ones use `/history`, `/queue` and
+    `/interrupt`.
+    """
 
     def __init__(self, base_url: str, *, timeout_s: float = 30.0) -> None:
         self.base_url = base_url
+        self.version: str | None = None  # ComfyUI's, once probed
+        self.jobs_api = False
         # A pool sized for bursts of concurrent jobs; loopback calls are cheap to keep alive.
         limits = httpx.Limits(max_connections=64, max_keepalive_connections=32)
         self.http = httpx.AsyncClient(base_url=base_url, timeout=timeout_s, limits=limits)
@@ -48,6 +67,15 @@ class ComfyClient:
         result: dict[str, Any] = await self._get_json("/system_stats")
         return result
 
+    async def probe(self) -> None:
+        """Learn ComfyUI's version and whether it has the jobs API (a capability, not a version)."""
+        system = (await self.system_stats()).get("system") or {}
+        self.version = str(system.get("comfyui_version") or "unknown")
+        response = await self._call(
+            "GET /api/jobs", lambda: self.http.get("/api/jobs", params={"limit": "1"})
+        )
+        self.jobs_api = response.status_code == 200 and "jobs" in _json_or_empty(response)
+
     async def submit(self, graph: Graph, *, prompt_id: str, client_id: str) -> None:
         """Queue a graph; ComfyUI's refusal becomes PromptRejected with its node_errors."""
         body = {"prompt": graph, "prompt_id": prompt_id, "client_id": client_id}
@@ -56,6 +84,17 @@ class ComfyClient:
             return
         if response.status_code == 400:
             raise rejection(response.json())
+        if response.status_code >= 500:
+            # ComfyUI is up (it answered): it failed on this graph. Retrying would fail again.
+            raise ComfyFailed(
+                f"ComfyUI failed on this graph with HTTP {response.status_code} "
+                f"({_first_line(response.text)}); its log (in the gateway's) says why",
+                location="prompt",
+                details={
+                    "comfyui_status": response.status_code,
+                    "comfyui_body": response.text[:500],
+                },
+            )
         raise ComfyUnavailable(
             f"ComfyUI answered {response.status_code} to POST /prompt: {response.text[:300]}"
         )
@@ -73,8 +112,47 @@ class ComfyClient:
         pending = [item[1] for item in data.get("queue_pending", [])]
         return running, pending
 
+    async def lookup(self, prompt_ids: list[str]) -> dict[str, PromptLookup]:
+        """Where each prompt is now: pending, running, finished (with its history), or unknown."""
+        if self.jobs_api:
+            found = await asyncio.gather(*(self._job(prompt_id) for prompt_id in prompt_ids))
+            return dict(zip(prompt_ids, found, strict=True))
+        running, pending = await self.queue()
+        states: dict[str, PromptLookup] = {}
+        for prompt_id in prompt_ids:
+            entry = await self.history(prompt_id)
+            if entry is not None:
+                states[prompt_id] = PromptLookup("finished", entry)
+            elif prompt_id in running:
+                states[prompt_id] = PromptLookup("running")
+            elif prompt_id in pending:
+                states[prompt_id] = PromptLookup("pending")
+            else:
+                states[prompt_id] = PromptLookup("unknown")
+        return states
+
+    async def _job(self, prompt_id: str) -> PromptLookup:
+        path = f"/api/jobs/{prompt_id}"
+        response = await self._call(f"GET {path}", lambda: self.http.get(path))
+        if response.status_code == 404:
+            return PromptLookup("unknown")
+        if response.status_code != 200:
+            raise ComfyUnavailable(f"ComfyUI answered {response.status_code} to GET {path}")
+        job = response.json()
+        status = job.get("status")
+        if status == "pending":
+            return PromptLookup("pending")
+        if status == "in_progress":
+            return PromptLookup("running")
+        entry = {"outputs": job.get("outputs") or {}, "status": job.get("execution_status") or {}}
+        return PromptLookup("finished", entry)
+
     async def cancel(self, prompt_id: str) -> None:
         """Remove a pending prompt from the queue and interrupt it if it is running."""
+        if self.jobs_api:  # one call, and it interrupts only this prompt, never the next one
+            path = f"/api/jobs/{prompt_id}/cancel"
+            await self._call(f"POST {path}", lambda: self.http.post(path))
+            return
         await self._call(
             "POST /queue",
             lambda: self.http.post("/queue", json={"delete": [prompt_id]}),
@@ -147,13 +225,26 @@ class ComfyClient:
         return [str(name) for name in listed] if isinstance(listed, list) else []
 
 
+def _json_or_empty(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return {}
+
+
+def _first_line(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return "; ".join(lines[:2])[:200] or "no message"
+
+
 def rejection(body: dict[str, Any]) -> PromptRejected | NoOutputs:
     """Turn ComfyUI's 400 body into our error, located at the first bad node input."""
     error = body.get("error") or {}
     node_errors: dict[str, Any] = body.get("node_errors") or {}
     if isinstance(error, dict) and error.get("type") == "prompt_no_outputs":
         return NoOutputs(
-            "the graph has no output node (such as SaveImage), so it would produce nothing"
+            "the graph has no output node (such as SaveImage), so it would produce nothing",
+            location="prompt",
         )
     message = (
         error.get("message", "ComfyUI refused the graph") if isinstance(error, dict) else str(error)

@@ -71,7 +71,7 @@ class ComfyProcess:
         if s.cmd:
             return shlex.split(s.cmd)
         argv = [
-            str(BUNDLED_COMFY_DIR / "venv" / "bin" / "python"), "main.py", "--cpu",
+            str(self.python()), "main.py", "--cpu",
             "--listen", s.direct_address, "--port", str(s.comfyui_port_host),
             "--disable-auto-launch", "--disable-api-nodes",
         ]  # fmt: skip
@@ -82,6 +82,12 @@ class ComfyProcess:
         if s.model_dir:
             argv += ["--extra-model-paths-config", str(self._model_paths_file(s.model_dir))]
         return argv
+
+    def python(self) -> Path:
+        """The interpreter of the default command: the environment that the install script made
+        beside COMFY_HOME (`.comfyui/<version>/venv`), else the bundled ComfyUI's."""
+        beside = self.settings.comfy_home.parent / "venv" / "bin" / "python"
+        return beside if beside.exists() else BUNDLED_COMFY_DIR / "venv" / "bin" / "python"
 
     def _model_paths_file(self, model_dir: Path) -> Path:
         lines = ["gateway:", f"  base_path: {model_dir.resolve()}", "  is_default: true"]

@@ -4,14 +4,24 @@ ComfyUI sends execution events only to the socket whose clientId submitted the p
 gateway submits every prompt with its own client_id and reads them all here. A waiter is
 registered before its prompt is submitted, so no event can arrive before someone listens.
 Settled by: `executing` with `node: null` (done; ComfyUI writes history before sending it),
-`execution_error`, or `execution_interrupted`. After a reconnect, prompts whose events may have
-been missed are settled from `/history`, so no request hangs on a lost event.
+`execution_error`, or `execution_interrupted`.
+
+Events can be missed, and no request may hang on one that never comes. So the tracker asks
+ComfyUI over HTTP (`ComfyClient.lookup`) where its pending prompts are, and settles the ones that
+are finished or gone:
+- after every (re)connect, for events sent while it was not listening;
+- when ComfyUI's queue (its `status` events) holds fewer prompts than the gateway is waiting for:
+  someone cleared the queue or deleted a prompt in ComfyUI itself, behind the gateway;
+- when the stream has been silent for `silence_s` while prompts are pending. A websocket can stay
+  open and stop delivering (SaladTechnologies/comfyui-api #186); if the check finds that ComfyUI
+  made progress the stream did not report, the stream is dropped and reconnected.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import time
@@ -22,13 +32,14 @@ from typing import Any
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
-from app.comfy.client import ComfyClient
+from app.comfy.client import ComfyClient, PromptLookup
 from app.errors import ComfyUnavailable, ExecutionFailed, GatewayError, Interrupted
 
 log = logging.getLogger(__name__)
 
 Outputs = dict[str, dict[str, Any]]  # node id -> what the node reported in `executed`
 EventListener = Callable[[str, dict[str, Any]], None]  # (event type, event data)
+LostError = Callable[[], GatewayError]  # the error of a prompt ComfyUI no longer knows
 
 
 @dataclass
@@ -49,7 +60,13 @@ class PromptWaiter:
     progress: Progress = field(default_factory=Progress)
     submitted: bool = False
     started_at: float | None = None  # monotonic time of execution_start
+    succeeded: bool = False  # execution_success seen: it has left ComfyUI's queue
     on_event: EventListener | None = None  # told of each of this prompt's events
+
+    @property
+    def outstanding(self) -> bool:
+        """Submitted, not settled, and (as far as events tell) still in ComfyUI's queue."""
+        return self.submitted and not self.succeeded and not self.done.done()
 
 
 def execution_error(data: dict[str, Any]) -> ExecutionFailed:
@@ -70,6 +87,30 @@ def execution_error(data: dict[str, Any]) -> ExecutionFailed:
     )
 
 
+def running_node(data: dict[str, Any]) -> Progress | None:
+    """The step progress in a `progress_state` event: its running node that counts steps."""
+    nodes = data.get("nodes")
+    for node_id, state in nodes.items() if isinstance(nodes, dict) else ():
+        if not isinstance(state, dict) or state.get("state") != "running":
+            continue
+        value, most = state.get("value"), state.get("max")
+        if isinstance(value, int | float) and isinstance(most, int | float) and most > 1:
+            node = state.get("display_node_id") or node_id
+            return Progress(int(value), int(most), str(node))
+    return None
+
+
+def lost_by_comfyui() -> GatewayError:
+    return ComfyUnavailable("ComfyUI lost the job (it was restarted or its queue cleared)")
+
+
+def removed_behind_gateway() -> GatewayError:
+    return Interrupted(
+        "the job was removed from ComfyUI's queue outside the gateway (the queue was cleared "
+        "or the prompt deleted in ComfyUI itself)"
+    )
+
+
 def interrupted(data: dict[str, Any]) -> Interrupted:
     node = data.get("node_id")
     where = f" at node {node} ({data.get('node_type')})" if node else ""
@@ -79,17 +120,30 @@ def interrupted(data: dict[str, Any]) -> Interrupted:
 class PromptTracker:
     """Reads ComfyUI's websocket, reconnecting with back-off, and settles prompt waiters."""
 
-    def __init__(self, client: ComfyClient, client_id: str, *, max_backoff_s: float = 2.0) -> None:
+    def __init__(
+        self,
+        client: ComfyClient,
+        client_id: str,
+        *,
+        max_backoff_s: float = 2.0,
+        silence_s: float = 15.0,
+    ) -> None:
         self.client = client
         self.client_id = client_id
         self.ws_url = client.base_url.replace("http", "ws", 1) + f"/ws?clientId={client_id}"
         self.max_backoff_s = max_backoff_s
+        self.silence_s = silence_s
         self.waiters: dict[str, PromptWaiter] = {}
         self.queue_depth = 0
         self.connected = asyncio.Event()
         self.generation = 0  # bumped at each (re)connect
         self.listeners: list[EventListener] = []  # told of every event, e.g. system webhooks
+        self.last_event_at = time.monotonic()
+        self.reconnects_forced = 0  # silent streams dropped by the watchdog
         self._task: asyncio.Task[None] | None = None
+        self._watchdog: asyncio.Task[None] | None = None
+        self._ws: ClientConnection | None = None
+        self._checks: set[asyncio.Task[bool]] = set()
 
     # -- waiters ------------------------------------------------------------------------------
     def watch(self, prompt_id: str) -> PromptWaiter:
@@ -103,7 +157,7 @@ class PromptTracker:
         """Mark a prompt as queued in ComfyUI; if the socket reconnected meanwhile, re-check it."""
         waiter.submitted = True
         if waiter.generation != self.generation:
-            asyncio.create_task(self._reconcile([waiter]))  # noqa: RUF006 (settles the waiter)
+            self._check_soon([waiter], lost_by_comfyui)
 
     def forget(self, prompt_id: str) -> None:
         self.waiters.pop(prompt_id, None)
@@ -125,15 +179,17 @@ class PromptTracker:
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="prompt-tracker")
+        self._watchdog = asyncio.create_task(self._watch_silence(), name="prompt-tracker-watchdog")
 
     async def wait_connected(self, timeout_s: float) -> None:
         await asyncio.wait_for(self.connected.wait(), timeout_s)
 
     async def close(self) -> None:
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        for task in (self._task, self._watchdog, *self._checks):
+            if task:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         self.connected.clear()
 
     async def _run(self) -> None:
@@ -145,9 +201,11 @@ class PromptTracker:
                 ) as ws:
                     backoff_s = 0.05
                     self.generation += 1
+                    self._ws = ws
+                    self.last_event_at = time.monotonic()
                     self.connected.set()
                     log.info("connected to ComfyUI's event stream (client_id %s)", self.client_id)
-                    await self._reconcile(list(self.waiters.values()))
+                    await self._reconcile(list(self.waiters.values()), lost_by_comfyui)
                     await self._read(ws)
             except asyncio.CancelledError:
                 raise
@@ -156,12 +214,14 @@ class PromptTracker:
                     log.warning("lost ComfyUI's event stream (%r); reconnecting", e)
             except Exception:
                 log.exception("bug while reading ComfyUI's event stream; reconnecting")
+            self._ws = None
             self.connected.clear()
             await asyncio.sleep(backoff_s)
             backoff_s = min(backoff_s * 2, self.max_backoff_s)
 
     async def _read(self, ws: ClientConnection) -> None:
         async for message in ws:
+            self.last_event_at = time.monotonic()
             if isinstance(message, bytes):
                 continue  # binary frames are latent previews
             try:
@@ -186,6 +246,10 @@ class PromptTracker:
             remaining = exec_info.get("queue_remaining") if isinstance(exec_info, dict) else None
             if isinstance(remaining, int):
                 self.queue_depth = remaining
+                outstanding = [w for w in self.waiters.values() if w.outstanding]
+                if remaining < len(outstanding):
+                    # Fewer in ComfyUI's queue than we wait for, and no end event for them.
+                    self._check_soon(outstanding, removed_behind_gateway)
             return
         waiter = self.waiters.get(str(data.get("prompt_id")))
         if waiter is None:
@@ -194,8 +258,19 @@ class PromptTracker:
             waiter.started_at = time.monotonic()
         elif kind == "executed" and data.get("node") is not None:
             waiter.outputs[str(data["node"])] = data.get("output") or {}
-        elif kind == "progress":
-            waiter.progress = Progress(data.get("value", 0), data.get("max", 0), data.get("node"))
+        elif kind in ("progress", "progress_state"):
+            # Newer ComfyUI sends both for one step (progress_state per node, also for nodes
+            # that report only there): the job hears of each step once, as `progress`.
+            if kind == "progress":
+                step = Progress(data.get("value", 0), data.get("max", 0), data.get("node"))
+            else:
+                step = running_node(data) or waiter.progress
+            if step == waiter.progress:
+                return
+            waiter.progress = step
+            kind, data = "progress", {"prompt_id": waiter.prompt_id, **dataclasses.asdict(step)}
+        elif kind == "execution_success":
+            waiter.succeeded = True
         elif kind == "executing":
             if data.get("node") is None:
                 self.settle(waiter.prompt_id)
@@ -208,30 +283,65 @@ class PromptTracker:
         if waiter.on_event is not None:
             waiter.on_event(kind, data)
 
-    async def _reconcile(self, waiters: list[PromptWaiter]) -> None:
-        """Settle submitted prompts whose events may have been missed, from /history."""
+    def _check_soon(self, waiters: list[PromptWaiter], lost: LostError) -> None:
+        """Reconcile in the background (from an event handler, which must not wait)."""
+        task = asyncio.create_task(self._reconcile(waiters, lost), name="prompt-tracker-check")
+        self._checks.add(task)
+        task.add_done_callback(self._checks.discard)
+
+    async def _reconcile(self, waiters: list[PromptWaiter], lost: LostError) -> bool:
+        """Settle submitted prompts that ComfyUI has finished or no longer has, asked over HTTP.
+
+        `lost` is the error for a prompt ComfyUI does not know. True when ComfyUI made progress
+        its events did not tell: a prompt finished, or one started that we saw no start of.
+        """
         pending = [w for w in waiters if w.submitted and not w.done.done()]
         if not pending:
-            return
+            return False
         try:
-            running, queued = await self.client.queue()
-            for waiter in pending:
-                entry = await self.client.history(waiter.prompt_id)
-                if entry is not None:
-                    self._settle_from_history(waiter, entry)
-                elif waiter.prompt_id not in running and waiter.prompt_id not in queued:
-                    self.settle(
-                        waiter.prompt_id,
-                        ComfyUnavailable("ComfyUI lost the job (it was restarted or cleared)"),
-                    )
+            found = await self.client.lookup([w.prompt_id for w in pending])
         except GatewayError as e:
             # Without an answer nothing would ever settle them: fail rather than hang.
-            log.warning("could not check pending prompts after reconnecting: %s", e)
+            log.warning("could not check pending prompts in ComfyUI: %s", e)
             for waiter in pending:
                 self.settle(
                     waiter.prompt_id,
                     ComfyUnavailable(f"lost track of the job in ComfyUI: {e.message}"),
                 )
+            return False
+        unreported = False
+        for waiter in pending:
+            where: PromptLookup = found[waiter.prompt_id]
+            if waiter.done.done():
+                continue  # an event settled it while we asked
+            if where.state == "finished":
+                unreported = True
+                self._settle_from_history(waiter, where.entry)
+            elif where.state == "unknown":
+                log.warning("prompt %s is neither queued nor finished in ComfyUI", waiter.prompt_id)
+                self.settle(waiter.prompt_id, lost())
+            elif where.state == "running" and waiter.started_at is None:
+                unreported = True
+        return unreported
+
+    async def _watch_silence(self) -> None:
+        """While prompts are pending and the stream is silent, ask ComfyUI over HTTP."""
+        while True:
+            await asyncio.sleep(min(self.silence_s / 2, 5.0))
+            quiet_s = time.monotonic() - self.last_event_at
+            pending = [w for w in self.waiters.values() if w.submitted and not w.done.done()]
+            if not pending or quiet_s < self.silence_s or not self.connected.is_set():
+                continue
+            self.last_event_at = time.monotonic()  # at most one check per silent period
+            if await self._reconcile(pending, lost_by_comfyui) and self._ws is not None:
+                log.warning(
+                    "ComfyUI's event stream was silent for %.1fs while ComfyUI made progress: "
+                    "reconnecting it",
+                    quiet_s,
+                )
+                self.reconnects_forced += 1
+                # Closing makes _run reconnect and reconcile; abort if the close cannot finish.
+                self._ws.transport.abort()
 
     def _settle_from_history(self, waiter: PromptWaiter, entry: dict[str, Any]) -> None:
         status = entry.get("status") or {}

@@ -19,9 +19,12 @@ router = APIRouter(tags=["probes"])
 async def health(request: Request) -> JSONResponse:
     """200 once start-up has completed; stays 200 while ComfyUI is being restarted."""
     gateway: Gateway = request.app.state.gateway
+    comfyui = gateway.client.version
     if not gateway.started:
-        return JSONResponse({"status": "starting", "version": gateway.version}, status_code=503)
-    return JSONResponse(HealthResponse(status="healthy", version=gateway.version).model_dump())
+        body = {"status": "starting", "version": gateway.version, "comfyui_version": comfyui}
+        return JSONResponse(body, status_code=503)
+    health = HealthResponse(status="healthy", version=gateway.version, comfyui_version=comfyui)
+    return JSONResponse(health.model_dump())
 
 
 @router.get(

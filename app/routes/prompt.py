@@ -10,9 +10,9 @@ from typing import Any
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
+from app.comfy.graph import Graph
 from app.errors import NotFound
 from app.gateway import Gateway
-from app.jobs import Graph
 from app.records import JobRecord
 from app.schemas import (
     Accepted,

@@ -10,7 +10,19 @@ import httpx
 import pytest
 from PIL import Image
 
-from tests.integration.harness import GRAPHS, MODELS, ROOT, Gateway, running
+from tests.integration.harness import (
+    COMFY_HOME,
+    GRAPHS,
+    MODELS,
+    ROOT,
+    Gateway,
+    comfy_version,
+    running,
+)
+
+
+def pytest_report_header() -> str:
+    return f"ComfyUI {comfy_version()} at {COMFY_HOME} (TEST_COMFY_HOME)"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -21,7 +33,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 def seed_inputs(input_dir: Path) -> None:
     """The input images the shared graphs load: ComfyUI's example.png and a 64x64 gradient."""
-    shutil.copy(ROOT / ".comfyui" / "ComfyUI" / "input" / "example.png", input_dir)
+    shutil.copy(COMFY_HOME / "input" / "example.png", input_dir)
     gradient = Image.new("RGB", (64, 64))
     gradient.putdata([(x * 4, y * 4, 128) for y in range(64) for x in range(64)])
     gradient.save(input_dir / "in64.png")

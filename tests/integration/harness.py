@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -19,6 +20,16 @@ import httpx
 ROOT = Path(__file__).resolve().parents[2]
 GRAPHS = ROOT / "tests" / "graphs"
 MODELS = ROOT / ".cache" / "models"
+# The ComfyUI this session tests against (`make integration COMFYUI_SOURCE=…` sets it).
+COMFY_HOME = Path(os.environ.get("TEST_COMFY_HOME") or ROOT / ".comfyui" / "0.3.75" / "ComfyUI")
+
+
+def comfy_version(home: Path = COMFY_HOME) -> str:
+    """The version in a ComfyUI folder's comfyui_version.py."""
+    text = (home / "comfyui_version.py").read_text()
+    match = re.search(r'__version__ = "([^"]+)"', text)
+    assert match, f"no __version__ in {home}/comfyui_version.py"
+    return match.group(1)
 
 
 def free_port() -> int:
@@ -81,6 +92,7 @@ class Gateway:
         self.log_path = workdir / "gateway.log"
         self.env = {
             **os.environ,
+            "COMFY_HOME": str(COMFY_HOME),
             "PORT": str(self.port),
             "HOST": "127.0.0.1",
             "COMFYUI_PORT_HOST": str(self.comfy_port),

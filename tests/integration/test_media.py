@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import base64
 import io
+import math
+import struct
+import wave
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,12 +34,30 @@ PNG_BYTES = encoded(PICTURE, "PNG")
 WAV_BYTES = b"RIFF\x24\x00\x00\x00WAVEfmt \x10\x00\x00\x00\x01\x00\x01\x00" + bytes(24)
 
 
+def tone(seconds: float = 0.25, rate: int = 8000) -> bytes:
+    """A real mono 16-bit WAV: a 440 Hz sine."""
+    out = io.BytesIO()
+    with wave.open(out, "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(rate)
+        samples = (
+            int(12000 * math.sin(2 * math.pi * 440 * i / rate)) for i in range(int(seconds * rate))
+        )
+        wav.writeframes(b"".join(struct.pack("<h", v) for v in samples))
+    return out.getvalue()
+
+
+TONE = tone()
+
+
 @pytest.fixture(scope="module")
 def files() -> Iterator[FileServer]:
     # 127.0.0.2 is the one private address the module's gateway may reach: a stand-in for a
     # public host, so that a redirect from it to 127.0.0.1 tests the check on each hop.
     server = FileServer("127.0.0.2")
     server.files["/picture.png"] = PNG_BYTES
+    server.files["/tone.wav"] = TONE
     server.files["/big.png"] = b"\x89PNG\r\n\x1a\n" + bytes(2 * 2**20)
     server.redirects["/moved"] = server.url("/picture.png")
     server.redirects["/to-loopback"] = f"http://127.0.0.1:{server.port}/picture.png"
@@ -305,7 +326,7 @@ def test_animated_output_keeps_its_frames(client: httpx.Client) -> None:
         assert getattr(image, "n_frames", 1) == 3
 
 
-def test_video_output_is_returned_unconverted(client: httpx.Client) -> None:
+def test_video_output_is_returned_unconverted(client: httpx.Client, store: Receiver) -> None:
     graph = empty_image(0x0000FF, width=32, height=32)
     graph["1"]["inputs"]["batch_size"] = 8
     graph["3"] = {"class_type": "CreateVideo", "inputs": {"images": ["1", 0], "fps": 8.0}}
@@ -318,6 +339,39 @@ def test_video_output_is_returned_unconverted(client: httpx.Client) -> None:
     body = response.json()
     assert body["filenames"][0].endswith(".mp4")
     assert base64.b64decode(body["images"][0])[4:8] == b"ftyp"
+
+    # Stored elsewhere, it keeps its kind: the store is told it is a video.
+    upload = {"prompt": graph, "http_upload": {"url_prefix": store.url("/videos/")}}
+    response = client.post("/prompt", json=upload)
+    assert response.status_code == 200, response.text
+    [put] = store.deliveries("/videos/" + response.json()["filenames"][0])
+    assert put.headers["content-type"] == "video/mp4"
+    assert put.body[4:8] == b"ftyp"
+
+
+@pytest.mark.parametrize("via", ["base64", "url"])
+def test_audio_in_and_out(client: httpx.Client, files: FileServer, via: str) -> None:
+    """A WAV sent as base64 or by URL → LoadAudio → SaveAudio, returned as the audio file."""
+    nodes = client.get("/comfy/object_info").json()
+    if "LoadAudio" not in nodes:
+        pytest.skip(
+            "this ComfyUI has no LoadAudio: its audio nodes need torchaudio, which the bundled "
+            "0.3.75 environment does not install (0.33 requires it)"
+        )
+    source = base64.b64encode(TONE).decode() if via == "base64" else files.url("/tone.wav")
+    graph = {
+        "1": {"class_type": "LoadAudio", "inputs": {"audio": source}},
+        "2": {"class_type": "SaveAudio", "inputs": {"audio": ["1", 0], "filename_prefix": "tone"}},
+    }
+    response = client.post("/prompt", json={"prompt": graph})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    [name] = body["filenames"]
+    assert name.startswith("tone") and name.endswith(".flac")
+    flac = base64.b64decode(body["images"][0])
+    assert flac[:4] == b"fLaC"
+    # STREAMINFO, the first metadata block: 20 bits of sample rate after 10 bytes of sizes.
+    assert int.from_bytes(flac[18:21], "big") >> 4 == 8000
 
 
 def s3_object(s3: Any, uri: str) -> bytes:

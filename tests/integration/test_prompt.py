@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image, ImageStat
 
-from tests.integration.harness import Gateway, graph
+from app.comfy.client import ComfyClient
+from app.errors import ComfyFailed
+from tests.integration.harness import Gateway, comfy_version, graph
 
 
 def decode_image(b64: str) -> Image.Image:
@@ -140,6 +146,109 @@ def test_schema_violations_are_400s_naming_the_field(
     assert body["code"] == "invalid_request"
     assert body["location"] == location
     assert body["details"]["errors"]
+
+
+EMPTY = {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1,
+                                               "color": 0}}  # fmt: skip
+
+
+def save(images: Any) -> dict[str, Any]:
+    return {"class_type": "SaveImage", "inputs": {"images": images, "filename_prefix": "bad"}}
+
+
+# Graphs that ComfyUI 0.33 answers with a bare HTTP 500, or runs although they are wrong (a
+# negative output index picks the last output): the gateway locates the mistake first.
+@pytest.mark.parametrize(
+    ("prompt", "location"),
+    [
+        ({"1": "x", "2": save(["1", 0])}, "prompt.1"),
+        ({"1": [1], "2": save(["1", 0])}, "prompt.1"),
+        ({"1": {**EMPTY, "inputs": [1]}, "2": save(["1", 0])}, "prompt.1.inputs"),
+        ({"1": {**EMPTY, "inputs": None}, "2": save(["1", 0])}, "prompt.1.inputs"),
+        ({"1": {**EMPTY, "_meta": None}, "2": save(["1", 0])}, "prompt.1._meta"),
+        ({"1": {"class_type": "Nope", "inputs": {}, "_meta": "x"}, "2": save(["1", 0])},
+         "prompt.1._meta"),
+        ({"1": EMPTY, "2": save(["1", -1])}, "prompt.2.inputs.images"),
+        ({"1": EMPTY, "2": save([1, 0])}, "prompt.2.inputs.images"),
+        ({"1": EMPTY, "2": save(["9", 0])}, "prompt.2.inputs.images"),
+        ({"1": EMPTY, "2": save(["1", 0, 0])}, "prompt.2.inputs.images"),
+        ({"1": EMPTY, "2": save(["1", True])}, "prompt.2.inputs.images"),
+        ([EMPTY], "prompt"),
+        ("x", "prompt"),
+    ],
+)  # fmt: skip
+def test_malformed_graphs_are_located_400s_never_a_retry(
+    client: httpx.Client, prompt: Any, location: str
+) -> None:
+    response = client.post("/prompt", json={"prompt": prompt})
+    assert response.status_code == 400, response.text
+    assert response.json()["location"] == location
+    assert "retry-after" not in response.headers
+
+
+def test_a_comfyui_500_is_a_502_naming_it_not_a_retry(gateway: Gateway) -> None:
+    """ComfyUI's own answer to a graph it fails on, through the client the gateway uses."""
+
+    async def submit() -> None:
+        client = ComfyClient(gateway.comfy_url)
+        try:
+            # A list for a graph: ComfyUI 0.3.75 and 0.33 both answer it with a bare 500.
+            await client.submit([1], prompt_id=str(uuid.uuid4()), client_id="t")  # type: ignore[arg-type]
+        finally:
+            await client.aclose()
+
+    with pytest.raises(ComfyFailed) as failed:
+        asyncio.run(submit())
+    assert failed.value.status == 502
+    assert "HTTP 500" in failed.value.message
+    assert "Retry-After" not in failed.value.headers
+
+
+JSON_LEAF = st.none() | st.booleans() | st.integers(-3, 10) | st.text(max_size=6)
+NODE_IDS = st.sampled_from(["1", "2", "3", "x"])
+INPUT_VALUE = (
+    JSON_LEAF
+    | st.tuples(NODE_IDS, st.integers(-2, 3)).map(list)
+    | st.lists(JSON_LEAF, max_size=3)
+    | st.dictionaries(st.text(max_size=3), JSON_LEAF, max_size=2)
+)
+NODE = st.fixed_dictionaries(
+    {
+        "class_type": st.sampled_from(["EmptyImage", "SaveImage", "ImageInvert", "Nope", ""])
+        | JSON_LEAF,
+        "inputs": st.dictionaries(
+            st.sampled_from(["images", "image", "width", "height", "batch_size", "color"]),
+            INPUT_VALUE,
+            max_size=4,
+        )
+        | JSON_LEAF,
+    },
+    optional={"_meta": st.dictionaries(st.just("title"), JSON_LEAF) | JSON_LEAF},
+)
+GRAPH = st.dictionaries(NODE_IDS, NODE | JSON_LEAF, max_size=4) | JSON_LEAF | st.lists(NODE)
+
+
+@settings(
+    max_examples=120,
+    deadline=None,
+    derandomize=True,  # the same examples every run: a failure here is reproducible
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(prompt=GRAPH)
+def test_schema_fuzz_never_a_server_error_or_a_retry(client: httpx.Client, prompt: Any) -> None:
+    """Random graph-shaped bodies: each is run, or refused with a located 4xx; never a 5xx
+    other than a node failing while it runs (502 execution_failed), never a Retry-After."""
+    response = client.post("/prompt", json={"prompt": prompt})
+    body = response.json()
+    assert "retry-after" not in response.headers, body
+    if response.status_code == 200:
+        return
+    if response.status_code == 502:
+        assert body["code"] == "execution_failed", body
+        return
+    assert response.status_code == 400, body
+    assert body["error"] and body["location"].startswith("prompt"), body
 
 
 def test_malformed_json_is_a_400(client: httpx.Client) -> None:
@@ -293,6 +402,9 @@ def test_probes_and_docs(client: httpx.Client) -> None:
     health = client.get("/health")
     assert health.status_code == 200
     assert health.json()["status"] == "healthy"
+    assert health.json()["comfyui_version"] == comfy_version()
+    metrics = client.get("/metrics").text
+    assert f'comfy_gateway_comfyui_info{{version="{comfy_version()}"}} 1.0' in metrics
     ready = client.get("/ready")
     assert ready.status_code == 200
     assert ready.json() == {"status": "ready", "queue_depth": 0}

@@ -256,7 +256,7 @@ async def test_webhook_deliveries_by_outcome(
 
 def test_state_is_read_on_every_scrape() -> None:
     metrics = GatewayMetrics("t")
-    state = {"depth": 0, "up": False, "restarts": 0, "dropped": 0, "pid": None}
+    state: dict[str, object] = {"depth": 0, "up": False, "restarts": 0, "dropped": 0, "pid": None}
     metrics.watch(
         GatewayState(
             queue_depth=lambda: int(state["depth"] or 0),
@@ -266,14 +266,17 @@ def test_state_is_read_on_every_scrape() -> None:
             comfy_restarts=lambda: int(state["restarts"] or 0),
             comfy_pid=lambda: state["pid"],  # type: ignore[return-value]
             system_events_dropped=lambda: int(state["dropped"] or 0),
+            comfy_version=lambda: state.get("version"),  # type: ignore[return-value]
         )
     )
     found = scrape(metrics)
+    assert not any(name == "comfy_gateway_comfyui_info" for name, _ in found)
     assert value(found, "comfy_gateway_comfyui_up") == 0
     assert value(found, "comfy_gateway_ready") == 0
     assert not any(name.startswith("comfyui_process_") for name, _ in found)
-    state.update(depth=3, up=True, restarts=2, dropped=5, pid=os.getpid())
+    state.update(depth=3, up=True, restarts=2, dropped=5, pid=os.getpid(), version="0.33.0")
     found = scrape(metrics)
+    assert value(found, "comfy_gateway_comfyui_info", version="0.33.0") == 1
     assert value(found, "comfy_gateway_queue_depth") == 3
     assert value(found, "comfy_gateway_max_queue_depth") == 4
     assert value(found, "comfy_gateway_comfyui_up") == 1

@@ -507,3 +507,82 @@ async def test_no_comfy_no_connection() -> None:
     finally:
         await tracker.close()
         await client.aclose()
+
+
+def progress_state(pid: str, **nodes: tuple[str, float, float]) -> dict[str, Any]:
+    """ComfyUI's per-node progress: node id -> (state, value, max)."""
+    states = {
+        node: {"value": value, "max": most, "state": state, "node_id": node, "prompt_id": pid,
+               "display_node_id": node, "parent_node_id": None, "real_node_id": node}
+        for node, (state, value, most) in nodes.items()
+    }  # fmt: skip
+    return event("progress_state", pid, nodes=states)
+
+
+async def test_each_step_reaches_the_job_once(comfy: FakeComfy, tracker: PromptTracker) -> None:
+    """Newer ComfyUI reports a step both as `progress` and in `progress_state`; a node may
+    report only in `progress_state`. The job hears of every step, and of each step once."""
+    waiter = submitted(tracker, "p1")
+    heard: list[tuple[int, int, str | None]] = []
+    waiter.on_event = lambda kind, data: (
+        heard.append((data["value"], data["max"], data["node"])) if kind == "progress" else None
+    )
+    comfy.send(
+        event("execution_start", "p1", timestamp=TIMESTAMP),
+        event("executing", "p1", node="5", display_node="5"),
+        progress_state("p1", **{"1": ("finished", 1, 1), "5": ("running", 0, 1)}),
+        event("progress", "p1", value=1, max=8, node="5"),
+        progress_state("p1", **{"1": ("finished", 1, 1), "5": ("running", 1, 8)}),
+        progress_state("p1", **{"1": ("finished", 1, 1), "5": ("running", 2.0, 8.0)}),
+        progress_state("p1", **{"5": ("finished", 8, 8)}),
+        *succeeded("p1"),
+    )
+    await result(waiter)
+    assert heard == [(1, 8, "5"), (2, 8, "5")]
+
+
+async def test_a_prompt_removed_from_comfyuis_queue_ends(
+    comfy: FakeComfy, tracker: PromptTracker
+) -> None:
+    """ComfyUI's queue shrinks below what the gateway waits for, with no end event."""
+    kept, removed = submitted(tracker, "p1"), submitted(tracker, "p2")
+    comfy.queue_running = ["p1"]
+    comfy.send(status(1))
+    failure = await error(removed)
+    assert isinstance(failure, Interrupted)
+    assert "outside the gateway" in failure.message
+    assert not kept.done.done()  # still running in ComfyUI
+
+
+async def test_a_shrinking_queue_that_still_holds_the_prompts_settles_nothing(
+    comfy: FakeComfy, tracker: PromptTracker
+) -> None:
+    waiter = submitted(tracker, "p1")
+    comfy.queue_pending = ["p1"]
+    comfy.send(status(0))  # a stale count: the prompt is still there
+    await eventually(lambda: "/history/p1" in comfy.requests)
+    await asyncio.sleep(0.05)
+    assert not waiter.done.done()
+
+
+async def test_a_silent_stream_is_checked_and_replaced(comfy: FakeComfy) -> None:
+    """No event arrives, yet ComfyUI finished the prompt: settled over HTTP, stream replaced."""
+    client = ComfyClient(comfy.base_url, timeout_s=5)
+    tracker = PromptTracker(client, client_id=CLIENT_ID, max_backoff_s=0.1, silence_s=0.2)
+    tracker.start()
+    try:
+        await tracker.wait_connected(5)
+        waiter = submitted(tracker, "p1")
+        comfy.queue_running = ["p1"]
+        comfy.send(event("execution_start", "p1", timestamp=TIMESTAMP))
+        await eventually(lambda: waiter.started_at is not None)
+        await asyncio.sleep(0.5)  # silent, and ComfyUI says it still runs: nothing to do
+        assert not waiter.done.done() and tracker.reconnects_forced == 0
+        comfy.queue_running = []
+        comfy.history["p1"] = history_entry("p1", "success")
+        assert await result(waiter) == {"2": OUTPUT}
+        await eventually(lambda: len(comfy.client_ids) == 2)
+        assert tracker.reconnects_forced == 1
+    finally:
+        await tracker.close()
+        await client.aclose()
