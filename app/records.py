@@ -46,6 +46,10 @@ class JobRecord:
         return self.finished_at is not None
 
     @property
+    def last_event_id(self) -> int:
+        return len(self.events)
+
+    @property
     def result_bytes(self) -> int:
         """Roughly what the kept result costs in memory: its base64 outputs."""
         images = (self.result or {}).get("images") or []
@@ -98,6 +102,8 @@ class JobRecord:
                 sent = event.id
                 if event.type in TERMINAL:
                     return
+            if self.finished:
+                return  # the caller has every event already (`after` at or past the last)
             try:
                 await asyncio.wait_for(changed.wait(), idle_s)
             except TimeoutError:

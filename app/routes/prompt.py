@@ -11,7 +11,7 @@ from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from app.comfy.graph import Graph
-from app.errors import NotFound
+from app.errors import InvalidRequest, NotFound
 from app.gateway import Gateway
 from app.records import JobRecord
 from app.schemas import (
@@ -150,18 +150,50 @@ async def job_state(id: str, request: Request) -> JobState:
     response_class=StreamingResponse,
     responses={
         200: {"content": {"text/event-stream": {}}, "description": "Server-Sent Events"},
+        204: {"description": "The job has ended and the client has its every event already"},
+        400: {"model": ErrorResponse, "description": "A Last-Event-ID this stream never sent"},
         404: {"model": ErrorResponse, "description": "Unknown here, or no longer kept"},
     },
 )
 async def job_events(
     id: str,
     request: Request,
-    last_event_id: int = Header(0, alias="Last-Event-ID", description="Resume after this id"),
-) -> StreamingResponse:
+    last_event_id: str | None = Header(
+        None, alias="Last-Event-ID", description="Resume after this event id"
+    ),
+) -> Response:
     """A job's events as Server-Sent Events: `queued`, `running`, `executing`, `progress`, then
     `complete` (the 200 body) or `failed`. Reconnect with `Last-Event-ID` to get what you missed.
+
+    The stream of a finished job ends once it has sent what the client lacks; a client that
+    already has the last event gets 204, which tells a browser's EventSource to stop
+    reconnecting.
     """
-    return event_stream(job_record(request, id), after=last_event_id)
+    record = job_record(request, id)
+    after = resume_point(last_event_id, record)
+    if record.finished and after >= record.last_event_id:
+        return Response(status_code=204, headers={"Cache-Control": "no-cache"})
+    return event_stream(record, after=after)
+
+
+def resume_point(header: str | None, record: JobRecord) -> int:
+    """The event id a client resumes after, from its Last-Event-ID header (none: 0)."""
+    if header is None or not header.strip():
+        return 0
+    value = header.strip()
+    if not value.isdigit():
+        raise InvalidRequest(
+            f"Last-Event-ID must be the id of an event of this stream (a whole number), "
+            f"not {value[:40]!r}",
+            location="Last-Event-ID",
+        )
+    after = int(value)
+    if after > record.last_event_id and not record.finished:
+        raise InvalidRequest(
+            f"Last-Event-ID {after} is past this job's last event ({record.last_event_id})",
+            location="Last-Event-ID",
+        )
+    return after
 
 
 def event_stream(record: JobRecord, after: int = 0) -> StreamingResponse:

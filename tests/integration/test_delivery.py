@@ -5,11 +5,15 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
+import shutil
 import signal
+import subprocess
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -357,6 +361,73 @@ def test_event_stream_reconnect_mid_job(client: httpx.Client, gateway: Gateway) 
     ids = [e["id"] for e in first + rest]
     assert ids == list(range(1, len(ids) + 1))
     assert rest[-1]["event"] == "complete"
+
+
+def test_reconnecting_to_a_finished_job_gets_what_it_lacks_then_stops(
+    client: httpx.Client,
+) -> None:
+    """What a browser's EventSource does after every job: reconnect with the last id it saw."""
+    body = {"prompt": graph("g1_empty_save"), "id": "sse-done"}
+    with client.stream("POST", "/prompt", json=body, headers={"Accept": "text/event-stream"}) as r:
+        events = read_sse(r)
+    last = events[-1]["id"]
+    for resume in (last, last + 10):  # at the last event, or past it: nothing is lacking
+        answer = client.get("/prompt/sse-done/events", headers={"Last-Event-ID": str(resume)})
+        assert answer.status_code == 204, answer.text
+    with client.stream(
+        "GET", "/prompt/sse-done/events", headers={"Last-Event-ID": str(last - 1)}
+    ) as r:
+        assert [e["event"] for e in read_sse(r)] == ["complete"]  # then the stream ends
+
+
+@pytest.mark.parametrize("bad", ["abc", "-1", "1.5"])
+def test_a_last_event_id_never_sent_is_a_located_400(client: httpx.Client, bad: str) -> None:
+    body = {"prompt": graph("g1_empty_save"), "id": "sse-bad"}
+    assert client.post("/prompt", json=body).status_code == 200
+    answer = client.get("/prompt/sse-bad/events", headers={"Last-Event-ID": bad})
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["location"] == "Last-Event-ID"
+
+
+EVENT_SOURCE_PAGE = """<!doctype html><body>waiting<script>
+const seen = [];
+const source = new EventSource(%(url)s);
+for (const kind of ["queued", "running", "executing", "progress", "complete", "failed"]) {
+  source.addEventListener(kind, (e) => seen.push(kind + ":" + e.lastEventId));
+}
+source.onerror = () => {
+  seen.push("error:" + source.readyState);
+  if (source.readyState === EventSource.CLOSED) document.body.textContent = JSON.stringify(seen);
+};
+</script></body>"""
+
+
+def test_a_browser_event_source_stops_after_a_finished_job(
+    client: httpx.Client, gateway: Gateway, tmp_path: Path
+) -> None:
+    """Chromium's own EventSource: it reads the stream, reconnects with Last-Event-ID when the
+    server closes it, gets 204 and stops. Before, that reconnect hung open forever."""
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.fail("Debian's chromium is missing: `make test` installs it")
+    assert client.post("/prompt", json={"prompt": graph("g1_empty_save"), "id": "es-1"}).is_success
+    page = tmp_path / "events.html"
+    page.write_text(EVENT_SOURCE_PAGE % {"url": json.dumps(f"{gateway.url}/prompt/es-1/events")})
+    flags = [
+        "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-sync",
+        "--disable-background-networking", "--disable-component-update", "--disable-quic",
+        "--disable-web-security",  # the page is a file; the gateway is another origin
+        f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=30000", "--dump-dom",
+    ]  # fmt: skip
+    done = subprocess.run(
+        [chromium, *flags, page.as_uri()], capture_output=True, text=True, timeout=90
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    seen = json.loads(re.search(r"<body>(.*)</body>", done.stdout, re.S).group(1))  # type: ignore[union-attr]
+    assert seen[0] == "queued:1"
+    assert seen[-3].startswith("complete:")
+    assert seen[-2] == "error:0"  # the server ended the stream: CONNECTING, it reconnects...
+    assert seen[-1] == "error:2"  # ...gets 204, and is CLOSED: it will not reconnect again
 
 
 def test_failed_job_stream_ends_with_failed(client: httpx.Client) -> None:

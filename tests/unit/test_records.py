@@ -56,3 +56,11 @@ async def test_follow_replays_then_waits_for_the_end() -> None:
     assert "idle" in seen
     assert seen[-2:] == ["progress", "complete"]
     assert [e.id for e in record.events] == [1, 2, 3]
+
+
+async def test_follow_of_a_finished_job_ends_once_the_client_has_everything() -> None:
+    record = finished("done")  # events: 1 complete
+    for after in (1, 5):  # at the last event, or past it
+        replayed = [event async for event in record.follow(after, idle_s=0.05)]
+        assert replayed == []
+    assert [event.type async for event in record.follow(0) if event] == ["complete"]
