@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import socket
 import sys
 from types import FrameType
 
@@ -31,6 +33,36 @@ class GatewayServer(uvicorn.Server):
         self.gateway.begin_shutdown()
 
 
+log = logging.getLogger("app")
+
+DUAL_STACK = ("::", "")  # HOST values that mean "every address, IPv4 and IPv6"
+
+
+def dual_stack_socket(port: int) -> socket.socket:
+    """One socket on `[::]:port` that takes IPv4 connections too.
+
+    asyncio (and so uvicorn) binds `::` with IPV6_V6ONLY set, which refuses IPv4: a
+    `curl 127.0.0.1:3000` or an IPv4 kubelet probe would find nothing listening. On a host
+    without IPv6 this falls back to `0.0.0.0`.
+    """
+    try:
+        sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    except OSError:
+        log.warning("this host has no IPv6: listening on 0.0.0.0 (IPv4) only")
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        address: tuple[str, int] = ("0.0.0.0", port)
+    else:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        address = ("::", port)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 def main() -> int:
     try:
         settings = load_settings()
@@ -51,7 +83,15 @@ def main() -> int:
     gateway = app.state.gateway
     server = GatewayServer(config, gateway)
     gateway.request_exit = lambda: setattr(server, "should_exit", True)
-    server.run()
+    sockets = None
+    if settings.host in DUAL_STACK:
+        try:
+            sockets = [dual_stack_socket(settings.port)]
+        except OSError as e:
+            log.critical("cannot listen on port %d: %s", settings.port, e.strerror or e)
+            return 1
+        log.info("listening on port %d, IPv4 and IPv6 (HOST=%s)", settings.port, settings.host)
+    server.run(sockets=sockets)
     if gateway.exit_code:
         return int(gateway.exit_code)
     return 0 if gateway.started else 3

@@ -88,7 +88,11 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", frozen=True)
 
     port: int = Field(3000, ge=1, le=65535, description="Port the gateway listens on")
-    host: str = Field("::", description="Address the gateway listens on (`::` is IPv4 and IPv6)")
+    host: str = Field(
+        "::",
+        description="Address the gateway listens on: `::` (or empty) is every address, IPv4 and "
+        "IPv6; any other address means exactly that one (`0.0.0.0` IPv4 only, `127.0.0.1`, `::1`)",
+    )
     cmd: str | None = Field(
         None,
         description="Command that starts ComfyUI (run in COMFY_HOME); default: the bundled one",
@@ -104,7 +108,19 @@ class Settings(BaseSettings):
         None, description="ComfyUI API-format graph run once at start-up, before /health is 200"
     )
     startup_check_interval_s: float = Field(1.0, gt=0, description="Seconds between start checks")
-    startup_check_max_tries: int = Field(20, ge=1, description="Start checks before giving up")
+    startup_check_max_tries: int | None = Field(
+        None, ge=1, description="Start checks before giving up (default: no count, see below)"
+    )
+    startup_timeout_s: float = Field(
+        900.0,
+        gt=0,
+        description="Longest ComfyUI may take to answer at start, while it runs and logs",
+    )
+    startup_silence_max_s: float = Field(
+        300.0,
+        gt=0,
+        description="Give up starting when ComfyUI has printed nothing for this long",
+    )
     event_silence_check_s: float = Field(
         15.0,
         gt=0,
@@ -258,7 +274,7 @@ class Settings(BaseSettings):
 
     @field_validator(
         "prompt_timeout_s", "cmd", "input_dir", "output_dir", "model_dir", "webhook_secret",
-        "api_keys_file", mode="before",
+        "api_keys_file", "startup_check_max_tries", mode="before",
     )  # fmt: skip
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:

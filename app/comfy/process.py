@@ -37,6 +37,9 @@ MODEL_FOLDERS = (
 )  # fmt: skip
 
 
+STARTUP_REPORT_S = 15.0  # how often the log says what start-up is waiting for
+
+
 class ComfyStartError(Exception):
     """ComfyUI could not be started; the message says why and quotes its last log lines."""
 
@@ -62,6 +65,7 @@ class ComfyProcess:
         self.last_lines: collections.deque[str] = collections.deque(maxlen=40)
         self.restarts = 0
         self.stopping = False
+        self.last_output_at = time.monotonic()
         self._pump: asyncio.Task[None] | None = None
         self._model_paths: Path | None = None  # the YAML written for MODEL_DIR, if any
 
@@ -139,16 +143,26 @@ class ComfyProcess:
     async def _forward_output(self, proc: asyncio.subprocess.Process) -> None:
         assert proc.stdout is not None
         async for raw in proc.stdout:
+            self.last_output_at = time.monotonic()
             line = raw.decode(errors="replace").rstrip()
             if line:
                 self.last_lines.append(line)
                 comfy_log.info("%s", line)
 
     async def _wait_until_answering(self) -> None:
+        """Poll /system_stats while ComfyUI runs and keeps printing, up to STARTUP_TIMEOUT_S.
+
+        A cold start on a small busy machine, or a GPU box importing custom nodes, can take
+        minutes; a ComfyUI that hangs prints nothing. So the wait ends when it answers, exits,
+        falls silent for STARTUP_SILENCE_MAX_S, or runs past STARTUP_TIMEOUT_S (or, when set,
+        STARTUP_CHECK_MAX_TRIES checks).
+        """
         s = self.settings
-        started = time.monotonic()
+        started = self.last_output_at = time.monotonic()
+        next_report = started + STARTUP_REPORT_S
+        checks = 0
         async with httpx.AsyncClient(base_url=s.comfy_url, timeout=2.0) as http:
-            for _ in range(s.startup_check_max_tries):
+            while True:
                 if not self.running:
                     await self._drain_output()
                     raise ComfyStartError(
@@ -156,16 +170,42 @@ class ComfyProcess:
                         f"starting. Its last lines:\n{self.tail()}"
                     )
                 with contextlib.suppress(httpx.HTTPError):
+                    checks += 1
                     if (await http.get("/system_stats")).status_code == 200:
                         log.info("ComfyUI answers after %.1fs", time.monotonic() - started)
                         return
+                now = time.monotonic()
+                if reason := self._give_up_reason(now - started, now - self.last_output_at, checks):
+                    await self._kill()
+                    raise ComfyStartError(
+                        f"ComfyUI did not answer {s.comfy_url}/system_stats: {reason}. "
+                        f"Its last lines:\n{self.tail()}"
+                    )
+                if now >= next_report:
+                    next_report = now + STARTUP_REPORT_S
+                    last = self.last_lines[-1] if self.last_lines else "(nothing yet)"
+                    log.info(
+                        "still waiting for ComfyUI to answer %s/system_stats (%.0fs; it runs, "
+                        "last printed %.0fs ago: %.120s)",
+                        s.comfy_url, now - started, now - self.last_output_at, last,
+                    )  # fmt: skip
                 await asyncio.sleep(s.startup_check_interval_s)
-        await self._kill()
-        raise ComfyStartError(
-            f"ComfyUI did not answer {s.comfy_url}/system_stats after "
-            f"{s.startup_check_max_tries} checks {s.startup_check_interval_s}s apart "
-            "(raise STARTUP_CHECK_MAX_TRIES if it is just slow). Its last lines:\n" + self.tail()
-        )
+
+    def _give_up_reason(self, waited_s: float, silent_s: float, checks: int) -> str | None:
+        s = self.settings
+        if waited_s > s.startup_timeout_s:
+            return f"still not after {waited_s:.0f}s (STARTUP_TIMEOUT_S={s.startup_timeout_s:g})"
+        if silent_s > s.startup_silence_max_s:
+            return (
+                f"it has printed nothing for {silent_s:.0f}s and may hang "
+                f"(STARTUP_SILENCE_MAX_S={s.startup_silence_max_s:g})"
+            )
+        if s.startup_check_max_tries is not None and checks >= s.startup_check_max_tries:
+            return (
+                f"not after {checks} checks {s.startup_check_interval_s:g}s apart "
+                "(raise STARTUP_CHECK_MAX_TRIES, or unset it, if it is just slow)"
+            )
+        return None
 
     async def _drain_output(self) -> None:
         if self._pump:

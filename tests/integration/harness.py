@@ -90,11 +90,11 @@ class Gateway:
         self.input_dir.mkdir(parents=True, exist_ok=True)
         self.output_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = workdir / "gateway.log"
+        # HOST is left unset: every test gateway listens as a default one does, on IPv4 and IPv6.
         self.env = {
-            **os.environ,
+            **{k: v for k, v in os.environ.items() if k != "HOST"},
             "COMFY_HOME": str(COMFY_HOME),
             "PORT": str(self.port),
-            "HOST": "127.0.0.1",
             "COMFYUI_PORT_HOST": str(self.comfy_port),
             "INPUT_DIR": str(self.input_dir),
             "OUTPUT_DIR": str(self.output_dir),

@@ -413,6 +413,14 @@ def test_probes_and_docs(client: httpx.Client) -> None:
     assert client.get("/docs").status_code == 200
 
 
+@pytest.mark.parametrize("host", ["127.0.0.1", "[::1]", "localhost"])
+def test_a_default_host_gateway_answers_over_ipv4_and_ipv6(gateway: Gateway, host: str) -> None:
+    """HOST unset means `::`, which must take IPv4 too (asyncio binds it IPv6-only)."""
+    assert "HOST" not in gateway.env
+    answer = httpx.get(f"http://{host}:{gateway.port}/health", timeout=10)
+    assert answer.status_code == 200
+
+
 def test_output_dir_is_left_clean(gateway: Gateway) -> None:
     leftovers = [p for p in Path(gateway.output_dir).rglob("*") if p.is_file()]
     assert leftovers == []

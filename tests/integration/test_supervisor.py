@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import socket
 import sys
@@ -13,7 +14,15 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.integration.harness import Gateway, alive, eventually, graph, running
+from tests.integration.harness import (
+    COMFY_HOME,
+    Gateway,
+    alive,
+    eventually,
+    free_port,
+    graph,
+    running,
+)
 from tests.integration.test_prompt import empty_image, post, slow_graph, wait_for_comfy_queue
 
 
@@ -146,6 +155,35 @@ def test_occupied_comfyui_port_is_refused(tmp_path: Path) -> None:
         gateway = Gateway(tmp_path, COMFYUI_PORT_HOST=str(port)).start(wait=False)
         assert gateway.wait_exit(60) == 1
     assert f"port {port} on 127.0.0.1 is already taken" in gateway.log_text()
+
+
+def test_a_slow_comfyui_that_keeps_printing_is_waited_for(tmp_path: Path) -> None:
+    """A cold start on a busy 2-core machine, or a GPU box importing custom nodes: 25 s of
+    output before ComfyUI even starts. The old default (20 checks 1 s apart) gave up."""
+    port = free_port()
+    python = COMFY_HOME.parent / "venv" / "bin" / "python"
+    comfyui = f"exec {python} main.py --cpu --listen 127.0.0.1 --port {port} --disable-auto-launch"
+    slow = f"for i in $(seq 25); do echo loading custom node $i; sleep 1; done; {comfyui}"
+    gateway = Gateway(tmp_path, CMD=f"bash -c {shlex.quote(slow)}", COMFYUI_PORT_HOST=str(port))
+    for default in ("STARTUP_CHECK_MAX_TRIES", "STARTUP_CHECK_INTERVAL_S"):
+        del gateway.env[default]  # the settings a newcomer's `make run` has
+    try:
+        gateway.start(timeout_s=240)
+        log = gateway.log_text()
+        assert "still waiting for ComfyUI to answer" in log
+        assert "loading custom node" in log.split("still waiting for ComfyUI", 1)[1]
+    finally:
+        gateway.stop()
+
+
+def test_a_comfyui_that_prints_nothing_is_given_up(tmp_path: Path) -> None:
+    silent = f'{sys.executable} -c "import time; time.sleep(120)"'
+    gateway = Gateway(tmp_path, CMD=silent, STARTUP_SILENCE_MAX_S="3")
+    del gateway.env["STARTUP_CHECK_MAX_TRIES"]
+    gateway.start(wait=False)
+    assert gateway.wait_exit(60) == 1
+    assert "it has printed nothing for" in gateway.log_text()
+    assert "STARTUP_SILENCE_MAX_S=3" in gateway.log_text()
 
 
 @pytest.mark.parametrize(
