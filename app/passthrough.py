@@ -212,6 +212,7 @@ def authorize(
         if not owns(owned, prompt_id):
             raise refusal(f"{found.name}: {not_ours(prompt_id)}", "prompt_id")
         return
+    # POST /queue, read as ComfyUI does: a truthy `clear`, then each id in `delete`.
     if data.get("clear"):
         raise refusal(f"{found.name} with clear drops every queued prompt", "clear")
     if "delete" in data:

@@ -106,6 +106,8 @@ async def forward(path: str, request: Request) -> Response:
         body: bytes | None = b""
         if found.reads_body and has_body:
             body = content = await read_at_most(request.stream(), BODY_CHECK_MAX_BYTES)
+            # httpx sets it from the bytes read, so ComfyUI reads exactly what was checked.
+            headers = [(k, v) for k, v in headers if k.lower() != "content-length"]
         authorize(found, passthrough.submitted, body, headers)
     check_running(gateway)
     upstream = await gateway.client.forward(request.method, target, headers, content)
