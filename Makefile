@@ -11,16 +11,18 @@ COMFYUI_SOURCE ?= bundled
 CURRENT_COMFYUI := ../shared/comfyui/comfyui-0.33.0.tar.gz
 BUNDLED_STAMP := .comfyui/0.3.75/.installed
 TINY_MODELS := .cache/models/checkpoints/tiny-sd15-random.safetensors
+# The npm packages of the Node test drivers (tests/node/package-lock.json pins them).
+NODE_DEPS := tests/node/node_modules/.installed
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 # Installs a ComfyUI (idempotent) and prints its folder: $(call comfy_home,SOURCE)
 comfy_home = $$(bash scripts/install_comfyui.sh $(1) | tail -n 1)
 
-.PHONY: run test unit integration check bench comfyui models chromium clean
+.PHONY: run test unit integration check bench comfyui models chromium node clean
 
 run: $(BIN)/.installed  ## Start the gateway on :3000 with its ComfyUI on :8188
 	home=$(call comfy_home,$(COMFYUI_SOURCE)); COMFY_HOME=$${COMFY_HOME:-$$home} $(BIN)/python -m app
 
-test: $(BIN)/.installed $(BUNDLED_STAMP) $(TINY_MODELS) chromium  ## Every test: unit once, integration per ComfyUI
+test: $(BIN)/.installed $(BUNDLED_STAMP) $(TINY_MODELS) chromium $(NODE_DEPS)  ## Every test: unit once, integration per ComfyUI
 	$(BIN)/pytest tests/unit --durations=5
 	$(MAKE) --no-print-directory integration COMFYUI_SOURCE=bundled
 	if [[ -f $(CURRENT_COMFYUI) ]]; then \
@@ -32,7 +34,7 @@ test: $(BIN)/.installed $(BUNDLED_STAMP) $(TINY_MODELS) chromium  ## Every test:
 unit: $(BIN)/.installed  ## Only the tests that need no ComfyUI
 	$(BIN)/pytest tests/unit
 
-integration: $(BIN)/.installed $(TINY_MODELS)  ## The integration suite against COMFYUI_SOURCE
+integration: $(BIN)/.installed $(TINY_MODELS) $(NODE_DEPS)  ## The integration suite against COMFYUI_SOURCE
 	home=$(call comfy_home,$(COMFYUI_SOURCE)); \
 	TEST_COMFY_HOME=$$home $(BIN)/pytest tests/integration --durations=10
 
@@ -56,6 +58,13 @@ chromium:  ## Debian's chromium, for the test that loads /docs (installed only i
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends \
 		chromium >/dev/null; }
 
+node: $(NODE_DEPS)  ## The pinned `ws` package, for the test that runs ComfyClient.mjs under Node
+
+$(NODE_DEPS): tests/node/package.json tests/node/package-lock.json
+	command -v npm >/dev/null || { echo "make node: needs Node 20+ and npm on PATH" >&2; exit 1; }
+	npm ci --prefix tests/node --no-audit --no-fund --loglevel=error
+	touch $@
+
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]' 2>&1 | { grep -v "is ignored" || true; }
@@ -68,5 +77,5 @@ $(BUNDLED_STAMP): scripts/install_comfyui.sh requirements/comfyui-0.3.75.txt
 $(TINY_MODELS): scripts/make_tiny_ckpt.py $(BUNDLED_STAMP)
 	.comfyui/0.3.75/venv/bin/python scripts/make_tiny_ckpt.py --out-dir .cache/models
 
-clean:  ## Remove the environments, the installed ComfyUIs and cached models
-	rm -rf $(VENV) .comfyui .cache
+clean:  ## Remove the environments, the installed ComfyUIs, cached models and npm packages
+	rm -rf $(VENV) .comfyui .cache tests/node/node_modules

@@ -5,6 +5,7 @@
     │   ├── PromptRejected      400 ComfyUI refused the graph (its node_errors in details)
     │   └── NoOutputs           400 the graph has no output node
     ├── Unauthorized            401 no API key, or an unknown one (API_KEYS); WWW-Authenticate
+    ├── Forbidden               403 a ComfyUI endpoint the passthrough does not open by default
     ├── NotFound                404 unknown route, or an id this gateway does not know
     ├── MethodNotAllowed        405 the route exists, the method does not
     ├── Conflict                409 the request clashes with a job (duplicate id)
@@ -91,6 +92,13 @@ class Unauthorized(GatewayError):
     def __init__(self, message: str, *, challenge: str = "Bearer", **kwargs: Any) -> None:
         super().__init__(message, **kwargs)
         self.headers.setdefault("WWW-Authenticate", challenge)
+
+
+class Forbidden(GatewayError):
+    """The request is understood but not allowed here; the message names what would allow it."""
+
+    status = 403
+    code = "forbidden"
 
 
 class NotFound(GatewayError):

@@ -20,6 +20,7 @@ from app.errors import install_handlers
 from app.gateway import Gateway
 from app.metrics import RequestMetrics
 from app.middleware import BodySizeLimit
+from app.passthrough import PassthroughMode
 from app.registry import Registry
 from app.routes import comfy_proxy, docs, metrics, models, probes, prompt, sdapi, workflows
 from app.sdapi import SdapiState
@@ -97,8 +98,8 @@ def create_app(settings: Settings) -> FastAPI:
     log_edge(settings, keys)
     for module in (probes, prompt, models, workflows, metrics, sdapi):
         app.include_router(module.router)
-    if settings.comfy_passthrough:
-        app.include_router(comfy_proxy.router)
+    if settings.comfy_passthrough is not PassthroughMode.OFF:
+        comfy_proxy.install(app, settings.comfy_passthrough)
     docs.install(app)
     app.openapi = lambda: openapi_without_422(app, keys is not None)  # type: ignore[method-assign]
     return app

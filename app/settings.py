@@ -29,6 +29,7 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 from app.auth import key_problem, read_key_file, split_keys
+from app.passthrough import PassthroughMode
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # Where `make comfyui` installs the bundled ComfyUI; other versions go beside it.
@@ -49,6 +50,9 @@ SYSTEM_EVENT_TYPES = frozenset(
 # What a browser sends in Origin: scheme://host[:port], nothing after.
 ORIGIN = re.compile(r"[a-z][a-z0-9+.-]*://(\[[0-9a-fA-F:.]+\]|[^/:\s\[\]]+)(:\d{1,5})?")
 DEFAULT_PORTS = {"https": ":443", "http": ":80"}
+# What pydantic reads as a boolean, for settings that were booleans once.
+BOOL_TRUE = frozenset({"1", "on", "t", "true", "y", "yes"})
+BOOL_FALSE = frozenset({"0", "off", "f", "false", "n", "no"})
 
 
 class SettingsError(Exception):
@@ -184,8 +188,10 @@ class Settings(BaseSettings):
     job_history_max_mb: float = Field(
         256.0, ge=0, description="Memory the kept results (their base64 outputs) may take"
     )
-    comfy_passthrough: bool = Field(
-        True, description="Serve ComfyUI's own API (and websocket) under /comfy/"
+    comfy_passthrough: PassthroughMode = Field(
+        PassthroughMode.SAFE,
+        description="Serve ComfyUI's own API and websocket under /comfy/: `true` (what a client "
+        "needs to run its own prompts), `full` (every endpoint, admin ones included) or `false`",
     )
     sdapi_workflow_family: Literal["sd15", "sdxl"] = Field(
         "sd15", description="Which shipped workflows AUTOMATIC1111's /sdapi/v1 runs"
@@ -233,6 +239,20 @@ class Settings(BaseSettings):
     def _split_networks(cls, value: Any) -> Any:
         if isinstance(value, str):
             return tuple(v.strip() for v in value.split(",") if v.strip())
+        return value
+
+    @field_validator("comfy_passthrough", mode="before")
+    @classmethod
+    def _passthrough_mode(cls, value: Any) -> Any:
+        # Before `full` existed this was a boolean: its spellings keep their meaning.
+        if isinstance(value, bool):
+            return PassthroughMode.SAFE if value else PassthroughMode.OFF
+        if isinstance(value, str):
+            value = value.strip().lower()
+            if value in BOOL_TRUE:
+                return PassthroughMode.SAFE
+            if value in BOOL_FALSE:
+                return PassthroughMode.OFF
         return value
 
     @field_validator("log_level", "log_format", mode="before")

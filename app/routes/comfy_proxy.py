@@ -1,10 +1,12 @@
-"""/comfy/<path> and the websocket /comfy/ws: ComfyUI's own API, passed through unchanged.
+"""/comfy/<path> and the websocket (/comfy/ws, /ws): ComfyUI's own API, passed through unchanged.
 
 Existing ComfyUI clients switch to the gateway by changing their base URL and so gain its
 supervision, probes, body cap and API keys. Bodies stream both ways (never held whole); the
-BodySizeLimit middleware still counts the request body as it streams. Prompts sent this way
-are the client's own: nothing rewrites them, and the gateway's queue depth counts them because
-it reads ComfyUI's queue from the status events every socket receives.
+BodySizeLimit middleware still counts the request body as it streams. The exceptions are small
+and bounded: the bodies of POST /interrupt and /queue, read to decide whether they may go on,
+and ComfyUI's answer to POST /prompt, read for the prompt id (app.passthrough has the rules).
+Prompts sent this way are the client's own: nothing rewrites them, and the gateway's queue
+depth counts them because it reads ComfyUI's queue from the status events every socket receives.
 """
 
 from __future__ import annotations
@@ -16,12 +18,22 @@ from collections.abc import AsyncIterator
 
 import httpx
 import websockets
-from fastapi import APIRouter, Request, WebSocket
+from fastapi import APIRouter, FastAPI, Request, WebSocket
 from fastapi.responses import Response, StreamingResponse
 from websockets.asyncio.client import ClientConnection, connect
 
 from app.errors import ComfyUnavailable, Conflict, GatewayError, error_response
 from app.gateway import Gateway
+from app.passthrough import (
+    BODY_CHECK_MAX_BYTES,
+    Kind,
+    Passthrough,
+    PassthroughMode,
+    SubmittedPrompts,
+    answered_id,
+    authorize,
+    endpoint,
+)
 
 log = logging.getLogger(__name__)
 
@@ -67,11 +79,19 @@ def check_running(gateway: Gateway) -> None:
         raise ComfyUnavailable("ComfyUI is not running now (starting, restarting or stopping)")
 
 
+def install(app: FastAPI, mode: PassthroughMode) -> None:
+    """Serve the passthrough on `app`, forwarding what `mode` opens."""
+    gateway: Gateway = app.state.gateway
+    submitted = SubmittedPrompts(foreign=lambda prompt_id: prompt_id in gateway.tracker.waiters)
+    app.state.passthrough = Passthrough(mode, submitted)
+    app.include_router(router)
+
+
 @router.api_route(f"{PREFIX}/{{path:path}}", methods=METHODS, include_in_schema=False)
 async def forward(path: str, request: Request) -> Response:
-    """Any ComfyUI endpoint: the request goes on as it came, the answer comes back as it is."""
+    """A ComfyUI endpoint: the request goes on as it came, the answer comes back as it is."""
     gateway: Gateway = request.app.state.gateway
-    check_running(gateway)
+    passthrough: Passthrough = request.app.state.passthrough
     scope = request.scope
     target = upstream_target(scope.get("raw_path") or scope["path"].encode(), scope["query_string"])
     headers = request_headers(scope["headers"])
@@ -79,16 +99,75 @@ async def forward(path: str, request: Request) -> Response:
     has_body = "content-length" in names or "transfer-encoding" in {
         k.decode().lower() for k, _ in scope["headers"]
     }
-    upstream = await gateway.client.forward(
-        request.method, target, headers, request.stream() if has_body else None
-    )
-    response = StreamingResponse(relay_body(upstream, target), status_code=upstream.status_code)
+    content: AsyncIterator[bytes] | bytes | None = request.stream() if has_body else None
+    found = None
+    if passthrough.mode is PassthroughMode.SAFE:
+        found = endpoint(request.method, target.split("?", 1)[0])
+        body: bytes | None = b""
+        if found.reads_body and has_body:
+            body = content = await read_at_most(request.stream(), BODY_CHECK_MAX_BYTES)
+            # httpx sets it from the bytes read, so ComfyUI reads exactly what was checked.
+            headers = [(k, v) for k, v in headers if k.lower() != "content-length"]
+        authorize(found, passthrough.submitted, body, headers)
+    check_running(gateway)
+    upstream = await gateway.client.forward(request.method, target, headers, content)
+    chunks = relay_body(upstream, target)
+    if found is not None and found.kind is Kind.SUBMIT and upstream.status_code == 200:
+        chunks = await note_prompt_id(upstream, chunks, passthrough.submitted)
+    response = StreamingResponse(chunks, status_code=upstream.status_code)
     # Set raw so that repeated headers stay repeated, and nothing is added or recomputed.
     response.raw_headers = [
         (k.lower().encode("latin-1"), v.encode("latin-1"))
         for k, v in response_headers(upstream.headers)
     ]
     return response
+
+
+async def read_at_most(stream: AsyncIterator[bytes], limit: int) -> bytes | None:
+    """The whole body, or None once it grows past `limit` bytes (the rest is left unread)."""
+    body = bytearray()
+    async for chunk in stream:
+        body += chunk
+        if len(body) > limit:
+            return None
+    return bytes(body)
+
+
+async def note_prompt_id(
+    upstream: httpx.Response, chunks: AsyncIterator[bytes], submitted: SubmittedPrompts
+) -> AsyncIterator[bytes]:
+    """Remember the prompt id in ComfyUI's answer to POST /prompt; the answer goes on unchanged.
+
+    Read before the answer goes out, so that the client can interrupt its prompt at once.
+    """
+    head: list[bytes] = []
+    prompt_id = None
+    while (size := sum(map(len, head))) <= BODY_CHECK_MAX_BYTES:
+        chunk = await anext(chunks, None)
+        if chunk is None:  # all of it, small as an answer to POST /prompt is
+            prompt_id = prompt_id_in(upstream.headers, b"".join(head))
+            break
+        head.append(chunk)
+    if prompt_id is None:
+        log.warning("no prompt_id in ComfyUI's %d-byte answer to a passthrough POST /prompt", size)
+    else:
+        submitted.add(prompt_id)
+
+    async def replay() -> AsyncIterator[bytes]:
+        for chunk in head:
+            yield chunk
+        async for chunk in chunks:
+            yield chunk
+
+    return replay()
+
+
+def prompt_id_in(headers: httpx.Headers, raw: bytes) -> str | None:
+    # A Response of our own decodes the bytes as they came (gzip, if ComfyUI compressed them).
+    try:
+        return answered_id(httpx.Response(200, headers=headers, content=raw).json())
+    except (ValueError, httpx.DecodingError):
+        return None
 
 
 async def relay_body(upstream: httpx.Response, target: str) -> AsyncIterator[bytes]:
@@ -105,6 +184,9 @@ async def relay_body(upstream: httpx.Response, target: str) -> AsyncIterator[byt
 
 
 @router.websocket(f"{PREFIX}/ws")
+# Also at the root: clients such as ComfyClient.mjs derive their socket from the base URL's host
+# alone, `ws://<host>/ws`, whatever the base URL's path.
+@router.websocket("/ws")
 async def relay_events(websocket: WebSocket) -> None:
     """ComfyUI's websocket for one clientId, relayed both ways, text and binary frames."""
     gateway: Gateway = websocket.app.state.gateway

@@ -158,10 +158,11 @@ def test_body_cap_applies_to_comfy_uploads(client: httpx.Client) -> None:
     assert refused.json()["code"] == "payload_too_large"
 
 
-def test_websocket_refuses_the_gateways_own_client_id(gateway: Gateway) -> None:
+@pytest.mark.parametrize("path", ["/comfy/ws", "/ws"])
+def test_websocket_refuses_the_gateways_own_client_id(gateway: Gateway, path: str) -> None:
     # The gateway's own clientId is in its log line "connected to ComfyUI's event stream".
     line = next(ln for ln in gateway.log_text().splitlines() if "event stream (client_id" in ln)
     taken = line.rsplit("client_id ", 1)[1].rstrip(")")
     with pytest.raises(InvalidStatus) as refused:
-        connect(f"ws://127.0.0.1:{gateway.port}/comfy/ws?clientId={taken}", open_timeout=10)
+        connect(f"ws://127.0.0.1:{gateway.port}{path}?clientId={taken}", open_timeout=10)
     assert refused.value.response.status_code == 409

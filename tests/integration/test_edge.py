@@ -1,7 +1,8 @@
 """The production edge over real HTTP: API keys, CORS, /metrics after real jobs, JSON logs.
 
-One gateway (and so one ComfyUI) for the whole module, with API_KEYS, CORS_ALLOW_ORIGINS and
-LOG_FORMAT=json set, and a real webhook receiver.
+One gateway (and so one ComfyUI) for the whole module, with API_KEYS, CORS_ALLOW_ORIGINS,
+LOG_FORMAT=json and COMFY_PASSTHROUGH=full (ComfyUI's admin endpoints, for key holders) set, and
+a real webhook receiver.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
         "MAX_QUEUE_DEPTH": "4",
         "PROMPT_WEBHOOK_RETRIES": "1",
         "WEBHOOK_TIMEOUT_S": "5",
+        "COMFY_PASSTHROUGH": "full",
     }
     with running(tmp_path_factory.mktemp("edge"), **env) as gw:
         yield gw
@@ -329,11 +331,12 @@ def test_cli_sends_its_api_key(gateway: Gateway, tmp_path: Any) -> None:
     assert (tmp_path / "o").is_dir()
 
 
-async def test_comfy_websocket_needs_a_key_too(gateway: Gateway) -> None:
+@pytest.mark.parametrize("path", ["/comfy/ws", "/ws"])
+async def test_comfy_websocket_needs_a_key_too(gateway: Gateway, path: str) -> None:
     from websockets.asyncio.client import connect
     from websockets.exceptions import InvalidStatus
 
-    url = gateway.url.replace("http", "ws", 1) + "/comfy/ws?clientId=edge-ws"
+    url = gateway.url.replace("http", "ws", 1) + f"{path}?clientId=edge-ws"
     with pytest.raises(InvalidStatus) as refused:
         async with connect(url):
             pass
@@ -341,3 +344,34 @@ async def test_comfy_websocket_needs_a_key_too(gateway: Gateway) -> None:
     async with connect(url, additional_headers={"X-API-Key": KEY}) as ws:
         first = json.loads(await ws.recv())
     assert first["type"] == "status"
+    assert first["data"]["sid"] == "edge-ws"
+
+
+def comfy_queue(gateway: Gateway) -> tuple[list[str], list[str]]:
+    queue = httpx.get(f"{gateway.comfy_url}/queue", timeout=5).json()
+    return [i[1] for i in queue["queue_running"]], [i[1] for i in queue["queue_pending"]]
+
+
+def test_full_passthrough_forwards_admin_endpoints_to_key_holders(
+    client: httpx.Client, gateway: Gateway
+) -> None:
+    assert_401(client.post("/comfy/queue", json={"clear": True}))
+    client.headers.update(BEARER)
+    ids = []
+    for seed in (31, 32):
+        answer = client.post("/comfy/prompt", json={"prompt": slow_graph(seed=seed)})
+        assert answer.status_code == 200, answer.text
+        ids.append(answer.json()["prompt_id"])
+        if seed == 31:
+            eventually(lambda: comfy_queue(gateway)[0] == ids, what="the first prompt to run")
+    try:
+        # What COMFY_PASSTHROUGH=true refuses: clear the queue, interrupt whatever runs.
+        assert client.post("/comfy/queue", json={"clear": True}).status_code == 200
+        assert comfy_queue(gateway) == (ids[:1], [])
+        assert client.post("/comfy/interrupt").status_code == 200
+        wait_for_comfy_queue(gateway, running=0)
+        assert client.post("/comfy/free", json={"free_memory": False}).status_code == 200
+    finally:  # straight to ComfyUI, so that a failure leaves no prompt running for minutes
+        httpx.post(f"{gateway.comfy_url}/queue", json={"clear": True})
+        httpx.post(f"{gateway.comfy_url}/interrupt")
+        wait_for_comfy_queue(gateway, running=0)

@@ -201,7 +201,8 @@ def app() -> FastAPI:
     async def added_later() -> dict[str, bool]:
         return {"ok": True}
 
-    @app.websocket("/ws")
+    # Not /ws: with the passthrough on, that is ComfyUI's websocket.
+    @app.websocket("/added-ws")
     async def ws(websocket: WebSocket) -> None:
         await websocket.accept()
         await websocket.send_text("hello")
@@ -321,10 +322,10 @@ async def test_probes_metrics_and_docs_are_open(client: httpx.AsyncClient, path:
 async def websocket(
     app: FastAPI, headers: dict[str, str], *, denial_extension: bool = True
 ) -> list[Message]:
-    """Open /ws as a server would, and return what the app sent."""
+    """Open /added-ws as a server would, and return what the app sent."""
     scope = {
-        "type": "websocket", "asgi": {"version": "3.0"}, "scheme": "ws", "path": "/ws",
-        "raw_path": b"/ws", "root_path": "", "query_string": b"", "client": ("127.0.0.1", 9),
+        "type": "websocket", "asgi": {"version": "3.0"}, "scheme": "ws", "path": "/added-ws",
+        "raw_path": b"/added-ws", "root_path": "", "query_string": b"", "client": ("127.0.0.1", 9),
         "server": ("gateway", 80), "subprotocols": [],
         "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
         "extensions": {"websocket.http.response": {}} if denial_extension else {},

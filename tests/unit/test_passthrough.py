@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -11,9 +13,10 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+from starlette.types import Message
 
 from app.main import create_app
-from app.routes.comfy_proxy import request_headers, upstream_target
+from app.routes.comfy_proxy import prompt_id_in, request_headers, upstream_target
 from app.settings import load_settings
 from tests.integration.harness import free_port
 
@@ -56,13 +59,37 @@ class Chunks(httpx.AsyncByteStream):
             yield chunk
 
 
-def make_app(tmp_path: Path, **settings: Any) -> tuple[FastAPI, FakeComfy]:
+class PromptComfy(FakeComfy):
+    """Answers POST /prompt as ComfyUI does, with the prompt id it queued, in two chunks."""
+
+    def __init__(self, prompt_id: str) -> None:
+        super().__init__()
+        self.prompt_id = prompt_id
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path != "/prompt":
+            return await super().handle_async_request(request)
+        self.requests.append((request, [await request.aread()]))
+        answer = json.dumps({"prompt_id": self.prompt_id, "number": 3, "node_errors": {}})
+
+        async def body() -> AsyncIterator[bytes]:
+            yield answer[:10].encode()
+            yield answer[10:].encode()
+
+        return httpx.Response(
+            200, headers={"content-type": "application/json"}, stream=Chunks(body())
+        )
+
+
+def make_app(
+    tmp_path: Path, fake: FakeComfy | None = None, **settings: Any
+) -> tuple[FastAPI, FakeComfy]:
     app = create_app(
         load_settings(workflow_dir=tmp_path, comfyui_port_host=free_port(), **settings)
     )
     gateway = app.state.gateway
     gateway.process.proc = SimpleNamespace(returncode=None)  # as if ComfyUI were running
-    fake = FakeComfy()
+    fake = fake or FakeComfy()
     gateway.client.http = httpx.AsyncClient(transport=fake, base_url=gateway.client.base_url)
     return app, fake
 
@@ -186,3 +213,128 @@ def test_request_headers_drop_hop_by_hop_and_keys() -> None:
         (b"cookie", b"b=2"),
     ]
     assert request_headers(raw) == [("accept", "*/*"), ("cookie", "a=1"), ("cookie", "b=2")]
+
+
+OURS = "0f9d8c61-6a0e-4c4e-9d54-3a5e3b6c2f10"
+
+
+@asynccontextmanager
+async def gateway_client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
+        yield client
+
+
+@pytest.mark.parametrize(
+    ("path", "sent"),
+    [
+        ("/comfy/queue", {"clear": True}),
+        ("/comfy/interrupt", {}),
+        ("/comfy/api/interrupt", {"prompt_id": OURS}),  # not submitted here
+        ("/comfy/free", {"unload_models": True}),
+        ("/comfy/userdata/x.json", {}),
+        ("/comfy%2Fqueue", {"clear": True}),  # Starlette decodes; ComfyUI would get `%2Fqueue`
+    ],
+)
+async def test_refused_requests_never_reach_comfyui(
+    tmp_path: Path, path: str, sent: dict[str, Any]
+) -> None:
+    app, fake = make_app(tmp_path)
+    async with gateway_client(app) as client:
+        response = await client.post(path, json=sent)
+    assert response.status_code == 403, response.text
+    body = response.json()
+    assert set(body) <= {"error", "code", "location", "details"}
+    assert body["code"] == "forbidden"
+    assert "COMFY_PASSTHROUGH=full" in body["error"]
+    assert fake.requests == []
+
+
+async def test_a_prompt_submitted_here_can_be_interrupted_and_deleted(tmp_path: Path) -> None:
+    app, fake = make_app(tmp_path, PromptComfy(OURS))
+    sent = b'{"prompt_id":  "%s"}' % OURS.encode()
+
+    async def chunked() -> AsyncIterator[bytes]:
+        yield sent[:7]
+        yield sent[7:]
+
+    async with gateway_client(app) as client:
+        submitted = await client.post("/comfy/prompt", json={"prompt": {}})
+        assert submitted.status_code == 200
+        assert submitted.json()["prompt_id"] == OURS  # the answer went on whole
+        interrupted = await client.post("/comfy/interrupt", content=sent)
+        streamed = await client.post("/comfy/interrupt", content=chunked())
+        deleted = await client.post("/comfy/api/queue", json={"delete": [OURS]})
+        cancelled = await client.post(f"/comfy/api/jobs/{OURS}/cancel")
+    assert {r.status_code for r in (interrupted, streamed, deleted, cancelled)} == {201}
+    paths = [request.url.path for request, _ in fake.requests]
+    assert paths == [
+        "/prompt", "/interrupt", "/interrupt", "/api/queue", f"/api/jobs/{OURS}/cancel"
+    ]  # fmt: skip
+    # The body that was read to decide went on as the client sent it, whole or chunked.
+    for request, chunks in fake.requests[1:3]:
+        assert b"".join(chunks) == sent
+        assert request.headers["content-length"] == str(len(sent))
+        assert "transfer-encoding" not in request.headers
+
+
+async def test_a_prompt_named_after_a_gateway_job_gives_no_hold_on_it(tmp_path: Path) -> None:
+    app, fake = make_app(tmp_path, PromptComfy(OURS))
+    app.state.gateway.tracker.watch(OURS)  # a gateway job with the id the client chose
+    async with gateway_client(app) as client:
+        assert (await client.post("/comfy/prompt", json={"prompt": {}})).status_code == 200
+        refused = await client.post("/comfy/queue", json={"delete": [OURS]})
+    assert refused.status_code == 403
+    assert len(fake.requests) == 1
+
+
+async def test_full_forwards_everything(tmp_path: Path) -> None:
+    app, fake = make_app(tmp_path, comfy_passthrough="full")
+    async with gateway_client(app) as client:
+        cleared = await client.post("/comfy/queue", json={"clear": True})
+        freed = await client.post("/comfy/free", json={"unload_models": True})
+    assert [cleared.status_code, freed.status_code] == [201, 201]
+    assert [request.url.path for request, _ in fake.requests] == ["/queue", "/free"]
+
+
+async def open_socket(app: FastAPI, path: str, query: bytes = b"") -> Message:
+    """Open a websocket as a server would; the app's first answer."""
+    scope = {
+        "type": "websocket", "asgi": {"version": "3.0"}, "scheme": "ws", "path": path,
+        "raw_path": path.encode(), "root_path": "", "query_string": query,
+        "client": ("127.0.0.1", 9), "server": ("gateway", 80), "subprotocols": [], "headers": [],
+        "extensions": {"websocket.http.response": {}},
+    }  # fmt: skip
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return {"type": "websocket.connect"}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    await app(scope, receive, send)
+    return sent[0]
+
+
+@pytest.mark.parametrize("path", ["/ws", "/comfy/ws"])
+@pytest.mark.parametrize("mode", ["true", "full", "false"])
+async def test_the_websocket_is_also_at_the_root(tmp_path: Path, path: str, mode: str) -> None:
+    app, _ = make_app(tmp_path, comfy_passthrough=mode)
+    taken = f"clientId={app.state.gateway.tracker.client_id}".encode()
+    first = await open_socket(app, path)
+    refused = await open_socket(app, path, taken)
+    if mode == "false":  # no such route: Starlette closes before the handshake
+        assert first == refused == {"type": "websocket.close", "code": 1000, "reason": ""}
+    else:
+        assert first["status"] == 503  # the relay tried ComfyUI, which is not listening here
+        assert refused["status"] == 409  # the gateway's own clientId, at either path
+
+
+def test_a_compressed_answer_is_read_for_its_prompt_id() -> None:
+    answer = json.dumps({"prompt_id": OURS, "number": 1}).encode()
+    headers = httpx.Headers({"content-encoding": "gzip", "content-type": "application/json"})
+    assert prompt_id_in(headers, gzip.compress(answer)) == OURS
+    assert prompt_id_in(httpx.Headers(), answer) == OURS
+    assert prompt_id_in(httpx.Headers(), b"[1]") is None
+    assert prompt_id_in(headers, b"not gzip") is None

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from app.passthrough import PassthroughMode
 from app.settings import PROJECT_ROOT, Settings, SettingsError, load_settings
 
 # Every variable the gateway reads, so that a developer's shell cannot leak into a test.
@@ -43,6 +44,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
         ("prompt_timeout_s", None),
         ("keep_outputs", False),
         ("log_level", "info"),
+        ("comfy_passthrough", PassthroughMode.SAFE),
     ],
 )
 def test_default(field: str, expected: Any) -> None:
@@ -80,6 +82,15 @@ def test_derived_defaults() -> None:
         ("LOG_LEVEL", "DEBUG", "log_level", "debug"),
         ("LOG_LEVEL", "Warning", "log_level", "warning"),
         ("log_level", "error", "log_level", "error"),
+        ("COMFY_PASSTHROUGH", "full", "comfy_passthrough", PassthroughMode.FULL),
+        ("COMFY_PASSTHROUGH", " Full", "comfy_passthrough", PassthroughMode.FULL),
+        # It was a boolean before `full`: every spelling of one keeps its meaning.
+        ("COMFY_PASSTHROUGH", "true", "comfy_passthrough", PassthroughMode.SAFE),
+        ("COMFY_PASSTHROUGH", "yes", "comfy_passthrough", PassthroughMode.SAFE),
+        ("COMFY_PASSTHROUGH", "1", "comfy_passthrough", PassthroughMode.SAFE),
+        ("COMFY_PASSTHROUGH", "false", "comfy_passthrough", PassthroughMode.OFF),
+        ("COMFY_PASSTHROUGH", "Off", "comfy_passthrough", PassthroughMode.OFF),
+        ("COMFY_PASSTHROUGH", "0", "comfy_passthrough", PassthroughMode.OFF),
     ],
 )
 def test_env_parsed(
@@ -117,6 +128,7 @@ def test_derived_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
         ({"PROMPT_TIMEOUT_S": "0"}, "PROMPT_TIMEOUT_S", "greater than 0"),
         ({"ALWAYS_RESTART_COMFYUI": "maybe"}, "ALWAYS_RESTART_COMFYUI", "boolean"),
         ({"CMD": "python 'main.py"}, "CMD", "shell command"),
+        ({"COMFY_PASSTHROUGH": "all"}, "COMFY_PASSTHROUGH", "'false', 'true' or 'full'"),
         ({"PORT": "8188"}, "PORT", "must differ"),
         ({"PORT": "9000", "COMFYUI_PORT_HOST": "9000"}, "COMFYUI_PORT_HOST", "must differ"),
     ],
