@@ -47,6 +47,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory, receiver: Receiver) -> Ite
         "SYSTEM_WEBHOOK_EVENTS": "all",
         "ALWAYS_RESTART_COMFYUI": "true",
         "SHUTDOWN_GRACE_S": "3",
+        "ALLOWED_PRIVATE_NETWORKS": "127.0.0.1/32",  # the receivers; refused by default
         **META,
     }
     with running(tmp_path_factory.mktemp("delivery"), **env) as gw:

@@ -45,6 +45,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
         "MAX_QUEUE_DEPTH": "4",
         "PROMPT_WEBHOOK_RETRIES": "1",
         "WEBHOOK_TIMEOUT_S": "5",
+        "ALLOWED_PRIVATE_NETWORKS": "127.0.0.1/32",  # the webhook receiver
     }
     with running(tmp_path_factory.mktemp("edge"), **env) as gw:
         yield gw

@@ -83,8 +83,11 @@ def s3() -> Iterator[Any]:
 
 @pytest.fixture(scope="module")
 def store() -> Iterator[Receiver]:
-    """A real HTTP server that accepts PUTs (and, scripted, refuses them)."""
-    receiver = Receiver()
+    """A real HTTP server that accepts PUTs (and, scripted, refuses them), and webhooks.
+
+    On 127.0.0.2, like the file server: the one private address the module's gateway may reach.
+    """
+    receiver = Receiver(host="127.0.0.2")
     yield receiver
     receiver.close()
 
@@ -439,13 +442,21 @@ def test_http_upload_puts_with_the_configured_header(client: httpx.Client, store
     assert decode_image(base64.b64encode(put.body).decode()).size == (64, 64)
 
 
-def test_http_store_refusing_writes_is_a_502(client: httpx.Client, store: Receiver) -> None:
+def test_http_store_refusing_writes_is_a_502(
+    client: httpx.Client, gateway: Gateway, store: Receiver
+) -> None:
+    """The store is at a private address (allowed): what it answered goes to the log only."""
     store.refused_prefixes["/readonly/"] = 403
     body = {"prompt": empty_image(7), "http_upload": {"url_prefix": store.url("/readonly/")}}
     response = client.post("/prompt", json=body)
     assert response.status_code == 502, response.text
     assert response.json()["code"] == "upload_failed"
-    assert "HTTP 403" in response.json()["error"]
+    [path] = [d.path for d in store.records if d.path.startswith("/readonly/")]
+    filename = path.removeprefix("/readonly/")
+    assert response.json()["details"] == {"filename": filename}
+    # The URL's port or the file's name may hold "403" by chance; nothing else may.
+    assert "403" not in response.text.replace(store.url(path), "").replace(filename, "")
+    assert f"PUT to {store.url(path)} (127.0.0.2) failed: HTTP 403" in gateway.log_text()
 
 
 def test_one_store_at_a_time(client: httpx.Client) -> None:

@@ -13,6 +13,9 @@ import pytest
 
 from app import addresses
 from app.addresses import AddressPolicy, AddressRefused, HostUnresolved, Pinned, forbidden_address
+from app.errors import InvalidRequest
+from app.jobs import check_destinations
+from app.schemas import JobOptions
 from app.settings import load_settings
 from tests.unit.fakedns import FakeDNS
 
@@ -197,3 +200,43 @@ async def test_every_spelling_of_loopback_is_refused(host: str, address: str) ->
         await policy().check(f"http://{host}:9/x")
     if host != "localhost":  # localhost may resolve to ::1 first
         assert f"({address})" in str(caught.value) or str(caught.value).startswith(address)
+
+
+DESTINATIONS = FakeDNS(
+    {"loop.test": [["127.0.0.1"]], "v6loop.test": [["::1"]], "metadata.test": [["169.254.169.254"]],
+     "public.test": [["8.8.8.8"]], "lan.test": [["10.0.0.1"]]}
+)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("body", "location"),
+    [
+        ({"webhook": "http://loop.test:9/x"}, "webhook"),
+        ({"webhook_v2": "http://v6loop.test:9/x"}, "webhook_v2"),
+        ({"http_upload": {"url_prefix": "http://metadata.test/up/"}}, "http_upload.url_prefix"),
+        ({"webhook_v2": "http://nowhere.test/x"}, "webhook_v2"),
+        ({"webhook": "http://public.test/x", "webhook_v2": "http://lan.test/x"}, "webhook_v2"),
+        ({"webhook": "http://public.test/x", "http_upload": {"url_prefix": "http://nowhere.test/"}},
+         "http_upload.url_prefix"),
+    ],
+)  # fmt: skip
+async def test_a_request_naming_a_refused_url_is_a_located_400(
+    body: dict[str, object], location: str
+) -> None:
+    options = JobOptions.model_validate(body)
+    with pytest.raises(InvalidRequest) as caught:
+        await check_destinations(options, policy(dns=DESTINATIONS))
+    assert caught.value.status == 400
+    assert caught.value.location == location
+    assert caught.value.message.startswith(f"{location}: ")
+
+
+async def test_allowed_destinations_pass() -> None:
+    options = JobOptions.model_validate(
+        {"webhook": "http://loop.test:9/a", "webhook_v2": "http://public.test/b",
+         "http_upload": {"url_prefix": "http://loop.test:9/up/"}}
+    )  # fmt: skip
+    await check_destinations(options, policy("127.0.0.1/32", dns=DESTINATIONS))
+    assert [location for location, _ in options.destinations()] == [
+        "webhook", "webhook_v2", "http_upload.url_prefix"
+    ]  # fmt: skip
