@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from app import __version__
+from app.addresses import AddressPolicy
 from app.comfy.client import ComfyClient
 from app.comfy.process import ComfyProcess, ComfyStartError
 from app.comfy.tracker import PromptTracker
@@ -41,7 +42,10 @@ class Gateway:
         )
         self.webhooks = WebhookSender(settings)
         self.inputs = InputFiles(settings, self.client)
-        self.uploader = Uploader(settings.http_upload_auth_header, settings.upload_timeout_s)
+        addresses = AddressPolicy.from_settings(settings)
+        self.uploader = Uploader(
+            settings.http_upload_auth_header, settings.upload_timeout_s, addresses
+        )
         self.jobs = JobRunner(
             self.client,
             self.tracker,
@@ -54,6 +58,7 @@ class Gateway:
             ),
             self.webhooks,
             self.uploader,
+            addresses,
             timeout_s=settings.prompt_timeout_s,
             keep_outputs=settings.keep_outputs,
         )

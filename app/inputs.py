@@ -1,7 +1,7 @@
 """Input files: a loader node's value may be a file name, an http(s) URL, or base64.
 
-URLs are downloaded (size cap, deadline, redirects checked hop by hop against private
-addresses), base64 is decoded, both are sniffed from their bytes, handed to ComfyUI through its
+URLs are downloaded (size cap, deadline, each redirect hop's address checked and pinned by
+app.addresses), base64 is decoded, both are sniffed from their bytes, handed to ComfyUI through its
 upload endpoint into a per-job subfolder, and the graph is rewritten to point at them.
 """
 
@@ -11,11 +11,9 @@ import asyncio
 import base64
 import binascii
 import contextlib
-import ipaddress
 import logging
 import re
 import shutil
-import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +21,7 @@ from urllib.parse import urljoin, urlsplit
 
 import httpx
 
+from app.addresses import AddressPolicy, AddressRefused, Pinned
 from app.comfy.client import ComfyClient
 from app.errors import InvalidRequest
 from app.metrics import MetricsHooks
@@ -90,20 +89,6 @@ def sniff(data: bytes) -> Sniffed | None:
     return None
 
 
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-def forbidden_address(address: str, allowed: tuple[Network, ...] = ()) -> bool:
-    """True for addresses a URL from a client must not reach: private, loopback, link-local,
-    cloud metadata (169.254.169.254), multicast, reserved; unless inside an allowed network."""
-    ip = ipaddress.ip_address(address.split("%", 1)[0])  # drop an IPv6 zone id
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    if any(ip in network for network in allowed):
-        return False
-    return not ip.is_global or ip.is_multicast
-
-
 class InputError(InvalidRequest):
     """An input file that cannot be used; `location` names the node input."""
 
@@ -126,8 +111,7 @@ class InputFiles:
         self.input_dir = settings.comfy_input_dir
         self.max_bytes = int(settings.input_max_mb * 2**20)
         self.timeout_s = settings.input_download_timeout_s
-        self.allow_private = settings.allow_private_urls
-        self.allowed_networks = settings.allowed_private_networks
+        self.addresses = AddressPolicy.from_settings(settings)
         self.http = httpx.AsyncClient(
             follow_redirects=False, timeout=httpx.Timeout(self.timeout_s, connect=10.0)
         )
@@ -206,9 +190,9 @@ class InputFiles:
 
     async def _follow(self, url: str, where: str) -> bytes:
         for _ in range(MAX_REDIRECTS + 1):
-            target, headers, extensions = await self._pin(url, where)
+            pinned = await self._pin(url, where)
             async with self.http.stream(
-                "GET", target, headers=headers, extensions=extensions
+                "GET", pinned.url, headers=pinned.headers, extensions=pinned.extensions
             ) as response:
                 if response.is_redirect and "location" in response.headers:
                     url = urljoin(url, response.headers["location"])
@@ -236,36 +220,11 @@ class InputFiles:
         mb = self.max_bytes / 2**20
         return InputError(f"{where}: {url} is larger than INPUT_MAX_MB ({mb:g} MB)", location=where)
 
-    async def _pin(self, url: str, where: str) -> tuple[str, dict[str, str], dict[str, Any]]:
-        """Check where a URL's host resolves and connect to that very address.
-
-        Connecting by the checked address (with the name in Host and TLS SNI, so certificates
-        are still verified against it) leaves no room for DNS to answer differently later.
-        """
-        if self.allow_private:
-            return url, {}, {}
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-        port = parts.port or (443 if parts.scheme == "https" else 80)
+    async def _pin(self, url: str, where: str) -> Pinned:
         try:
-            infos = await asyncio.get_running_loop().getaddrinfo(
-                host, port, type=socket.SOCK_STREAM
-            )
-        except OSError as e:
-            raise InputError(f"{where}: cannot resolve {host}: {e}", location=where) from None
-        addresses = [str(info[4][0]) for info in infos]
-        refused = [a for a in addresses if forbidden_address(a, self.allowed_networks)]
-        if refused:
-            raise InputError(
-                f"{where}: {host} is a private, loopback or link-local address ({refused[0]}); "
-                "set ALLOW_PRIVATE_URLS=true to fetch from such addresses",
-                location=where,
-            )
-        address = addresses[0]
-        netloc = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
-        pinned = parts._replace(netloc=netloc).geturl()
-        host_header = parts.netloc.rsplit("@", 1)[-1]
-        return pinned, {"Host": host_header}, {"sni_hostname": host}
+            return await self.addresses.pin(url)
+        except AddressRefused as e:
+            raise InputError(f"{where}: {e}", location=where) from None
 
     def remove(self, job: JobInputs) -> None:
         """Delete the job's input files, when ComfyUI's input folder is on this machine."""

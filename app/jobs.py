@@ -15,10 +15,18 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from app.addresses import AddressPolicy, AddressRefused
 from app.comfy.client import ComfyClient
 from app.comfy.graph import Graph, check_graph
 from app.comfy.tracker import PromptTracker, PromptWaiter
-from app.errors import Conflict, GatewayError, Interrupted, NotFound, PromptTimeout
+from app.errors import (
+    Conflict,
+    GatewayError,
+    Interrupted,
+    InvalidRequest,
+    NotFound,
+    PromptTimeout,
+)
 from app.inputs import InputFiles, JobInputs
 from app.logs import bind_request_id
 from app.media import OutputFile, OutputStore, output_files, unique_prefixes
@@ -59,6 +67,7 @@ class JobRunner:
         history: JobHistory,
         sender: WebhookSender,
         uploader: Uploader,
+        addresses: AddressPolicy,
         *,
         timeout_s: float | None,
         keep_outputs: bool,
@@ -70,6 +79,7 @@ class JobRunner:
         self.history = history
         self.sender = sender
         self.uploader = uploader
+        self.addresses = addresses
         self.timeout_s = timeout_s
         self.keep_outputs = keep_outputs
         self.metrics = MetricsHooks()  # the Gateway hands in its GatewayMetrics
@@ -93,6 +103,8 @@ class JobRunner:
         """
         bind_request_id(request_id)  # every later log line of this request and its job has it
         check_graph(graph)
+        options = options or JobOptions()
+        await check_destinations(options, self.addresses)  # awaits DNS: before the id is taken
         if request_id in self.active or request_id in self.preparing:
             raise Conflict(f"a job with id {request_id!r} is already running", location="id")
         prompt_id = str(uuid.uuid4())  # ComfyUI 0.33+ takes only the canonical form
@@ -104,7 +116,7 @@ class JobRunner:
         record = JobRecord(request_id, prompt_id, workflow)
         waiter = self.tracker.watch(prompt_id)
         waiter.on_event = record.on_comfy_event
-        job = Job(record, graph, waiter, options or JobOptions(), echo_input, inputs)
+        job = Job(record, graph, waiter, options, echo_input, inputs)
         self.active[request_id] = job
         self.by_prompt[prompt_id] = request_id
         log.info("job %s: submitting as prompt %s (%d nodes)", request_id, prompt_id, len(graph))
@@ -244,6 +256,16 @@ class JobRunner:
             _, pending = await asyncio.wait(set(self.tasks), timeout=timeout_s)
             return not pending
         return True
+
+
+async def check_destinations(options: JobOptions, addresses: AddressPolicy) -> None:
+    """Refuse a webhook or upload URL the address policy refuses: a located 400, before the job
+    exists, so nothing runs and nothing is ever sent there."""
+    for location, url in options.destinations():
+        try:
+            await addresses.check(url)
+        except AddressRefused as e:
+            raise InvalidRequest(f"{location}: {e}", location=location) from None
 
 
 def _ms(seconds: float) -> float:

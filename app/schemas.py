@@ -89,6 +89,16 @@ class JobOptions(BaseModel):
     def upload(self) -> S3Upload | HttpUpload | None:
         return self.s3 or self.http_upload
 
+    def destinations(self) -> list[tuple[str, str]]:
+        """(location, URL) of every URL this request has the gateway send to."""
+        urls: list[tuple[str, HttpUrl | str | None]] = [
+            ("webhook", self.webhook),
+            ("webhook_v2", self.webhook_v2),
+        ]
+        if self.http_upload is not None:
+            urls.append(("http_upload.url_prefix", self.http_upload.url_prefix))
+        return [(location, str(url)) for location, url in urls if url is not None]
+
     @property
     def answered_at_once(self) -> bool:
         """True when the outcome travels by webhook or async upload: the request gets 202."""

@@ -157,7 +157,11 @@ class Settings(BaseSettings):
     webhook_timeout_s: float = Field(10.0, gt=0, description="Time one delivery attempt may take")
     webhook_backoff_s: float = Field(1.0, ge=0, description="Wait before the first retry (doubles)")
     webhook_secret: str | None = Field(None, description="Standard Webhooks secret (base64)")
-    system_webhook_url: HttpUrl | None = Field(None, description="Receiver of ComfyUI's events")
+    system_webhook_url: HttpUrl | None = Field(
+        None,
+        description="Receiver of ComfyUI's events; set by the operator, so its address is not "
+        "checked against ALLOW_PRIVATE_URLS / ALLOWED_PRIVATE_NETWORKS",
+    )
     system_webhook_events: Annotated[frozenset[str], NoDecode] = Field(
         frozenset(), description="Event types to forward: comma list, or `all`"
     )
@@ -174,10 +178,14 @@ class Settings(BaseSettings):
         30.0, gt=0, description="Time one input download may take"
     )
     allow_private_urls: bool = Field(
-        False, description="Let input URLs reach private, loopback and link-local addresses"
+        False,
+        description="Let the URLs a request names (input URLs, webhook URLs and upload URLs) "
+        "reach private, loopback and link-local addresses",
     )
     allowed_private_networks: Annotated[tuple[IPvAnyNetwork, ...], NoDecode] = Field(
-        (), description="Private networks input URLs may reach anyway: comma list of CIDRs"
+        (),
+        description="Private networks that input URLs, webhook URLs and upload URLs may reach "
+        "anyway: comma list of CIDRs",
     )
     http_upload_auth_header: str | None = Field(
         None, description="Header sent with http_upload PUTs, e.g. `Authorization: Bearer …`"

@@ -1,8 +1,11 @@
 """Uploads instead of base64: each output to S3 (or an S3-compatible store) or PUT over HTTP.
 
 S3 credentials, region and endpoint come from the usual AWS variables (AWS_ACCESS_KEY_ID,
-AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ENDPOINT_URL for S3-compatible stores). A failed upload is
-never hidden: it fails the job with 502 (or `prompt.failed` when the request was asynchronous).
+AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ENDPOINT_URL for S3-compatible stores): a request names
+only a bucket, never an endpoint, so there is no address of a client's to check. An http_upload
+URL is a client's: it is checked when the request comes in and again, pinned, for every PUT
+(app.addresses). A failed upload is never hidden: it fails the job with 502 (or `prompt.failed`
+when the request was asynchronous), though what a private store answered stays in the log.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from typing import Any
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.addresses import AddressPolicy, AddressRefused, Pinned
 from app.errors import GatewayError
 from app.metrics import MetricsHooks
 
@@ -67,12 +71,15 @@ def content_type(filename: str) -> str:
 class Uploader:
     """Sends output files to the store a request names; returns where each one went."""
 
-    def __init__(self, http_auth_header: str | None, timeout_s: float) -> None:
+    def __init__(
+        self, http_auth_header: str | None, timeout_s: float, addresses: AddressPolicy
+    ) -> None:
         headers: dict[str, str] = {}
         if http_auth_header:
             name, _, value = http_auth_header.partition(":")
             headers[name.strip()] = value.strip()
         self.http = httpx.AsyncClient(headers=headers, timeout=timeout_s, follow_redirects=False)
+        self.addresses = addresses
         self._s3: Any = None
         self.metrics = MetricsHooks()
 
@@ -104,18 +111,40 @@ class Uploader:
             return f"s3://{target.bucket}/{key}"
         url = target.url_prefix + filename
         try:
+            pinned = await self.addresses.pin(url)  # again: DNS may have changed since the check
+        except AddressRefused as e:
+            raise UploadFailed(
+                f"output {filename} could not be PUT to {url}: {e}", details={"filename": filename}
+            ) from None
+        headers = {"content-type": content_type(filename), **pinned.headers}
+        try:
             response = await self.http.put(
-                url, content=data, headers={"content-type": content_type(filename)}
+                pinned.url, content=data, headers=headers, extensions=pinned.extensions
             )
         except httpx.HTTPError as e:
-            raise UploadFailed(
-                f"output {filename} could not be PUT to {url}: {e!r}",
-                details={"filename": filename, "store_error": repr(e)},
-            ) from e
+            raise put_failed(filename, url, pinned, repr(e), {"store_error": repr(e)}) from e
         if response.status_code >= 300:
-            raise UploadFailed(
-                f"output {filename} could not be PUT to {url}: HTTP {response.status_code}",
-                details={"filename": filename, "store_status": response.status_code},
-            )
+            status = response.status_code
+            raise put_failed(filename, url, pinned, f"HTTP {status}", {"store_status": status})
         self.metrics.output_uploaded(len(data))
         return url
+
+
+def put_failed(
+    filename: str, url: str, pinned: Pinned, problem: str, details: dict[str, Any]
+) -> UploadFailed:
+    """The error a failed PUT fails its job with: the store's answer only when it is public.
+
+    A store at a private address (let through by ALLOWED_PRIVATE_NETWORKS or ALLOW_PRIVATE_URLS)
+    is an internal service: its status, or whether it answered at all, would let a client map
+    the network behind the gateway. The log keeps it for the operator. No body is ever echoed.
+    """
+    if not pinned.private:
+        message = f"output {filename} could not be PUT to {url}: {problem}"
+        return UploadFailed(message, details={"filename": filename, **details})
+    log.warning("output %s: PUT to %s (%s) failed: %s", filename, url, pinned.address, problem)
+    return UploadFailed(
+        f"output {filename} could not be PUT to {url}: the store, at a private address, did not "
+        "take it; the gateway's log has its answer",
+        details={"filename": filename},
+    )

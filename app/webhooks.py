@@ -3,6 +3,10 @@
 A delivery is retried on connection errors, timeouts, 429 and 5xx, with exponential back-off
 and jitter, up to PROMPT_WEBHOOK_RETRIES attempts; other 4xx answers are final. Deliveries run
 in their job's task (or the system-event worker), never in a request handler.
+
+A job's webhook URL came from a client: each attempt resolves it again and connects to the
+address app.addresses allows (a name that now points somewhere refused gets nothing), and
+redirects are never followed. SYSTEM_WEBHOOK_URL is the operator's and is used as it is.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from typing import Any
 
 import httpx
 
+from app.addresses import AddressPolicy, AddressRefused, HostUnresolved
 from app.metrics import MetricsHooks
 from app.settings import Settings
 
@@ -54,7 +59,9 @@ class WebhookSender:
         self.timeout_s = settings.webhook_timeout_s
         self.base_backoff_s = settings.webhook_backoff_s
         self.key = decode_secret(settings.webhook_secret) if settings.webhook_secret else None
+        # Never follow a redirect: its target would escape the address check.
         self.http = httpx.AsyncClient(timeout=self.timeout_s, follow_redirects=False)
+        self.addresses = AddressPolicy.from_settings(settings)
         self.metrics = MetricsHooks()  # the Gateway hands in its GatewayMetrics
 
     async def aclose(self) -> None:
@@ -71,18 +78,42 @@ class WebhookSender:
             headers["webhook-signature"] = sign(self.key, msg_id, timestamp, body)
         return headers
 
-    async def deliver(self, url: str, payload: dict[str, Any], *, msg_id: str, job_id: str) -> bool:
-        """POST payload to url until it is accepted or the attempts run out; True if accepted."""
+    async def _request(self, url: str, body: bytes, msg_id: str, trusted: bool) -> httpx.Request:
+        """One attempt's POST, to the address just checked unless the operator set url."""
+        headers = self.headers(msg_id, body)  # per attempt: the signature covers a fresh time
+        if trusted:
+            return self.http.build_request("POST", url, content=body, headers=headers)
+        pinned = await self.addresses.pin(url)
+        headers.update(pinned.headers)
+        return self.http.build_request(
+            "POST", pinned.url, content=body, headers=headers, extensions=pinned.extensions
+        )
+
+    async def deliver(
+        self,
+        url: str,
+        payload: dict[str, Any],
+        *,
+        msg_id: str,
+        job_id: str,
+        trusted: bool = False,
+    ) -> bool:
+        """POST payload to url until it is accepted or the attempts run out; True if accepted.
+
+        `trusted`: the operator set url (SYSTEM_WEBHOOK_URL), so its address is not checked.
+        """
         body = json.dumps(payload, separators=(",", ":")).encode()
         what = payload.get("type") or payload.get("event")
         last_error = "no attempt made"
         for attempt in range(1, self.attempts + 1):
             retry_after: float | None = None
             try:
-                # Headers are made per attempt: the signature covers a fresh timestamp.
-                response = await self.http.post(
-                    url, content=body, headers=self.headers(msg_id, body)
-                )
+                response = await self.http.send(await self._request(url, body, msg_id, trusted))
+            except HostUnresolved as e:
+                last_error = str(e)  # DNS may answer on the next attempt
+            except AddressRefused as e:
+                last_error = str(e)
+                break  # nothing was sent, and nothing will be
             except httpx.TransportError as e:
                 last_error = f"{type(e).__name__}: {e}"
             else:
@@ -147,7 +178,9 @@ class SystemEvents:
     async def _run(self) -> None:
         while True:
             item = await self.queue.get()
-            await self.sender.deliver(self.url, item["payload"], msg_id=item["id"], job_id="system")
+            await self.sender.deliver(
+                self.url, item["payload"], msg_id=item["id"], job_id="system", trusted=True
+            )
             self.queue.task_done()
 
     async def close(self, timeout_s: float) -> None:

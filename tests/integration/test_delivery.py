@@ -51,6 +51,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory, receiver: Receiver) -> Ite
         "SYSTEM_WEBHOOK_EVENTS": "all",
         "ALWAYS_RESTART_COMFYUI": "true",
         "SHUTDOWN_GRACE_S": "3",
+        "ALLOWED_PRIVATE_NETWORKS": "127.0.0.1/32",  # the receivers; refused by default
         **META,
     }
     with running(tmp_path_factory.mktemp("delivery"), **env) as gw:
@@ -165,6 +166,24 @@ def test_bad_webhook_url_is_a_400(client: httpx.Client, url: str) -> None:
     response = client.post("/prompt", json={"prompt": graph("g1_empty_save"), "webhook": url})
     assert response.status_code == 400
     assert response.json()["location"] == "webhook"
+
+
+def test_webhook_outside_the_allowed_networks_is_a_located_400(
+    client: httpx.Client, gateway: Gateway
+) -> None:
+    """ALLOWED_PRIVATE_NETWORKS=127.0.0.1/32 lets that address through, and no other."""
+    elsewhere = Receiver(host="127.0.0.2")
+    try:
+        for field in ("webhook", "webhook_v2"):
+            body = {"prompt": graph("g1_empty_save"), field: elsewhere.url("/never")}
+            response = client.post("/prompt", json=body)
+            assert response.status_code == 400, response.text
+            assert response.json()["location"] == field
+            assert "127.0.0.2" in response.json()["error"]
+        time.sleep(0.3)
+        assert elsewhere.connections == 0
+    finally:
+        elsewhere.close()
 
 
 def test_retried_after_two_500s(client: httpx.Client, receiver: Receiver) -> None:

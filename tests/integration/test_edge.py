@@ -47,6 +47,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
         "PROMPT_WEBHOOK_RETRIES": "1",
         "WEBHOOK_TIMEOUT_S": "5",
         "COMFY_PASSTHROUGH": "full",
+        "ALLOWED_PRIVATE_NETWORKS": "127.0.0.1/32",  # the webhook receiver
     }
     with running(tmp_path_factory.mktemp("edge"), **env) as gw:
         yield gw

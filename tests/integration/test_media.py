@@ -19,7 +19,8 @@ from PIL import Image
 
 from tests.integration.fileserver import FileServer
 from tests.integration.harness import Gateway, free_port, running
-from tests.integration.receiver import Receiver
+from tests.integration.receiver import Receiver, loopback_traps
+from tests.integration.test_addresses import SPELLINGS
 from tests.integration.test_prompt import decode_image, empty_image
 
 
@@ -83,10 +84,21 @@ def s3() -> Iterator[Any]:
 
 @pytest.fixture(scope="module")
 def store() -> Iterator[Receiver]:
-    """A real HTTP server that accepts PUTs (and, scripted, refuses them)."""
-    receiver = Receiver()
+    """A real HTTP server that accepts PUTs (and, scripted, refuses them), and webhooks.
+
+    On 127.0.0.2, like the file server: the one private address the module's gateway may reach.
+    """
+    receiver = Receiver(host="127.0.0.2")
     yield receiver
     receiver.close()
+
+
+@pytest.fixture(scope="module")
+def traps() -> Iterator[list[Receiver]]:
+    made = loopback_traps()
+    yield made
+    for receiver in made:
+        receiver.close()
 
 
 @pytest.fixture(scope="module")
@@ -178,14 +190,21 @@ def test_url_that_cannot_be_used_is_a_located_400(
     assert words in body["error"]
 
 
-@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "[::1]", "169.254.169.254"])
-def test_private_address_is_refused_by_default(shared_gateway: Gateway, host: str) -> None:
-    url = f"http://{host}:{shared_gateway.port}/health"
+# Only loopback is ever aimed at, however spelled; the other private ranges (169.254.169.254
+# included) are the address check's unit tests, so that a regression sends nothing anywhere.
+@pytest.mark.parametrize("host", list(SPELLINGS))
+def test_private_address_is_refused_by_default(
+    shared_gateway: Gateway, traps: list[Receiver], host: str
+) -> None:
+    url = f"http://{host}:{traps[0].port}/picture.png"
     response = httpx.post(
         f"{shared_gateway.url}/prompt", json={"prompt": load_and_scale(url)}, timeout=30
     )
     assert response.status_code == 400
+    assert response.json()["location"] == "prompt.10.inputs.image"
     assert "ALLOW_PRIVATE_URLS" in response.json()["error"]
+    assert SPELLINGS[host] in response.json()["error"]
+    assert [t.connections for t in traps] == [0, 0, 0]
 
 
 @pytest.mark.parametrize(
@@ -439,13 +458,35 @@ def test_http_upload_puts_with_the_configured_header(client: httpx.Client, store
     assert decode_image(base64.b64encode(put.body).decode()).size == (64, 64)
 
 
-def test_http_store_refusing_writes_is_a_502(client: httpx.Client, store: Receiver) -> None:
+def test_http_store_refusing_writes_is_a_502(
+    client: httpx.Client, gateway: Gateway, store: Receiver
+) -> None:
+    """The store is at a private address (allowed): what it answered goes to the log only."""
     store.refused_prefixes["/readonly/"] = 403
     body = {"prompt": empty_image(7), "http_upload": {"url_prefix": store.url("/readonly/")}}
     response = client.post("/prompt", json=body)
     assert response.status_code == 502, response.text
     assert response.json()["code"] == "upload_failed"
-    assert "HTTP 403" in response.json()["error"]
+    [path] = [d.path for d in store.records if d.path.startswith("/readonly/")]
+    filename = path.removeprefix("/readonly/")
+    assert response.json()["details"] == {"filename": filename}
+    # The URL's port or the file's name may hold "403" by chance; nothing else may.
+    assert "403" not in response.text.replace(store.url(path), "").replace(filename, "")
+    assert f"PUT to {store.url(path)} (127.0.0.2) failed: HTTP 403" in gateway.log_text()
+
+
+def test_upload_to_an_address_not_allowed_is_a_located_400(
+    client: httpx.Client, traps: list[Receiver]
+) -> None:
+    """ALLOWED_PRIVATE_NETWORKS=127.0.0.2/32 lets that address through, and no other."""
+    prefix = traps[0].url("/store/")  # 127.0.0.1
+    response = client.post(
+        "/prompt", json={"prompt": empty_image(10), "http_upload": {"url_prefix": prefix}}
+    )
+    assert response.status_code == 400, response.text
+    assert response.json()["location"] == "http_upload.url_prefix"
+    assert "127.0.0.1" in response.json()["error"]
+    assert [t.connections for t in traps] == [0, 0, 0]
 
 
 def test_one_store_at_a_time(client: httpx.Client) -> None:

@@ -124,9 +124,9 @@ async def test_receiver_takes_signed_deliveries_and_refuses_others(
     running_receiver: tuple[str, Path],
 ) -> None:
     url, out_dir = running_receiver
-    settings = load_settings(webhook_secret=SECRET, prompt_webhook_retries=1)
-    signed = WebhookSender(settings)
-    unsigned = WebhookSender(load_settings(prompt_webhook_retries=1))
+    loopback = {"prompt_webhook_retries": 1, "allowed_private_networks": "127.0.0.1/32"}
+    signed = WebhookSender(load_settings(webhook_secret=SECRET, **loopback))
+    unsigned = WebhookSender(load_settings(**loopback))
     complete = {"type": "prompt.complete", "id": "job-9", "images": [PNG, PNG],
                 "filenames": ["a.png", "b.png"], "prompt": {}, "stats": {}}  # fmt: skip
     try:

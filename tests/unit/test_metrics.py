@@ -235,14 +235,17 @@ async def test_webhook_deliveries_by_outcome(
     answers: list[int], job_id: str, kind: str, outcome: str
 ) -> None:
     metrics = GatewayMetrics("t")
-    sender = WebhookSender(load_settings(prompt_webhook_retries=2, webhook_backoff_s=0))
+    settings = load_settings(
+        prompt_webhook_retries=2, webhook_backoff_s=0, allowed_private_networks="127.0.0.1/32"
+    )
+    sender = WebhookSender(settings)
     sender.metrics = metrics
     statuses = iter(answers)
     await sender.http.aclose()
     sender.http = httpx.AsyncClient(
         transport=httpx.MockTransport(lambda request: httpx.Response(next(statuses)))
     )
-    await sender.deliver("http://receiver/hook", {"type": "t"}, msg_id="m", job_id=job_id)
+    await sender.deliver("http://127.0.0.1/hook", {"type": "t"}, msg_id="m", job_id=job_id)
     await sender.aclose()
     found = scrape(metrics)
     counter = "comfy_gateway_webhook_deliveries_total"

@@ -1,15 +1,21 @@
-"""Webhook signing matches the Standard Webhooks library; the system-event buffer is bounded."""
+"""Webhook signing matches the Standard Webhooks library; the system-event buffer is bounded;
+a job's webhook goes only to an address the policy allows, pinned, and never follows a redirect.
+"""
 
 from __future__ import annotations
 
 import base64
 import json
+import logging
+from collections.abc import Iterator
 
 import pytest
 from standardwebhooks import Webhook
 
 from app.settings import SettingsError, load_settings
 from app.webhooks import SystemEvents, WebhookSender, decode_secret
+from tests.integration.receiver import Receiver, loopback_traps
+from tests.unit.fakedns import FakeDNS
 
 SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
 
@@ -66,3 +72,110 @@ async def test_system_event_buffer_drops_the_oldest_and_counts_them() -> None:
     assert queued[0] == {"event": "comfy.progress", "data": {"value": 5, "prompt_id": "job-1"},
                          "metadata": {"pod": "p1"}}  # fmt: skip
     await sender.aclose()
+
+
+# --- where a job's webhook may go ----------------------------------------------------------------
+
+
+@pytest.fixture
+def traps() -> Iterator[list[Receiver]]:
+    made = loopback_traps()
+    yield made
+    for receiver in made:
+        receiver.close()
+
+
+def sender_for(networks: str = "", dns: FakeDNS | None = None) -> WebhookSender:
+    settings = load_settings(
+        allowed_private_networks=networks, prompt_webhook_retries=3, webhook_backoff_s=0
+    )
+    sender = WebhookSender(settings)
+    if dns is not None:
+        sender.addresses.resolver = dns
+    return sender
+
+
+async def test_a_refused_address_gets_nothing_and_no_retries(
+    traps: list[Receiver], caplog: pytest.LogCaptureFixture
+) -> None:
+    dns = FakeDNS({"hooks.test": [["127.0.0.1"]]})
+    sender = sender_for(dns=dns)
+    try:
+        url = f"http://hooks.test:{traps[0].port}/x"
+        assert not await sender.deliver(url, {"type": "t"}, msg_id="m", job_id="job-1")
+    finally:
+        await sender.aclose()
+    assert [t.connections for t in traps] == [0, 0, 0]
+    assert dns.asked == ["hooks.test"]  # final: a refused address is not tried again
+    assert "job job-1: could not deliver t" in caplog.text
+    assert "hooks.test (127.0.0.1)" in caplog.text
+
+
+async def test_dns_rebinding_after_the_check_sends_nothing(traps: list[Receiver]) -> None:
+    """The request's check saw an allowed address; by delivery the name points at another."""
+    dns = FakeDNS({"rebind.test": [["127.0.0.2"], ["127.0.0.1"]]})
+    sender = sender_for("127.0.0.2/32", dns)
+    url = f"http://rebind.test:{traps[0].port}/x"
+    try:
+        await sender.addresses.check(url)  # what the request saw: allowed
+        assert not await sender.deliver(url, {"type": "t"}, msg_id="m", job_id="job-2")
+    finally:
+        await sender.aclose()
+    assert [t.connections for t in traps] == [0, 0, 0]
+
+
+async def test_delivery_connects_to_the_checked_address_with_the_name_in_host(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
+    receiver = Receiver(host="127.0.0.2")
+    # httpx could not resolve hooks.test itself: delivered means delivered to the pinned address
+    sender = sender_for("127.0.0.2/32", FakeDNS({"hooks.test": [["127.0.0.2"]]}))
+    try:
+        url = f"http://hooks.test:{receiver.port}/in"
+        assert await sender.deliver(url, {"type": "t"}, msg_id="m", job_id="job-3")
+    finally:
+        await sender.aclose()
+        receiver.close()
+    [delivery] = receiver.deliveries("/in")
+    assert delivery.headers["Host"] == f"hooks.test:{receiver.port}"
+    assert delivery.json() == {"type": "t"}
+    assert f"delivered t to {url}" in caplog.text  # the log names the URL the client gave
+
+
+async def test_a_name_that_does_not_resolve_is_retried() -> None:
+    dns = FakeDNS({})
+    sender = sender_for(dns=dns)
+    try:
+        assert not await sender.deliver("http://gone.test/x", {}, msg_id="m", job_id="job-4")
+    finally:
+        await sender.aclose()
+    assert dns.asked == ["gone.test"] * 3  # DNS may answer on a later attempt
+
+
+async def test_a_redirect_is_not_followed(traps: list[Receiver]) -> None:
+    hop = Receiver()
+    hop.redirects["/hop"] = traps[1].url("/landed")  # 127.0.0.2, allowed too
+    sender = sender_for("127.0.0.0/8")
+    try:
+        assert not await sender.deliver(hop.url("/hop"), {}, msg_id="m", job_id="job-5")
+    finally:
+        await sender.aclose()
+        hop.close()
+    assert len(hop.deliveries("/hop")) == 1  # a redirect is final, like any other 3xx/4xx
+    assert traps[1].connections == 0
+
+
+async def test_the_operators_system_webhook_url_is_not_checked() -> None:
+    receiver = Receiver()  # 127.0.0.1: refused for a client, and no setting allows it
+    sender = WebhookSender(load_settings())
+    events = SystemEvents(sender, receiver.url("/system"), frozenset({"status"}), {})
+    events.start()
+    try:
+        events.offer("status", {"queue": 0}, request_id=None)
+        await events.close(timeout_s=10)
+    finally:
+        await sender.aclose()
+        receiver.close()
+    [delivery] = receiver.deliveries("/system")
+    assert delivery.json()["event"] == "comfy.status"
