@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 Outputs = dict[str, dict[str, Any]]  # node id -> what the node reported in `executed`
 EventListener = Callable[[str, dict[str, Any]], None]  # (event type, event data)
 LostError = Callable[[], GatewayError]  # the error of a prompt ComfyUI no longer knows
+QUEUE_SHRINK_CONFIRM_S = 0.5
 
 
 @dataclass
@@ -144,6 +145,7 @@ class PromptTracker:
         self._watchdog: asyncio.Task[None] | None = None
         self._ws: ClientConnection | None = None
         self._checks: set[asyncio.Task[bool]] = set()
+        self._shrink_timer: asyncio.TimerHandle | None = None
 
     # -- waiters ------------------------------------------------------------------------------
     def watch(self, prompt_id: str) -> PromptWaiter:
@@ -185,6 +187,8 @@ class PromptTracker:
         await asyncio.wait_for(self.connected.wait(), timeout_s)
 
     async def close(self) -> None:
+        if self._shrink_timer is not None:
+            self._shrink_timer.cancel()
         for task in (self._task, self._watchdog, *self._checks):
             if task:
                 task.cancel()
@@ -246,10 +250,7 @@ class PromptTracker:
             remaining = exec_info.get("queue_remaining") if isinstance(exec_info, dict) else None
             if isinstance(remaining, int):
                 self.queue_depth = remaining
-                outstanding = [w for w in self.waiters.values() if w.outstanding]
-                if remaining < len(outstanding):
-                    # Fewer in ComfyUI's queue than we wait for, and no end event for them.
-                    self._check_soon(outstanding, removed_behind_gateway)
+                self._watch_queue_shrink()
             return
         waiter = self.waiters.get(str(data.get("prompt_id")))
         if waiter is None:
@@ -283,6 +284,31 @@ class PromptTracker:
         if waiter.on_event is not None:
             waiter.on_event(kind, data)
 
+    def _fewer_queued_than_outstanding(self) -> list[PromptWaiter]:
+        """The outstanding prompts, when ComfyUI's queue holds fewer than that; else []."""
+        outstanding = [w for w in self.waiters.values() if w.outstanding]
+        return outstanding if self.queue_depth < len(outstanding) else []
+
+    def _watch_queue_shrink(self) -> None:
+        """Ask ComfyUI about our prompts once its queue has held fewer than them for a while.
+
+        A count can be stale by one: the status event of a submission may arrive after the
+        submission's HTTP answer. Only a shortfall that no later status event corrects within
+        QUEUE_SHRINK_CONFIRM_S means prompts were removed behind the gateway.
+        """
+        if not self._fewer_queued_than_outstanding():
+            if self._shrink_timer is not None:
+                self._shrink_timer.cancel()
+                self._shrink_timer = None
+        elif self._shrink_timer is None:
+            loop = asyncio.get_running_loop()
+            self._shrink_timer = loop.call_later(QUEUE_SHRINK_CONFIRM_S, self._shrink_confirmed)
+
+    def _shrink_confirmed(self) -> None:
+        self._shrink_timer = None
+        if missing := self._fewer_queued_than_outstanding():
+            self._check_soon(missing, removed_behind_gateway)
+
     def _check_soon(self, waiters: list[PromptWaiter], lost: LostError) -> None:
         """Reconcile in the background (from an event handler, which must not wait)."""
         task = asyncio.create_task(self._reconcile(waiters, lost), name="prompt-tracker-check")
@@ -298,6 +324,7 @@ class PromptTracker:
         pending = [w for w in waiters if w.submitted and not w.done.done()]
         if not pending:
             return False
+        log.debug("asking ComfyUI where %d prompt(s) are", len(pending))
         try:
             found = await self.client.lookup([w.prompt_id for w in pending])
         except GatewayError as e:
