@@ -9,10 +9,10 @@ from types import FrameType
 
 import uvicorn
 
+from app.core.logs import configure_logging
+from app.core.settings import SettingsError, die_on_bad_settings, load_settings
 from app.gateway import Gateway
-from app.logs import configure_logging
 from app.main import create_app
-from app.settings import SettingsError, die_on_bad_settings, load_settings
 
 
 class GatewayServer(uvicorn.Server):

@@ -12,19 +12,19 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from app import __version__
-from app.addresses import AddressPolicy
 from app.comfy.client import ComfyClient
 from app.comfy.process import ComfyProcess, ComfyStartError
 from app.comfy.tracker import PromptTracker
-from app.errors import ComfyUnavailable, GatewayError, QueueFull
-from app.inputs import InputFiles
-from app.jobs import JobRunner
-from app.media import OutputStore
-from app.metrics import GatewayMetrics, gateway_state
-from app.records import JobHistory
-from app.settings import Settings
-from app.uploads import Uploader
-from app.webhooks import SystemEvents, WebhookSender
+from app.core.addresses import AddressPolicy
+from app.core.errors import ComfyUnavailable, GatewayError, QueueFull
+from app.core.metrics import GatewayMetrics, gateway_state
+from app.core.records import JobHistory
+from app.core.settings import Settings
+from app.jobs.inputs import InputFiles
+from app.jobs.outputs import OutputStore
+from app.jobs.runner import JobRunner
+from app.jobs.uploads import Uploader
+from app.jobs.webhooks import SystemEvents, WebhookSender
 
 log = logging.getLogger(__name__)
 

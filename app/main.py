@@ -13,19 +13,21 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from app import __version__
-from app.auth import ApiKeyAuth, ApiKeys, document_api_keys
 from app.comfy.process import ComfyStartError
-from app.cors import add_cors
-from app.errors import install_handlers
+from app.compat import comfy_proxy
+from app.compat import sdapi_routes as sdapi
+from app.compat.passthrough import PassthroughMode
+from app.compat.sdapi import SdapiState
+from app.core.errors import install_handlers
+from app.core.metrics import RequestMetrics
+from app.core.settings import Settings
+from app.edge.auth import ApiKeyAuth, ApiKeys, document_api_keys
+from app.edge.body_limit import BodySizeLimit
+from app.edge.cors import add_cors
 from app.gateway import Gateway
-from app.metrics import RequestMetrics
-from app.middleware import BodySizeLimit
-from app.passthrough import PassthroughMode
-from app.registry import Registry
-from app.routes import comfy_proxy, docs, metrics, models, probes, prompt, sdapi, workflows
-from app.sdapi import SdapiState
-from app.settings import Settings
-from app.warmup import run_warmup
+from app.registry.load import Registry
+from app.routes import docs, metrics, models, probes, prompt, workflows
+from app.startup import run_warmup
 
 log = logging.getLogger(__name__)
 

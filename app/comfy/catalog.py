@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from app.comfy.client import ComfyClient
-from app.workflow_types import ComfyChoice
+from app.registry.fields import ComfyChoice
 
 ObjectInfo = dict[str, dict[str, Any]]
 

@@ -11,7 +11,7 @@ from typing import Any, Literal, TypeVar
 
 import httpx
 
-from app.errors import ComfyFailed, ComfyUnavailable, NoOutputs, NotFound, PromptRejected
+from app.core.errors import ComfyFailed, ComfyUnavailable, NoOutputs, NotFound, PromptRejected
 
 log = logging.getLogger(__name__)
 

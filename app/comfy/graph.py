@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.errors import InvalidRequest
+from app.core.errors import InvalidRequest
 
 Graph = dict[str, dict[str, Any]]
 

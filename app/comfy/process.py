@@ -23,7 +23,7 @@ from pathlib import Path
 
 import httpx
 
-from app.settings import BUNDLED_COMFY_DIR, Settings
+from app.core.settings import BUNDLED_COMFY_DIR, Settings
 
 log = logging.getLogger(__name__)
 comfy_log = logging.getLogger("comfyui")

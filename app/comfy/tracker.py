@@ -33,7 +33,7 @@ import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
 from app.comfy.client import ComfyClient, PromptLookup
-from app.errors import ComfyUnavailable, ExecutionFailed, GatewayError, Interrupted
+from app.core.errors import ComfyUnavailable, ExecutionFailed, GatewayError, Interrupted
 
 log = logging.getLogger(__name__)
 

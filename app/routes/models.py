@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
+from app.core.schemas import ErrorResponse
 from app.gateway import Gateway
-from app.schemas import ErrorResponse
 
 router = APIRouter(tags=["models"])
 

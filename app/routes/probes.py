@@ -5,8 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from app.core.schemas import HealthResponse, ReadyResponse
 from app.gateway import Gateway
-from app.schemas import HealthResponse, ReadyResponse
 
 router = APIRouter(tags=["probes"])
 

@@ -11,10 +11,9 @@ from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from app.comfy.graph import Graph
-from app.errors import InvalidRequest, NotFound
-from app.gateway import Gateway
-from app.records import JobRecord
-from app.schemas import (
+from app.core.errors import InvalidRequest, NotFound
+from app.core.records import JobRecord
+from app.core.schemas import (
     Accepted,
     ErrorResponse,
     InterruptRequest,
@@ -25,6 +24,7 @@ from app.schemas import (
     PromptRequest,
     PromptResponse,
 )
+from app.gateway import Gateway
 
 router = APIRouter(tags=["prompts"])
 

@@ -16,13 +16,13 @@ from starlette.routing import BaseRoute
 
 from app.comfy.catalog import Catalog
 from app.comfy.process import ComfyStartError
-from app.errors import GatewayError
+from app.core.errors import GatewayError
+from app.core.schemas import ErrorResponse, JobOptions, WorkflowResponse
 from app.gateway import Gateway
-from app.registry import Registry, Workflow
+from app.registry.load import Registry, Workflow
+from app.registry.schema import schema_prefix
 from app.routes.prompt import ERRORS, run_job
-from app.schemas import ErrorResponse, JobOptions, WorkflowResponse
-from app.warmup import warmup_checkpoint
-from app.workflow_schema import schema_prefix
+from app.startup import warmup_checkpoint
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ import httpx
 import pytest
 import yaml
 
-from app.settings import Settings
+from app.core.settings import Settings
 from tests.integration.harness import COMFY_HOME, ROOT, Gateway
 
 SETTINGS = {name.upper() for name in Settings.model_fields}

@@ -16,7 +16,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.metrics import JOB_BUCKETS_S
+from app.core.metrics import JOB_BUCKETS_S
 from tests.integration.harness import Gateway, eventually, graph, running
 from tests.integration.receiver import Receiver
 from tests.integration.test_prompt import empty_image, slow_graph, wait_for_comfy_queue

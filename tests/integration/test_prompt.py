@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from PIL import Image, ImageStat
 
 from app.comfy.client import ComfyClient
-from app.errors import ComfyFailed
+from app.core.errors import ComfyFailed
 from tests.integration.harness import Gateway, comfy_version, graph
 
 

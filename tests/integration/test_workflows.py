@@ -19,7 +19,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from app.registry import discover
+from app.registry.load import discover
 from tests.integration.harness import GRAPHS, ROOT, Gateway, running
 
 TINY = "tiny-sd15-random.safetensors"

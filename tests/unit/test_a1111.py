@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from app import a1111
-from app.workflow_schema import enum_of
+from app.compat import a1111
+from app.registry.schema import enum_of
 
 COMFY_SAMPLERS = ["euler", "euler_ancestral", "dpmpp_2m", "dpmpp_sde", "ddim", "uni_pc"]
 COMFY_SCHEDULERS = ["normal", "karras", "exponential", "simple", "ddim_uniform", "beta"]

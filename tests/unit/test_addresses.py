@@ -11,12 +11,18 @@ import asyncio
 
 import pytest
 
-from app import addresses
-from app.addresses import AddressPolicy, AddressRefused, HostUnresolved, Pinned, forbidden_address
-from app.errors import InvalidRequest
-from app.jobs import check_destinations
-from app.schemas import JobOptions
-from app.settings import load_settings
+from app.core import addresses
+from app.core.addresses import (
+    AddressPolicy,
+    AddressRefused,
+    HostUnresolved,
+    Pinned,
+    forbidden_address,
+)
+from app.core.errors import InvalidRequest
+from app.core.schemas import JobOptions
+from app.core.settings import load_settings
+from app.jobs.runner import check_destinations
 from tests.unit.fakedns import FakeDNS
 
 

@@ -13,9 +13,9 @@ import pytest
 from fastapi import FastAPI, WebSocket
 from starlette.types import Message
 
-from app.auth import OPEN_PATHS, ApiKeys
+from app.core.settings import Settings, SettingsError, load_settings
+from app.edge.auth import OPEN_PATHS, ApiKeys
 from app.main import create_app
-from app.settings import Settings, SettingsError, load_settings
 
 KEY = "k3y-0123456789abcdef"
 OTHER = "0th3r-key_ABCDEFGHIJ"
@@ -177,7 +177,7 @@ def test_broken_key_file_keeps_the_last_good_keys(
         path.write_text("")
     else:
         path.write_text("nope\n")
-    with caplog.at_level(logging.WARNING, logger="app.auth"):
+    with caplog.at_level(logging.WARNING, logger="app.edge.auth"):
         for _ in range(3):  # three reloads, one warning
             clock.now += 10
             assert keys.accepts(KEY)

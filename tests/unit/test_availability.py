@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from app.availability import check_graph, types_match
 from app.comfy.catalog import Catalog
+from app.registry.availability import check_graph, types_match
 
 ROOT = Path(__file__).resolve().parents[2]
 CATALOG = Catalog.from_file(ROOT / "tests" / "fixtures" / "object_info.json")

@@ -10,8 +10,8 @@ import httpx
 import pytest
 from fastapi import FastAPI, Request
 
-from app.errors import install_handlers
-from app.middleware import BodySizeLimit
+from app.core.errors import install_handlers
+from app.edge.body_limit import BodySizeLimit
 
 CAP = 1000
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.cli import parse_inputs
+from app.tools.cli import parse_inputs
 
 
 def test_values_are_json_when_they_parse() -> None:

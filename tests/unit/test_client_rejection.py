@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from app.comfy.client import rejection
-from app.errors import NoOutputs, PromptRejected
+from app.core.errors import NoOutputs, PromptRejected
 
 
 def node_error(

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 from pydantic import TypeAdapter, ValidationError
 
-from app.convert import ConvertOutput, ConvertSpec, convert, converted_name
+from app.jobs.convert import ConvertOutput, ConvertSpec, convert, converted_name
 
 SPEC: TypeAdapter[ConvertSpec] = TypeAdapter(ConvertOutput)
 

@@ -8,8 +8,8 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from app.core.settings import Settings, SettingsError, load_settings
 from app.main import create_app
-from app.settings import Settings, SettingsError, load_settings
 
 KEY = "k3y-0123456789abcdef"
 ALLOWED = "https://app.example.com"

@@ -24,8 +24,8 @@ import yaml
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.metrics import GatewayMetrics, GatewayState
-from app.settings import PROJECT_ROOT, Settings
+from app.core.metrics import GatewayMetrics, GatewayState
+from app.core.settings import PROJECT_ROOT, Settings
 
 ROOT = PROJECT_ROOT
 BIN = Path(sys.executable).parent

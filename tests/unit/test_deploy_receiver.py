@@ -16,8 +16,8 @@ from types import ModuleType
 import httpx
 import pytest
 
-from app.settings import PROJECT_ROOT, load_settings
-from app.webhooks import WebhookSender, decode_secret, sign
+from app.core.settings import PROJECT_ROOT, load_settings
+from app.jobs.webhooks import WebhookSender, decode_secret, sign
 
 RECEIVER = PROJECT_ROOT / "docker" / "webhook-receiver" / "receiver.py"
 SECRET = "whsec_" + base64.b64encode(b"example receiver secret, 32 by.").decode()

@@ -9,9 +9,9 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from app import errors
-from app.errors import ComfyUnavailable, GatewayError, install_handlers
-from app.schemas import PromptRequest
+from app.core import errors
+from app.core.errors import ComfyUnavailable, GatewayError, install_handlers
+from app.core.schemas import PromptRequest
 
 SHAPE_KEYS = {"error", "code", "location", "details"}
 

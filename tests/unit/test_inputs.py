@@ -6,7 +6,7 @@ import base64
 
 import pytest
 
-from app.inputs import InputError, decode_base64, sniff
+from app.jobs.inputs import InputError, decode_base64, sniff
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(40)
 

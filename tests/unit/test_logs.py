@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from app.logs import JsonFormatter, bind_request_id, configure_logging, request_id
-from app.settings import Settings, SettingsError, load_settings
+from app.core.logs import JsonFormatter, bind_request_id, configure_logging, request_id
+from app.core.settings import Settings, SettingsError, load_settings
 
 
 @pytest.fixture(autouse=True)
@@ -59,13 +59,13 @@ def test_bad_log_format_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_json_lines_carry_the_fields(stderr: io.StringIO) -> None:
     configure_logging("info", "json", stderr)
-    logging.getLogger("app.jobs").info("job %s: %d outputs", "job-7", 2)
+    logging.getLogger("app.jobs.runner").info("job %s: %d outputs", "job-7", 2)
     logging.getLogger("comfyui").info("%s", 'Prompt executed in 0.01 seconds "quoted"\ttab')
-    logging.getLogger("app.jobs").debug("below the level")
+    logging.getLogger("app.jobs.runner").debug("below the level")
     first, second = lines(stderr)
     assert set(first) == {"time", "level", "logger", "message"}
     assert (first["level"], first["logger"], first["message"]) == (
-        "INFO", "app.jobs", "job job-7: 2 outputs",
+        "INFO", "app.jobs.runner", "job job-7: 2 outputs",
     )  # fmt: skip
     assert datetime.fromisoformat(first["time"]).utcoffset() is not None
     assert first["time"].endswith("Z")
@@ -100,7 +100,7 @@ def test_uvicorn_access_lines_are_structured() -> None:
 
 async def test_request_id_follows_the_job_into_its_tasks(stderr: io.StringIO) -> None:
     configure_logging("info", "json", stderr)
-    log = logging.getLogger("app.jobs")
+    log = logging.getLogger("app.jobs.runner")
 
     async def job(rid: str) -> None:
         bind_request_id(rid)

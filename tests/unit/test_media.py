@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from app.comfy.client import ComfyClient
-from app.media import (
+from app.jobs.outputs import (
     INLINE_READ_MAX_BYTES,
     OutputFile,
     OutputStore,

@@ -13,12 +13,12 @@ from fastapi import APIRouter, FastAPI
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from app.core.metrics import JOB_BUCKETS_S, GatewayMetrics, GatewayState, RequestMetrics
+from app.core.records import JobRecord
+from app.core.settings import Settings, load_settings
 from app.gateway import Gateway
+from app.jobs.webhooks import WebhookSender
 from app.main import create_app
-from app.metrics import JOB_BUCKETS_S, GatewayMetrics, GatewayState, RequestMetrics
-from app.records import JobRecord
-from app.settings import Settings, load_settings
-from app.webhooks import WebhookSender
 
 KEY = "k3y-0123456789abcdef"
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -130,7 +130,7 @@ async def test_requests_are_counted_by_route_template(
 async def test_included_router_prefixes_are_in_the_template(
     path: str, headers: dict[str, str], status: int
 ) -> None:
-    from app.auth import ApiKeyAuth, ApiKeys
+    from app.edge.auth import ApiKeyAuth, ApiKeys
 
     metrics = GatewayMetrics("t")
     app = FastAPI()

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
+from app.core.settings import load_settings
 from app.main import create_app
-from app.settings import load_settings
 
 
 @pytest.fixture(scope="module")

@@ -15,9 +15,9 @@ import pytest
 from fastapi import FastAPI
 from starlette.types import Message
 
+from app.compat.comfy_proxy import prompt_id_in, request_headers, upstream_target
+from app.core.settings import load_settings
 from app.main import create_app
-from app.routes.comfy_proxy import prompt_id_in, request_headers, upstream_target
-from app.settings import load_settings
 from tests.integration.harness import free_port
 
 KEY = "k" * 32

@@ -7,8 +7,7 @@ from typing import Any
 
 import pytest
 
-from app.errors import Forbidden
-from app.passthrough import (
+from app.compat.passthrough import (
     BODY_CHECK_MAX_BYTES,
     Kind,
     SubmittedPrompts,
@@ -16,6 +15,7 @@ from app.passthrough import (
     read_json,
     segments,
 )
+from app.core.errors import Forbidden
 
 OURS = "0f9d8c61-6a0e-4c4e-9d54-3a5e3b6c2f10"  # submitted through the passthrough
 THEIRS = "7b1e2f33-1c4d-4f0e-8a2b-5d6c7e8f9a01"  # the gateway's, or another client's of ComfyUI

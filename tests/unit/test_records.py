@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from app.records import JobHistory, JobRecord
+from app.core.records import JobHistory, JobRecord
 
 
 def finished(request_id: str, image_bytes: int = 0) -> JobRecord:

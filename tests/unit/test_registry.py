@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from app.core.settings import PROJECT_ROOT, load_settings
 from app.main import create_app
-from app.registry import Registry, WorkflowLoadError, discover
-from app.settings import PROJECT_ROOT, load_settings
+from app.registry.load import Registry, WorkflowLoadError, discover
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 

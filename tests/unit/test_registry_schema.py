@@ -18,10 +18,10 @@ from fastapi import FastAPI
 from pydantic import ValidationError
 
 from app.comfy.catalog import Catalog
+from app.core.settings import PROJECT_ROOT, load_settings
 from app.main import create_app
-from app.registry import Registry, Workflow, discover
+from app.registry.load import Registry, Workflow, discover
 from app.routes.workflows import mount
-from app.settings import PROJECT_ROOT, load_settings
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 CATALOG = Catalog.from_file(FIXTURES / "object_info.json")
@@ -159,7 +159,7 @@ async def test_answers_before_a_job_runs(
 async def test_a_module_bug_is_a_500_naming_the_module_and_logged_with_its_traceback(
     client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.ERROR, logger="app.registry"):
+    with caplog.at_level(logging.ERROR, logger="app.registry.load"):
         response = await client.post("/workflows/errors/boom", json={"input": {"fail": "bug"}})
     module = "workflows_ok/errors/boom.py"  # relative: no server paths in answers
     assert response.json()["error"] == f"the workflow module {module} failed: KeyError: 'missing'"

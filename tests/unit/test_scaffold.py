@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 from app.comfy.catalog import Catalog
-from app.registry import Registry, load_workflow
-from app.scaffold import main, scaffold
-from app.workflow_types import ComfyChoice
+from app.registry.fields import ComfyChoice
+from app.registry.load import Registry, load_workflow
+from app.tools.scaffold import main, scaffold
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "fixtures"

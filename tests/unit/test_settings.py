@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from app.passthrough import PassthroughMode
-from app.settings import PROJECT_ROOT, Settings, SettingsError, load_settings
+from app.compat.passthrough import PassthroughMode
+from app.core.settings import PROJECT_ROOT, Settings, SettingsError, load_settings
 
 # Every variable the gateway reads, so that a developer's shell cannot leak into a test.
 VARIABLES = [name.upper() for name in Settings.model_fields] + ["CONFIG_FILE"]

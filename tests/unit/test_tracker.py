@@ -21,7 +21,7 @@ from fastapi.responses import JSONResponse
 
 from app.comfy.client import ComfyClient
 from app.comfy.tracker import Progress, PromptTracker, PromptWaiter
-from app.errors import ComfyUnavailable, ExecutionFailed, GatewayError, Interrupted
+from app.core.errors import ComfyUnavailable, ExecutionFailed, GatewayError, Interrupted
 
 # One fake ComfyUI serves the whole module (uvicorn takes ~0.1 s to stop); each test gets it
 # with its script cleared and its own tracker, so all tests here share the module's loop.

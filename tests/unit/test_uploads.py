@@ -11,9 +11,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from app.addresses import AddressPolicy, Pinned
-from app.settings import load_settings
-from app.uploads import HttpUpload, Uploader, UploadFailed, put_failed
+from app.core.addresses import AddressPolicy, Pinned
+from app.core.settings import load_settings
+from app.jobs.uploads import HttpUpload, Uploader, UploadFailed, put_failed
 from tests.integration.harness import free_port
 from tests.integration.receiver import Receiver, loopback_traps
 from tests.unit.fakedns import FakeDNS

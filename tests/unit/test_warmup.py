@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from app.settings import Settings, SettingsError, load_settings
-from app.warmup import checkpoint_of, load_graph, warmup_checkpoint
+from app.core.settings import Settings, SettingsError, load_settings
+from app.startup import checkpoint_of, load_graph, warmup_checkpoint
 
 GRAPHS = Path(__file__).resolve().parents[1] / "graphs"
 

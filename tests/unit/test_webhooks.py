@@ -12,8 +12,8 @@ from collections.abc import Iterator
 import pytest
 from standardwebhooks import Webhook
 
-from app.settings import SettingsError, load_settings
-from app.webhooks import SystemEvents, WebhookSender, decode_secret
+from app.core.settings import SettingsError, load_settings
+from app.jobs.webhooks import SystemEvents, WebhookSender, decode_secret
 from tests.integration.receiver import Receiver, loopback_traps
 from tests.unit.fakedns import FakeDNS
 

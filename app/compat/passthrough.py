@@ -25,7 +25,7 @@ from enum import Enum, StrEnum
 from typing import Any
 from urllib.parse import unquote
 
-from app.errors import Forbidden
+from app.core.errors import Forbidden
 
 # Enough to name hundreds of prompts; a body that decides must be read whole before it goes on.
 BODY_CHECK_MAX_BYTES = 64 * 1024

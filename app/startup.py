@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from app.comfy.process import ComfyStartError
-from app.errors import GatewayError
-from app.settings import Settings
+from app.core.errors import GatewayError
+from app.core.settings import Settings
 
 if TYPE_CHECKING:
     from app.gateway import Gateway

@@ -26,10 +26,10 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app.errors import Unauthorized, error_response
+from app.core.errors import Unauthorized, error_response
 
 if TYPE_CHECKING:
-    from app.settings import Settings
+    from app.core.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -15,11 +15,11 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from app.addresses import AddressPolicy, AddressRefused
 from app.comfy.client import ComfyClient
 from app.comfy.graph import Graph, check_graph
 from app.comfy.tracker import PromptTracker, PromptWaiter
-from app.errors import (
+from app.core.addresses import AddressPolicy, AddressRefused
+from app.core.errors import (
     Conflict,
     GatewayError,
     Interrupted,
@@ -27,14 +27,14 @@ from app.errors import (
     NotFound,
     PromptTimeout,
 )
-from app.inputs import InputFiles, JobInputs
-from app.logs import bind_request_id
-from app.media import OutputFile, OutputStore, output_files, unique_prefixes
-from app.metrics import MetricsHooks
-from app.records import JobHistory, JobRecord
-from app.schemas import JobOptions, PromptResponse, Stats, WorkflowResponse
-from app.uploads import Uploader
-from app.webhooks import WebhookSender, deliver_job_end
+from app.core.logs import bind_request_id
+from app.core.metrics import MetricsHooks
+from app.core.records import JobHistory, JobRecord
+from app.core.schemas import JobOptions, PromptResponse, Stats, WorkflowResponse
+from app.jobs.inputs import InputFiles, JobInputs
+from app.jobs.outputs import OutputFile, OutputStore, output_files, unique_prefixes
+from app.jobs.uploads import Uploader
+from app.jobs.webhooks import WebhookSender, deliver_job_end
 
 log = logging.getLogger(__name__)
 

@@ -32,8 +32,8 @@ from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 if TYPE_CHECKING:
+    from app.core.records import JobRecord
     from app.gateway import Gateway
-    from app.records import JobRecord
 
 # From a cached 64x64 image (~10 ms) to a long video job (an hour).
 JOB_BUCKETS_S = (

@@ -27,11 +27,12 @@ from typing import Any, get_args
 
 from pydantic import BaseModel, ValidationError
 
-from app.availability import check_graph
 from app.comfy.catalog import Catalog
-from app.errors import InvalidRequest, WorkflowFailed, WorkflowUnavailable
-from app.settings import SettingsError
-from app.workflow_schema import (
+from app.core.errors import InvalidRequest, WorkflowFailed, WorkflowUnavailable
+from app.core.settings import SettingsError
+from app.registry.availability import check_graph
+from app.registry.fields import Checkpoint, ComfyChoice
+from app.registry.schema import (
     ExampleError,
     Narrower,
     choice_of,
@@ -39,7 +40,6 @@ from app.workflow_schema import (
     schema_prefix,
     stand_in,
 )
-from app.workflow_types import Checkpoint, ComfyChoice
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 from pydantic import BaseModel, WithJsonSchema, create_model
 from pydantic.fields import FieldInfo
 
-from app.workflow_types import ComfyChoice
+from app.registry.fields import ComfyChoice
 
 # Values for a choice: the list ComfyUI reports, or None where it cannot say (keep a plain str).
 ChoiceValues = Callable[[ComfyChoice], list[str] | None]

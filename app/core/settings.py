@@ -28,10 +28,10 @@ from pydantic import (
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
-from app.auth import key_problem, read_key_file, split_keys
-from app.passthrough import PassthroughMode
+from app.compat.passthrough import PassthroughMode
+from app.edge.auth import key_problem, read_key_file, split_keys
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 # Where `make comfyui` installs the bundled ComfyUI; other versions go beside it.
 BUNDLED_COMFY_DIR = PROJECT_ROOT / ".comfyui" / "0.3.75"
 

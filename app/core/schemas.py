@@ -6,8 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator, model_validator
 
-from app.convert import ConvertOutput
-from app.uploads import HttpUpload, S3Upload
+from app.jobs.convert import ConvertOutput
+from app.jobs.uploads import HttpUpload, S3Upload
 
 REQUEST_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
 

@@ -18,9 +18,9 @@ from typing import Any
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.addresses import AddressPolicy, AddressRefused, Pinned
-from app.errors import GatewayError
-from app.metrics import MetricsHooks
+from app.core.addresses import AddressPolicy, AddressRefused, Pinned
+from app.core.errors import GatewayError
+from app.core.metrics import MetricsHooks
 
 log = logging.getLogger(__name__)
 

@@ -21,11 +21,11 @@ from urllib.parse import urljoin, urlsplit
 
 import httpx
 
-from app.addresses import AddressPolicy, AddressRefused, Pinned
 from app.comfy.client import ComfyClient
-from app.errors import InvalidRequest
-from app.metrics import MetricsHooks
-from app.settings import Settings
+from app.core.addresses import AddressPolicy, AddressRefused, Pinned
+from app.core.errors import InvalidRequest
+from app.core.metrics import MetricsHooks
+from app.core.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from app.comfy.client import ComfyClient
-from app.convert import ConvertSpec, convert, converted_name
+from app.jobs.convert import ConvertSpec, convert, converted_name
 
 log = logging.getLogger(__name__)
 

@@ -16,12 +16,12 @@ from typing import Any
 from fastapi import APIRouter, Request
 from pydantic import BaseModel
 
-from app import a1111, sdapi
-from app.errors import InvalidRequest
+from app.compat import a1111, sdapi
+from app.compat.sdapi import Img2ImgRequest, SdapiState, Txt2ImgRequest
+from app.core.errors import InvalidRequest
 from app.gateway import Gateway
-from app.registry import Registry
+from app.registry.load import Registry
 from app.routes.prompt import ERRORS
-from app.sdapi import Img2ImgRequest, SdapiState, Txt2ImgRequest
 
 router = APIRouter(prefix="/sdapi/v1", tags=["automatic1111"])
 

@@ -25,9 +25,9 @@ from typing import Any
 
 import httpx
 
-from app.addresses import AddressPolicy, AddressRefused, HostUnresolved
-from app.metrics import MetricsHooks
-from app.settings import Settings
+from app.core.addresses import AddressPolicy, AddressRefused, HostUnresolved
+from app.core.metrics import MetricsHooks
+from app.core.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from app.settings import Settings
+from app.core.settings import Settings
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 # host, port -> the addresses it resolves to; a seam so tests can play DNS without a server.

@@ -19,10 +19,10 @@ from typing import Any
 from PIL import Image, ImageOps, UnidentifiedImageError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from app import a1111
-from app.errors import ComfyUnavailable, Interrupted, InvalidRequest
+from app.compat import a1111
+from app.core.errors import ComfyUnavailable, Interrupted, InvalidRequest
 from app.gateway import Gateway
-from app.registry import Registry, Workflow
+from app.registry.load import Registry, Workflow
 
 # The module's field -> the A1111 field a client wrote, for the locations of 400s.
 A1111_FIELD = {

@@ -22,9 +22,7 @@ from fastapi import APIRouter, FastAPI, Request, WebSocket
 from fastapi.responses import Response, StreamingResponse
 from websockets.asyncio.client import ClientConnection, connect
 
-from app.errors import ComfyUnavailable, Conflict, GatewayError, error_response
-from app.gateway import Gateway
-from app.passthrough import (
+from app.compat.passthrough import (
     BODY_CHECK_MAX_BYTES,
     Kind,
     Passthrough,
@@ -34,6 +32,8 @@ from app.passthrough import (
     authorize,
     endpoint,
 )
+from app.core.errors import ComfyUnavailable, Conflict, GatewayError, error_response
+from app.gateway import Gateway
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,162 @@
+"""`python -m app.cli run`: submit a job to a gateway, show its progress, write its outputs.
+
+    python -m app.cli run --url http://localhost:3000 workflows/sd15/txt2img \\
+        --input prompt="a cat" --input steps=20 --out out/
+    python -m app.cli run --url http://localhost:3000 --graph graph.json --out out/
+
+Exit status: 0 when the outputs were written, 1 when the job or the request failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, TextIO
+
+import httpx
+
+BAR_WIDTH = 30
+
+
+def parse_inputs(pairs: list[str]) -> dict[str, Any]:
+    """`key=value` pairs; a value that parses as JSON (20, 1.5, true, [..]) is taken as such."""
+    inputs: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--input takes key=value, got {pair!r}")
+        try:
+            inputs[key] = json.loads(raw)
+        except ValueError:
+            inputs[key] = raw
+    return inputs
+
+
+class ProgressView:
+    """A one-line progress bar on a terminal, plain lines elsewhere (logs, CI)."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.live = out.isatty()
+
+    def show(self, event: str, data: dict[str, Any]) -> None:
+        if event == "progress" and data.get("max"):
+            value, total = data["value"], data["max"]
+            filled = BAR_WIDTH * value // total
+            bar = "#" * filled + "." * (BAR_WIDTH - filled)
+            line = f"[{bar}] {value}/{total} node {data.get('node')}"
+            if self.live:
+                self.out.write("\r" + line)
+            elif value == total:
+                self.out.write(line + "\n")
+        elif event in ("queued", "running", "executing"):
+            detail = f" node {data['node']}" if event == "executing" else ""
+            self.out.write(("\r\x1b[K" if self.live else "") + f"{event}{detail}\n")
+        self.out.flush()
+
+
+def read_events(response: httpx.Response) -> Any:
+    """Yield (event, data) from a Server-Sent Events response."""
+    event, data = "message", ""
+    for line in response.iter_lines():
+        if not line:
+            if data:
+                yield event, json.loads(data)
+            event, data = "message", ""
+        elif line.startswith("event:"):
+            event = line[6:].strip()
+        elif line.startswith("data:"):
+            data += line[5:].strip()
+
+
+def write_outputs(result: dict[str, Any], out_dir: Path) -> list[Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for content, filename in zip(result["images"], result["filenames"], strict=True):
+        path = out_dir / Path(filename).name  # never outside out_dir
+        path.write_bytes(base64.b64decode(content))
+        written.append(path)
+    return written
+
+
+def run(args: argparse.Namespace, err: TextIO = sys.stderr) -> int:
+    if args.graph:
+        path, body = "/prompt", {"prompt": json.loads(Path(args.graph).read_text())}
+    elif args.workflow:
+        path, body = "/" + args.workflow.strip("/"), {"input": parse_inputs(args.input)}
+    else:
+        err.write("name a workflow (e.g. workflows/sd15/txt2img) or --graph FILE\n")
+        return 2
+    if args.id:
+        body["id"] = args.id
+    view = ProgressView(err)
+    headers = {"Accept": "text/event-stream"}
+    if args.api_key:
+        headers["X-API-Key"] = args.api_key
+    timeout = httpx.Timeout(30.0, read=None)  # a job may run for a long time between events
+    try:
+        with httpx.stream("POST", args.url.rstrip("/") + path, json=body, headers=headers,
+                          timeout=timeout) as response:  # fmt: skip
+            if response.status_code != 200:
+                response.read()
+                err.write(f"error: HTTP {response.status_code}: {describe(response)}\n")
+                return 1
+            for event, data in read_events(response):
+                view.show(event, data)
+                if event == "complete":
+                    for written in write_outputs(data, Path(args.out)):
+                        print(written)
+                    return 0
+                if event == "failed":
+                    err.write(f"\nerror: {data.get('code')}: {data.get('error')}\n")
+                    return 1
+    except httpx.HTTPError as e:
+        err.write(f"error: cannot reach the gateway at {args.url}: {e}\n")
+        return 1
+    err.write("error: the event stream ended before the job did\n")
+    return 1
+
+
+def describe(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:500]
+    if isinstance(body, dict) and "error" in body:
+        where = f" (at {body['location']})" if body.get("location") else ""
+        return f"{body['error']}{where}"
+    return json.dumps(body)[:500]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m app.cli",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    run_parser = commands.add_parser("run", help="run a workflow or a graph and save its outputs")
+    run_parser.add_argument(
+        "workflow", nargs="?", help="a workflow route, e.g. workflows/sd15/txt2img"
+    )
+    run_parser.add_argument("--url", default="http://localhost:3000", help="the gateway's base URL")
+    run_parser.add_argument("--graph", help="a ComfyUI API-format graph file, run via /prompt")
+    run_parser.add_argument("--input", action="append", default=[], metavar="KEY=VALUE",
+                            help="a workflow input; repeat for more")  # fmt: skip
+    run_parser.add_argument("--id", help="the request id")
+    run_parser.add_argument(
+        "--api-key",
+        default=os.environ.get("COMFY_GATEWAY_API_KEY"),
+        help="the gateway's API key (default: $COMFY_GATEWAY_API_KEY)",
+    )
+    run_parser.add_argument("--out", default="out", help="folder for the outputs (default out/)")
+    args = parser.parse_args(argv)
+    return run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
