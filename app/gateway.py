@@ -17,7 +17,7 @@ from app.comfy.process import ComfyProcess, ComfyStartError
 from app.comfy.tracker import PromptTracker
 from app.core.addresses import AddressPolicy
 from app.core.errors import ComfyUnavailable, GatewayError, QueueFull
-from app.core.metrics import GatewayMetrics, gateway_state
+from app.core.metrics import GatewayMetrics, GatewayState
 from app.core.records import JobHistory
 from app.core.settings import Settings
 from app.jobs.inputs import InputFiles
@@ -211,3 +211,18 @@ class Gateway:
             raise ComfyUnavailable(f"the gateway cannot take jobs now: {reason}")
         if reason := self.queue_full_reason():
             raise QueueFull(f"the {reason}; retry later", headers={"Retry-After": "5"})
+
+
+def gateway_state(gateway: Gateway) -> GatewayState:
+    """The callbacks that read a Gateway's state."""
+    process, tracker = gateway.process, gateway.tracker
+    return GatewayState(
+        queue_depth=lambda: gateway.queue_depth,
+        max_queue_depth=gateway.settings.max_queue_depth,
+        comfy_up=lambda: process.running and tracker.connected.is_set(),
+        ready=lambda: gateway.not_ready_reason() is None,
+        comfy_restarts=lambda: process.restarts,
+        comfy_pid=lambda: process.proc.pid if process.proc and process.running else None,
+        system_events_dropped=lambda: gateway.system_events.dropped if gateway.system_events else 0,
+        comfy_version=lambda: gateway.client.version,
+    )

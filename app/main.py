@@ -18,12 +18,12 @@ from app.compat import comfy_proxy
 from app.compat import sdapi_routes as sdapi
 from app.compat.passthrough import PassthroughMode
 from app.compat.sdapi import SdapiState
-from app.core.errors import install_handlers
-from app.core.metrics import RequestMetrics
 from app.core.settings import Settings
 from app.edge.auth import ApiKeyAuth, ApiKeys, document_api_keys
 from app.edge.body_limit import BodySizeLimit
 from app.edge.cors import add_cors
+from app.edge.errors import install_handlers
+from app.edge.request_metrics import RequestMetrics
 from app.gateway import Gateway
 from app.registry.load import Registry
 from app.routes import docs, metrics, models, probes, prompt, workflows

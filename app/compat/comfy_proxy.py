@@ -32,7 +32,8 @@ from app.compat.passthrough import (
     authorize,
     endpoint,
 )
-from app.core.errors import ComfyUnavailable, Conflict, GatewayError, error_response
+from app.core.errors import ComfyUnavailable, Conflict, GatewayError
+from app.edge.errors import error_response
 from app.gateway import Gateway
 
 log = logging.getLogger(__name__)

@@ -3,6 +3,7 @@
     GatewayError                    carries status, code, message, location, details, headers
     ├── InvalidRequest          400 the body breaks the schema or names something impossible
     │   ├── PromptRejected      400 ComfyUI refused the graph (its node_errors in details)
+    │   ├── InputError          400 an input file cannot be used (bad URL, base64, kind...)
     │   └── NoOutputs           400 the graph has no output node
     ├── Unauthorized            401 no API key, or an unknown one (API_KEYS); WWW-Authenticate
     ├── Forbidden               403 a ComfyUI endpoint the passthrough does not open by default
@@ -14,25 +15,19 @@
     ├── QueueFull               429 MAX_QUEUE_DEPTH reached (Retry-After)
     ├── WorkflowFailed          500 a workflow module's generate_workflow has a bug
     ├── ExecutionFailed         502 a node raised while ComfyUI executed the graph
+    ├── UploadFailed            502 an output could not be stored in S3 or PUT to http_upload
     ├── ComfyFailed             502 ComfyUI, though up, failed on the request (its HTTP 500)
     ├── ComfyUnavailable        503 ComfyUI is down, restarting or unreachable (Retry-After)
     ├── WorkflowUnavailable     503 the workflow needs nodes or models this ComfyUI lacks
     └── PromptTimeout           504 the job ran past PROMPT_TIMEOUT_S
 
-Every class renders as `{"error", "code", "location"?, "details"?}`; one handler does that.
+Every class renders as `{"error", "code", "location"?, "details"?}`; app.edge.errors does that
+for HTTP, and webhooks carry the same body.
 """
 
 from __future__ import annotations
 
-import logging
 from typing import Any, ClassVar
-
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from starlette.exceptions import HTTPException as StarletteHTTPException
-
-log = logging.getLogger(__name__)
 
 
 class GatewayError(Exception):
@@ -75,6 +70,12 @@ class PromptRejected(InvalidRequest):
     """ComfyUI's validation refused the graph."""
 
     code = "prompt_invalid"
+
+
+class InputError(InvalidRequest):
+    """An input file that cannot be used; `location` names the node input."""
+
+    code = "invalid_input"
 
 
 class NoOutputs(InvalidRequest):
@@ -156,6 +157,13 @@ class ExecutionFailed(GatewayError):
     code = "execution_failed"
 
 
+class UploadFailed(GatewayError):
+    """An output could not be stored where the request asked."""
+
+    status = 502
+    code = "upload_failed"
+
+
 class ComfyFailed(GatewayError):
     """ComfyUI answered, but with a server error of its own (a bug it hit on this graph)."""
 
@@ -186,73 +194,3 @@ class PromptTimeout(GatewayError):
 
     status = 504
     code = "timeout"
-
-
-def error_response(error: GatewayError) -> JSONResponse:
-    return JSONResponse(error.body(), status_code=error.status, headers=error.headers)
-
-
-def _location(loc: tuple[int | str, ...]) -> str:
-    parts = [str(p) for p in loc]
-    if parts and parts[0] == "body":
-        parts = parts[1:]
-    if len(parts) > 2 and parts[0] == "convert_output":
-        del parts[1]  # pydantic names the tagged-union member (jpeg); the client never wrote it
-    return ".".join(parts) or "body"
-
-
-def from_validation_error(exc: RequestValidationError) -> InvalidRequest:
-    """One 400 naming every bad field, the first one in `location`."""
-    errors = [
-        {
-            # a JSON syntax error's loc is a character offset; the body as a whole is at fault
-            "location": "body" if e.get("type") == "json_invalid" else _location(e.get("loc", ())),
-            "message": e.get("msg", "invalid"),
-        }
-        for e in exc.errors()
-    ]
-    if not errors:
-        return InvalidRequest("the request body is invalid")
-    first = errors[0]
-    summary = "; ".join(f"{e['location']}: {e['message']}" for e in errors[:5])
-    more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
-    return InvalidRequest(
-        f"invalid request: {summary}{more}",
-        location=first["location"],
-        details={"errors": errors},
-    )
-
-
-def install_handlers(app: FastAPI) -> None:
-    """Render every error, ours or the framework's, in the contract's shape."""
-
-    async def on_gateway_error(request: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, GatewayError)
-        return error_response(exc)
-
-    async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, RequestValidationError)
-        return error_response(from_validation_error(exc))
-
-    async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, StarletteHTTPException)
-        if exc.status_code == 404:
-            return error_response(NotFound(f"no route {request.method} {request.url.path}"))
-        if exc.status_code == 405:
-            return error_response(
-                MethodNotAllowed(
-                    f"{request.url.path} does not accept {request.method}",
-                    headers=dict(exc.headers or {}),  # Allow: the methods it does accept
-                )
-            )
-        body = {"error": str(exc.detail), "code": "http_error"}
-        return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
-
-    async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unexpected error on %s %s", request.method, request.url.path)
-        return error_response(GatewayError("internal error; the gateway's log has the details"))
-
-    app.add_exception_handler(GatewayError, on_gateway_error)
-    app.add_exception_handler(RequestValidationError, on_validation_error)
-    app.add_exception_handler(StarletteHTTPException, on_http_error)
-    app.add_exception_handler(Exception, on_unexpected)

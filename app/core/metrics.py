@@ -1,7 +1,7 @@
 """GatewayMetrics: one gateway's Prometheus metrics, in a registry of its own.
 
-Counters and histograms are updated where things happen: a request ends (RequestMetrics), a job
-ends, a webhook delivery ends, input or output bytes move. Gauges read the gateway's state when
+Counters and histograms are updated where things happen: a request ends
+(app.edge.request_metrics), a job ends, a webhook delivery ends, input or output bytes move. Gauges read the gateway's state when
 `/metrics` is scraped, so they cost nothing between scrapes. Labels are bounded: routes are
 templates (`/prompt/{id}`, never a raw path), workflows are the loaded modules, outcomes and
 error codes are fixed sets.
@@ -12,11 +12,10 @@ GatewayMetrics; so they can be built and tested without one.
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from prometheus_client import (
     CollectorRegistry,
@@ -28,12 +27,9 @@ from prometheus_client import (
 )
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from starlette.routing import Match
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 if TYPE_CHECKING:
     from app.core.records import JobRecord
-    from app.gateway import Gateway
 
 # From a cached 64x64 image (~10 ms) to a long video job (an hour).
 JOB_BUCKETS_S = (
@@ -43,8 +39,6 @@ REQUEST_BUCKETS_S = (
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300,
 )  # fmt: skip
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
-UNMATCHED = "unmatched"  # the route label of a path no route serves (404s, scanners)
-CLIENT_CLOSED = 499  # nginx's status for a request whose client left before the answer
 
 
 class MetricsHooks:
@@ -75,21 +69,6 @@ class GatewayState:
     comfy_pid: Callable[[], int | None]
     system_events_dropped: Callable[[], int]
     comfy_version: Callable[[], str | None] = lambda: None
-
-
-def gateway_state(gateway: Gateway) -> GatewayState:
-    """The callbacks that read a Gateway's state."""
-    process, tracker = gateway.process, gateway.tracker
-    return GatewayState(
-        queue_depth=lambda: gateway.queue_depth,
-        max_queue_depth=gateway.settings.max_queue_depth,
-        comfy_up=lambda: process.running and tracker.connected.is_set(),
-        ready=lambda: gateway.not_ready_reason() is None,
-        comfy_restarts=lambda: process.restarts,
-        comfy_pid=lambda: process.proc.pid if process.proc and process.running else None,
-        system_events_dropped=lambda: gateway.system_events.dropped if gateway.system_events else 0,
-        comfy_version=lambda: gateway.client.version,
-    )
 
 
 class _StateCollector(Collector):
@@ -234,89 +213,3 @@ class GatewayMetrics(MetricsHooks):
                 self._request_children[key] = children
         children[0].inc()
         children[1].observe(duration_s)
-
-
-class RouteTemplates:
-    """The path template of the route that served a request, or would have served it.
-
-    A route's own `path` lacks the prefixes of the routers that include it, so templates come
-    from walking the app's routes, once per set of routes. Requests answered before routing
-    (a 401, a 413) are matched against the same walk.
-    """
-
-    def __init__(self) -> None:
-        # id(route) -> (route, template); holding the route keeps its id from being reused.
-        self._by_route: dict[int, tuple[Any, str]] = {}
-
-    def of(self, scope: Scope) -> str:
-        route = scope.get("route")
-        if route is None:
-            return self._match(scope)
-        known = self._by_route.get(id(route))
-        if known is None:
-            self._by_route = {
-                id(r): (r, prefix + r.path)
-                for prefix, r in _flat_routes(getattr(scope.get("app"), "routes", ()))
-                if isinstance(getattr(r, "path", None), str)
-            }
-            path = getattr(route, "path", None)
-            known = self._by_route.setdefault(
-                id(route), (route, path if isinstance(path, str) else UNMATCHED)
-            )
-        return known[1]
-
-    def _match(self, scope: Scope) -> str:
-        for prefix, candidate in _flat_routes(getattr(scope.get("app"), "routes", ())):
-            path = getattr(candidate, "path", None)
-            if not isinstance(path, str) or not scope["path"].startswith(prefix):
-                continue
-            inner = {**scope, "path": scope["path"][len(prefix) :]} if prefix else scope
-            if candidate.matches(inner)[0] is not Match.NONE:
-                return prefix + path
-        return UNMATCHED
-
-
-def _flat_routes(routes: Iterable[Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
-    # FastAPI keeps an included router as one route holding the router it includes.
-    for route in routes:
-        included = getattr(route, "original_router", None)
-        if included is None:
-            yield prefix, route
-        else:
-            context = getattr(route, "include_context", None)
-            yield from _flat_routes(included.routes, prefix + getattr(context, "prefix", ""))
-
-
-class RequestMetrics:
-    """ASGI middleware: counts and times every HTTP request by route template and status."""
-
-    def __init__(self, app: ASGIApp, metrics: GatewayMetrics) -> None:
-        self.app = app
-        self.metrics = metrics
-        self.templates = RouteTemplates()
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 0
-
-        async def send_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_status)
-        except asyncio.CancelledError:
-            status = status or CLIENT_CLOSED
-            raise
-        except Exception:
-            status = status or 500
-            raise
-        finally:
-            duration_s = time.perf_counter() - started
-            route = self.templates.of(scope)
-            self.metrics.request_ended(scope["method"], route, status or 500, duration_s)

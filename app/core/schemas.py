@@ -1,15 +1,12 @@
-"""Request and response models of the HTTP API, shared by the routes and (later) webhooks."""
+"""Request and response models of the HTTP API, shared by the routes and the webhooks."""
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from app.jobs.convert import ConvertOutput
-from app.jobs.uploads import HttpUpload, S3Upload
-
-REQUEST_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
+from app.core.options import JobOptions
 
 EXAMPLE_GRAPH: dict[str, Any] = {
     "1": {
@@ -43,67 +40,6 @@ class Node(BaseModel):
         if value is None:  # ComfyUI fails with a bare 500 on `"_meta": null`
             raise ValueError("must be an object when present")
         return value
-
-
-class JobOptions(BaseModel):
-    """What every job request may carry besides its graph (or its workflow input)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    id: str | None = Field(
-        None,
-        pattern=REQUEST_ID_PATTERN,
-        description="Request id naming the job in responses, logs and /interrupt; "
-        "default a new UUID. Letters, digits and `._:-`, at most 128 characters",
-    )
-    webhook: HttpUrl | None = Field(
-        None,
-        description="Legacy webhook: answer 202 at once, then POST one `output.complete` per "
-        "output file (or one `prompt.failed`) here",
-    )
-    webhook_v2: HttpUrl | None = Field(
-        None,
-        description="Answer 202 at once, then POST one signed `prompt.complete` (the full 200 "
-        "body) or `prompt.failed` here when the job ends (Standard Webhooks headers)",
-    )
-    convert_output: ConvertOutput | None = Field(
-        None,
-        description='Re-encode image outputs: `{"format": "png"|"jpeg"|"webp", '
-        '"options": {…}}`; video, audio and other files are returned as they are',
-    )
-
-    s3: S3Upload | None = Field(
-        None, description="Store the outputs in S3 instead: `images` then hold `s3://` URIs"
-    )
-    http_upload: HttpUpload | None = Field(
-        None, description="PUT the outputs to `url_prefix + filename`; `images` hold the URLs"
-    )
-
-    @model_validator(mode="after")
-    def _one_store(self) -> JobOptions:
-        if self.s3 is not None and self.http_upload is not None:
-            raise ValueError("give s3 or http_upload, not both")
-        return self
-
-    @property
-    def upload(self) -> S3Upload | HttpUpload | None:
-        return self.s3 or self.http_upload
-
-    def destinations(self) -> list[tuple[str, str]]:
-        """(location, URL) of every URL this request has the gateway send to."""
-        urls: list[tuple[str, HttpUrl | str | None]] = [
-            ("webhook", self.webhook),
-            ("webhook_v2", self.webhook_v2),
-        ]
-        if self.http_upload is not None:
-            urls.append(("http_upload.url_prefix", self.http_upload.url_prefix))
-        return [(location, str(url)) for location, url in urls if url is not None]
-
-    @property
-    def answered_at_once(self) -> bool:
-        """True when the outcome travels by webhook or async upload: the request gets 202."""
-        upload = self.upload
-        return bool(self.webhook or self.webhook_v2 or (upload is not None and upload.async_))
 
 
 class PromptRequest(JobOptions):

@@ -29,7 +29,7 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 from app.compat.passthrough import PassthroughMode
-from app.edge.auth import key_problem, read_key_file, split_keys
+from app.core.keys import key_problem, read_key_file, split_keys
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 # Where `make comfyui` installs the bundled ComfyUI; other versions go beside it.

@@ -5,7 +5,8 @@ from __future__ import annotations
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.core.errors import PayloadTooLarge, error_response
+from app.core.errors import PayloadTooLarge
+from app.edge.errors import error_response
 
 
 class BodySizeLimit:

@@ -23,7 +23,7 @@ import httpx
 
 from app.comfy.client import ComfyClient
 from app.core.addresses import AddressPolicy, AddressRefused, Pinned
-from app.core.errors import InvalidRequest
+from app.core.errors import InputError
 from app.core.metrics import MetricsHooks
 from app.core.settings import Settings
 
@@ -87,12 +87,6 @@ def sniff(data: bytes) -> Sniffed | None:
     if head.startswith(b"\x1a\x45\xdf\xa3"):
         return Sniffed("video", "webm" if b"webm" in data[:64] else "mkv")
     return None
-
-
-class InputError(InvalidRequest):
-    """An input file that cannot be used; `location` names the node input."""
-
-    code = "invalid_input"
 
 
 @dataclass

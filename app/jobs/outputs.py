@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from app.comfy.client import ComfyClient
-from app.jobs.convert import ConvertSpec, convert, converted_name
+from app.core.options import ConvertSpec
+from app.jobs.convert import convert, converted_name
 
 log = logging.getLogger(__name__)
 

@@ -29,8 +29,9 @@ from app.core.errors import (
 )
 from app.core.logs import bind_request_id
 from app.core.metrics import MetricsHooks
+from app.core.options import JobOptions
 from app.core.records import JobHistory, JobRecord
-from app.core.schemas import JobOptions, PromptResponse, Stats, WorkflowResponse
+from app.core.schemas import PromptResponse, Stats, WorkflowResponse
 from app.jobs.inputs import InputFiles, JobInputs
 from app.jobs.outputs import OutputFile, OutputStore, output_files, unique_prefixes
 from app.jobs.uploads import Uploader

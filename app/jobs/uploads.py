@@ -4,7 +4,7 @@ S3 credentials, region and endpoint come from the usual AWS variables (AWS_ACCES
 AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ENDPOINT_URL for S3-compatible stores): a request names
 only a bucket, never an endpoint, so there is no address of a client's to check. An http_upload
 URL is a client's: it is checked when the request comes in and again, pinned, for every PUT
-(app.addresses). A failed upload is never hidden: it fails the job with 502 (or `prompt.failed`
+(app.core.addresses). A failed upload is never hidden: it fails the job with 502 (or `prompt.failed`
 when the request was asynchronous), though what a private store answered stays in the log.
 """
 
@@ -16,52 +16,13 @@ import mimetypes
 from typing import Any
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field
 
 from app.core.addresses import AddressPolicy, AddressRefused, Pinned
-from app.core.errors import GatewayError
+from app.core.errors import UploadFailed
 from app.core.metrics import MetricsHooks
+from app.core.options import HttpUpload, S3Upload
 
 log = logging.getLogger(__name__)
-
-
-class UploadFailed(GatewayError):
-    """An output could not be stored where the request asked."""
-
-    status = 502
-    code = "upload_failed"
-
-
-class S3Upload(BaseModel):
-    """Store each output at `s3://bucket/prefix<filename>`."""
-
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
-
-    bucket: str = Field(
-        min_length=3,
-        max_length=63,
-        pattern=r"^[a-z0-9][a-z0-9.\-]*[a-z0-9]$",
-        description="Bucket name",
-    )
-    prefix: str = Field("", max_length=900, description="Key prefix, e.g. `renders/2026/`")
-    async_: bool = Field(
-        False, alias="async", description="Answer 202 at once and upload in the background"
-    )
-
-
-class HttpUpload(BaseModel):
-    """PUT each output to `url_prefix + filename`."""
-
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
-
-    url_prefix: str = Field(
-        pattern=r"^https?://",
-        max_length=2000,
-        description="Where to PUT, e.g. `https://store.example.com/out/`",
-    )
-    async_: bool = Field(
-        False, alias="async", description="Answer 202 at once and upload in the background"
-    )
 
 
 def content_type(filename: str) -> str:

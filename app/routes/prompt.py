@@ -12,13 +12,13 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from app.comfy.graph import Graph
 from app.core.errors import InvalidRequest, NotFound
+from app.core.options import JobOptions
 from app.core.records import JobRecord
 from app.core.schemas import (
     Accepted,
     ErrorResponse,
     InterruptRequest,
     InterruptResponse,
-    JobOptions,
     JobState,
     Progress,
     PromptRequest,

@@ -17,7 +17,8 @@ from starlette.routing import BaseRoute
 from app.comfy.catalog import Catalog
 from app.comfy.process import ComfyStartError
 from app.core.errors import GatewayError
-from app.core.schemas import ErrorResponse, JobOptions, WorkflowResponse
+from app.core.options import JobOptions
+from app.core.schemas import ErrorResponse, WorkflowResponse
 from app.gateway import Gateway
 from app.registry.load import Registry, Workflow
 from app.registry.schema import schema_prefix

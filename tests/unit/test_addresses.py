@@ -20,7 +20,7 @@ from app.core.addresses import (
     forbidden_address,
 )
 from app.core.errors import InvalidRequest
-from app.core.schemas import JobOptions
+from app.core.options import JobOptions
 from app.core.settings import load_settings
 from app.jobs.runner import check_destinations
 from tests.unit.fakedns import FakeDNS

@@ -10,8 +10,8 @@ import httpx
 import pytest
 from fastapi import FastAPI, Request
 
-from app.core.errors import install_handlers
 from app.edge.body_limit import BodySizeLimit
+from app.edge.errors import install_handlers
 
 CAP = 1000
 

@@ -8,7 +8,8 @@ import pytest
 from PIL import Image
 from pydantic import TypeAdapter, ValidationError
 
-from app.jobs.convert import ConvertOutput, ConvertSpec, convert, converted_name
+from app.core.options import ConvertOutput, ConvertSpec
+from app.jobs.convert import convert, converted_name
 
 SPEC: TypeAdapter[ConvertSpec] = TypeAdapter(ConvertOutput)
 

@@ -10,8 +10,9 @@ import pytest
 from fastapi import FastAPI
 
 from app.core import errors
-from app.core.errors import ComfyUnavailable, GatewayError, install_handlers
+from app.core.errors import ComfyUnavailable, GatewayError
 from app.core.schemas import PromptRequest
+from app.edge.errors import install_handlers
 
 SHAPE_KEYS = {"error", "code", "location", "details"}
 

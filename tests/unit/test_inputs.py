@@ -6,7 +6,8 @@ import base64
 
 import pytest
 
-from app.jobs.inputs import InputError, decode_base64, sniff
+from app.core.errors import InputError
+from app.jobs.inputs import decode_base64, sniff
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(40)
 

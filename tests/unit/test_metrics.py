@@ -13,9 +13,10 @@ from fastapi import APIRouter, FastAPI
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.core.metrics import JOB_BUCKETS_S, GatewayMetrics, GatewayState, RequestMetrics
+from app.core.metrics import JOB_BUCKETS_S, GatewayMetrics, GatewayState
 from app.core.records import JobRecord
 from app.core.settings import Settings, load_settings
+from app.edge.request_metrics import RequestMetrics
 from app.gateway import Gateway
 from app.jobs.webhooks import WebhookSender
 from app.main import create_app

@@ -12,8 +12,10 @@ from collections.abc import Iterator
 import pytest
 
 from app.core.addresses import AddressPolicy, Pinned
+from app.core.errors import UploadFailed
+from app.core.options import HttpUpload
 from app.core.settings import load_settings
-from app.jobs.uploads import HttpUpload, Uploader, UploadFailed, put_failed
+from app.jobs.uploads import Uploader, put_failed
 from tests.integration.harness import free_port
 from tests.integration.receiver import Receiver, loopback_traps
 from tests.unit.fakedns import FakeDNS

@@ -1,0 +1,163 @@
+"""What every job request may carry besides its graph: id, webhooks, output conversion, uploads.
+
+These are request models (pydantic), shared by every route that runs a job; the services that
+act on them (app.jobs.convert, app.jobs.uploads, app.jobs.webhooks) import them from here.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from PIL import ImageColor
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator, model_validator
+
+REQUEST_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
+
+
+class _Options(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PngOptions(_Options):
+    compress_level: int = Field(6, ge=0, le=9, description="zlib level, 0 (none) to 9 (smallest)")
+    optimize: bool = Field(False, description="Spend more time for a smaller file")
+
+
+class JpegOptions(_Options):
+    quality: int = Field(90, ge=1, le=100, description="1 (smallest) to 100 (best)")
+    progressive: bool = Field(False, description="Progressive JPEG")
+    optimize: bool = Field(False, description="Optimise the Huffman tables")
+    background: str = Field(
+        "#ffffff", description="Colour that transparent pixels become (JPEG has no alpha)"
+    )
+
+    @field_validator("background")
+    @classmethod
+    def _colour(cls, value: str) -> str:
+        try:
+            ImageColor.getrgb(value)
+        except ValueError:
+            raise ValueError("not a colour, e.g. #ffffff or white") from None
+        return value
+
+
+class WebpOptions(_Options):
+    quality: int = Field(80, ge=1, le=100, description="1 (smallest) to 100 (best)")
+    lossless: bool = Field(False, description="Lossless WebP")
+    method: int = Field(4, ge=0, le=6, description="0 (fast) to 6 (slower, smaller)")
+
+
+class PngConvert(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    format: Literal["png"] = Field(description="Re-encode images as PNG")
+    options: PngOptions = Field(default_factory=PngOptions, description="PNG options")
+
+
+class JpegConvert(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    format: Literal["jpeg"] = Field(description="Re-encode images as JPEG")
+    options: JpegOptions = Field(default_factory=JpegOptions, description="JPEG options")
+
+
+class WebpConvert(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    format: Literal["webp"] = Field(description="Re-encode images as WebP")
+    options: WebpOptions = Field(default_factory=WebpOptions, description="WebP options")
+
+
+ConvertOutput = Annotated[PngConvert | JpegConvert | WebpConvert, Field(discriminator="format")]
+
+ConvertSpec = PngConvert | JpegConvert | WebpConvert
+
+
+class S3Upload(BaseModel):
+    """Store each output at `s3://bucket/prefix<filename>`."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    bucket: str = Field(
+        min_length=3,
+        max_length=63,
+        pattern=r"^[a-z0-9][a-z0-9.\-]*[a-z0-9]$",
+        description="Bucket name",
+    )
+    prefix: str = Field("", max_length=900, description="Key prefix, e.g. `renders/2026/`")
+    async_: bool = Field(
+        False, alias="async", description="Answer 202 at once and upload in the background"
+    )
+
+
+class HttpUpload(BaseModel):
+    """PUT each output to `url_prefix + filename`."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    url_prefix: str = Field(
+        pattern=r"^https?://",
+        max_length=2000,
+        description="Where to PUT, e.g. `https://store.example.com/out/`",
+    )
+    async_: bool = Field(
+        False, alias="async", description="Answer 202 at once and upload in the background"
+    )
+
+
+class JobOptions(BaseModel):
+    """What every job request may carry besides its graph (or its workflow input)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str | None = Field(
+        None,
+        pattern=REQUEST_ID_PATTERN,
+        description="Request id naming the job in responses, logs and /interrupt; "
+        "default a new UUID. Letters, digits and `._:-`, at most 128 characters",
+    )
+    webhook: HttpUrl | None = Field(
+        None,
+        description="Legacy webhook: answer 202 at once, then POST one `output.complete` per "
+        "output file (or one `prompt.failed`) here",
+    )
+    webhook_v2: HttpUrl | None = Field(
+        None,
+        description="Answer 202 at once, then POST one signed `prompt.complete` (the full 200 "
+        "body) or `prompt.failed` here when the job ends (Standard Webhooks headers)",
+    )
+    convert_output: ConvertOutput | None = Field(
+        None,
+        description='Re-encode image outputs: `{"format": "png"|"jpeg"|"webp", '
+        '"options": {…}}`; video, audio and other files are returned as they are',
+    )
+
+    s3: S3Upload | None = Field(
+        None, description="Store the outputs in S3 instead: `images` then hold `s3://` URIs"
+    )
+    http_upload: HttpUpload | None = Field(
+        None, description="PUT the outputs to `url_prefix + filename`; `images` hold the URLs"
+    )
+
+    @model_validator(mode="after")
+    def _one_store(self) -> JobOptions:
+        if self.s3 is not None and self.http_upload is not None:
+            raise ValueError("give s3 or http_upload, not both")
+        return self
+
+    @property
+    def upload(self) -> S3Upload | HttpUpload | None:
+        return self.s3 or self.http_upload
+
+    def destinations(self) -> list[tuple[str, str]]:
+        """(location, URL) of every URL this request has the gateway send to."""
+        urls: list[tuple[str, HttpUrl | str | None]] = [
+            ("webhook", self.webhook),
+            ("webhook_v2", self.webhook_v2),
+        ]
+        if self.http_upload is not None:
+            urls.append(("http_upload.url_prefix", self.http_upload.url_prefix))
+        return [(location, str(url)) for location, url in urls if url is not None]
+
+    @property
+    def answered_at_once(self) -> bool:
+        """True when the outcome travels by webhook or async upload: the request gets 202."""
+        upload = self.upload
+        return bool(self.webhook or self.webhook_v2 or (upload is not None and upload.async_))
