@@ -1,8 +1,8 @@
 """GatewayMetrics: one gateway's Prometheus metrics, in a registry of its own.
 
 Counters and histograms are updated where things happen: a request ends
-(app.edge.request_metrics), a job ends, a webhook delivery ends, input or output bytes move. Gauges read the gateway's state when
-`/metrics` is scraped, so they cost nothing between scrapes. Labels are bounded: routes are
+(app.edge.request_metrics), a job ends, a webhook delivery ends, input or output bytes move.
+Gauges read the gateway's state when `/metrics` is scraped, so they cost nothing between scrapes. Labels are bounded: routes are
 templates (`/prompt/{id}`, never a raw path), workflows are the loaded modules, outcomes and
 error codes are fixed sets.
 
