@@ -2,9 +2,9 @@
 
 Counters and histograms are updated where things happen: a request ends
 (app.edge.request_metrics), a job ends, a webhook delivery ends, input or output bytes move.
-Gauges read the gateway's state when `/metrics` is scraped, so they cost nothing between scrapes. Labels are bounded: routes are
-templates (`/prompt/{id}`, never a raw path), workflows are the loaded modules, outcomes and
-error codes are fixed sets.
+Gauges read the gateway's state when `/metrics` is scraped, so they cost nothing between scrapes.
+Labels are bounded: routes are templates (`/prompt/{id}`, never a raw path), workflows are the
+loaded modules, outcomes and error codes are fixed sets.
 
 Other modules hold a `MetricsHooks`, whose calls do nothing, until the Gateway hands them its
 GatewayMetrics; so they can be built and tested without one.
