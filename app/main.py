@@ -16,9 +16,8 @@ from app import __version__
 from app.comfy.process import ComfyStartError
 from app.compat import comfy_proxy
 from app.compat import sdapi_routes as sdapi
-from app.compat.passthrough import PassthroughMode
 from app.compat.sdapi import SdapiState
-from app.core.settings import Settings
+from app.core.settings import PassthroughMode, Settings
 from app.edge.auth import ApiKeyAuth, ApiKeys, document_api_keys
 from app.edge.body_limit import BodySizeLimit
 from app.edge.cors import add_cors

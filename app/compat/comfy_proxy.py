@@ -26,13 +26,13 @@ from app.compat.passthrough import (
     BODY_CHECK_MAX_BYTES,
     Kind,
     Passthrough,
-    PassthroughMode,
     SubmittedPrompts,
     answered_id,
     authorize,
     endpoint,
 )
 from app.core.errors import ComfyUnavailable, Conflict, GatewayError
+from app.core.settings import PassthroughMode
 from app.edge.errors import error_response
 from app.gateway import Gateway
 

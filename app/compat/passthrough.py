@@ -21,24 +21,17 @@ import json
 from collections import OrderedDict
 from collections.abc import Callable, Container, Iterable
 from dataclasses import dataclass
-from enum import Enum, StrEnum
+from enum import Enum
 from typing import Any
 from urllib.parse import unquote
 
 from app.core.errors import Forbidden
+from app.core.settings import PassthroughMode
 
 # Enough to name hundreds of prompts; a body that decides must be read whole before it goes on.
 BODY_CHECK_MAX_BYTES = 64 * 1024
 SUBMITTED_MAX = 10_000
 OPENS_ALL = "COMFY_PASSTHROUGH=full"
-
-
-class PassthroughMode(StrEnum):
-    """COMFY_PASSTHROUGH: off (404), the endpoints a client's own prompts need, or all of them."""
-
-    OFF = "false"
-    SAFE = "true"
-    FULL = "full"
 
 
 class Kind(Enum):

@@ -10,8 +10,14 @@ from typing import Any
 
 import pytest
 
-from app.compat.passthrough import PassthroughMode
-from app.core.settings import PROJECT_ROOT, Settings, SettingsError, load_settings
+from app.core.settings import (
+    PROJECT_ROOT,
+    SECTIONS,
+    PassthroughMode,
+    Settings,
+    SettingsError,
+    load_settings,
+)
 
 # Every variable the gateway reads, so that a developer's shell cannot leak into a test.
 VARIABLES = [name.upper() for name in Settings.model_fields] + ["CONFIG_FILE"]
@@ -237,3 +243,15 @@ def test_bad_setting_stops_start_up_with_one_line() -> None:
     assert "PORT" in lines[0]
     assert "integer" in lines[0]
     assert "Traceback" not in done.stderr
+
+
+def test_no_section_hides_anothers_validator() -> None:
+    """Settings inherits each section; a validator name used twice would silently drop one."""
+    names = [
+        name
+        for section in SECTIONS
+        for kind in ("field_validators", "model_validators")
+        for name in getattr(section.__pydantic_decorators__, kind)
+    ]
+    assert len(names) == len(set(names)), sorted(n for n in names if names.count(n) > 1)
+    assert set(Settings.model_fields) == {f for s in SECTIONS for f in s.model_fields}

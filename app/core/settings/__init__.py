@@ -1,0 +1,91 @@
+"""Settings: every environment variable the gateway reads, typed and validated.
+
+Names follow SaladTechnologies' comfyui-api so deployments can switch without renaming. Values
+come from the environment, then from the YAML file named by `CONFIG_FILE` (environment wins).
+Each section (one module here) groups the settings of one part of the gateway; `SECTIONS` keeps
+their order for the generated reference (docs/settings.md, `make docs`).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from pydantic import ValidationError, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from app.core.settings.comfyui import BUNDLED_COMFY_DIR, PROJECT_ROOT, ComfySettings
+from app.core.settings.jobs import JobSettings
+from app.core.settings.media import MediaSettings
+from app.core.settings.server import LogFormat, LogLevel, PassthroughMode, ServerSettings
+from app.core.settings.sources import SettingsError, YamlConfigSource
+from app.core.settings.webhooks import SYSTEM_EVENT_TYPES, WebhookSettings
+
+__all__ = [
+    "BUNDLED_COMFY_DIR",
+    "PROJECT_ROOT",
+    "SECTIONS",
+    "SYSTEM_EVENT_TYPES",
+    "LogFormat",
+    "LogLevel",
+    "PassthroughMode",
+    "Settings",
+    "SettingsError",
+    "die_on_bad_settings",
+    "load_settings",
+]
+
+SECTIONS = (ServerSettings, ComfySettings, JobSettings, MediaSettings, WebhookSettings)
+# Settings whose values an error message must not repeat.
+SECRET_SETTINGS = frozenset({"API_KEYS", "WEBHOOK_SECRET"})
+
+
+class Settings(
+    BaseSettings, WebhookSettings, MediaSettings, JobSettings, ComfySettings, ServerSettings
+):
+    """The gateway's configuration. Units are in the names (`_s`, `_mb`).
+
+    Validator names must differ between sections: one of the same name would hide another.
+    """
+
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", frozen=True)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, YamlConfigSource(settings_cls))
+
+    @model_validator(mode="after")
+    def _ports_differ(self) -> Settings:
+        if self.port == self.comfyui_port_host:
+            raise ValueError("PORT and COMFYUI_PORT_HOST must differ")
+        return self
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build Settings, turning validation failures into one line per bad variable."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as e:
+        lines = []
+        for err in e.errors():
+            name = str(err["loc"][0]).upper() if err["loc"] else "PORT/COMFYUI_PORT_HOST"
+            given = err.get("input")
+            secret = name in SECRET_SETTINGS
+            shown = f"={given!r}" if not isinstance(given, dict) and not secret else ""
+            message = err["msg"].removeprefix("Value error, ")
+            if err["type"].startswith("bool"):
+                message += " (true/false, 1/0, yes/no, on/off)"
+            lines.append(f"invalid setting {name}{shown}: {message}")
+        raise SettingsError("; ".join(lines)) from None
+
+
+def die_on_bad_settings(error: SettingsError) -> None:
+    print(f"comfy-gateway: {error}", file=sys.stderr)
+    raise SystemExit(2)

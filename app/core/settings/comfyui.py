@@ -1,0 +1,85 @@
+"""The ComfyUI the gateway starts and supervises: its command, folders, start-up and restarts."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field, field_validator
+
+from app.core.settings.sources import empty_is_unset
+
+PROJECT_ROOT = Path(__file__).resolve().parents[3]
+# Where `make comfyui` installs the bundled ComfyUI; other versions go beside it.
+BUNDLED_COMFY_DIR = PROJECT_ROOT / ".comfyui" / "0.3.75"
+
+
+class ComfySettings(BaseModel):
+    """ComfyUI: how it is started, where its folders are, how it is watched."""
+
+    cmd: str | None = Field(
+        None,
+        description="Command that starts ComfyUI (run in COMFY_HOME); default: the bundled one",
+    )
+    comfy_home: Path = Field(BUNDLED_COMFY_DIR / "ComfyUI", description="ComfyUI's folder")
+    comfyui_port_host: int = Field(8188, ge=1, le=65535, description="Port ComfyUI listens on")
+    direct_address: str = Field("127.0.0.1", description="Address the gateway reaches ComfyUI at")
+    input_dir: Path | None = Field(None, description="ComfyUI's input folder")
+    output_dir: Path | None = Field(None, description="ComfyUI's output folder")
+    model_dir: Path | None = Field(None, description="ComfyUI's models folder")
+    startup_check_interval_s: float = Field(1.0, gt=0, description="Seconds between start checks")
+    startup_check_max_tries: int | None = Field(
+        None, ge=1, description="Start checks before giving up (default: no count, see below)"
+    )
+    startup_timeout_s: float = Field(
+        900.0,
+        gt=0,
+        description="Longest ComfyUI may take to answer at start, while it runs and logs",
+    )
+    startup_silence_max_s: float = Field(
+        300.0,
+        gt=0,
+        description="Give up starting when ComfyUI has printed nothing for this long",
+    )
+    event_silence_check_s: float = Field(
+        15.0,
+        gt=0,
+        description="While jobs are pending and ComfyUI's event stream has been silent this "
+        "long, ask ComfyUI over HTTP where they are (a stream can stall without closing)",
+    )
+    always_restart_comfyui: bool = Field(False, description="Restart ComfyUI when it exits")
+    restart_max_backoff_s: float = Field(30.0, gt=0, description="Longest wait between restarts")
+
+    @property
+    def comfy_url(self) -> str:
+        host = self.direct_address
+        if ":" in host and not host.startswith("["):
+            host = f"[{host}]"
+        return f"http://{host}:{self.comfyui_port_host}"
+
+    @property
+    def comfy_input_dir(self) -> Path:
+        return self.input_dir or self.comfy_home / "input"
+
+    @property
+    def comfy_output_dir(self) -> Path:
+        return self.output_dir or self.comfy_home / "output"
+
+    @field_validator(
+        "cmd", "input_dir", "output_dir", "model_dir", "startup_check_max_tries", mode="before"
+    )
+    @classmethod
+    def _comfy_empty_is_unset(cls, value: Any) -> Any:
+        return empty_is_unset(value)
+
+    @field_validator("cmd")
+    @classmethod
+    def _cmd_parses(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                if not shlex.split(value):
+                    raise ValueError("CMD is empty")
+            except ValueError as e:
+                raise ValueError(f"not a valid shell command: {e}") from e
+        return value

@@ -1,0 +1,50 @@
+"""Jobs: how many may wait, how long one may run, what is kept, which workflows exist."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field, field_validator
+
+from app.core.settings.comfyui import PROJECT_ROOT
+from app.core.settings.sources import empty_is_unset
+
+
+class JobSettings(BaseModel):
+    """Jobs: queue cap, time limit, outputs and history kept, workflow modules, warmup."""
+
+    max_queue_depth: int = Field(
+        0, ge=0, description="Refuse work past this queue depth (0: no cap)"
+    )
+    prompt_timeout_s: float | None = Field(None, gt=0, description="Longest a job may take")
+    keep_outputs: bool = Field(False, description="Keep output files after they are returned")
+    job_history_max: int = Field(100, ge=0, description="Finished jobs kept for GET /prompt/{id}")
+    job_history_ttl_s: float = Field(3600, ge=0, description="How long a finished job is kept")
+    job_history_max_mb: float = Field(
+        256.0, ge=0, description="Memory the kept results (their base64 outputs) may take"
+    )
+    workflow_dir: Path = Field(PROJECT_ROOT / "workflows", description="Workflow modules")
+    warmup_prompt_file: Path | None = Field(
+        None, description="ComfyUI API-format graph run once at start-up, before /health is 200"
+    )
+
+    @field_validator("prompt_timeout_s", "warmup_prompt_file", mode="before")
+    @classmethod
+    def _job_empty_is_unset(cls, value: Any) -> Any:
+        return empty_is_unset(value)
+
+    @field_validator("warmup_prompt_file")
+    @classmethod
+    def _warmup_readable(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            try:
+                data = json.loads(value.read_text())
+            except OSError as e:
+                raise ValueError(f"cannot be read: {e.strerror or e}") from None
+            except ValueError as e:
+                raise ValueError(f"is not JSON: {e}") from None
+            if not isinstance(data, dict) or not data:
+                raise ValueError("must hold a ComfyUI API-format graph (a JSON object of nodes)")
+        return value

@@ -1,0 +1,122 @@
+"""The gateway's own server: where it listens, who may call it, what it logs."""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic_settings import NoDecode
+
+from app.core.keys import key_problem, read_key_file, split_keys
+from app.core.settings.sources import BOOL_FALSE, BOOL_TRUE, empty_is_unset
+
+LogLevel = Literal["debug", "info", "warning", "error", "critical"]
+LogFormat = Literal["text", "json"]
+# What a browser sends in Origin: scheme://host[:port], nothing after.
+ORIGIN = re.compile(r"[a-z][a-z0-9+.-]*://(\[[0-9a-fA-F:.]+\]|[^/:\s\[\]]+)(:\d{1,5})?")
+DEFAULT_PORTS = {"https": ":443", "http": ":80"}
+
+
+class PassthroughMode(StrEnum):
+    """COMFY_PASSTHROUGH: off (404), the endpoints a client's own prompts need, or all of them."""
+
+    OFF = "false"
+    SAFE = "true"
+    FULL = "full"
+
+
+class ServerSettings(BaseModel):
+    """The gateway's server: address, API keys, browsers, request size, logs, facades."""
+
+    port: int = Field(3000, ge=1, le=65535, description="Port the gateway listens on")
+    host: str = Field(
+        "::",
+        description="Address the gateway listens on: `::` (or empty) is every address, IPv4 and "
+        "IPv6; any other address means exactly that one (`0.0.0.0` IPv4 only, `127.0.0.1`, `::1`)",
+    )
+    shutdown_grace_s: float = Field(30.0, ge=0, description="Time in-flight jobs get on shutdown")
+    max_body_size_mb: float = Field(100.0, gt=0, description="Largest request body accepted")
+    log_level: LogLevel = Field("info", description="Log level")
+    log_format: LogFormat = Field(
+        "text", description="`text`, or `json`: one JSON object per line, with the request id"
+    )
+    api_keys: Annotated[tuple[SecretStr, ...], NoDecode] = Field(
+        (), description="API keys (comma list); when set, requests need one (Bearer or X-API-Key)"
+    )
+    api_keys_file: Path | None = Field(
+        None, description="File of API keys, one per line, `#` comments; re-read when it changes"
+    )
+    cors_allow_origins: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), description="Origins browsers may call from: comma list of scheme://host[:port], or *"
+    )
+    comfy_passthrough: PassthroughMode = Field(
+        PassthroughMode.SAFE,
+        description="Serve ComfyUI's own API and websocket under /comfy/: `true` (what a client "
+        "needs to run its own prompts), `full` (every endpoint, admin ones included) or `false`",
+    )
+    sdapi_workflow_family: Literal["sd15", "sdxl"] = Field(
+        "sd15", description="Which shipped workflows AUTOMATIC1111's /sdapi/v1 runs"
+    )
+
+    @property
+    def max_body_size_bytes(self) -> int:
+        return int(self.max_body_size_mb * 1024 * 1024)
+
+    @field_validator("log_level", "log_format", mode="before")
+    @classmethod
+    def _lower_level(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _keys_valid(cls, value: Any) -> Any:
+        keys = split_keys(value) if isinstance(value, str) else [str(k) for k in value or ()]
+        for number, key in enumerate(keys, start=1):
+            if problem := key_problem(key):
+                raise ValueError(f"key {number} of {len(keys)} {problem}")
+        return tuple(keys)
+
+    @field_validator("api_keys_file", mode="before")
+    @classmethod
+    def _no_key_file(cls, value: Any) -> Any:
+        return empty_is_unset(value)
+
+    @field_validator("api_keys_file")
+    @classmethod
+    def _key_file_readable(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            read_key_file(value)  # its ValueError names the line, never the key
+        return value
+
+    @field_validator("cors_allow_origins", mode="before")
+    @classmethod
+    def _origins_valid(cls, value: Any) -> Any:
+        given = [o.strip() for o in value.split(",")] if isinstance(value, str) else value
+        origins = []
+        for origin in (str(o) for o in given or () if o):
+            if origin != "*" and not ORIGIN.fullmatch(origin.lower()):
+                raise ValueError(
+                    f"{origin!r} is not an origin: scheme://host[:port], no path or trailing "
+                    "slash (e.g. https://app.example.com), or *"
+                )
+            # As a browser sends it: lower case, without the scheme's default port.
+            origin = origin.lower()
+            origins.append(origin.removesuffix(DEFAULT_PORTS.get(origin.split(":")[0], "")))
+        return ("*",) if "*" in origins else tuple(dict.fromkeys(origins))
+
+    @field_validator("comfy_passthrough", mode="before")
+    @classmethod
+    def _passthrough_mode(cls, value: Any) -> Any:
+        # Before `full` existed this was a boolean: its spellings keep their meaning.
+        if isinstance(value, bool):
+            return PassthroughMode.SAFE if value else PassthroughMode.OFF
+        if isinstance(value, str):
+            value = value.strip().lower()
+            if value in BOOL_TRUE:
+                return PassthroughMode.SAFE
+            if value in BOOL_FALSE:
+                return PassthroughMode.OFF
+        return value

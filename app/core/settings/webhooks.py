@@ -1,0 +1,75 @@
+"""Webhooks: delivery attempts, signing, and ComfyUI's events forwarded to the operator."""
+
+from __future__ import annotations
+
+import base64
+import os
+from typing import Annotated, Any
+
+from pydantic import BaseModel, Field, HttpUrl, field_validator
+from pydantic_settings import NoDecode
+
+from app.core.settings.sources import empty_is_unset
+
+SYSTEM_EVENT_TYPES = frozenset(
+    {
+        "status", "progress", "progress_state", "executing", "execution_start", "execution_cached",
+        "executed", "execution_success", "execution_interrupted", "execution_error",
+    }
+)  # fmt: skip
+
+
+class WebhookSettings(BaseModel):
+    """Webhooks: retries, timeouts, the signing secret, and system events."""
+
+    prompt_webhook_retries: int = Field(3, ge=1, le=20, description="Delivery attempts per webhook")
+    webhook_timeout_s: float = Field(10.0, gt=0, description="Time one delivery attempt may take")
+    webhook_backoff_s: float = Field(1.0, ge=0, description="Wait before the first retry (doubles)")
+    webhook_secret: str | None = Field(None, description="Standard Webhooks secret (base64)")
+    system_webhook_url: HttpUrl | None = Field(
+        None,
+        description="Receiver of ComfyUI's events; set by the operator, so its address is not "
+        "checked against ALLOW_PRIVATE_URLS / ALLOWED_PRIVATE_NETWORKS",
+    )
+    system_webhook_events: Annotated[frozenset[str], NoDecode] = Field(
+        frozenset(), description="Event types to forward: comma list, or `all`"
+    )
+    system_meta: dict[str, str] = Field(
+        default_factory=lambda: {
+            k.removeprefix("SYSTEM_META_"): v
+            for k, v in os.environ.items()
+            if k.startswith("SYSTEM_META_") and k != "SYSTEM_META_"
+        },
+        description="SYSTEM_META_<key> variables, sent as `metadata` with system events",
+    )
+
+    @field_validator("webhook_secret", mode="before")
+    @classmethod
+    def _no_secret(cls, value: Any) -> Any:
+        return empty_is_unset(value)
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _secret_decodes(cls, value: str | None) -> str | None:
+        if value is not None:
+            raw = value.removeprefix("whsec_")
+            try:
+                if not base64.b64decode(raw + "=" * (-len(raw) % 4), validate=True):
+                    raise ValueError
+            except ValueError:
+                raise ValueError("must be non-empty base64, optionally prefixed whsec_") from None
+        return value
+
+    @field_validator("system_webhook_events", mode="before")
+    @classmethod
+    def _known_events(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        names = set(value or ())
+        if "all" in names:
+            return frozenset(SYSTEM_EVENT_TYPES)
+        unknown = names - SYSTEM_EVENT_TYPES
+        if unknown:
+            allowed = ", ".join(sorted(SYSTEM_EVENT_TYPES))
+            raise ValueError(f"unknown event type(s) {sorted(unknown)}; allowed: all, {allowed}")
+        return frozenset(names)
