@@ -8,13 +8,12 @@ the default checkpoint of the workflow endpoints.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 import uuid
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from app.comfy.graph import checkpoint_of, load_graph
 from app.comfy.process import ComfyStartError
 from app.core.errors import GatewayError
 from app.core.settings import Settings
@@ -23,28 +22,6 @@ if TYPE_CHECKING:
     from app.gateway import Gateway
 
 log = logging.getLogger(__name__)
-
-
-def load_graph(path: Path) -> dict[str, dict[str, Any]]:
-    """The graph in a warmup file: ComfyUI's API format, or `{"prompt": graph}`."""
-    data = json.loads(path.read_text())
-    if isinstance(data, dict) and isinstance(data.get("prompt"), dict):
-        data = data["prompt"]
-    if not isinstance(data, dict) or not data:
-        raise ValueError("it holds no graph (a JSON object of nodes in ComfyUI's API format)")
-    for node_id, node in data.items():
-        if not isinstance(node, dict) or not isinstance(node.get("class_type"), str):
-            raise ValueError(f"its node {node_id!r} has no class_type (API format is needed)")
-    return data
-
-
-def checkpoint_of(graph: dict[str, dict[str, Any]]) -> str | None:
-    """The checkpoint the graph's first CheckpointLoaderSimple loads, if any."""
-    for node in graph.values():
-        name = (node.get("inputs") or {}).get("ckpt_name")
-        if node.get("class_type") == "CheckpointLoaderSimple" and isinstance(name, str):
-            return name
-    return None
 
 
 def warmup_checkpoint(settings: Settings) -> str | None:

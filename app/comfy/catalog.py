@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 from app.comfy.client import ComfyClient
-from app.registry.fields import ComfyChoice
 
 ObjectInfo = dict[str, dict[str, Any]]
 
@@ -81,15 +80,14 @@ class Catalog:
             return cls(data["object_info"], dict(data.get("models") or {}))
         return cls(data)
 
-    def choices(self, choice: ComfyChoice) -> list[str] | None:
-        """The values ComfyUI allows for a choice, or None when it cannot say."""
-        if choice.folder is not None:
-            if choice.folder in self.models:
-                return list(self.models[choice.folder])
-            return None
-        assert choice.node is not None and choice.input is not None
-        info = self.object_info.get(choice.node)
-        spec = node_inputs(info).get(choice.input) if info else None
+    def folder_files(self, folder: str) -> list[str] | None:
+        """The files of a model folder (`checkpoints`), or None when ComfyUI has no such folder."""
+        return list(self.models[folder]) if folder in self.models else None
+
+    def input_choices(self, node: str, name: str) -> list[str] | None:
+        """The values a combo input allows (KSampler's sampler_name), or None when not a combo."""
+        info = self.object_info.get(node)
+        spec = node_inputs(info).get(name) if info else None
         if spec is None or spec.choices is None:
             return None
         return [str(value) for value in spec.choices]

@@ -21,101 +21,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import json
 import logging
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
 from app.comfy.client import ComfyClient, PromptLookup
-from app.core.errors import ComfyUnavailable, ExecutionFailed, GatewayError, Interrupted
+from app.comfy.events import (
+    EventListener,
+    LostError,
+    Outputs,
+    PromptWaiter,
+    lost_by_comfyui,
+    removed_behind_gateway,
+)
+from app.core.errors import ComfyUnavailable, GatewayError
 
 log = logging.getLogger(__name__)
 
-Outputs = dict[str, dict[str, Any]]  # node id -> what the node reported in `executed`
-EventListener = Callable[[str, dict[str, Any]], None]  # (event type, event data)
-LostError = Callable[[], GatewayError]  # the error of a prompt ComfyUI no longer knows
 QUEUE_SHRINK_CONFIRM_S = 0.5
-
-
-@dataclass
-class Progress:
-    value: int = 0
-    max: int = 0
-    node: str | None = None
-
-
-@dataclass
-class PromptWaiter:
-    """What the gateway knows of one prompt while it runs."""
-
-    prompt_id: str
-    generation: int
-    done: asyncio.Future[Outputs]
-    outputs: Outputs = field(default_factory=dict)
-    progress: Progress = field(default_factory=Progress)
-    submitted: bool = False
-    started_at: float | None = None  # monotonic time of execution_start
-    succeeded: bool = False  # execution_success seen: it has left ComfyUI's queue
-    on_event: EventListener | None = None  # told of each of this prompt's events
-
-    @property
-    def outstanding(self) -> bool:
-        """Submitted, not settled, and (as far as events tell) still in ComfyUI's queue."""
-        return self.submitted and not self.succeeded and not self.done.done()
-
-
-def execution_error(data: dict[str, Any]) -> ExecutionFailed:
-    """ComfyUI's execution_error, minus the tensor reprs in current_inputs/current_outputs."""
-    node_id = str(data.get("node_id"))
-    class_type = data.get("node_type", "?")
-    exc_type = data.get("exception_type", "Exception")
-    message = str(data.get("exception_message", "")).strip()
-    return ExecutionFailed(
-        f"node {node_id} ({class_type}) failed: {exc_type}: {message}",
-        location=f"prompt.{node_id}",
-        details={
-            "node_id": node_id,
-            "class_type": class_type,
-            "exception_type": exc_type,
-            "exception_message": message,
-        },
-    )
-
-
-def running_node(data: dict[str, Any]) -> Progress | None:
-    """The step progress in a `progress_state` event: its running node that counts steps."""
-    nodes = data.get("nodes")
-    for node_id, state in nodes.items() if isinstance(nodes, dict) else ():
-        if not isinstance(state, dict) or state.get("state") != "running":
-            continue
-        value, most = state.get("value"), state.get("max")
-        if isinstance(value, int | float) and isinstance(most, int | float) and most > 1:
-            node = state.get("display_node_id") or node_id
-            return Progress(int(value), int(most), str(node))
-    return None
-
-
-def lost_by_comfyui() -> GatewayError:
-    return ComfyUnavailable("ComfyUI lost the job (it was restarted or its queue cleared)")
-
-
-def removed_behind_gateway() -> GatewayError:
-    return Interrupted(
-        "the job was removed from ComfyUI's queue outside the gateway (the queue was cleared "
-        "or the prompt deleted in ComfyUI itself)"
-    )
-
-
-def interrupted(data: dict[str, Any]) -> Interrupted:
-    node = data.get("node_id")
-    where = f" at node {node} ({data.get('node_type')})" if node else ""
-    return Interrupted(f"the job was interrupted{where}")
 
 
 class PromptTracker:
@@ -253,36 +180,8 @@ class PromptTracker:
                 self._watch_queue_shrink()
             return
         waiter = self.waiters.get(str(data.get("prompt_id")))
-        if waiter is None:
-            return
-        if kind == "execution_start":
-            waiter.started_at = time.monotonic()
-        elif kind == "executed" and data.get("node") is not None:
-            waiter.outputs[str(data["node"])] = data.get("output") or {}
-        elif kind in ("progress", "progress_state"):
-            # Newer ComfyUI sends both for one step (progress_state per node, also for nodes
-            # that report only there): the job hears of each step once, as `progress`.
-            if kind == "progress":
-                step = Progress(data.get("value", 0), data.get("max", 0), data.get("node"))
-            else:
-                step = running_node(data) or waiter.progress
-            if step == waiter.progress:
-                return
-            waiter.progress = step
-            kind, data = "progress", {"prompt_id": waiter.prompt_id, **dataclasses.asdict(step)}
-        elif kind == "execution_success":
-            waiter.succeeded = True
-        elif kind == "executing":
-            if data.get("node") is None:
-                self.settle(waiter.prompt_id)
-            else:
-                waiter.progress = Progress(node=str(data["node"]))
-        elif kind == "execution_error":
-            self.settle(waiter.prompt_id, execution_error(data))
-        elif kind == "execution_interrupted":
-            self.settle(waiter.prompt_id, interrupted(data))
-        if waiter.on_event is not None:
-            waiter.on_event(kind, data)
+        if waiter is not None and (ending := waiter.apply(kind, data)) is not None:
+            self.settle(waiter.prompt_id, ending.error)
 
     def _fewer_queued_than_outstanding(self) -> list[PromptWaiter]:
         """The outstanding prompts, when ComfyUI's queue holds fewer than that; else []."""
@@ -343,7 +242,7 @@ class PromptTracker:
                 continue  # an event settled it while we asked
             if where.state == "finished":
                 unreported = True
-                self._settle_from_history(waiter, where.entry)
+                self.settle(waiter.prompt_id, waiter.apply_history(where.entry).error)
             elif where.state == "unknown":
                 log.warning("prompt %s is neither queued nor finished in ComfyUI", waiter.prompt_id)
                 self.settle(waiter.prompt_id, lost())
@@ -369,13 +268,3 @@ class PromptTracker:
                 self.reconnects_forced += 1
                 # Closing makes _run reconnect and reconcile; abort if the close cannot finish.
                 self._ws.transport.abort()
-
-    def _settle_from_history(self, waiter: PromptWaiter, entry: dict[str, Any]) -> None:
-        status = entry.get("status") or {}
-        for kind, data in status.get("messages", []):
-            if kind in ("execution_error", "execution_interrupted"):
-                self.handle(kind, {**data, "prompt_id": waiter.prompt_id})
-                return
-        for node_id, output in (entry.get("outputs") or {}).items():
-            waiter.outputs.setdefault(str(node_id), output)
-        self.settle(waiter.prompt_id)

@@ -7,12 +7,12 @@ import base64
 import contextlib
 import logging
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from app.comfy.client import ComfyClient
+from app.comfy.graph import node_order
 from app.core.options import ConvertSpec
 from app.jobs.convert import convert, converted_name
 
@@ -27,11 +27,6 @@ class OutputFile:
     filename: str
     subfolder: str
     folder_type: str
-
-
-def node_order(node_id: str) -> tuple[tuple[int, int | str], ...]:
-    """Sort key: numeric parts as numbers, so node 10 comes after node 9 (and 5:3 after 5)."""
-    return tuple((0, int(p)) if p.isdigit() else (1, p) for p in re.split(r"(\d+)", node_id) if p)
 
 
 def output_files(outputs: dict[str, dict[str, Any]]) -> list[OutputFile]:
@@ -51,21 +46,6 @@ def output_files(outputs: dict[str, dict[str, Any]]) -> list[OutputFile]:
                         OutputFile(node_id, item["filename"], item.get("subfolder") or "", "output")
                     )
     return files
-
-
-def unique_prefixes(graph: dict[str, dict[str, Any]], tag: str) -> dict[str, dict[str, Any]]:
-    """Append the job's tag to every literal filename_prefix.
-
-    Concurrent jobs then never share output names, and a resubmitted graph's save nodes run
-    again instead of reporting the (already removed) files of an earlier job from cache.
-    """
-    rewritten = {}
-    for node_id, node in graph.items():
-        prefix = node.get("inputs", {}).get("filename_prefix")
-        if isinstance(prefix, str):
-            node = {**node, "inputs": {**node["inputs"], "filename_prefix": f"{prefix}_{tag}"}}
-        rewritten[node_id] = node
-    return rewritten
 
 
 # Reading a small file inline is ~15x cheaper than a hop to a worker thread; larger ones would

@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app.comfy.client import ComfyClient
-from app.comfy.graph import Graph, check_graph
-from app.comfy.tracker import PromptTracker, PromptWaiter
+from app.comfy.events import PromptWaiter
+from app.comfy.graph import Graph, check_graph, unique_prefixes
+from app.comfy.tracker import PromptTracker
 from app.core.addresses import AddressPolicy, AddressRefused
 from app.core.errors import (
     Conflict,
@@ -33,7 +34,7 @@ from app.core.options import JobOptions
 from app.core.records import JobHistory, JobRecord
 from app.core.schemas import PromptResponse, Stats, WorkflowResponse
 from app.jobs.inputs import InputFiles, JobInputs
-from app.jobs.outputs import OutputFile, OutputStore, output_files, unique_prefixes
+from app.jobs.outputs import OutputFile, OutputStore, output_files
 from app.jobs.uploads import Uploader
 from app.jobs.webhooks import WebhookSender, deliver_job_end
 

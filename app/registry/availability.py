@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from app.comfy.catalog import InputSpec, ObjectInfo, node_inputs
+from app.comfy.graph import is_link
 
 # What a model-file input holds, for messages; others are named by class and input.
 FILE_KINDS = {
@@ -27,16 +28,6 @@ FILE_KINDS = {
     "control_net_name": "ControlNet",
     "model_name": "model",
 }
-
-
-def is_link(value: Any) -> bool:
-    """ComfyUI's own rule: `[node_id, output_index]`."""
-    return (
-        isinstance(value, list)
-        and len(value) == 2
-        and isinstance(value[0], str)
-        and isinstance(value[1], int)
-    )
 
 
 def types_match(received: Any, expected: str) -> bool:

@@ -21,6 +21,7 @@ import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from types import ModuleType
 from typing import Any, get_args
@@ -36,6 +37,7 @@ from app.registry.schema import (
     ExampleError,
     Narrower,
     choice_of,
+    choices,
     example_input,
     schema_prefix,
     stand_in,
@@ -108,13 +110,13 @@ class Workflow:
         """Narrow the schema to this install and check the example graph against it."""
         self.reasons = None
         defaults = {DEFAULT_CHECKPOINT: default_checkpoint} if default_checkpoint else {}
-        narrower = Narrower(schema_prefix(self.name), catalog.choices, defaults)
+        narrower = Narrower(schema_prefix(self.name), partial(choices, catalog), defaults)
         self.input_model = narrower.model(self.schema, name="Input")
         self.object_info = catalog.object_info
-        self.example = example_input(self.input_model, catalog.choices)
+        self.example = example_input(self.input_model, partial(choices, catalog))
         graph = self.graph(self.input_model.model_validate(self.example))
         # A required choice with nothing to choose from got a stand-in value: say why instead.
-        empty = [c for c in required_choices(self.input_model) if not catalog.choices(c)]
+        empty = [c for c in required_choices(self.input_model) if not choices(catalog, c)]
         reasons = [f"no {c.kind} is installed ({c.source} is empty)" for c in empty]
         found = check_graph(graph, catalog.object_info)
         found = [r for r in found if not any(stand_in(c) in r for c in empty)]

@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 from pydantic import BaseModel, WithJsonSchema, create_model
 from pydantic.fields import FieldInfo
 
+from app.comfy.catalog import Catalog
 from app.registry.fields import ComfyChoice
 
 # Values for a choice: the list ComfyUI reports, or None where it cannot say (keep a plain str).
@@ -149,3 +150,11 @@ def schema_prefix(name: str) -> str:
     """`flux/schnell-txt2img` → `FluxSchnellTxt2img`: a model-name prefix for a workflow."""
     words = "".join(c if c.isalnum() else " " for c in name).split()
     return "".join(w[:1].upper() + w[1:] for w in words)
+
+
+def choices(catalog: Catalog, choice: ComfyChoice) -> list[str] | None:
+    """The values this ComfyUI allows for a choice, or None when it cannot say."""
+    if choice.folder is not None:
+        return catalog.folder_files(choice.folder)
+    assert choice.node is not None and choice.input is not None
+    return catalog.input_choices(choice.node, choice.input)

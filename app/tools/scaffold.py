@@ -26,13 +26,12 @@ import httpx
 from pydantic import BaseModel
 
 from app.comfy.catalog import Catalog, InputSpec, node_inputs
+from app.comfy.graph import is_link, load_graph, node_order
 from app.core.settings import SettingsError, load_settings
-from app.jobs.outputs import node_order
 from app.registry import fields as workflow_types
-from app.registry.availability import is_link
 from app.registry.fields import ComfyChoice
 from app.registry.load import WorkflowLoadError, load_workflow
-from app.startup import load_graph
+from app.registry.schema import choices
 
 # Inputs whose values are installed files or ComfyUI's samplers: typed from app.workflow_types.
 BY_INPUT = {
@@ -75,7 +74,7 @@ class SchemaField:
         if spec.uploads:
             self.type = "InputImage"
         elif typed in ("Sampler", "Scheduler"):
-            ours = catalog.choices(_choice(typed))
+            ours = choices(catalog, _choice(typed))
             self.type = typed if ours and spec.choices == ours else self.type
         elif typed:
             self.type = typed

@@ -12,13 +12,8 @@ from typing import Any
 import pytest
 
 from app.comfy.client import ComfyClient
-from app.jobs.outputs import (
-    INLINE_READ_MAX_BYTES,
-    OutputFile,
-    OutputStore,
-    output_files,
-    unique_prefixes,
-)
+from app.comfy.graph import unique_prefixes
+from app.jobs.outputs import INLINE_READ_MAX_BYTES, OutputFile, OutputStore, output_files
 
 
 def image(filename: str, folder_type: str | None = "output", subfolder: str = "") -> dict[str, Any]:

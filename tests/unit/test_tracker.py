@@ -20,7 +20,8 @@ from fastapi import FastAPI, WebSocket
 from fastapi.responses import JSONResponse
 
 from app.comfy.client import ComfyClient
-from app.comfy.tracker import Progress, PromptTracker, PromptWaiter
+from app.comfy.events import Progress, PromptWaiter
+from app.comfy.tracker import PromptTracker
 from app.core.errors import ComfyUnavailable, ExecutionFailed, GatewayError, Interrupted
 
 # One fake ComfyUI serves the whole module (uvicorn takes ~0.1 s to stop); each test gets it

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from app.comfy.graph import checkpoint_of, load_graph
 from app.core.settings import Settings, SettingsError, load_settings
-from app.startup import checkpoint_of, load_graph, warmup_checkpoint
+from app.startup import warmup_checkpoint
 
 GRAPHS = Path(__file__).resolve().parents[1] / "graphs"
 
