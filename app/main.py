@@ -26,7 +26,7 @@ from app.edge.request_metrics import RequestMetrics
 from app.gateway import Gateway
 from app.registry.load import Registry
 from app.routes import docs, metrics, models, probes, prompt, workflows
-from app.startup import run_warmup
+from app.startup import activate, run_warmup
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.sdapi = SdapiState()  # AUTOMATIC1111's /options: per process, like A1111's
     # Workflow routes need ComfyUI's enums, so they are mounted once it answers.
     gateway.on_start.append(lambda: run_warmup(gateway))
-    gateway.on_start.append(lambda: workflows.activate(app))
+    gateway.on_start.append(lambda: activate(app))
     install_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_size_bytes)
     # Middleware added later wraps what came before: CORS, then metrics, then the key check.

@@ -1,22 +1,28 @@
-"""Warmup: run WARMUP_PROMPT_FILE once at start-up, before /health turns 200.
+"""Start-up steps, run once ComfyUI answers and before /health turns 200.
 
-The first job on a fresh ComfyUI loads its models; the warmup prompt pays that before traffic
-arrives. It runs through the gateway's own job path, so a prompt that cannot run fails
-start-up with the reason instead of failing the first real request. The checkpoint it loads is
-the default checkpoint of the workflow endpoints.
+Warmup runs WARMUP_PROMPT_FILE. The first job on a fresh ComfyUI loads its models; the warmup
+prompt pays that before traffic arrives. It runs through the gateway's own job path, so a prompt
+that cannot run fails start-up with the reason instead of failing the first real request. The
+checkpoint it loads is the default checkpoint of the workflow endpoints.
+
+Activation reads ComfyUI's nodes and models, readies every workflow module against them, and
+mounts the workflow routes (their schemas carry this ComfyUI's enums).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-import uuid
 from typing import TYPE_CHECKING
+
+from fastapi import FastAPI
 
 from app.comfy.graph import checkpoint_of, load_graph
 from app.comfy.process import ComfyStartError
 from app.core.errors import GatewayError
 from app.core.settings import Settings
+from app.registry.load import Registry
+from app.routes.workflows import mount
 
 if TYPE_CHECKING:
     from app.gateway import Gateway
@@ -37,7 +43,7 @@ async def run_warmup(gateway: Gateway) -> None:
     graph = load_graph(path)
     started = time.monotonic()
     try:
-        result = await gateway.jobs.run(f"warmup-{uuid.uuid4().hex[:8]}", graph, "warmup")
+        result = await gateway.warm_up(graph)
     except GatewayError as e:
         raise ComfyStartError(f"the warmup prompt WARMUP_PROMPT_FILE={path} failed: {e}") from e
     log.info(
@@ -46,3 +52,15 @@ async def run_warmup(gateway: Gateway) -> None:
         time.monotonic() - started,
         len(result.filenames),
     )
+
+
+async def activate(app: FastAPI) -> None:
+    """Start-up step: read ComfyUI's nodes and models, ready every workflow, mount the routes."""
+    gateway: Gateway = app.state.gateway
+    registry: Registry = app.state.registry
+    try:
+        catalog = await gateway.comfy.catalog()
+    except GatewayError as e:
+        raise ComfyStartError(f"cannot read ComfyUI's nodes and models: {e.message}") from e
+    registry.activate(catalog, warmup_checkpoint(gateway.settings))
+    mount(app, registry)

@@ -76,14 +76,14 @@ def upstream_target(raw_path: bytes, query: bytes) -> str:
 
 def check_running(gateway: Gateway) -> None:
     # Fail fast while ComfyUI restarts, instead of a connection refused per request.
-    if gateway.stopping or not gateway.process.running:
+    if not gateway.comfy.reachable:
         raise ComfyUnavailable("ComfyUI is not running now (starting, restarting or stopping)")
 
 
 def install(app: FastAPI, mode: PassthroughMode) -> None:
     """Serve the passthrough on `app`, forwarding what `mode` opens."""
     gateway: Gateway = app.state.gateway
-    submitted = SubmittedPrompts(foreign=lambda prompt_id: prompt_id in gateway.tracker.waiters)
+    submitted = SubmittedPrompts(foreign=gateway.comfy.is_gateway_prompt)
     app.state.passthrough = Passthrough(mode, submitted)
     app.include_router(router)
 
@@ -111,7 +111,7 @@ async def forward(path: str, request: Request) -> Response:
             headers = [(k, v) for k, v in headers if k.lower() != "content-length"]
         authorize(found, passthrough.submitted, body, headers)
     check_running(gateway)
-    upstream = await gateway.client.forward(request.method, target, headers, content)
+    upstream = await gateway.comfy.forward(request.method, target, headers, content)
     chunks = relay_body(upstream, target)
     if found is not None and found.kind is Kind.SUBMIT and upstream.status_code == 200:
         chunks = await note_prompt_id(upstream, chunks, passthrough.submitted)
@@ -191,15 +191,14 @@ async def relay_body(upstream: httpx.Response, target: str) -> AsyncIterator[byt
 async def relay_events(websocket: WebSocket) -> None:
     """ComfyUI's websocket for one clientId, relayed both ways, text and binary frames."""
     gateway: Gateway = websocket.app.state.gateway
-    if websocket.query_params.get("clientId") == gateway.tracker.client_id:
+    if gateway.comfy.is_own_client_id(websocket.query_params.get("clientId")):
         # ComfyUI gives a clientId's events to its newest socket: this would steal the
         # gateway's own event stream, and every job in flight would hang.
         taken = Conflict("this clientId is in use by the gateway", location="clientId")
         await deny(websocket, taken)
         return
-    base = gateway.client.base_url.replace("http", "ws", 1)
     query = websocket.scope["query_string"].decode("latin-1")
-    url = f"{base}/ws?{query}" if query else f"{base}/ws"
+    url = f"{gateway.comfy.ws_url}?{query}" if query else gateway.comfy.ws_url
     try:
         check_running(gateway)
         upstream = await connect(url, max_size=2**26, open_timeout=5, compression=None)

@@ -191,10 +191,9 @@ async def run_images(
             graph = flow.graph(data)
             if loras and "loras" not in (flow.input_model.model_fields if flow.input_model else {}):
                 graph = a1111.add_loras(graph, loras)
-            gateway.check_accepting()
             generation.job_id = f"sdapi-{uuid.uuid4().hex[:12]}"
             try:
-                result = await gateway.jobs.run(generation.job_id, graph, workflow=flow.name)
+                result = await gateway.run_job(generation.job_id, graph, workflow=flow.name)
             except Interrupted:
                 generation.interrupted = True
                 break
@@ -211,19 +210,19 @@ async def interrupt(gateway: Gateway, state: SdapiState) -> None:
     """Stop every A1111 generation: the running job is interrupted, later ones never start."""
     for generation in list(state.running):
         generation.interrupted = True
-        if generation.job_id is not None and generation.job_id in gateway.jobs.active:
-            await gateway.jobs.interrupt(generation.job_id)
+        if generation.job_id is not None and gateway.running_job(generation.job_id):
+            await gateway.interrupt(generation.job_id)
 
 
 def progress(gateway: Gateway, state: SdapiState) -> dict[str, Any]:
     """A1111's /progress: the oldest running generation's share done and its time left."""
     generation = state.running[0] if state.running else None
-    value, step, steps, job_count = 0.0, 0, 0, len(gateway.jobs.active)
+    value, step, steps, job_count = 0.0, 0, 0, gateway.running_jobs
     eta = 0.0
     if generation is not None:
-        job = gateway.jobs.active.get(generation.job_id or "")
-        if job is not None:
-            step, steps = int(job.record.progress["value"]), int(job.record.progress["max"])
+        record = gateway.running_job(generation.job_id or "")
+        if record is not None:
+            step, steps = int(record.progress["value"]), int(record.progress["max"])
         within = step / steps if steps else 0.0
         value = min((generation.done + within) / generation.total, 1.0)
         elapsed = time.monotonic() - generation.started

@@ -21,7 +21,7 @@ from app.compat.sdapi import Img2ImgRequest, SdapiState, Txt2ImgRequest
 from app.core.errors import InvalidRequest
 from app.gateway import Gateway
 from app.registry.load import Registry
-from app.routes.prompt import ERRORS
+from app.routes.respond import ERRORS
 
 router = APIRouter(prefix="/sdapi/v1", tags=["automatic1111"])
 
@@ -64,7 +64,7 @@ async def generate(request: Request, req: Txt2ImgRequest, kind: str) -> dict[str
         warnings.append("LoRAs in negative_prompt are not supported and were ignored")
     loras = []
     if tags:
-        files = await gateway.client.model_files("loras")
+        files = await gateway.comfy.model_files("loras")
         for tag in tags:
             file = a1111.find_file(tag.name, files)
             if file is None:
@@ -180,7 +180,7 @@ async def sd_models(request: Request) -> list[dict[str, Any]]:
             "filename": file,
             "config": None,
         }
-        for file in await gateway.client.model_files("checkpoints")
+        for file in await gateway.comfy.model_files("checkpoints")
     ]
 
 
@@ -218,7 +218,7 @@ async def schedulers(request: Request) -> list[dict[str, Any]]:
 async def loras(request: Request) -> list[dict[str, Any]]:
     """The installed LoRAs; `name` is what `<lora:name:weight>` takes."""
     gateway: Gateway = request.app.state.gateway
-    files = await gateway.client.model_files("loras")
+    files = await gateway.comfy.model_files("loras")
     return [
         {"name": (stem := PurePosixPath(f).stem), "alias": stem, "path": f, "metadata": {}}
         for f in files

@@ -18,4 +18,4 @@ router = APIRouter(tags=["models"])
 async def list_models(request: Request) -> dict[str, list[str]]:
     """Every model folder ComfyUI knows (`checkpoints`, `loras`, ...) with its files."""
     gateway: Gateway = request.app.state.gateway
-    return await gateway.client.models()
+    return await gateway.comfy.models()

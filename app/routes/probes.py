@@ -19,7 +19,7 @@ router = APIRouter(tags=["probes"])
 async def health(request: Request) -> JSONResponse:
     """200 once start-up has completed; stays 200 while ComfyUI is being restarted."""
     gateway: Gateway = request.app.state.gateway
-    comfyui = gateway.client.version
+    comfyui = gateway.comfy.version
     if not gateway.started:
         body = {"status": "starting", "version": gateway.version, "comfyui_version": comfyui}
         return JSONResponse(body, status_code=503)

@@ -14,16 +14,11 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field, create_model
 from starlette.routing import BaseRoute
 
-from app.comfy.catalog import Catalog
-from app.comfy.process import ComfyStartError
-from app.core.errors import GatewayError
 from app.core.options import JobOptions
 from app.core.schemas import ErrorResponse, WorkflowResponse
-from app.gateway import Gateway
 from app.registry.load import Registry, Workflow
 from app.registry.schema import schema_prefix
-from app.routes.prompt import ERRORS, run_job
-from app.startup import warmup_checkpoint
+from app.routes.respond import ERRORS, run_job
 
 log = logging.getLogger(__name__)
 
@@ -68,18 +63,6 @@ async def list_workflows(request: Request) -> WorkflowList:
             for w in registry.workflows
         ]
     )
-
-
-async def activate(app: FastAPI) -> None:
-    """Start-up step: read ComfyUI's nodes and models, ready every workflow, mount the routes."""
-    gateway: Gateway = app.state.gateway
-    registry: Registry = app.state.registry
-    try:
-        catalog = await Catalog.fetch(gateway.client)
-    except GatewayError as e:
-        raise ComfyStartError(f"cannot read ComfyUI's nodes and models: {e.message}") from e
-    registry.activate(catalog, warmup_checkpoint(gateway.settings))
-    mount(app, registry)
 
 
 def mount(app: FastAPI, registry: Registry) -> None:

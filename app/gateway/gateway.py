@@ -13,16 +13,20 @@ from typing import Any
 
 from app import __version__
 from app.comfy.client import ComfyClient
+from app.comfy.graph import Graph
 from app.comfy.process import ComfyProcess, ComfyStartError
 from app.comfy.tracker import PromptTracker
 from app.core.addresses import AddressPolicy
-from app.core.errors import ComfyUnavailable, GatewayError, QueueFull
+from app.core.errors import ComfyUnavailable, GatewayError, NotFound, QueueFull
 from app.core.metrics import GatewayMetrics, GatewayState
-from app.core.records import JobHistory
+from app.core.options import JobOptions
+from app.core.records import JobHistory, JobRecord
+from app.core.schemas import PromptResponse
 from app.core.settings import Settings
+from app.gateway.comfy import ComfyAccess
 from app.jobs.inputs import InputFiles
 from app.jobs.outputs import OutputStore
-from app.jobs.runner import JobRunner
+from app.jobs.runner import Job, JobRunner
 from app.jobs.uploads import Uploader
 from app.jobs.webhooks import SystemEvents, WebhookSender
 
@@ -71,6 +75,7 @@ class Gateway:
                 settings.system_meta,
             )
             self.tracker.listeners.append(self._forward_system_event)
+        self.comfy = ComfyAccess(self.client, self.tracker, self.process, lambda: self.stopping)
         self.metrics = GatewayMetrics(self.version)
         self.metrics.watch(gateway_state(self))
         self.jobs.metrics = self.webhooks.metrics = self.metrics
@@ -91,6 +96,10 @@ class Gateway:
         assert self.system_events is not None
         request_id = self.jobs.by_prompt.get(str(data.get("prompt_id")))
         self.system_events.offer(kind, data, request_id)
+
+    async def warm_up(self, graph: Graph) -> PromptResponse:
+        """Run the warmup graph: the one job that runs before the gateway accepts work."""
+        return await self.jobs.run(f"warmup-{uuid.uuid4().hex[:8]}", graph, "warmup")
 
     async def start(self) -> None:
         """Start ComfyUI, connect to its events, and begin watching it."""
@@ -211,6 +220,60 @@ class Gateway:
             raise ComfyUnavailable(f"the gateway cannot take jobs now: {reason}")
         if reason := self.queue_full_reason():
             raise QueueFull(f"the {reason}; retry later", headers={"Retry-After": "5"})
+
+    # -- the one door for jobs: routes and facades use these, never the services behind ------
+    async def start_job(
+        self,
+        request_id: str,
+        graph: Graph,
+        options: JobOptions | None = None,
+        *,
+        echo_input: dict[str, Any] | None = None,
+        workflow: str = "prompt",
+    ) -> Job:
+        """Accept a job, if the gateway takes work now; ComfyUI's refusal raises here."""
+        self.check_accepting()
+        return await self.jobs.start(
+            request_id, graph, options, echo_input=echo_input, workflow=workflow
+        )
+
+    async def run_job(
+        self, request_id: str, graph: Graph, workflow: str = "prompt"
+    ) -> PromptResponse:
+        """Accept a job and wait for its outputs; a GatewayError says why there are none."""
+        self.check_accepting()
+        return await self.jobs.run(request_id, graph, workflow)
+
+    def job(self, request_id: str) -> JobRecord:
+        """What this gateway process knows of a job, running or recently finished."""
+        record = self.jobs.history.get(request_id)
+        if record is None:
+            raise NotFound(
+                f"this gateway process knows no job {request_id!r} (unknown, or finished too "
+                "long ago)",
+                location="id",
+            )
+        return record
+
+    def running_job(self, request_id: str) -> JobRecord | None:
+        """A job that is queued or running now, or None."""
+        job = self.jobs.active.get(request_id)
+        return job.record if job is not None else None
+
+    @property
+    def running_jobs(self) -> int:
+        return len(self.jobs.active)
+
+    async def queue_position(self, record: JobRecord) -> int | None:
+        """How many jobs are ahead of a queued one in ComfyUI's queue, or None."""
+        if record.status != "queued":
+            return None
+        _, pending = await self.client.queue()
+        return pending.index(record.prompt_id) if record.prompt_id in pending else None
+
+    async def interrupt(self, request_id: str) -> None:
+        """Cancel a queued or running job; its own request then answers 409 `interrupted`."""
+        await self.jobs.interrupt(request_id)
 
 
 def gateway_state(gateway: Gateway) -> GatewayState:

@@ -1,0 +1,10 @@
+"""The gateway: one process's services, wired together, started and stopped in order.
+
+Layer: above app.core, app.comfy, app.jobs and app.registry, which it composes; below the
+routes, the edge middlewares and the facades, which reach jobs and ComfyUI only through the
+Gateway's methods and its `comfy` (app.gateway.comfy.ComfyAccess).
+"""
+
+from app.gateway.gateway import Gateway, gateway_state
+
+__all__ = ["Gateway", "gateway_state"]
