@@ -38,10 +38,12 @@ integration: $(BIN)/.installed $(TINY_MODELS) $(NODE_DEPS)  ## The integration s
 	home=$(call comfy_home,$(COMFYUI_SOURCE)); \
 	TEST_COMFY_HOME=$$home $(BIN)/pytest tests/integration --durations=10
 
-check: $(BIN)/.installed  ## Lint, format check and type check
+check: $(BIN)/.installed  ## Lint, format check, type check, and the layers of app/
 	$(BIN)/ruff check app tests bench scripts workflows docker
 	$(BIN)/ruff format --check app tests bench scripts workflows docker
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
+	$(BIN)/python scripts/check_workflow_imports.py workflows
 	$(BIN)/hadolint Dockerfile docker/*.Dockerfile
 	$(BIN)/shellcheck docker/build.sh scripts/install_comfyui.sh
 

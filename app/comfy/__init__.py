@@ -1,0 +1,4 @@
+"""One ComfyUI: its process, its HTTP API, its event stream, its catalog, its graphs.
+
+Knows nothing of jobs, workflows, routes or the gateway. Imports: app.core only.
+"""

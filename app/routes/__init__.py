@@ -1,1 +1,4 @@
-"""Thin HTTP handlers: parse, call one function, return."""
+"""Thin HTTP handlers: parse, call the gateway's door, answer. app.routes.respond answers a job.
+
+Imports: app.gateway and the layers below; never the edge or the facades.
+"""
