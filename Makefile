@@ -17,13 +17,13 @@ SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 # Installs a ComfyUI (idempotent) and prints its folder: $(call comfy_home,SOURCE)
 comfy_home = $$(bash scripts/install_comfyui.sh $(1) | tail -n 1)
 
-.PHONY: run test unit integration check bench comfyui models chromium node clean
+.PHONY: run test unit integration check bench docs comfyui models chromium node clean
 
 run: $(BIN)/.installed  ## Start the gateway on :3000 with its ComfyUI on :8188
 	home=$(call comfy_home,$(COMFYUI_SOURCE)); COMFY_HOME=$${COMFY_HOME:-$$home} $(BIN)/python -m app
 
 test: $(BIN)/.installed $(BUNDLED_STAMP) $(TINY_MODELS) chromium $(NODE_DEPS)  ## Every test: unit once, integration per ComfyUI
-	$(BIN)/pytest tests/unit --durations=5
+	$(BIN)/pytest tests/unit tests/deploy --durations=5
 	$(MAKE) --no-print-directory integration COMFYUI_SOURCE=bundled
 	if [[ -f $(CURRENT_COMFYUI) ]]; then \
 		$(MAKE) --no-print-directory integration COMFYUI_SOURCE=$(CURRENT_COMFYUI); \
@@ -32,7 +32,7 @@ test: $(BIN)/.installed $(BUNDLED_STAMP) $(TINY_MODELS) chromium $(NODE_DEPS)  #
 	fi
 
 unit: $(BIN)/.installed  ## Only the tests that need no ComfyUI
-	$(BIN)/pytest tests/unit
+	$(BIN)/pytest tests/unit tests/deploy
 
 integration: $(BIN)/.installed $(TINY_MODELS) $(NODE_DEPS)  ## The integration suite against COMFYUI_SOURCE
 	home=$(call comfy_home,$(COMFYUI_SOURCE)); \
@@ -49,6 +49,9 @@ check: $(BIN)/.installed  ## Lint, format check, type check, and the layers of a
 
 bench: $(BIN)/.installed  ## Gateway overhead against direct ComfyUI (COMFYUI_SOURCE picks the version)
 	home=$(call comfy_home,$(COMFYUI_SOURCE)); COMFY_HOME=$$home $(BIN)/python bench/overhead.py
+
+docs: $(BIN)/.installed  ## Regenerate docs/settings.md from the Settings model
+	$(BIN)/python scripts/settings_reference.py
 
 comfyui:  ## Install a ComfyUI (COMFYUI_SOURCE, default the bundled 0.3.75) into .comfyui/<version>/
 	bash scripts/install_comfyui.sh $(COMFYUI_SOURCE)

@@ -58,12 +58,6 @@ def gateway(tmp_path_factory: pytest.TempPathFactory, receiver: Receiver) -> Ite
         yield gw
 
 
-@pytest.fixture
-def client(gateway: Gateway) -> Iterator[httpx.Client]:
-    with gateway.client() as c:
-        yield c
-
-
 def verified(delivery: Any) -> Any:
     """The payload, after checking its Standard Webhooks signature."""
     return Webhook(SECRET).verify(delivery.body, delivery.headers)

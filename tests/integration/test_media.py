@@ -117,12 +117,6 @@ def gateway(tmp_path_factory: pytest.TempPathFactory, s3: Any) -> Iterator[Gatew
         yield gw
 
 
-@pytest.fixture
-def client(gateway: Gateway) -> Iterator[httpx.Client]:
-    with gateway.client() as c:
-        yield c
-
-
 def load_and_scale(*sources: str, width: int = 24, height: int = 20) -> dict[str, Any]:
     """One LoadImage → ImageScale → SaveImage chain per source."""
     graph: dict[str, Any] = {}

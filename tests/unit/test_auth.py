@@ -13,19 +13,13 @@ import pytest
 from fastapi import FastAPI, WebSocket
 from starlette.types import Message
 
-from app.core.settings import Settings, SettingsError, load_settings
+from app.core.settings import SettingsError, load_settings
 from app.edge.auth import OPEN_PATHS, ApiKeys
 from app.main import create_app
 
 KEY = "k3y-0123456789abcdef"
 OTHER = "0th3r-key_ABCDEFGHIJ"
 SHAPE_KEYS = {"error", "code", "location", "details"}
-
-
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in [*(n.upper() for n in Settings.model_fields), "CONFIG_FILE"]:
-        monkeypatch.delenv(name, raising=False)
 
 
 # --- settings ------------------------------------------------------------------------------

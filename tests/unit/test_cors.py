@@ -8,18 +8,12 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from app.core.settings import Settings, SettingsError, load_settings
+from app.core.settings import SettingsError, load_settings
 from app.main import create_app
 
 KEY = "k3y-0123456789abcdef"
 ALLOWED = "https://app.example.com"
 REFUSED = "https://evil.example.net"
-
-
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in [*(n.upper() for n in Settings.model_fields), "CONFIG_FILE"]:
-        monkeypatch.delenv(name, raising=False)
 
 
 @pytest.mark.parametrize(

@@ -15,13 +15,7 @@ from typing import Any
 import pytest
 
 from app.core.logs import JsonFormatter, bind_request_id, configure_logging, request_id
-from app.core.settings import Settings, SettingsError, load_settings
-
-
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in [*(n.upper() for n in Settings.model_fields), "CONFIG_FILE"]:
-        monkeypatch.delenv(name, raising=False)
+from app.core.settings import SettingsError, load_settings
 
 
 @pytest.fixture

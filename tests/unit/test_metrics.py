@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from app.core.metrics import JOB_BUCKETS_S, GatewayMetrics, GatewayState
 from app.core.records import JobRecord
-from app.core.settings import Settings, load_settings
+from app.core.settings import load_settings
 from app.edge.request_metrics import RequestMetrics
 from app.gateway import Gateway
 from app.jobs.webhooks import WebhookSender
@@ -23,12 +23,6 @@ from app.main import create_app
 
 KEY = "k3y-0123456789abcdef"
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in [*(n.upper() for n in Settings.model_fields), "CONFIG_FILE"]:
-        monkeypatch.delenv(name, raising=False)
 
 
 def samples(text: str) -> Samples:

@@ -18,15 +18,9 @@ from app.core.settings import (
     SettingsError,
     load_settings,
 )
+from tests.unit.conftest import VARIABLES
 
 # Every variable the gateway reads, so that a developer's shell cannot leak into a test.
-VARIABLES = [name.upper() for name in Settings.model_fields] + ["CONFIG_FILE"]
-
-
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in VARIABLES:
-        monkeypatch.delenv(name, raising=False)
 
 
 @pytest.mark.parametrize(

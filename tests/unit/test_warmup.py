@@ -8,16 +8,10 @@ from pathlib import Path
 import pytest
 
 from app.comfy.graph import checkpoint_of, load_graph
-from app.core.settings import Settings, SettingsError, load_settings
+from app.core.settings import SettingsError, load_settings
 from app.startup import warmup_checkpoint
 
 GRAPHS = Path(__file__).resolve().parents[1] / "graphs"
-
-
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in [n.upper() for n in Settings.model_fields] + ["CONFIG_FILE"]:
-        monkeypatch.delenv(name, raising=False)
 
 
 @pytest.mark.parametrize(

@@ -20,36 +20,79 @@ class ComfySettings(BaseModel):
 
     cmd: str | None = Field(
         None,
-        description="Command that starts ComfyUI (run in COMFY_HOME); default: the bundled one",
+        description="Command that starts ComfyUI, run in `COMFY_HOME`; it must listen on "
+        "`DIRECT_ADDRESS:COMFYUI_PORT_HOST` and not fork into the background. Default: "
+        "the bundled CPU ComfyUI",
     )
-    comfy_home: Path = Field(BUNDLED_COMFY_DIR / "ComfyUI", description="ComfyUI's folder")
-    comfyui_port_host: int = Field(8188, ge=1, le=65535, description="Port ComfyUI listens on")
-    direct_address: str = Field("127.0.0.1", description="Address the gateway reaches ComfyUI at")
-    input_dir: Path | None = Field(None, description="ComfyUI's input folder")
-    output_dir: Path | None = Field(None, description="ComfyUI's output folder")
-    model_dir: Path | None = Field(None, description="ComfyUI's models folder")
-    startup_check_interval_s: float = Field(1.0, gt=0, description="Seconds between start checks")
+    comfy_home: Path = Field(
+        BUNDLED_COMFY_DIR / "ComfyUI",
+        description="ComfyUI's folder; without `CMD`, the `venv/` beside it runs it",
+    )
+    comfyui_port_host: int = Field(
+        8188,
+        ge=1,
+        le=65535,
+        description="ComfyUI's port",
+    )
+    direct_address: str = Field(
+        "127.0.0.1",
+        description="Address the gateway reaches ComfyUI at",
+    )
+    input_dir: Path | None = Field(
+        None,
+        description="ComfyUI's input folder (passed to the bundled ComfyUI); default "
+        "`COMFY_HOME/input`",
+    )
+    output_dir: Path | None = Field(
+        None,
+        description="ComfyUI's output folder (passed to the bundled ComfyUI); default "
+        "`COMFY_HOME/output`. The gateway reads outputs from it when it can, else "
+        "through `/view`",
+    )
+    model_dir: Path | None = Field(
+        None,
+        description="A models folder (`checkpoints/`, `loras/`, …) added to the bundled ComfyUI's "
+        "search paths",
+    )
+    startup_check_interval_s: float = Field(
+        1.0,
+        gt=0,
+        description="How often to ask ComfyUI whether it answers, at start",
+    )
     startup_check_max_tries: int | None = Field(
-        None, ge=1, description="Start checks before giving up (default: no count, see below)"
+        None,
+        ge=1,
+        description="Also give up starting after this many checks (the older, count-based limit)",
     )
     startup_timeout_s: float = Field(
         900.0,
         gt=0,
-        description="Longest ComfyUI may take to answer at start, while it runs and logs",
+        description="Start-up waits while ComfyUI runs and prints, and gives up when it still does "
+        "not answer after this long; every 15 s the log says what it waits for and "
+        "ComfyUI's last line",
     )
     startup_silence_max_s: float = Field(
         300.0,
         gt=0,
-        description="Give up starting when ComfyUI has printed nothing for this long",
+        description="Give up starting when ComfyUI has printed nothing for this long (it may hang)",
     )
     event_silence_check_s: float = Field(
         15.0,
         gt=0,
-        description="While jobs are pending and ComfyUI's event stream has been silent this "
-        "long, ask ComfyUI over HTTP where they are (a stream can stall without closing)",
+        description="While jobs are pending and ComfyUI's event stream has been silent this long, "
+        "ask ComfyUI over HTTP where they are; a stream that missed progress is "
+        "reconnected",
     )
-    always_restart_comfyui: bool = Field(False, description="Restart ComfyUI when it exits")
-    restart_max_backoff_s: float = Field(30.0, gt=0, description="Longest wait between restarts")
+    always_restart_comfyui: bool = Field(
+        False,
+        description="Restart ComfyUI when it exits (back-off 1 s, doubling up to "
+        "`RESTART_MAX_BACKOFF_S`); when false the gateway exits with status 1",
+    )
+    restart_max_backoff_s: float = Field(
+        30.0,
+        gt=0,
+        description="Longest wait between two restarts of ComfyUI",
+    )
 
     @property
     def comfy_url(self) -> str:

@@ -16,18 +16,45 @@ class JobSettings(BaseModel):
     """Jobs: queue cap, time limit, outputs and history kept, workflow modules, warmup."""
 
     max_queue_depth: int = Field(
-        0, ge=0, description="Refuse work past this queue depth (0: no cap)"
+        0,
+        ge=0,
+        description="Refuse new jobs with 429 and report not ready at this many queued and running "
+        "jobs (0: no cap)",
     )
-    prompt_timeout_s: float | None = Field(None, gt=0, description="Longest a job may take")
-    keep_outputs: bool = Field(False, description="Keep output files after they are returned")
-    job_history_max: int = Field(100, ge=0, description="Finished jobs kept for GET /prompt/{id}")
-    job_history_ttl_s: float = Field(3600, ge=0, description="How long a finished job is kept")
+    prompt_timeout_s: float | None = Field(
+        None,
+        gt=0,
+        description="Longest a job may take before it is interrupted (504)",
+    )
+    keep_outputs: bool = Field(
+        False,
+        description="Keep output files after they are returned",
+    )
+    job_history_max: int = Field(
+        100,
+        ge=0,
+        description="Finished jobs kept for `GET /prompt/{id}` and its events",
+    )
+    job_history_ttl_s: float = Field(
+        3600,
+        ge=0,
+        description="How long a finished job is kept",
+    )
     job_history_max_mb: float = Field(
-        256.0, ge=0, description="Memory the kept results (their base64 outputs) may take"
+        256.0,
+        ge=0,
+        description="Memory the kept results (their base64 outputs) may take",
     )
-    workflow_dir: Path = Field(PROJECT_ROOT / "workflows", description="Workflow modules")
+    workflow_dir: Path = Field(
+        PROJECT_ROOT / "workflows",
+        description="The workflow modules; a module that fails to load stops start-up (exit 2) "
+        "naming it",
+    )
     warmup_prompt_file: Path | None = Field(
-        None, description="ComfyUI API-format graph run once at start-up, before /health is 200"
+        None,
+        description='An API-format graph (or `{"prompt": graph}`) run once before `/health` turns '
+        "200; if it fails, start-up fails (exit 1) with the reason. Its "
+        "`CheckpointLoaderSimple` checkpoint is the workflows' default checkpoint",
     )
 
     @field_validator("prompt_timeout_s", "warmup_prompt_file", mode="before")

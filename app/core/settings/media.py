@@ -11,24 +11,35 @@ from pydantic_settings import NoDecode
 class MediaSettings(BaseModel):
     """Input downloads, output uploads, and which addresses a request's URLs may reach."""
 
-    input_max_mb: float = Field(100.0, gt=0, description="Largest input file a URL may deliver")
+    input_max_mb: float = Field(
+        100.0,
+        gt=0,
+        description="Largest input file a URL may deliver",
+    )
     input_download_timeout_s: float = Field(
-        30.0, gt=0, description="Time one input download may take"
+        30.0,
+        gt=0,
+        description="Time one input download may take",
     )
     allow_private_urls: bool = Field(
         False,
-        description="Let the URLs a request names (input URLs, webhook URLs and upload URLs) "
-        "reach private, loopback and link-local addresses",
+        description="Let the URLs a request names (input URLs, webhook URLs and upload URLs) reach "
+        "private, loopback and link-local addresses",
     )
     allowed_private_networks: Annotated[tuple[IPvAnyNetwork, ...], NoDecode] = Field(
         (),
-        description="Private networks that input URLs, webhook URLs and upload URLs may reach "
-        "anyway: comma list of CIDRs",
+        description="A comma list of CIDRs that input URLs, webhook URLs and upload URLs may reach "
+        "anyway (an internal asset server, webhook receiver or store)",
     )
     http_upload_auth_header: str | None = Field(
-        None, description="Header sent with http_upload PUTs, e.g. `Authorization: Bearer …`"
+        None,
+        description="Header sent with `http_upload` PUTs, e.g. `Authorization: Bearer …`",
     )
-    upload_timeout_s: float = Field(60.0, gt=0, description="Time one output upload may take")
+    upload_timeout_s: float = Field(
+        60.0,
+        gt=0,
+        description="Time one output upload may take",
+    )
 
     @field_validator("allowed_private_networks", mode="before")
     @classmethod

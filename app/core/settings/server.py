@@ -31,34 +31,64 @@ class PassthroughMode(StrEnum):
 class ServerSettings(BaseModel):
     """The gateway's server: address, API keys, browsers, request size, logs, facades."""
 
-    port: int = Field(3000, ge=1, le=65535, description="Port the gateway listens on")
+    port: int = Field(
+        3000,
+        ge=1,
+        le=65535,
+        description="Port the gateway listens on",
+    )
     host: str = Field(
         "::",
         description="Address the gateway listens on: `::` (or empty) is every address, IPv4 and "
-        "IPv6; any other address means exactly that one (`0.0.0.0` IPv4 only, `127.0.0.1`, `::1`)",
+        "IPv6, as SaladCloud and IPv4 Kubernetes probes need (IPv4 only on a host "
+        "without IPv6); any other address means exactly that one (`0.0.0.0`, "
+        "`127.0.0.1`, `::1`)",
     )
-    shutdown_grace_s: float = Field(30.0, ge=0, description="Time in-flight jobs get on shutdown")
-    max_body_size_mb: float = Field(100.0, gt=0, description="Largest request body accepted")
-    log_level: LogLevel = Field("info", description="Log level")
+    shutdown_grace_s: float = Field(
+        30.0,
+        ge=0,
+        description="How long in-flight jobs get to finish on SIGTERM/SIGINT",
+    )
+    max_body_size_mb: float = Field(
+        100.0,
+        gt=0,
+        description="Largest request body, declared or streamed (413 past it)",
+    )
+    log_level: LogLevel = Field(
+        "info",
+        description="debug, info, warning, error or critical",
+    )
     log_format: LogFormat = Field(
-        "text", description="`text`, or `json`: one JSON object per line, with the request id"
+        "text",
+        description="`text`, or `json`: one JSON object per line, with the request id",
     )
     api_keys: Annotated[tuple[SecretStr, ...], NoDecode] = Field(
-        (), description="API keys (comma list); when set, requests need one (Bearer or X-API-Key)"
+        (),
+        description="API keys, a comma list (at least 16 characters each); when set, every "
+        "endpoint but the probes, `/metrics` and the docs needs one (`Authorization: Bearer "
+        "<key>` or `X-API-Key`)",
     )
     api_keys_file: Path | None = Field(
-        None, description="File of API keys, one per line, `#` comments; re-read when it changes"
+        None,
+        description="A file of API keys, one per line, `#` comments; added to `API_KEYS`, re-read "
+        "within 5 s of a change",
     )
     cors_allow_origins: Annotated[tuple[str, ...], NoDecode] = Field(
-        (), description="Origins browsers may call from: comma list of scheme://host[:port], or *"
+        (),
+        description="Origins browser apps may call from: a comma list of "
+        "`scheme://host[:port]`, or `*`",
     )
     comfy_passthrough: PassthroughMode = Field(
         PassthroughMode.SAFE,
-        description="Serve ComfyUI's own API and websocket under /comfy/: `true` (what a client "
-        "needs to run its own prompts), `full` (every endpoint, admin ones included) or `false`",
+        description="Serve ComfyUI's own API under `/comfy/` and its websocket at `/comfy/ws` and "
+        "`/ws`: `true`, the endpoints a client needs to run its own prompts (others are "
+        "403); `full`, every endpoint, admin ones included (clear the queue, interrupt "
+        "anything, free memory, user data); `false`, none (404)",
     )
     sdapi_workflow_family: Literal["sd15", "sdxl"] = Field(
-        "sd15", description="Which shipped workflows AUTOMATIC1111's /sdapi/v1 runs"
+        "sd15",
+        description="Which shipped workflows `/sdapi/v1` runs: `sd15` (txt2img, img2img, inpaint) "
+        "or `sdxl` (txt2img with LoRAs, img2img)",
     )
 
     @property

@@ -22,17 +22,35 @@ SYSTEM_EVENT_TYPES = frozenset(
 class WebhookSettings(BaseModel):
     """Webhooks: retries, timeouts, the signing secret, and system events."""
 
-    prompt_webhook_retries: int = Field(3, ge=1, le=20, description="Delivery attempts per webhook")
-    webhook_timeout_s: float = Field(10.0, gt=0, description="Time one delivery attempt may take")
-    webhook_backoff_s: float = Field(1.0, ge=0, description="Wait before the first retry (doubles)")
-    webhook_secret: str | None = Field(None, description="Standard Webhooks secret (base64)")
+    prompt_webhook_retries: int = Field(
+        3,
+        ge=1,
+        le=20,
+        description="Delivery attempts per webhook",
+    )
+    webhook_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="Time one delivery attempt may take",
+    )
+    webhook_backoff_s: float = Field(
+        1.0,
+        ge=0,
+        description="Wait before the first retry (doubling, ±20 % jitter)",
+    )
+    webhook_secret: str | None = Field(
+        None,
+        description="Standard Webhooks secret (base64, `whsec_` prefix allowed) that signs "
+        "deliveries",
+    )
     system_webhook_url: HttpUrl | None = Field(
         None,
-        description="Receiver of ComfyUI's events; set by the operator, so its address is not "
-        "checked against ALLOW_PRIVATE_URLS / ALLOWED_PRIVATE_NETWORKS",
+        description="Where to send ComfyUI's events; set by the operator, so its address is not "
+        "checked against `ALLOW_PRIVATE_URLS` / `ALLOWED_PRIVATE_NETWORKS`",
     )
     system_webhook_events: Annotated[frozenset[str], NoDecode] = Field(
-        frozenset(), description="Event types to forward: comma list, or `all`"
+        frozenset(),
+        description="Which events to send: `all`, or a comma list (an unknown name stops start-up)",
     )
     system_meta: dict[str, str] = Field(
         default_factory=lambda: {
@@ -40,7 +58,8 @@ class WebhookSettings(BaseModel):
             for k, v in os.environ.items()
             if k.startswith("SYSTEM_META_") and k != "SYSTEM_META_"
         },
-        description="SYSTEM_META_<key> variables, sent as `metadata` with system events",
+        description="`SYSTEM_META_<key>` variables: each is sent as `metadata.<key>` with every "
+        "system event",
     )
 
     @field_validator("webhook_secret", mode="before")

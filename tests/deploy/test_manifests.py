@@ -323,15 +323,15 @@ def test_compose_rejects_a_bad_file(tmp_path: Path) -> None:
         compose_config(tmp_path, str(bad))
 
 
-def test_readme_names_what_compose_runs(tmp_path: Path) -> None:
-    readme = (ROOT / "README.md").read_text()
-    deploying = readme.split("## Deploying", 1)[1].split("\n## ", 1)[0]
+def test_the_docs_name_what_compose_runs(tmp_path: Path) -> None:
+    deployment = (ROOT / "docs" / "deployment.md").read_text()
+    deploying = deployment.split("## Deploying", 1)[1].split("\n## ", 1)[0]
     for service in compose_config(tmp_path, "docker-compose.yml")["services"]:
         assert f"`{service}`" in deploying, service
     assert "3000" in deploying
     assert "docker compose" in deploying
     assert "SaladCloud" in deploying and "100 s" in deploying
-    testing = readme.split("## Development", 1)[1]
+    testing = (ROOT / "docs" / "development.md").read_text()
     assert "static" in testing and "hadolint" in testing
 
 
