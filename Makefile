@@ -48,7 +48,7 @@ check: $(BIN)/.installed  ## Lint, format check, type check, and the layers of a
 	$(BIN)/shellcheck docker/build.sh scripts/install_comfyui.sh
 
 bench: $(BIN)/.installed  ## Gateway overhead against direct ComfyUI (COMFYUI_SOURCE picks the version)
-	home=$(call comfy_home,$(COMFYUI_SOURCE)); COMFY_HOME=$$home $(BIN)/python bench/overhead.py
+	home=$(call comfy_home,$(COMFYUI_SOURCE)); TEST_COMFY_HOME=$$home $(BIN)/python -m bench.overhead
 
 docs: $(BIN)/.installed  ## Regenerate docs/settings.md from the Settings model
 	$(BIN)/python scripts/settings_reference.py

@@ -1,6 +1,6 @@
 """Peak memory of the gateway while it returns one large output (about 50 MB) as base64.
 
-    .venv/bin/python bench/large_output.py [--megapixels 16]
+    .venv/bin/python -m bench.large_output [--megapixels 16]
 
 A random RGB image of N megapixels barely compresses, so ComfyUI's SaveImage writes a PNG of
 about 3 bytes a pixel: 16 MP is ~48 MiB. The bench puts it in the gateway's input folder, runs
@@ -14,25 +14,14 @@ import argparse
 import asyncio
 import base64
 import os
+import tempfile
 import time
 from pathlib import Path
 
 import httpx
-from overhead import GatewayProcess
 from PIL import Image
 
-
-class LargeOutputGateway(GatewayProcess):
-    def __init__(self) -> None:
-        super().__init__()
-        self.input_dir = Path(self.tmp.name) / "input"
-        self.input_dir.mkdir()
-
-    def env(self) -> dict[str, str]:
-        env = super().env()
-        env["INPUT_DIR"] = str(self.input_dir)
-        env["MAX_BODY_SIZE_MB"] = "1"
-        return env
+from tests.gateway_process import GatewayProcess
 
 
 def peak_rss_mib(pid: int) -> float:
@@ -48,42 +37,45 @@ def noisy_png(path: Path, megapixels: float) -> None:
 
 
 async def main(megapixels: float) -> None:
-    gateway = LargeOutputGateway()
-    noisy_png(gateway.input_dir / "big.png", megapixels)
-    await gateway.start()
-    assert gateway.proc is not None
-    pid = gateway.proc.pid
-    try:
-        graph = {
-            "1": {"class_type": "LoadImage", "inputs": {"image": "big.png"}},
-            "2": {
-                "class_type": "SaveImage",
-                "inputs": {"images": ["1", 0], "filename_prefix": "big"},
-            },
-        }
-        before = peak_rss_mib(pid)
-        started = time.monotonic()
-        async with httpx.AsyncClient(timeout=600) as http:
-            response = await http.post(f"{gateway.url}/prompt", json={"prompt": graph})
-        elapsed = time.monotonic() - started
-        response.raise_for_status()
-        body = response.json()
-        output_mib = len(base64.b64decode(body["images"][0])) / 2**20
-        encoded_mib = len(body["images"][0]) / 2**20
-        after = peak_rss_mib(pid)
-        growth = after - before
-        print(f"output file:   {output_mib:7.1f} MiB, {encoded_mib:.1f} MiB as base64")
-        print(f"gateway peak:  {before:7.1f} MiB RSS before, {after:.1f} MiB after")
-        print(
-            f"peak growth:   {growth:7.1f} MiB = {growth / output_mib:.2f} x the file, "
-            f"{growth / encoded_mib:.2f} x its base64"
-        )
-        print(f"request time:  {elapsed:7.1f} s (ComfyUI decoding and re-encoding included)")
-        verdict = "PASS" if growth <= 2.1 * encoded_mib else "MISS"
-        print(f"at most about two copies of the base64 output at once: {verdict}")
-    finally:
-        await gateway.stop()
-        gateway.cleanup()
+    with tempfile.TemporaryDirectory(prefix="bench-large-output-") as workdir:
+        gateway = GatewayProcess(Path(workdir), LOG_LEVEL="warning", MAX_BODY_SIZE_MB="1")
+        noisy_png(gateway.input_dir / "big.png", megapixels)
+        await asyncio.to_thread(gateway.start, timeout_s=240)
+        try:
+            await measure(gateway)
+        finally:
+            await asyncio.to_thread(gateway.stop)
+
+
+async def measure(gateway: GatewayProcess) -> None:
+    pid = gateway.pid
+    graph = {
+        "1": {"class_type": "LoadImage", "inputs": {"image": "big.png"}},
+        "2": {
+            "class_type": "SaveImage",
+            "inputs": {"images": ["1", 0], "filename_prefix": "big"},
+        },
+    }
+    before = peak_rss_mib(pid)
+    started = time.monotonic()
+    async with httpx.AsyncClient(timeout=600) as http:
+        response = await http.post(f"{gateway.url}/prompt", json={"prompt": graph})
+    elapsed = time.monotonic() - started
+    response.raise_for_status()
+    body = response.json()
+    output_mib = len(base64.b64decode(body["images"][0])) / 2**20
+    encoded_mib = len(body["images"][0]) / 2**20
+    after = peak_rss_mib(pid)
+    growth = after - before
+    print(f"output file:   {output_mib:7.1f} MiB, {encoded_mib:.1f} MiB as base64")
+    print(f"gateway peak:  {before:7.1f} MiB RSS before, {after:.1f} MiB after")
+    print(
+        f"peak growth:   {growth:7.1f} MiB = {growth / output_mib:.2f} x the file, "
+        f"{growth / encoded_mib:.2f} x its base64"
+    )
+    print(f"request time:  {elapsed:7.1f} s (ComfyUI decoding and re-encoding included)")
+    verdict = "PASS" if growth <= 2.1 * encoded_mib else "MISS"
+    print(f"at most about two copies of the base64 output at once: {verdict}")
 
 
 if __name__ == "__main__":

@@ -421,6 +421,33 @@ def test_a_default_host_gateway_answers_over_ipv4_and_ipv6(gateway: Gateway, hos
     assert answer.status_code == 200
 
 
-def test_output_dir_is_left_clean(gateway: Gateway) -> None:
+def test_no_job_leaves_its_files_behind(client: httpx.Client, gateway: Gateway) -> None:
+    """Files a job saved are removed once it ends: after success (two outputs, one converted),
+    and after a failure that came once a save node had written its file."""
+    done = client.post(
+        "/prompt",
+        json={"prompt": {**empty_image(1, prefix="clean_ok"), "3": save(["1", 0])},
+              "convert_output": {"format": "webp"}},
+    )  # fmt: skip
+    assert done.status_code == 200, done.text
+    saved_then_failed = {
+        "1": EMPTY,
+        "2": {**save(["1", 0]), "inputs": {"images": ["1", 0], "filename_prefix": "clean_fail"}},
+        "3": {"class_type": "ImageToMask", "inputs": {"image": ["1", 0], "channel": "alpha"}},
+        "4": {"class_type": "MaskToImage", "inputs": {"mask": ["3", 0]}},
+        "5": save(["4", 0]),
+    }  # fmt: skip
+    failed = client.post("/prompt", json={"prompt": saved_then_failed})
+    assert failed.status_code == 502, failed.text
+    # ComfyUI's own history shows the failed job did write a file before node 3 failed...
+    history = httpx.get(f"{gateway.comfy_url}/history", params={"max_items": "5"}).json()
+    written = [
+        image["filename"]
+        for entry in history.values()
+        for image in (entry.get("outputs") or {}).get("2", {}).get("images", [])
+        if image["filename"].startswith("clean_fail")
+    ]
+    assert written, "the failing graph saved nothing before it failed: nothing is tested"
+    # ...and the output folder holds nothing: neither job's files, nor any earlier test's.
     leftovers = [p for p in Path(gateway.output_dir).rglob("*") if p.is_file()]
     assert leftovers == []

@@ -18,7 +18,7 @@ from starlette.types import Message
 from app.compat.comfy_proxy import prompt_id_in, request_headers, upstream_target
 from app.core.settings import load_settings
 from app.main import create_app
-from tests.integration.harness import free_port
+from tests.gateway_process import free_port
 
 KEY = "k" * 32
 

@@ -16,7 +16,7 @@ from app.core.errors import UploadFailed
 from app.core.options import HttpUpload
 from app.core.settings import load_settings
 from app.jobs.uploads import Uploader, put_failed
-from tests.integration.harness import free_port
+from tests.gateway_process import free_port
 from tests.integration.receiver import Receiver, loopback_traps
 from tests.unit.fakedns import FakeDNS
 
