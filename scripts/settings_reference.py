@@ -19,6 +19,9 @@ from typing import Any
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
+# This checkout's app, whatever the environment's editable install points at.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 from app.core.settings import PROJECT_ROOT, SECTIONS
 
 TARGET = PROJECT_ROOT / "docs" / "settings.md"

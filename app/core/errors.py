@@ -17,7 +17,8 @@
     ├── ExecutionFailed         502 a node raised while ComfyUI executed the graph
     ├── UploadFailed            502 an output could not be stored in S3 or PUT to http_upload
     ├── ComfyFailed             502 ComfyUI, though up, failed on the request (its HTTP 500)
-    ├── ComfyUnavailable        503 ComfyUI is down, restarting or unreachable (Retry-After)
+    ├── ComfyUnavailable        503 ComfyUI is down, restarting or unreachable (Retry-After);
+    │                               `instance_lost` when the instance running the job died
     ├── WorkflowUnavailable     503 the workflow needs nodes or models this ComfyUI lacks
     └── PromptTimeout           504 the job ran past PROMPT_TIMEOUT_S
 
@@ -172,13 +173,20 @@ class ComfyFailed(GatewayError):
 
 
 class ComfyUnavailable(GatewayError):
-    """ComfyUI is not running, restarting, or not answering."""
+    """ComfyUI is not running, restarting, or not answering.
+
+    `instance_lost`: the instance running the job died or lost it, so the job may run again on
+    another instance (JOB_RETRIES) before this becomes its outcome.
+    """
 
     status = 503
     code = "comfy_unavailable"
 
-    def __init__(self, message: str, *, retry_after_s: int = 5, **kwargs: Any) -> None:
+    def __init__(
+        self, message: str, *, retry_after_s: int = 5, instance_lost: bool = False, **kwargs: Any
+    ) -> None:
         super().__init__(message, **kwargs)
+        self.instance_lost = instance_lost
         self.headers.setdefault("Retry-After", str(retry_after_s))
 
 

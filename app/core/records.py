@@ -33,6 +33,7 @@ class JobRecord:
     id: str
     prompt_id: str
     workflow: str = "prompt"  # what built the graph: `prompt`, or a workflow such as sd15/txt2img
+    instance: int | None = None  # the ComfyUI instance it was last submitted to
     status: JobStatus = "queued"
     progress: dict[str, Any] = field(default_factory=lambda: {"value": 0, "max": 0, "node": None})
     error: dict[str, Any] | None = None

@@ -113,7 +113,12 @@ class JobState(BaseModel):
     )
     progress: Progress = Field(description="Progress of the node running now")
     queue_position: int | None = Field(
-        None, description="Jobs ahead of this one in ComfyUI's queue, while it is queued"
+        None,
+        description="Jobs ahead of this one while it is queued (in the gateway's queue, or in "
+        "its instance's ComfyUI queue)",
+    )
+    instance: int | None = Field(
+        None, description="The ComfyUI instance it was (last) submitted to, by index"
     )
     error: dict[str, Any] | None = Field(None, description="The error body, once it failed")
     result: dict[str, Any] | None = Field(
@@ -132,12 +137,27 @@ class InterruptResponse(BaseModel):
     interrupted: Literal[True] = Field(description="Always true: the job was cancelled")
 
 
+class InstanceInfo(BaseModel):
+    index: int = Field(description="The instance's number, from 0")
+    state: Literal["starting", "ready", "recycling", "restarting", "down", "stopped"] = Field(
+        description="`ready` takes jobs; `recycling` restarts on purpose after its jobs; "
+        "`restarting` after it exited; `down`: exited, and ALWAYS_RESTART_COMFYUI is off"
+    )
+    gpu: str | None = Field(description="Its GPU (CUDA_VISIBLE_DEVICES), from COMFYUI_GPUS")
+    port: int = Field(description="The port its ComfyUI listens on")
+    jobs: list[str] = Field(description="Request ids of the jobs on it now")
+    jobs_run: int = Field(description="Jobs it ran (or began to run) since the gateway started")
+    restarts: int = Field(description="Times it was started again (after a crash or a recycle)")
+    comfyui_version: str | None = Field(description="Its ComfyUI's version")
+
+
 class HealthResponse(BaseModel):
     status: Literal["healthy"] = Field(description="Start-up has completed")
     version: str = Field(description="The gateway's version")
     comfyui_version: str | None = Field(
         description="The version of the ComfyUI the gateway talks to (null until it answers)"
     )
+    instances: list[InstanceInfo] = Field(description="Each ComfyUI instance of the pool")
 
 
 class ReadyResponse(BaseModel):

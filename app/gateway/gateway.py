@@ -12,21 +12,22 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from app import __version__
-from app.comfy.client import ComfyClient
 from app.comfy.graph import Graph
-from app.comfy.process import ComfyProcess, ComfyStartError
-from app.comfy.tracker import PromptTracker
+from app.comfy.instance import ComfyInstance
+from app.comfy.process import ComfyStartError
 from app.core.addresses import AddressPolicy
-from app.core.errors import ComfyUnavailable, GatewayError, NotFound, QueueFull
-from app.core.metrics import GatewayMetrics, GatewayState
+from app.core.errors import ComfyUnavailable, NotFound, QueueFull
+from app.core.metrics import GatewayMetrics, GatewayState, InstanceReading
 from app.core.options import JobOptions
 from app.core.records import JobHistory, JobRecord
 from app.core.schemas import PromptResponse
 from app.core.settings import Settings
 from app.gateway.comfy import ComfyAccess
+from app.gateway.pool import Pool
+from app.jobs.finish import Finisher
 from app.jobs.inputs import InputFiles
-from app.jobs.outputs import OutputStore
-from app.jobs.runner import Job, JobRunner
+from app.jobs.job import Job
+from app.jobs.runner import JobRunner
 from app.jobs.uploads import Uploader
 from app.jobs.webhooks import SystemEvents, WebhookSender
 
@@ -34,27 +35,29 @@ log = logging.getLogger(__name__)
 
 
 class Gateway:
-    """Owns the ComfyUI child, the HTTP client, the event tracker and the job runner."""
+    """Owns the ComfyUI instances (the pool), the job runner and the delivery services."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.version = __version__
-        self.process = ComfyProcess(settings)
-        self.client = ComfyClient(settings.comfy_url)
-        self.tracker = PromptTracker(
-            self.client, client_id=uuid.uuid4().hex, silence_s=settings.event_silence_check_s
-        )
+        self.pool = Pool(settings)
+        self.pool.on_down = self._instance_down
         self.webhooks = WebhookSender(settings)
-        self.inputs = InputFiles(settings, self.client)
+        self.inputs = InputFiles(settings, self.pool.first.client)
         addresses = AddressPolicy.from_settings(settings)
         self.uploader = Uploader(
             settings.http_upload_auth_header, settings.upload_timeout_s, addresses
         )
+        finisher = Finisher(
+            settings.comfy_output_dir,
+            self.uploader,
+            keep_outputs=settings.keep_outputs,
+            timeout_s=settings.prompt_timeout_s,
+        )
         self.jobs = JobRunner(
-            self.client,
-            self.tracker,
+            self.pool.scheduler,
             self.inputs,
-            OutputStore(settings.comfy_output_dir, self.client),
+            finisher,
             JobHistory(
                 max_finished=settings.job_history_max,
                 ttl_s=settings.job_history_ttl_s,
@@ -64,7 +67,7 @@ class Gateway:
             self.uploader,
             addresses,
             timeout_s=settings.prompt_timeout_s,
-            keep_outputs=settings.keep_outputs,
+            retries=settings.job_retries,
         )
         self.system_events: SystemEvents | None = None
         if settings.system_webhook_url and settings.system_webhook_events:
@@ -74,8 +77,9 @@ class Gateway:
                 settings.system_webhook_events,
                 settings.system_meta,
             )
-            self.tracker.listeners.append(self._forward_system_event)
-        self.comfy = ComfyAccess(self.client, self.tracker, self.process, lambda: self.stopping)
+            for instance in self.pool.instances:
+                instance.tracker.listeners.append(self._forward_system_event)
+        self.comfy = ComfyAccess(self.pool, lambda: self.stopping)
         self.metrics = GatewayMetrics(self.version)
         self.metrics.watch(gateway_state(self))
         self.jobs.metrics = self.webhooks.metrics = self.metrics
@@ -87,7 +91,6 @@ class Gateway:
         self.exit_code = 0
         # How to stop the whole process when ComfyUI is gone for good; __main__ sets it.
         self.request_exit: Callable[[], None] = lambda: os.kill(os.getpid(), signal.SIGTERM)
-        self._supervisor: asyncio.Task[None] | None = None
         # Steps run once ComfyUI answers and before /health turns 200 (warmup, workflow
         # routes); one that raises ComfyStartError stops start-up with its message.
         self.on_start: list[Callable[[], Awaitable[None]]] = []
@@ -98,43 +101,42 @@ class Gateway:
         self.system_events.offer(kind, data, request_id)
 
     async def warm_up(self, graph: Graph) -> PromptResponse:
-        """Run the warmup graph: the one job that runs before the gateway accepts work."""
-        return await self.jobs.run(f"warmup-{uuid.uuid4().hex[:8]}", graph, "warmup")
+        """Run the warmup graph on every instance (each loads its models): the one job that runs
+        before the gateway accepts work."""
+        results = await asyncio.gather(
+            *(
+                self.jobs.run(f"warmup-{i.index}-{uuid.uuid4().hex[:8]}", graph, "warmup", only=i)
+                for i in self.pool.instances
+            )
+        )
+        return results[0]
 
     async def start(self) -> None:
-        """Start ComfyUI, connect to its events, and begin watching it."""
+        """Start every ComfyUI instance, connect to their events, and begin watching them."""
         if self.webhooks.key is None:
             log.info("WEBHOOK_SECRET is not set: webhook deliveries are not signed")
         if self.system_events is not None:
             self.system_events.start()
-        await self.process.start()
-        await self.client.probe()
-        log.info(
-            "ComfyUI %s (%s)",
-            self.client.version,
-            "jobs API" if self.client.jobs_api else "no jobs API: /history, /queue, /interrupt",
-        )
-        self.tracker.start()
         try:
-            await self.tracker.wait_connected(timeout_s=30)
-        except TimeoutError:
+            await self.pool.start()
+        except ComfyStartError:
             await self.stop()
-            raise ComfyStartError(
-                f"ComfyUI answers HTTP but its websocket {self.tracker.ws_url} did not connect"
-            ) from None
-        self._supervisor = asyncio.create_task(
-            self.process.supervise(self._comfy_exited, self._comfy_restarted)
-        )
+            raise
+        for instance in self.pool.instances:
+            api = "jobs API" if instance.client.jobs_api else "no jobs API: /history, /queue"
+            log.info("%s %s (%s)", instance.name, instance.client.version, api)
         for step in self.on_start:
             await step()
         self.started = True
-        log.info("gateway %s ready: ComfyUI at %s", self.version, self.settings.comfy_url)
+        count = len(self.pool.instances)
+        where = f"{count} instances from {self.settings.comfy_url}" if count > 1 else ""
+        log.info("gateway %s ready: ComfyUI at %s", self.version, where or self.settings.comfy_url)
 
     async def stop(self) -> None:
         """Stop taking work, let jobs and deliveries finish within the grace period, stop ComfyUI.
 
-        Jobs still running when the grace period ends fail (503), and their failure is
-        delivered before ComfyUI stops: every accepted job ends in exactly one outcome.
+        Jobs still running (or waiting) when the grace period ends fail (503), and their failure
+        is delivered before ComfyUI stops: every accepted job ends in exactly one outcome.
         """
         if self._stopped:
             return
@@ -144,7 +146,9 @@ class Gateway:
             grace_s = max(deadline - time.monotonic(), 0.0)
             log.info("waiting up to %.0fs for %d job(s)", grace_s, len(self.jobs.tasks))
             await self.jobs.drain(grace_s)
-        self.tracker.fail_all(ComfyUnavailable("the gateway shut down before the job finished"))
+        gone = ComfyUnavailable("the gateway shut down before the job finished")
+        self.pool.scheduler.fail_waiting(gone)
+        self.pool.fail_all(gone)
         # Failure deliveries get what is left of the grace period, but never less than a try.
         leftover_s = max(deadline - time.monotonic(), self.settings.webhook_timeout_s)
         if not await self.jobs.drain(leftover_s):
@@ -153,9 +157,7 @@ class Gateway:
             )
         if self.system_events is not None:
             await self.system_events.close(max(deadline - time.monotonic(), 1.0))
-        await self.tracker.close()
-        await self.process.stop()
-        await self.client.aclose()
+        await self.pool.stop()
         await self.webhooks.aclose()
         await self.inputs.aclose()
         await self.uploader.aclose()
@@ -167,30 +169,28 @@ class Gateway:
             self.shutdown_deadline = time.monotonic() + self.settings.shutdown_grace_s
         return self.shutdown_deadline
 
-    async def _comfy_exited(self, code: int) -> None:
-        self.tracker.fail_all(
-            ComfyUnavailable(f"ComfyUI exited (code {code}) while the job was running")
+    async def _instance_down(self, instance: ComfyInstance, code: int) -> None:
+        """An instance exited and ALWAYS_RESTART_COMFYUI is off: it stays down; the gateway
+        exits when none is left."""
+        if self.pool.alive:
+            log.error(
+                "%s exited with code %s and ALWAYS_RESTART_COMFYUI is off: it stays down, the "
+                "other instances serve",
+                instance.name, code,
+            )  # fmt: skip
+            return
+        log.critical(
+            "ComfyUI exited with code %s and ALWAYS_RESTART_COMFYUI is off: "
+            "the gateway is shutting down",
+            code,
         )
-        if not self.settings.always_restart_comfyui:
-            log.critical(
-                "ComfyUI exited with code %s and ALWAYS_RESTART_COMFYUI is off: "
-                "the gateway is shutting down",
-                code,
-            )
-            self.exit_code = 1
-            self.request_exit()
-
-    async def _comfy_restarted(self) -> None:
-        log.info("ComfyUI is back (restart %d)", self.process.restarts)
-        try:
-            await self.client.probe()  # the same command, but its files may have been updated
-        except GatewayError as e:
-            log.warning("could not read the restarted ComfyUI's version: %s", e)
+        self.exit_code = 1
+        self.request_exit()
 
     @property
     def queue_depth(self) -> int:
         # ComfyUI's count lags a submission by one status event; our own count does not.
-        return max(self.tracker.queue_depth, len(self.jobs.active))
+        return max(self.pool.comfy_queue, len(self.jobs.active))
 
     def unavailable_reason(self) -> str | None:
         """Why no job can run now, or None."""
@@ -198,10 +198,8 @@ class Gateway:
             return "starting"
         if self.stopping:
             return "shutting down"
-        if not self.process.running:
-            return "ComfyUI is not running (restarting)"
-        if not self.tracker.connected.is_set():
-            return "not connected to ComfyUI's event stream"
+        if not self.pool.serving:
+            return self.pool.down_reason()
         return None
 
     def queue_full_reason(self) -> str | None:
@@ -265,11 +263,22 @@ class Gateway:
         return len(self.jobs.active)
 
     async def queue_position(self, record: JobRecord) -> int | None:
-        """How many jobs are ahead of a queued one in ComfyUI's queue, or None."""
+        """How many jobs are ahead of a queued one: in the gateway's queue while it waits
+        there, else in its instance's ComfyUI queue; None once it runs."""
         if record.status != "queued":
             return None
-        _, pending = await self.client.queue()
+        waiting = self.pool.scheduler.position(record.id)
+        if waiting is not None:
+            return waiting
+        job = self.jobs.active.get(record.id)
+        if job is None or job.instance is None:
+            return None
+        _, pending = await job.instance.client.queue()
         return pending.index(record.prompt_id) if record.prompt_id in pending else None
+
+    def instances(self) -> list[dict[str, Any]]:
+        """Each ComfyUI instance: its state, GPU, jobs, jobs run, restarts, version."""
+        return [instance.info() for instance in self.pool.instances]
 
     async def interrupt(self, request_id: str) -> None:
         """Cancel a queued or running job; its own request then answers 409 `interrupted`."""
@@ -278,14 +287,29 @@ class Gateway:
 
 def gateway_state(gateway: Gateway) -> GatewayState:
     """The callbacks that read a Gateway's state."""
-    process, tracker = gateway.process, gateway.tracker
+
+    def instances() -> list[InstanceReading]:
+        readings = []
+        for i in gateway.pool.instances:
+            proc, running = i.process.proc, i.process.running
+            rss_mb = i.rss_mb()
+            readings.append(
+                InstanceReading(
+                    index=i.index,
+                    up=running and i.tracker.connected.is_set(),
+                    restarts=i.process.restarts,
+                    pid=proc.pid if proc and running else None,
+                    version=i.client.version,
+                    jobs_run=i.jobs_run,
+                    rss_bytes=None if rss_mb is None else rss_mb * 2**20,
+                )
+            )
+        return readings
+
     return GatewayState(
         queue_depth=lambda: gateway.queue_depth,
         max_queue_depth=gateway.settings.max_queue_depth,
-        comfy_up=lambda: process.running and tracker.connected.is_set(),
         ready=lambda: gateway.not_ready_reason() is None,
-        comfy_restarts=lambda: process.restarts,
-        comfy_pid=lambda: process.proc.pid if process.proc and process.running else None,
+        instances=instances,
         system_events_dropped=lambda: gateway.system_events.dropped if gateway.system_events else 0,
-        comfy_version=lambda: gateway.client.version,
     )

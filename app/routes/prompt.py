@@ -52,6 +52,7 @@ async def job_state(id: str, request: Request) -> JobState:
         status=record.status,
         progress=Progress(**record.progress),
         queue_position=position,
+        instance=record.instance,
         error=record.error,
         result=record.result,
     )

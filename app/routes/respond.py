@@ -58,7 +58,7 @@ async def run_job(
     if "text/event-stream" in request.headers.get("accept", ""):
         return event_stream(job.record)
     if options.answered_at_once:
-        accepted = Accepted(id=job.id, prompt=job.graph, status="ok")
+        accepted = Accepted(id=job.id, prompt=job.prompt, status="ok")
         return JSONResponse(accepted.model_dump(), status_code=202)
     assert job.task is not None
     result = await job.task

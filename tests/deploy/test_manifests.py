@@ -24,7 +24,7 @@ import yaml
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.core.metrics import GatewayMetrics, GatewayState
+from app.core.metrics import GatewayMetrics, GatewayState, InstanceReading
 from app.core.settings import PROJECT_ROOT, Settings
 
 ROOT = PROJECT_ROOT
@@ -240,7 +240,9 @@ def test_service_and_podmonitor_use_the_named_port() -> None:
 def exposed_metric_names() -> set[str]:
     metrics = GatewayMetrics("t")
     metrics.watch(
-        GatewayState(lambda: 0, 2, lambda: True, lambda: True, lambda: 0, lambda: None, lambda: 0)
+        GatewayState(
+            lambda: 0, 2, lambda: True, lambda: [InstanceReading(0, True, 0, None, "x", 0, 1)]
+        )
     )
     text = generate_latest(metrics.registry).decode()
     return {s.name for f in text_string_to_metric_families(text) for s in f.samples}

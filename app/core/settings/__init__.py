@@ -63,8 +63,28 @@ class Settings(
 
     @model_validator(mode="after")
     def _ports_differ(self) -> Settings:
-        if self.port == self.comfyui_port_host:
-            raise ValueError("PORT and COMFYUI_PORT_HOST must differ")
+        ports = range(self.comfyui_port_host, self.comfyui_port_host + self.instance_count)
+        if self.port in ports:
+            raise ValueError(
+                f"PORT must differ from the ComfyUI ports (COMFYUI_PORT_HOST {ports.start} to "
+                f"{ports.stop - 1}, one per instance)"
+            )
+        if ports.stop > 65536:
+            raise ValueError("COMFYUI_PORT_HOST + the instance count runs past port 65535")
+        return self
+
+    @model_validator(mode="after")
+    def _instances_agree(self) -> Settings:
+        if self.comfyui_gpus and self.comfyui_instances not in (1, len(self.comfyui_gpus)):
+            raise ValueError(
+                f"COMFYUI_INSTANCES={self.comfyui_instances} but COMFYUI_GPUS names "
+                f"{len(self.comfyui_gpus)} GPU(s): set one of them (one instance per GPU)"
+            )
+        if self.cmd and self.instance_count > 1 and "{port}" not in self.cmd:
+            raise ValueError(
+                "CMD must contain {port} when several ComfyUI instances run: each listens on its "
+                "own port (and may use {gpu} and {index})"
+            )
         return self
 
 
