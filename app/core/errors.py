@@ -19,7 +19,8 @@
     ├── ComfyFailed             502 ComfyUI, though up, failed on the request (its HTTP 500)
     ├── ComfyUnavailable        503 ComfyUI is down, restarting or unreachable (Retry-After)
     ├── WorkflowUnavailable     503 the workflow needs nodes or models this ComfyUI lacks
-    └── PromptTimeout           504 the job ran past PROMPT_TIMEOUT_S
+    ├── PromptTimeout           504 the job ran past PROMPT_TIMEOUT_S
+    └── InsufficientStorage     507 a disk filled up while the request's files were written
 
 Every class renders as `{"error", "code", "location"?, "details"?}`; app.edge.errors does that
 for HTTP, and webhooks carry the same body.
@@ -194,3 +195,10 @@ class PromptTimeout(GatewayError):
 
     status = 504
     code = "timeout"
+
+
+class InsufficientStorage(GatewayError):
+    """A disk filled up (ENOSPC) while a request's files or a job's outputs were written."""
+
+    status = 507
+    code = "insufficient_storage"

@@ -71,6 +71,13 @@ class ResultCache:
         self.metrics.result_cache_lookup("hit" if entry is not None else "miss")
         return entry
 
+    def peek(self, key: str) -> CachedResult | None:
+        """The result for this digest, for serving it again (not a lookup the metrics count)."""
+        entry = self._entries.get(key)
+        if entry is not None:
+            self._entries.move_to_end(key)
+        return entry
+
     def bypassed(self) -> None:
         """Count a request that asked for the cache with a graph it may not serve (random...)."""
         self.metrics.result_cache_lookup("bypass")
