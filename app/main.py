@@ -16,10 +16,11 @@ from app import __version__
 from app.comfy.process import ComfyStartError
 from app.compat import comfy_proxy
 from app.compat import sdapi_routes as sdapi
+from app.compat import v2 as api_v2
 from app.compat.sdapi import SdapiState
 from app.compat.v1 import routes as api_v1
 from app.core.settings import PassthroughMode, Settings
-from app.edge.auth import ApiKeyAuth, ApiKeys, document_api_keys
+from app.edge.auth import OPEN_PATHS, ApiKeyAuth, ApiKeys, document_api_keys
 from app.edge.body_limit import BodySizeLimit
 from app.edge.cors import add_cors
 from app.edge.errors import install_handlers
@@ -96,13 +97,14 @@ def create_app(settings: Settings) -> FastAPI:
     # Middleware added later wraps what came before: CORS, then metrics, then the key check.
     keys = ApiKeys.from_settings(settings)
     if keys is not None:
-        app.add_middleware(ApiKeyAuth, keys=keys)
+        app.add_middleware(ApiKeyAuth, keys=keys, open_paths=OPEN_PATHS | api_v2.OPEN_PATHS)
     app.add_middleware(RequestMetrics, metrics=gateway.metrics)  # 401s and 413s count too
     add_cors(app, settings.cors_allow_origins)
     log_edge(settings, keys)
     for module in (probes, prompt, models, workflows, metrics, sdapi):
         app.include_router(module.router)
     api_v1.install(app)
+    api_v2.install(app)
     if settings.comfy_passthrough is not PassthroughMode.OFF:
         comfy_proxy.install(app, settings.comfy_passthrough)
     docs.install(app)
@@ -144,6 +146,6 @@ def openapi_without_422(app: FastAPI, api_keys: bool = False) -> dict[str, Any]:
         for unused in ("HTTPValidationError", "ValidationError"):
             spec.get("components", {}).get("schemas", {}).pop(unused, None)
         if api_keys:
-            document_api_keys(spec)
+            document_api_keys(spec, OPEN_PATHS | api_v2.OPEN_PATHS)
         app.openapi_schema = spec
     return app.openapi_schema
