@@ -20,7 +20,8 @@
     ├── ComfyUnavailable        503 ComfyUI is down, restarting or unreachable (Retry-After);
     │                               `instance_lost` when the instance running the job died
     ├── WorkflowUnavailable     503 the workflow needs nodes or models this ComfyUI lacks
-    └── PromptTimeout           504 the job ran past PROMPT_TIMEOUT_S
+    ├── PromptTimeout           504 the job ran past PROMPT_TIMEOUT_S
+    └── InsufficientStorage     507 a disk filled up while the request's files were written
 
 Every class renders as `{"error", "code", "location"?, "details"?}`; app.edge.errors does that
 for HTTP, and webhooks carry the same body.
@@ -202,3 +203,10 @@ class PromptTimeout(GatewayError):
 
     status = 504
     code = "timeout"
+
+
+class InsufficientStorage(GatewayError):
+    """A disk filled up (ENOSPC) while a request's files or a job's outputs were written."""
+
+    status = 507
+    code = "insufficient_storage"

@@ -56,6 +56,12 @@ class MetricsHooks:
     def output_uploaded(self, n_bytes: int) -> None:
         """Output file bytes were uploaded to their destination."""
 
+    def result_cache_lookup(self, outcome: str) -> None:
+        """A request asked the result cache: `hit`, `miss`, or `bypass` (not cacheable)."""
+
+    def result_cache_size(self, n_bytes: int, entries: int) -> None:
+        """The result cache now holds this much."""
+
 
 @dataclass(frozen=True)
 class InstanceReading:
@@ -204,6 +210,19 @@ class GatewayMetrics(MetricsHooks):
             "Bytes of output files uploaded to their destination",
             registry=r,
         )
+        self.result_cache_lookups = Counter(
+            "comfy_gateway_result_cache_lookups",
+            "Requests that asked the result cache (RESULT_CACHE_MAX_MB), by outcome: hit, miss, "
+            "bypass (a random seed or an external input: never cached)",
+            ["outcome"],
+            registry=r,
+        )
+        self.result_cache_bytes = Gauge(
+            "comfy_gateway_result_cache_bytes", "Bytes the result cache holds", registry=r
+        )
+        self.result_cache_entries = Gauge(
+            "comfy_gateway_result_cache_entries", "Results the result cache holds", registry=r
+        )
         build = Gauge("comfy_gateway_build_info", "The gateway's version", ["version"], registry=r)
         build.labels(version).set(1)
         ProcessCollector(registry=r)  # process_*: the gateway's CPU, memory, file descriptors
@@ -234,6 +253,13 @@ class GatewayMetrics(MetricsHooks):
 
     def output_uploaded(self, n_bytes: int) -> None:
         self.output_bytes.inc(n_bytes)
+
+    def result_cache_lookup(self, outcome: str) -> None:
+        self.result_cache_lookups.labels(outcome).inc()
+
+    def result_cache_size(self, n_bytes: int, entries: int) -> None:
+        self.result_cache_bytes.set(n_bytes)
+        self.result_cache_entries.set(entries)
 
     def request_ended(self, method: str, route: str, status: int, duration_s: float) -> None:
         key = (method, route, status)

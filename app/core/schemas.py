@@ -53,6 +53,19 @@ class PromptRequest(JobOptions):
         "`{node_id: {class_type, inputs}}`",
     )
 
+    cache: bool = Field(
+        False,
+        description="Answer from the result cache (RESULT_CACHE_MAX_MB) when the same graph and "
+        "`convert_output` (in any key order) were answered before, and keep this answer there; "
+        "a hit runs no job. Never for a graph with a random seed (-1, `randomize`); not with "
+        "webhooks, uploads or `Accept: text/event-stream`",
+    )
+    cache_external_inputs: bool = Field(
+        False,
+        description="With `cache`: also for a graph that reads URLs or files in ComfyUI's input "
+        "folder, whose content may have changed since",
+    )
+
     def graph(self) -> dict[str, dict[str, Any]]:
         graph = {}
         for node_id, node in self.prompt.items():

@@ -17,7 +17,7 @@ from app.core.schemas import (
     PromptResponse,
 )
 from app.gateway import Gateway
-from app.routes.respond import ERRORS, event_stream, run_job
+from app.routes.respond import ERRORS, CacheAsk, event_stream, run_job
 
 router = APIRouter(tags=["prompts"])
 
@@ -28,8 +28,11 @@ async def run_prompt(body: PromptRequest, request: Request) -> Response:
 
     With `Accept: text/event-stream` the answer is the job's event stream instead (as
     `GET /prompt/{id}/events`), ending with `complete` (the 200 body) or `failed`.
+    With `"cache": true` an identical request answered before is answered from the result
+    cache, without a job; the `Cache-Status` header says `hit`, `fwd=miss` or `fwd=bypass`.
     """
-    return await run_job(request, body, body.graph())
+    cache = CacheAsk(external_ok=body.cache_external_inputs) if body.cache else None
+    return await run_job(request, body, body.graph(), cache=cache)
 
 
 def job_record(request: Request, request_id: str) -> JobRecord:

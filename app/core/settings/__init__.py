@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from app.core.settings.cache import CacheSettings
 from app.core.settings.comfyui import BUNDLED_COMFY_DIR, PROJECT_ROOT, ComfySettings
 from app.core.settings.jobs import JobSettings
 from app.core.settings.media import MediaSettings
@@ -35,13 +36,26 @@ __all__ = [
     "load_settings",
 ]
 
-SECTIONS = (ServerSettings, ComfySettings, JobSettings, MediaSettings, WebhookSettings)
+SECTIONS = (
+    ServerSettings,
+    ComfySettings,
+    JobSettings,
+    CacheSettings,
+    MediaSettings,
+    WebhookSettings,
+)
 # Settings whose values an error message must not repeat.
 SECRET_SETTINGS = frozenset({"API_KEYS", "WEBHOOK_SECRET"})
 
 
 class Settings(
-    BaseSettings, WebhookSettings, MediaSettings, JobSettings, ComfySettings, ServerSettings
+    BaseSettings,
+    WebhookSettings,
+    MediaSettings,
+    CacheSettings,
+    JobSettings,
+    ComfySettings,
+    ServerSettings,
 ):
     """The gateway's configuration. Units are in the names (`_s`, `_mb`).
 
