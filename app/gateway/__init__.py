@@ -5,6 +5,7 @@ routes, the edge middlewares and the facades, which reach jobs and ComfyUI only 
 Gateway's methods and its `comfy` (app.gateway.comfy.ComfyAccess).
 """
 
-from app.gateway.gateway import Gateway, gateway_state
+from app.gateway.gateway import Gateway
+from app.gateway.state import gateway_state
 
 __all__ = ["Gateway", "gateway_state"]

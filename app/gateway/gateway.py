@@ -16,17 +16,18 @@ from app.comfy.graph import Graph
 from app.comfy.instance import ComfyInstance
 from app.comfy.process import ComfyStartError
 from app.core.addresses import AddressPolicy
-from app.core.errors import ComfyUnavailable, NotFound, QueueFull
-from app.core.metrics import GatewayMetrics, GatewayState, InstanceReading
-from app.core.options import JobOptions
-from app.core.records import JobHistory, JobRecord
+from app.core.errors import ComfyUnavailable
+from app.core.metrics import GatewayMetrics
+from app.core.records import JobHistory
 from app.core.schemas import PromptResponse
 from app.core.settings import Settings
+from app.fleet.fleet import Fleet
 from app.gateway.comfy import ComfyAccess
+from app.gateway.door import JobDoor
 from app.gateway.pool import Pool
+from app.gateway.state import gateway_state
 from app.jobs.finish import Finisher
 from app.jobs.inputs import InputFiles
-from app.jobs.job import Job
 from app.jobs.runner import JobRunner
 from app.jobs.uploads import Uploader
 from app.jobs.webhooks import SystemEvents, WebhookSender
@@ -34,7 +35,7 @@ from app.jobs.webhooks import SystemEvents, WebhookSender
 log = logging.getLogger(__name__)
 
 
-class Gateway:
+class Gateway(JobDoor):
     """Owns the ComfyUI instances (the pool), the job runner and the delivery services."""
 
     def __init__(self, settings: Settings) -> None:
@@ -69,6 +70,9 @@ class Gateway:
             timeout_s=settings.prompt_timeout_s,
             retries=settings.job_retries,
         )
+        self.fleet: Fleet | None = None  # with QUEUE_URL: jobs are queued in Redis
+        if settings.queue_url is not None:
+            self.fleet = Fleet(settings, self.jobs, self.pool.scheduler, self.webhooks, addresses)
         self.system_events: SystemEvents | None = None
         if settings.system_webhook_url and settings.system_webhook_events:
             self.system_events = SystemEvents(
@@ -127,6 +131,8 @@ class Gateway:
             log.info("%s %s (%s)", instance.name, instance.client.version, api)
         for step in self.on_start:
             await step()
+        if self.fleet is not None:
+            await self.fleet.start()
         self.started = True
         count = len(self.pool.instances)
         where = f"{count} instances from {self.settings.comfy_url}" if count > 1 else ""
@@ -146,6 +152,10 @@ class Gateway:
             grace_s = max(deadline - time.monotonic(), 0.0)
             log.info("waiting up to %.0fs for %d job(s)", grace_s, len(self.jobs.tasks))
             await self.jobs.drain(grace_s)
+        if self.fleet is not None:
+            # Past the grace period a fleet job is not failed but left to another gateway,
+            # which takes it over once its visibility timeout passes.
+            self.fleet.worker.abandoning = True
         gone = ComfyUnavailable("the gateway shut down before the job finished")
         self.pool.scheduler.fail_waiting(gone)
         self.pool.fail_all(gone)
@@ -157,6 +167,8 @@ class Gateway:
             )
         if self.system_events is not None:
             await self.system_events.close(max(deadline - time.monotonic(), 1.0))
+        if self.fleet is not None:
+            await self.fleet.close(max(deadline - time.monotonic(), 1.0))
         await self.pool.stop()
         await self.webhooks.aclose()
         await self.inputs.aclose()
@@ -165,9 +177,15 @@ class Gateway:
     def begin_shutdown(self) -> float:
         """Stop taking work (and report not ready); the grace period's end, fixed at first call."""
         self.stopping = True
+        if self.fleet is not None:
+            self.fleet.worker.stop_pulling()
         if self.shutdown_deadline is None:
             self.shutdown_deadline = time.monotonic() + self.settings.shutdown_grace_s
         return self.shutdown_deadline
+
+    def instances(self) -> list[dict[str, Any]]:
+        """Each ComfyUI instance: its state, GPU, jobs, jobs run, restarts, version."""
+        return [instance.info() for instance in self.pool.instances]
 
     async def _instance_down(self, instance: ComfyInstance, code: int) -> None:
         """An instance exited and ALWAYS_RESTART_COMFYUI is off: it stays down; the gateway
@@ -186,130 +204,3 @@ class Gateway:
         )
         self.exit_code = 1
         self.request_exit()
-
-    @property
-    def queue_depth(self) -> int:
-        # ComfyUI's count lags a submission by one status event; our own count does not.
-        return max(self.pool.comfy_queue, len(self.jobs.active))
-
-    def unavailable_reason(self) -> str | None:
-        """Why no job can run now, or None."""
-        if not self.started:
-            return "starting"
-        if self.stopping:
-            return "shutting down"
-        if not self.pool.serving:
-            return self.pool.down_reason()
-        return None
-
-    def queue_full_reason(self) -> str | None:
-        cap = self.settings.max_queue_depth
-        if cap and self.queue_depth >= cap:
-            return f"queue is full ({self.queue_depth} of MAX_QUEUE_DEPTH {cap})"
-        return None
-
-    def not_ready_reason(self) -> str | None:
-        """Why this gateway should get no traffic now, or None when it should."""
-        return self.unavailable_reason() or self.queue_full_reason()
-
-    def check_accepting(self) -> None:
-        """Raise the error a new job should get now, if any."""
-        if reason := self.unavailable_reason():
-            raise ComfyUnavailable(f"the gateway cannot take jobs now: {reason}")
-        if reason := self.queue_full_reason():
-            raise QueueFull(f"the {reason}; retry later", headers={"Retry-After": "5"})
-
-    # -- the one door for jobs: routes and facades use these, never the services behind ------
-    async def start_job(
-        self,
-        request_id: str,
-        graph: Graph,
-        options: JobOptions | None = None,
-        *,
-        echo_input: dict[str, Any] | None = None,
-        workflow: str = "prompt",
-    ) -> Job:
-        """Accept a job, if the gateway takes work now; ComfyUI's refusal raises here."""
-        self.check_accepting()
-        return await self.jobs.start(
-            request_id, graph, options, echo_input=echo_input, workflow=workflow
-        )
-
-    async def run_job(
-        self, request_id: str, graph: Graph, workflow: str = "prompt"
-    ) -> PromptResponse:
-        """Accept a job and wait for its outputs; a GatewayError says why there are none."""
-        self.check_accepting()
-        return await self.jobs.run(request_id, graph, workflow)
-
-    def job(self, request_id: str) -> JobRecord:
-        """What this gateway process knows of a job, running or recently finished."""
-        record = self.jobs.history.get(request_id)
-        if record is None:
-            raise NotFound(
-                f"this gateway process knows no job {request_id!r} (unknown, or finished too "
-                "long ago)",
-                location="id",
-            )
-        return record
-
-    def running_job(self, request_id: str) -> JobRecord | None:
-        """A job that is queued or running now, or None."""
-        job = self.jobs.active.get(request_id)
-        return job.record if job is not None else None
-
-    @property
-    def running_jobs(self) -> int:
-        return len(self.jobs.active)
-
-    async def queue_position(self, record: JobRecord) -> int | None:
-        """How many jobs are ahead of a queued one: in the gateway's queue while it waits
-        there, else in its instance's ComfyUI queue; None once it runs."""
-        if record.status != "queued":
-            return None
-        waiting = self.pool.scheduler.position(record.id)
-        if waiting is not None:
-            return waiting
-        job = self.jobs.active.get(record.id)
-        if job is None or job.instance is None:
-            return None
-        _, pending = await job.instance.client.queue()
-        return pending.index(record.prompt_id) if record.prompt_id in pending else None
-
-    def instances(self) -> list[dict[str, Any]]:
-        """Each ComfyUI instance: its state, GPU, jobs, jobs run, restarts, version."""
-        return [instance.info() for instance in self.pool.instances]
-
-    async def interrupt(self, request_id: str) -> None:
-        """Cancel a queued or running job; its own request then answers 409 `interrupted`."""
-        await self.jobs.interrupt(request_id)
-
-
-def gateway_state(gateway: Gateway) -> GatewayState:
-    """The callbacks that read a Gateway's state."""
-
-    def instances() -> list[InstanceReading]:
-        readings = []
-        for i in gateway.pool.instances:
-            proc, running = i.process.proc, i.process.running
-            rss_mb = i.rss_mb()
-            readings.append(
-                InstanceReading(
-                    index=i.index,
-                    up=running and i.tracker.connected.is_set(),
-                    restarts=i.process.restarts,
-                    pid=proc.pid if proc and running else None,
-                    version=i.client.version,
-                    jobs_run=i.jobs_run,
-                    rss_bytes=None if rss_mb is None else rss_mb * 2**20,
-                )
-            )
-        return readings
-
-    return GatewayState(
-        queue_depth=lambda: gateway.queue_depth,
-        max_queue_depth=gateway.settings.max_queue_depth,
-        ready=lambda: gateway.not_ready_reason() is None,
-        instances=instances,
-        system_events_dropped=lambda: gateway.system_events.dropped if gateway.system_events else 0,
-    )

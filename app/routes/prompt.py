@@ -6,7 +6,7 @@ from fastapi import APIRouter, Header, Request
 from fastapi.responses import Response, StreamingResponse
 
 from app.core.errors import InvalidRequest
-from app.core.records import JobRecord
+from app.core.records import JobView
 from app.core.schemas import (
     ErrorResponse,
     InterruptRequest,
@@ -35,9 +35,9 @@ async def run_prompt(body: PromptRequest, request: Request) -> Response:
     return await run_job(request, body, body.graph(), cache=cache)
 
 
-def job_record(request: Request, request_id: str) -> JobRecord:
+async def job_record(request: Request, request_id: str) -> JobView:
     gateway: Gateway = request.app.state.gateway
-    return gateway.job(request_id)
+    return await gateway.job(request_id)
 
 
 @router.get(
@@ -47,7 +47,7 @@ def job_record(request: Request, request_id: str) -> JobRecord:
 )
 async def job_state(id: str, request: Request) -> JobState:
     """The state of a job this gateway process ran: status, progress, and its result or error."""
-    record = job_record(request, id)
+    record = await job_record(request, id)
     gateway: Gateway = request.app.state.gateway
     position = await gateway.queue_position(record)
     return JobState(
@@ -85,14 +85,14 @@ async def job_events(
     already has the last event gets 204, which tells a browser's EventSource to stop
     reconnecting.
     """
-    record = job_record(request, id)
+    record = await job_record(request, id)
     after = resume_point(last_event_id, record)
     if record.finished and after >= record.last_event_id:
         return Response(status_code=204, headers={"Cache-Control": "no-cache"})
     return event_stream(record, after=after)
 
 
-def resume_point(header: str | None, record: JobRecord) -> int:
+def resume_point(header: str | None, record: JobView) -> int:
     """The event id a client resumes after, from its Last-Event-ID header (none: 0)."""
     if header is None or not header.strip():
         return 0
