@@ -93,6 +93,8 @@ class FleetWorker:
         self.max_result_bytes = int(settings.fleet_max_result_mb * 2**20)
         self.consumer = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.running: dict[str, Pulled] = {}  # request id -> the stream message it came in
+        self.starting: dict[str, Pulled] = {}  # job key -> pulled, until it runs (or ended)
+        self.cancelled: set[str] = set()  # keys of jobs interrupted while being started
         self.sinks: dict[str, EventSink] = {}
         self.overtaken: set[str] = set()  # running here, and taken over by another gateway
         self.pulling = True
@@ -123,8 +125,9 @@ class FleetWorker:
     # -- taking jobs ----------------------------------------------------------------------------
     async def _pull(self) -> None:
         while self.pulling:
-            if not any(self.scheduler.free(i) for i in self.scheduler.instances):
-                await self.scheduler.wait_free(timeout_s=1.0)
+            free = sum(1 for i in self.scheduler.instances if self.scheduler.free(i))
+            if free <= len(self.starting):  # each job being started takes one of them
+                await self.scheduler.wait_free(timeout_s=0.2 if self.starting else 1.0)
                 continue
             try:
                 pulled = None
@@ -142,13 +145,22 @@ class FleetWorker:
             if pulled is not None and not self.pulling:
                 await self.store.release(pulled)  # taken as the gateway began to stop
             elif pulled is not None:
-                try:
-                    await self._run(pulled)
-                except (RedisError, OSError) as e:  # left pending: taken over once Redis is back
-                    self.store.reachability.failed(e)
-                except Exception:  # a bug must not stop the pulling; the job ends, reported
-                    log.exception("fleet: could not start job %s", pulled.key)
-                    await self._fail_broken(pulled)
+                # Started aside: fetching its inputs may take a while, and another instance of
+                # this gateway may be free for the next job meanwhile.
+                self.starting[pulled.key] = pulled
+                self._track(self._start(pulled))
+
+    async def _start(self, pulled: Pulled) -> None:
+        try:
+            await self._run(pulled)
+        except (RedisError, OSError) as e:  # left pending: taken over once Redis is back
+            self.store.reachability.failed(e)
+        except Exception:  # a bug must not stop the gateway's work; the job ends, reported
+            log.exception("fleet: could not start job %s", pulled.key)
+            await self._fail_broken(pulled)
+        finally:
+            self.starting.pop(pulled.key, None)
+            self.cancelled.discard(pulled.key)
 
     async def _run(self, pulled: Pulled) -> None:
         """Start a pulled job here, or end it if it cannot be started."""
@@ -196,6 +208,9 @@ class FleetWorker:
         self.sinks[request_id] = sink
         assert job.task is not None
         job.task.add_done_callback(lambda _: self._track(self._finished(request_id)))
+        if pulled.key in self.cancelled:  # interrupted while its inputs were fetched
+            with contextlib.suppress(GatewayError):
+                await self.runner.interrupt(request_id)
 
     async def _finished(self, request_id: str) -> None:
         pulled = self.running.pop(request_id, None)
@@ -297,7 +312,7 @@ class FleetWorker:
     async def _heartbeat(self) -> None:
         while True:
             await asyncio.sleep(self.visibility_ms / 3000)
-            ids = [pulled.message_id for pulled in self.running.values()]
+            ids = [p.message_id for p in [*self.running.values(), *self.starting.values()]]
             try:
                 lost = await self.store.heartbeat(self.consumer, ids)
             except (RedisError, OSError) as e:
@@ -311,6 +326,8 @@ class FleetWorker:
                                 request_id)  # fmt: skip
 
     async def _interrupt(self, key: str) -> None:
+        if key in self.starting:
+            self.cancelled.add(key)  # interrupted as soon as it has started
         for request_id, pulled in list(self.running.items()):
             if pulled.key == key:
                 with contextlib.suppress(GatewayError):

@@ -391,8 +391,8 @@ def test_sigterm_finishes_the_running_job_and_leaves_queued_ones_to_the_other(
 ) -> None:
     first, second = pair.gateways
     hook = receiver.url("/term")
-    for n in range(4):
-        assert submit(first, txt2img(60, 110 + n), f"term-{n}", webhook=hook).status_code == 202
+    for n in range(3):  # one each running, one queued
+        assert submit(first, txt2img(50, 110 + n), f"term-{n}", webhook=hook).status_code == 202
     runners = [running_on(pair.gateways, pair.redis, f"term-{n}") for n in range(2)]
     assert {g.pid for g in runners} == {first.pid, second.pid}
     leaving = runners[0]
@@ -402,9 +402,9 @@ def test_sigterm_finishes_the_running_job_and_leaves_queued_ones_to_the_other(
     with pair.redis.client() as client:
         assert client.hget(f"{NAME}:job:term-0", "attempts") == "1"
         assert client.hget(f"{NAME}:job:term-0", "status") == "succeeded"
-    receiver.wait_for("/term", 4, timeout_s=240)
+    receiver.wait_for("/term", 3, timeout_s=240)
     time.sleep(1.0)
-    assert ended_webhooks(receiver, "/term") == Counter(f"term-{n}" for n in range(4))
+    assert ended_webhooks(receiver, "/term") == Counter(f"term-{n}" for n in range(3))
     own = [line for line in leaving.log_text().splitlines() if " comfyui: " not in line]
     assert not [line for line in own if "Traceback" in line or " ERROR " in line]
     pair.replace(leaving)
@@ -452,16 +452,17 @@ def test_redis_killed_and_restarted_from_its_aof_the_queued_jobs_run(
     pair: Pair, receiver: Receiver
 ) -> None:
     hook = receiver.url("/aof")
-    for n in range(5):
-        answer = submit(pair.gateways[0], txt2img(40, 130 + n), f"aof-{n}", webhook=hook)
+    for n in range(4):
+        answer = submit(pair.gateways[0], txt2img(30, 130 + n), f"aof-{n}", webhook=hook)
         assert answer.status_code == 202, answer.text
     with pair.redis.client() as client:
-        assert client.xlen(f"{NAME}:jobs") == 5
+        taken = client.xpending(f"{NAME}:jobs", "gateways")["pending"]
+        assert client.xlen(f"{NAME}:jobs") - taken >= 2, "no job was still queued"
     pair.redis.stop(kill=True)
     time.sleep(2)
     pair.redis.start()
-    receiver.wait_for("/aof", 5, timeout_s=300)
+    receiver.wait_for("/aof", 4, timeout_s=300)
     time.sleep(1.0)
-    assert ended_webhooks(receiver, "/aof") == Counter(f"aof-{n}" for n in range(5))
-    for n in range(5):
+    assert ended_webhooks(receiver, "/aof") == Counter(f"aof-{n}" for n in range(4))
+    for n in range(4):
         assert status(pair.gateways[1], f"aof-{n}") == "succeeded"
