@@ -19,6 +19,9 @@ from typing import Any
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
+# This checkout's app, whatever the environment's editable install points at.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 from app.core.settings import PROJECT_ROOT, SECTIONS
 
 TARGET = PROJECT_ROOT / "docs" / "settings.md"
@@ -38,7 +41,7 @@ def shown_default(field: FieldInfo) -> str:
     if field.default_factory is not None:
         return "from the environment"
     value: Any = field.default
-    if value is PydanticUndefined or value is None or value == () or value == frozenset():
+    if value is PydanticUndefined or value is None or value in ((), frozenset(), {}):
         return "none"
     if isinstance(value, bool):
         return str(value).lower()

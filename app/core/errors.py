@@ -16,10 +16,14 @@
     ├── WorkflowFailed          500 a workflow module's generate_workflow has a bug
     ├── ExecutionFailed         502 a node raised while ComfyUI executed the graph
     ├── UploadFailed            502 an output could not be stored in S3 or PUT to http_upload
+    ├── DownloadFailed          502 a model could not be downloaded, or its bytes were not the ones
+    │                               named (size, sha256): nothing was kept
     ├── ComfyFailed             502 ComfyUI, though up, failed on the request (its HTTP 500)
     ├── ComfyUnavailable        503 ComfyUI is down, restarting or unreachable (Retry-After)
     ├── WorkflowUnavailable     503 the workflow needs nodes or models this ComfyUI lacks
-    └── PromptTimeout           504 the job ran past PROMPT_TIMEOUT_S
+    ├── PromptTimeout           504 the job ran past PROMPT_TIMEOUT_S
+    └── InsufficientStorage     507 no room for a model: MODEL_CACHE_MAX_GB or the disk is full of
+                                    models in use or put there by hand
 
 Every class renders as `{"error", "code", "location"?, "details"?}`; app.edge.errors does that
 for HTTP, and webhooks carry the same body.
@@ -164,6 +168,13 @@ class UploadFailed(GatewayError):
     code = "upload_failed"
 
 
+class DownloadFailed(GatewayError):
+    """A model download failed at the remote end, or delivered other bytes than named."""
+
+    status = 502
+    code = "download_failed"
+
+
 class ComfyFailed(GatewayError):
     """ComfyUI answered, but with a server error of its own (a bug it hit on this graph)."""
 
@@ -194,3 +205,10 @@ class PromptTimeout(GatewayError):
 
     status = 504
     code = "timeout"
+
+
+class InsufficientStorage(GatewayError):
+    """A model does not fit: the cache's cap or the disk, with nothing left that may be evicted."""
+
+    status = 507
+    code = "insufficient_storage"

@@ -9,6 +9,7 @@ their order for the generated reference (docs/settings.md, `make docs`).
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError, model_validator
@@ -17,6 +18,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from app.core.settings.comfyui import BUNDLED_COMFY_DIR, PROJECT_ROOT, ComfySettings
 from app.core.settings.jobs import JobSettings
 from app.core.settings.media import MediaSettings
+from app.core.settings.models import ModelSettings
 from app.core.settings.server import LogFormat, LogLevel, PassthroughMode, ServerSettings
 from app.core.settings.sources import SettingsError, YamlConfigSource
 from app.core.settings.webhooks import SYSTEM_EVENT_TYPES, WebhookSettings
@@ -35,13 +37,23 @@ __all__ = [
     "load_settings",
 ]
 
-SECTIONS = (ServerSettings, ComfySettings, JobSettings, MediaSettings, WebhookSettings)
+SECTIONS = (
+    ServerSettings, ComfySettings, JobSettings, MediaSettings, ModelSettings, WebhookSettings
+)  # fmt: skip
 # Settings whose values an error message must not repeat.
-SECRET_SETTINGS = frozenset({"API_KEYS", "WEBHOOK_SECRET"})
+SECRET_SETTINGS = frozenset(
+    {"API_KEYS", "WEBHOOK_SECRET", "MODEL_CREDENTIALS", "HF_TOKEN", "CIVITAI_TOKEN"}
+)
 
 
 class Settings(
-    BaseSettings, WebhookSettings, MediaSettings, JobSettings, ComfySettings, ServerSettings
+    BaseSettings,
+    WebhookSettings,
+    ModelSettings,
+    MediaSettings,
+    JobSettings,
+    ComfySettings,
+    ServerSettings,
 ):
     """The gateway's configuration. Units are in the names (`_s`, `_mb`).
 
@@ -60,6 +72,11 @@ class Settings(
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return (init_settings, env_settings, YamlConfigSource(settings_cls))
+
+    @property
+    def model_cache_path(self) -> Path:
+        """Where downloads go: MODEL_CACHE_DIR, else MODEL_DIR, else ComfyUI's own models."""
+        return self.model_cache_dir or self.model_dir or self.comfy_home / "models"
 
     @model_validator(mode="after")
     def _ports_differ(self) -> Settings:
