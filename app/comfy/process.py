@@ -83,8 +83,8 @@ class ComfyProcess:
             argv += ["--input-directory", str(s.input_dir)]
         if s.output_dir:
             argv += ["--output-directory", str(s.output_dir)]
-        if s.model_dir:
-            argv += ["--extra-model-paths-config", str(self._model_paths_file(s.model_dir))]
+        if paths := self._model_paths_file():
+            argv += ["--extra-model-paths-config", str(paths)]
         return argv
 
     def python(self) -> Path:
@@ -93,9 +93,20 @@ class ComfyProcess:
         beside = self.settings.comfy_home.parent / "venv" / "bin" / "python"
         return beside if beside.exists() else BUNDLED_COMFY_DIR / "venv" / "bin" / "python"
 
-    def _model_paths_file(self, model_dir: Path) -> Path:
-        lines = ["gateway:", f"  base_path: {model_dir.resolve()}", "  is_default: true"]
-        lines += [f"  {folder}: {folder}" for folder in MODEL_FOLDERS]
+    def _model_paths_file(self) -> Path | None:
+        """The YAML that adds MODEL_DIR, and MODEL_CACHE_DIR where it differs, to ComfyUI's model
+        search paths; None when neither needs adding."""
+        s = self.settings
+        lines: list[str] = []
+        if s.model_dir:
+            lines += ["gateway:", f"  base_path: {s.model_dir.resolve()}", "  is_default: true"]
+            lines += [f"  {folder}: {folder}" for folder in MODEL_FOLDERS]
+        cache = s.model_cache_path.resolve()
+        if cache not in {p.resolve() for p in (s.model_dir, s.comfy_home / "models") if p}:
+            lines += ["gateway_cache:", f"  base_path: {cache}"]
+            lines += [f"  {folder}: {folder}" for folder in MODEL_FOLDERS]
+        if not lines:
+            return None
         if self._model_paths is None:
             fd, name = tempfile.mkstemp(prefix="comfy-gateway-model-paths-", suffix=".yaml")
             os.close(fd)
