@@ -25,6 +25,7 @@ from app.core.schemas import PromptResponse
 from app.core.settings import Settings
 from app.gateway.comfy import ComfyAccess
 from app.jobs.inputs import InputFiles
+from app.jobs.model_store import ModelStore
 from app.jobs.outputs import OutputStore
 from app.jobs.runner import Job, JobRunner
 from app.jobs.uploads import Uploader
@@ -75,11 +76,12 @@ class Gateway:
                 settings.system_meta,
             )
             self.tracker.listeners.append(self._forward_system_event)
+        self.models = ModelStore(settings, self.client, addresses, self.system_events)
         self.comfy = ComfyAccess(self.client, self.tracker, self.process, lambda: self.stopping)
         self.metrics = GatewayMetrics(self.version)
         self.metrics.watch(gateway_state(self))
         self.jobs.metrics = self.webhooks.metrics = self.metrics
-        self.inputs.metrics = self.uploader.metrics = self.metrics
+        self.inputs.metrics = self.uploader.metrics = self.models.metrics = self.metrics
         self.started = False
         self.stopping = False
         self.shutdown_deadline: float | None = None  # monotonic; set by begin_shutdown()
@@ -159,6 +161,7 @@ class Gateway:
         await self.webhooks.aclose()
         await self.inputs.aclose()
         await self.uploader.aclose()
+        await self.models.aclose()
 
     def begin_shutdown(self) -> float:
         """Stop taking work (and report not ready); the grace period's end, fixed at first call."""
@@ -233,16 +236,19 @@ class Gateway:
     ) -> Job:
         """Accept a job, if the gateway takes work now; ComfyUI's refusal raises here."""
         self.check_accepting()
-        return await self.jobs.start(
-            request_id, graph, options, echo_input=echo_input, workflow=workflow
+        # Model URLs become files first; the job holds its models until its task ends.
+        graph, held = await self.models.prepare(graph, options)
+        return await held.for_job(
+            self.jobs.start(request_id, graph, options, echo_input=echo_input, workflow=workflow)
         )
 
     async def run_job(
         self, request_id: str, graph: Graph, workflow: str = "prompt"
     ) -> PromptResponse:
         """Accept a job and wait for its outputs; a GatewayError says why there are none."""
-        self.check_accepting()
-        return await self.jobs.run(request_id, graph, workflow)
+        job = await self.start_job(request_id, graph, workflow=workflow)
+        assert job.task is not None
+        return await asyncio.shield(job.task)
 
     def job(self, request_id: str) -> JobRecord:
         """What this gateway process knows of a job, running or recently finished."""
