@@ -1,6 +1,6 @@
 """Models on demand against a real ComfyUI: downloads by URL (from a real file server with
 `Range`, and from S3), single flight, resume, sha256, the LRU cache and its cap, credentials,
-the address policy, live workflow enums, the start-up manifest and system events.
+the address policy, live workflow enums, the start-up manifest, system events and the CLI.
 
 One gateway serves the module, with its own MODEL_DIR (the tiny models hard-linked in: the
 operator's files) that is also its MODEL_CACHE_DIR, capped at 0.3 GiB. Every server is on
@@ -13,6 +13,8 @@ import hashlib
 import json
 import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -418,3 +420,27 @@ def test_system_events_announce_downloads_and_evictions(rig: Rig) -> None:
     assert "fill-2.safetensors" in evicted
     text = json.dumps(events)
     assert SECRET not in text and AUTH_SECRET not in text and JOB_SECRET not in text
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "app.cli", "models", *args],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+def test_the_cli_pulls_a_model_with_progress_and_lists_the_folder(rig: Rig) -> None:
+    url = rig.files.url("/m/cli-lora.safetensors")
+    pulled = cli("pull", url, "--folder", "loras", "--url", rig.gateway.url)
+    assert pulled.returncode == 0, pulled.stderr
+    assert pulled.stdout.strip() == "loras/cli-lora.safetensors"
+    assert "of 0.1 MiB" in pulled.stderr and "downloaded: sha256" in pulled.stderr
+    listed = cli("ls", "--folder", "loras", "--url", rig.gateway.url)
+    assert listed.returncode == 0, listed.stderr
+    lines = listed.stdout.splitlines()
+    assert lines[0] == "loras/"
+    assert any(line.startswith("  cli-lora.safetensors  [downloaded: ") for line in lines)
+    assert f"  {LORA.name}" in lines  # the operator's: no notes
+    failed = cli("pull", rig.files.url("/m/none.safetensors"), "--folder", "loras",
+                 "--url", rig.gateway.url)  # fmt: skip
+    assert failed.returncode == 1 and "download_failed" in failed.stderr
