@@ -6,6 +6,7 @@ connection (FakeDNS answers; nothing is sent)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
@@ -69,20 +70,25 @@ def files() -> Iterator[FileServer]:
     server.close()
 
 
-def make_store(root: Path, lister: ModelLister, **settings: Any) -> ModelStore:
+@contextlib.asynccontextmanager
+async def made_store(root: Path, **settings: Any) -> AsyncIterator[ModelStore]:
+    """A store on root (its cache folder), with a lister of root in ComfyUI's place."""
+    lister = ModelLister(root)
     values = {"model_cache_dir": root, "allowed_private_networks": "127.0.0.1/32", **settings}
     loaded = load_settings(**values)
-    return ModelStore(loaded, ComfyClient(lister.url), AddressPolicy.from_settings(loaded))
+    store = ModelStore(loaded, ComfyClient(lister.url), AddressPolicy.from_settings(loaded))
+    try:
+        yield store
+    finally:
+        await store.aclose()
+        await store.client.aclose()
+        lister.close()
 
 
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[ModelStore]:
-    lister = ModelLister(tmp_path)
-    made = make_store(tmp_path, lister, model_download_retries=2)
-    yield made
-    await made.aclose()
-    await made.client.aclose()
-    lister.close()
+    async with made_store(tmp_path, model_download_retries=2) as made:
+        yield made
 
 
 async def fetch(store: ModelStore, url: str, **body: Any) -> str:
@@ -207,32 +213,20 @@ async def test_a_graph_gets_its_files_and_holds_them_until_its_job_ends(
 
 
 async def test_downloads_can_be_turned_off(tmp_path: Path) -> None:
-    lister = ModelLister(tmp_path)
-    store = make_store(tmp_path, lister, model_downloads=False)
     graph = {"1": {"class_type": "LoraLoader", "inputs": {"lora_name": "https://x.example/a.pt"}}}
-    try:
+    async with made_store(tmp_path, model_downloads=False) as store:
         with pytest.raises(GatewayError) as refused:
             await store.prepare(graph, None)
-        assert refused.value.location == "prompt.1.inputs.lora_name"
-        assert "MODEL_DOWNLOADS=false" in refused.value.message
-    finally:
-        await store.aclose()
-        await store.client.aclose()
-        lister.close()
+    assert refused.value.location == "prompt.1.inputs.lora_name"
+    assert "MODEL_DOWNLOADS=false" in refused.value.message
 
 
 async def test_a_cache_folder_that_cannot_be_written_is_a_507_that_says_so(
     tmp_path: Path, files: FileServer
 ) -> None:
     (tmp_path / "not-a-folder").write_text("")
-    lister = ModelLister(tmp_path)
-    store = make_store(tmp_path / "not-a-folder", lister)
-    try:
+    async with made_store(tmp_path / "not-a-folder") as store:
         with pytest.raises(InsufficientStorage) as refused:
             await fetch(store, files.url("/m/a.safetensors"))
-        assert refused.value.location == "url"
-        assert "MODEL_CACHE_DIR must be a writable folder" in refused.value.message
-    finally:
-        await store.aclose()
-        await store.client.aclose()
-        lister.close()
+    assert refused.value.location == "url"
+    assert "MODEL_CACHE_DIR must be a writable folder" in refused.value.message
