@@ -16,14 +16,17 @@ from app import __version__
 from app.comfy.process import ComfyStartError
 from app.compat import comfy_proxy
 from app.compat import sdapi_routes as sdapi
+from app.compat import v2 as api_v2
 from app.compat.sdapi import SdapiState
+from app.compat.v1 import routes as api_v1
 from app.core.settings import PassthroughMode, Settings
-from app.edge.auth import ApiKeyAuth, ApiKeys, document_api_keys
+from app.edge.auth import OPEN_PATHS, ApiKeyAuth, ApiKeys, document_api_keys
 from app.edge.body_limit import BodySizeLimit
 from app.edge.cors import add_cors
 from app.edge.errors import install_handlers
 from app.edge.request_metrics import RequestMetrics
 from app.gateway import Gateway
+from app.jobs.result_cache import ResultCache
 from app.registry.load import Registry
 from app.routes import docs, metrics, models, probes, prompt, workflows
 from app.startup import activate, fetch_models, run_warmup
@@ -85,6 +88,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.gateway = gateway
     app.state.registry = registry
     app.state.sdapi = SdapiState()  # AUTOMATIC1111's /options: per process, like A1111's
+    app.state.result_cache = result_cache(settings, gateway)
     # Workflow routes need ComfyUI's enums, so they are mounted once it answers; the manifest's
     # models come before the warmup, which may load one of them.
     gateway.on_start.append(lambda: fetch_models(gateway))
@@ -95,17 +99,29 @@ def create_app(settings: Settings) -> FastAPI:
     # Middleware added later wraps what came before: CORS, then metrics, then the key check.
     keys = ApiKeys.from_settings(settings)
     if keys is not None:
-        app.add_middleware(ApiKeyAuth, keys=keys)
+        app.add_middleware(ApiKeyAuth, keys=keys, open_paths=OPEN_PATHS | api_v2.OPEN_PATHS)
     app.add_middleware(RequestMetrics, metrics=gateway.metrics)  # 401s and 413s count too
     add_cors(app, settings.cors_allow_origins)
     log_edge(settings, keys)
     for module in (probes, prompt, models, workflows, metrics, sdapi):
         app.include_router(module.router)
+    api_v1.install(app)
+    api_v2.install(app)
     if settings.comfy_passthrough is not PassthroughMode.OFF:
         comfy_proxy.install(app, settings.comfy_passthrough)
     docs.install(app)
     app.openapi = lambda: openapi_without_422(app, keys is not None)  # type: ignore[method-assign]
     return app
+
+
+def result_cache(settings: Settings, gateway: Gateway) -> ResultCache | None:
+    """The result cache, when RESULT_CACHE_MAX_MB turns it on."""
+    if not settings.result_cache_max_bytes:
+        return None
+    cache = ResultCache(settings.result_cache_max_bytes)
+    cache.metrics = gateway.metrics
+    log.info("result cache: up to %g MB", settings.result_cache_max_mb)
+    return cache
 
 
 def log_edge(settings: Settings, keys: ApiKeys | None) -> None:
@@ -132,6 +148,6 @@ def openapi_without_422(app: FastAPI, api_keys: bool = False) -> dict[str, Any]:
         for unused in ("HTTPValidationError", "ValidationError"):
             spec.get("components", {}).get("schemas", {}).pop(unused, None)
         if api_keys:
-            document_api_keys(spec)
+            document_api_keys(spec, OPEN_PATHS | api_v2.OPEN_PATHS)
         app.openapi_schema = spec
     return app.openapi_schema

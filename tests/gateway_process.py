@@ -41,6 +41,24 @@ def free_port() -> int:
         return port
 
 
+def free_port_range(count: int) -> int:
+    """The first of `count` consecutive free ports (a pool's ComfyUI instances take one each)."""
+    for _ in range(100):
+        first = free_port()
+        if all(_free(first + n) for n in range(1, count)):
+            return first
+    raise RuntimeError(f"found no {count} consecutive free ports")
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind((LOOPBACK, port))
+        except OSError:
+            return False
+    return True
+
+
 def proc_stat(pid: int) -> tuple[str, int, int] | None:
     """(state, ppid, starttime) from /proc/<pid>/stat, or None when there is no such process."""
     try:
@@ -88,7 +106,8 @@ class GatewayProcess:
     def __init__(self, workdir: Path, **env: str) -> None:
         self.workdir = workdir
         self.port = free_port()
-        self.comfy_port = free_port()
+        self.instances = int(env.get("COMFYUI_INSTANCES", "1"))
+        self.comfy_port = free_port_range(self.instances)
         self.input_dir = workdir / "input"
         self.output_dir = workdir / "output"
         self.input_dir.mkdir(parents=True, exist_ok=True)
@@ -158,15 +177,23 @@ class GatewayProcess:
         assert self.proc is not None
         return self.proc.pid
 
-    def comfy_pid(self) -> int:
-        """The ComfyUI child's pid (the gateway's one direct child)."""
+    def comfy_pid(self, index: int = 0) -> int:
+        """The pid of ComfyUI instance `index` (a direct child listening on its port)."""
+        port = str(self.comfy_port + index)
         children = [
             pid
             for pid in descendants(self.pid)
             if (stat := proc_stat(pid)) is not None and stat[1] == self.pid
         ]
-        assert len(children) == 1, f"expected one ComfyUI child, found {children}"
-        return children[0]
+        if self.instances == 1:
+            assert len(children) == 1, f"expected one ComfyUI child, found {children}"
+            return children[0]
+        for pid in children:
+            with contextlib.suppress(OSError):
+                argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+                if port.encode() in argv:
+                    return pid
+        raise AssertionError(f"no ComfyUI child listens on port {port} (children {children})")
 
     def client(self, timeout_s: float = 120) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=timeout_s)

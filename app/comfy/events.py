@@ -134,7 +134,9 @@ def running_node(data: dict[str, Any]) -> Progress | None:
 
 
 def lost_by_comfyui() -> GatewayError:
-    return ComfyUnavailable("ComfyUI lost the job (it was restarted or its queue cleared)")
+    return ComfyUnavailable(
+        "ComfyUI lost the job (it was restarted or its queue cleared)", instance_lost=True
+    )
 
 
 def removed_behind_gateway() -> GatewayError:

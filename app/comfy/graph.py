@@ -115,3 +115,17 @@ def unique_prefixes(graph: dict[str, dict[str, Any]], tag: str) -> dict[str, dic
             node = {**node, "inputs": {**node["inputs"], "filename_prefix": f"{prefix}_{tag}"}}
         rewritten[node_id] = node
     return rewritten
+
+
+# Inputs whose value names the model a node loads: the same one loaded twice costs nothing.
+MODEL_INPUTS = ("ckpt_name", "unet_name")
+
+
+def models_of(graph: Graph) -> frozenset[str]:
+    """The checkpoints and diffusion models a graph loads (for model affinity)."""
+    return frozenset(
+        value
+        for node in graph.values()
+        for name, value in (node.get("inputs") or {}).items()
+        if name in MODEL_INPUTS and isinstance(value, str)
+    )

@@ -12,29 +12,18 @@ import contextlib
 import ctypes
 import logging
 import os
-import shlex
 import signal
 import socket
 import sys
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 
 import httpx
 
-from app.core.settings import BUNDLED_COMFY_DIR, Settings
+from app.comfy.command import CommandLine
+from app.core.settings import Settings
 
 log = logging.getLogger(__name__)
-comfy_log = logging.getLogger("comfyui")
-
-# Model folders ComfyUI 0.3.75 knows; MODEL_DIR maps each to a subfolder of the same name.
-MODEL_FOLDERS = (
-    "checkpoints", "loras", "vae", "text_encoders", "clip", "diffusion_models", "unet",
-    "clip_vision", "style_models", "embeddings", "diffusers", "vae_approx", "controlnet",
-    "t2i_adapter", "gligen", "upscale_models", "latent_upscale_models", "hypernetworks",
-    "photomaker", "classifiers", "model_patches", "audio_encoders",
-)  # fmt: skip
 
 
 STARTUP_REPORT_S = 15.0  # how often the log says what start-up is waiting for
@@ -57,62 +46,26 @@ def port_in_use(host: str, port: int) -> bool:
 
 
 class ComfyProcess:
-    """One supervised ComfyUI child process."""
+    """One ComfyUI child process: instance `index` of the pool, on its own port (and GPU)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, index: int = 0) -> None:
         self.settings = settings
+        self.index = index
+        self.port = settings.instance_port(index)
+        self.url = settings.instance_url(index)
+        self.gpu = settings.instance_gpu(index)
+        self.pooled = settings.instance_count > 1
+        # How logs name it: plain "ComfyUI" when it is the only one.
+        self.name = f"ComfyUI {index}" if self.pooled else "ComfyUI"
+        self.output_log = logging.getLogger(f"comfyui.{index}" if self.pooled else "comfyui")
         self.proc: asyncio.subprocess.Process | None = None
         self.last_lines: collections.deque[str] = collections.deque(maxlen=40)
         self.restarts = 0
         self.stopping = False
+        self.recycling = False  # a restart on purpose is under way: not a crash
         self.last_output_at = time.monotonic()
         self._pump: asyncio.Task[None] | None = None
-        self._model_paths: Path | None = None  # the YAML written for MODEL_DIR, if any
-
-    def command(self) -> list[str]:
-        """The argv that starts ComfyUI: CMD as given, or the bundled CPU install."""
-        s = self.settings
-        if s.cmd:
-            return shlex.split(s.cmd)
-        argv = [
-            str(self.python()), "main.py", "--cpu",
-            "--listen", s.direct_address, "--port", str(s.comfyui_port_host),
-            "--disable-auto-launch", "--disable-api-nodes",
-        ]  # fmt: skip
-        if s.input_dir:
-            argv += ["--input-directory", str(s.input_dir)]
-        if s.output_dir:
-            argv += ["--output-directory", str(s.output_dir)]
-        if paths := self._model_paths_file():
-            argv += ["--extra-model-paths-config", str(paths)]
-        return argv
-
-    def python(self) -> Path:
-        """The interpreter of the default command: the environment that the install script made
-        beside COMFY_HOME (`.comfyui/<version>/venv`), else the bundled ComfyUI's."""
-        beside = self.settings.comfy_home.parent / "venv" / "bin" / "python"
-        return beside if beside.exists() else BUNDLED_COMFY_DIR / "venv" / "bin" / "python"
-
-    def _model_paths_file(self) -> Path | None:
-        """The YAML that adds MODEL_DIR, and MODEL_CACHE_DIR where it differs, to ComfyUI's model
-        search paths; None when neither needs adding."""
-        s = self.settings
-        lines: list[str] = []
-        if s.model_dir:
-            lines += ["gateway:", f"  base_path: {s.model_dir.resolve()}", "  is_default: true"]
-            lines += [f"  {folder}: {folder}" for folder in MODEL_FOLDERS]
-        cache = s.model_cache_path.resolve()
-        if cache not in {p.resolve() for p in (s.model_dir, s.comfy_home / "models") if p}:
-            lines += ["gateway_cache:", f"  base_path: {cache}"]
-            lines += [f"  {folder}: {folder}" for folder in MODEL_FOLDERS]
-        if not lines:
-            return None
-        if self._model_paths is None:
-            fd, name = tempfile.mkstemp(prefix="comfy-gateway-model-paths-", suffix=".yaml")
-            os.close(fd)
-            self._model_paths = Path(name)
-        self._model_paths.write_text("\n".join(lines) + "\n")
-        return self._model_paths
+        self.command_line = CommandLine(settings, index)
 
     @property
     def running(self) -> bool:
@@ -121,20 +74,22 @@ class ComfyProcess:
     async def start(self) -> None:
         """Spawn ComfyUI and wait until /system_stats answers, or raise ComfyStartError."""
         s = self.settings
-        if port_in_use(s.direct_address, s.comfyui_port_host):
+        if port_in_use(s.direct_address, self.port):
             raise ComfyStartError(
-                f"port {s.comfyui_port_host} on {s.direct_address} is already taken by another "
-                "process; stop it or set COMFYUI_PORT_HOST to a free port (the gateway will not "
-                "use a ComfyUI it did not start)"
+                f"port {self.port} on {s.direct_address} is already taken by another process; "
+                "stop it or set COMFYUI_PORT_HOST to a free port (the gateway will not use a "
+                "ComfyUI it did not start)"
             )
-        argv = self.command()
+        argv = self.command_line.argv()
         if not s.comfy_home.is_dir():
             raise ComfyStartError(
                 f"COMFY_HOME {s.comfy_home} is not a folder; run `make comfyui` to install the "
                 "bundled ComfyUI, or point COMFY_HOME at yours"
             )
-        log.info("starting ComfyUI: %s (in %s)", " ".join(argv), s.comfy_home)
+        log.info("starting %s: %s (in %s)", self.name, " ".join(argv), s.comfy_home)
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        if self.gpu is not None:
+            env["CUDA_VISIBLE_DEVICES"] = self.gpu
         try:
             self.proc = await asyncio.create_subprocess_exec(
                 *argv,
@@ -158,7 +113,7 @@ class ComfyProcess:
             line = raw.decode(errors="replace").rstrip()
             if line:
                 self.last_lines.append(line)
-                comfy_log.info("%s", line)
+                self.output_log.info("%s", line)
 
     async def _wait_until_answering(self) -> None:
         """Poll /system_stats while ComfyUI runs and keeps printing, up to STARTUP_TIMEOUT_S.
@@ -172,33 +127,33 @@ class ComfyProcess:
         started = self.last_output_at = time.monotonic()
         next_report = started + STARTUP_REPORT_S
         checks = 0
-        async with httpx.AsyncClient(base_url=s.comfy_url, timeout=2.0) as http:
+        async with httpx.AsyncClient(base_url=self.url, timeout=2.0) as http:
             while True:
                 if not self.running:
                     await self._drain_output()
                     raise ComfyStartError(
-                        f"ComfyUI exited with code {self.proc and self.proc.returncode} while "
+                        f"{self.name} exited with code {self.proc and self.proc.returncode} while "
                         f"starting. Its last lines:\n{self.tail()}"
                     )
                 with contextlib.suppress(httpx.HTTPError):
                     checks += 1
                     if (await http.get("/system_stats")).status_code == 200:
-                        log.info("ComfyUI answers after %.1fs", time.monotonic() - started)
+                        log.info("%s answers after %.1fs", self.name, time.monotonic() - started)
                         return
                 now = time.monotonic()
                 if reason := self._give_up_reason(now - started, now - self.last_output_at, checks):
                     await self._kill()
                     raise ComfyStartError(
-                        f"ComfyUI did not answer {s.comfy_url}/system_stats: {reason}. "
+                        f"{self.name} did not answer {self.url}/system_stats: {reason}. "
                         f"Its last lines:\n{self.tail()}"
                     )
                 if now >= next_report:
                     next_report = now + STARTUP_REPORT_S
                     last = self.last_lines[-1] if self.last_lines else "(nothing yet)"
                     log.info(
-                        "still waiting for ComfyUI to answer %s/system_stats (%.0fs; it runs, "
-                        "last printed %.0fs ago: %.120s)",
-                        s.comfy_url, now - started, now - self.last_output_at, last,
+                        "still waiting for %s to answer %s/system_stats (%.0fs; it runs, last "
+                        "printed %.0fs ago: %.120s)",
+                        self.name, self.url, now - started, now - self.last_output_at, last,
                     )  # fmt: skip
                 await asyncio.sleep(s.startup_check_interval_s)
 
@@ -235,39 +190,57 @@ class ComfyProcess:
         on_exit: Callable[[int], Awaitable[None]],
         on_restarted: Callable[[], Awaitable[None]],
     ) -> None:
-        """Watch the child; on an unexpected exit, report it and restart when configured to."""
+        """Watch the child: start it again after a recycle; on an unexpected exit, report it and
+        restart it with back-off when configured to."""
         backoff_s = 1.0
         while True:
             code = await self.wait()
             if self.stopping:
                 return
+            if self.recycling and await self._start_again():
+                await on_restarted()
+                continue
+            self.recycling = False
             await self._drain_output()
             log.error(
-                "ComfyUI exited unexpectedly with code %s. Its last lines:\n%s", code, self.tail()
-            )
+                "%s exited unexpectedly with code %s. Its last lines:\n%s",
+                self.name, code, self.tail(),
+            )  # fmt: skip
             await on_exit(code)
             if not self.settings.always_restart_comfyui:
                 return
             while not self.stopping:
-                log.warning("restarting ComfyUI in %.0fs", backoff_s)
+                log.warning("restarting %s in %.0fs", self.name, backoff_s)
                 await asyncio.sleep(backoff_s)
                 backoff_s = min(backoff_s * 2, self.settings.restart_max_backoff_s)
-                try:
-                    await self.start()
-                except ComfyStartError as e:
-                    log.error("ComfyUI restart failed: %s", e)
-                    continue
-                self.restarts += 1
-                backoff_s = 1.0
-                await on_restarted()
-                break
+                if await self._start_again():
+                    backoff_s = 1.0
+                    await on_restarted()
+                    break
+
+    async def _start_again(self) -> bool:
+        try:
+            await self.start()
+        except ComfyStartError as e:
+            log.error("%s restart failed: %s", self.name, e)
+            return False
+        finally:
+            self.recycling = False
+        self.restarts += 1
+        return True
+
+    async def recycle(self) -> None:
+        """Restart on purpose (leaky custom nodes, fragmented memory): the supervising loop
+        starts it again at once, with no back-off and without reporting a crash."""
+        self.recycling = True
+        log.info("recycling %s", self.name)
+        await self._kill()
 
     async def stop(self, timeout_s: float = 10.0) -> None:
         """Stop for good: no restart follows."""
         self.stopping = True
         await self._kill(timeout_s)
-        if self._model_paths is not None:
-            self._model_paths.unlink(missing_ok=True)
+        self.command_line.clean_up()
 
     async def _kill(self, timeout_s: float = 10.0) -> None:
         """Stop ComfyUI's whole process group: SIGTERM, then SIGKILL after timeout_s."""
@@ -281,8 +254,8 @@ class ComfyProcess:
                 await asyncio.wait_for(proc.wait(), wait_s)
                 break
             except TimeoutError:
-                log.warning("ComfyUI did not stop on %s", sig.name)
+                log.warning("%s did not stop on %s", self.name, sig.name)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)  # anything the child left in its group
         await self._drain_output()
-        log.info("ComfyUI stopped")
+        log.info("%s stopped", self.name)

@@ -210,17 +210,17 @@ async def interrupt(gateway: Gateway, state: SdapiState) -> None:
     """Stop every A1111 generation: the running job is interrupted, later ones never start."""
     for generation in list(state.running):
         generation.interrupted = True
-        if generation.job_id is not None and gateway.running_job(generation.job_id):
+        if generation.job_id is not None and await gateway.running_job(generation.job_id):
             await gateway.interrupt(generation.job_id)
 
 
-def progress(gateway: Gateway, state: SdapiState) -> dict[str, Any]:
+async def progress(gateway: Gateway, state: SdapiState) -> dict[str, Any]:
     """A1111's /progress: the oldest running generation's share done and its time left."""
     generation = state.running[0] if state.running else None
     value, step, steps, job_count = 0.0, 0, 0, gateway.running_jobs
     eta = 0.0
     if generation is not None:
-        record = gateway.running_job(generation.job_id or "")
+        record = await gateway.running_job(generation.job_id or "")
         if record is not None:
             step, steps = int(record.progress["value"]), int(record.progress["max"])
         within = step / steps if steps else 0.0

@@ -255,7 +255,7 @@ async def set_options(options: dict[str, Any], request: Request) -> None:
 @router.get("/progress")
 async def get_progress(request: Request) -> dict[str, Any]:
     """Progress (0-1) and seconds left (`eta_relative`) of the running A1111 generation."""
-    return sdapi.progress(request.app.state.gateway, request.app.state.sdapi)
+    return await sdapi.progress(request.app.state.gateway, request.app.state.sdapi)
 
 
 @router.post("/interrupt")

@@ -19,11 +19,14 @@
     ├── DownloadFailed          502 a model could not be downloaded, or its bytes were not the ones
     │                               named (size, sha256): nothing was kept
     ├── ComfyFailed             502 ComfyUI, though up, failed on the request (its HTTP 500)
-    ├── ComfyUnavailable        503 ComfyUI is down, restarting or unreachable (Retry-After)
+    ├── ComfyUnavailable        503 ComfyUI is down, restarting or unreachable (Retry-After);
+    │                               `instance_lost` when the instance running the job died
     ├── WorkflowUnavailable     503 the workflow needs nodes or models this ComfyUI lacks
     ├── PromptTimeout           504 the job ran past PROMPT_TIMEOUT_S
-    └── InsufficientStorage     507 no room for a model: MODEL_CACHE_MAX_GB or the disk is full of
-                                    models in use or put there by hand
+    ├── InsufficientStorage     507 a disk filled up while the request's files were written, or no
+    │                               room for a model: MODEL_CACHE_MAX_GB or the disk is full of
+    │                               models in use or put there by hand
+    └── ResultTooLarge          507 outputs past FLEET_MAX_RESULT_MB, the fleet queue's limit
 
 Every class renders as `{"error", "code", "location"?, "details"?}`; app.edge.errors does that
 for HTTP, and webhooks carry the same body.
@@ -183,13 +186,20 @@ class ComfyFailed(GatewayError):
 
 
 class ComfyUnavailable(GatewayError):
-    """ComfyUI is not running, restarting, or not answering."""
+    """ComfyUI is not running, restarting, or not answering.
+
+    `instance_lost`: the instance running the job died or lost it, so the job may run again on
+    another instance (JOB_RETRIES) before this becomes its outcome.
+    """
 
     status = 503
     code = "comfy_unavailable"
 
-    def __init__(self, message: str, *, retry_after_s: int = 5, **kwargs: Any) -> None:
+    def __init__(
+        self, message: str, *, retry_after_s: int = 5, instance_lost: bool = False, **kwargs: Any
+    ) -> None:
         super().__init__(message, **kwargs)
+        self.instance_lost = instance_lost
         self.headers.setdefault("Retry-After", str(retry_after_s))
 
 
@@ -208,7 +218,37 @@ class PromptTimeout(GatewayError):
 
 
 class InsufficientStorage(GatewayError):
-    """A model does not fit: the cache's cap or the disk, with nothing left that may be evicted."""
+    """A disk filled up (ENOSPC) while a request's files or a job's outputs were written; or a
+    model does not fit: the cache's cap or the disk, with nothing left that may be evicted."""
 
     status = 507
     code = "insufficient_storage"
+
+
+class ResultTooLarge(GatewayError):
+    """A job's outputs are larger than FLEET_MAX_RESULT_MB, the most the fleet's queue carries."""
+
+    status = 507
+    code = "result_too_large"
+
+
+def error_from_body(status: int, body: dict[str, Any]) -> GatewayError:
+    """The error a job ended with elsewhere (another gateway of the fleet), from its body and
+    status: an instance of the class of that code, so it answers exactly as it did there."""
+    classes = {cls.code: cls for cls in _subclasses(GatewayError) if cls.status == status}
+    cls = classes.get(str(body.get("code")), GatewayError)
+    error = cls.__new__(cls)
+    GatewayError.__init__(
+        error,
+        str(body.get("error", "the job failed")),
+        location=body.get("location"),
+        details=body.get("details"),
+    )
+    return error
+
+
+def _subclasses(cls: type[GatewayError]) -> list[type[GatewayError]]:
+    found = []
+    for sub in cls.__subclasses__():
+        found += [sub, *_subclasses(sub)]
+    return found

@@ -62,6 +62,25 @@ class MetricsHooks:
     def model_evicted(self) -> None:
         """A downloaded model was deleted to make room."""
 
+    def result_cache_lookup(self, outcome: str) -> None:
+        """A request asked the result cache: `hit`, `miss`, or `bypass` (not cacheable)."""
+
+    def result_cache_size(self, n_bytes: int, entries: int) -> None:
+        """The result cache now holds this much."""
+
+
+@dataclass(frozen=True)
+class InstanceReading:
+    """One ComfyUI instance at scrape time."""
+
+    index: int
+    up: bool  # its process runs and its event stream is connected
+    restarts: int
+    pid: int | None
+    version: str | None
+    jobs_run: int
+    rss_bytes: float | None
+
 
 @dataclass
 class GatewayState:
@@ -69,12 +88,9 @@ class GatewayState:
 
     queue_depth: Callable[[], int]
     max_queue_depth: int
-    comfy_up: Callable[[], bool]
     ready: Callable[[], bool]
-    comfy_restarts: Callable[[], int]
-    comfy_pid: Callable[[], int | None]
-    system_events_dropped: Callable[[], int]
-    comfy_version: Callable[[], str | None] = lambda: None
+    instances: Callable[[], list[InstanceReading]]
+    system_events_dropped: Callable[[], int] = lambda: 0
 
 
 class _StateCollector(Collector):
@@ -83,18 +99,50 @@ class _StateCollector(Collector):
 
     def collect(self) -> Iterable[Metric]:
         s = self.state
-        comfy_info = GaugeMetricFamily(
+        info = GaugeMetricFamily(
             "comfy_gateway_comfyui_info",
-            "The ComfyUI the gateway talks to, by version (absent until it has answered)",
-            labels=["version"],
+            "The ComfyUI of each instance, by version (absent until it has answered)",
+            labels=["instance", "version"],
         )
-        if version := s.comfy_version():
-            comfy_info.add_metric([version], 1)
+        up = GaugeMetricFamily(
+            "comfy_gateway_comfyui_up",
+            "1 while the instance's ComfyUI runs and its event stream is connected",
+            labels=["instance"],
+        )
+        restarts = CounterMetricFamily(
+            "comfy_gateway_comfyui_restarts",
+            "Times the instance's ComfyUI was started again (after it exited, or recycled)",
+            labels=["instance"],
+        )
+        jobs = CounterMetricFamily(
+            "comfy_gateway_comfyui_jobs",
+            "Jobs the instance ran (or began to run)",
+            labels=["instance"],
+        )
+        rss = GaugeMetricFamily(
+            "comfy_gateway_comfyui_resident_memory_bytes",
+            "Resident memory of the instance's ComfyUI process",
+            labels=["instance"],
+        )
+        for instance in s.instances():
+            label = [str(instance.index)]
+            if instance.version:
+                info.add_metric([*label, instance.version], 1)
+            up.add_metric(label, int(instance.up))
+            restarts.add_metric(label, instance.restarts)
+            jobs.add_metric(label, instance.jobs_run)
+            if instance.rss_bytes is not None:
+                rss.add_metric(label, instance.rss_bytes)
         return [
-            comfy_info,
+            info,
+            up,
+            restarts,
+            jobs,
+            rss,
             GaugeMetricFamily(
                 "comfy_gateway_queue_depth",
-                "Jobs queued or running in ComfyUI (what MAX_QUEUE_DEPTH caps)",
+                "Jobs waiting in the gateway or queued or running in ComfyUI (what "
+                "MAX_QUEUE_DEPTH caps)",
                 value=s.queue_depth(),
             ),
             GaugeMetricFamily(
@@ -103,17 +151,7 @@ class _StateCollector(Collector):
                 value=s.max_queue_depth,
             ),
             GaugeMetricFamily(
-                "comfy_gateway_comfyui_up",
-                "1 while the ComfyUI child runs and its event stream is connected",
-                value=int(s.comfy_up()),
-            ),
-            GaugeMetricFamily(
                 "comfy_gateway_ready", "1 while /ready answers 200", value=int(s.ready())
-            ),
-            CounterMetricFamily(
-                "comfy_gateway_comfyui_restarts",
-                "Times the ComfyUI child was restarted after it exited",
-                value=s.comfy_restarts(),
             ),
             CounterMetricFamily(
                 "comfy_gateway_system_events_dropped",
@@ -196,6 +234,19 @@ class GatewayMetrics(MetricsHooks):
             "Downloaded models deleted to make room for others",
             registry=r,
         )
+        self.result_cache_lookups = Counter(
+            "comfy_gateway_result_cache_lookups",
+            "Requests that asked the result cache (RESULT_CACHE_MAX_MB), by outcome: hit, miss, "
+            "bypass (a random seed or an external input: never cached)",
+            ["outcome"],
+            registry=r,
+        )
+        self.result_cache_bytes = Gauge(
+            "comfy_gateway_result_cache_bytes", "Bytes the result cache holds", registry=r
+        )
+        self.result_cache_entries = Gauge(
+            "comfy_gateway_result_cache_entries", "Results the result cache holds", registry=r
+        )
         build = Gauge("comfy_gateway_build_info", "The gateway's version", ["version"], registry=r)
         build.labels(version).set(1)
         ProcessCollector(registry=r)  # process_*: the gateway's CPU, memory, file descriptors
@@ -203,9 +254,12 @@ class GatewayMetrics(MetricsHooks):
     def watch(self, state: GatewayState) -> None:
         """Report the gateway's state, and its ComfyUI child's resources, on every scrape."""
         self.registry.register(_StateCollector(state))
-        ProcessCollector(
-            namespace="comfyui", pid=lambda: state.comfy_pid() or "none", registry=self.registry
-        )
+
+        def first_pid() -> int | str:  # comfyui_process_*: the first instance's, as always
+            instances = state.instances()
+            return (instances[0].pid if instances else None) or "none"
+
+        ProcessCollector(namespace="comfyui", pid=first_pid, registry=self.registry)
 
     def job_ended(self, record: JobRecord, started: float) -> None:
         ended = record.finished_at if record.finished_at is not None else time.monotonic()
@@ -230,6 +284,13 @@ class GatewayMetrics(MetricsHooks):
 
     def model_evicted(self) -> None:
         self.model_evictions.inc()
+
+    def result_cache_lookup(self, outcome: str) -> None:
+        self.result_cache_lookups.labels(outcome).inc()
+
+    def result_cache_size(self, n_bytes: int, entries: int) -> None:
+        self.result_cache_bytes.set(n_bytes)
+        self.result_cache_entries.set(entries)
 
     def request_ended(self, method: str, route: str, status: int, duration_s: float) -> None:
         key = (method, route, status)

@@ -53,6 +53,19 @@ class PromptRequest(JobOptions):
         "`{node_id: {class_type, inputs}}`",
     )
 
+    cache: bool = Field(
+        False,
+        description="Answer from the result cache (RESULT_CACHE_MAX_MB) when the same graph and "
+        "`convert_output` (in any key order) were answered before, and keep this answer there; "
+        "a hit runs no job. Never for a graph with a random seed (-1, `randomize`); not with "
+        "webhooks, uploads or `Accept: text/event-stream`",
+    )
+    cache_external_inputs: bool = Field(
+        False,
+        description="With `cache`: also for a graph that reads URLs or files in ComfyUI's input "
+        "folder, whose content may have changed since",
+    )
+
     def graph(self) -> dict[str, dict[str, Any]]:
         graph = {}
         for node_id, node in self.prompt.items():
@@ -113,7 +126,12 @@ class JobState(BaseModel):
     )
     progress: Progress = Field(description="Progress of the node running now")
     queue_position: int | None = Field(
-        None, description="Jobs ahead of this one in ComfyUI's queue, while it is queued"
+        None,
+        description="Jobs ahead of this one while it is queued (in the gateway's queue, or in "
+        "its instance's ComfyUI queue)",
+    )
+    instance: int | None = Field(
+        None, description="The ComfyUI instance it was (last) submitted to, by index"
     )
     error: dict[str, Any] | None = Field(None, description="The error body, once it failed")
     result: dict[str, Any] | None = Field(
@@ -132,12 +150,27 @@ class InterruptResponse(BaseModel):
     interrupted: Literal[True] = Field(description="Always true: the job was cancelled")
 
 
+class InstanceInfo(BaseModel):
+    index: int = Field(description="The instance's number, from 0")
+    state: Literal["starting", "ready", "recycling", "restarting", "down", "stopped"] = Field(
+        description="`ready` takes jobs; `recycling` restarts on purpose after its jobs; "
+        "`restarting` after it exited; `down`: exited, and ALWAYS_RESTART_COMFYUI is off"
+    )
+    gpu: str | None = Field(description="Its GPU (CUDA_VISIBLE_DEVICES), from COMFYUI_GPUS")
+    port: int = Field(description="The port its ComfyUI listens on")
+    jobs: list[str] = Field(description="Request ids of the jobs on it now")
+    jobs_run: int = Field(description="Jobs it ran (or began to run) since the gateway started")
+    restarts: int = Field(description="Times it was started again (after a crash or a recycle)")
+    comfyui_version: str | None = Field(description="Its ComfyUI's version")
+
+
 class HealthResponse(BaseModel):
     status: Literal["healthy"] = Field(description="Start-up has completed")
     version: str = Field(description="The gateway's version")
     comfyui_version: str | None = Field(
         description="The version of the ComfyUI the gateway talks to (null until it answers)"
     )
+    instances: list[InstanceInfo] = Field(description="Each ComfyUI instance of the pool")
 
 
 class ReadyResponse(BaseModel):

@@ -27,7 +27,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.core.errors import Unauthorized
 from app.core.keys import read_key_file
-from app.edge.errors import error_response
+from app.edge.errors import render_error
 
 if TYPE_CHECKING:
     from app.core.settings import Settings
@@ -170,7 +170,7 @@ class ApiKeyAuth:
         if error is None:
             await self.app(scope, receive, send)
         elif scope["type"] == "http" or "websocket.http.response" in scope.get("extensions", {}):
-            await error_response(error)(scope, receive, send)
+            await render_error(scope, error)(scope, receive, send)
         else:
             await send({"type": "websocket.close", "code": 1008, "reason": error.code})
 

@@ -6,7 +6,7 @@ from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.core.errors import PayloadTooLarge
-from app.edge.errors import error_response
+from app.edge.errors import render_error
 
 
 class BodySizeLimit:
@@ -29,7 +29,7 @@ class BodySizeLimit:
             return
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await error_response(self._error())(scope, receive, send)
+            await render_error(scope, self._error())(scope, receive, send)
             return
         received = 0
         refused = False
@@ -43,7 +43,7 @@ class BodySizeLimit:
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
                     refused = True
-                    await error_response(self._error())(scope, receive, send)
+                    await render_error(scope, self._error())(scope, receive, send)
                     return {"type": "http.disconnect"}
             return message
 

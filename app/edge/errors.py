@@ -2,24 +2,50 @@
 
 The error tree itself (app.core.errors) knows nothing of HTTP frameworks; this module turns its
 errors, FastAPI's validation errors and Starlette's 404/405 into `{"error", "code", ...}`.
+A facade whose clients expect another shape (the Comfy API v2's `{"error": {"code", ...}}`)
+registers a renderer for its path prefix with `add_error_style`; every error under that prefix,
+from a route, the router (404, 405) or a middleware (401, 413), then renders that way.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Scope
 
 from app.core.errors import GatewayError, InvalidRequest, MethodNotAllowed, NotFound
 
 log = logging.getLogger(__name__)
 
 
+ErrorRenderer = Callable[[GatewayError], Response]
+
+
 def error_response(error: GatewayError) -> JSONResponse:
     return JSONResponse(error.body(), status_code=error.status, headers=error.headers)
+
+
+def add_error_style(app: FastAPI, prefix: str, render: ErrorRenderer) -> None:
+    """Render errors of requests under `prefix` (`/api/v2/`) with `render`, not our shape."""
+    styles: list[tuple[str, ErrorRenderer]] = getattr(app.state, "error_styles", [])
+    app.state.error_styles = [*styles, (prefix, render)]
+
+
+def render_error(scope: Scope, error: GatewayError) -> Response:
+    """The error in the shape its path's clients expect (the contract's, unless a facade's)."""
+    state: Any = getattr(scope.get("app"), "state", None)
+    path: str = scope.get("path", "")
+    styles: list[tuple[str, ErrorRenderer]] = getattr(state, "error_styles", [])
+    for prefix, render in styles:
+        if path.startswith(prefix) or path == prefix.rstrip("/"):
+            return render(error)
+    return error_response(error)
 
 
 def _location(loc: tuple[int | str, ...]) -> str:
@@ -56,31 +82,34 @@ def from_validation_error(exc: RequestValidationError) -> InvalidRequest:
 def install_handlers(app: FastAPI) -> None:
     """Render every error, ours or the framework's, in the contract's shape."""
 
-    async def on_gateway_error(request: Request, exc: Exception) -> JSONResponse:
+    async def on_gateway_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, GatewayError)
-        return error_response(exc)
+        return render_error(request.scope, exc)
 
-    async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
+    async def on_validation_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
-        return error_response(from_validation_error(exc))
+        return render_error(request.scope, from_validation_error(exc))
 
-    async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
+    async def on_http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
         if exc.status_code == 404:
-            return error_response(NotFound(f"no route {request.method} {request.url.path}"))
+            error = NotFound(f"no route {request.method} {request.url.path}")
+            return render_error(request.scope, error)
         if exc.status_code == 405:
-            return error_response(
+            return render_error(
+                request.scope,
                 MethodNotAllowed(
                     f"{request.url.path} does not accept {request.method}",
                     headers=dict(exc.headers or {}),  # Allow: the methods it does accept
-                )
+                ),
             )
         body = {"error": str(exc.detail), "code": "http_error"}
         return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
 
-    async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+    async def on_unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unexpected error on %s %s", request.method, request.url.path)
-        return error_response(GatewayError("internal error; the gateway's log has the details"))
+        error = GatewayError("internal error; the gateway's log has the details")
+        return render_error(request.scope, error)
 
     app.add_exception_handler(GatewayError, on_gateway_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)

@@ -6,6 +6,7 @@ Gateway's methods, its `comfy` (app.gateway.comfy.ComfyAccess) and its `models` 
 store: downloads, the cache, ComfyUI's model listing).
 """
 
-from app.gateway.gateway import Gateway, gateway_state
+from app.gateway.gateway import Gateway
+from app.gateway.state import gateway_state
 
 __all__ = ["Gateway", "gateway_state"]

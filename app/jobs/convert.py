@@ -16,7 +16,9 @@ from PIL import Image, ImageColor
 from app.core.options import ConvertSpec, JpegConvert, WebpConvert
 
 IMAGE_FORMATS = {"PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF", "MPO"}
-EXTENSIONS = {"png": ".png", "jpeg": ".jpg", "webp": ".webp"}
+# The format's own name as the extension, as SaladTechnologies' comfyui-api names converted files
+# (clients match on `.jpeg`).
+EXTENSIONS = {"png": ".png", "jpeg": ".jpeg", "webp": ".webp"}
 
 
 def converted_name(filename: str, spec: ConvertSpec) -> str:

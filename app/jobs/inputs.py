@@ -114,9 +114,13 @@ class InputFiles:
     async def aclose(self) -> None:
         await self.http.aclose()
 
-    async def prepare(self, graph: dict[str, Any], tag: str) -> tuple[dict[str, Any], JobInputs]:
-        """Rewrite the graph's loader inputs; the files go into the subfolder `gw-<tag>`."""
+    async def prepare(
+        self, graph: dict[str, Any], tag: str, client: ComfyClient | None = None
+    ) -> tuple[dict[str, Any], JobInputs]:
+        """Rewrite the graph's loader inputs; the files go into the subfolder `gw-<tag>`, through
+        `client`'s ComfyUI (any instance: they share the input folder)."""
         job = JobInputs(f"gw-{tag}")
+        uploader = client or self.client
         fetched: dict[str, str] = {}  # source value -> name given to ComfyUI
         rewritten = dict(graph)
         try:
@@ -126,7 +130,7 @@ class InputFiles:
                     if not isinstance(value, str):
                         continue  # a link, or missing: ComfyUI's validation speaks to that
                     where = f"prompt.{node_id}.inputs.{input_name}"
-                    name = await self._resolve(value, kind, where, job, fetched)
+                    name = await self._resolve(value, kind, where, job, fetched, uploader)
                     if name != value:
                         inputs = {**rewritten[node_id]["inputs"], input_name: name}
                         rewritten[node_id] = {**rewritten[node_id], "inputs": inputs}
@@ -136,7 +140,13 @@ class InputFiles:
         return rewritten, job
 
     async def _resolve(
-        self, value: str, kind: str, where: str, job: JobInputs, fetched: dict[str, str]
+        self,
+        value: str,
+        kind: str,
+        where: str,
+        job: JobInputs,
+        fetched: dict[str, str],
+        client: ComfyClient,
     ) -> str:
         if value in fetched:
             return fetched[value]  # one download for a URL a graph names several times
@@ -166,7 +176,7 @@ class InputFiles:
             found = sniffed.kind if sniffed else "not a file type any loader reads"
             raise InputError(f"{where}: expected {kind}, got {found}", location=where)
         name = f"{len(job.names) + 1}.{sniffed.extension}"
-        stored = await self.client.upload(data, name, job.subfolder)
+        stored = await client.upload(data, name, job.subfolder)
         job.names.append(stored)
         fetched[value] = stored
         return stored

@@ -10,7 +10,6 @@ and the disk's free space, counting what downloads in flight have been promised.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import logging
@@ -18,11 +17,10 @@ import os
 import shutil
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
 
 from app.core.downloads import CachedModel, ModelCacheState
 from app.core.errors import InsufficientStorage
@@ -62,15 +60,9 @@ class Reservation:
     written: Callable[[], int] = lambda: 0
 
 
-class HasTask(Protocol):
-    task: asyncio.Task[Any] | None
-
-
-J = TypeVar("J", bound=HasTask)
-
-
 class Hold:
-    """The downloaded models one job uses; released once, when the job's task ends."""
+    """The downloaded models one job uses; released once, when the job's task ends (the job
+    runner releases it)."""
 
     def __init__(self, cache: ModelCache | None, keys: list[str]) -> None:
         self._cache = cache
@@ -86,19 +78,6 @@ class Hold:
         if self._cache is not None:
             self._cache.holds.subtract(self.keys)
             self._cache = None
-
-    async def for_job(self, starting: Awaitable[J]) -> J:
-        """Await a job's start; hold the models until its task ends (or release if it fails)."""
-        try:
-            job = await starting
-        except BaseException:
-            self.release()
-            raise
-        if job.task is None:
-            self.release()
-        else:
-            job.task.add_done_callback(lambda _: self.release())
-        return job
 
 
 def iso(epoch: float) -> str:

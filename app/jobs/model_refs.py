@@ -1,6 +1,6 @@
 """A job's models: every model URL in its graph downloaded and replaced by its file name, and a
 hold on every downloaded model the graph names, so none is evicted while the job is queued or
-running.
+running. The job runner (app.jobs.runner) asks, where the job runs.
 
 Which inputs name a model, and in which folder, is app.comfy.model_inputs's table
 (`ckpt_name`, `lora_name`, ...); workflow fields reach it through the graphs their modules
@@ -12,14 +12,13 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
-from app.comfy.graph import Graph, check_graph
+from app.comfy.graph import Graph
 from app.comfy.model_inputs import is_model_url, model_inputs
 from app.core.errors import InvalidRequest
 from app.core.options import JobOptions
 from app.jobs.model_auth import Credentials
 from app.jobs.model_cache import Hold
 from app.jobs.model_downloads import Spec
-from app.jobs.runner import check_destinations
 
 if TYPE_CHECKING:
     from app.jobs.model_store import ModelStore
@@ -63,9 +62,8 @@ async def resolve(
             "an installed file",
             location=first,
         )
-    # Nothing is fetched for a request that would be refused anyway.
-    check_graph(graph)
-    await check_destinations(options or JobOptions(), store.addresses)
+    # The runner checked the graph's shape and its destinations first: nothing is fetched for
+    # a request that would be refused anyway.
     credentials = store.credentials
     if options is not None and options.model_credentials:
         credentials = Credentials.of(options.model_credentials).before(credentials)

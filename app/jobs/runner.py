@@ -1,26 +1,33 @@
-"""One job end to end: rewrite the graph, submit, wait, read the outputs, clean up, deliver.
+"""One job end to end: resolve its model URLs, rewrite the graph, place it on an instance,
+submit, wait, read the outputs, clean up, deliver.
 
-Every job runs in a task of its own, started once ComfyUI has accepted the graph: a synchronous
-request awaits that task, a webhook request is answered 202 at once, an SSE request follows the
-job's record. However it ends, the job's record and its webhooks learn exactly one outcome.
+Model URLs are resolved here, where the job runs (in a fleet: on the gateway that took it from
+the queue, not the one that accepted it): each is downloaded into this gateway's model cache
+before the job is placed, and the job holds its downloaded models, so none is evicted, until its
+task ends.
+
+Every job runs in a task of its own. A job that finds an instance free is submitted before
+start() returns, so ComfyUI's refusal of the graph is the request's 400; a job that waits in the
+gateway's queue (a busy pool) learns it when it is placed, as its outcome. A synchronous request
+awaits the task, a webhook request is answered 202 at once, an SSE request follows the job's
+record. When the instance a job runs on dies, the job runs again on another one (JOB_RETRIES);
+however it ends, its record and its webhooks learn exactly one outcome.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 import uuid
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from app.comfy.client import ComfyClient
-from app.comfy.events import PromptWaiter
-from app.comfy.graph import Graph, check_graph, unique_prefixes
-from app.comfy.tracker import PromptTracker
+from app.comfy.graph import Graph, check_graph, models_of, unique_prefixes
+from app.comfy.instance import ComfyInstance
 from app.core.addresses import AddressPolicy, AddressRefused
 from app.core.errors import (
+    ComfyUnavailable,
     Conflict,
     GatewayError,
     Interrupted,
@@ -31,62 +38,54 @@ from app.core.errors import (
 from app.core.logs import bind_request_id
 from app.core.metrics import MetricsHooks
 from app.core.options import JobOptions
-from app.core.records import JobHistory, JobRecord
-from app.core.schemas import PromptResponse, Stats, WorkflowResponse
-from app.jobs.inputs import InputFiles, JobInputs
-from app.jobs.outputs import OutputFile, OutputStore, output_files
+from app.core.records import JobEvent, JobHistory, JobRecord
+from app.core.schemas import PromptResponse
+from app.jobs.finish import Finisher
+from app.jobs.inputs import InputFiles
+from app.jobs.job import Job
+from app.jobs.model_store import ModelStore
+from app.jobs.scheduler import Scheduler
 from app.jobs.uploads import Uploader
 from app.jobs.webhooks import WebhookSender, deliver_job_end
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Job:
-    record: JobRecord
-    graph: Graph
-    waiter: PromptWaiter
-    options: JobOptions
-    echo_input: dict[str, Any] | None
-    inputs: JobInputs
-    started: float = field(default_factory=time.monotonic)
-    task: asyncio.Task[PromptResponse] | None = None
-
-    @property
-    def id(self) -> str:
-        return self.record.id
+Outcome = tuple[dict[str, Any] | None, GatewayError | None]  # (result body, error)
+OutcomeHook = Callable[[Job, dict[str, Any] | None, GatewayError | None], Awaitable[Outcome | None]]
 
 
 class JobRunner:
-    """Runs jobs against one ComfyUI and knows which are in flight."""
+    """Runs jobs on the instances of the pool and knows which are in flight."""
 
     def __init__(
         self,
-        client: ComfyClient,
-        tracker: PromptTracker,
+        scheduler: Scheduler[ComfyInstance],
         inputs: InputFiles,
-        outputs: OutputStore,
+        finisher: Finisher,
         history: JobHistory,
         sender: WebhookSender,
         uploader: Uploader,
         addresses: AddressPolicy,
+        models: ModelStore,
         *,
         timeout_s: float | None,
-        keep_outputs: bool,
+        retries: int,
     ) -> None:
-        self.client = client
-        self.tracker = tracker
+        self.scheduler = scheduler
         self.inputs = inputs
-        self.outputs = outputs
+        self.finisher = finisher
         self.history = history
         self.sender = sender
         self.uploader = uploader
         self.addresses = addresses
+        self.models = models
         self.timeout_s = timeout_s
-        self.keep_outputs = keep_outputs
+        self.retries = retries if scheduler.pooled else 0  # "on another instance": a pool's
         self.metrics = MetricsHooks()  # the Gateway hands in its GatewayMetrics
+        # Asked before a job's webhooks go out (a fleet records the outcome in Redis, once):
+        # what to deliver, or None to deliver nothing (another gateway did).
+        self.outcome: OutcomeHook | None = None
         self.active: dict[str, Job] = {}  # by request id, until ComfyUI is done with it
-        self.preparing: set[str] = set()  # request ids whose inputs are being fetched
+        self.preparing: set[str] = set()  # request ids whose models and inputs are being fetched
         self.by_prompt: dict[str, str] = {}  # ComfyUI prompt id -> request id, same lifetime
         self.tasks: set[asyncio.Task[PromptResponse]] = set()  # until deliveries are done
 
@@ -98,10 +97,13 @@ class JobRunner:
         *,
         echo_input: dict[str, Any] | None = None,
         workflow: str = "prompt",
+        only: ComfyInstance | None = None,
+        listener: Callable[[JobEvent, JobRecord], None] | None = None,
     ) -> Job:
-        """Submit a graph; ComfyUI's refusal raises here, anything later ends in the job.
+        """Accept a job; ComfyUI's refusal raises here when it is submitted at once.
 
-        `workflow` names what built the graph (`prompt`, `sd15/txt2img`) for logs and metrics.
+        `workflow` names what built the graph (`prompt`, `sd15/txt2img`) for logs and metrics;
+        `only` pins it to one instance (the warmup of each); `listener` hears of its events.
         """
         bind_request_id(request_id)  # every later log line of this request and its job has it
         check_graph(graph)
@@ -109,70 +111,160 @@ class JobRunner:
         await check_destinations(options, self.addresses)  # awaits DNS: before the id is taken
         if request_id in self.active or request_id in self.preparing:
             raise Conflict(f"a job with id {request_id!r} is already running", location="id")
-        prompt_id = str(uuid.uuid4())  # ComfyUI 0.33+ takes only the canonical form
-        self.preparing.add(request_id)  # input downloads take a while: hold the id meanwhile
+        self.preparing.add(request_id)  # downloads take a while: hold the id meanwhile
         try:
-            graph, inputs = await self.inputs.prepare(unique_prefixes(graph, prompt_id), prompt_id)
+            # Model URLs become files first; the job holds its models until its task ends.
+            graph, held = await self.models.prepare(graph, options)
+            try:
+                graph, inputs = await self.inputs.prepare(
+                    graph, uuid.uuid4().hex, self._uploads_via()
+                )
+            except BaseException:
+                held.release()
+                raise
         finally:
             self.preparing.discard(request_id)
-        record = JobRecord(request_id, prompt_id, workflow)
-        waiter = self.tracker.watch(prompt_id)
-        waiter.on_event = record.on_comfy_event
-        job = Job(record, graph, waiter, options, echo_input, inputs)
+        record = JobRecord(request_id, "", workflow)
+        if listener is not None:
+            record.listeners.append(listener)
+        job = Job(record, graph, options, echo_input, inputs, models_of(graph))
         self.active[request_id] = job
-        self.by_prompt[prompt_id] = request_id
-        log.info("job %s: submitting as prompt %s (%d nodes)", request_id, prompt_id, len(graph))
-        record.emit("queued", {"id": request_id})  # before: ComfyUI may start it at once
-        try:
-            await self.client.submit(graph, prompt_id=prompt_id, client_id=self.tracker.client_id)
-        except GatewayError:
-            self._release(job)
-            raise
-        self.tracker.submitted(waiter)
+        record.emit("queued", {"id": request_id})
+        instance = self.scheduler.try_place(request_id, job.models, only=only)
+        if instance is not None:
+            try:
+                await self._submit(job, instance)
+            except GatewayError:
+                self._release(job)
+                held.release()
+                raise
         self.history.add(record)
-        job.task = asyncio.create_task(self._run(job), name=f"job-{request_id}")
+        job.task = asyncio.create_task(self._run(job, only), name=f"job-{request_id}")
         self.tasks.add(job.task)
         job.task.add_done_callback(self._task_done)
+        job.task.add_done_callback(lambda _: held.release())
         return job
+
+    def _uploads_via(self) -> Any:
+        """A client of a running instance: input files go to the folder the instances share."""
+        running = [i for i in self.scheduler.instances if i.process.running]
+        return (running or self.scheduler.instances)[0].client
 
     def _task_done(self, task: asyncio.Task[PromptResponse]) -> None:
         self.tasks.discard(task)
         if not task.cancelled():
             task.exception()  # retrieved: the outcome was recorded and delivered already
 
-    def _release(self, job: Job) -> None:
-        self.inputs.remove(job.inputs)
-        self.tracker.forget(job.record.prompt_id)
-        self.active.pop(job.id, None)
-        self.by_prompt.pop(job.record.prompt_id, None)
+    async def _submit(self, job: Job, instance: ComfyInstance) -> None:
+        """One attempt: the job's graph, with save prefixes of its own, to this instance."""
+        prompt_id = str(uuid.uuid4())  # ComfyUI 0.33+ takes only the canonical form
+        job.instance, job.attempts = instance, job.attempts + 1
+        job.submitted = unique_prefixes(job.graph, prompt_id)
+        job.waiter = instance.tracker.watch(prompt_id)
+        job.waiter.on_event = job.record.on_comfy_event
+        job.record.prompt_id, job.record.instance = prompt_id, instance.index
+        self.by_prompt[prompt_id] = job.id
+        log.info(
+            "job %s: submitting as prompt %s to %s (%d nodes)",
+            job.id, prompt_id, instance.name, len(job.submitted),
+        )  # fmt: skip
+        try:
+            await instance.client.submit(
+                job.submitted, prompt_id=prompt_id, client_id=instance.tracker.client_id
+            )
+        except GatewayError:
+            self._unplace(job)
+            raise
+        instance.tracker.submitted(job.waiter)
 
-    async def _run(self, job: Job) -> PromptResponse:
+    def _unplace(self, job: Job) -> None:
+        """The attempt is over: forget its prompt and free its instance for the next job."""
+        if job.waiter is not None:
+            assert job.instance is not None
+            job.instance.tracker.forget(job.waiter.prompt_id)
+            self.by_prompt.pop(job.waiter.prompt_id, None)
+            if job.waiter.submitted:  # it ran there (or began to): what the instance holds now
+                job.instance.jobs_run += 1
+                job.instance.jobs_since_start += 1
+                job.instance.models = job.models or job.instance.models
+            job.waiter = None
+        if job.instance is not None:
+            self.scheduler.release(job.instance, job.id)
+            job.instance = None
+
+    def _release(self, job: Job) -> None:
+        self._unplace(job)
+        self.inputs.remove(job.inputs)
+        self.active.pop(job.id, None)
+
+    async def _run(self, job: Job, only: ComfyInstance | None) -> PromptResponse:
         record = job.record
         try:
             try:
-                result = await self._finish(job)
+                result = await self._attempts(job, only)
             finally:
                 self._release(job)
         except GatewayError as e:
             log.warning("job %s failed: %s %s: %s", job.id, e.status, e.code, e.message)
             record.fail(e.body(), interrupted=isinstance(e, Interrupted))
-            await self._deliver(job, error=e.body())
+            await self._deliver(job, None, e)
             raise
         except Exception as e:
             log.exception("job %s: unexpected error", job.id)
             error = GatewayError("internal error while finishing the job; see the gateway's log")
             record.fail(error.body())
-            await self._deliver(job, error=error.body())
+            await self._deliver(job, None, error)
             raise error from e
         body = result.model_dump(mode="json")
         record.succeed(body)
-        await self._deliver(job, result=body)
+        await self._deliver(job, body, None)
         return result
 
+    async def _attempts(self, job: Job, only: ComfyInstance | None) -> PromptResponse:
+        """Place, submit and finish the job; again on another instance if its instance died."""
+        deadline = job.started + self.timeout_s if self.timeout_s else None
+        avoid: ComfyInstance | None = None
+        while True:
+            if job.instance is None:
+                placed = self.scheduler.place(job.id, job.models, only=only, avoid=avoid)
+                instance = await self._in_time(placed, deadline, job)
+                await self._submit(job, instance)
+            try:
+                return await self.finisher.finish(job, deadline)
+            except ComfyUnavailable as e:
+                if not e.instance_lost:
+                    raise
+                avoid = job.instance
+                self._unplace(job)
+                if job.attempts > self.retries:
+                    raise
+                log.warning(
+                    "job %s: %s; running it again on another instance (attempt %d of %d)",
+                    job.id, e.message, job.attempts + 1, self.retries + 1,
+                )  # fmt: skip
+                job.record.emit("queued", {"id": job.id, "attempt": job.attempts + 1})
+
+    async def _in_time(self, waiting: Any, deadline: float | None, job: Job) -> Any:
+        """Await `waiting` until the job's deadline; past it the job has timed out."""
+        try:
+            return await asyncio.wait_for(
+                waiting, None if deadline is None else max(deadline - time.monotonic(), 0)
+            )
+        except TimeoutError:
+            raise PromptTimeout(
+                f"the job ran past PROMPT_TIMEOUT_S ({self.timeout_s:g}s) and was interrupted"
+            ) from None
+
     async def _deliver(
-        self, job: Job, *, result: dict[str, Any] | None = None, error: dict[str, Any] | None = None
+        self, job: Job, result: dict[str, Any] | None, failure: GatewayError | None
     ) -> None:
         self.metrics.job_ended(job.record, job.started)  # every outcome passes here, once
+        if self.outcome is not None:
+            decided = await self.outcome(job, result, failure)
+            if decided is None:
+                return
+            result, failure = decided
+        error = failure.body() if failure is not None else None
         if job.options.webhook or job.options.webhook_v2:
             webhook, webhook_v2 = job.options.webhook, job.options.webhook_v2
             await deliver_job_end(
@@ -180,67 +272,20 @@ class JobRunner:
                 webhook=str(webhook) if webhook else None,
                 webhook_v2=str(webhook_v2) if webhook_v2 else None,
                 job_id=job.id,
-                graph=job.graph,
+                graph=job.prompt,
                 result=result,
                 error=error,
             )
 
-    async def _finish(self, job: Job) -> PromptResponse:
-        """Wait for ComfyUI, read and remove the outputs, and build the response."""
-        waiter = job.waiter
-        files: list[OutputFile] = []
-        try:
-            outputs = await self._wait(waiter)
-            executed = time.monotonic()
-            files = output_files(outputs)
-            contents = await self._collect(files, job.options)
-        finally:
-            if not self.keep_outputs:
-                self.outputs.remove(files or output_files(waiter.outputs))
-        done = time.monotonic()
-        exec_start = waiter.started_at or executed
-        stats = Stats(
-            queue=_ms(exec_start - job.started),
-            execution=_ms(executed - exec_start),
-            postprocess=_ms(done - executed),
-            total=_ms(done - job.started),
-        )
-        log.info("job %s: %d outputs in %.0f ms", job.id, len(files), stats.total)
-        fields = dict(
-            id=job.id,
-            prompt=job.graph,
-            images=[content for _, content in contents],
-            filenames=[name for name, _ in contents],
-            stats=stats,
-        )
-        if job.echo_input is not None:
-            return WorkflowResponse(**fields, input=job.echo_input)
-        return PromptResponse(**fields)
-
-    async def _collect(self, files: list[OutputFile], options: JobOptions) -> list[tuple[str, str]]:
-        """(name, content) per file: base64, or where the upload put it."""
-        target = options.upload
-        if target is None:
-            return await self.outputs.read_all(files, options.convert_output)
-        stored = []
-        for file in files:  # one at a time: never more than one output in memory
-            name, data = await self.outputs.read(file, options.convert_output)
-            stored.append((name, await self.uploader.store(target, name, data)))
-        return stored
-
-    async def _wait(self, waiter: PromptWaiter) -> dict[str, Any]:
-        try:
-            return await asyncio.wait_for(asyncio.shield(waiter.done), self.timeout_s)
-        except TimeoutError:
-            with contextlib.suppress(GatewayError):
-                await self.client.cancel(waiter.prompt_id)
-            raise PromptTimeout(
-                f"the job ran past PROMPT_TIMEOUT_S ({self.timeout_s:g}s) and was interrupted"
-            ) from None
-
-    async def run(self, request_id: str, graph: Graph, workflow: str = "prompt") -> PromptResponse:
+    async def run(
+        self,
+        request_id: str,
+        graph: Graph,
+        workflow: str = "prompt",
+        only: ComfyInstance | None = None,
+    ) -> PromptResponse:
         """Run a graph to completion and return its outputs, or raise a GatewayError."""
-        job = await self.start(request_id, graph, workflow=workflow)
+        job = await self.start(request_id, graph, workflow=workflow, only=only)
         assert job.task is not None
         return await asyncio.shield(job.task)
 
@@ -249,8 +294,13 @@ class JobRunner:
         job = self.active.get(request_id)
         if job is None:
             raise NotFound(f"no queued or running job has id {request_id!r}", location="id")
-        await self.client.cancel(job.record.prompt_id)
-        self.tracker.settle(job.record.prompt_id, Interrupted("the job was interrupted on request"))
+        if self.scheduler.withdraw(request_id):
+            return  # it was waiting in the gateway's queue: it ends there
+        if job.instance is not None and job.waiter is not None:
+            await job.instance.client.cancel(job.waiter.prompt_id)
+            job.instance.tracker.settle(
+                job.waiter.prompt_id, Interrupted("the job was interrupted on request")
+            )
 
     async def drain(self, timeout_s: float) -> bool:
         """Wait until every job has finished and delivered, at most timeout_s; True if all did."""
@@ -268,7 +318,3 @@ async def check_destinations(options: JobOptions, addresses: AddressPolicy) -> N
             await addresses.check(url)
         except AddressRefused as e:
             raise InvalidRequest(f"{location}: {e}", location=location) from None
-
-
-def _ms(seconds: float) -> float:
-    return round(seconds * 1000, 1)

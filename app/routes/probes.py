@@ -17,14 +17,17 @@ router = APIRouter(tags=["probes"])
     responses={503: {"description": "Start-up has not completed"}},
 )
 async def health(request: Request) -> JSONResponse:
-    """200 once start-up has completed; stays 200 while ComfyUI is being restarted."""
+    """200 once start-up has completed; stays 200 while ComfyUI is being restarted. `instances`
+    says what each ComfyUI instance of the pool is doing."""
     gateway: Gateway = request.app.state.gateway
-    comfyui = gateway.comfy.version
+    body = {
+        "version": gateway.version,
+        "comfyui_version": gateway.comfy.version,
+        "instances": gateway.instances(),
+    }
     if not gateway.started:
-        body = {"status": "starting", "version": gateway.version, "comfyui_version": comfyui}
-        return JSONResponse(body, status_code=503)
-    health = HealthResponse(status="healthy", version=gateway.version, comfyui_version=comfyui)
-    return JSONResponse(health.model_dump())
+        return JSONResponse({"status": "starting", **body}, status_code=503)
+    return JSONResponse(HealthResponse(status="healthy", **body).model_dump())
 
 
 @router.get(

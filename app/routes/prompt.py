@@ -6,7 +6,7 @@ from fastapi import APIRouter, Header, Request
 from fastapi.responses import Response, StreamingResponse
 
 from app.core.errors import InvalidRequest
-from app.core.records import JobRecord
+from app.core.records import JobView
 from app.core.schemas import (
     ErrorResponse,
     InterruptRequest,
@@ -17,7 +17,7 @@ from app.core.schemas import (
     PromptResponse,
 )
 from app.gateway import Gateway
-from app.routes.respond import ERRORS, event_stream, run_job
+from app.routes.respond import ERRORS, CacheAsk, event_stream, run_job
 
 router = APIRouter(tags=["prompts"])
 
@@ -28,13 +28,16 @@ async def run_prompt(body: PromptRequest, request: Request) -> Response:
 
     With `Accept: text/event-stream` the answer is the job's event stream instead (as
     `GET /prompt/{id}/events`), ending with `complete` (the 200 body) or `failed`.
+    With `"cache": true` an identical request answered before is answered from the result
+    cache, without a job; the `Cache-Status` header says `hit`, `fwd=miss` or `fwd=bypass`.
     """
-    return await run_job(request, body, body.graph())
+    cache = CacheAsk(external_ok=body.cache_external_inputs) if body.cache else None
+    return await run_job(request, body, body.graph(), cache=cache)
 
 
-def job_record(request: Request, request_id: str) -> JobRecord:
+async def job_record(request: Request, request_id: str) -> JobView:
     gateway: Gateway = request.app.state.gateway
-    return gateway.job(request_id)
+    return await gateway.job(request_id)
 
 
 @router.get(
@@ -44,7 +47,7 @@ def job_record(request: Request, request_id: str) -> JobRecord:
 )
 async def job_state(id: str, request: Request) -> JobState:
     """The state of a job this gateway process ran: status, progress, and its result or error."""
-    record = job_record(request, id)
+    record = await job_record(request, id)
     gateway: Gateway = request.app.state.gateway
     position = await gateway.queue_position(record)
     return JobState(
@@ -52,6 +55,7 @@ async def job_state(id: str, request: Request) -> JobState:
         status=record.status,
         progress=Progress(**record.progress),
         queue_position=position,
+        instance=record.instance,
         error=record.error,
         result=record.result,
     )
@@ -81,14 +85,14 @@ async def job_events(
     already has the last event gets 204, which tells a browser's EventSource to stop
     reconnecting.
     """
-    record = job_record(request, id)
+    record = await job_record(request, id)
     after = resume_point(last_event_id, record)
     if record.finished and after >= record.last_event_id:
         return Response(status_code=204, headers={"Cache-Control": "no-cache"})
     return event_stream(record, after=after)
 
 
-def resume_point(header: str | None, record: JobRecord) -> int:
+def resume_point(header: str | None, record: JobView) -> int:
     """The event id a client resumes after, from its Last-Event-ID header (none: 0)."""
     if header is None or not header.strip():
         return 0

@@ -2,13 +2,19 @@
 
 A job is answered with its outputs (200, streamed), with 202 when a webhook or an asynchronous
 upload will carry them, or with its event stream when the client accepts `text/event-stream`.
+A request that asks for the result cache may be answered from it instead, without a job.
 """
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import json
+import logging
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import Request
@@ -16,9 +22,14 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from app.comfy.graph import Graph
 from app.core.options import JobOptions
-from app.core.records import JobRecord
-from app.core.schemas import Accepted, ErrorResponse, PromptResponse
+from app.core.records import JobView
+from app.core.schemas import Accepted, ErrorResponse, PromptResponse, Stats
 from app.gateway import Gateway
+from app.jobs.cacheable import external_reason, random_reason
+from app.jobs.canonical import digest
+from app.jobs.result_cache import CachedResult, ResultCache
+
+log = logging.getLogger(__name__)
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     202: {
@@ -43,26 +54,141 @@ async def run_job(
     graph: Graph,
     echo_input: dict[str, Any] | None = None,
     workflow: str = "prompt",
+    *,
+    cache: CacheAsk | None = None,
 ) -> Response:
     """Run one job for any route that takes one (/prompt, the workflow endpoints).
 
     `workflow` names what built the graph (`prompt`, `sd15/txt2img`) in logs and metrics.
 
     Answers with the outputs (200), with 202 when a webhook will carry them, or with the
-    job's event stream when the client accepts `text/event-stream`.
+    job's event stream when the client accepts `text/event-stream`. With `cache`, a request
+    answered before is answered from the result cache, and a new answer is kept there.
     """
+    started = time.monotonic()
     gateway: Gateway = request.app.state.gateway
+    streaming = "text/event-stream" in request.headers.get("accept", "")
+    use = CacheUse.decide(request, options, graph, cache, streaming=streaming)
+    if use.hit is not None:
+        return cached_answer(options, graph, use, started)
     job = await gateway.start_job(
         options.id or str(uuid.uuid4()), graph, options, echo_input=echo_input, workflow=workflow
     )
-    if "text/event-stream" in request.headers.get("accept", ""):
+    if streaming:
         return event_stream(job.record)
     if options.answered_at_once:
-        accepted = Accepted(id=job.id, prompt=job.graph, status="ok")
+        accepted = Accepted(id=job.id, prompt=job.prompt, status="ok")
         return JSONResponse(accepted.model_dump(), status_code=202)
     assert job.task is not None
     result = await job.task
-    return StreamingResponse(json_chunks(result), media_type="application/json")
+    if use.store is not None:
+        use.keep(await decoded(result.filenames, result.images))
+    return StreamingResponse(
+        json_chunks(result), media_type="application/json", headers=use.headers()
+    )
+
+
+CACHE_NAME = "comfy-gateway"  # this cache's name in Cache-Status (RFC 9211)
+
+
+@dataclass(frozen=True)
+class CacheAsk:
+    """A request's wish to use the result cache."""
+
+    external_ok: bool = False  # also for graphs that read URLs or input files
+
+
+@dataclass
+class CacheUse:
+    """What the result cache does for one request: its key, a hit, and what to tell the client."""
+
+    store: ResultCache | None = None  # where to keep the answer; None: nowhere
+    key: str | None = None
+    hit: CachedResult | None = None
+    status: str | None = None  # the Cache-Status value; None: the cache is not involved
+
+    @classmethod
+    def decide(
+        cls,
+        request: Request,
+        options: JobOptions,
+        graph: Graph,
+        ask: CacheAsk | None,
+        *,
+        streaming: bool,
+    ) -> CacheUse:
+        """For POST /prompt and the like: only when asked, and only for a synchronous answer."""
+        if ask is None:
+            return cls()
+        store: ResultCache | None = getattr(request.app.state, "result_cache", None)
+        if store is None:
+            return cls(status=f"{CACHE_NAME}; fwd=bypass; detail=off")
+        if streaming or options.answered_at_once or options.upload is not None:
+            return cls(status=f"{CACHE_NAME}; fwd=bypass; detail=not-synchronous")
+        convert = options.convert_output.model_dump(mode="json") if options.convert_output else None
+        key = digest({"prompt": graph, "convert_output": convert})
+        return cls.consult(store, graph, key, external_ok=ask.external_ok)
+
+    @classmethod
+    def consult(
+        cls,
+        store: ResultCache,
+        graph: Graph,
+        key: str,
+        *,
+        external_ok: bool,
+        read: bool = True,
+        write: bool = True,
+    ) -> CacheUse:
+        """Look the key up, unless the graph may not be cached or the client said not to."""
+        random = random_reason(graph)
+        reason = random or (None if external_ok else external_reason(graph))
+        if reason is not None:
+            log.info("result cache not used: %s", reason)
+            store.bypassed()
+            detail = "random" if random else "external"
+            return cls(status=f"{CACHE_NAME}; fwd=bypass; detail={detail}")
+        keep = store if write else None
+        if not read:  # Cache-Control: no-cache or no-store
+            return cls(keep, key, None, f"{CACHE_NAME}; fwd=request")
+        hit = store.get(key)
+        return cls(keep, key, hit, f"{CACHE_NAME}; hit" if hit else f"{CACHE_NAME}; fwd=miss")
+
+    def keep(self, result: CachedResult) -> None:
+        """Keep an answer for the next identical request, if this one may."""
+        if self.store is not None and self.key is not None and self.store.put(self.key, result):
+            self.status = f"{self.status}; stored"
+
+    def headers(self) -> dict[str, str]:
+        return {"Cache-Status": self.status} if self.status else {}
+
+
+INLINE_DECODE_MAX = 1 << 20  # larger answers are decoded in a worker thread
+
+
+async def decoded(names: list[str], contents: list[str]) -> CachedResult:
+    """A job's answer (names, base64 contents) as files, decoded off the loop when large."""
+    if sum(map(len, contents)) > INLINE_DECODE_MAX:
+        return await asyncio.to_thread(CachedResult.from_base64, names, contents)
+    return CachedResult.from_base64(names, contents)
+
+
+def cached_answer(options: JobOptions, graph: Graph, use: CacheUse, started: float) -> Response:
+    """The 200 body of a request answered from the cache: no job ran, so the times are ~0."""
+    assert use.hit is not None
+    files = use.hit.files
+    images = [base64.b64encode(f.data).decode("ascii") for f in files]
+    elapsed_ms = round((time.monotonic() - started) * 1000, 1)
+    result = PromptResponse(
+        id=options.id or str(uuid.uuid4()),
+        prompt=graph,
+        images=images,
+        filenames=[f.name for f in files],
+        stats=Stats(queue=0, execution=0, postprocess=elapsed_ms, total=elapsed_ms),
+    )
+    return StreamingResponse(
+        json_chunks(result), media_type="application/json", headers=use.headers()
+    )
 
 
 STREAM_CHUNK = 1 << 20
@@ -92,7 +218,7 @@ def _plain(text: str) -> bool:
     return text.isascii() and text.isprintable() and not any(c in text for c in '"\\')
 
 
-def event_stream(record: JobRecord, after: int = 0) -> StreamingResponse:
+def event_stream(record: JobView, after: int = 0) -> StreamingResponse:
     async def frames() -> AsyncIterator[str]:
         async for event in record.follow(after, idle_s=SSE_HEARTBEAT_S):
             if event is None:

@@ -57,6 +57,20 @@ def shared_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway
 
 
 @pytest.fixture(scope="session")
+def cache_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    """A gateway with the result cache on and room for two jobs (the /api/v1 and cache tests).
+
+    Two, not one: ComfyUI reports a finished prompt gone a moment after its outputs are read,
+    and a cap of one would refuse the next test's request in that moment.
+    """
+    workdir = tmp_path_factory.mktemp("cache-gateway")
+    (workdir / "input").mkdir()
+    seed_inputs(workdir / "input")
+    with running(workdir, RESULT_CACHE_MAX_MB="16", MAX_QUEUE_DEPTH="2") as gw:
+        yield gw
+
+
+@pytest.fixture(scope="session")
 def gateway(shared_gateway: Gateway) -> Gateway:
     return shared_gateway
 

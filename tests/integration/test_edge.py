@@ -235,9 +235,9 @@ def test_metrics_count_the_jobs_that_ran(
 
     assert get(after, "comfy_gateway_queue_depth") == 0
     assert get(after, "comfy_gateway_max_queue_depth") == 4
-    assert get(after, "comfy_gateway_comfyui_up") == 1
+    assert get(after, "comfy_gateway_comfyui_up", instance="0") == 1
     assert get(after, "comfy_gateway_ready") == 1
-    assert get(after, "comfy_gateway_comfyui_restarts_total") == 0
+    assert get(after, "comfy_gateway_comfyui_restarts_total", instance="0") == 0
     assert get(after, "comfyui_process_resident_memory_bytes") > 100 * 2**20
     assert get(after, "comfy_gateway_build_info", version=get_version(client)) == 1
 

@@ -258,7 +258,7 @@ def test_input_files_are_removed_after_a_failure(
 @pytest.mark.parametrize(
     ("spec", "pillow", "suffix"),
     [
-        ({"format": "jpeg", "options": {"quality": 70, "progressive": True}}, "JPEG", ".jpg"),
+        ({"format": "jpeg", "options": {"quality": 70, "progressive": True}}, "JPEG", ".jpeg"),
         ({"format": "webp", "options": {"lossless": True}}, "WEBP", ".webp"),
         ({"format": "png", "options": {"compress_level": 9}}, "PNG", ".png"),
     ],
@@ -403,7 +403,7 @@ def test_s3_upload_puts_each_output_and_answers_with_uris(client: httpx.Client, 
     uris = response.json()["images"]
     names = response.json()["filenames"]
     assert [u.rsplit("/", 1)[1] for u in uris] == names
-    assert all(u.startswith("s3://renders/jobs/a/") and u.endswith(".jpg") for u in uris)
+    assert all(u.startswith("s3://renders/jobs/a/") and u.endswith(".jpeg") for u in uris)
     for uri in uris:
         image = decode_image(base64.b64encode(s3_object(s3, uri)).decode())
         assert (image.format, image.size) == ("JPEG", (20, 10))

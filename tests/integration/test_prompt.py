@@ -404,7 +404,8 @@ def test_probes_and_docs(client: httpx.Client) -> None:
     assert health.json()["status"] == "healthy"
     assert health.json()["comfyui_version"] == comfy_version()
     metrics = client.get("/metrics").text
-    assert f'comfy_gateway_comfyui_info{{version="{comfy_version()}"}} 1.0' in metrics
+    info = f'comfy_gateway_comfyui_info{{instance="0",version="{comfy_version()}"}} 1.0'
+    assert info in metrics
     ready = client.get("/ready")
     assert ready.status_code == 200
     assert ready.json() == {"status": "ready", "queue_depth": 0}

@@ -37,7 +37,7 @@ def decoded(data: bytes) -> Image.Image:
 
 @pytest.mark.parametrize(
     ("fmt", "pillow", "suffix"),
-    [("png", "PNG", ".png"), ("jpeg", "JPEG", ".jpg"), ("webp", "WEBP", ".webp")],
+    [("png", "PNG", ".png"), ("jpeg", "JPEG", ".jpeg"), ("webp", "WEBP", ".webp")],
 )
 def test_each_format(fmt: str, pillow: str, suffix: str) -> None:
     spec = SPEC.validate_python({"format": fmt})

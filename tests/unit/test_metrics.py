@@ -13,7 +13,7 @@ from fastapi import APIRouter, FastAPI
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.core.metrics import JOB_BUCKETS_S, GatewayMetrics, GatewayState
+from app.core.metrics import JOB_BUCKETS_S, GatewayMetrics, GatewayState, InstanceReading
 from app.core.records import JobRecord
 from app.core.settings import load_settings
 from app.edge.request_metrics import RequestMetrics
@@ -254,52 +254,65 @@ async def test_webhook_deliveries_by_outcome(
 
 def test_state_is_read_on_every_scrape() -> None:
     metrics = GatewayMetrics("t")
-    state: dict[str, object] = {"depth": 0, "up": False, "restarts": 0, "dropped": 0, "pid": None}
+    state: dict[str, Any] = {"depth": 0, "up": False, "restarts": 0, "dropped": 0, "pid": None}
+
+    def instances() -> list[InstanceReading]:
+        first = InstanceReading(
+            index=0, up=state["up"], restarts=state["restarts"], pid=state["pid"],
+            version=state.get("version"), jobs_run=state["restarts"] * 10, rss_bytes=None,
+        )  # fmt: skip
+        second = InstanceReading(1, False, 0, None, None, 0, 2.0**30)
+        return [first, second]
+
     metrics.watch(
         GatewayState(
             queue_depth=lambda: int(state["depth"] or 0),
             max_queue_depth=4,
-            comfy_up=lambda: bool(state["up"]),
             ready=lambda: bool(state["up"]) and int(state["depth"] or 0) < 4,
-            comfy_restarts=lambda: int(state["restarts"] or 0),
-            comfy_pid=lambda: state["pid"],  # type: ignore[return-value]
+            instances=instances,
             system_events_dropped=lambda: int(state["dropped"] or 0),
-            comfy_version=lambda: state.get("version"),  # type: ignore[return-value]
         )
     )
     found = scrape(metrics)
     assert not any(name == "comfy_gateway_comfyui_info" for name, _ in found)
-    assert value(found, "comfy_gateway_comfyui_up") == 0
+    assert value(found, "comfy_gateway_comfyui_up", instance="0") == 0
     assert value(found, "comfy_gateway_ready") == 0
     assert not any(name.startswith("comfyui_process_") for name, _ in found)
     state.update(depth=3, up=True, restarts=2, dropped=5, pid=os.getpid(), version="0.33.0")
     found = scrape(metrics)
-    assert value(found, "comfy_gateway_comfyui_info", version="0.33.0") == 1
+    assert value(found, "comfy_gateway_comfyui_info", instance="0", version="0.33.0") == 1
     assert value(found, "comfy_gateway_queue_depth") == 3
     assert value(found, "comfy_gateway_max_queue_depth") == 4
-    assert value(found, "comfy_gateway_comfyui_up") == 1
+    assert value(found, "comfy_gateway_comfyui_up", instance="0") == 1
+    assert value(found, "comfy_gateway_comfyui_up", instance="1") == 0
     assert value(found, "comfy_gateway_ready") == 1
-    assert value(found, "comfy_gateway_comfyui_restarts_total") == 2
+    assert value(found, "comfy_gateway_comfyui_restarts_total", instance="0") == 2
+    assert value(found, "comfy_gateway_comfyui_jobs_total", instance="0") == 20
+    assert value(found, "comfy_gateway_comfyui_resident_memory_bytes", instance="1") == 2**30
     assert value(found, "comfy_gateway_system_events_dropped_total") == 5
-    rss = value(found, "comfyui_process_resident_memory_bytes")
+    rss = value(found, "comfyui_process_resident_memory_bytes")  # the first instance's process
     assert rss is not None and rss > 10 * 2**20
     assert value(found, "process_resident_memory_bytes") == pytest.approx(rss, rel=0.5)
 
 
 async def test_a_gateway_reports_its_own_state() -> None:
-    gateway = Gateway(load_settings(max_queue_depth=3))
+    gateway = Gateway(load_settings(max_queue_depth=3, comfyui_instances=2))
     try:
         found = scrape(gateway.metrics)
         assert value(found, "comfy_gateway_queue_depth") == 0
         assert value(found, "comfy_gateway_max_queue_depth") == 3
-        assert value(found, "comfy_gateway_comfyui_up") == 0  # never started
+        for index in ("0", "1"):  # never started
+            assert value(found, "comfy_gateway_comfyui_up", instance=index) == 0
         assert value(found, "comfy_gateway_ready") == 0
-        gateway.process.restarts = 2
-        assert value(scrape(gateway.metrics), "comfy_gateway_comfyui_restarts_total") == 2
+        gateway.pool.instances[1].process.restarts = 2
+        found = scrape(gateway.metrics)
+        assert value(found, "comfy_gateway_comfyui_restarts_total", instance="1") == 2
+        assert value(found, "comfy_gateway_comfyui_restarts_total", instance="0") == 0
         assert gateway.jobs.metrics is gateway.metrics
         assert gateway.webhooks.metrics is gateway.metrics
     finally:
-        await gateway.client.aclose()
+        for instance in gateway.pool.instances:
+            await instance.client.aclose()
         await gateway.webhooks.aclose()
 
 

@@ -91,19 +91,18 @@ def test_the_index_survives_a_restart_without_what_changed_meanwhile(tmp_path: P
 
 
 def test_the_bundled_comfyui_searches_the_cache_folder(tmp_path: Path) -> None:
-    from app.comfy.process import ComfyProcess
+    from app.comfy.command import CommandLine
     from app.core.settings import load_settings
 
     def search_paths(**settings: Path) -> str:
-        process = ComfyProcess(load_settings(**settings))
-        argv = process.command()
+        command = CommandLine(load_settings(**settings), 0)
+        argv = command.argv()
         try:
             if "--extra-model-paths-config" not in argv:
                 return ""
             return Path(argv[argv.index("--extra-model-paths-config") + 1]).read_text()
         finally:
-            if process._model_paths is not None:
-                process._model_paths.unlink()
+            command.clean_up()
 
     models, cache = tmp_path / "models", tmp_path / "cache"
     assert search_paths() == ""  # downloads go to COMFY_HOME/models: ComfyUI's own

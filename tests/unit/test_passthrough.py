@@ -88,9 +88,11 @@ def make_app(
         load_settings(workflow_dir=tmp_path, comfyui_port_host=free_port(), **settings)
     )
     gateway = app.state.gateway
-    gateway.process.proc = SimpleNamespace(returncode=None)  # as if ComfyUI were running
+    gateway.pool.first.process.proc = SimpleNamespace(returncode=None)  # as if ComfyUI were running
     fake = fake or FakeComfy()
-    gateway.client.http = httpx.AsyncClient(transport=fake, base_url=gateway.client.base_url)
+    gateway.pool.first.client.http = httpx.AsyncClient(
+        transport=fake, base_url=gateway.pool.first.client.base_url
+    )
     return app, fake
 
 
@@ -170,7 +172,7 @@ async def test_needs_an_api_key(proxied: tuple[httpx.AsyncClient, FakeComfy]) ->
 async def test_comfy_down_is_503(tmp_path: Path, running: bool) -> None:
     app = create_app(load_settings(workflow_dir=tmp_path, comfyui_port_host=free_port()))
     if running:  # running, but nothing listens: a connection error
-        app.state.gateway.process.proc = SimpleNamespace(returncode=None)
+        app.state.gateway.pool.first.process.proc = SimpleNamespace(returncode=None)
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
         response = await client.get("/comfy/system_stats")
@@ -280,7 +282,7 @@ async def test_a_prompt_submitted_here_can_be_interrupted_and_deleted(tmp_path: 
 
 async def test_a_prompt_named_after_a_gateway_job_gives_no_hold_on_it(tmp_path: Path) -> None:
     app, fake = make_app(tmp_path, PromptComfy(OURS))
-    app.state.gateway.tracker.watch(OURS)  # a gateway job with the id the client chose
+    app.state.gateway.pool.first.tracker.watch(OURS)  # a gateway job with the id the client chose
     async with gateway_client(app) as client:
         assert (await client.post("/comfy/prompt", json={"prompt": {}})).status_code == 200
         refused = await client.post("/comfy/queue", json={"delete": [OURS]})
@@ -321,7 +323,7 @@ async def open_socket(app: FastAPI, path: str, query: bytes = b"") -> Message:
 @pytest.mark.parametrize("mode", ["true", "full", "false"])
 async def test_the_websocket_is_also_at_the_root(tmp_path: Path, path: str, mode: str) -> None:
     app, _ = make_app(tmp_path, comfy_passthrough=mode)
-    taken = f"clientId={app.state.gateway.tracker.client_id}".encode()
+    taken = f"clientId={app.state.gateway.pool.first.tracker.client_id}".encode()
     first = await open_socket(app, path)
     refused = await open_socket(app, path, taken)
     if mode == "false":  # no such route: Starlette closes before the handshake

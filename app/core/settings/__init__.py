@@ -15,7 +15,9 @@ from typing import Any
 from pydantic import ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from app.core.settings.cache import CacheSettings
 from app.core.settings.comfyui import BUNDLED_COMFY_DIR, PROJECT_ROOT, ComfySettings
+from app.core.settings.fleet import FleetSettings
 from app.core.settings.jobs import JobSettings
 from app.core.settings.media import MediaSettings
 from app.core.settings.models import ModelSettings
@@ -38,19 +40,28 @@ __all__ = [
 ]
 
 SECTIONS = (
-    ServerSettings, ComfySettings, JobSettings, MediaSettings, ModelSettings, WebhookSettings
-)  # fmt: skip
+    ServerSettings,
+    ComfySettings,
+    JobSettings,
+    CacheSettings,
+    MediaSettings,
+    ModelSettings,
+    WebhookSettings,
+    FleetSettings,
+)
 # Settings whose values an error message must not repeat.
 SECRET_SETTINGS = frozenset(
-    {"API_KEYS", "WEBHOOK_SECRET", "MODEL_CREDENTIALS", "HF_TOKEN", "CIVITAI_TOKEN"}
+    {"API_KEYS", "WEBHOOK_SECRET", "QUEUE_URL", "MODEL_CREDENTIALS", "HF_TOKEN", "CIVITAI_TOKEN"}
 )
 
 
 class Settings(
     BaseSettings,
+    FleetSettings,
     WebhookSettings,
     ModelSettings,
     MediaSettings,
+    CacheSettings,
     JobSettings,
     ComfySettings,
     ServerSettings,
@@ -80,8 +91,28 @@ class Settings(
 
     @model_validator(mode="after")
     def _ports_differ(self) -> Settings:
-        if self.port == self.comfyui_port_host:
-            raise ValueError("PORT and COMFYUI_PORT_HOST must differ")
+        ports = range(self.comfyui_port_host, self.comfyui_port_host + self.instance_count)
+        if self.port in ports:
+            raise ValueError(
+                f"PORT must differ from the ComfyUI ports (COMFYUI_PORT_HOST {ports.start} to "
+                f"{ports.stop - 1}, one per instance)"
+            )
+        if ports.stop > 65536:
+            raise ValueError("COMFYUI_PORT_HOST + the instance count runs past port 65535")
+        return self
+
+    @model_validator(mode="after")
+    def _instances_agree(self) -> Settings:
+        if self.comfyui_gpus and self.comfyui_instances not in (1, len(self.comfyui_gpus)):
+            raise ValueError(
+                f"COMFYUI_INSTANCES={self.comfyui_instances} but COMFYUI_GPUS names "
+                f"{len(self.comfyui_gpus)} GPU(s): set one of them (one instance per GPU)"
+            )
+        if self.cmd and self.instance_count > 1 and "{port}" not in self.cmd:
+            raise ValueError(
+                "CMD must contain {port} when several ComfyUI instances run: each listens on its "
+                "own port (and may use {gpu} and {index})"
+            )
         return self
 
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import shlex
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, Field, field_validator
+from pydantic_settings import NoDecode
 
 from app.core.settings.sources import empty_is_unset
 
@@ -83,6 +84,33 @@ class ComfySettings(BaseModel):
         "ask ComfyUI over HTTP where they are; a stream that missed progress is "
         "reconnected",
     )
+    comfyui_gpus: Annotated[tuple[str, ...], NoDecode] = Field(
+        (),
+        description="GPUs to run one ComfyUI instance on each: a comma list such as `0,1,2`; "
+        "each instance gets `CUDA_VISIBLE_DEVICES` set to its GPU and its own port "
+        "(COMFYUI_PORT_HOST + its index) and temp folder, and all share the models, input and "
+        "output folders",
+    )
+    comfyui_instances: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="How many ComfyUI instances to run (on CPU, or several on one GPU that fits "
+        "them); with COMFYUI_GPUS, one per GPU. A CMD of several instances names its port as "
+        "`{port}` (and may use `{gpu}` and `{index}`)",
+    )
+    recycle_after_jobs: int = Field(
+        0,
+        ge=0,
+        description="Restart an instance after this many jobs (0: never): it takes no new job, "
+        "finishes its running one, restarts while the others serve",
+    )
+    recycle_above_rss_mb: float = Field(
+        0,
+        ge=0,
+        description="Restart an instance, the same way, once its ComfyUI process uses more than "
+        "this much memory after a job (0: never)",
+    )
     always_restart_comfyui: bool = Field(
         False,
         description="Restart ComfyUI when it exits (back-off 1 s, doubling up to "
@@ -96,10 +124,24 @@ class ComfySettings(BaseModel):
 
     @property
     def comfy_url(self) -> str:
+        """The first instance's URL."""
+        return self.instance_url(0)
+
+    @property
+    def instance_count(self) -> int:
+        return len(self.comfyui_gpus) or self.comfyui_instances
+
+    def instance_gpu(self, index: int) -> str | None:
+        return self.comfyui_gpus[index] if self.comfyui_gpus else None
+
+    def instance_port(self, index: int) -> int:
+        return self.comfyui_port_host + index
+
+    def instance_url(self, index: int) -> str:
         host = self.direct_address
         if ":" in host and not host.startswith("["):
             host = f"[{host}]"
-        return f"http://{host}:{self.comfyui_port_host}"
+        return f"http://{host}:{self.instance_port(index)}"
 
     @property
     def comfy_input_dir(self) -> Path:
@@ -115,6 +157,16 @@ class ComfySettings(BaseModel):
     @classmethod
     def _comfy_empty_is_unset(cls, value: Any) -> Any:
         return empty_is_unset(value)
+
+    @field_validator("comfyui_gpus", mode="before")
+    @classmethod
+    def _split_gpus(cls, value: Any) -> Any:
+        if isinstance(value, str | int):
+            value = [v.strip() for v in str(value).split(",") if v.strip()]
+        gpus = [str(v) for v in value or ()]
+        if len(set(gpus)) != len(gpus):
+            raise ValueError("names a GPU twice; give each GPU once (one instance per GPU)")
+        return tuple(gpus)
 
     @field_validator("cmd")
     @classmethod

@@ -21,6 +21,13 @@ class JobSettings(BaseModel):
         description="Refuse new jobs with 429 and report not ready at this many queued and running "
         "jobs (0: no cap)",
     )
+    job_retries: int = Field(
+        1,
+        ge=0,
+        le=10,
+        description="Times a job whose ComfyUI instance died under it is run again, on another "
+        "instance, before it fails",
+    )
     prompt_timeout_s: float | None = Field(
         None,
         gt=0,

@@ -1,0 +1,228 @@
+"""The /api/v1 routes: POST and GET /api/v1/prompts, GET /api/v1/images/{digest}[/{name}]."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import uuid
+from collections import OrderedDict
+from typing import Any, TypeVar
+
+from fastapi import APIRouter, FastAPI, Query, Request
+from fastapi.responses import JSONResponse, Response
+
+from app.comfy.graph import Graph, check_graph
+from app.compat.comfy_proxy import check_running
+from app.compat.v1.answer import answer, file_response
+from app.compat.v1.request import read_graph
+from app.core.errors import (
+    ExecutionFailed,
+    InsufficientStorage,
+    InvalidRequest,
+    NotFound,
+)
+from app.core.options import JobOptions
+from app.core.schemas import ErrorResponse
+from app.gateway import Gateway
+from app.jobs.canonical import digest
+from app.jobs.result_cache import CachedFile, CachedResult, ResultCache
+from app.routes.respond import CacheUse, decoded
+
+V = TypeVar("V")
+
+router = APIRouter(prefix="/api/v1", tags=["blocking API (/api/v1)"])
+
+DIGEST = re.compile(r"^[0-9a-f]{64}$")
+KEEP_DIGESTS = 1000  # digest -> the job that answered it, for GET /api/v1/images
+KEEP_GRAPHS = 100  # prompt id -> the graph as its request sent it, for GET /api/v1/prompts
+
+
+class V1State:
+    """What /api/v1 remembers of the requests it answered (this process only)."""
+
+    def __init__(self) -> None:
+        self.answered: OrderedDict[str, str] = OrderedDict()
+        self.graphs: OrderedDict[str, Graph] = OrderedDict()
+
+    def remember(self, key: str, request_id: str, prompt_id: str, graph: Graph) -> None:
+        _put(self.answered, key, request_id, KEEP_DIGESTS)
+        _put(self.graphs, prompt_id, graph, KEEP_GRAPHS)
+
+
+def _put(store: OrderedDict[str, V], key: str, value: V, cap: int) -> None:
+    store.pop(key, None)
+    store[key] = value
+    while len(store) > cap:
+        store.popitem(last=False)
+
+
+def install(app: FastAPI) -> None:
+    app.state.prompts_v1 = V1State()
+    app.include_router(router)
+
+
+ANSWERS: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The main output file (with `Accept: image/png` or its type), or "
+        '`{"urls": [...]}`; headers `Digest`, `Location`, `Content-Disposition`',
+        "content": {"application/json": {}, "image/png": {}},
+    },
+    204: {"description": "The job ran and saved no file"},
+    400: {"model": ErrorResponse, "description": "Not a graph, or ComfyUI refused it"},
+    429: {"model": ErrorResponse, "description": "Queue full (MAX_QUEUE_DEPTH); see Retry-After"},
+    500: {"model": ErrorResponse, "description": "A node failed while executing"},
+    503: {"model": ErrorResponse, "description": "ComfyUI is down or restarting"},
+    504: {"model": ErrorResponse, "description": "The job ran past PROMPT_TIMEOUT_S"},
+    507: {"model": ErrorResponse, "description": "A disk is full"},
+}
+
+
+@router.post("/prompts", responses=ANSWERS, response_class=Response)
+async def generate(
+    request: Request,
+    cache_external_inputs: bool = Query(
+        False,
+        description="Also answer from the result cache when the graph reads URLs or files in "
+        "ComfyUI's input folder (their content may have changed)",
+    ),
+) -> Response:
+    """Run a graph (ComfyUI's API format, the bare graph or `{"prompt": graph}`) and answer
+    when it has ended: `{"urls": [...]}`, or the last output file itself with
+    `Accept: image/png` (or the file's type). `multipart/form-data`: a `prompt` part and files
+    that the graph's loader inputs name. `Digest: SHA256=<hex>` is the SHA-256 of the graph's
+    RFC 8785 canonical JSON (files inlined), and `GET /api/v1/images/<hex>` serves the result.
+    With RESULT_CACHE_MAX_MB, a request answered before is answered from the cache
+    (`Cache-Control: no-cache` runs it anyway).
+    """
+    gateway: Gateway = request.app.state.gateway
+    state: V1State = request.app.state.prompts_v1
+    graph: Graph = await read_graph(request, gateway.settings.max_body_size_bytes)
+    check_graph(graph)
+    try:
+        key = digest(graph)
+    except ValueError as e:
+        raise InvalidRequest(f"the graph cannot be read as JSON: {e}", location="body") from None
+    use = consult(request, graph, key, external_ok=cache_external_inputs)
+    headers = {"Digest": f"SHA256={key}", **use.headers()}
+    accept = request.headers.get("accept")
+    if use.hit is not None:
+        return answer(use.hit.files, key, accept, headers)
+    job = await gateway.start_job(str(uuid.uuid4()), graph, JobOptions(), workflow="api/v1")
+    state.remember(key, job.id, job.record.prompt_id, graph)
+    assert job.task is not None
+    try:
+        result = await asyncio.shield(job.task)  # a client that leaves does not cancel the job
+    except ExecutionFailed as e:
+        return node_failed(e, headers)
+    files = await decoded(result.filenames, result.images)
+    use.keep(files)
+    headers.update(use.headers())
+    return answer(files.files, key, accept, headers)
+
+
+def consult(request: Request, graph: Graph, key: str, *, external_ok: bool) -> CacheUse:
+    """The result cache for this request: on by default, `Cache-Control` may say otherwise."""
+    store: ResultCache | None = request.app.state.result_cache
+    if store is None:
+        return CacheUse()
+    directives = {d.strip().lower() for d in request.headers.get("cache-control", "").split(",")}
+    no_store = "no-store" in directives
+    read = not (no_store or "no-cache" in directives or "max-age=0" in directives)
+    return CacheUse.consult(
+        store, graph, key, external_ok=external_ok, read=read, write=not no_store
+    )
+
+
+def node_failed(error: ExecutionFailed, headers: dict[str, str]) -> Response:
+    """A node's failure as the spec answers it: 500 (POST /prompt says 502), 507 for a full disk."""
+    details = error.details or {}
+    text = f"{details.get('exception_type', '')} {details.get('exception_message', '')}"
+    if "No space left on device" in text or "[Errno 28]" in text:
+        full = InsufficientStorage(error.message, location=error.location, details=details)
+        return JSONResponse(full.body(), status_code=full.status, headers=headers)
+    return JSONResponse(error.body(), status_code=500, headers=headers)
+
+
+@router.get(
+    "/prompts",
+    responses={404: {"model": ErrorResponse, "description": "ComfyUI's history is empty"}},
+)
+async def last_prompt(request: Request) -> JSONResponse:
+    """The last prompt ComfyUI ran (from any client), as a bare graph that can be POSTed
+    again; for a /api/v1/prompts job, the graph as its request sent it."""
+    gateway: Gateway = request.app.state.gateway
+    state: V1State = request.app.state.prompts_v1
+    check_running(gateway)
+    upstream = await gateway.comfy.forward("GET", "/history?max_items=1", [], None)
+    try:
+        raw = await upstream.aread()
+    finally:
+        await upstream.aclose()
+    try:
+        history: Any = json.loads(raw) if upstream.status_code == 200 else {}
+        entry: Any = list(history.values())[-1]  # ComfyUI lists its history oldest first
+        prompt_id, graph = entry["prompt"][1], entry["prompt"][2]
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError):
+        raise NotFound("ComfyUI's history holds no prompt") from None
+    return JSONResponse(state.graphs.get(prompt_id, graph))
+
+
+@router.get(
+    "/images/{digest}",
+    response_class=Response,
+    responses={
+        200: {"description": "The main output file", "content": {"image/png": {}}},
+        404: {"model": ErrorResponse, "description": "No result for this digest here"},
+    },
+)
+async def image(digest: str, request: Request) -> Response:
+    """The main output (the last file) of the request whose digest this is."""
+    files = await result_of(request, digest)
+    if not files:
+        raise NotFound(f"the request {digest} saved no file", location="digest")
+    return file_response(files[-1], {})
+
+
+@router.get(
+    "/images/{digest}/{name}",
+    response_class=Response,
+    responses={
+        200: {"description": "One output file", "content": {"image/png": {}}},
+        404: {"model": ErrorResponse, "description": "No such result or file here"},
+    },
+)
+async def image_file(digest: str, name: str, request: Request) -> Response:
+    """One output file, by name, of the request whose digest this is."""
+    for file in await result_of(request, digest):
+        if file.name == name:
+            return file_response(file, {})
+    raise NotFound(f"the request {digest} saved no file {name!r}", location="name")
+
+
+async def result_of(request: Request, key: str) -> tuple[CachedFile, ...]:
+    """The files answered for a digest: from the cache, else from a job this process kept."""
+    key = key.lower()
+    if not DIGEST.match(key):
+        raise InvalidRequest(
+            "the digest is the 64 hex digits of SHA-256 (the Digest header after `SHA256=`)",
+            location="digest",
+        )
+    store: ResultCache | None = request.app.state.result_cache
+    cached = store.peek(key) if store is not None else None
+    if cached is not None:
+        return cached.files
+    gateway: Gateway = request.app.state.gateway
+    state: V1State = request.app.state.prompts_v1
+    request_id = state.answered.get(key)
+    record = await gateway.running_job(request_id) if request_id else None
+    if request_id is None or record is not None:
+        raise NotFound(f"no result for {key} here (unknown, still running, or expired)")
+    try:
+        result = (await gateway.job(request_id)).result
+    except NotFound:
+        result = None
+    if result is None:
+        raise NotFound(f"no result for {key} here (failed, or no longer kept)")
+    found: CachedResult = await decoded(result["filenames"], result["images"])
+    return found.files

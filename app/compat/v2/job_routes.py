@@ -1,0 +1,260 @@
+"""/api/v2/jobs: submit, list, get, workflow, cancel, events (comfy-api-proxy 0.1.6's contract).
+
+A v2 job is a gateway job (request id = the v2 job id, a UUID): it passes MAX_QUEUE_DEPTH,
+runs under PROMPT_TIMEOUT_S, counts in the metrics as workflow `api/v2`, and its ComfyUI events
+reach SYSTEM_WEBHOOK_URL like any other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from app.compat.v2 import envelope, events, submission
+from app.compat.v2.envelope import V2JSON, base_url, error, get_and_head, now
+from app.compat.v2.jobs import LISTED, TERMINAL, job_body, output_file, status_of
+from app.compat.v2.state import MAX_KEY_LENGTH, V2Job, V2State
+from app.core.errors import (
+    ComfyFailed,
+    ComfyUnavailable,
+    GatewayError,
+    InvalidRequest,
+    NotFound,
+    QueueFull,
+)
+from app.core.options import JobOptions
+from app.core.records import JobView
+from app.gateway import Gateway
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(prefix=envelope.PREFIX, tags=["Comfy API v2"])
+
+LIST_LIMIT, LIST_DEFAULT, LIST_SCAN = 100, 50, 500
+CANCEL_WAIT_S = 2.0  # how long a cancel waits for the job to end before answering `canceling`
+
+
+def parts(request: Request) -> tuple[Gateway, V2State]:
+    return request.app.state.gateway, request.app.state.v2
+
+
+async def record_of(gateway: Gateway, job_id: str) -> JobView | None:
+    try:
+        return await gateway.job(job_id)
+    except NotFound:
+        return None
+
+
+def known_job(state: V2State, job_id: str) -> V2Job | None:
+    """The v2 job with this id (any UUID spelling), or None."""
+    try:
+        canonical = str(uuid.UUID(job_id))
+    except ValueError:
+        return None
+    return state.jobs.get(canonical)
+
+
+def no_job(job_id: str) -> Response:
+    return error(404, "not_found", f"No job {job_id}.")
+
+
+async def position(gateway: Gateway, record: JobView | None) -> int | None:
+    """1-based place in ComfyUI's queue while queued; None when unknown (ComfyUI down too)."""
+    if record is None or record.status != "queued":
+        return None
+    try:
+        ahead = await gateway.queue_position(record)
+    except GatewayError:
+        return None
+    return ahead + 1 if ahead is not None else None
+
+
+async def body_of(request: Request, job: V2Job, status: str | None = None) -> dict[str, Any]:
+    gateway, _ = parts(request)
+    record = await record_of(gateway, job.id)
+    place = await position(gateway, record)
+    return job_body(job, record, base_url(request), status=status, queue_position=place)
+
+
+@get_and_head(router, "/health")
+async def health(request: Request) -> Response:
+    """Always 200 once the gateway serves (as the proxy, it does not ask ComfyUI)."""
+    gateway, _ = parts(request)
+    return V2JSON({"status": "healthy", "upstream": gateway.settings.comfy_url})
+
+
+@router.post("/jobs", status_code=201, response_class=V2JSON)
+async def submit(request: Request) -> Response:
+    """Submit `{"workflow": <API-format graph>, "metadata"?, "priority"?, "extra_data"?}`;
+    `core/ASSET` references resolve to uploaded assets or earlier outputs. 201 with the Job."""
+    gateway, state = parts(request)
+    try:
+        body = json.loads(await request.body())
+    except ValueError:
+        return error(400, "invalid_request", "Body must be JSON.")
+    if not isinstance(body, dict):  # the proxy answers a text/plain 500
+        return error(400, "invalid_request", "Body must be a JSON object.")
+    workflow = body.get("workflow")
+    for problem in (
+        submission.reserved(body),
+        submission.workflow_problem(workflow),
+        submission.extras_problem(body),
+        submission.extra_data_problem(body),
+    ):
+        if problem is not None:
+            return error(*problem)
+    missing: list[str] = []
+    # Outputs of earlier jobs are read first (in a fleet, from Redis); resolving is then sync.
+    outputs = {i: await output_of(request, i) for i in submission.reference_ids(workflow)}
+    resolved = submission.resolve(workflow, state.assets, outputs.get, missing)
+    if missing:
+        message = f"Unresolvable core/ASSET reference(s): {', '.join(missing)}"
+        return error(422, "missing_asset", message, {"missing_ids": missing})
+    job_id = str(uuid.uuid4())
+    key = request.headers.get("idempotency-key")
+    if key is not None:
+        if not key or len(key) > MAX_KEY_LENGTH:
+            message = f"Idempotency-Key must be 1-{MAX_KEY_LENGTH} characters."
+            return error(400, "invalid_request", message)
+        if not state.claim(key):
+            return error(
+                422,
+                "idempotency_key_reuse",
+                "This Idempotency-Key has already been used. Keys are single-use; poll or list "
+                "your jobs instead of resubmitting with the same key.",
+            )
+    if (body.get("extra_data") or {}).get("api_key_comfy_org"):
+        log.warning("job %s: extra_data.api_key_comfy_org is not passed on to ComfyUI", job_id)
+    try:
+        job = await gateway.start_job(job_id, resolved, JobOptions(), workflow="api/v2")
+    except ComfyUnavailable:
+        # The outcome is unknown (ComfyUI may hold the prompt): the key stays claimed.
+        return error(503, "upstream_unreachable", "Could not reach ComfyUI to submit the job.")
+    except (InvalidRequest, ComfyFailed) as e:  # ComfyUI (or the gateway) refused the graph
+        state.release(key)
+        details: dict[str, Any] = {"node_errors": (e.details or {}).get("node_errors", {})}
+        if e.location is not None:
+            details["location"] = e.location
+        return error(422, "invalid_workflow", e.message, details)
+    except (QueueFull, GatewayError):
+        state.release(key)
+        raise
+    v2_job = V2Job(
+        job_id, resolved, now(), metadata=body.get("metadata"), priority=body.get("priority")
+    )
+    state.add(v2_job, job.record)
+    # As the proxy: the 201 is the job as just queued, whatever ComfyUI does meanwhile.
+    queued = job_body(v2_job, None, base_url(request), status="queued")
+    return V2JSON(queued, status_code=201)
+
+
+async def output_of(request: Request, output_id: str) -> tuple[str, bytes] | None:
+    """(name, bytes) of a v2 job's output by its id, while the gateway keeps the answer."""
+    gateway, state = parts(request)
+    found = submission.output_id_parts(output_id)
+    if found is None or known_job(state, found[0]) is None:
+        return None
+    return output_file(await record_of(gateway, found[0]), found[1])
+
+
+@get_and_head(router, "/jobs")
+async def list_jobs(request: Request) -> Response:
+    """The v2 jobs of this process, newest first: `?limit=` (1-100), `?status=a,b`."""
+    _, state = parts(request)
+    raw = request.query_params.get("limit", str(LIST_DEFAULT))
+    try:
+        limit = int(raw)
+    except ValueError:
+        return error(400, "invalid_request", "'limit' must be an integer.")
+    if not 1 <= limit <= LIST_LIMIT:
+        return error(400, "invalid_request", f"'limit' must be between 1 and {LIST_LIMIT}.")
+    wanted: set[str] | None = None
+    if status := request.query_params.get("status"):
+        wanted = {s.strip() for s in status.split(",") if s.strip()}
+        if bad := wanted - LISTED:
+            message = f"Unknown status filter value(s): {', '.join(sorted(bad))}."
+            return error(400, "invalid_request", message)
+    jobs: list[dict[str, Any]] = []
+    scanned = 0
+    newest_first = sorted(state.jobs.values(), key=lambda j: j.created_at, reverse=True)
+    for job in newest_first:
+        if len(jobs) >= limit or scanned >= LIST_SCAN:
+            break
+        scanned += 1
+        body = await body_of(request, job)
+        if wanted is None or body["status"] in wanted:
+            jobs.append(body)
+    truncated = len(jobs) < limit and scanned < len(newest_first)
+    return V2JSON({"jobs": jobs, "truncated": truncated})
+
+
+@get_and_head(router, "/jobs/{job_id}")
+async def get_job(job_id: str, request: Request) -> Response:
+    """A job: its status, queue position, progress, outputs or error."""
+    job = known_job(parts(request)[1], job_id)
+    return V2JSON(await body_of(request, job)) if job else no_job(job_id)
+
+
+@get_and_head(router, "/jobs/{job_id}/workflow")
+async def get_workflow(job_id: str, request: Request) -> Response:
+    """The graph the job ran, asset references resolved: `{"workflow", "format": "api"}`."""
+    try:
+        uuid.UUID(job_id)
+    except ValueError:
+        return no_job(job_id)
+    job = known_job(parts(request)[1], job_id)
+    if job is None:
+        return error(404, "not_found", f"No recoverable workflow for job {job_id}.")
+    return V2JSON({"workflow": job.workflow, "format": "api"})
+
+
+@router.post("/jobs/{job_id}/cancel", response_class=V2JSON)
+async def cancel(job_id: str, request: Request) -> Response:
+    """Cancel a queued or running job: `canceled` once it has stopped, `canceling` until."""
+    gateway, state = parts(request)
+    job = known_job(state, job_id)
+    if job is None:
+        return no_job(job_id)
+    record = await record_of(gateway, job.id)
+    if record is None or record.finished:
+        return V2JSON(await body_of(request, job))
+    try:
+        await gateway.interrupt(job.id)
+    except NotFound:
+        pass  # it ended meanwhile
+    except ComfyUnavailable:
+        return error(503, "upstream_unreachable", "Could not reach ComfyUI to cancel.")
+    await ended(record, CANCEL_WAIT_S)
+    status = status_of(record)
+    return V2JSON(await body_of(request, job, "canceling" if status not in TERMINAL else None))
+
+
+async def ended(record: JobView, timeout_s: float) -> None:
+    """Wait until the job has ended, at most timeout_s."""
+
+    async def last_event() -> None:
+        async for _ in record.follow(record.last_event_id):
+            pass
+
+    if not record.finished:
+        try:
+            await asyncio.wait_for(last_event(), timeout_s)
+        except TimeoutError:
+            return
+
+
+@router.get("/jobs/{job_id}/events", response_class=Response)
+async def job_events(job_id: str, request: Request) -> Response:
+    """The job's Server-Sent Events: `status`, `progress`, `output`; ends when the job does."""
+    gateway, state = parts(request)
+    job = known_job(state, job_id)
+    if job is None:
+        return no_job(job_id)
+    record = await record_of(gateway, job.id)
+    return events.stream(job, record, base_url(request), await position(gateway, record))

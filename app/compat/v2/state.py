@@ -1,0 +1,75 @@
+"""What the v2 facade remembers: its jobs (what a gateway job record lacks), the single-use
+Idempotency-Keys, and the uploaded assets. All of it lives in this process, bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from dataclasses import dataclass
+from datetime import datetime
+
+from app.comfy.graph import Graph
+from app.compat.v2.assets import AssetStore
+from app.compat.v2.envelope import now
+from app.core.records import JobView
+
+MAX_JOBS = 10_000  # as many v2 jobs as the proxy keeps Idempotency-Keys
+MAX_KEYS = 10_000
+MAX_KEY_LENGTH = 255
+
+
+@dataclass
+class V2Job:
+    """A job submitted through /api/v2: the gateway job with the same id has the rest."""
+
+    id: str
+    workflow: Graph  # as submitted to the gateway: asset references resolved
+    created_at: datetime
+    metadata: str | None = None
+    priority: int | None = None
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+
+
+class V2State:
+    """The v2 facade's memory, held on app.state.v2."""
+
+    def __init__(self) -> None:
+        self.jobs: OrderedDict[str, V2Job] = OrderedDict()
+        self.keys: OrderedDict[str, None] = OrderedDict()
+        self.assets = AssetStore()
+        self._watchers: set[asyncio.Task[None]] = set()
+
+    def add(self, job: V2Job, record: JobView) -> None:
+        self.jobs[job.id] = job
+        while len(self.jobs) > MAX_JOBS:
+            self.jobs.popitem(last=False)
+        # The gateway's record keeps no clock times; note when it starts and ends.
+        task = asyncio.create_task(_times(job, record), name=f"v2-times-{job.id}")
+        self._watchers.add(task)
+        task.add_done_callback(self._watchers.discard)
+
+    def claim(self, key: str) -> bool:
+        """Claim a single-use Idempotency-Key; False when it was claimed before."""
+        if key in self.keys:
+            return False
+        self.keys[key] = None
+        while len(self.keys) > MAX_KEYS:
+            self.keys.popitem(last=False)
+        return True
+
+    def release(self, key: str | None) -> None:
+        """Free a key whose request created no job, so that a retry may use it."""
+        if key is not None:
+            self.keys.pop(key, None)
+
+
+async def _times(job: V2Job, record: JobView) -> None:
+    async for event in record.follow():
+        if event is None:
+            continue
+        if event.type == "running" and job.started_at is None:
+            job.started_at = now()
+        elif event.type in ("complete", "failed"):
+            job.completed_at = now()

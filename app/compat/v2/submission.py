@@ -1,0 +1,122 @@
+"""A v2 job submission, checked in comfy-api-proxy's order, its asset references resolved.
+
+Each check returns the proxy's error (status, code, message) or None. A `core/ASSET` reference
+anywhere in the workflow (`{"__type": "core/ASSET", "info": {"id", "hash"?}}`) becomes what a
+loader input takes: an uploaded asset's name in ComfyUI's input folder, or, for the output of an
+earlier job, that file's content as base64, which the gateway hands to ComfyUI in the job's own
+input subfolder (the proxy passes the output's file name, which ComfyUI then looks for in its
+input folder and refuses).
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable
+from typing import Any
+
+from app.compat.v2.assets import AssetStore
+
+MAX_METADATA_BYTES = 1024
+PRIORITY_RANGE = (-1_000_000, 1_000_000)
+
+Problem = tuple[int, str, str]  # status, code, message
+OutputLookup = Callable[[str], tuple[str, bytes] | None]  # output id -> (name, bytes)
+
+
+def reserved(body: dict[str, Any]) -> Problem | None:
+    if body.get("webhook_url") is not None or body.get("inputs") is not None:
+        return 422, "invalid_workflow", "'webhook_url' and 'inputs' are reserved and not accepted."
+    return None
+
+
+def workflow_problem(workflow: Any) -> Problem | None:
+    if not isinstance(workflow, dict):
+        return 422, "invalid_workflow", "Missing 'workflow' (API-format graph)."
+    if isinstance(workflow.get("nodes"), list) and "links" in workflow:
+        message = "This is a UI-export graph. Export the workflow in API format instead."
+        return 422, "workflow_format_ui", message
+    return None
+
+
+def extras_problem(body: dict[str, Any]) -> Problem | None:
+    """`metadata` (a string of at most 1 KiB) and `priority` (an advisory integer)."""
+    metadata = body.get("metadata")
+    if metadata is not None:
+        if not isinstance(metadata, str):
+            return 422, "invalid_request", "'metadata' must be a string (opaque label)."
+        if len(metadata.encode()) > MAX_METADATA_BYTES:
+            return 422, "invalid_request", f"'metadata' exceeds {MAX_METADATA_BYTES} UTF-8 bytes."
+    priority = body.get("priority")
+    if priority is not None:
+        if isinstance(priority, bool) or not isinstance(priority, int):
+            return 422, "invalid_request", "'priority' must be an integer (advisory)."
+        low, high = PRIORITY_RANGE
+        if not low <= priority <= high:
+            return 422, "invalid_request", f"'priority' must be between {low} and {high}."
+    return None
+
+
+def extra_data_problem(body: dict[str, Any]) -> Problem | None:
+    """`extra_data` is closed: only `api_key_comfy_org`, a string."""
+    extra = body.get("extra_data")
+    if extra is None:
+        return None
+    if not isinstance(extra, dict) or set(extra) - {"api_key_comfy_org"}:
+        return 400, "invalid_request", "'extra_data' accepts only the 'api_key_comfy_org' field."
+    if "api_key_comfy_org" in extra and not isinstance(extra["api_key_comfy_org"], str):
+        return 400, "invalid_request", "'extra_data.api_key_comfy_org' must be a string."
+    return None
+
+
+def is_reference(value: Any) -> bool:
+    return isinstance(value, dict) and value.get("__type") == "core/ASSET"
+
+
+def reference_ids(node: Any) -> list[str]:
+    """The ids every core/ASSET reference in the workflow names."""
+    if is_reference(node):
+        info = node.get("info")
+        asset_id = info.get("id") if isinstance(info, dict) else None
+        return [asset_id] if isinstance(asset_id, str) else []
+    if isinstance(node, dict):
+        node = list(node.values())
+    if isinstance(node, list):
+        return [found for value in node for found in reference_ids(value)]
+    return []
+
+
+def resolve(node: Any, assets: AssetStore, output: OutputLookup, missing: list[str]) -> Any:
+    """The workflow with every core/ASSET reference replaced; unresolvable ids go to missing."""
+    if is_reference(node):
+        info = node.get("info")
+        if not isinstance(info, dict):
+            missing.append("<malformed core/ASSET: missing info>")
+            return node
+        resolved = _reference(info, assets, output)
+        if resolved is None:
+            missing.append(str(info.get("id", "<no id>")))
+            return node
+        return resolved
+    if isinstance(node, dict):
+        return {key: resolve(value, assets, output, missing) for key, value in node.items()}
+    if isinstance(node, list):
+        return [resolve(value, assets, output, missing) for value in node]
+    return node
+
+
+def _reference(info: dict[str, Any], assets: AssetStore, output: OutputLookup) -> str | None:
+    asset_id = info.get("id")
+    asset = assets.get(asset_id) if isinstance(asset_id, str) else None
+    if asset is None and isinstance(asset_id, str) and (found := output(asset_id)) is not None:
+        return base64.b64encode(found[1]).decode("ascii")
+    if asset is None and isinstance(info.get("hash"), str):
+        asset = assets.by_hash(info["hash"])  # as the proxy: a hash also finds it
+    return asset.comfy_name if asset is not None else None
+
+
+def output_id_parts(output_id: str) -> tuple[str, int] | None:
+    """(job id, file index) of an output id `<job id>.<n>`."""
+    job_id, dot, index = output_id.rpartition(".")
+    if not dot or not index.isdigit():
+        return None
+    return job_id, int(index)

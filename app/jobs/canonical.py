@@ -1,0 +1,98 @@
+"""Canonical JSON and the request digest: one byte string, and one SHA-256, per meaning.
+
+The form is RFC 8785's (JSON Canonicalization Scheme): object keys sorted by their UTF-16 code
+units, no whitespace, strings as JSON.stringify writes them (UTF-8, only `"`, `\\` and control
+characters escaped), and a fractional or exponent number in ECMAScript's shortest form, so
+`1.0` and `1` are one value, as ComfyUI reads them. One deviation: integers are written exactly,
+where JCS would round those past 2**53 to a double; ComfyUI's seeds go up to 2**64, and two seeds
+must never share a digest. Any JCS library gives the same bytes for graphs whose integers stay
+within ±2**53, which is every graph but those with huge seeds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from decimal import Decimal
+from typing import Any
+
+
+def canonical_json(value: Any) -> bytes:
+    """The canonical UTF-8 bytes of a JSON value; ValueError for what JSON cannot carry."""
+    parts: list[str] = []
+    _write(value, parts)
+    try:
+        return "".join(parts).encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("a string holds a lone surrogate: not well-formed Unicode") from None
+
+
+def digest(value: Any) -> str:
+    """SHA-256 of the canonical form, in lowercase hex."""
+    return hashlib.sha256(canonical_json(value)).hexdigest()
+
+
+def _write(value: Any, out: list[str]) -> None:
+    if value is None or isinstance(value, bool):
+        out.append({None: "null", True: "true", False: "false"}[value])
+    elif isinstance(value, int):
+        out.append(str(value))
+    elif isinstance(value, float):
+        out.append(number(value))
+    elif isinstance(value, str):
+        out.append(_string(value))
+    elif isinstance(value, dict):
+        out.append("{")
+        for index, key in enumerate(sorted(value, key=_utf16_order)):
+            if not isinstance(key, str):
+                raise ValueError(f"an object key must be a string, not {key!r}")
+            out.append("," if index else "")
+            out.append(_string(key))
+            out.append(":")
+            _write(value[key], out)
+        out.append("}")
+    elif isinstance(value, list | tuple):
+        out.append("[")
+        for index, item in enumerate(value):
+            out.append("," if index else "")
+            _write(item, out)
+        out.append("]")
+    else:
+        raise ValueError(f"not a JSON value: {type(value).__name__}")
+
+
+def _utf16_order(key: Any) -> bytes:
+    # JCS sorts by UTF-16 code units; Python's str order is by code point, which differs
+    # only for characters beyond the BMP against those from U+E000 up.
+    return key.encode("utf-16-be", "surrogatepass") if isinstance(key, str) else b""
+
+
+def _string(text: str) -> str:
+    # json.dumps without ensure_ascii escapes exactly what JSON.stringify escapes, the same way
+    # (short forms for \b \f \n \r \t, \u00xx in lower case for other control characters).
+    return json.dumps(text, ensure_ascii=False)
+
+
+def number(value: float) -> str:
+    """A double as ECMAScript's Number.prototype.toString writes it (RFC 8785, 3.2.2.3)."""
+    if not math.isfinite(value):
+        raise ValueError(f"{value!r} is not a JSON number")
+    if value == 0:
+        return "0"  # -0 too
+    sign = "-" if value < 0 else ""
+    # repr is the shortest string that reads back as the same double, as ECMAScript's is.
+    digits_tuple, exponent = Decimal(repr(abs(value))).normalize().as_tuple()[1:]
+    assert isinstance(exponent, int)
+    digits = "".join(map(str, digits_tuple))
+    k, n = len(digits), len(digits) + exponent  # n: where the decimal point goes
+    if k <= n <= 21:
+        text = digits + "0" * (n - k)
+    elif 0 < n <= 21:
+        text = f"{digits[:n]}.{digits[n:]}"
+    elif -6 < n <= 0:
+        text = "0." + "0" * -n + digits
+    else:
+        mantissa = digits if k == 1 else f"{digits[0]}.{digits[1:]}"
+        text = f"{mantissa}e{'+' if n - 1 > 0 else '-'}{abs(n - 1)}"
+    return sign + text

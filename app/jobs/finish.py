@@ -1,0 +1,98 @@
+"""Finishing a job's attempt: wait for ComfyUI, read and remove the outputs, answer.
+
+Outputs are read from the output folder the instances share (or through the instance's /view),
+converted or uploaded as the request asked, and removed, whatever happened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from app.comfy.events import PromptWaiter
+from app.core.errors import GatewayError, PromptTimeout
+from app.core.options import JobOptions
+from app.core.schemas import PromptResponse, Stats, WorkflowResponse
+from app.jobs.job import Job
+from app.jobs.outputs import OutputFile, OutputStore, output_files
+from app.jobs.uploads import Uploader
+
+log = logging.getLogger(__name__)
+
+
+class Finisher:
+    """Waits for a placed job's prompt and turns its outputs into the answer."""
+
+    def __init__(
+        self, output_dir: Path, uploader: Uploader, *, keep_outputs: bool, timeout_s: float | None
+    ) -> None:
+        self.output_dir = output_dir
+        self.uploader = uploader
+        self.keep_outputs = keep_outputs
+        self.timeout_s = timeout_s
+
+    async def finish(self, job: Job, deadline: float | None) -> PromptResponse:
+        """Wait for ComfyUI, read and remove the outputs, and build the response."""
+        waiter, instance = job.waiter, job.instance
+        assert waiter is not None and instance is not None
+        outputs = OutputStore(self.output_dir, instance.client)
+        files: list[OutputFile] = []
+        try:
+            result = await self._wait(waiter, instance.client, deadline)
+            executed = time.monotonic()
+            files = output_files(result)
+            contents = await self._collect(outputs, files, job.options)
+        finally:
+            if not self.keep_outputs:
+                outputs.remove(files or output_files(waiter.outputs))
+        done = time.monotonic()
+        exec_start = waiter.started_at or executed
+        stats = Stats(
+            queue=_ms(exec_start - job.started),
+            execution=_ms(executed - exec_start),
+            postprocess=_ms(done - executed),
+            total=_ms(done - job.started),
+        )
+        log.info("job %s: %d outputs in %.0f ms", job.id, len(files), stats.total)
+        fields = dict(
+            id=job.id,
+            prompt=job.submitted,
+            images=[content for _, content in contents],
+            filenames=[name for name, _ in contents],
+            stats=stats,
+        )
+        if job.echo_input is not None:
+            return WorkflowResponse(**fields, input=job.echo_input)
+        return PromptResponse(**fields)
+
+    async def _collect(
+        self, outputs: OutputStore, files: list[OutputFile], options: JobOptions
+    ) -> list[tuple[str, str]]:
+        """(name, content) per file: base64, or where the upload put it."""
+        target = options.upload
+        if target is None:
+            return await outputs.read_all(files, options.convert_output)
+        stored = []
+        for file in files:  # one at a time: never more than one output in memory
+            name, data = await outputs.read(file, options.convert_output)
+            stored.append((name, await self.uploader.store(target, name, data)))
+        return stored
+
+    async def _wait(self, waiter: PromptWaiter, client: Any, deadline: float | None) -> Any:
+        timeout_s = None if deadline is None else max(deadline - time.monotonic(), 0)
+        try:
+            return await asyncio.wait_for(asyncio.shield(waiter.done), timeout_s)
+        except TimeoutError:
+            with contextlib.suppress(GatewayError):
+                await client.cancel(waiter.prompt_id)
+            raise PromptTimeout(
+                f"the job ran past PROMPT_TIMEOUT_S ({self.timeout_s:g}s) and was interrupted"
+            ) from None
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 1)

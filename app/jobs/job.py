@@ -1,0 +1,41 @@
+"""Job: one accepted job, from its request to its one outcome, across its attempts."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from app.comfy.events import PromptWaiter
+from app.comfy.graph import Graph
+from app.comfy.instance import ComfyInstance
+from app.core.options import JobOptions
+from app.core.records import JobRecord
+from app.core.schemas import PromptResponse
+from app.jobs.inputs import JobInputs
+
+
+@dataclass(eq=False)
+class Job:
+    record: JobRecord
+    graph: Graph  # inputs rewritten; each attempt adds its own save prefixes
+    options: JobOptions
+    echo_input: dict[str, Any] | None
+    inputs: JobInputs
+    models: frozenset[str]  # the checkpoints it loads: it prefers an instance that has them
+    started: float = field(default_factory=time.monotonic)
+    task: asyncio.Task[PromptResponse] | None = None
+    instance: ComfyInstance | None = None  # while placed on one
+    waiter: PromptWaiter | None = None  # of the current attempt
+    submitted: Graph | None = None  # the graph of the current attempt, as ComfyUI has it
+    attempts: int = 0
+
+    @property
+    def id(self) -> str:
+        return self.record.id
+
+    @property
+    def prompt(self) -> Graph:
+        """The graph as ComfyUI has it (its save prefixes made unique), or will have it."""
+        return self.submitted or self.graph

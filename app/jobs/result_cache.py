@@ -1,0 +1,99 @@
+"""ResultCache: the output files of answered requests, by the digest of their canonical body.
+
+A bounded LRU in this process's memory (RESULT_CACHE_MAX_MB), counted in the bytes of the files
+and their names. The routes consult and fill it (app.routes.respond for POST /prompt with
+`cache`, app.compat.prompts_v1 for /api/v1/prompts); what may be cached at all is
+app.jobs.cacheable's call. A hit runs no job: ComfyUI never sees the request.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from app.core.metrics import MetricsHooks
+
+# What an entry costs besides its bytes (the objects, the key), so that a flood of tiny results
+# still counts against the bound.
+ENTRY_OVERHEAD_BYTES = 512
+
+
+@dataclass(frozen=True)
+class CachedFile:
+    name: str
+    data: bytes
+
+
+@dataclass(frozen=True)
+class CachedResult:
+    """The output files of one answered request, in the order the answer gave them."""
+
+    files: tuple[CachedFile, ...]
+
+    @classmethod
+    def from_base64(cls, names: Iterable[str], contents: Iterable[str]) -> CachedResult:
+        """From a job's answer: file names and base64 contents."""
+        return cls(
+            tuple(
+                CachedFile(name, base64.b64decode(content))
+                for name, content in zip(names, contents, strict=True)
+            )
+        )
+
+    @property
+    def size(self) -> int:
+        files = sum(len(f.data) + len(f.name.encode()) for f in self.files)
+        return files + ENTRY_OVERHEAD_BYTES
+
+
+class ResultCache:
+    """Least recently used results, at most max_bytes in all."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._entries: OrderedDict[str, CachedResult] = OrderedDict()
+        self.bytes = 0
+        self.metrics = MetricsHooks()  # main hands in the gateway's metrics
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._entries
+
+    def get(self, key: str) -> CachedResult | None:
+        """The result for this digest, now the most recently used; None on a miss."""
+        entry = self._entries.get(key)
+        if entry is not None:
+            self._entries.move_to_end(key)
+        self.metrics.result_cache_lookup("hit" if entry is not None else "miss")
+        return entry
+
+    def peek(self, key: str) -> CachedResult | None:
+        """The result for this digest, for serving it again (not a lookup the metrics count)."""
+        entry = self._entries.get(key)
+        if entry is not None:
+            self._entries.move_to_end(key)
+        return entry
+
+    def bypassed(self) -> None:
+        """Count a request that asked for the cache with a graph it may not serve (random...)."""
+        self.metrics.result_cache_lookup("bypass")
+
+    def put(self, key: str, result: CachedResult) -> bool:
+        """Keep a result, evicting the least recently used; False if it alone is over the bound."""
+        size = result.size
+        if size > self.max_bytes:
+            return False
+        old = self._entries.pop(key, None)
+        if old is not None:
+            self.bytes -= old.size
+        while self._entries and self.bytes + size > self.max_bytes:
+            _, evicted = self._entries.popitem(last=False)
+            self.bytes -= evicted.size
+        self._entries[key] = result
+        self.bytes += size
+        self.metrics.result_cache_size(self.bytes, len(self._entries))
+        return True
