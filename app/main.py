@@ -29,7 +29,7 @@ from app.gateway import Gateway
 from app.jobs.result_cache import ResultCache
 from app.registry.load import Registry
 from app.routes import docs, metrics, models, probes, prompt, workflows
-from app.startup import activate, run_warmup
+from app.startup import activate, fetch_models, run_warmup
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,9 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.registry = registry
     app.state.sdapi = SdapiState()  # AUTOMATIC1111's /options: per process, like A1111's
     app.state.result_cache = result_cache(settings, gateway)
-    # Workflow routes need ComfyUI's enums, so they are mounted once it answers.
+    # Workflow routes need ComfyUI's enums, so they are mounted once it answers; the manifest's
+    # models come before the warmup, which may load one of them.
+    gateway.on_start.append(lambda: fetch_models(gateway))
     gateway.on_start.append(lambda: run_warmup(gateway))
     gateway.on_start.append(lambda: activate(app))
     install_handlers(app)

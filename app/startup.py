@@ -1,12 +1,17 @@
 """Start-up steps, run once ComfyUI answers and before /health turns 200.
 
+The manifest (MODELS_MANIFEST) comes first: the models the warmup and the workflows need.
+
 Warmup runs WARMUP_PROMPT_FILE. The first job on a fresh ComfyUI loads its models; the warmup
 prompt pays that before traffic arrives. It runs through the gateway's own job path, so a prompt
 that cannot run fails start-up with the reason instead of failing the first real request. The
 checkpoint it loads is the default checkpoint of the workflow endpoints.
 
 Activation reads ComfyUI's nodes and models, readies every workflow module against them, and
-mounts the workflow routes (their schemas carry this ComfyUI's enums).
+mounts the workflow routes (their schemas carry this ComfyUI's enums). Then the model store
+watches ComfyUI's model files: whenever they change (a download, an eviction, a file put there
+by hand), the workflows are readied again and their routes mounted anew, so their enums, their
+availability and /docs follow without a restart.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from app.comfy.graph import checkpoint_of, load_graph
 from app.comfy.process import ComfyStartError
 from app.core.errors import GatewayError
 from app.core.settings import Settings
+from app.jobs.model_manifest import fetch_manifest
 from app.registry.load import Registry
 from app.routes.workflows import mount
 
@@ -33,6 +39,17 @@ log = logging.getLogger(__name__)
 def warmup_checkpoint(settings: Settings) -> str | None:
     path = settings.warmup_prompt_file
     return checkpoint_of(load_graph(path)) if path else None
+
+
+async def fetch_models(gateway: Gateway) -> None:
+    """Start-up step: fetch MODELS_MANIFEST's models; raise ComfyStartError naming what failed."""
+    path = gateway.settings.models_manifest
+    if path is None:
+        return
+    try:
+        await fetch_manifest(gateway.models, path)
+    except (GatewayError, ValueError) as e:
+        raise ComfyStartError(f"MODELS_MANIFEST={path}: {e}") from e
 
 
 async def run_warmup(gateway: Gateway) -> None:
@@ -55,12 +72,35 @@ async def run_warmup(gateway: Gateway) -> None:
 
 
 async def activate(app: FastAPI) -> None:
-    """Start-up step: read ComfyUI's nodes and models, ready every workflow, mount the routes."""
+    """Start-up step: read ComfyUI's nodes and models, ready every workflow, mount the routes;
+    then follow ComfyUI's model files."""
     gateway: Gateway = app.state.gateway
     registry: Registry = app.state.registry
+    settings = gateway.settings
     try:
         catalog = await gateway.comfy.catalog()
     except GatewayError as e:
         raise ComfyStartError(f"cannot read ComfyUI's nodes and models: {e.message}") from e
-    registry.activate(catalog, warmup_checkpoint(gateway.settings))
+    registry.activate(catalog, warmup_checkpoint(settings), model_urls=settings.model_downloads)
     mount(app, registry)
+    gateway.models.watch.listeners.append(lambda: reactivate(app))
+    gateway.models.watch.start(catalog.models, settings.model_watch_interval_s)
+
+
+async def reactivate(app: FastAPI) -> None:
+    """ComfyUI's model files changed: ready the workflows again and mount their routes anew."""
+    gateway: Gateway = app.state.gateway
+    registry: Registry = app.state.registry
+    settings = gateway.settings
+    started = time.monotonic()
+    try:
+        catalog = await gateway.comfy.catalog()
+    except GatewayError as e:
+        log.warning("ComfyUI's model files changed, but its nodes cannot be read now: %s", e)
+        return
+    registry.activate(catalog, warmup_checkpoint(settings), model_urls=settings.model_downloads)
+    mount(app, registry)
+    log.info(
+        "ComfyUI's model files changed: workflow routes and /docs follow (%.0f ms)",
+        1000 * (time.monotonic() - started),
+    )

@@ -219,6 +219,11 @@ class ComfyClient:
         request = self.http.build_request(method, target, headers=headers, content=content)
         return await self._call(f"{method} {target}", lambda: self.http.send(request, stream=True))
 
+    async def model_folders(self) -> list[str]:
+        """The model folders ComfyUI knows (`checkpoints`, `loras`, ...)."""
+        listed = await self._get_json("/models")
+        return [str(name) for name in listed] if isinstance(listed, list) else []
+
     async def model_files(self, folder: str) -> list[str]:
         """The files of one model folder (`checkpoints`, `loras`), as ComfyUI lists them now."""
         listed = await self._get_json(f"/models/{folder}")

@@ -20,7 +20,8 @@ MODEL_FOLDERS = (
 
 
 class CommandLine:
-    """The argv of instance `index`, and the files it needs (a model-paths YAML for MODEL_DIR)."""
+    """The argv of instance `index`, and the files it needs (a model-paths YAML for MODEL_DIR
+    and MODEL_CACHE_DIR)."""
 
     def __init__(self, settings: Settings, index: int) -> None:
         self.settings = settings
@@ -28,7 +29,7 @@ class CommandLine:
         self.port = settings.instance_port(index)
         self.gpu = settings.instance_gpu(index)
         self.pooled = settings.instance_count > 1
-        self._model_paths: Path | None = None  # the YAML written for MODEL_DIR, if any
+        self._model_paths: Path | None = None  # the YAML written for MODEL_DIR, MODEL_CACHE_DIR
 
     def argv(self) -> list[str]:
         """The argv that starts ComfyUI: CMD with its {port}, {gpu} and {index} filled in, or the
@@ -52,8 +53,8 @@ class CommandLine:
             argv += ["--input-directory", str(s.input_dir)]
         if s.output_dir:
             argv += ["--output-directory", str(s.output_dir)]
-        if s.model_dir:
-            argv += ["--extra-model-paths-config", str(self._model_paths_file(s.model_dir))]
+        if paths := self._model_paths_file():
+            argv += ["--extra-model-paths-config", str(paths)]
         return argv
 
     def python(self) -> Path:
@@ -62,9 +63,20 @@ class CommandLine:
         beside = self.settings.comfy_home.parent / "venv" / "bin" / "python"
         return beside if beside.exists() else BUNDLED_COMFY_DIR / "venv" / "bin" / "python"
 
-    def _model_paths_file(self, model_dir: Path) -> Path:
-        lines = ["gateway:", f"  base_path: {model_dir.resolve()}", "  is_default: true"]
-        lines += [f"  {folder}: {folder}" for folder in MODEL_FOLDERS]
+    def _model_paths_file(self) -> Path | None:
+        """The YAML that adds MODEL_DIR, and MODEL_CACHE_DIR where it differs, to ComfyUI's model
+        search paths; None when neither needs adding."""
+        s = self.settings
+        lines: list[str] = []
+        if s.model_dir:
+            lines += ["gateway:", f"  base_path: {s.model_dir.resolve()}", "  is_default: true"]
+            lines += [f"  {folder}: {folder}" for folder in MODEL_FOLDERS]
+        cache = s.model_cache_path.resolve()
+        if cache not in {p.resolve() for p in (s.model_dir, s.comfy_home / "models") if p}:
+            lines += ["gateway_cache:", f"  base_path: {cache}"]
+            lines += [f"  {folder}: {folder}" for folder in MODEL_FOLDERS]
+        if not lines:
+            return None
         if self._model_paths is None:
             fd, name = tempfile.mkstemp(prefix="comfy-gateway-model-paths-", suffix=".yaml")
             os.close(fd)

@@ -16,6 +16,8 @@ from typing import Any, Literal, get_args, get_origin
 
 from pydantic import BaseModel
 
+from app.registry.schema import FileOrUrl
+
 # A1111 sampler -> ComfyUI sampler_name, in the order A1111 lists them.
 SAMPLERS: dict[str, str] = {
     "DPM++ 2M": "dpmpp_2m",
@@ -230,6 +232,10 @@ def allowed(model: type[BaseModel], field: str) -> list[str] | None:
     info = model.model_fields.get(field)
     if info is None:
         return None
+    # A model field takes a URL too (app.registry.schema.file_or_url); A1111 clients name files.
+    marker = next((m for m in info.metadata if isinstance(m, FileOrUrl)), None)
+    if marker is not None:
+        return list(marker.files)
     annotation: Any = info.annotation
     for _ in range(3):  # Annotated[Literal[...], ...] as app.workflow_schema.enum_of builds it
         if get_origin(annotation) is Literal:

@@ -16,12 +16,16 @@
     ├── WorkflowFailed          500 a workflow module's generate_workflow has a bug
     ├── ExecutionFailed         502 a node raised while ComfyUI executed the graph
     ├── UploadFailed            502 an output could not be stored in S3 or PUT to http_upload
+    ├── DownloadFailed          502 a model could not be downloaded, or its bytes were not the ones
+    │                               named (size, sha256): nothing was kept
     ├── ComfyFailed             502 ComfyUI, though up, failed on the request (its HTTP 500)
     ├── ComfyUnavailable        503 ComfyUI is down, restarting or unreachable (Retry-After);
     │                               `instance_lost` when the instance running the job died
     ├── WorkflowUnavailable     503 the workflow needs nodes or models this ComfyUI lacks
     ├── PromptTimeout           504 the job ran past PROMPT_TIMEOUT_S
-    ├── InsufficientStorage     507 a disk filled up while the request's files were written
+    ├── InsufficientStorage     507 a disk filled up while the request's files were written, or no
+    │                               room for a model: MODEL_CACHE_MAX_GB or the disk is full of
+    │                               models in use or put there by hand
     └── ResultTooLarge          507 outputs past FLEET_MAX_RESULT_MB, the fleet queue's limit
 
 Every class renders as `{"error", "code", "location"?, "details"?}`; app.edge.errors does that
@@ -167,6 +171,13 @@ class UploadFailed(GatewayError):
     code = "upload_failed"
 
 
+class DownloadFailed(GatewayError):
+    """A model download failed at the remote end, or delivered other bytes than named."""
+
+    status = 502
+    code = "download_failed"
+
+
 class ComfyFailed(GatewayError):
     """ComfyUI answered, but with a server error of its own (a bug it hit on this graph)."""
 
@@ -207,7 +218,8 @@ class PromptTimeout(GatewayError):
 
 
 class InsufficientStorage(GatewayError):
-    """A disk filled up (ENOSPC) while a request's files or a job's outputs were written."""
+    """A disk filled up (ENOSPC) while a request's files or a job's outputs were written; or a
+    model does not fit: the cache's cap or the disk, with nothing left that may be evicted."""
 
     status = 507
     code = "insufficient_storage"

@@ -56,6 +56,12 @@ class MetricsHooks:
     def output_uploaded(self, n_bytes: int) -> None:
         """Output file bytes were uploaded to their destination."""
 
+    def model_download_ended(self, n_bytes: int, *, ok: bool) -> None:
+        """A model download landed, or failed; n_bytes came over the network either way."""
+
+    def model_evicted(self) -> None:
+        """A downloaded model was deleted to make room."""
+
     def result_cache_lookup(self, outcome: str) -> None:
         """A request asked the result cache: `hit`, `miss`, or `bypass` (not cacheable)."""
 
@@ -210,6 +216,24 @@ class GatewayMetrics(MetricsHooks):
             "Bytes of output files uploaded to their destination",
             registry=r,
         )
+        self.model_downloads = Counter(
+            "comfy_gateway_model_downloads",
+            "Model downloads that ended, by outcome (done, failed)",
+            ["outcome"],
+            registry=r,
+        )
+        for outcome in ("done", "failed"):
+            self.model_downloads.labels(outcome)
+        self.model_bytes = Counter(
+            "comfy_gateway_model_download_bytes",
+            "Bytes of model files downloaded (resumed and failed transfers included)",
+            registry=r,
+        )
+        self.model_evictions = Counter(
+            "comfy_gateway_model_evictions",
+            "Downloaded models deleted to make room for others",
+            registry=r,
+        )
         self.result_cache_lookups = Counter(
             "comfy_gateway_result_cache_lookups",
             "Requests that asked the result cache (RESULT_CACHE_MAX_MB), by outcome: hit, miss, "
@@ -253,6 +277,13 @@ class GatewayMetrics(MetricsHooks):
 
     def output_uploaded(self, n_bytes: int) -> None:
         self.output_bytes.inc(n_bytes)
+
+    def model_download_ended(self, n_bytes: int, *, ok: bool) -> None:
+        self.model_downloads.labels("done" if ok else "failed").inc()
+        self.model_bytes.inc(n_bytes)
+
+    def model_evicted(self) -> None:
+        self.model_evictions.inc()
 
     def result_cache_lookup(self, outcome: str) -> None:
         self.result_cache_lookups.labels(outcome).inc()

@@ -9,7 +9,17 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from PIL import ImageColor
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    HttpUrl,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
+
+from app.core.downloads import prefix_problem
 
 REQUEST_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
 
@@ -135,6 +145,22 @@ class JobOptions(BaseModel):
     http_upload: HttpUpload | None = Field(
         None, description="PUT the outputs to `url_prefix + filename`; `images` hold the URLs"
     )
+
+    model_credentials: dict[str, SecretStr] | None = Field(
+        None,
+        description="Credentials for the model URLs this request names, by URL prefix: "
+        '`{"https://models.example.com/private/": "TOKEN"}`; a value is a bearer token or a '
+        "whole header (`Name: value`). Sent only to URLs under its prefix (same scheme, host "
+        "and port), never to a redirect elsewhere; never logged or echoed",
+    )
+
+    @field_validator("model_credentials")
+    @classmethod
+    def _prefixes(cls, value: dict[str, SecretStr] | None) -> dict[str, SecretStr] | None:
+        problems = [problem for prefix in value or {} if (problem := prefix_problem(prefix))]
+        if problems:
+            raise ValueError(problems[0])
+        return value
 
     @model_validator(mode="after")
     def _one_store(self) -> JobOptions:

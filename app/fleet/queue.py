@@ -1,8 +1,9 @@
 """FleetQueue: accepting jobs into the fleet's queue, and reading them back, on any gateway.
 
 A job is checked here as on a lone gateway (the graph's shape, the URLs it names), then stored
-in Redis and queued; whichever gateway has a free ComfyUI runs it (app.fleet.worker). A
-synchronous request waits here for the job's outcome, read from its event stream.
+in Redis and queued; whichever gateway has a free ComfyUI runs it (app.fleet.worker), and that
+gateway downloads the models the graph names by URL (app.jobs.runner). A synchronous request
+waits here for the job's outcome, read from its event stream.
 """
 
 from __future__ import annotations
@@ -82,15 +83,12 @@ class FleetQueue:
         workflow: str,
     ) -> FleetJob:
         """Check and queue a job; Conflict when one with this id is still running."""
-        check_graph(graph)
+        check_graph(graph)  # its shape only: model URLs are resolved by the gateway that runs it
         await check_destinations(options, self.addresses)
         spec = {
             "id": request_id,
             "graph": graph,
-            # Only the job's options: a request model that extends them carries its input too.
-            "options": options.model_dump(
-                mode="json", by_alias=True, exclude_none=True, include=set(JobOptions.model_fields)
-            ),
+            "options": dump_options(options),
             "echo_input": echo_input,
             "workflow": workflow,
             "accepted_at": time.time(),
@@ -174,6 +172,21 @@ class FleetQueue:
             return await self.store.position(self.key(request_id))
         except RedisError:
             return None
+
+
+def dump_options(options: JobOptions) -> dict[str, Any]:
+    """A job's options as the fleet's queue carries them. Only the job's options: a request
+    model that extends them carries its input too. A job's `model_credentials` travel in clear
+    (JSON would mask them): the gateway that runs the job sends them to the model hosts."""
+    dumped = options.model_dump(
+        mode="json", by_alias=True, exclude_none=True, include=set(JobOptions.model_fields)
+    )
+    if options.model_credentials:
+        dumped["model_credentials"] = {
+            prefix: secret.get_secret_value()
+            for prefix, secret in options.model_credentials.items()
+        }
+    return dumped
 
 
 def spec_of(state: dict[str, str]) -> dict[str, Any]:

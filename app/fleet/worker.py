@@ -142,13 +142,20 @@ class FleetWorker:
                 await asyncio.sleep(RETRY_S)
                 continue
             self.store.reachability.answered()
-            if pulled is not None and not self.pulling:
+            if pulled is None or self._holds(pulled):
+                continue  # nothing came, or our own job back from a late heartbeat
+            if not self.pulling:
                 await self.store.release(pulled)  # taken as the gateway began to stop
-            elif pulled is not None:
+            else:
                 # Started aside: fetching its inputs may take a while, and another instance of
                 # this gateway may be free for the next job meanwhile.
                 self.starting[pulled.key] = pulled
                 self._track(self._start(pulled))
+
+    def _holds(self, pulled: Pulled) -> bool:
+        """Whether this gateway already starts or runs the job of this message."""
+        mine = [*self.starting.values(), *self.running.values()]
+        return any(p.message_id == pulled.message_id for p in mine)
 
     async def _start(self, pulled: Pulled) -> None:
         try:
@@ -164,14 +171,11 @@ class FleetWorker:
 
     async def _run(self, pulled: Pulled) -> None:
         """Start a pulled job here, or end it if it cannot be started."""
-        if any(p.message_id == pulled.message_id for p in self.running.values()):
-            return  # taken back from ourselves (a late heartbeat): it runs here already
         state = await self.store.state(pulled.key)
         if not state or "done" in state:  # ended meanwhile (interrupted, expired)
             if state and pulled.reclaimed and "delivered" not in state:
-                await self._redeliver(
-                    pulled.key, state
-                )  # its gateway stopped between outcome and webhooks
+                # Its gateway stopped between recording the outcome and the webhooks.
+                await self._redeliver(pulled.key, state)
             await self.store.ack(pulled)
             return
         spec = spec_of(state)
@@ -190,6 +194,8 @@ class FleetWorker:
                         request_id, attempt, self.max_attempts)  # fmt: skip
             queued = JobEvent(0, "queued", {"id": request_id, "attempt": attempt})
             await self.store.append(pulled.key, queued, "queued", None)
+        # Heartbeated from the pull on (self.starting): the runner downloads the job's models
+        # and inputs before it places the job, which may take longer than the visibility timeout.
         sink = EventSink(self.store, pulled.key)
         try:
             job = await self.runner.start(
@@ -200,10 +206,13 @@ class FleetWorker:
                 workflow=spec.get("workflow", "prompt"),
                 listener=sink.offer,
             )
-        except GatewayError as e:  # refused by ComfyUI, an input that cannot be fetched...
+        except GatewayError as e:  # refused by ComfyUI, a model or input that cannot be fetched
             await sink.close()
             await self._end_unstarted(pulled, spec, e)
             return
+        except BaseException:
+            await sink.close()
+            raise
         self.running[request_id] = pulled
         self.sinks[request_id] = sink
         assert job.task is not None

@@ -28,6 +28,7 @@ from app.gateway.pool import Pool
 from app.gateway.state import gateway_state
 from app.jobs.finish import Finisher
 from app.jobs.inputs import InputFiles
+from app.jobs.model_store import ModelStore
 from app.jobs.runner import JobRunner
 from app.jobs.uploads import Uploader
 from app.jobs.webhooks import SystemEvents, WebhookSender
@@ -49,6 +50,19 @@ class Gateway(JobDoor):
         self.uploader = Uploader(
             settings.http_upload_auth_header, settings.upload_timeout_s, addresses
         )
+        self.system_events: SystemEvents | None = None
+        if settings.system_webhook_url and settings.system_webhook_events:
+            self.system_events = SystemEvents(
+                self.webhooks,
+                str(settings.system_webhook_url),
+                settings.system_webhook_events,
+                settings.system_meta,
+            )
+            for instance in self.pool.instances:
+                instance.tracker.listeners.append(self._forward_system_event)
+        # Downloads and their cache: ComfyUI's model listing is the first instance's (every
+        # instance searches the same folders); jobs resolve model URLs where they run.
+        self.models = ModelStore(settings, self.pool.first.client, addresses, self.system_events)
         finisher = Finisher(
             settings.comfy_output_dir,
             self.uploader,
@@ -67,27 +81,18 @@ class Gateway(JobDoor):
             self.webhooks,
             self.uploader,
             addresses,
+            self.models,
             timeout_s=settings.prompt_timeout_s,
             retries=settings.job_retries,
         )
         self.fleet: Fleet | None = None  # with QUEUE_URL: jobs are queued in Redis
         if settings.queue_url is not None:
             self.fleet = Fleet(settings, self.jobs, self.pool.scheduler, self.webhooks, addresses)
-        self.system_events: SystemEvents | None = None
-        if settings.system_webhook_url and settings.system_webhook_events:
-            self.system_events = SystemEvents(
-                self.webhooks,
-                str(settings.system_webhook_url),
-                settings.system_webhook_events,
-                settings.system_meta,
-            )
-            for instance in self.pool.instances:
-                instance.tracker.listeners.append(self._forward_system_event)
         self.comfy = ComfyAccess(self.pool, lambda: self.stopping)
         self.metrics = GatewayMetrics(self.version)
         self.metrics.watch(gateway_state(self))
         self.jobs.metrics = self.webhooks.metrics = self.metrics
-        self.inputs.metrics = self.uploader.metrics = self.metrics
+        self.inputs.metrics = self.uploader.metrics = self.models.metrics = self.metrics
         self.started = False
         self.stopping = False
         self.shutdown_deadline: float | None = None  # monotonic; set by begin_shutdown()
@@ -173,6 +178,8 @@ class Gateway(JobDoor):
         await self.webhooks.aclose()
         await self.inputs.aclose()
         await self.uploader.aclose()
+        await self.models.aclose()
+        await self.models.aclose()
 
     def begin_shutdown(self) -> float:
         """Stop taking work (and report not ready); the grace period's end, fixed at first call."""

@@ -13,10 +13,10 @@ is *random*, and never served from the result cache, when
   class name says `Random` and that takes no seed (`RandomNoise` takes `noise_seed`, so it is
   reproducible).
 
-A graph has *external* inputs when a value is an http(s) URL (what it names may change), or a
-loader input (the LoadImage family, app.jobs.inputs) names a file in ComfyUI's input folder
-(which may be replaced). Those are cached only when the caller says so. Base64 inputs are part of
-the request, and so of its digest: they are fine.
+A graph has *external* inputs when a value is an http(s) URL (what it names may change; so may a
+model named by an `s3://` URL), or a loader input (the LoadImage family, app.jobs.inputs) names
+a file in ComfyUI's input folder (which may be replaced). Those are cached only when the caller
+says so. Base64 inputs are part of the request, and so of its digest: they are fine.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from app.comfy.model_inputs import is_model_url
 from app.jobs.inputs import FILENAME, LOADERS
 
 SEED_WIDGETS = ("control_after_generate", "control_before_generate")
@@ -82,7 +83,7 @@ def external_reason(graph: dict[str, Any]) -> str | None:
             if not isinstance(value, str):
                 continue
             at = f"prompt.{node_id}.inputs.{name}"
-            if value[:8].lower().startswith(("http://", "https://")):
+            if value[:8].lower().startswith(("http://", "https://")) or is_model_url(value):
                 return f"{at} is fetched from a URL"
             if name in loaders and FILENAME.match(value):
                 return f"{at} names a file in ComfyUI's input folder"

@@ -1,5 +1,10 @@
-"""One job end to end: rewrite the graph, place it on an instance, submit, wait, read the outputs,
-clean up, deliver.
+"""One job end to end: resolve its model URLs, rewrite the graph, place it on an instance,
+submit, wait, read the outputs, clean up, deliver.
+
+Model URLs are resolved here, where the job runs (in a fleet: on the gateway that took it from
+the queue, not the one that accepted it): each is downloaded into this gateway's model cache
+before the job is placed, and the job holds its downloaded models, so none is evicted, until its
+task ends.
 
 Every job runs in a task of its own. A job that finds an instance free is submitted before
 start() returns, so ComfyUI's refusal of the graph is the request's 400; a job that waits in the
@@ -38,6 +43,7 @@ from app.core.schemas import PromptResponse
 from app.jobs.finish import Finisher
 from app.jobs.inputs import InputFiles
 from app.jobs.job import Job
+from app.jobs.model_store import ModelStore
 from app.jobs.scheduler import Scheduler
 from app.jobs.uploads import Uploader
 from app.jobs.webhooks import WebhookSender, deliver_job_end
@@ -59,6 +65,7 @@ class JobRunner:
         sender: WebhookSender,
         uploader: Uploader,
         addresses: AddressPolicy,
+        models: ModelStore,
         *,
         timeout_s: float | None,
         retries: int,
@@ -70,6 +77,7 @@ class JobRunner:
         self.sender = sender
         self.uploader = uploader
         self.addresses = addresses
+        self.models = models
         self.timeout_s = timeout_s
         self.retries = retries if scheduler.pooled else 0  # "on another instance": a pool's
         self.metrics = MetricsHooks()  # the Gateway hands in its GatewayMetrics
@@ -77,7 +85,7 @@ class JobRunner:
         # what to deliver, or None to deliver nothing (another gateway did).
         self.outcome: OutcomeHook | None = None
         self.active: dict[str, Job] = {}  # by request id, until ComfyUI is done with it
-        self.preparing: set[str] = set()  # request ids whose inputs are being fetched
+        self.preparing: set[str] = set()  # request ids whose models and inputs are being fetched
         self.by_prompt: dict[str, str] = {}  # ComfyUI prompt id -> request id, same lifetime
         self.tasks: set[asyncio.Task[PromptResponse]] = set()  # until deliveries are done
 
@@ -103,9 +111,17 @@ class JobRunner:
         await check_destinations(options, self.addresses)  # awaits DNS: before the id is taken
         if request_id in self.active or request_id in self.preparing:
             raise Conflict(f"a job with id {request_id!r} is already running", location="id")
-        self.preparing.add(request_id)  # input downloads take a while: hold the id meanwhile
+        self.preparing.add(request_id)  # downloads take a while: hold the id meanwhile
         try:
-            graph, inputs = await self.inputs.prepare(graph, uuid.uuid4().hex, self._uploads_via())
+            # Model URLs become files first; the job holds its models until its task ends.
+            graph, held = await self.models.prepare(graph, options)
+            try:
+                graph, inputs = await self.inputs.prepare(
+                    graph, uuid.uuid4().hex, self._uploads_via()
+                )
+            except BaseException:
+                held.release()
+                raise
         finally:
             self.preparing.discard(request_id)
         record = JobRecord(request_id, "", workflow)
@@ -120,11 +136,13 @@ class JobRunner:
                 await self._submit(job, instance)
             except GatewayError:
                 self._release(job)
+                held.release()
                 raise
         self.history.add(record)
         job.task = asyncio.create_task(self._run(job, only), name=f"job-{request_id}")
         self.tasks.add(job.task)
         job.task.add_done_callback(self._task_done)
+        job.task.add_done_callback(lambda _: held.release())
         return job
 
     def _uploads_via(self) -> Any:

@@ -158,13 +158,22 @@ class SystemEvents:
         self._task: asyncio.Task[None] | None = None
 
     def offer(self, kind: str, data: dict[str, Any], request_id: str | None) -> None:
-        """Queue one event; past the buffer the oldest is dropped so jobs never wait on us."""
+        """Queue one of ComfyUI's events, as `comfy.<kind>`."""
         if kind not in self.kinds:
             return
         if request_id is not None:
             data = {**data, "prompt_id": request_id}
+        self._queue(f"comfy.{kind}", data)
+
+    def announce(self, event: str, data: dict[str, Any]) -> None:
+        """Queue one of the gateway's own events (`model.downloaded`), named as it is."""
+        if event in self.kinds:
+            self._queue(event, data)
+
+    def _queue(self, event: str, data: dict[str, Any]) -> None:
+        """Past the buffer the oldest event is dropped, so jobs never wait on the receiver."""
         self.sequence += 1
-        payload = {"event": f"comfy.{kind}", "data": data, "metadata": self.meta}
+        payload = {"event": event, "data": data, "metadata": self.meta}
         if self.queue.full():
             self.queue.get_nowait()
             self.dropped += 1

@@ -14,6 +14,7 @@ from typing import Any
 
 from app.comfy.catalog import InputSpec, ObjectInfo, node_inputs
 from app.comfy.graph import is_link
+from app.comfy.model_inputs import is_model_url, model_folder
 
 # What a model-file input holds, for messages; others are named by class and input.
 FILE_KINDS = {
@@ -63,6 +64,8 @@ def check_graph(graph: Mapping[str, Any], object_info: ObjectInfo) -> list[str]:
                     reasons.append(f"{where}: required input {name} is missing")
                 continue
             value = inputs[name]
+            if is_model_url(value) and model_folder(class_type, name):
+                continue  # downloaded into its folder before the job is submitted
             if is_link(value):
                 reasons += _check_link(where, name, value, spec, graph, object_info)
             else:

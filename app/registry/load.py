@@ -106,14 +106,20 @@ class Workflow:
             )
         return graph
 
-    def activate(self, catalog: Catalog, default_checkpoint: str | None) -> None:
-        """Narrow the schema to this install and check the example graph against it."""
+    def activate(
+        self, catalog: Catalog, default_checkpoint: str | None, *, model_urls: bool = False
+    ) -> None:
+        """Narrow the schema to this install and check the example graph against it.
+
+        `model_urls`: model fields take a URL too, downloaded before the job runs.
+        """
         self.reasons = None
         defaults = {DEFAULT_CHECKPOINT: default_checkpoint} if default_checkpoint else {}
-        narrower = Narrower(schema_prefix(self.name), partial(choices, catalog), defaults)
+        values = partial(choices, catalog)
+        narrower = Narrower(schema_prefix(self.name), values, defaults, urls=model_urls)
         self.input_model = narrower.model(self.schema, name="Input")
         self.object_info = catalog.object_info
-        self.example = example_input(self.input_model, partial(choices, catalog))
+        self.example = example_input(self.input_model, values)
         graph = self.graph(self.input_model.model_validate(self.example))
         # A required choice with nothing to choose from got a stand-in value: say why instead.
         empty = [c for c in required_choices(self.input_model) if not choices(catalog, c)]
@@ -249,13 +255,17 @@ class Registry:
         log.info("loaded %d workflow(s) from %s", len(workflows), directory)
         return cls(workflows)
 
-    def activate(self, catalog: Catalog, default_checkpoint: str | None) -> None:
-        """Ready every workflow for this ComfyUI; log which are available and why not."""
+    def activate(
+        self, catalog: Catalog, default_checkpoint: str | None, *, model_urls: bool = False
+    ) -> None:
+        """Ready every workflow for this ComfyUI (again, when its models changed); log which are
+        available and why not. `model_urls`: model fields take a URL too."""
         installed = catalog.models.get("checkpoints") or []
         checkpoint = default_checkpoint or (installed[0] if installed else None)
         for workflow in self.workflows:
+            before = workflow.reasons  # None the first time: every reason is news then
             try:
-                workflow.activate(catalog, checkpoint)
+                workflow.activate(catalog, checkpoint, model_urls=model_urls)
             except (ExampleError, ValidationError, InvalidRequest, WorkflowFailed) as e:
                 # Its example no longer validates against this install's choices.
                 workflow.reasons = [f"its example input does not work here: {e}"]
@@ -263,7 +273,7 @@ class Registry:
                 log.exception("workflow %s cannot be readied for this ComfyUI", workflow.path)
                 workflow.reasons = [f"cannot be readied for this ComfyUI: {type(e).__name__}: {e}"]
             workflow.input_model = workflow.input_model or workflow.schema
-            if workflow.reasons:
+            if workflow.reasons and workflow.reasons != before:
                 reasons = "; ".join(workflow.reasons)
                 log.warning("workflow %s is unavailable: %s", workflow.name, reasons)
         available = sum(w.available for w in self.workflows)

@@ -11,13 +11,15 @@ import copy
 import operator
 import types
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import reduce
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
-from pydantic import BaseModel, WithJsonSchema, create_model
+from pydantic import AfterValidator, BaseModel, WithJsonSchema, create_model
 from pydantic.fields import FieldInfo
 
 from app.comfy.catalog import Catalog
+from app.comfy.model_inputs import is_model_url
 from app.registry.fields import ComfyChoice
 
 # Values for a choice: the list ComfyUI reports, or None where it cannot say (keep a plain str).
@@ -34,6 +36,42 @@ def enum_of(values: list[str]) -> Any:
     return Annotated[literal, WithJsonSchema({"type": "string", "enum": list(values)})]
 
 
+@dataclass(frozen=True)
+class FileOrUrl:
+    """A model field's values: one of these installed files, or a URL the gateway downloads the
+    file from before the job runs. It validates (as an AfterValidator), and stays in the field's
+    metadata so that others (the AUTOMATIC1111 facade) can read the files."""
+
+    kind: str
+    files: tuple[str, ...]
+
+    def __call__(self, value: str) -> str:
+        if value in self.files or is_model_url(value):
+            return value
+        shown = ", ".join(self.files[:20]) + (", ..." if len(self.files) > 20 else "")
+        raise ValueError(
+            f"{self.kind} {value!r} is not installed (installed: {shown}); or give an "
+            "http(s):// or s3:// URL to download it from"
+        )
+
+
+def file_or_url(values: list[str], choice: ComfyChoice) -> Any:
+    """The type of a model field: an installed file, or a URL to download one from."""
+    marker = FileOrUrl(choice.kind, tuple(values))
+    schema = {
+        "anyOf": [
+            {"type": "string", "enum": list(values)},
+            {
+                "type": "string",
+                "format": "uri",
+                "pattern": "^(https?|s3)://",
+                "description": f"Where to download the {choice.kind} from (once; then cached)",
+            },
+        ]
+    }
+    return Annotated[str, AfterValidator(marker), WithJsonSchema(schema), marker]
+
+
 def choice_of(info: FieldInfo) -> ComfyChoice | None:
     return next((m for m in info.metadata if isinstance(m, ComfyChoice)), None)
 
@@ -46,10 +84,13 @@ class Narrower:
         prefix: str,
         values: ChoiceValues,
         defaults: dict[ComfyChoice, str] | None = None,
+        *,
+        urls: bool = False,
     ) -> None:
         self.prefix = prefix
         self.values = values
         self.defaults = defaults or {}
+        self.urls = urls  # model fields take a URL too (MODEL_DOWNLOADS)
         self._done: dict[type[BaseModel], type[BaseModel]] = {}
 
     def model(self, cls: type[BaseModel], name: str | None = None) -> type[BaseModel]:
@@ -79,11 +120,20 @@ class Narrower:
         return model
 
     def _choice_field(self, info: FieldInfo, choice: ComfyChoice) -> tuple[Any, FieldInfo]:
-        values = self.values(choice)
         new = copy.copy(info)  # keeps the ComfyChoice in its metadata: pydantic ignores it
         if info.is_required() and choice in self.defaults:
             new.default = self.defaults[choice]
-        return (enum_of(values) if values else str), new
+        return self.allowed(choice, str), new
+
+    def allowed(self, choice: ComfyChoice, base: Any) -> Any:
+        """The type of a choice's values: an enum, a model file or a URL, or base when ComfyUI
+        reports nothing to choose from."""
+        values = self.values(choice)
+        if not values:
+            return base
+        if self.urls and choice.folder is not None:
+            return file_or_url(values, choice)
+        return enum_of(values)
 
     def type(self, tp: Any) -> Any:
         """tp with choices inside it narrowed and models rebuilt; tp itself if nothing changed."""
@@ -93,8 +143,7 @@ class Narrower:
             choice = next((m for m in meta if isinstance(m, ComfyChoice)), None)
             rest = [m for m in meta if not isinstance(m, ComfyChoice)]
             if choice is not None:
-                values = self.values(choice)
-                inner = enum_of(values) if values else base
+                inner = self.allowed(choice, base)
             else:
                 inner = self.type(base)
                 if inner is base:

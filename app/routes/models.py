@@ -1,13 +1,60 @@
-"""GET /models: the model files ComfyUI can load, by folder."""
+"""GET /models (the model files ComfyUI can load, by folder), POST /models/download and the
+state and events of downloads, GET /models/cache (what the gateway downloaded)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+import json
+from collections.abc import AsyncIterator
+from typing import Any
 
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, Field
+
+from app.core.downloads import ModelCacheState, ModelDownloadRequest, ModelDownloadState
 from app.core.schemas import ErrorResponse
 from app.gateway import Gateway
 
 router = APIRouter(tags=["models"])
+
+DOWNLOAD_ERRORS: dict[int | str, dict[str, Any]] = {
+    200: {
+        "model": ModelDownloadState,
+        "description": "With `wait`: the file is in place (`fetched` false: it was there)",
+    },
+    400: {
+        "model": ErrorResponse,
+        "description": "A bad URL, folder or filename, or an address the address policy "
+        "refuses (`location` says which)",
+    },
+    403: {"model": ErrorResponse, "description": "Downloads are off (MODEL_DOWNLOADS=false)"},
+    409: {
+        "model": ErrorResponse,
+        "description": "Another download is writing this file, or it is there with another sha256",
+    },
+    502: {
+        "model": ErrorResponse,
+        "description": "The remote failed (after resuming MODEL_DOWNLOAD_RETRIES times), or "
+        "sent other bytes than `sha256` or its size say: nothing was kept",
+    },
+    503: {"model": ErrorResponse, "description": "ComfyUI is not reachable"},
+    507: {
+        "model": ErrorResponse,
+        "description": "No room: MODEL_CACHE_MAX_GB or the disk is taken by models in use or "
+        "put there by hand",
+    },
+}
+
+
+class DownloadList(BaseModel):
+    downloads: list[ModelDownloadState] = Field(
+        description="Downloads in flight and the last ones that ended, oldest first"
+    )
+
+
+def gateway_of(request: Request) -> Gateway:
+    gateway: Gateway = request.app.state.gateway
+    return gateway
 
 
 @router.get(
@@ -17,5 +64,79 @@ router = APIRouter(tags=["models"])
 )
 async def list_models(request: Request) -> dict[str, list[str]]:
     """Every model folder ComfyUI knows (`checkpoints`, `loras`, ...) with its files."""
-    gateway: Gateway = request.app.state.gateway
-    return await gateway.comfy.models()
+    return await gateway_of(request).comfy.models()
+
+
+@router.post(
+    "/models/download",
+    status_code=202,
+    response_model=ModelDownloadState,
+    responses=DOWNLOAD_ERRORS,
+)
+async def download_model(body: ModelDownloadRequest, request: Request) -> JSONResponse:
+    """Download a model into one of ComfyUI's model folders: 202 at once with the download's
+    state (`Location` names where to follow it), or with `wait` 200 once the file is in place.
+
+    The file lands under a temporary name and is renamed into place only once its size (and
+    `sha256`, when given) are right; the workflow enums and `/docs` list it before the download
+    says `done`. A file already there under that name is not fetched again.
+    """
+    download = await gateway_of(request).models.request(body)
+    if body.wait:
+        await download.outcome("url")  # a failure raises, located at `url`
+        return JSONResponse(download.state().model_dump(), status_code=200)
+    location = {"Location": f"/models/downloads/{download.id}"}
+    return JSONResponse(download.state().model_dump(), status_code=202, headers=location)
+
+
+@router.get("/models/downloads", response_model=DownloadList)
+async def list_downloads(request: Request) -> DownloadList:
+    """The downloads in flight, and the last ones that ended."""
+    downloads = gateway_of(request).models.downloads.values()
+    return DownloadList(downloads=[d.state() for d in downloads])
+
+
+@router.get(
+    "/models/downloads/{id}",
+    response_model=ModelDownloadState,
+    responses={404: {"model": ErrorResponse, "description": "Unknown here, or no longer kept"}},
+)
+async def download_state(id: str, request: Request) -> ModelDownloadState:
+    """One download: `status`, `bytes` of `total`, and how it ended."""
+    return gateway_of(request).models.get(id).state()
+
+
+@router.get(
+    "/models/downloads/{id}/events",
+    response_class=StreamingResponse,
+    responses={
+        200: {"content": {"text/event-stream": {}}, "description": "Server-Sent Events"},
+        404: {"model": ErrorResponse, "description": "Unknown here, or no longer kept"},
+    },
+)
+async def download_events(id: str, request: Request) -> StreamingResponse:
+    """A download's progress as Server-Sent Events: `progress` (the state, at most four times a
+    second, as `bytes` grow), then `done` (the state) or `failed` (the error body)."""
+    download = gateway_of(request).models.get(id)
+
+    async def frames() -> AsyncIterator[str]:
+        async for state in download.follow():
+            if state is None:
+                yield ": keep-alive\n\n"
+                continue
+            event, data = "progress", state.model_dump()
+            if state.status == "done":
+                event = "done"
+            elif state.status == "failed":
+                event, data = "failed", state.error or {}
+            yield f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
+
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    return StreamingResponse(frames(), media_type="text/event-stream", headers=headers)
+
+
+@router.get("/models/cache", response_model=ModelCacheState)
+async def model_cache(request: Request) -> ModelCacheState:
+    """The models the gateway downloaded (least recently used first), their room and their use;
+    files put there by hand are not listed."""
+    return gateway_of(request).models.cache.state()

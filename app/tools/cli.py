@@ -1,10 +1,13 @@
-"""`python -m app.cli run`: submit a job to a gateway, show its progress, write its outputs.
+"""`python -m app.cli`: run a job on a gateway, or fetch and list its models.
 
     python -m app.cli run --url http://localhost:3000 workflows/sd15/txt2img \\
         --input prompt="a cat" --input steps=20 --out out/
     python -m app.cli run --url http://localhost:3000 --graph graph.json --out out/
+    python -m app.cli models pull https://example.com/style.safetensors --folder loras
+    python -m app.cli models ls
 
-Exit status: 0 when the outputs were written, 1 when the job or the request failed.
+Exit status: 0 when the outputs were written (the model is in place), 1 when the job, the
+download or the request failed.
 """
 
 from __future__ import annotations
@@ -18,6 +21,9 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import httpx
+
+from app.tools import model_commands
+from app.tools.answers import describe, read_events
 
 BAR_WIDTH = 30
 
@@ -57,20 +63,6 @@ class ProgressView:
             detail = f" node {data['node']}" if event == "executing" else ""
             self.out.write(("\r\x1b[K" if self.live else "") + f"{event}{detail}\n")
         self.out.flush()
-
-
-def read_events(response: httpx.Response) -> Any:
-    """Yield (event, data) from a Server-Sent Events response."""
-    event, data = "message", ""
-    for line in response.iter_lines():
-        if not line:
-            if data:
-                yield event, json.loads(data)
-            event, data = "message", ""
-        elif line.startswith("event:"):
-            event = line[6:].strip()
-        elif line.startswith("data:"):
-            data += line[5:].strip()
 
 
 def write_outputs(result: dict[str, Any], out_dir: Path) -> list[Path]:
@@ -121,17 +113,6 @@ def run(args: argparse.Namespace, err: TextIO = sys.stderr) -> int:
     return 1
 
 
-def describe(response: httpx.Response) -> str:
-    try:
-        body = response.json()
-    except ValueError:
-        return response.text[:500]
-    if isinstance(body, dict) and "error" in body:
-        where = f" (at {body['location']})" if body.get("location") else ""
-        return f"{body['error']}{where}"
-    return json.dumps(body)[:500]
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m app.cli",
@@ -154,8 +135,11 @@ def main(argv: list[str] | None = None) -> int:
         help="the gateway's API key (default: $COMFY_GATEWAY_API_KEY)",
     )
     run_parser.add_argument("--out", default="out", help="folder for the outputs (default out/)")
+    run_parser.set_defaults(handler=run)
+    model_commands.add_commands(commands)
     args = parser.parse_args(argv)
-    return run(args)
+    handler: Any = args.handler
+    return int(handler(args))
 
 
 if __name__ == "__main__":

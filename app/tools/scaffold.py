@@ -27,30 +27,24 @@ from pydantic import BaseModel
 
 from app.comfy.catalog import Catalog, InputSpec, node_inputs
 from app.comfy.graph import is_link, load_graph, node_order
+from app.comfy.model_inputs import model_folder
 from app.core.settings import SettingsError, load_settings
 from app.registry import fields as workflow_types
 from app.registry.fields import ComfyChoice
 from app.registry.load import WorkflowLoadError, load_workflow
 from app.registry.schema import choices
 
-# Inputs whose values are installed files or ComfyUI's samplers: typed from app.workflow_types.
-BY_INPUT = {
-    "ckpt_name": "Checkpoint",
-    "lora_name": "Lora",
-    "vae_name": "Vae",
-    "unet_name": "DiffusionModel",
-    "sampler_name": "Sampler",
-    "scheduler": "Scheduler",
+# The app.workflow_types type of a model folder's files (which inputs name a model file, and of
+# which folder, is app.comfy.model_inputs's table), and of ComfyUI's sampler choices.
+BY_FOLDER = {
+    "checkpoints": "Checkpoint",
+    "loras": "Lora",
+    "vae": "Vae",
+    "diffusion_models": "DiffusionModel",
+    "text_encoders": "TextEncoder",
+    "upscale_models": "UpscaleModel",
 }
-BY_NODE_INPUT = {
-    ("CLIPLoader", "clip_name"): "TextEncoder",
-    ("DualCLIPLoader", "clip_name1"): "TextEncoder",
-    ("DualCLIPLoader", "clip_name2"): "TextEncoder",
-    ("TripleCLIPLoader", "clip_name1"): "TextEncoder",
-    ("TripleCLIPLoader", "clip_name2"): "TextEncoder",
-    ("TripleCLIPLoader", "clip_name3"): "TextEncoder",
-    ("UpscaleModelLoader", "model_name"): "UpscaleModel",
-}
+BY_INPUT = {"sampler_name": "Sampler", "scheduler": "Scheduler"}
 PLAIN = {"INT": "int", "FLOAT": "float", "STRING": "str", "BOOLEAN": "bool"}
 
 
@@ -70,7 +64,8 @@ class SchemaField:
             self.help = "not in ComfyUI's /object_info: typed from the graph's value"
             return
         self.help = str(spec.options.get("tooltip") or "")
-        typed = BY_NODE_INPUT.get((self.class_type, self.input)) or BY_INPUT.get(self.input)
+        folder = model_folder(self.class_type, self.input)
+        typed = BY_FOLDER.get(folder) if folder else BY_INPUT.get(self.input)
         if spec.uploads:
             self.type = "InputImage"
         elif typed in ("Sampler", "Scheduler"):

@@ -1,13 +1,19 @@
-"""A real HTTP file server for input-download tests: files, redirects, slow and huge bodies."""
+"""A real HTTP file server for download tests: files (with `Range`), redirects, slow, huge and
+cut-off bodies, and a record of every request's headers."""
 
 from __future__ import annotations
 
+import hashlib
+import re
 import sys
 import threading
 import time
 from collections import Counter
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+RANGE = re.compile(r"^bytes=(\d+)-(\d*)$")
 
 
 class QuietServer(ThreadingHTTPServer):
@@ -18,20 +24,43 @@ class QuietServer(ThreadingHTTPServer):
             super().handle_error(request, client_address)
 
 
+@dataclass
+class Seen:
+    """One request as it came."""
+
+    path: str
+    headers: dict[str, str]
+
+    def header(self, name: str) -> str | None:
+        return next((v for k, v in self.headers.items() if k.lower() == name.lower()), None)
+
+
 class FileServer:
-    """Serves `files[path]`; `redirects[path]` answers 302; /slow trickles; /chunked-big streams."""
+    """Serves `files[path]` (honouring `Range: bytes=N-`, with an ETag); `redirects[path]`
+    answers 302; `cuts[path]` lists how many bytes each of the next answers sends before the
+    connection drops (the full Content-Length announced); `rates[path]` caps bytes a second;
+    `announced[path]` answers 200 with that Content-Length and no body; /slow trickles;
+    /chunked-big streams 4 MiB without a length. `seen` records every request."""
 
     def __init__(self, host: str = "127.0.0.1") -> None:
         self.files: dict[str, bytes] = {}
         self.redirects: dict[str, str] = {}
+        self.cuts: dict[str, list[int]] = {}
+        self.rates: dict[str, int] = {}
+        self.announced: dict[str, int] = {}
+        self.dispositions: dict[str, str] = {}
         self.hits: Counter[str] = Counter()
+        self.seen: list[Seen] = []
+        self.lock = threading.Lock()
         server = self
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
             def do_GET(self) -> None:
-                server.hits[self.path] += 1
+                with server.lock:
+                    server.hits[self.path] += 1
+                    server.seen.append(Seen(self.path, dict(self.headers.items())))
                 if self.path in server.redirects:
                     self.send_response(302)
                     self.send_header("Location", server.redirects[self.path])
@@ -53,16 +82,54 @@ class FileServer:
                     for _ in range(64):  # 4 MiB, no Content-Length
                         self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
                     self.wfile.write(b"0\r\n\r\n")
-                elif self.path in server.files:
-                    body = server.files[self.path]
+                elif self.path in server.announced:
                     self.send_response(200)
-                    self.send_header("Content-Length", str(len(body)))
+                    self.send_header("Content-Length", str(server.announced[self.path]))
                     self.end_headers()
-                    self.wfile.write(body)
+                    self.close_connection = True
+                elif self.path in server.files:
+                    self.send_file(server.files[self.path])
                 else:
                     self.send_response(404)
                     self.send_header("Content-Length", "0")
                     self.end_headers()
+
+            def send_file(self, body: bytes) -> None:
+                etag = '"' + hashlib.sha256(body).hexdigest()[:16] + '"'
+                start = 0
+                ranged = RANGE.match(self.headers.get("Range", ""))
+                if_range = self.headers.get("If-Range")
+                if ranged and (if_range is None or if_range == etag):
+                    start = int(ranged.group(1))
+                    if start >= len(body):
+                        self.send_response(416)
+                        self.send_header("Content-Range", f"bytes */{len(body)}")
+                        self.send_header("Content-Length", "0")
+                        self.end_headers()
+                        return
+                    self.send_response(206)
+                    self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+                else:
+                    self.send_response(200)
+                self.send_header("Content-Length", str(len(body) - start))
+                self.send_header("ETag", etag)
+                if self.path in server.dispositions:
+                    name = server.dispositions[self.path]
+                    self.send_header("Content-Disposition", f'attachment; filename="{name}"')
+                self.end_headers()
+                with server.lock:
+                    cuts = server.cuts.get(self.path)
+                    cut = cuts.pop(0) if cuts else None
+                end = len(body) if cut is None else min(start + cut, len(body))
+                rate = server.rates.get(self.path)
+                piece = 64 * 1024
+                for offset in range(start, end, piece):
+                    self.wfile.write(body[offset : min(offset + piece, end)])
+                    if rate:
+                        time.sleep(piece / rate)
+                if cut is not None:
+                    self.wfile.flush()
+                    self.close_connection = True  # the rest never comes
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass
@@ -75,6 +142,10 @@ class FileServer:
 
     def url(self, path: str) -> str:
         return f"http://{self.host}:{self.port}{path}"
+
+    def requests_for(self, path: str) -> list[Seen]:
+        with self.lock:
+            return [s for s in self.seen if s.path == path]
 
     def close(self) -> None:
         self.server.shutdown()

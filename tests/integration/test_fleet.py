@@ -1,9 +1,10 @@
 """A fleet: real gateways (each with its own ComfyUI on CPU) sharing one real redis-server.
 
 Three gateways take 60 mixed jobs round-robin; any gateway reads, follows and interrupts any
-job; the CLI and the AUTOMATIC1111 facade work unchanged. A second fleet of two gateways takes
-the blows: kill -9 of the gateway running a job, SIGTERM with jobs running and queued, Redis
-stopped for 10 s, Redis killed and restarted from its append-only file.
+job; a checkpoint named by URL is downloaded by the gateway that runs the job, into its own
+model cache; the CLI and the AUTOMATIC1111 facade work unchanged. A second fleet of two gateways
+takes the blows: kill -9 of the gateway running a job, SIGTERM with jobs running and queued,
+Redis stopped for 10 s, Redis killed and restarted from its append-only file.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ import webuiapi
 from PIL import Image
 
 from tests.integration.conftest import seed_inputs
-from tests.integration.harness import GRAPHS, ROOT, Gateway, eventually, graph
+from tests.integration.fileserver import FileServer
+from tests.integration.harness import GRAPHS, MODELS, ROOT, Gateway, eventually, graph
 from tests.integration.receiver import Receiver
 from tests.integration.test_prompt import empty_image
 from tests.redis_server import RedisServer
@@ -53,8 +55,19 @@ def new_gateway(workdir: Path, index: int, redis: RedisServer, **env: str) -> Ga
     folder = workdir / f"gateway-{index}-{time.monotonic_ns()}"
     (folder / "input").mkdir(parents=True)
     seed_inputs(folder / "input")
-    # The webhook receivers listen on 127.0.0.1, refused by default.
-    return Gateway(folder, QUEUE_URL=redis.url, ALLOWED_PRIVATE_NETWORKS="127.0.0.1/32", **env)
+    # The webhook receivers and the model file server listen on 127.0.0.1, refused by default.
+    # Each gateway downloads models into a cache of its own, as on machines of their own.
+    return Gateway(
+        folder,
+        QUEUE_URL=redis.url,
+        ALLOWED_PRIVATE_NETWORKS="127.0.0.1/32",
+        MODEL_CACHE_DIR=str(model_cache(folder)),
+        **env,
+    )
+
+
+def model_cache(folder: Path) -> Path:
+    return folder / "model-cache"
 
 
 def stop_all(gateways: list[Gateway]) -> None:
@@ -296,6 +309,61 @@ def test_a_result_too_large_for_the_queue_fails_with_what_to_do(trio: list[Gatew
     assert body["code"] == "result_too_large"
     assert "FLEET_MAX_RESULT_MB" in body["error"] and "s3" in body["error"]
     assert status(trio[2], "too-large-1") == "failed"
+
+
+def test_a_checkpoint_by_url_is_downloaded_and_run_by_the_gateway_that_runs_the_job(
+    trio: list[Gateway], redis: RedisServer
+) -> None:
+    tiny = MODELS / "checkpoints" / "tiny-sd15-random.safetensors"
+    token = "fleet-model-token-3b81"
+    files = FileServer("127.0.0.1")  # loopback: allowed by ALLOWED_PRIVATE_NETWORKS
+    files.files["/private/fleet-ckpt.safetensors"] = tiny.read_bytes()
+    url = files.url("/private/fleet-ckpt.safetensors")
+    by_url = txt2img(2, 150)
+    by_url["1"]["inputs"]["ckpt_name"] = url
+    missing = txt2img(2, 151)
+    missing["1"]["inputs"]["ckpt_name"] = files.url("/private/none.safetensors")
+    credentials = {"model_credentials": {files.url("/private/"): token}}
+    try:
+        with ThreadPoolExecutor(1) as threads:
+            # One gateway is busy (its only ComfyUI runs a long job): what it accepts, another
+            # gateway of the fleet runs.
+            busy = threads.submit(submit, trio[0], txt2img(3000, 152), "url-busy")
+            acceptor = running_on(trio, redis, "url-busy")
+            answer = submit(acceptor, by_url, "url-ckpt-1", **credentials)
+            failed = submit(acceptor, missing, "url-missing-1", **credentials)
+            with acceptor.client() as c:
+                assert c.post("/interrupt", json={"id": "url-busy"}).status_code == 200
+            assert busy.result(timeout=60).status_code == 409
+    finally:
+        files.close()
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["prompt"]["1"]["inputs"]["ckpt_name"] == "fleet-ckpt.safetensors"
+    [image] = body["images"]
+    assert png_size(image) == (64, 64)
+    runner = next(g for g in trio if g.pid == runner_of(redis, "url-ckpt-1"))
+    assert runner is not acceptor
+    landed = model_cache(runner.workdir) / "checkpoints" / "fleet-ckpt.safetensors"
+    assert landed.stat().st_size == tiny.stat().st_size
+    for other in trio:  # downloaded once, by the gateway that ran the job, and only there
+        if other is not runner:
+            assert not list(model_cache(other.workdir).glob("checkpoints/*"))
+    assert files.hits["/private/fleet-ckpt.safetensors"] == 1
+    [asked] = files.requests_for("/private/fleet-ckpt.safetensors")
+    assert asked.header("Authorization") == f"Bearer {token}"  # the job's, through Redis
+    with runner.client() as c:
+        cached = c.get("/models/cache").json()["models"]
+    assert [(m["folder"], m["filename"]) for m in cached] == [
+        ("checkpoints", "fleet-ckpt.safetensors")
+    ]
+    # A download that fails on the running gateway ends the job, reported everywhere.
+    assert failed.status_code == 502, failed.text
+    error = failed.json()
+    assert (error["code"], error["location"]) == ("download_failed", "prompt.1.inputs.ckpt_name")
+    for gateway in trio:
+        assert status(gateway, "url-missing-1") == "failed"
+        assert token not in gateway.log_text()
 
 
 def test_the_cli_and_the_facades_work_unchanged(trio: list[Gateway], tmp_path: Path) -> None:

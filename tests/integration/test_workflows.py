@@ -237,11 +237,14 @@ def test_openapi_shows_each_workflow_with_the_enums_of_the_running_comfyui(
         assert "post" in spec["paths"][f"/workflows/{name}"]
         assert f"/workflow/{name}" not in spec["paths"]
     txt2img = schemas["Sd15Txt2imgInput"]["properties"]
-    assert (txt2img["checkpoint"]["enum"], txt2img["checkpoint"]["default"]) == ([TINY], TINY)
+    # Model fields: an installed file, or a URL to download it from (MODEL_DOWNLOADS).
+    installed, url = txt2img["checkpoint"]["anyOf"]
+    assert (installed["enum"], txt2img["checkpoint"]["default"]) == ([TINY], TINY)
+    assert url["pattern"] == "^(https?|s3)://"
     assert txt2img["sampler_name"]["enum"] == samplers
     assert txt2img["scheduler"]["enum"] == schedulers
     assert (txt2img["steps"]["minimum"], txt2img["steps"]["maximum"]) == (1, 150)
-    assert schemas["SdxlTxt2imgLoraSpec"]["properties"]["name"]["enum"] == [LORA]
+    assert schemas["SdxlTxt2imgLoraSpec"]["properties"]["name"]["anyOf"][0]["enum"] == [LORA]
     assert schemas["Sd15Txt2imgRequest"]["examples"] == [{"input": {"prompt": "a photo of a cat"}}]
     flux = spec["paths"]["/workflows/flux/schnell-txt2img"]["post"]
     assert "**Not available on this server**" in flux["description"]

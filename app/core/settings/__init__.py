@@ -9,6 +9,7 @@ their order for the generated reference (docs/settings.md, `make docs`).
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError, model_validator
@@ -19,6 +20,7 @@ from app.core.settings.comfyui import BUNDLED_COMFY_DIR, PROJECT_ROOT, ComfySett
 from app.core.settings.fleet import FleetSettings
 from app.core.settings.jobs import JobSettings
 from app.core.settings.media import MediaSettings
+from app.core.settings.models import ModelSettings
 from app.core.settings.server import LogFormat, LogLevel, PassthroughMode, ServerSettings
 from app.core.settings.sources import SettingsError, YamlConfigSource
 from app.core.settings.webhooks import SYSTEM_EVENT_TYPES, WebhookSettings
@@ -43,17 +45,21 @@ SECTIONS = (
     JobSettings,
     CacheSettings,
     MediaSettings,
+    ModelSettings,
     WebhookSettings,
     FleetSettings,
 )
 # Settings whose values an error message must not repeat.
-SECRET_SETTINGS = frozenset({"API_KEYS", "WEBHOOK_SECRET", "QUEUE_URL"})
+SECRET_SETTINGS = frozenset(
+    {"API_KEYS", "WEBHOOK_SECRET", "QUEUE_URL", "MODEL_CREDENTIALS", "HF_TOKEN", "CIVITAI_TOKEN"}
+)
 
 
 class Settings(
     BaseSettings,
     FleetSettings,
     WebhookSettings,
+    ModelSettings,
     MediaSettings,
     CacheSettings,
     JobSettings,
@@ -77,6 +83,11 @@ class Settings(
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return (init_settings, env_settings, YamlConfigSource(settings_cls))
+
+    @property
+    def model_cache_path(self) -> Path:
+        """Where downloads go: MODEL_CACHE_DIR, else MODEL_DIR, else ComfyUI's own models."""
+        return self.model_cache_dir or self.model_dir or self.comfy_home / "models"
 
     @model_validator(mode="after")
     def _ports_differ(self) -> Settings:

@@ -1,0 +1,99 @@
+"""Models on demand: the download cache, credentials for model hosts, the start-up manifest."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field, SecretStr, field_validator
+
+from app.core.downloads import prefix_problem
+from app.core.settings.sources import empty_is_unset
+
+
+class ModelSettings(BaseModel):
+    """Models on demand: downloads, their cache, credentials for model hosts, the manifest."""
+
+    model_downloads: bool = Field(
+        True,
+        description="Let requests download models: `POST /models/download`, and URLs in the model "
+        "inputs of a graph or the model fields of a workflow. `MODELS_MANIFEST` works either way",
+    )
+    model_cache_dir: Path | None = Field(
+        None,
+        description="Where downloaded models go, as `<folder>/<file>` (`loras/x.safetensors`); "
+        "default `MODEL_DIR`, else `COMFY_HOME/models`. The bundled ComfyUI is told to search it; "
+        "with `CMD`, make your ComfyUI search it (`--extra-model-paths-config`). One gateway per "
+        "folder",
+    )
+    model_cache_max_gb: float | None = Field(
+        None,
+        gt=0,
+        description="Most the downloaded models may take together; a download that needs more "
+        "room deletes the least recently used ones that no queued or running job uses. Files put "
+        "there by hand, from the manifest or downloaded with `pin` neither count nor are ever "
+        "deleted. Default: no cap; models are deleted only when the disk is full",
+    )
+    model_credentials: dict[str, SecretStr] = Field(
+        {},
+        description='Credentials for model hosts by URL prefix, as JSON: `{"https://models.'
+        'example.com/private/": "TOKEN"}`. A value is a bearer token (`Authorization: Bearer '
+        "…`) or a whole header (`Name: value`); it is sent only to URLs under its prefix (same "
+        "scheme, host and port), never to a redirect elsewhere, and never logged",
+    )
+    hf_token: SecretStr | None = Field(
+        None,
+        description="Hugging Face token, sent as a bearer token to `https://huggingface.co/` only",
+    )
+    civitai_token: SecretStr | None = Field(
+        None,
+        description="Civitai token, sent as a bearer token to `https://civitai.com/` only",
+    )
+    models_manifest: Path | None = Field(
+        None,
+        description="A YAML file of models to fetch before `/ready` turns 200: a list (or "
+        "`models:` list) of `{url, folder, filename?, sha256?}`; files already there are not "
+        "fetched again. The operator's: its URLs skip the address policy",
+    )
+    model_download_timeout_s: float = Field(
+        60.0,
+        gt=0,
+        description="Longest silence in a model download before it is broken off and resumed",
+    )
+    model_download_retries: int = Field(
+        5,
+        ge=0,
+        le=100,
+        description="How many times a broken model download is resumed (with `Range`) before it "
+        "fails",
+    )
+    model_watch_interval_s: float = Field(
+        10.0,
+        ge=0,
+        description="How often to ask ComfyUI for its model files, so that a file put into a "
+        "model folder by hand reaches the workflow enums and `/docs` without a restart; 0: never "
+        "(downloads still do at once)",
+    )
+
+    @field_validator(
+        "model_cache_dir", "model_cache_max_gb", "hf_token", "civitai_token", "models_manifest",
+        mode="before",
+    )  # fmt: skip
+    @classmethod
+    def _models_empty_is_unset(cls, value: Any) -> Any:
+        return empty_is_unset(value)
+
+    @field_validator("model_credentials")
+    @classmethod
+    def _credential_prefixes(cls, value: dict[str, SecretStr]) -> dict[str, SecretStr]:
+        problems = [problem for prefix in value if (problem := prefix_problem(prefix))]
+        if problems:
+            raise ValueError(problems[0])
+        return value
+
+    @field_validator("models_manifest")
+    @classmethod
+    def _manifest_readable(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError("no such file")
+        return value

@@ -1,0 +1,112 @@
+"""MODELS_MANIFEST: the models a gateway fetches at start-up, before `/ready` turns 200.
+
+    # models.yaml: a list, or `models:` holding one
+    - url: https://huggingface.co/stabilityai/stable-diffusion-xl-base-1.0/resolve/main/sd_xl_base_1.0.safetensors
+      folder: checkpoints
+      sha256: <the file's SHA-256, hex: other bytes are deleted and stop start-up>
+    - url: s3://models/loras/style.safetensors
+      folder: loras
+      filename: style-v2.safetensors
+
+The entries are the operator's: pinned (never evicted, not counted in MODEL_CACHE_MAX_GB), and
+their URLs skip the address policy. A file already in its folder under its name (the URL's
+last path segment when `filename` is not given) is not fetched again. Three files come at a
+time; the log says every 10 s how far each one is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+from pydantic import ValidationError
+
+from app.core.downloads import ModelDownloadRequest
+from app.jobs.model_cache import size_text
+from app.jobs.model_downloads import Download
+from app.jobs.model_transfer import name_in
+
+if TYPE_CHECKING:
+    from app.jobs.model_store import ModelStore
+
+log = logging.getLogger(__name__)
+
+AT_ONCE = 3
+REPORT_S = 10.0
+
+
+def read_manifest(path: Path) -> list[ModelDownloadRequest]:
+    """The manifest's entries; ValueError naming the first bad one."""
+    try:
+        loaded: Any = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise ValueError(f"cannot be read: {e}") from None
+    items = loaded.get("models") if isinstance(loaded, dict) else loaded
+    if not isinstance(items, list):
+        raise ValueError("must hold a list of {url, folder, filename?, sha256?} (or `models:`)")
+    entries = []
+    for number, item in enumerate(items, 1):
+        if not isinstance(item, dict):
+            raise ValueError(f"entry {number} is not a mapping of url, folder, filename, sha256")
+        try:
+            entry = ModelDownloadRequest.model_validate({**item, "pin": True})
+        except ValidationError as e:
+            problems = "; ".join(f"{'.'.join(map(str, p['loc']))}: {p['msg']}" for p in e.errors())
+            raise ValueError(f"entry {number}: {problems}") from None
+        if entry.filename is None:  # present by its URL's name: not fetched again
+            entry.filename = name_in(entry.url)
+        entries.append(entry)
+    return entries
+
+
+async def fetch_manifest(store: ModelStore, path: Path) -> None:
+    """Have every model of the manifest in place; a GatewayError or ValueError says which not."""
+    entries = read_manifest(path)
+    started = time.monotonic()
+    log.info("MODELS_MANIFEST %s: %d model(s)", path, len(entries))
+    at_once = asyncio.Semaphore(AT_ONCE)
+    running: list[Download] = []
+
+    async def one(number: int, entry: ModelDownloadRequest) -> Download:
+        async with at_once:
+            where = f"MODELS_MANIFEST entry {number}"
+            download = await store.request(entry, trusted=True, where=where)
+            running.append(download)
+            await download.outcome(where)
+            return download
+
+    reporter = asyncio.create_task(report(running))
+    try:
+        done = await asyncio.gather(*(one(n, e) for n, e in enumerate(entries, 1)))
+    finally:
+        reporter.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reporter
+    fetched = sum(d.fetched for d in done)
+    log.info(
+        "MODELS_MANIFEST: %d model(s) in place in %.1fs (%d fetched, %d there already)",
+        len(done), time.monotonic() - started, fetched, len(done) - fetched,
+    )  # fmt: skip
+
+
+async def report(running: list[Download]) -> None:
+    """Every REPORT_S, how far each download in flight is."""
+    while True:
+        await asyncio.sleep(REPORT_S)
+        for download in running:
+            transfer = download.transfer
+            if download.finished or transfer is None:
+                continue
+            seconds = max(time.monotonic() - download.started, 1e-3)
+            total = f" of {size_text(transfer.total)}" if transfer.total else ""
+            share = f"{100 * transfer.have // transfer.total}% " if transfer.total else ""
+            log.info(
+                "MODELS_MANIFEST: %s/%s %s(%s%s, %s/s)",
+                download.spec.folder, download.filename or download.spec.filename or "?", share,
+                size_text(transfer.have), total, size_text(transfer.received / seconds),
+            )  # fmt: skip

@@ -1,0 +1,82 @@
+"""Model files from S3 (or an S3-compatible store): `s3://bucket/key`, resumed with `Range`.
+
+Credentials, region and endpoint come from the usual AWS variables, as for output uploads
+(AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ENDPOINT_URL): the endpoint is the
+operator's, so the address policy does not apply; a request names only a bucket and a key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from typing import IO, Any
+from urllib.parse import unquote, urlsplit
+
+from app.jobs.model_transfer import Broken, Transfer, Writer, failed
+
+READ_BYTES = 2**20
+CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+)$")
+# What S3 answers when the object changed since the transfer began, or is shorter than asked.
+STARTS_OVER = frozenset({"PreconditionFailed", "InvalidRange"})
+
+
+def bucket_and_key(url: str) -> tuple[str, str]:
+    parts = urlsplit(url)
+    return parts.netloc, unquote(parts.path.lstrip("/"))
+
+
+class S3Source:
+    """Reads objects with boto3 in worker threads (boto3 blocks)."""
+
+    def __init__(self) -> None:
+        self._client: Any = None
+
+    def _s3(self) -> Any:
+        if self._client is None:
+            import boto3  # type: ignore[import-untyped]  # ~0.3 s: only when a model is on S3
+
+            self._client = boto3.client("s3")
+        return self._client
+
+    async def receive(self, transfer: Transfer, file: IO[bytes]) -> None:
+        """Append the rest of the object to file; Broken when resuming may help."""
+        from botocore.exceptions import BotoCoreError, ClientError  # type: ignore[import-untyped]
+
+        bucket, key = bucket_and_key(transfer.url)
+        if not bucket or not key:
+            raise failed(transfer, "an s3:// URL names a bucket and a key: s3://bucket/key")
+        ask: dict[str, Any] = {"Bucket": bucket, "Key": key}
+        if transfer.have:
+            ask["Range"] = f"bytes={transfer.have}-"
+            if transfer.validator:
+                ask["IfMatch"] = transfer.validator
+        try:
+            answer = await asyncio.to_thread(self._s3().get_object, **ask)
+        except ClientError as e:
+            code = str(e.response.get("Error", {}).get("Code", ""))
+            if code in STARTS_OVER:
+                await transfer.restart(file)
+                raise Broken(f"S3 {code}: starting over") from None
+            raise failed(transfer, f"S3 answered {code or e}") from None
+        except BotoCoreError as e:
+            raise Broken(f"{type(e).__name__}: {e}") from None
+        if transfer.have:
+            match = CONTENT_RANGE.match(str(answer.get("ContentRange", "")))
+            if match is None or int(match.group(1)) != transfer.have:
+                await transfer.restart(file)
+                raise Broken("S3 resumed at another offset than asked")
+            transfer.sized(int(match.group(3)))
+        else:
+            transfer.validator = answer.get("ETag")
+            transfer.sized(int(answer["ContentLength"]))
+        body = answer["Body"]
+        writer = Writer(file)
+        try:
+            while chunk := await asyncio.to_thread(body.read, READ_BYTES):
+                transfer.took(chunk)
+                await writer.add(chunk)
+        except BotoCoreError as e:
+            raise Broken(f"{type(e).__name__}: {e}") from None
+        finally:
+            await writer.flush()
+            body.close()
