@@ -41,7 +41,7 @@ def shown_default(field: FieldInfo) -> str:
     if field.default_factory is not None:
         return "from the environment"
     value: Any = field.default
-    if value is PydanticUndefined or value is None or value == () or value == frozenset():
+    if value is PydanticUndefined or value is None or value in ((), frozenset(), {}):
         return "none"
     if isinstance(value, bool):
         return str(value).lower()

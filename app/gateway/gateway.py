@@ -16,17 +16,17 @@ from app.comfy.graph import Graph
 from app.comfy.instance import ComfyInstance
 from app.comfy.process import ComfyStartError
 from app.core.addresses import AddressPolicy
-from app.core.errors import ComfyUnavailable, NotFound, QueueFull
+from app.core.errors import ComfyUnavailable, QueueFull
+from app.core.keys import owner_label
 from app.core.metrics import GatewayMetrics, GatewayState, InstanceReading
-from app.core.options import JobOptions
-from app.core.records import JobHistory, JobRecord
+from app.core.records import JobHistory
 from app.core.schemas import PromptResponse
 from app.core.settings import Settings
 from app.gateway.comfy import ComfyAccess
+from app.gateway.door import JobDoor
 from app.gateway.pool import Pool
 from app.jobs.finish import Finisher
 from app.jobs.inputs import InputFiles
-from app.jobs.job import Job
 from app.jobs.runner import JobRunner
 from app.jobs.uploads import Uploader
 from app.jobs.webhooks import SystemEvents, WebhookSender
@@ -34,8 +34,9 @@ from app.jobs.webhooks import SystemEvents, WebhookSender
 log = logging.getLogger(__name__)
 
 
-class Gateway:
-    """Owns the ComfyUI instances (the pool), the job runner and the delivery services."""
+class Gateway(JobDoor):
+    """Owns the ComfyUI instances (the pool), the job runner and the delivery services; its
+    JobDoor methods are the one door for jobs."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -97,8 +98,9 @@ class Gateway:
 
     def _forward_system_event(self, kind: str, data: dict[str, Any]) -> None:
         assert self.system_events is not None
-        request_id = self.jobs.by_prompt.get(str(data.get("prompt_id")))
-        self.system_events.offer(kind, data, request_id)
+        owner, request_id = self.jobs.by_prompt.get(str(data.get("prompt_id")), (None, None))
+        key_name = owner_label(owner) if owner is not None else None
+        self.system_events.offer(kind, data, request_id, key_name)
 
     async def warm_up(self, graph: Graph) -> PromptResponse:
         """Run the warmup graph on every instance (each loads its models): the one job that runs
@@ -219,70 +221,16 @@ class Gateway:
         if reason := self.queue_full_reason():
             raise QueueFull(f"the {reason}; retry later", headers={"Retry-After": "5"})
 
-    # -- the one door for jobs: routes and facades use these, never the services behind ------
-    async def start_job(
-        self,
-        request_id: str,
-        graph: Graph,
-        options: JobOptions | None = None,
-        *,
-        echo_input: dict[str, Any] | None = None,
-        workflow: str = "prompt",
-    ) -> Job:
-        """Accept a job, if the gateway takes work now; ComfyUI's refusal raises here."""
-        self.check_accepting()
-        return await self.jobs.start(
-            request_id, graph, options, echo_input=echo_input, workflow=workflow
-        )
-
-    async def run_job(
-        self, request_id: str, graph: Graph, workflow: str = "prompt"
-    ) -> PromptResponse:
-        """Accept a job and wait for its outputs; a GatewayError says why there are none."""
-        self.check_accepting()
-        return await self.jobs.run(request_id, graph, workflow)
-
-    def job(self, request_id: str) -> JobRecord:
-        """What this gateway process knows of a job, running or recently finished."""
-        record = self.jobs.history.get(request_id)
-        if record is None:
-            raise NotFound(
-                f"this gateway process knows no job {request_id!r} (unknown, or finished too "
-                "long ago)",
-                location="id",
-            )
-        return record
-
-    def running_job(self, request_id: str) -> JobRecord | None:
-        """A job that is queued or running now, or None."""
-        job = self.jobs.active.get(request_id)
-        return job.record if job is not None else None
-
-    @property
-    def running_jobs(self) -> int:
-        return len(self.jobs.active)
-
-    async def queue_position(self, record: JobRecord) -> int | None:
-        """How many jobs are ahead of a queued one: in the gateway's queue while it waits
-        there, else in its instance's ComfyUI queue; None once it runs."""
-        if record.status != "queued":
-            return None
-        waiting = self.pool.scheduler.position(record.id)
-        if waiting is not None:
-            return waiting
-        job = self.jobs.active.get(record.id)
-        if job is None or job.instance is None:
-            return None
-        _, pending = await job.instance.client.queue()
-        return pending.index(record.prompt_id) if record.prompt_id in pending else None
-
     def instances(self) -> list[dict[str, Any]]:
-        """Each ComfyUI instance: its state, GPU, jobs, jobs run, restarts, version."""
-        return [instance.info() for instance in self.pool.instances]
+        """Each ComfyUI instance: its state, GPU, jobs, jobs run, restarts, version.
 
-    async def interrupt(self, request_id: str) -> None:
-        """Cancel a queued or running job; its own request then answers 409 `interrupted`."""
-        await self.jobs.interrupt(request_id)
+        With API keys on, the job ids (a tenant's, and /health is open) show as `hidden`.
+        """
+        found = [instance.info() for instance in self.pool.instances]
+        if self.settings.api_keys_on:
+            for info in found:
+                info["jobs"] = ["hidden"] * len(info["jobs"])
+        return found
 
 
 def gateway_state(gateway: Gateway) -> GatewayState:
