@@ -25,7 +25,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from app.core.keys import Caller
+from app.core.keys import NAME_PATTERN, Caller
 
 DEFAULT = "default"
 PRUNE_AT = 10_000  # bucket states kept before the full ones (nothing to remember) are dropped
@@ -71,6 +71,8 @@ def parse_key_limits(value: Any) -> dict[str, KeyLimit]:
                          '{"default": {"requests_per_minute": 120, "max_jobs": 4}}')  # fmt: skip
     limits = {}
     for name, given in value.items():
+        if name != DEFAULT and not (isinstance(name, str) and NAME_PATTERN.fullmatch(name)):
+            raise ValueError(f"{name!r} is not a key name (1-64 of A-Za-z0-9_.-) nor default")
         if not isinstance(given, dict):
             raise ValueError(f"{name}: must be a mapping of requests_per_minute, burst, max_jobs")
         try:

@@ -2,7 +2,8 @@
 
 Layer: above app.core, app.comfy, app.jobs and app.registry, which it composes; below the
 routes, the edge middlewares and the facades, which reach jobs and ComfyUI only through the
-Gateway's methods and its `comfy` (app.gateway.comfy.ComfyAccess).
+Gateway's door (app.gateway.door.JobDoor: every method takes the caller's key) and its `comfy`
+(app.gateway.comfy.ComfyAccess).
 """
 
 from app.gateway.gateway import Gateway, gateway_state

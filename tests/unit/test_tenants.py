@@ -190,6 +190,8 @@ def test_key_limits_formats(tmp_path: Path, given: object) -> None:
         ("{acme: {requests_per_minute: lots}}", "acme.requests_per_minute"),
         ([1, 2], "must map key names"),  # CONFIG_FILE's YAML
         ("{default: {", "is not YAML or JSON"),
+        ('{"acme corp": {max_jobs: 1}}', "'acme corp' is not a key name"),
+        ("{1: {max_jobs: 1}}", "1 is not a key name"),
     ],
 )
 def test_bad_key_limits_are_named(given: object, words: str) -> None:
