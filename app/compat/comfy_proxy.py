@@ -120,7 +120,8 @@ async def forward(path: str, request: Request) -> Response:
     check_running(gateway)
     if found is not None and caller.tenant:
         files = passthrough.files
-        if narrowed := await reads.scoped(found, request, gateway, owned, files, target):
+        narrowed = await reads.scoped(found, request, gateway, owned, files, target)
+        if narrowed is not None:
             return narrowed
         if found.kind is Kind.SUBMIT:
             await reads.check_quota(gateway, caller, owned)
