@@ -277,10 +277,12 @@ class JobRunner:
             raise NotFound(f"no queued or running job has id {key[1]!r}", location="id")
         if self.scheduler.withdraw(job.slot):
             return  # it was waiting in the gateway's queue: it ends there
-        if job.instance is not None and job.waiter is not None:
-            await job.instance.client.cancel(job.waiter.prompt_id)
-            job.instance.tracker.settle(
-                job.waiter.prompt_id, Interrupted("the job was interrupted on request")
+        # Held here: while the cancel is awaited the job may end, and let go of both.
+        instance, waiter = job.instance, job.waiter
+        if instance is not None and waiter is not None:
+            await instance.client.cancel(waiter.prompt_id)
+            instance.tracker.settle(
+                waiter.prompt_id, Interrupted("the job was interrupted on request")
             )
 
     async def drain(self, timeout_s: float) -> bool:
