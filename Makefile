@@ -17,12 +17,12 @@ SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 # Installs a ComfyUI (idempotent) and prints its folder: $(call comfy_home,SOURCE)
 comfy_home = $$(bash scripts/install_comfyui.sh $(1) | tail -n 1)
 
-.PHONY: run test unit integration check bench docs comfyui models chromium node clean
+.PHONY: run test unit integration check bench docs comfyui models chromium redis node clean
 
 run: $(BIN)/.installed  ## Start the gateway on :3000 with its ComfyUI on :8188
 	home=$(call comfy_home,$(COMFYUI_SOURCE)); COMFY_HOME=$${COMFY_HOME:-$$home} $(BIN)/python -m app
 
-test: $(BIN)/.installed $(BUNDLED_STAMP) $(TINY_MODELS) chromium $(NODE_DEPS)  ## Every test: unit once, integration per ComfyUI
+test: $(BIN)/.installed $(BUNDLED_STAMP) $(TINY_MODELS) chromium redis $(NODE_DEPS)  ## Every test: unit once, integration per ComfyUI
 	$(BIN)/pytest tests/unit tests/deploy --durations=5
 	$(MAKE) --no-print-directory integration COMFYUI_SOURCE=bundled
 	if [[ -f $(CURRENT_COMFYUI) ]]; then \
@@ -34,7 +34,7 @@ test: $(BIN)/.installed $(BUNDLED_STAMP) $(TINY_MODELS) chromium $(NODE_DEPS)  #
 unit: $(BIN)/.installed  ## Only the tests that need no ComfyUI
 	$(BIN)/pytest tests/unit tests/deploy
 
-integration: $(BIN)/.installed $(TINY_MODELS) $(NODE_DEPS)  ## The integration suite against COMFYUI_SOURCE
+integration: $(BIN)/.installed $(TINY_MODELS) redis $(NODE_DEPS)  ## The integration suite against COMFYUI_SOURCE
 	home=$(call comfy_home,$(COMFYUI_SOURCE)); \
 	TEST_COMFY_HOME=$$home $(BIN)/pytest tests/integration --durations=10
 
@@ -62,6 +62,11 @@ chromium:  ## Debian's chromium, for the test that loads /docs (installed only i
 	command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends \
 		chromium >/dev/null; }
+
+redis:  ## Debian's redis-server, for the fleet tests (installed only if missing; never left running)
+	command -v redis-server >/dev/null || { $(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends \
+		redis-server >/dev/null; }
 
 node: $(NODE_DEPS)  ## The pinned `ws` package, for the test that runs ComfyClient.mjs under Node
 

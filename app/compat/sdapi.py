@@ -241,11 +241,11 @@ async def interrupt(gateway: Gateway, caller: Caller, states: list[SdapiState]) 
     for generation in [g for state in states for g in state.running]:
         generation.interrupted = True
         job_id, owner = generation.job_id, generation.owner
-        if job_id is not None and gateway.running_job(job_id, caller, owner):
+        if job_id is not None and await gateway.running_job(job_id, caller, owner):
             await gateway.interrupt(job_id, caller, owner)
 
 
-def progress(gateway: Gateway, caller: Caller, states: list[SdapiState]) -> dict[str, Any]:
+async def progress(gateway: Gateway, caller: Caller, states: list[SdapiState]) -> dict[str, Any]:
     """A1111's /progress: the oldest running generation's (of those the caller may see) share
     done and its time left."""
     running = sorted((g for state in states for g in state.running), key=lambda g: g.started)
@@ -253,7 +253,7 @@ def progress(gateway: Gateway, caller: Caller, states: list[SdapiState]) -> dict
     value, step, steps, job_count = 0.0, 0, 0, gateway.running_jobs(caller)
     eta = 0.0
     if generation is not None:
-        record = gateway.running_job(generation.job_id or "", caller, generation.owner)
+        record = await gateway.running_job(generation.job_id or "", caller, generation.owner)
         if record is not None:
             step, steps = int(record.progress["value"]), int(record.progress["max"])
         within = step / steps if steps else 0.0

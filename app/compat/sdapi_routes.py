@@ -267,7 +267,7 @@ async def get_progress(request: Request) -> dict[str, Any]:
     generation (an admin key's: the oldest of any key)."""
     caller = caller_of(request.scope)
     states: SdapiStates = request.app.state.sdapi
-    return sdapi.progress(request.app.state.gateway, caller, states.visible(caller))
+    return await sdapi.progress(request.app.state.gateway, caller, states.visible(caller))
 
 
 @router.post("/interrupt")

@@ -23,7 +23,8 @@
     │                               `instance_lost` when the instance running the job died
     ├── WorkflowUnavailable     503 the workflow needs nodes or models this ComfyUI lacks
     ├── PromptTimeout           504 the job ran past PROMPT_TIMEOUT_S
-    └── InsufficientStorage     507 a disk filled up while the request's files were written
+    ├── InsufficientStorage     507 a disk filled up while the request's files were written
+    └── ResultTooLarge          507 outputs past FLEET_MAX_RESULT_MB, the fleet queue's limit
 
 Every class renders as `{"error", "code", "location"?, "details"?}`; app.edge.errors does that
 for HTTP, and webhooks carry the same body.
@@ -226,3 +227,32 @@ class InsufficientStorage(GatewayError):
 
     status = 507
     code = "insufficient_storage"
+
+
+class ResultTooLarge(GatewayError):
+    """A job's outputs are larger than FLEET_MAX_RESULT_MB, the most the fleet's queue carries."""
+
+    status = 507
+    code = "result_too_large"
+
+
+def error_from_body(status: int, body: dict[str, Any]) -> GatewayError:
+    """The error a job ended with elsewhere (another gateway of the fleet), from its body and
+    status: an instance of the class of that code, so it answers exactly as it did there."""
+    classes = {cls.code: cls for cls in _subclasses(GatewayError) if cls.status == status}
+    cls = classes.get(str(body.get("code")), GatewayError)
+    error = cls.__new__(cls)
+    GatewayError.__init__(
+        error,
+        str(body.get("error", "the job failed")),
+        location=body.get("location"),
+        details=body.get("details"),
+    )
+    return error
+
+
+def _subclasses(cls: type[GatewayError]) -> list[type[GatewayError]]:
+    found = []
+    for sub in cls.__subclasses__():
+        found += [sub, *_subclasses(sub)]
+    return found

@@ -9,9 +9,9 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "interrupted"]
 TERMINAL: frozenset[str] = frozenset({"complete", "failed"})
@@ -26,6 +26,48 @@ class JobEvent:
     id: int
     type: str  # queued, running, executing, progress, complete, failed
     data: dict[str, Any]
+
+
+class JobView(Protocol):
+    """What a job's reader sees of it: its record in this process (JobRecord), or, in a fleet,
+    in Redis (app.fleet.records.RemoteRecord)."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def prompt_id(self) -> str: ...
+
+    @property
+    def workflow(self) -> str: ...
+
+    @property
+    def owner(self) -> str | None: ...
+
+    @property
+    def status(self) -> str: ...
+
+    @property
+    def progress(self) -> dict[str, Any]: ...
+
+    @property
+    def error(self) -> dict[str, Any] | None: ...
+
+    @property
+    def result(self) -> dict[str, Any] | None: ...
+
+    @property
+    def instance(self) -> int | None: ...
+
+    @property
+    def finished(self) -> bool: ...
+
+    @property
+    def last_event_id(self) -> int: ...
+
+    def follow(
+        self, after: int = 0, *, idle_s: float | None = None
+    ) -> AsyncIterator[JobEvent | None]: ...
 
 
 @dataclass
@@ -43,6 +85,8 @@ class JobRecord:
     result: dict[str, Any] | None = None
     events: list[JobEvent] = field(default_factory=list)
     finished_at: float | None = None  # monotonic
+    # Told of each event as it happens (a fleet gateway copies them into Redis).
+    listeners: list[Callable[[JobEvent, JobRecord], None]] = field(default_factory=list)
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
@@ -64,7 +108,10 @@ class JobRecord:
         return sum(len(image) for image in images)
 
     def emit(self, kind: str, data: dict[str, Any]) -> None:
-        self.events.append(JobEvent(len(self.events) + 1, kind, data))
+        event = JobEvent(len(self.events) + 1, kind, data)
+        self.events.append(event)
+        for listener in self.listeners:
+            listener(event, self)
         # Wake every waiting subscriber, then give later ones a fresh event to wait on.
         self._changed.set()
         self._changed = asyncio.Event()

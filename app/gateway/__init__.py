@@ -6,6 +6,7 @@ Gateway's door (app.gateway.door.JobDoor: every method takes the caller's key) a
 (app.gateway.comfy.ComfyAccess).
 """
 
-from app.gateway.gateway import Gateway, gateway_state
+from app.gateway.gateway import Gateway
+from app.gateway.state import gateway_state
 
 __all__ = ["Gateway", "gateway_state"]

@@ -16,15 +16,17 @@ from app.comfy.graph import Graph
 from app.comfy.instance import ComfyInstance
 from app.comfy.process import ComfyStartError
 from app.core.addresses import AddressPolicy
-from app.core.errors import ComfyUnavailable, QueueFull
+from app.core.errors import ComfyUnavailable
 from app.core.keys import owner_label
-from app.core.metrics import GatewayMetrics, GatewayState, InstanceReading
+from app.core.metrics import GatewayMetrics
 from app.core.records import JobHistory
 from app.core.schemas import PromptResponse
 from app.core.settings import Settings
+from app.fleet.fleet import Fleet
 from app.gateway.comfy import ComfyAccess
 from app.gateway.door import JobDoor
 from app.gateway.pool import Pool
+from app.gateway.state import gateway_state
 from app.jobs.finish import Finisher
 from app.jobs.inputs import InputFiles
 from app.jobs.runner import JobRunner
@@ -70,6 +72,9 @@ class Gateway(JobDoor):
             timeout_s=settings.prompt_timeout_s,
             retries=settings.job_retries,
         )
+        self.fleet: Fleet | None = None  # with QUEUE_URL: jobs are queued in Redis
+        if settings.queue_url is not None:
+            self.fleet = Fleet(settings, self.jobs, self.pool.scheduler, self.webhooks, addresses)
         self.system_events: SystemEvents | None = None
         if settings.system_webhook_url and settings.system_webhook_events:
             self.system_events = SystemEvents(
@@ -129,6 +134,8 @@ class Gateway(JobDoor):
             log.info("%s %s (%s)", instance.name, instance.client.version, api)
         for step in self.on_start:
             await step()
+        if self.fleet is not None:
+            await self.fleet.start()
         self.started = True
         count = len(self.pool.instances)
         where = f"{count} instances from {self.settings.comfy_url}" if count > 1 else ""
@@ -148,6 +155,10 @@ class Gateway(JobDoor):
             grace_s = max(deadline - time.monotonic(), 0.0)
             log.info("waiting up to %.0fs for %d job(s)", grace_s, len(self.jobs.tasks))
             await self.jobs.drain(grace_s)
+        if self.fleet is not None:
+            # Past the grace period a fleet job is not failed but left to another gateway,
+            # which takes it over once its visibility timeout passes.
+            self.fleet.worker.abandoning = True
         gone = ComfyUnavailable("the gateway shut down before the job finished")
         self.pool.scheduler.fail_waiting(gone)
         self.pool.fail_all(gone)
@@ -159,6 +170,8 @@ class Gateway(JobDoor):
             )
         if self.system_events is not None:
             await self.system_events.close(max(deadline - time.monotonic(), 1.0))
+        if self.fleet is not None:
+            await self.fleet.close(max(deadline - time.monotonic(), 1.0))
         await self.pool.stop()
         await self.webhooks.aclose()
         await self.inputs.aclose()
@@ -167,9 +180,22 @@ class Gateway(JobDoor):
     def begin_shutdown(self) -> float:
         """Stop taking work (and report not ready); the grace period's end, fixed at first call."""
         self.stopping = True
+        if self.fleet is not None:
+            self.fleet.worker.stop_pulling()
         if self.shutdown_deadline is None:
             self.shutdown_deadline = time.monotonic() + self.settings.shutdown_grace_s
         return self.shutdown_deadline
+
+    def instances(self) -> list[dict[str, Any]]:
+        """Each ComfyUI instance: its state, GPU, jobs, jobs run, restarts, version.
+
+        With API keys on, the job ids (a tenant's, and /health is open) show as `hidden`.
+        """
+        found = [instance.info() for instance in self.pool.instances]
+        if self.settings.api_keys_on:
+            for info in found:
+                info["jobs"] = ["hidden"] * len(info["jobs"])
+        return found
 
     async def _instance_down(self, instance: ComfyInstance, code: int) -> None:
         """An instance exited and ALWAYS_RESTART_COMFYUI is off: it stays down; the gateway
@@ -188,76 +214,3 @@ class Gateway(JobDoor):
         )
         self.exit_code = 1
         self.request_exit()
-
-    @property
-    def queue_depth(self) -> int:
-        # ComfyUI's count lags a submission by one status event; our own count does not.
-        return max(self.pool.comfy_queue, len(self.jobs.active))
-
-    def unavailable_reason(self) -> str | None:
-        """Why no job can run now, or None."""
-        if not self.started:
-            return "starting"
-        if self.stopping:
-            return "shutting down"
-        if not self.pool.serving:
-            return self.pool.down_reason()
-        return None
-
-    def queue_full_reason(self) -> str | None:
-        cap = self.settings.max_queue_depth
-        if cap and self.queue_depth >= cap:
-            return f"queue is full ({self.queue_depth} of MAX_QUEUE_DEPTH {cap})"
-        return None
-
-    def not_ready_reason(self) -> str | None:
-        """Why this gateway should get no traffic now, or None when it should."""
-        return self.unavailable_reason() or self.queue_full_reason()
-
-    def check_accepting(self) -> None:
-        """Raise the error a new job should get now, if any."""
-        if reason := self.unavailable_reason():
-            raise ComfyUnavailable(f"the gateway cannot take jobs now: {reason}")
-        if reason := self.queue_full_reason():
-            raise QueueFull(f"the {reason}; retry later", headers={"Retry-After": "5"})
-
-    def instances(self) -> list[dict[str, Any]]:
-        """Each ComfyUI instance: its state, GPU, jobs, jobs run, restarts, version.
-
-        With API keys on, the job ids (a tenant's, and /health is open) show as `hidden`.
-        """
-        found = [instance.info() for instance in self.pool.instances]
-        if self.settings.api_keys_on:
-            for info in found:
-                info["jobs"] = ["hidden"] * len(info["jobs"])
-        return found
-
-
-def gateway_state(gateway: Gateway) -> GatewayState:
-    """The callbacks that read a Gateway's state."""
-
-    def instances() -> list[InstanceReading]:
-        readings = []
-        for i in gateway.pool.instances:
-            proc, running = i.process.proc, i.process.running
-            rss_mb = i.rss_mb()
-            readings.append(
-                InstanceReading(
-                    index=i.index,
-                    up=running and i.tracker.connected.is_set(),
-                    restarts=i.process.restarts,
-                    pid=proc.pid if proc and running else None,
-                    version=i.client.version,
-                    jobs_run=i.jobs_run,
-                    rss_bytes=None if rss_mb is None else rss_mb * 2**20,
-                )
-            )
-        return readings
-
-    return GatewayState(
-        queue_depth=lambda: gateway.queue_depth,
-        max_queue_depth=gateway.settings.max_queue_depth,
-        ready=lambda: gateway.not_ready_reason() is None,
-        instances=instances,
-        system_events_dropped=lambda: gateway.system_events.dropped if gateway.system_events else 0,
-    )

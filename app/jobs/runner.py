@@ -15,6 +15,7 @@ import asyncio
 import logging
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from app.comfy.graph import Graph, check_graph, models_of, unique_prefixes
@@ -32,7 +33,7 @@ from app.core.keys import owner_label
 from app.core.logs import bind_request_id
 from app.core.metrics import MetricsHooks
 from app.core.options import JobOptions
-from app.core.records import JobHistory, JobKey, JobRecord
+from app.core.records import JobEvent, JobHistory, JobKey, JobRecord
 from app.core.schemas import PromptResponse
 from app.jobs.finish import Finisher
 from app.jobs.inputs import InputFiles
@@ -42,6 +43,8 @@ from app.jobs.uploads import Uploader
 from app.jobs.webhooks import WebhookSender, deliver_job_end
 
 log = logging.getLogger(__name__)
+Outcome = tuple[dict[str, Any] | None, GatewayError | None]  # (result body, error)
+OutcomeHook = Callable[[Job, dict[str, Any] | None, GatewayError | None], Awaitable[Outcome | None]]
 
 
 class JobRunner:
@@ -70,6 +73,9 @@ class JobRunner:
         self.timeout_s = timeout_s
         self.retries = retries if scheduler.pooled else 0  # "on another instance": a pool's
         self.metrics = MetricsHooks()  # the Gateway hands in its GatewayMetrics
+        # Asked before a job's webhooks go out (a fleet records the outcome in Redis, once):
+        # what to deliver, or None to deliver nothing (another gateway did).
+        self.outcome: OutcomeHook | None = None
         # By (owner, request id): two keys may both run `order-123`.
         self.active: dict[JobKey, Job] = {}  # until ComfyUI is done with it
         self.preparing: set[JobKey] = set()  # jobs whose inputs are being fetched
@@ -86,12 +92,13 @@ class JobRunner:
         echo_input: dict[str, Any] | None = None,
         workflow: str = "prompt",
         only: ComfyInstance | None = None,
+        listener: Callable[[JobEvent, JobRecord], None] | None = None,
     ) -> Job:
         """Accept a job; ComfyUI's refusal raises here when it is submitted at once.
 
         `owner` is the id of the API key that makes it (its ids are that key's); `workflow`
         names what built the graph (`prompt`, `sd15/txt2img`) for logs and metrics; `only` pins
-        it to one instance (the warmup of each).
+        it to one instance (the warmup of each); `listener` hears of its events.
         """
         bind_request_id(request_id)  # every later log line of this request and its job has it
         check_graph(graph)
@@ -108,6 +115,8 @@ class JobRunner:
         finally:
             self.preparing.discard(key)
         record = JobRecord(request_id, "", workflow, owner=owner)
+        if listener is not None:
+            record.listeners.append(listener)
         job = Job(record, graph, options, echo_input, inputs, models_of(graph))
         self.active[key] = job
         record.emit("queued", {"id": request_id})
@@ -187,17 +196,17 @@ class JobRunner:
         except GatewayError as e:
             log.warning("job %s failed: %s %s: %s", job.id, e.status, e.code, e.message)
             record.fail(e.body(), interrupted=isinstance(e, Interrupted))
-            await self._deliver(job, error=e.body())
+            await self._deliver(job, None, e)
             raise
         except Exception as e:
             log.exception("job %s: unexpected error", job.id)
             error = GatewayError("internal error while finishing the job; see the gateway's log")
             record.fail(error.body())
-            await self._deliver(job, error=error.body())
+            await self._deliver(job, None, error)
             raise error from e
         body = result.model_dump(mode="json")
         record.succeed(body)
-        await self._deliver(job, result=body)
+        await self._deliver(job, body, None)
         return result
 
     async def _attempts(self, job: Job, only: ComfyInstance | None) -> PromptResponse:
@@ -236,9 +245,15 @@ class JobRunner:
             ) from None
 
     async def _deliver(
-        self, job: Job, *, result: dict[str, Any] | None = None, error: dict[str, Any] | None = None
+        self, job: Job, result: dict[str, Any] | None, failure: GatewayError | None
     ) -> None:
         self.metrics.job_ended(job.record, job.started)  # every outcome passes here, once
+        if self.outcome is not None:
+            decided = await self.outcome(job, result, failure)
+            if decided is None:
+                return
+            result, failure = decided
+        error = failure.body() if failure is not None else None
         if job.options.webhook or job.options.webhook_v2:
             webhook, webhook_v2 = job.options.webhook, job.options.webhook_v2
             owner = job.record.owner

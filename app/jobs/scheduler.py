@@ -13,6 +13,7 @@ placed strictly in the order they came, so affinity never starves one.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -54,10 +55,12 @@ class Waiting(Generic[InstanceT]):
 class Scheduler(Generic[InstanceT]):
     """Places jobs on instances: at once when one is free, else in order as they free up."""
 
-    def __init__(self, instances: Iterable[InstanceT]) -> None:
+    def __init__(self, instances: Iterable[InstanceT], *, one_at_a_time: bool = False) -> None:
         self.instances = list(instances)
-        # One job at a time on an instance when there are several; else ComfyUI's queue orders.
-        self.one_at_a_time = len(self.instances) > 1
+        # One job at a time on an instance when there are several (or when a fleet pulls jobs
+        # only for free instances); else ComfyUI's queue orders them.
+        self.one_at_a_time = one_at_a_time or len(self.instances) > 1
+        self._freed = asyncio.Event()  # set when an instance may have become free
         self.waiting: list[Waiting[InstanceT]] = []
         self.after_release: list[
             Callable[[InstanceT], None]
@@ -114,8 +117,15 @@ class Scheduler(Generic[InstanceT]):
             hook(instance)
         self.dispatch()
 
+    async def wait_free(self, timeout_s: float) -> None:
+        """Until an instance may have become free, at most timeout_s."""
+        self._freed.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._freed.wait(), timeout_s)
+
     def dispatch(self) -> None:
         """Place waiting jobs, in order, on instances that are free now."""
+        self._freed.set()
         for entry in list(self.waiting):
             instance = self._choose(entry.models, entry.only, entry.avoid)
             if instance is None:

@@ -7,7 +7,7 @@ from fastapi.responses import Response, StreamingResponse
 
 from app.core.errors import InvalidRequest
 from app.core.keys import caller_of
-from app.core.records import JobRecord
+from app.core.records import JobView
 from app.core.schemas import (
     ErrorResponse,
     InterruptRequest,
@@ -47,16 +47,16 @@ NOT_KNOWN = {
 }
 
 
-def job_record(request: Request, request_id: str, owner: str | None = None) -> JobRecord:
+async def job_record(request: Request, request_id: str, owner: str | None = None) -> JobView:
     gateway: Gateway = request.app.state.gateway
-    return gateway.job(request_id, caller_of(request.scope), owner)
+    return await gateway.job(request_id, caller_of(request.scope), owner)
 
 
 @router.get("/prompt/{id}", response_model=JobState, responses={404: NOT_KNOWN})
 async def job_state(id: str, request: Request, owner: str | None = OWNER) -> JobState:
     """The state of a job this gateway process ran: status, progress, and its result or error.
     Each API key sees only its own jobs (another key's id is a 404); admin keys see all."""
-    record = job_record(request, id, owner)
+    record = await job_record(request, id, owner)
     gateway: Gateway = request.app.state.gateway
     position = await gateway.queue_position(record)
     return JobState(
@@ -96,14 +96,14 @@ async def job_events(
     already has the last event gets 204, which tells a browser's EventSource to stop
     reconnecting.
     """
-    record = job_record(request, id, owner)
+    record = await job_record(request, id, owner)
     after = resume_point(last_event_id, record)
     if record.finished and after >= record.last_event_id:
         return Response(status_code=204, headers={"Cache-Control": "no-cache"})
     return event_stream(record, after=after)
 
 
-def resume_point(header: str | None, record: JobRecord) -> int:
+def resume_point(header: str | None, record: JobView) -> int:
     """The event id a client resumes after, from its Last-Event-ID header (none: 0)."""
     if header is None or not header.strip():
         return 0

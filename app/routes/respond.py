@@ -23,7 +23,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from app.comfy.graph import Graph
 from app.core.keys import Caller, caller_of
 from app.core.options import JobOptions
-from app.core.records import JobRecord
+from app.core.records import JobView
 from app.core.schemas import Accepted, ErrorResponse, PromptResponse, Stats
 from app.gateway import Gateway
 from app.jobs.cacheable import external_reason, random_reason
@@ -231,7 +231,7 @@ def _plain(text: str) -> bool:
     return text.isascii() and text.isprintable() and not any(c in text for c in '"\\')
 
 
-def event_stream(record: JobRecord, after: int = 0) -> StreamingResponse:
+def event_stream(record: JobView, after: int = 0) -> StreamingResponse:
     async def frames() -> AsyncIterator[str]:
         async for event in record.follow(after, idle_s=SSE_HEARTBEAT_S):
             if event is None:

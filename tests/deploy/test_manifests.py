@@ -25,12 +25,17 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from app.core.metrics import GatewayMetrics, GatewayState, InstanceReading
-from app.core.settings import PROJECT_ROOT, Settings
+from app.core.settings import PROJECT_ROOT, SECRET_SETTINGS, Settings
+from app.fleet.store import GROUP, FleetStore
 
 ROOT = PROJECT_ROOT
 BIN = Path(sys.executable).parent
 DOCKERFILES = [ROOT / "Dockerfile", *sorted((ROOT / "docker").glob("*.Dockerfile"))]
 MANIFESTS = sorted((ROOT / "deploy" / "kubernetes").rglob("*.yaml"))
+FLEET_DIR = ROOT / "deploy" / "kubernetes" / "fleet"
+SINGLE_BOX = [p for p in MANIFESTS if FLEET_DIR not in p.parents]  # what `kubectl apply -f` takes
+FLEET = sorted(FLEET_DIR.glob("*.yaml"))
+CRDS = ("monitoring.coreos.com/", "keda.sh/")  # the Prometheus Operator's and KEDA's
 KUBERNETES_VERSIONS = ["1.30.0", "1.37.0"]  # the oldest we claim (preStop sleep) and the newest
 COMFYUI_VERSION = "0.3.75"
 SETTINGS = {name.upper() for name in Settings.model_fields}
@@ -145,8 +150,8 @@ def documents(path: Path) -> tuple[dict[str, Any], ...]:
     return tuple(d for d in yaml.safe_load_all(path.read_text()) if d)
 
 
-def kind(name: str) -> dict[str, Any]:
-    (found,) = [d for p in MANIFESTS for d in documents(p) if d["kind"] == name]
+def kind(name: str, manifests: list[Path] = SINGLE_BOX) -> dict[str, Any]:
+    (found,) = [d for p in manifests for d in documents(p) if d["kind"] == name]
     return copy.deepcopy(found)
 
 
@@ -154,8 +159,8 @@ def kind(name: str) -> dict[str, Any]:
 @pytest.mark.parametrize("manifest", MANIFESTS, ids=lambda p: str(p.relative_to(ROOT)))
 def test_manifest_validates(manifest: Path, version: str) -> None:
     for document in documents(manifest):
-        if document["apiVersion"].startswith("monitoring.coreos.com/"):
-            continue  # the Prometheus Operator's CRD: checked below, not by the API's schemas
+        if document["apiVersion"].startswith(CRDS):
+            continue  # custom resources: checked below, not by the API's schemas
         kubernetes_validate.validate(document, version, strict=True)
 
 
@@ -168,7 +173,7 @@ def test_validation_is_not_vacuous() -> None:
 
 
 def test_every_core_kind_is_there() -> None:
-    kinds = {d["kind"] for p in MANIFESTS for d in documents(p)}
+    kinds = {d["kind"] for p in SINGLE_BOX for d in documents(p)}
     assert {"Deployment", "Service", "PodDisruptionBudget", "HorizontalPodAutoscaler"} <= kinds
     assert {"ConfigMap", "PodMonitor"} <= kinds  # the adapter rule and the scrape config
 
@@ -341,3 +346,82 @@ def test_docker_build_script_is_valid_bash() -> None:
     bash = shutil.which("bash")
     assert bash is not None
     assert run(bash, "-n", str(ROOT / "docker" / "build.sh")).returncode == 0
+
+
+# --- the fleet (deploy/kubernetes/fleet/) ----------------------------------------------------
+
+
+def fleet_env() -> dict[str, Any]:
+    (gateway,) = kind("Deployment", FLEET)["spec"]["template"]["spec"]["containers"]
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in gateway["env"]}
+
+
+def test_the_fleet_pod_is_the_single_box_pod_plus_the_queue() -> None:
+    """Same image, probes, resources, mounts and drain; only the queue's settings differ."""
+    single, fleet = kind("Deployment"), kind("Deployment", FLEET)
+    single_env = {e["name"] for e in container()["env"]}
+    for deployment in (single, fleet):
+        for c in deployment["spec"]["template"]["spec"]["containers"]:
+            c["env"] = [e for e in c["env"] if e["name"] not in single_env | set(fleet_env())]
+    assert fleet == single
+    added = set(fleet_env()) - single_env
+    assert added == {"QUEUE_URL", "QUEUE_NAME", "JOB_VISIBILITY_TIMEOUT_S", "JOB_MAX_ATTEMPTS"}
+    assert all(name in SETTINGS for name in fleet_env() if not name.startswith("SYSTEM_META_"))
+
+
+def test_the_fleet_reads_its_redis_url_from_a_secret() -> None:
+    url = fleet_env()["QUEUE_URL"]["secretKeyRef"]
+    assert url == {"name": "comfy-gateway-redis", "key": "url"}
+    assert "QUEUE_URL" in {name.upper() for name in SECRET_SETTINGS}  # never logged
+
+
+def test_keda_scales_the_fleet_deployment_on_its_stream() -> None:
+    scaled = kind("ScaledObject", FLEET)["spec"]
+    fleet = kind("Deployment", FLEET)
+    assert scaled["scaleTargetRef"]["name"] == fleet["metadata"]["name"]
+    assert "HorizontalPodAutoscaler" not in {d["kind"] for p in FLEET for d in documents(p)}
+    (trigger,) = scaled["triggers"]
+    assert trigger["type"] == "redis-streams"
+    meta = trigger["metadata"]
+    store = FleetStore("redis://unused", fleet_env()["QUEUE_NAME"], ttl_s=1)
+    assert meta["stream"] == store.stream
+    assert meta["consumerGroup"] == GROUP
+    # The stream's length counts queued and running jobs; the pending list only running ones.
+    assert int(meta["streamLength"]) >= 1
+    assert "pendingEntriesCount" not in meta and "lagCount" not in meta
+    assert scaled["minReplicaCount"] >= 1, "a cold pod takes minutes: keep one"
+    auth = kind("TriggerAuthentication", FLEET)
+    assert trigger["authenticationRef"]["name"] == auth["metadata"]["name"]
+    (password,) = auth["spec"]["secretTargetRef"]
+    assert (password["parameter"], password["name"]) == ("password", "comfy-gateway-redis")
+
+
+def test_the_bundled_redis_keeps_every_accepted_job() -> None:
+    redis = kind("StatefulSet", FLEET)
+    (server,) = redis["spec"]["template"]["spec"]["containers"]
+    args = dict(zip(server["args"][::2], server["args"][1::2], strict=True))
+    assert args["--appendonly"] == "yes"
+    assert args["--appendfsync"] == "always"
+    assert args["--maxmemory-policy"] == "noeviction"
+    assert args["--requirepass"] == "$(REDIS_PASSWORD)"
+    (password,) = server["env"]
+    assert password["valueFrom"]["secretKeyRef"] == {
+        "name": "comfy-gateway-redis",
+        "key": "password",
+    }
+    service = kind("Service", FLEET)
+    assert (
+        service["spec"]["selector"].items()
+        <= redis["spec"]["template"]["metadata"]["labels"].items()
+    )
+    (trigger,) = kind("ScaledObject", FLEET)["spec"]["triggers"]
+    host, port = trigger["metadata"]["address"].split(":")
+    assert (host, int(port)) == (service["metadata"]["name"], service["spec"]["ports"][0]["port"])
+
+
+@pytest.mark.parametrize("name", ["Service", "PodDisruptionBudget", "PodMonitor"])
+def test_the_shared_selectors_find_the_fleet_pods(name: str) -> None:
+    labels = kind("Deployment", FLEET)["spec"]["template"]["metadata"]["labels"]
+    spec = kind(name)["spec"]
+    selector = spec["selector"].get("matchLabels", spec["selector"])
+    assert selector.items() <= labels.items()

@@ -237,11 +237,11 @@ async def result_of(request: Request, key: str) -> tuple[CachedFile, ...]:
     gateway: Gateway = request.app.state.gateway
     state: V1State = request.app.state.prompts_v1
     request_id = state.answered.get(cache_key(key, caller))
-    record = gateway.running_job(request_id, caller) if request_id else None
+    record = await gateway.running_job(request_id, caller) if request_id else None
     if request_id is None or record is not None:
         raise NotFound(f"no result for {key} here (unknown, still running, or expired)")
     try:
-        result = gateway.job(request_id, caller).result
+        result = (await gateway.job(request_id, caller)).result
     except NotFound:
         result = None
     if result is None:

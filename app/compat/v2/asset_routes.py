@@ -171,7 +171,7 @@ async def get_asset(asset_id: str, request: Request) -> Response:
     base = base_url(request)
     if (asset := state.assets.get(asset_id, caller)) is not None:
         return V2JSON(asset.body(base))
-    found = output_of(request, asset_id)
+    found = await output_of(request, asset_id)
     ids = output_id_parts(asset_id)
     if found is None or ids is None:
         return error(404, "not_found", "Unknown asset id.")
@@ -207,7 +207,7 @@ async def content(asset_id: str, request: Request) -> Response:
     ids = output_id_parts(asset_id)
     if ids is None or known_job(state, ids[0], caller) is None:
         return error(404, "not_found", "Unknown asset id.")
-    found = output_of(request, asset_id)
+    found = await output_of(request, asset_id)
     if found is None:
         message = f"Output bytes are no longer kept by the gateway. {UNAVAILABLE}"
         return error(404, "output_unavailable", message)

@@ -20,7 +20,7 @@ from fastapi.responses import StreamingResponse
 
 from app.compat.v2.jobs import TERMINAL, live_progress, outputs, progress_of, status_of
 from app.compat.v2.state import V2Job
-from app.core.records import JobRecord
+from app.core.records import JobView
 
 HEARTBEAT_S = 15.0
 PROGRESS_EVERY_S = 0.5
@@ -38,7 +38,7 @@ def status_event(status: str, queue_position: int | None) -> dict[str, Any]:
 
 
 def stream(
-    job: V2Job, record: JobRecord | None, base: str, queue_position: int | None
+    job: V2Job, record: JobView | None, base: str, queue_position: int | None
 ) -> StreamingResponse:
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     frames = _frames(job, record, base, queue_position)
@@ -46,7 +46,7 @@ def stream(
 
 
 async def _frames(
-    job: V2Job, record: JobRecord | None, base: str, queue_position: int | None
+    job: V2Job, record: JobView | None, base: str, queue_position: int | None
 ) -> AsyncIterator[str]:
     # Read the status and the event count together: nothing happens between them.
     status = status_of(record)

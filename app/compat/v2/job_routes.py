@@ -31,7 +31,7 @@ from app.core.errors import (
 )
 from app.core.keys import Caller, caller_of
 from app.core.options import JobOptions
-from app.core.records import JobRecord
+from app.core.records import JobView
 from app.gateway import Gateway
 
 log = logging.getLogger(__name__)
@@ -46,9 +46,9 @@ def parts(request: Request) -> tuple[Gateway, V2State]:
     return request.app.state.gateway, request.app.state.v2
 
 
-def record_of(gateway: Gateway, job: V2Job, caller: Caller) -> JobRecord | None:
+async def record_of(gateway: Gateway, job: V2Job, caller: Caller) -> JobView | None:
     try:
-        return gateway.job(job.id, caller, job.owner)
+        return await gateway.job(job.id, caller, job.owner)
     except NotFound:
         return None
 
@@ -67,7 +67,7 @@ def no_job(job_id: str) -> Response:
     return error(404, "not_found", f"No job {job_id}.")
 
 
-async def position(gateway: Gateway, record: JobRecord | None) -> int | None:
+async def position(gateway: Gateway, record: JobView | None) -> int | None:
     """1-based place in ComfyUI's queue while queued; None when unknown (ComfyUI down too)."""
     if record is None or record.status != "queued":
         return None
@@ -80,7 +80,7 @@ async def position(gateway: Gateway, record: JobRecord | None) -> int | None:
 
 async def body_of(request: Request, job: V2Job, status: str | None = None) -> dict[str, Any]:
     gateway, _ = parts(request)
-    record = record_of(gateway, job, caller_of(request.scope))
+    record = await record_of(gateway, job, caller_of(request.scope))
     place = await position(gateway, record)
     return job_body(job, record, base_url(request), status=status, queue_position=place)
 
@@ -114,9 +114,9 @@ async def submit(request: Request) -> Response:
         if problem is not None:
             return error(*problem)
     missing: list[str] = []
-    resolved = submission.resolve(
-        workflow, state.assets, caller, lambda i: output_of(request, i), missing
-    )
+    # Outputs of earlier jobs are read first (in a fleet, from Redis); resolving is then sync.
+    outputs = {i: await output_of(request, i) for i in submission.reference_ids(workflow)}
+    resolved = submission.resolve(workflow, state.assets, caller, outputs.get, missing)
     if missing:
         message = f"Unresolvable core/ASSET reference(s): {', '.join(missing)}"
         return error(422, "missing_asset", message, {"missing_ids": missing})
@@ -165,7 +165,7 @@ async def submit(request: Request) -> Response:
     return V2JSON(queued, status_code=201)
 
 
-def output_of(request: Request, output_id: str) -> tuple[str, bytes] | None:
+async def output_of(request: Request, output_id: str) -> tuple[str, bytes] | None:
     """(name, bytes) of a v2 job's output by its id, while the gateway keeps the answer."""
     gateway, state = parts(request)
     caller = caller_of(request.scope)
@@ -173,7 +173,7 @@ def output_of(request: Request, output_id: str) -> tuple[str, bytes] | None:
     job = known_job(state, found[0], caller) if found is not None else None
     if found is None or job is None:
         return None
-    return output_file(record_of(gateway, job, caller), found[1])
+    return output_file(await record_of(gateway, job, caller), found[1])
 
 
 @get_and_head(router, "/jobs")
@@ -237,7 +237,7 @@ async def cancel(job_id: str, request: Request) -> Response:
     job = known_job(state, job_id, caller)
     if job is None:
         return no_job(job_id)
-    record = record_of(gateway, job, caller)
+    record = await record_of(gateway, job, caller)
     if record is None or record.finished:
         return V2JSON(await body_of(request, job))
     try:
@@ -251,7 +251,7 @@ async def cancel(job_id: str, request: Request) -> Response:
     return V2JSON(await body_of(request, job, "canceling" if status not in TERMINAL else None))
 
 
-async def ended(record: JobRecord, timeout_s: float) -> None:
+async def ended(record: JobView, timeout_s: float) -> None:
     """Wait until the job has ended, at most timeout_s."""
 
     async def last_event() -> None:
@@ -273,5 +273,5 @@ async def job_events(job_id: str, request: Request) -> Response:
     job = known_job(state, job_id, caller)
     if job is None:
         return no_job(job_id)
-    record = record_of(gateway, job, caller)
+    record = await record_of(gateway, job, caller)
     return events.stream(job, record, base_url(request), await position(gateway, record))

@@ -17,7 +17,7 @@ from typing import Any
 from app.comfy.graph import Graph, node_order
 from app.compat.v2.envelope import RETENTION, iso, now
 from app.compat.v2.state import V2Job
-from app.core.records import JobRecord
+from app.core.records import JobView
 
 STATUSES = {
     "queued": "queued",
@@ -30,11 +30,11 @@ TERMINAL = frozenset({"succeeded", "failed", "canceled", "expired"})
 LISTED = frozenset({"queued", "running", "succeeded", "canceling", "canceled", "failed", "expired"})
 
 
-def status_of(record: JobRecord | None) -> str:
+def status_of(record: JobView | None) -> str:
     return STATUSES[record.status] if record is not None else "expired"
 
 
-def progress_of(record: JobRecord) -> dict[str, Any]:
+def progress_of(record: JobView) -> dict[str, Any]:
     """The polled progress: the running node's step fraction (the proxy reports 0 always)."""
     value, most = record.progress.get("value", 0), record.progress.get("max", 0)
     fraction = min(max(value / most, 0.0), 1.0) if most else 0.0
@@ -101,7 +101,7 @@ def decoded_size(content: str) -> int:
     return len(content) * 3 // 4 - content[-2:].count("=")
 
 
-def outputs(job: V2Job, record: JobRecord | None, base: str) -> list[dict[str, Any]]:
+def outputs(job: V2Job, record: JobView | None, base: str) -> list[dict[str, Any]]:
     """The Output objects of a succeeded job (none before, or once the gateway let it go)."""
     result = record.result if record is not None else None
     if not result:
@@ -130,7 +130,7 @@ def outputs(job: V2Job, record: JobRecord | None, base: str) -> list[dict[str, A
     return found
 
 
-def output_file(record: JobRecord | None, index: int) -> tuple[str, bytes] | None:
+def output_file(record: JobView | None, index: int) -> tuple[str, bytes] | None:
     """(name, bytes) of output `index` of a job, while the gateway keeps its answer."""
     result = record.result if record is not None else None
     if not result or not 0 <= index < len(result["filenames"]):
@@ -143,7 +143,7 @@ def output_file(record: JobRecord | None, index: int) -> tuple[str, bytes] | Non
 
 def job_body(
     job: V2Job,
-    record: JobRecord | None,
+    record: JobView | None,
     base: str,
     *,
     status: str | None = None,

@@ -12,7 +12,7 @@ from datetime import datetime
 from app.comfy.graph import Graph
 from app.compat.v2.assets import AssetStore
 from app.compat.v2.envelope import now
-from app.core.records import JobRecord
+from app.core.records import JobView
 
 MAX_JOBS = 10_000  # as many v2 jobs as the proxy keeps Idempotency-Keys
 MAX_KEYS = 10_000
@@ -42,7 +42,7 @@ class V2State:
         self.assets = AssetStore()
         self._watchers: set[asyncio.Task[None]] = set()
 
-    def add(self, job: V2Job, record: JobRecord) -> None:
+    def add(self, job: V2Job, record: JobView) -> None:
         self.jobs[job.id] = job
         while len(self.jobs) > MAX_JOBS:
             self.jobs.popitem(last=False)
@@ -68,7 +68,7 @@ class V2State:
             self.keys.pop(key if owner is None else f"{owner}/{key}", None)
 
 
-async def _times(job: V2Job, record: JobRecord) -> None:
+async def _times(job: V2Job, record: JobView) -> None:
     async for event in record.follow():
         if event is None:
             continue

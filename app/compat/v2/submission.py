@@ -73,6 +73,19 @@ def is_reference(value: Any) -> bool:
     return isinstance(value, dict) and value.get("__type") == "core/ASSET"
 
 
+def reference_ids(node: Any) -> list[str]:
+    """The ids every core/ASSET reference in the workflow names."""
+    if is_reference(node):
+        info = node.get("info")
+        asset_id = info.get("id") if isinstance(info, dict) else None
+        return [asset_id] if isinstance(asset_id, str) else []
+    if isinstance(node, dict):
+        node = list(node.values())
+    if isinstance(node, list):
+        return [found for value in node for found in reference_ids(value)]
+    return []
+
+
 def resolve(
     node: Any, assets: AssetStore, caller: Caller, output: OutputLookup, missing: list[str]
 ) -> Any:

@@ -16,6 +16,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from app.core.settings.cache import CacheSettings
 from app.core.settings.comfyui import BUNDLED_COMFY_DIR, PROJECT_ROOT, ComfySettings
+from app.core.settings.fleet import FleetSettings
 from app.core.settings.jobs import JobSettings
 from app.core.settings.media import MediaSettings
 from app.core.settings.server import LogFormat, LogLevel, PassthroughMode, ServerSettings
@@ -45,13 +46,15 @@ SECTIONS = (
     CacheSettings,
     MediaSettings,
     WebhookSettings,
+    FleetSettings,
 )
 # Settings whose values an error message must not repeat.
-SECRET_SETTINGS = frozenset({"API_KEYS", "ADMIN_API_KEYS", "WEBHOOK_SECRET"})
+SECRET_SETTINGS = frozenset({"API_KEYS", "ADMIN_API_KEYS", "WEBHOOK_SECRET", "QUEUE_URL"})
 
 
 class Settings(
     BaseSettings,
+    FleetSettings,
     WebhookSettings,
     MediaSettings,
     CacheSettings,

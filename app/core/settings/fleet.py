@@ -1,0 +1,61 @@
+"""A fleet: many gateways sharing one durable job queue on Redis Streams."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field, SecretStr, field_validator
+
+from app.core.settings.sources import empty_is_unset
+
+
+class FleetSettings(BaseModel):
+    """A fleet: gateways on many machines sharing one job queue on Redis (QUEUE_URL)."""
+
+    queue_url: SecretStr | None = Field(
+        None,
+        description="Redis to share jobs through, e.g. `redis://:password@redis:6379/0` "
+        "(`rediss://` for TLS). Set, every gateway with it accepts jobs into one queue and runs "
+        "them when it has a free ComfyUI; unset, each gateway keeps its own jobs",
+    )
+    queue_name: str = Field(
+        "comfy-gateway",
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9._:-]+$",
+        description="Prefix of the fleet's Redis keys: fleets with different names can share "
+        "one Redis",
+    )
+    job_visibility_timeout_s: float = Field(
+        60.0,
+        ge=3,
+        description="A job whose gateway stopped heartbeating this long (killed, machine gone) "
+        "is taken over by another gateway",
+    )
+    job_max_attempts: int = Field(
+        3,
+        ge=1,
+        le=20,
+        description="Gateways a job may be started on before it fails (each one that died "
+        "under it counts)",
+    )
+    fleet_max_result_mb: float = Field(
+        64.0,
+        gt=0,
+        description="Largest result (its base64 outputs) that travels through Redis; past it "
+        "the job fails and says to use `s3` or `http_upload`",
+    )
+
+    @field_validator("queue_url", mode="before")
+    @classmethod
+    def _no_queue(cls, value: Any) -> Any:
+        return empty_is_unset(value)
+
+    @field_validator("queue_url")
+    @classmethod
+    def _redis_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith(
+            ("redis://", "rediss://", "unix://")
+        ):
+            raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        return value

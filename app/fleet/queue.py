@@ -1,0 +1,228 @@
+"""FleetQueue: accepting jobs into the fleet's queue, and reading them back, on any gateway.
+
+A job is checked here as on a lone gateway (the graph's shape, the URLs it names), then stored
+in Redis and queued; whichever gateway has a free ComfyUI runs it (app.fleet.worker). A
+synchronous request waits here for the job's outcome, read from its event stream.
+
+A job is its owner's (the id of the API key that made it): the owner is part of its key in Redis
+(app.fleet.store), so two keys' jobs of the same id are two jobs. Which caller may see which job
+is the door's to decide (app.gateway.door); here every lookup names the owner.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from app.comfy.graph import Graph, check_graph
+from app.core.addresses import AddressPolicy, check_destinations
+from app.core.errors import (
+    ComfyUnavailable,
+    Conflict,
+    GatewayError,
+    Interrupted,
+    NotFound,
+    error_from_body,
+)
+from app.core.keys import owner_label
+from app.core.options import JobOptions
+from app.core.records import TERMINAL, JobEvent
+from app.core.schemas import PromptResponse, WorkflowResponse
+from app.fleet.records import RemoteRecord
+from app.fleet.signals import POLL_S, wait
+from app.fleet.store import FleetStore, fleet_key, split_key
+from app.jobs.webhooks import WebhookSender, deliver_job_end
+
+log = logging.getLogger(__name__)
+
+
+def unreachable(e: Exception) -> ComfyUnavailable:
+    return ComfyUnavailable(f"the job queue (Redis) is not reachable now: {e}", retry_after_s=5)
+
+
+@dataclass(eq=False)
+class FleetJob:
+    """A job accepted into the fleet: what answering it over HTTP needs."""
+
+    id: str
+    record: RemoteRecord
+    prompt: Graph
+    queue: FleetQueue
+    _task: asyncio.Task[PromptResponse] | None = field(default=None, repr=False)
+
+    @property
+    def task(self) -> asyncio.Task[PromptResponse]:
+        """The job's outcome, read from Redis; started when a request first waits for it."""
+        if self._task is None:
+            self._task = asyncio.create_task(self.queue.outcome(self.record.key))
+        return self._task
+
+
+class FleetQueue:
+    """The accepting side of the fleet: queue a job, read its state, interrupt it."""
+
+    def __init__(self, store: FleetStore, addresses: AddressPolicy, sender: WebhookSender) -> None:
+        self.store = store
+        self.addresses = addresses
+        self.sender = sender
+        self._deliveries: set[asyncio.Task[None]] = set()
+
+    def key(self, request_id: str, owner: str | None) -> str:
+        """The job's key in Redis: its owner's id and its request id."""
+        return fleet_key(owner, request_id)
+
+    async def submit(
+        self,
+        request_id: str,
+        graph: Graph,
+        options: JobOptions,
+        *,
+        owner: str | None,
+        max_jobs: int = 0,
+        echo_input: dict[str, Any] | None,
+        workflow: str,
+    ) -> FleetJob:
+        """Check and queue a job of this owner's; Conflict when its job with this id is still
+        running; with max_jobs, MaxJobsReached (app.fleet.store) when the owner has that many
+        queued or running in the fleet already."""
+        check_graph(graph)
+        await check_destinations(options, self.addresses)
+        spec = {
+            "id": request_id,
+            "owner": owner,
+            "graph": graph,
+            # Only the job's options: a request model that extends them carries its input too.
+            "options": options.model_dump(
+                mode="json", by_alias=True, exclude_none=True, include=set(JobOptions.model_fields)
+            ),
+            "echo_input": echo_input,
+            "workflow": workflow,
+            "accepted_at": time.time(),
+        }
+        key = self.key(request_id, owner)
+        try:
+            queued = await self.store.enqueue(key, spec, {"id": request_id}, max_jobs=max_jobs)
+        except RedisError as e:
+            self.store.reachability.failed(e)
+            raise unreachable(e) from e
+        if not queued:
+            raise Conflict(f"a job with id {request_id!r} is already running", location="id")
+        record = RemoteRecord.queued(self.store, key, request_id, workflow, owner)
+        of = f" of key {owner}" if owner is not None else ""
+        log.info("job %s%s: queued in the fleet (%d nodes)", request_id, of, len(graph))
+        return FleetJob(request_id, record, graph, self)
+
+    async def record(self, request_id: str, owner: str | None) -> RemoteRecord | None:
+        """The owner's job with this id, or None when the fleet knows none (or no longer)."""
+        try:
+            return await RemoteRecord.load(self.store, self.key(request_id, owner))
+        except RedisError as e:
+            raise unreachable(e) from e
+
+    async def owners(self, request_id: str) -> list[str]:
+        """The API keys (ids) with a job of this id that the fleet still knows."""
+        try:
+            return await self.store.owners(request_id)
+        except RedisError as e:
+            raise unreachable(e) from e
+
+    async def jobs_of(self, owner: str | None) -> int:
+        """The owner's jobs queued or running in the fleet."""
+        try:
+            return await self.store.active(owner)
+        except RedisError as e:
+            raise unreachable(e) from e
+
+    async def outcome(self, key: str) -> PromptResponse:
+        """Wait for the job's end: its result, or its error raised. Woken only by the end (not
+        by each event), and reading only the last event, whatever the job did before."""
+        with self.store.signals.watch(key, ends_only=True) as ended:
+            while True:
+                ended.clear()  # before reading: an end from here on is not missed
+                try:
+                    last = await self.store.last_event(key)
+                    if last is None:
+                        request_id = split_key(key)[1]
+                        raise NotFound(
+                            f"the job {request_id!r} expired before it ended", location="id"
+                        )
+                    if last.type in TERMINAL:
+                        return await self._answer(key, last)
+                except RedisError as e:  # Redis restarts: keep waiting for the job's outcome
+                    self.store.reachability.failed(e)
+                    await asyncio.sleep(1)
+                    continue
+                await wait(ended, POLL_S)
+
+    async def _answer(self, key: str, last: JobEvent) -> PromptResponse:
+        if last.type == "complete":
+            if "input" in last.data:
+                return WorkflowResponse.model_validate(last.data)
+            return PromptResponse.model_validate(last.data)
+        status = await self.store.error_status(key)
+        raise error_from_body(status, {k: v for k, v in last.data.items() if k != "id"})
+
+    async def interrupt(self, request_id: str, owner: str | None) -> None:
+        """Cancel the owner's job: ended here while no gateway has taken it (its webhooks go
+        from here), else interrupted by the gateway that runs it."""
+        error = Interrupted("the job was interrupted on request")
+        try:
+            ended = await self.store.cancel(
+                self.key(request_id, owner),
+                {**error.body(), "status": error.status},
+                {"id": request_id, **error.body()},
+            )
+        except RedisError as e:
+            raise unreachable(e) from e
+        if ended is None:
+            raise NotFound(f"no queued or running job has id {request_id!r}", location="id")
+        if ended:
+            log.info("job %s: interrupted before any gateway took it", request_id)
+            task = asyncio.create_task(deliver_ending(self.sender, spec_of(ended), None, error))
+            self._deliveries.add(task)
+            task.add_done_callback(self._deliveries.discard)
+
+    async def drain(self, timeout_s: float) -> None:
+        """Let the webhooks of jobs ended here go out, at most timeout_s."""
+        if self._deliveries:
+            await asyncio.wait(set(self._deliveries), timeout=timeout_s)
+
+    async def position(self, request_id: str, owner: str | None) -> int | None:
+        try:
+            return await self.store.position(self.key(request_id, owner))
+        except RedisError:
+            return None
+
+
+def spec_of(state: dict[str, str]) -> dict[str, Any]:
+    """The job as accepted (id, owner, graph, options, echo_input, workflow), from its Redis
+    hash."""
+    spec: dict[str, Any] = json.loads(state.get("spec") or "{}")
+    return spec
+
+
+async def deliver_ending(
+    sender: WebhookSender,
+    spec: dict[str, Any],
+    result: dict[str, Any] | None,
+    error: GatewayError | None,
+) -> None:
+    """A job's terminal webhooks, for whoever recorded its outcome (only they deliver)."""
+    options = JobOptions.model_validate(spec.get("options") or {})
+    if options.webhook or options.webhook_v2:
+        await deliver_job_end(
+            sender,
+            webhook=str(options.webhook) if options.webhook else None,
+            webhook_v2=str(options.webhook_v2) if options.webhook_v2 else None,
+            job_id=spec["id"],
+            graph=spec["graph"],
+            result=result,
+            error=error.body() if error is not None else None,
+            key_name=owner_label(owner) if (owner := spec.get("owner")) is not None else None,
+        )

@@ -1,0 +1,100 @@
+"""Signals: one Redis subscription per gateway to the fleet's channels.
+
+`changed` carries the key of a job that has a new event, `ended` the key of one whose outcome
+was just recorded (the store's scripts publish both): they wake whoever on this gateway follows
+that job, an SSE stream on any change, a waiting request only at the end. `cancel` carries the
+key of a job to interrupt, for the gateway that runs it. Followers also read again on their own
+every POLL_S, so a message lost while Redis was away delays them, never strands them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
+
+from redis.exceptions import RedisError
+
+log = logging.getLogger(__name__)
+RETRY_S = 1.0  # between attempts to subscribe again
+POLL_S = 5.0  # the longest a follower waits before reading again without being told
+
+
+class Signals:
+    """Wakes this gateway's followers of a job when it changes; passes on interrupts."""
+
+    def __init__(self, redis: Any, name: str, reachability: Any) -> None:
+        self.redis = redis
+        self.changed_channel = f"{name}:changed"
+        self.ended_channel = f"{name}:ended"
+        self.cancel_channel = f"{name}:cancel"
+        self.reachability = reachability  # app.fleet.store.Reachability
+        self.on_cancel: Callable[[str], Awaitable[None]] | None = None
+        # key -> the events of its followers, each with whether it waits for the end only
+        self._watchers: dict[str, dict[asyncio.Event, bool]] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._listen(), name="fleet-signals")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    @contextlib.contextmanager
+    def watch(self, key: str, *, ends_only: bool = False) -> Iterator[asyncio.Event]:
+        """An event set whenever the job changes (or, with ends_only, when it ends); clear it
+        before each read."""
+        event = asyncio.Event()
+        self._watchers.setdefault(key, {})[event] = ends_only
+        try:
+            yield event
+        finally:
+            watchers = self._watchers.get(key)
+            if watchers is not None:
+                watchers.pop(event, None)
+                if not watchers:
+                    del self._watchers[key]
+
+    def _wake(self, key: str | None = None, *, ended: bool = True) -> None:
+        groups = self._watchers.values() if key is None else [self._watchers.get(key, {})]
+        for watchers in groups:
+            for event, ends_only in watchers.items():
+                if ended or not ends_only:
+                    event.set()
+
+    async def _listen(self) -> None:
+        failed = False
+        channels = (self.changed_channel, self.ended_channel, self.cancel_channel)
+        while True:
+            try:
+                async with self.redis.pubsub() as pubsub:
+                    await pubsub.subscribe(*channels)
+                    failed = False
+                    self._wake()  # messages may have been missed while not subscribed
+                    async for message in pubsub.listen():
+                        if message.get("type") == "message":
+                            await self._dispatch(message["channel"], str(message["data"]))
+            except (RedisError, OSError) as e:
+                if failed:  # a dropped connection is retried at once; a second failure is news
+                    self.reachability.failed(e)
+                    await asyncio.sleep(RETRY_S)
+                failed = True
+
+    async def _dispatch(self, channel: str, key: str) -> None:
+        if channel == self.changed_channel:
+            self._wake(key, ended=False)
+        elif channel == self.ended_channel:
+            self._wake(key)
+        elif self.on_cancel is not None:
+            await self.on_cancel(key)
+
+
+async def wait(event: asyncio.Event, timeout_s: float) -> None:
+    """Until the event is set, at most timeout_s."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(event.wait(), timeout_s)

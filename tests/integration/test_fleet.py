@@ -1,0 +1,467 @@
+"""A fleet: real gateways (each with its own ComfyUI on CPU) sharing one real redis-server.
+
+Three gateways take 60 mixed jobs round-robin; any gateway reads, follows and interrupts any
+job; the CLI and the AUTOMATIC1111 facade work unchanged. A second fleet of two gateways takes
+the blows: kill -9 of the gateway running a job, SIGTERM with jobs running and queued, Redis
+stopped for 10 s, Redis killed and restarted from its append-only file.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import io
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import webuiapi
+from PIL import Image
+
+from tests.integration.conftest import seed_inputs
+from tests.integration.harness import GRAPHS, ROOT, Gateway, eventually, graph
+from tests.integration.receiver import Receiver
+from tests.integration.test_prompt import empty_image
+from tests.redis_server import RedisServer
+
+pytestmark = pytest.mark.timeout(600)
+NAME = "comfy-gateway"  # QUEUE_NAME's default
+
+
+def start_fleet(workdir: Path, count: int, redis: RedisServer, **env: str) -> list[Gateway]:
+    """`count` gateways on one Redis, started side by side."""
+    gateways = [new_gateway(workdir, i, redis, **env) for i in range(count)]
+    for gateway in gateways:
+        gateway.start(wait=False)
+    for gateway in gateways:
+        gateway.wait_healthy(300)
+    return gateways
+
+
+def new_gateway(workdir: Path, index: int, redis: RedisServer, **env: str) -> Gateway:
+    folder = workdir / f"gateway-{index}-{time.monotonic_ns()}"
+    (folder / "input").mkdir(parents=True)
+    seed_inputs(folder / "input")
+    # The webhook receivers listen on 127.0.0.1, refused by default.
+    return Gateway(folder, QUEUE_URL=redis.url, ALLOWED_PRIVATE_NETWORKS="127.0.0.1/32", **env)
+
+
+def stop_all(gateways: list[Gateway]) -> None:
+    for gateway in gateways:
+        gateway.stop()
+
+
+def runner_of(redis: RedisServer, job_id: str) -> int | None:
+    """The pid of the gateway that took the job (its consumer name is host-pid-suffix)."""
+    with redis.client() as client:
+        consumer = client.hget(f"{NAME}:job:{job_id}", "gateway")
+    return int(str(consumer).split("-")[-2]) if consumer else None
+
+
+def running_on(gateways: list[Gateway], redis: RedisServer, job_id: str) -> Gateway:
+    """The gateway running the job, once it runs."""
+    found: list[Gateway] = []
+
+    def check() -> bool:
+        pid = runner_of(redis, job_id)
+        found[:] = [g for g in gateways if g.proc is not None and g.pid == pid]
+        return bool(found) and status(found[0], job_id) == "running"
+
+    eventually(check, 120, f"job {job_id} running on a gateway")
+    return found[0]
+
+
+def status(gateway: Gateway, job_id: str) -> str | int:
+    with gateway.client(timeout_s=10) as c:
+        answer = c.get(f"/prompt/{job_id}")
+    return str(answer.json()["status"]) if answer.status_code == 200 else answer.status_code
+
+
+def txt2img(steps: int, seed: int) -> dict[str, Any]:
+    prompt = graph("t2i")
+    prompt["5"]["inputs"].update(steps=steps, seed=seed)
+    return prompt
+
+
+def submit(gateway: Gateway, prompt: dict[str, Any], job_id: str, **extra: Any) -> httpx.Response:
+    with gateway.client(timeout_s=300) as c:
+        return c.post("/prompt", json={"prompt": prompt, "id": job_id, **extra})
+
+
+def png_size(b64: str) -> tuple[int, int]:
+    with Image.open(io.BytesIO(base64.b64decode(b64))) as image:
+        return image.size
+
+
+def ended_webhooks(receiver: Receiver, path: str) -> Counter[str]:
+    """How many terminal webhooks each job got at this path."""
+    return Counter(d.json()["id"] for d in receiver.deliveries(path))
+
+
+@pytest.fixture(scope="module")
+def receiver() -> Iterator[Receiver]:
+    r = Receiver()
+    yield r
+    r.close()
+
+
+@pytest.fixture(scope="module")
+def redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("fleet-redis")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def trio(tmp_path_factory: pytest.TempPathFactory, redis: RedisServer) -> Iterator[list[Gateway]]:
+    """Three gateways with the shipped workflows; a result past 0.5 MB does not travel."""
+    env = {
+        "WORKFLOW_DIR": str(ROOT / "workflows"),
+        "WARMUP_PROMPT_FILE": str(GRAPHS / "t2i.json"),
+        "FLEET_MAX_RESULT_MB": "0.5",
+    }
+    gateways = start_fleet(tmp_path_factory.mktemp("trio"), 3, redis, **env)
+    yield gateways
+    stop_all(gateways)
+
+
+def test_sixty_jobs_round_robin_each_answered_with_its_own_outputs_once(
+    trio: list[Gateway], receiver: Receiver
+) -> None:
+    before = [jobs_run(g) for g in trio]
+
+    def one(n: int) -> tuple[int, httpx.Response]:
+        prompt = empty_image(n * 3, width=64 + n, height=32 + n, prefix=f"fleet-{n}")
+        extra = {"webhook": receiver.url("/sixty")} if n % 2 else {}
+        return n, submit(trio[n % 3], prompt, f"sixty-{n}", **extra)
+
+    with ThreadPoolExecutor(20) as threads:
+        answers = list(threads.map(one, range(60)))
+    for n, answer in answers:
+        if n % 2:
+            assert answer.status_code == 202, answer.text
+            assert answer.json()["id"] == f"sixty-{n}"
+        else:
+            assert answer.status_code == 200, answer.text
+            body = answer.json()
+            assert body["id"] == f"sixty-{n}"
+            [image] = body["images"]
+            assert png_size(image) == (64 + n, 32 + n)
+            assert body["filenames"][0].startswith(f"fleet-{n}_")
+    delivered = receiver.wait_for("/sixty", 30, timeout_s=120)
+    time.sleep(1.0)  # a second delivery of any job would show up by now
+    assert ended_webhooks(receiver, "/sixty") == Counter(f"sixty-{n}" for n in range(1, 60, 2))
+    for delivery in delivered:
+        n = int(delivery.json()["id"].split("-")[1])
+        assert delivery.json()["event"] == "output.complete"
+        assert png_size(delivery.json()["image"]) == (64 + n, 32 + n)
+    ran = [jobs_run(g) - b for g, b in zip(trio, before, strict=True)]
+    assert sum(ran) == 60
+    assert all(count > 0 for count in ran), f"jobs per gateway: {ran}"
+    with redis_client(trio) as client:
+        assert client.xlen(f"{NAME}:jobs") == 0  # every job acknowledged and removed
+
+
+@contextlib.contextmanager
+def redis_client(gateways: list[Gateway]) -> Iterator[Any]:
+    import redis as redis_py
+
+    client = redis_py.Redis.from_url(gateways[0].env["QUEUE_URL"], decode_responses=True)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+def jobs_run(gateway: Gateway) -> int:
+    with gateway.client(timeout_s=10) as c:
+        return sum(i["jobs_run"] for i in c.get("/health").json()["instances"])
+
+
+def sse_events(gateway: Gateway, job_id: str, last_event_id: int | None = None) -> list[Any]:
+    """The job's SSE stream read to its end: [(id, type, data)]."""
+    headers = {"Last-Event-ID": str(last_event_id)} if last_event_id is not None else {}
+    events: list[Any] = []
+    with (
+        gateway.client(timeout_s=120) as c,
+        c.stream("GET", f"/prompt/{job_id}/events", headers=headers) as answer,
+    ):
+        assert answer.status_code == 200
+        frame: dict[str, str] = {}
+        for line in answer.iter_lines():
+            if line.startswith(("id:", "event:", "data:")):
+                field, _, value = line.partition(": ")
+                frame[field.rstrip(":")] = value
+            elif not line and "event" in frame:
+                events.append((int(frame["id"]), frame["event"], json.loads(frame["data"])))
+                frame = {}
+    return events
+
+
+def test_state_events_and_resume_from_gateways_that_did_not_run_the_job(
+    trio: list[Gateway], receiver: Receiver, redis: RedisServer
+) -> None:
+    answer = submit(trio[0], txt2img(40, 71), "elsewhere-1", webhook=receiver.url("/elsewhere"))
+    assert answer.status_code == 202
+    runner = running_on(trio, redis, "elsewhere-1")
+    others = [g for g in trio if g is not runner]
+    reader = others[-1]
+    events = sse_events(reader, "elsewhere-1")
+    types = [kind for _, kind, _ in events]
+    assert types[0] == "queued" and types[-1] == "complete"
+    steps = [data["value"] for _, kind, data in events if kind == "progress"]
+    assert steps == list(range(1, 41))
+    assert [number for number, _, _ in events] == sorted(number for number, _, _ in events)
+    [image] = events[-1][2]["images"]
+    assert png_size(image) == (64, 64)
+    for other in others:
+        with other.client() as c:
+            state = c.get("/prompt/elsewhere-1").json()
+        assert state["status"] == "succeeded"
+        assert state["result"]["images"] == [image]
+    middle = events[len(events) // 2][0]
+    resumed = sse_events(others[0], "elsewhere-1", last_event_id=middle)
+    assert [number for number, _, _ in resumed] == [n for n, _, _ in events if n > middle]
+    with others[0].client() as c:
+        assert (
+            c.get(
+                "/prompt/elsewhere-1/events", headers={"Last-Event-ID": str(events[-1][0])}
+            ).status_code
+            == 204
+        )
+    receiver.wait_for("/elsewhere", 1)
+
+
+def test_interrupt_through_any_gateway_running_or_still_queued(
+    trio: list[Gateway], receiver: Receiver, redis: RedisServer
+) -> None:
+    with ThreadPoolExecutor(3) as threads:
+        slow = [
+            threads.submit(submit, trio[n], txt2img(3000, 80 + n), f"busy-{n}") for n in range(3)
+        ]
+        runners = [running_on(trio, redis, f"busy-{n}") for n in range(3)]
+        assert {g.pid for g in runners} == {g.pid for g in trio}  # one each: all are busy
+        queued = submit(trio[0], empty_image(7), "queued-1", webhook=receiver.url("/queued"))
+        assert queued.status_code == 202
+        assert status(trio[1], "queued-1") == "queued"
+        with trio[2].client() as c:
+            assert c.post("/interrupt", json={"id": "queued-1"}).status_code == 200
+            [failed] = receiver.wait_for("/queued", 1)
+            assert failed.json()["event"] == "prompt.failed"
+            assert failed.json()["code"] == "interrupted"
+            for n in range(3):  # each through a gateway that does not run it
+                elsewhere = next(g for g in trio if g is not runners[n])
+                with elsewhere.client() as other:
+                    assert other.post("/interrupt", json={"id": f"busy-{n}"}).status_code == 200
+        for future in slow:
+            answer = future.result(timeout=60)
+            assert answer.status_code == 409, answer.text
+            assert answer.json()["code"] == "interrupted"
+    assert status(trio[0], "queued-1") == "interrupted"
+    time.sleep(0.5)
+    assert len(receiver.deliveries("/queued")) == 1
+    with trio[1].client() as c:
+        gone = c.post("/interrupt", json={"id": "busy-0"})
+    assert gone.status_code == 404 and gone.json()["location"] == "id"
+
+
+def test_a_result_too_large_for_the_queue_fails_with_what_to_do(trio: list[Gateway]) -> None:
+    noise = Image.frombytes("RGB", (512, 512), random.Random(5).randbytes(512 * 512 * 3))
+    out = io.BytesIO()
+    noise.save(out, "PNG")
+    prompt = {
+        "1": {
+            "class_type": "LoadImage",
+            "inputs": {"image": base64.b64encode(out.getvalue()).decode()},
+        },
+        "2": {
+            "class_type": "SaveImage",
+            "inputs": {"images": ["1", 0], "filename_prefix": "noise"},
+        },
+    }
+    answer = submit(trio[1], prompt, "too-large-1")
+    assert answer.status_code == 507, answer.text
+    body = answer.json()
+    assert body["code"] == "result_too_large"
+    assert "FLEET_MAX_RESULT_MB" in body["error"] and "s3" in body["error"]
+    assert status(trio[2], "too-large-1") == "failed"
+
+
+def test_the_cli_and_the_facades_work_unchanged(trio: list[Gateway], tmp_path: Path) -> None:
+    graph_file = tmp_path / "graph.json"
+    graph_file.write_text(json.dumps(txt2img(5, 91)))
+    done = subprocess.run(
+        [sys.executable, "-m", "app.cli", "run", "--url", trio[2].url, "--graph", str(graph_file),
+         "--out", str(tmp_path / "out"), "--id", "fleet-cli-1"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    [written] = [Path(line) for line in done.stdout.splitlines()]
+    with Image.open(written) as image:
+        assert image.size == (64, 64)
+    assert "5/5" in done.stderr
+    api = webuiapi.WebUIApi(host="127.0.0.1", port=trio[0].port, sampler="Euler a", steps=2)
+    result = api.txt2img(prompt="a cat", width=64, height=72, seed=41, batch_size=2)
+    assert [image.size for image in result.images] == [(64, 72), (64, 72)]
+    assert result.info["all_seeds"] == [41, 42]
+    with trio[1].client() as c:
+        blocking = c.post("/api/v1/prompts", json=empty_image(0x102030, prefix="v1fleet"))
+        assert blocking.status_code == 200, blocking.text
+        image = c.get(blocking.json()["urls"][0])
+    assert image.status_code == 200 and image.headers["content-type"] == "image/png"
+    with Image.open(io.BytesIO(image.content)) as picture:
+        assert picture.convert("RGB").getpixel((1, 1)) == (0x10, 0x20, 0x30)
+
+
+# -- the blows ----------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def aof_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("fleet-aof"), appendonly=True).start()
+    yield server
+    server.stop()
+
+
+class Pair:
+    """Two gateways on a Redis that keeps an append-only file; a lost one is replaced."""
+
+    def __init__(self, workdir: Path, redis: RedisServer) -> None:
+        self.workdir = workdir
+        self.redis = redis
+        # Quick takeover, and a grace period long enough for a job to finish.
+        self.env = {"JOB_VISIBILITY_TIMEOUT_S": "3", "SHUTDOWN_GRACE_S": "120"}
+        self.gateways = start_fleet(workdir, 2, redis, **self.env)
+
+    def replace(self, lost: Gateway) -> None:
+        lost.stop()
+        fresh = new_gateway(self.workdir, len(self.gateways), self.redis, **self.env)
+        self.gateways[self.gateways.index(lost)] = fresh.start(timeout_s=300)
+
+    def alive(self) -> list[Gateway]:
+        return [g for g in self.gateways if g.proc is not None and g.proc.poll() is None]
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory: pytest.TempPathFactory, aof_redis: RedisServer) -> Iterator[Pair]:
+    fleet = Pair(tmp_path_factory.mktemp("pair"), aof_redis)
+    yield fleet
+    stop_all(fleet.gateways)
+
+
+def test_kill_9_of_the_gateway_running_a_job_it_completes_on_the_other(
+    pair: Pair, receiver: Receiver
+) -> None:
+    answer = submit(
+        pair.gateways[0], txt2img(150, 101), "orphan-1", webhook=receiver.url("/orphan")
+    )
+    assert answer.status_code == 202
+    victim = running_on(pair.gateways, pair.redis, "orphan-1")
+    survivor = next(g for g in pair.gateways if g is not victim)
+    with ThreadPoolExecutor(1) as threads:
+        # A synchronous client of the same job, on the gateway that survives.
+        waiting = threads.submit(sse_events, survivor, "orphan-1")
+        time.sleep(0.5)
+        os.kill(victim.pid, signal.SIGKILL)
+        victim.wait_exit(30)
+        events = waiting.result(timeout=300)
+    assert events[-1][1] == "complete"
+    assert any(kind == "queued" and data.get("attempt") == 2 for _, kind, data in events)
+    assert runner_of(pair.redis, "orphan-1") == survivor.pid
+    [delivered] = receiver.wait_for("/orphan", 1, timeout_s=120)
+    assert delivered.json()["event"] == "output.complete"
+    time.sleep(1.0)
+    assert len(receiver.deliveries("/orphan")) == 1
+    with pair.redis.client() as client:
+        assert client.hget(f"{NAME}:job:orphan-1", "attempts") == "2"
+    pair.replace(victim)
+
+
+def test_sigterm_finishes_the_running_job_and_leaves_queued_ones_to_the_other(
+    pair: Pair, receiver: Receiver
+) -> None:
+    first, second = pair.gateways
+    hook = receiver.url("/term")
+    for n in range(4):
+        assert submit(first, txt2img(60, 110 + n), f"term-{n}", webhook=hook).status_code == 202
+    runners = [running_on(pair.gateways, pair.redis, f"term-{n}") for n in range(2)]
+    assert {g.pid for g in runners} == {first.pid, second.pid}
+    leaving = runners[0]
+    os.kill(leaving.pid, signal.SIGTERM)
+    assert leaving.wait_exit(180) == 0
+    # It finished its job before leaving: that job's webhook came from it, not a takeover.
+    with pair.redis.client() as client:
+        assert client.hget(f"{NAME}:job:term-0", "attempts") == "1"
+        assert client.hget(f"{NAME}:job:term-0", "status") == "succeeded"
+    receiver.wait_for("/term", 4, timeout_s=240)
+    time.sleep(1.0)
+    assert ended_webhooks(receiver, "/term") == Counter(f"term-{n}" for n in range(4))
+    own = [line for line in leaving.log_text().splitlines() if " comfyui: " not in line]
+    assert not [line for line in own if "Traceback" in line or " ERROR " in line]
+    pair.replace(leaving)
+
+
+def test_redis_down_for_10_s_503s_meanwhile_and_every_accepted_job_ends(
+    pair: Pair, receiver: Receiver
+) -> None:
+    hook = receiver.url("/outage")
+    for n in range(3):
+        gateway = pair.gateways[n % 2]
+        assert submit(gateway, txt2img(60, 120 + n), f"outage-{n}", webhook=hook).status_code == 202
+    with ThreadPoolExecutor(1) as threads:
+        sync = threads.submit(submit, pair.gateways[1], empty_image(9), "outage-sync")
+        running_on(pair.gateways, pair.redis, "outage-0")
+        pair.redis.stop()
+        down_since = time.monotonic()
+        for gateway in pair.gateways:
+            with gateway.client(timeout_s=20) as c:
+                refused = c.post("/prompt", json={"prompt": empty_image(3), "id": "during"})
+                assert refused.status_code == 503, refused.text
+                assert refused.headers["retry-after"] == "5"
+                assert "Redis" in refused.json()["error"]
+                eventually(lambda c=c: c.get("/ready").status_code == 503, 15, "/ready 503")
+                assert "Redis" in c.get("/ready").json()["reason"]
+                assert c.get("/health").status_code == 200  # not a reason to restart the pod
+        time.sleep(max(0.0, 10 - (time.monotonic() - down_since)))
+        pair.redis.start()
+        answer = sync.result(timeout=240)
+    assert answer.status_code == 200, answer.text
+    receiver.wait_for("/outage", 3, timeout_s=240)
+    time.sleep(1.0)
+    assert ended_webhooks(receiver, "/outage") == Counter(f"outage-{n}" for n in range(3))
+    assert all(g.proc is not None and g.proc.poll() is None for g in pair.gateways)
+    for gateway in pair.gateways:
+        eventually(lambda g=gateway: ready(g), 30, "/ready 200 again")
+
+
+def ready(gateway: Gateway) -> bool:
+    with gateway.client(timeout_s=10) as c:
+        return c.get("/ready").status_code == 200
+
+
+def test_redis_killed_and_restarted_from_its_aof_the_queued_jobs_run(
+    pair: Pair, receiver: Receiver
+) -> None:
+    hook = receiver.url("/aof")
+    for n in range(5):
+        answer = submit(pair.gateways[0], txt2img(40, 130 + n), f"aof-{n}", webhook=hook)
+        assert answer.status_code == 202, answer.text
+    with pair.redis.client() as client:
+        assert client.xlen(f"{NAME}:jobs") == 5
+    pair.redis.stop(kill=True)
+    time.sleep(2)
+    pair.redis.start()
+    receiver.wait_for("/aof", 5, timeout_s=300)
+    time.sleep(1.0)
+    assert ended_webhooks(receiver, "/aof") == Counter(f"aof-{n}" for n in range(5))
+    for n in range(5):
+        assert status(pair.gateways[1], f"aof-{n}") == "succeeded"

@@ -1,0 +1,167 @@
+"""The fleet's Redis layer against a real redis-server: the scripts that make a job's outcome
+once-only, taking over a job whose gateway went quiet, handing one back, following a job's
+events on any gateway, and coming back from a Redis that lost its data."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+from app.core.records import JobEvent
+from app.fleet.records import RemoteRecord
+from app.fleet.store import GROUP, FleetStore
+from tests.redis_server import RedisServer
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def store(
+    redis_server: RedisServer, request: pytest.FixtureRequest
+) -> AsyncIterator[FleetStore]:
+    fleet = FleetStore(redis_server.url, f"t-{request.node.name}", ttl_s=60)
+    await fleet.ensure_group()
+    fleet.signals.start()
+    yield fleet
+    await fleet.aclose()
+
+
+def spec(key: str) -> dict[str, object]:
+    return {"id": key, "graph": {}, "options": {}, "workflow": "prompt"}
+
+
+async def test_a_running_id_cannot_be_queued_twice_but_a_finished_one_can(
+    store: FleetStore,
+) -> None:
+    assert await store.enqueue("a", spec("a"), {"id": "a"})
+    assert not await store.enqueue("a", spec("a"), {"id": "a"})
+    assert await store.finish("a", "succeeded", "complete", {"images": []})
+    assert await store.enqueue("a", spec("a"), {"id": "a"})
+    record = await RemoteRecord.load(store, "a")
+    assert record is not None
+    assert (record.status, record.last_event_id) == ("queued", 1)
+
+
+async def test_an_outcome_is_recorded_once_and_then_no_event_is_added(store: FleetStore) -> None:
+    await store.enqueue("b", spec("b"), {"id": "b"})
+    assert await store.finish("b", "succeeded", "complete", {"images": ["x"]})
+    error = {"error": "late", "code": "comfy_unavailable", "status": 503}
+    assert not await store.finish("b", "failed", "failed", {"id": "b"}, error)
+    await store.append("b", JobEvent(0, "progress", {"value": 1}), "running", None)
+    record = await RemoteRecord.load(store, "b")
+    assert record is not None
+    assert (record.status, record.result, record.error) == ("succeeded", {"images": ["x"]}, None)
+    assert record.last_event_id == 2  # queued, complete: nothing after the end
+    assert 0 < await store.redis.ttl(store.job_key("b")) <= 60
+
+
+async def test_a_job_is_taken_by_one_gateway_and_taken_over_when_it_goes_quiet(
+    store: FleetStore,
+) -> None:
+    await store.enqueue("c", spec("c"), {"id": "c"})
+    first = await store.pull("gateway-1", block_ms=100)
+    assert first is not None and first.key == "c" and not first.reclaimed
+    assert await store.pull("gateway-2", block_ms=100) is None
+    assert await store.reclaim("gateway-2", idle_ms=60_000) is None  # still fresh
+    await asyncio.sleep(0.3)
+    await store.heartbeat("gateway-1", [first.message_id])  # still working on it
+    assert await store.reclaim("gateway-2", idle_ms=200) is None
+    await asyncio.sleep(0.3)  # gateway-1 went quiet
+    taken = await store.reclaim("gateway-2", idle_ms=200)
+    assert taken is not None and taken.key == "c" and taken.reclaimed
+    # gateway-1 comes back: its heartbeat takes nothing back, and learns the job went elsewhere.
+    assert await store.heartbeat("gateway-1", [first.message_id]) == [first.message_id]
+    assert await store.heartbeat("gateway-2", [taken.message_id]) == []
+    assert await store.started("c", "gateway-2") == 1
+    assert await store.started("c", "gateway-3") == 2
+    await store.ack(taken)
+    assert await store.redis.xlen(store.stream) == 0  # acked entries are deleted: XLEN = depth
+    assert await store.redis.hget(store.job_key("c"), "delivered") == "1"
+
+
+async def test_a_job_handed_back_goes_to_the_end_of_the_queue(store: FleetStore) -> None:
+    for key in ("d1", "d2"):
+        await store.enqueue(key, spec(key), {"id": key})
+    pulled = await store.pull("gateway-1", block_ms=100)
+    assert pulled is not None and pulled.key == "d1"
+    assert await store.position("d2") == 0
+    await store.release(pulled)
+    assert await store.position("d1") == 1
+    pending = await store.redis.xpending(store.stream, GROUP)
+    assert pending["pending"] == 0
+    order = [(await store.pull("gateway-2", block_ms=100)) for _ in range(2)]
+    assert [p.key for p in order if p is not None] == ["d2", "d1"]
+
+
+async def test_cancel_ends_a_job_nobody_took_and_signals_one_that_runs(
+    store: FleetStore,
+) -> None:
+    await store.enqueue("e1", spec("e1"), {"id": "e1"})
+    await store.enqueue("e2", spec("e2"), {"id": "e2"})
+    heard: list[str] = []
+
+    async def on_cancel(key: str) -> None:
+        heard.append(key)
+
+    store.signals.on_cancel = on_cancel
+    await asyncio.sleep(0.2)  # subscribed
+    body = {"error": "stop", "code": "interrupted"}
+    ended = await store.cancel("e1", {**body, "status": 409}, {"id": "e1", **body})
+    assert ended is not None and ended["status"] == "queued"  # its state: for its webhooks
+    await store.started("e2", "gateway-1")
+    assert await store.cancel("e2", {**body, "status": 409}, {"id": "e2", **body}) == {}
+    for _ in range(50):
+        if heard:
+            break
+        await asyncio.sleep(0.05)
+    assert heard == ["e2"]
+    assert await store.cancel("e1", {}, {}) is None  # ended already
+    assert await store.cancel("nope", {}, {}) is None
+    record = await RemoteRecord.load(store, "e1")
+    assert record is not None
+    assert (record.status, record.error_status, record.error) == ("interrupted", 409, body)
+
+
+async def test_a_follower_on_any_gateway_sees_each_event_then_the_end(store: FleetStore) -> None:
+    await store.enqueue("f", spec("f"), {"id": "f"})
+    record = await RemoteRecord.load(store, "f")
+    assert record is not None
+    seen: list[tuple[int, str]] = []
+
+    async def follow() -> None:
+        async for event in record.follow(idle_s=10):
+            if event is not None:
+                seen.append((event.id, event.type))
+
+    follower = asyncio.create_task(follow())
+    await asyncio.sleep(0.2)
+    await store.append("f", JobEvent(0, "running", {}), "running", None)
+    await store.append("f", JobEvent(0, "progress", {"value": 1, "max": 2}), "", {"value": 1})
+    await store.finish("f", "succeeded", "complete", {"images": []})
+    await asyncio.wait_for(follower, 3)  # woken by the signal, not by the 5 s poll
+    assert seen == [(1, "queued"), (2, "running"), (3, "progress"), (4, "complete")]
+    assert (record.status, record.result) == ("succeeded", {"images": []})
+    resumed = [e.id async for e in record.follow(after=2) if e is not None]
+    assert resumed == [3, 4]
+
+
+async def test_a_redis_that_lost_its_data_gets_its_consumer_group_back(store: FleetStore) -> None:
+    await store.redis.delete(store.stream)  # as after a restart without persistence
+    assert await store.pull("gateway-1", block_ms=50) is None
+    assert await store.enqueue("g", spec("g"), {"id": "g"})
+    pulled = await store.pull("gateway-1", block_ms=100)
+    assert pulled is not None and pulled.key == "g"
+
+
+def test_the_redis_the_tests_run_has_what_the_fleet_needs(redis_server: RedisServer) -> None:
+    """XAUTOCLAIM needs Redis 6.2; KEDA's lag-based trigger needs 7."""
+    with redis_server.client() as client:
+        major, minor = map(int, str(client.info("server")["redis_version"]).split(".")[:2])
+    assert (major, minor) >= (7, 0)
