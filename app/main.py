@@ -17,7 +17,7 @@ from app.comfy.process import ComfyStartError
 from app.compat import comfy_proxy
 from app.compat import sdapi_routes as sdapi
 from app.compat import v2 as api_v2
-from app.compat.sdapi import SdapiState
+from app.compat.sdapi import SdapiStates
 from app.compat.v1 import routes as api_v1
 from app.core.settings import PassthroughMode, Settings
 from app.edge.auth import OPEN_PATHS, ApiKeyAuth, ApiKeys, document_api_keys
@@ -87,7 +87,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.gateway = gateway
     app.state.registry = registry
-    app.state.sdapi = SdapiState()  # AUTOMATIC1111's /options: per process, like A1111's
+    app.state.sdapi = SdapiStates()  # AUTOMATIC1111's /options: per API key, in this process
     app.state.result_cache = result_cache(settings, gateway)
     # Workflow routes need ComfyUI's enums, so they are mounted once it answers; the manifest's
     # models come before the warmup, which may load one of them.
@@ -99,7 +99,14 @@ def create_app(settings: Settings) -> FastAPI:
     # Middleware added later wraps what came before: CORS, then metrics, then the key check.
     keys = ApiKeys.from_settings(settings)
     if keys is not None:
-        app.add_middleware(ApiKeyAuth, keys=keys, open_paths=OPEN_PATHS | api_v2.OPEN_PATHS)
+        app.add_middleware(
+            ApiKeyAuth,
+            keys=keys,
+            open_paths=OPEN_PATHS | api_v2.OPEN_PATHS,
+            limits=settings.key_limits,
+            metrics=gateway.metrics,
+        )
+        gateway.metrics.keys.watch(gateway.active_by_key, keys.names())
     app.add_middleware(RequestMetrics, metrics=gateway.metrics)  # 401s and 413s count too
     add_cors(app, settings.cors_allow_origins)
     log_edge(settings, keys)
@@ -128,7 +135,17 @@ def log_edge(settings: Settings, keys: ApiKeys | None) -> None:
     if keys is None:
         log.info("API_KEYS is not set: every endpoint is open to whoever can reach the gateway")
     else:
-        log.info("API keys required: %d key(s) accepted", len(keys))
+        log.info(
+            "API keys required: %d key(s) accepted (%d admin), each sees only its own jobs",
+            len(keys), len(settings.admin_api_keys),
+        )  # fmt: skip
+        if settings.key_limits:
+            log.info("KEY_LIMITS: %s", ", ".join(sorted(settings.key_limits)))
+        if settings.comfy_passthrough is PassthroughMode.FULL:
+            log.warning(
+                "COMFY_PASSTHROUGH=full forwards every ComfyUI endpoint to every key: keys can "
+                "read and cancel each other's passthrough prompts (admin keys reach them anyway)"
+            )
     if settings.cors_allow_origins:
         log.info("CORS: browsers may call from %s", ", ".join(settings.cors_allow_origins))
 

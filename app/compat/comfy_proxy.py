@@ -1,27 +1,31 @@
-"""/comfy/<path> and the websocket (/comfy/ws, /ws): ComfyUI's own API, passed through unchanged.
+"""/comfy/<path>: ComfyUI's own API, passed through unchanged (the websocket: app.compat.comfy_ws).
 
 Existing ComfyUI clients switch to the gateway by changing their base URL and so gain its
 supervision, probes, body cap and API keys. Bodies stream both ways (never held whole); the
-BodySizeLimit middleware still counts the request body as it streams. The exceptions are small
-and bounded: the bodies of POST /interrupt and /queue, read to decide whether they may go on,
-and ComfyUI's answer to POST /prompt, read for the prompt id (app.passthrough has the rules).
-Prompts sent this way are the client's own: nothing rewrites them, and the gateway's queue
-depth counts them because it reads ComfyUI's queue from the status events every socket receives.
+BodySizeLimit middleware still counts the request body as it streams. The exceptions are
+bounded: the bodies of POST /interrupt and /queue, read to decide whether they may go on, those
+of the uploads, read to hold their files to the input caps, and ComfyUI's small answers to POST
+/prompt and the uploads, read for the prompt id and the file (app.compat.passthrough has the
+rules). Prompts sent this way are the client's own: nothing rewrites them, and the gateway's
+queue depth counts them because it reads ComfyUI's queue from the status events every socket
+receives. With API keys, each is its key's: app.compat.passthrough_reads narrows what a key
+reads to its own prompts, they count against its max_jobs (KEY_LIMITS), and an admin key passes
+as with COMFY_PASSTHROUGH=full.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
-import websockets
-from fastapi import APIRouter, FastAPI, Request, WebSocket
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import Response, StreamingResponse
-from websockets.asyncio.client import ClientConnection, connect
 
+from app.compat import comfy_ws
+from app.compat import passthrough_reads as reads
+from app.compat.comfy_ws import check_running
 from app.compat.passthrough import (
     BODY_CHECK_MAX_BYTES,
     Kind,
@@ -31,10 +35,11 @@ from app.compat.passthrough import (
     authorize,
     endpoint,
 )
-from app.core.errors import ComfyUnavailable, Conflict, GatewayError
+from app.compat.passthrough_reads import ViewableFiles, view_ref
+from app.core.keys import caller_of
 from app.core.settings import PassthroughMode
-from app.edge.errors import error_response
 from app.gateway import Gateway
+from app.jobs.input_caps import InputCaps
 
 log = logging.getLogger(__name__)
 
@@ -74,18 +79,13 @@ def upstream_target(raw_path: bytes, query: bytes) -> str:
     return f"{path}?{query.decode('latin-1')}" if query else path
 
 
-def check_running(gateway: Gateway) -> None:
-    # Fail fast while ComfyUI restarts, instead of a connection refused per request.
-    if not gateway.comfy.reachable:
-        raise ComfyUnavailable("ComfyUI is not running now (starting, restarting or stopping)")
-
-
 def install(app: FastAPI, mode: PassthroughMode) -> None:
     """Serve the passthrough on `app`, forwarding what `mode` opens."""
     gateway: Gateway = app.state.gateway
     submitted = SubmittedPrompts(foreign=gateway.comfy.is_gateway_prompt)
-    app.state.passthrough = Passthrough(mode, submitted)
+    app.state.passthrough = Passthrough(mode, submitted, ViewableFiles())
     app.include_router(router)
+    app.include_router(comfy_ws.router)
 
 
 @router.api_route(f"{PREFIX}/{{path:path}}", methods=METHODS, include_in_schema=False)
@@ -101,20 +101,37 @@ async def forward(path: str, request: Request) -> Response:
         k.decode().lower() for k, _ in scope["headers"]
     }
     content: AsyncIterator[bytes] | bytes | None = request.stream() if has_body else None
+    caller = caller_of(request.scope)
+    owned = passthrough.submitted.of(caller.id)
     found = None
-    if passthrough.mode is PassthroughMode.SAFE:
+    if passthrough.mode is PassthroughMode.SAFE and not caller.admin:  # admin: as `full`
         found = endpoint(request.method, target.split("?", 1)[0])
         body: bytes | None = b""
         if found.reads_body and has_body:
             body = content = await read_at_most(request.stream(), BODY_CHECK_MAX_BYTES)
+        elif found.kind is Kind.UPLOAD and has_body:
+            settings = gateway.settings
+            caps = InputCaps(settings.input_max_bytes, settings.max_input_pixels)
+            content = await reads.checked_upload(request, caps)
+        if isinstance(content, bytes):
             # httpx sets it from the bytes read, so ComfyUI reads exactly what was checked.
             headers = [(k, v) for k, v in headers if k.lower() != "content-length"]
-        authorize(found, passthrough.submitted, body, headers)
+        authorize(found, owned, body, headers)
     check_running(gateway)
+    if found is not None and caller.tenant:
+        files = passthrough.files
+        narrowed = await reads.scoped(found, request, gateway, owned, files, target)
+        if narrowed is not None:
+            return narrowed
+        if found.kind is Kind.SUBMIT:
+            await reads.check_quota(gateway, caller, owned)
     upstream = await gateway.comfy.forward(request.method, target, headers, content)
     chunks = relay_body(upstream, target)
-    if found is not None and found.kind is Kind.SUBMIT and upstream.status_code == 200:
-        chunks = await note_prompt_id(upstream, chunks, passthrough.submitted)
+    if found is not None and upstream.status_code == 200:
+        if found.kind is Kind.SUBMIT:
+            chunks = await note_prompt_id(upstream, chunks, passthrough.submitted, caller.id)
+        elif found.kind is Kind.UPLOAD and caller.tenant:
+            chunks = await note_upload(upstream, chunks, passthrough.files, caller.id)
     response = StreamingResponse(chunks, status_code=upstream.status_code)
     # Set raw so that repeated headers stay repeated, and nothing is added or recomputed.
     response.raw_headers = [
@@ -135,24 +152,48 @@ async def read_at_most(stream: AsyncIterator[bytes], limit: int) -> bytes | None
 
 
 async def note_prompt_id(
-    upstream: httpx.Response, chunks: AsyncIterator[bytes], submitted: SubmittedPrompts
+    upstream: httpx.Response,
+    chunks: AsyncIterator[bytes],
+    submitted: SubmittedPrompts,
+    owner: str | None,
 ) -> AsyncIterator[bytes]:
-    """Remember the prompt id in ComfyUI's answer to POST /prompt; the answer goes on unchanged.
+    """Remember the prompt id in ComfyUI's answer to POST /prompt, as the key's; the answer
+    goes on unchanged.
 
     Read before the answer goes out, so that the client can interrupt its prompt at once.
     """
-    head: list[bytes] = []
-    prompt_id = None
-    while (size := sum(map(len, head))) <= BODY_CHECK_MAX_BYTES:
-        chunk = await anext(chunks, None)
-        if chunk is None:  # all of it, small as an answer to POST /prompt is
-            prompt_id = prompt_id_in(upstream.headers, b"".join(head))
-            break
-        head.append(chunk)
+    answer, size, chunks = await peek_answer(upstream, chunks)
+    prompt_id = answered_id(answer)
     if prompt_id is None:
         log.warning("no prompt_id in ComfyUI's %d-byte answer to a passthrough POST /prompt", size)
     else:
-        submitted.add(prompt_id)
+        submitted.add(prompt_id, owner)
+    return chunks
+
+
+async def note_upload(
+    upstream: httpx.Response, chunks: AsyncIterator[bytes], files: ViewableFiles, owner: str | None
+) -> AsyncIterator[bytes]:
+    """Remember the file ComfyUI's answer to an upload names as the key's, for its /view."""
+    answer, _, chunks = await peek_answer(upstream, chunks)
+    if isinstance(answer, dict) and answer.get("name"):
+        files.uploaded(owner, view_ref({**answer, "type": answer.get("type") or "input"}))
+    return chunks
+
+
+async def peek_answer(
+    upstream: httpx.Response, chunks: AsyncIterator[bytes]
+) -> tuple[Any, int, AsyncIterator[bytes]]:
+    """ComfyUI's small JSON answer (None past BODY_CHECK_MAX_BYTES or not JSON), its size, and
+    the chunks to send on, the ones read included."""
+    head: list[bytes] = []
+    answer: Any = None
+    while (size := sum(map(len, head))) <= BODY_CHECK_MAX_BYTES:
+        chunk = await anext(chunks, None)
+        if chunk is None:  # all of it, small as the answers read here are
+            answer = json_in(upstream.headers, b"".join(head))
+            break
+        head.append(chunk)
 
     async def replay() -> AsyncIterator[bytes]:
         for chunk in head:
@@ -160,13 +201,13 @@ async def note_prompt_id(
         async for chunk in chunks:
             yield chunk
 
-    return replay()
+    return answer, size, replay()
 
 
-def prompt_id_in(headers: httpx.Headers, raw: bytes) -> str | None:
+def json_in(headers: httpx.Headers, raw: bytes) -> Any:
     # A Response of our own decodes the bytes as they came (gzip, if ComfyUI compressed them).
     try:
-        return answered_id(httpx.Response(200, headers=headers, content=raw).json())
+        return httpx.Response(200, headers=headers, content=raw).json()
     except (ValueError, httpx.DecodingError):
         return None
 
@@ -182,72 +223,3 @@ async def relay_body(upstream: httpx.Response, target: str) -> AsyncIterator[byt
         log.warning("ComfyUI broke off the answer to %s: %r", target, e)
     finally:
         await upstream.aclose()
-
-
-@router.websocket(f"{PREFIX}/ws")
-# Also at the root: clients such as ComfyClient.mjs derive their socket from the base URL's host
-# alone, `ws://<host>/ws`, whatever the base URL's path.
-@router.websocket("/ws")
-async def relay_events(websocket: WebSocket) -> None:
-    """ComfyUI's websocket for one clientId, relayed both ways, text and binary frames."""
-    gateway: Gateway = websocket.app.state.gateway
-    if gateway.comfy.is_own_client_id(websocket.query_params.get("clientId")):
-        # ComfyUI gives a clientId's events to its newest socket: this would steal the
-        # gateway's own event stream, and every job in flight would hang.
-        taken = Conflict("this clientId is in use by the gateway", location="clientId")
-        await deny(websocket, taken)
-        return
-    query = websocket.scope["query_string"].decode("latin-1")
-    url = f"{gateway.comfy.ws_url}?{query}" if query else gateway.comfy.ws_url
-    try:
-        check_running(gateway)
-        upstream = await connect(url, max_size=2**26, open_timeout=5, compression=None)
-    except GatewayError as e:
-        await deny(websocket, e)
-        return
-    except (OSError, TimeoutError, websockets.WebSocketException) as e:
-        await deny(websocket, ComfyUnavailable(f"ComfyUI's websocket is not reachable ({e!r})"))
-        return
-    async with upstream:
-        await websocket.accept()
-        await relay(websocket, upstream)
-
-
-async def deny(websocket: WebSocket, error: GatewayError) -> None:
-    """Refuse before the handshake: an HTTP error where the server allows it, else a close."""
-    if "websocket.http.response" in websocket.scope.get("extensions", {}):
-        await websocket.send_denial_response(error_response(error))
-    else:
-        await websocket.close(code=1013 if error.status == 503 else 1008, reason=error.code)
-
-
-async def relay(websocket: WebSocket, upstream: ClientConnection) -> None:
-    """Copy frames both ways until either side closes; then close the other."""
-
-    async def down() -> None:
-        async for message in upstream:
-            if isinstance(message, bytes):
-                await websocket.send_bytes(message)  # latent previews
-            else:
-                await websocket.send_text(message)
-
-    async def up() -> None:
-        while True:
-            message = await websocket.receive()
-            if message["type"] == "websocket.disconnect":
-                return
-            if message.get("text") is not None:
-                await upstream.send(message["text"])
-            elif message.get("bytes") is not None:
-                await upstream.send(message["bytes"])
-
-    tasks = [asyncio.create_task(down()), asyncio.create_task(up())]
-    try:
-        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-    if tasks[0] in done:  # ComfyUI went away (exit, restart): tell the client so it reconnects
-        with contextlib.suppress(RuntimeError, OSError):
-            await websocket.close(code=1012, reason="ComfyUI closed its websocket")

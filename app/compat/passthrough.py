@@ -7,6 +7,10 @@ prompts submitted through the passthrough. Everything else (clearing the queue, 
 interrupt, freeing memory, user data, settings, the rest of ComfyUI's and custom nodes' routes)
 is refused with 403 Forbidden; COMFY_PASSTHROUGH=full forwards it all.
 
+With API keys each prompt is its key's: a key acts only on its own prompts, and reads only
+them (app.compat.passthrough_reads scopes the queue, the history, the jobs API and /view; another
+key's prompt is a 404, as an unknown one). Admin keys pass as with COMFY_PASSTHROUGH=full.
+
 A path is read as ComfyUI's aiohttp routes it, so that what is checked is what runs: split on
 `/` as sent, then each segment percent-decoded (`%2F` stays inside its segment), case kept.
 Empty and dot segments match nothing. ComfyUI serves every route under `/api` too, so leading
@@ -22,11 +26,14 @@ from collections import OrderedDict
 from collections.abc import Callable, Container, Iterable
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 from app.core.errors import Forbidden
 from app.core.settings import PassthroughMode
+
+if TYPE_CHECKING:
+    from app.compat.passthrough_reads import ViewableFiles
 
 # Enough to name hundreds of prompts; a body that decides must be read whole before it goes on.
 BODY_CHECK_MAX_BYTES = 64 * 1024
@@ -40,6 +47,13 @@ class Kind(Enum):
     INTERRUPT = "interrupt"  # only with the prompt_id of a passthrough prompt
     QUEUE = "queue"  # only {"delete": [passthrough prompts]}
     CANCEL = "cancel"  # the jobs API: only a passthrough prompt's id in the path
+    UPLOAD = "upload"  # held to the input caps; with keys, the file is the key's to /view
+    # With API keys, what a key reads is scoped to its own prompts (else: as OPEN).
+    QUEUE_LIST = "queue list"  # GET /queue
+    HISTORY = "history"  # GET /history
+    JOBS = "jobs"  # GET /jobs (ComfyUI 0.33+)
+    ONE = "one"  # GET /history/{id}, /jobs/{id}: the key's own prompt, else 404
+    VIEW = "view"  # GET /view: the files of the key's own prompts and uploads, else 404
 
 
 READ = frozenset({"GET", "HEAD"})  # aiohttp answers HEAD on every GET route
@@ -48,12 +62,12 @@ ANY = "*"  # one path segment, whatever it holds
 RULES: tuple[tuple[frozenset[str], tuple[str, ...], Kind], ...] = (
     (POST, ("prompt",), Kind.SUBMIT),
     (READ, ("prompt",), Kind.OPEN),
-    (READ, ("queue",), Kind.OPEN),
-    (READ, ("history",), Kind.OPEN),
-    (READ, ("history", ANY), Kind.OPEN),
-    (READ, ("view",), Kind.OPEN),
-    (POST, ("upload", "image"), Kind.OPEN),
-    (POST, ("upload", "mask"), Kind.OPEN),
+    (READ, ("queue",), Kind.QUEUE_LIST),
+    (READ, ("history",), Kind.HISTORY),
+    (READ, ("history", ANY), Kind.ONE),
+    (READ, ("view",), Kind.VIEW),
+    (POST, ("upload", "image"), Kind.UPLOAD),
+    (POST, ("upload", "mask"), Kind.UPLOAD),
     (READ, ("object_info",), Kind.OPEN),
     (READ, ("object_info", ANY), Kind.OPEN),
     (READ, ("system_stats",), Kind.OPEN),
@@ -63,8 +77,8 @@ RULES: tuple[tuple[frozenset[str], tuple[str, ...], Kind], ...] = (
     (READ, ("extensions",), Kind.OPEN),
     (READ, ("features",), Kind.OPEN),
     (READ, ("ws",), Kind.OPEN),
-    (READ, ("jobs",), Kind.OPEN),  # the jobs API (ComfyUI 0.33+) lives under /api only
-    (READ, ("jobs", ANY), Kind.OPEN),
+    (READ, ("jobs",), Kind.JOBS),  # the jobs API (ComfyUI 0.33+) lives under /api only
+    (READ, ("jobs", ANY), Kind.ONE),
     (POST, ("interrupt",), Kind.INTERRUPT),
     (POST, ("queue",), Kind.QUEUE),
     (POST, ("jobs", ANY, "cancel"), Kind.CANCEL),
@@ -77,7 +91,7 @@ class Endpoint:
 
     name: str  # for messages: the method and the path as sent, e.g. `POST /queue`
     kind: Kind
-    path_id: str | None = None  # CANCEL: the prompt id in the path, decoded
+    path_id: str | None = None  # CANCEL, ONE: the prompt id in the path, decoded
 
     @property
     def reads_body(self) -> bool:
@@ -85,7 +99,8 @@ class Endpoint:
 
 
 class SubmittedPrompts:
-    """Ids of the prompts the passthrough's POST /prompt answered; the oldest go past `limit`."""
+    """Ids of the prompts the passthrough's POST /prompt answered, each with the id of the API
+    key that sent it (None without keys); the oldest go past `limit`."""
 
     def __init__(
         self, limit: int = SUBMITTED_MAX, *, foreign: Callable[[str], bool] = lambda _: False
@@ -94,10 +109,10 @@ class SubmittedPrompts:
         # The gateway's own prompts: a client may name its prompt after one it read in
         # GET /queue, and must not gain a hold on the gateway's job by doing so.
         self.foreign = foreign
-        self._ids: OrderedDict[str, None] = OrderedDict()
+        self._ids: OrderedDict[str, str | None] = OrderedDict()
 
-    def add(self, prompt_id: str) -> None:
-        self._ids[prompt_id] = None
+    def add(self, prompt_id: str, owner: str | None = None) -> None:
+        self._ids[prompt_id] = owner
         self._ids.move_to_end(prompt_id)
         while len(self._ids) > self.limit:
             self._ids.popitem(last=False)
@@ -108,6 +123,32 @@ class SubmittedPrompts:
     def __len__(self) -> int:
         return len(self._ids)
 
+    def of(self, owner: str | None) -> OwnedPrompts:
+        """The prompts one API key sent (without keys, owner None: every one)."""
+        return OwnedPrompts(self, owner)
+
+    def owner_of(self, prompt_id: str) -> str | None:
+        return self._ids.get(prompt_id)
+
+    def newest(self, owner: str | None) -> list[str]:
+        """The key's prompt ids, newest first."""
+        return [p for p, o in reversed(self._ids.items()) if o == owner and p in self]
+
+
+@dataclass(frozen=True)
+class OwnedPrompts:
+    """The passthrough prompts of one API key, as a container of prompt ids."""
+
+    submitted: SubmittedPrompts
+    owner: str | None
+
+    def __contains__(self, prompt_id: object) -> bool:
+        return (
+            isinstance(prompt_id, str)
+            and prompt_id in self.submitted
+            and self.submitted.owner_of(prompt_id) == self.owner
+        )
+
 
 @dataclass
 class Passthrough:
@@ -115,6 +156,7 @@ class Passthrough:
 
     mode: PassthroughMode
     submitted: SubmittedPrompts
+    files: ViewableFiles  # what each key may /view
 
 
 def segments(path: str) -> tuple[str, ...] | None:
@@ -143,7 +185,7 @@ def endpoint(method: str, path: str) -> Endpoint:
     parts = segments(path)
     for methods, pattern, kind in RULES:
         if parts is not None and method in methods and matches(pattern, parts):
-            return Endpoint(name, kind, parts[1] if kind is Kind.CANCEL else None)
+            return Endpoint(name, kind, parts[1] if kind in (Kind.CANCEL, Kind.ONE) else None)
     raise refusal(f"{name} is not forwarded")
 
 

@@ -21,7 +21,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from app.compat import a1111
 from app.core.errors import ComfyUnavailable, Interrupted, InvalidRequest
+from app.core.keys import Caller
 from app.gateway import Gateway
+from app.jobs.input_caps import InputCaps
 from app.registry.load import Registry, Workflow
 
 # The module's field -> the A1111 field a client wrote, for the locations of 400s.
@@ -83,6 +85,7 @@ class Generation:
     """One A1111 request in flight: how many images, how many done, which job runs now."""
 
     total: int
+    owner: str | None = None  # the id of the API key whose it is
     started: float = field(default_factory=time.monotonic)
     done: int = 0
     job_id: str | None = None
@@ -91,11 +94,26 @@ class Generation:
 
 @dataclass
 class SdapiState:
-    """Per gateway process: the current checkpoint (`/options`) and the generations running."""
+    """Per API key: the current checkpoint (`/options`) and the generations running, as if each
+    key had an A1111 of its own."""
 
     checkpoint: str | None = None  # None: the workflow's default
     options: dict[str, Any] = field(default_factory=dict)
     running: list[Generation] = field(default_factory=list)
+
+
+class SdapiStates:
+    """Each API key's SdapiState (one while API keys are off), for the process."""
+
+    def __init__(self) -> None:
+        self._by_owner: dict[str | None, SdapiState] = {}
+
+    def of(self, caller: Caller) -> SdapiState:
+        return self._by_owner.setdefault(caller.id, SdapiState())
+
+    def visible(self, caller: Caller) -> list[SdapiState]:
+        """The states whose generations the caller may follow and interrupt (an admin: all)."""
+        return list(self._by_owner.values()) if caller.admin else [self.of(caller)]
 
 
 def workflow(registry: Registry, family: str, kind: str) -> Workflow:
@@ -117,10 +135,17 @@ def default_checkpoint(flow: Workflow) -> str | None:
     return default if isinstance(default, str) else None
 
 
-def decode_image(data: str, where: str) -> Image.Image:
+def decode_image(data: str, where: str, caps: InputCaps) -> Image.Image:
+    """A base64 image, held to the input caps before Pillow decodes it."""
     raw = data.split(",", 1)[1] if data.startswith("data:") else data
+    caps.check_base64(raw, where)
     try:
-        image = Image.open(io.BytesIO(base64.b64decode(raw, validate=False)))
+        file = base64.b64decode(raw, validate=False)
+    except (binascii.Error, ValueError) as e:
+        raise InvalidRequest(f"{where} is not a base64-encoded image: {e}", location=where) from e
+    caps.check(file, where)
+    try:
+        image = Image.open(io.BytesIO(file))
         image.load()
     except (binascii.Error, UnidentifiedImageError, OSError, ValueError) as e:
         raise InvalidRequest(f"{where} is not a base64-encoded image: {e}", location=where) from e
@@ -139,7 +164,9 @@ def fit(image: Image.Image, size: tuple[int, int], mode: str) -> Image.Image:
     return image if image.size == size else image.resize(size, Image.Resampling.LANCZOS)
 
 
-def prepare_images(req: dict[str, Any], size: tuple[int, int], warnings: list[str]) -> None:
+def prepare_images(
+    req: dict[str, Any], size: tuple[int, int], warnings: list[str], caps: InputCaps
+) -> None:
     """Resize init_images and mask to the requested size (in place: base64 PNG strings).
 
     Runs in a worker thread: decoding and resizing large images would block the event loop.
@@ -147,11 +174,11 @@ def prepare_images(req: dict[str, Any], size: tuple[int, int], warnings: list[st
     if req.get("resize_mode", 0) not in (0, None):
         warnings.append(f"resize_mode {req['resize_mode']} is not supported: used 0 (just resize)")
     req["init_images"] = [
-        encode_png(fit(decode_image(data, f"init_images.{i}"), size, "RGB"))
+        encode_png(fit(decode_image(data, f"init_images.{i}", caps), size, "RGB"))
         for i, data in enumerate(req["init_images"])
     ]
     if req.get("mask"):
-        mask = fit(decode_image(req["mask"], "mask"), size, "L")
+        mask = fit(decode_image(req["mask"], "mask", caps), size, "L")
         if req.get("inpainting_mask_invert"):
             mask = ImageOps.invert(mask)
         req["mask"] = encode_png(mask.convert("RGB"))
@@ -176,11 +203,11 @@ def module_input(flow: Workflow, values: dict[str, Any]) -> BaseModel:
 
 
 async def run_images(
-    gateway: Gateway, state: SdapiState, flow: Workflow, inputs: list[dict[str, Any]],
-    loras: list[tuple[str, a1111.LoraTag]], warnings: list[str],
+    gateway: Gateway, caller: Caller, state: SdapiState, flow: Workflow,
+    inputs: list[dict[str, Any]], loras: list[tuple[str, a1111.LoraTag]], warnings: list[str],
 ) -> list[str]:  # fmt: skip
     """Run one job per input, in order; an interrupt keeps the images made so far."""
-    generation = Generation(total=len(inputs))
+    generation = Generation(total=len(inputs), owner=caller.id)
     state.running.append(generation)
     images: list[str] = []
     try:
@@ -193,7 +220,9 @@ async def run_images(
                 graph = a1111.add_loras(graph, loras)
             generation.job_id = f"sdapi-{uuid.uuid4().hex[:12]}"
             try:
-                result = await gateway.run_job(generation.job_id, graph, workflow=flow.name)
+                result = await gateway.run_job(
+                    generation.job_id, graph, workflow=flow.name, caller=caller
+                )
             except Interrupted:
                 generation.interrupted = True
                 break
@@ -206,21 +235,25 @@ async def run_images(
     return images
 
 
-async def interrupt(gateway: Gateway, state: SdapiState) -> None:
-    """Stop every A1111 generation: the running job is interrupted, later ones never start."""
-    for generation in list(state.running):
+async def interrupt(gateway: Gateway, caller: Caller, states: list[SdapiState]) -> None:
+    """Stop the caller's A1111 generations (an admin's: all): the running job is interrupted,
+    later ones never start."""
+    for generation in [g for state in states for g in state.running]:
         generation.interrupted = True
-        if generation.job_id is not None and await gateway.running_job(generation.job_id):
-            await gateway.interrupt(generation.job_id)
+        job_id, owner = generation.job_id, generation.owner
+        if job_id is not None and await gateway.running_job(job_id, caller, owner):
+            await gateway.interrupt(job_id, caller, owner)
 
 
-async def progress(gateway: Gateway, state: SdapiState) -> dict[str, Any]:
-    """A1111's /progress: the oldest running generation's share done and its time left."""
-    generation = state.running[0] if state.running else None
-    value, step, steps, job_count = 0.0, 0, 0, gateway.running_jobs
+async def progress(gateway: Gateway, caller: Caller, states: list[SdapiState]) -> dict[str, Any]:
+    """A1111's /progress: the oldest running generation's (of those the caller may see) share
+    done and its time left."""
+    running = sorted((g for state in states for g in state.running), key=lambda g: g.started)
+    generation = running[0] if running else None
+    value, step, steps, job_count = 0.0, 0, 0, gateway.running_jobs(caller)
     eta = 0.0
     if generation is not None:
-        record = await gateway.running_job(generation.job_id or "")
+        record = await gateway.running_job(generation.job_id or "", caller, generation.owner)
         if record is not None:
             step, steps = int(record.progress["value"]), int(record.progress["max"])
         within = step / steps if steps else 0.0

@@ -17,9 +17,11 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel
 
 from app.compat import a1111, sdapi
-from app.compat.sdapi import Img2ImgRequest, SdapiState, Txt2ImgRequest
+from app.compat.sdapi import Img2ImgRequest, SdapiState, SdapiStates, Txt2ImgRequest
 from app.core.errors import InvalidRequest
+from app.core.keys import caller_of
 from app.gateway import Gateway
+from app.jobs.input_caps import InputCaps
 from app.registry.load import Registry
 from app.routes.respond import ERRORS
 
@@ -27,11 +29,13 @@ router = APIRouter(prefix="/sdapi/v1", tags=["automatic1111"])
 
 
 def parts(request: Request) -> tuple[Gateway, Registry, SdapiState, str]:
+    """The gateway, the workflows, the caller's own A1111 state, the workflow family."""
     app = request.app
+    states: SdapiStates = app.state.sdapi
     return (
         app.state.gateway,
         app.state.registry,
-        app.state.sdapi,
+        states.of(caller_of(request.scope)),
         app.state.gateway.settings.sdapi_workflow_family,
     )
 
@@ -105,13 +109,16 @@ async def generate(request: Request, req: Txt2ImgRequest, kind: str) -> dict[str
         ]
     inputs = [base | {"seed": seed + i} for i in range(count)]
     if isinstance(req, Img2ImgRequest):
-        await asyncio.to_thread(sdapi.prepare_images, fields, (width, height), warnings)
+        settings = gateway.settings
+        caps = InputCaps(settings.input_max_bytes, settings.max_input_pixels)
+        await asyncio.to_thread(sdapi.prepare_images, fields, (width, height), warnings, caps)
         for i, values in enumerate(inputs):
             values["denoise"] = req.denoising_strength
             values["image"] = fields["init_images"][i % len(fields["init_images"])]
             if fields.get("mask"):
                 values["mask"] = fields["mask"]
-    images = await sdapi.run_images(gateway, state, flow, inputs, loras, warnings)
+    caller = caller_of(request.scope)
+    images = await sdapi.run_images(gateway, caller, state, flow, inputs, loras, warnings)
     info = {
         "prompt": req.prompt,
         "negative_prompt": req.negative_prompt,
@@ -232,16 +239,18 @@ def txt2img_flow(request: Request) -> Any:
 
 @router.get("/options")
 async def get_options(request: Request) -> dict[str, Any]:
-    """The options this gateway process holds; `sd_model_checkpoint` is the one used."""
-    state: SdapiState = request.app.state.sdapi
+    """The options this gateway process holds for the API key; `sd_model_checkpoint` is the
+    one its generations use."""
+    state = parts(request)[2]
     checkpoint = state.checkpoint or sdapi.default_checkpoint(txt2img_flow(request))
     return {**state.options, "sd_model_checkpoint": checkpoint, "sd_checkpoint_hash": None}
 
 
 @router.post("/options", responses={400: ERRORS[400]})
 async def set_options(options: dict[str, Any], request: Request) -> None:
-    """Set options; `sd_model_checkpoint` (a title from `/sd-models`) changes the checkpoint."""
-    state: SdapiState = request.app.state.sdapi
+    """Set options (for this API key); `sd_model_checkpoint` (a title from `/sd-models`) changes
+    the checkpoint."""
+    state = parts(request)[2]
     if "sd_model_checkpoint" in options:
         flow = txt2img_flow(request)
         try:
@@ -254,14 +263,20 @@ async def set_options(options: dict[str, Any], request: Request) -> None:
 
 @router.get("/progress")
 async def get_progress(request: Request) -> dict[str, Any]:
-    """Progress (0-1) and seconds left (`eta_relative`) of the running A1111 generation."""
-    return await sdapi.progress(request.app.state.gateway, request.app.state.sdapi)
+    """Progress (0-1) and seconds left (`eta_relative`) of the API key's running A1111
+    generation (an admin key's: the oldest of any key)."""
+    caller = caller_of(request.scope)
+    states: SdapiStates = request.app.state.sdapi
+    return await sdapi.progress(request.app.state.gateway, caller, states.visible(caller))
 
 
 @router.post("/interrupt")
 async def interrupt(request: Request) -> dict[str, Any]:
-    """Stop the running A1111 generations; their requests answer with the images made so far."""
-    await sdapi.interrupt(request.app.state.gateway, request.app.state.sdapi)
+    """Stop the API key's running A1111 generations (an admin key: every key's); their
+    requests answer with the images made so far."""
+    caller = caller_of(request.scope)
+    states: SdapiStates = request.app.state.sdapi
+    await sdapi.interrupt(request.app.state.gateway, caller, states.visible(caller))
     return {}
 
 

@@ -13,6 +13,8 @@
     │   └── Interrupted         409 the job was interrupted on request
     ├── PayloadTooLarge         413 body over MAX_BODY_SIZE_MB
     ├── QueueFull               429 MAX_QUEUE_DEPTH reached (Retry-After)
+    ├── RateLimited             429 the key's requests_per_minute (KEY_LIMITS) spent (Retry-After)
+    ├── TooManyJobs             429 the key's max_jobs (KEY_LIMITS) queued or running (Retry-After)
     ├── WorkflowFailed          500 a workflow module's generate_workflow has a bug
     ├── ExecutionFailed         502 a node raised while ComfyUI executed the graph
     ├── UploadFailed            502 an output could not be stored in S3 or PUT to http_upload
@@ -148,6 +150,20 @@ class QueueFull(GatewayError):
 
     status = 429
     code = "queue_full"
+
+
+class RateLimited(GatewayError):
+    """The API key made more requests than its KEY_LIMITS requests_per_minute allow."""
+
+    status = 429
+    code = "rate_limited"
+
+
+class TooManyJobs(GatewayError):
+    """The API key has as many jobs queued or running as its KEY_LIMITS max_jobs allow."""
+
+    status = 429
+    code = "too_many_jobs"
 
 
 class WorkflowFailed(GatewayError):

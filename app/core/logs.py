@@ -2,8 +2,9 @@
 
 Every line logged while a job is being handled carries that job's request id: JobRunner binds
 it to a context variable when the job starts, and the job's task (and every task it starts,
-webhook deliveries included) inherits it, so no call site has to pass it along. ComfyUI's own
-output, forwarded under the `comfyui` logger, comes out in the same format.
+webhook deliveries included) inherits it, so no call site has to pass it along. The API-key
+middleware binds the id of the request's key (its name when named) the same way, as `key`.
+ComfyUI's own output, forwarded under the `comfyui` logger, comes out in the same format.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any, TextIO
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
+api_key: ContextVar[str | None] = ContextVar("api_key", default=None)
 
 # Attributes every LogRecord has; anything else on a record came from `extra=` and is kept.
 # uvicorn's color_message repeats the message with terminal colour codes.
@@ -35,8 +37,14 @@ def bind_request_id(value: str) -> None:
     request_id.set(value)
 
 
+def bind_api_key(key_id: str) -> None:
+    """Tag every later log line of this request (and of the jobs it starts) with its key's id:
+    its name, or key-<hash> for an unnamed key; never the key."""
+    api_key.set(key_id)
+
+
 class JsonFormatter(logging.Formatter):
-    """`{"time", "level", "logger", "message", "request_id"?, "exception"?, ...extra}`."""
+    """`{"time", "level", "logger", "message", "request_id"?, "key"?, "exception"?, ...extra}`."""
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
@@ -51,6 +59,8 @@ class JsonFormatter(logging.Formatter):
         rid = getattr(record, "request_id", None) or request_id.get()
         if rid is not None:
             entry["request_id"] = rid
+        if (key := api_key.get()) is not None:
+            entry["key"] = key
         if record.name == "uvicorn.access" and isinstance(record.args, tuple):
             entry.update(_access_fields(record.args))
         for key, value in vars(record).items():

@@ -28,6 +28,9 @@ from prometheus_client import (
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from app.core.key_metrics import KeyMetrics
+from app.core.keys import owner_label
+
 if TYPE_CHECKING:
     from app.core.records import JobRecord
 
@@ -67,6 +70,9 @@ class MetricsHooks:
 
     def result_cache_size(self, n_bytes: int, entries: int) -> None:
         """The result cache now holds this much."""
+
+    def key_limited(self, key: str, limit: str) -> None:
+        """A key's KEY_LIMITS refused a request: `requests_per_minute` or `max_jobs`."""
 
 
 @dataclass(frozen=True)
@@ -247,6 +253,7 @@ class GatewayMetrics(MetricsHooks):
         self.result_cache_entries = Gauge(
             "comfy_gateway_result_cache_entries", "Results the result cache holds", registry=r
         )
+        self.keys = KeyMetrics(r)
         build = Gauge("comfy_gateway_build_info", "The gateway's version", ["version"], registry=r)
         build.labels(version).set(1)
         ProcessCollector(registry=r)  # process_*: the gateway's CPU, memory, file descriptors
@@ -267,6 +274,8 @@ class GatewayMetrics(MetricsHooks):
         if record.status != "succeeded":
             code = str((record.error or {}).get("code", "unknown"))
             self.job_errors.labels(record.workflow, code).inc()
+        if record.owner is not None:
+            self.keys.jobs.labels(owner_label(record.owner), record.status).inc()
 
     def webhook_delivered(self, job_id: str, *, delivered: bool) -> None:
         kind = "system" if job_id == "system" else "job"
@@ -292,7 +301,15 @@ class GatewayMetrics(MetricsHooks):
         self.result_cache_bytes.set(n_bytes)
         self.result_cache_entries.set(entries)
 
-    def request_ended(self, method: str, route: str, status: int, duration_s: float) -> None:
+    def key_limited(self, key: str, limit: str) -> None:
+        self.keys.limited.labels(key, limit).inc()
+
+    def request_ended(
+        self, method: str, route: str, status: int, duration_s: float, api_key: str | None = None
+    ) -> None:
+        """A request was answered; `api_key`: the metrics label of the API key it carried."""
+        if api_key is not None:
+            self.keys.request(api_key, status)
         key = (method, route, status)
         children = self._request_children.get(key)
         if children is None:  # labels() costs more than the update itself: look it up once

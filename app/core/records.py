@@ -15,6 +15,8 @@ from typing import Any, Literal, Protocol
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "interrupted"]
 TERMINAL: frozenset[str] = frozenset({"complete", "failed"})
+# A job's id is its owner's: (the id of the API key that made it, or None; the request id).
+JobKey = tuple[str | None, str]
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,9 @@ class JobView(Protocol):
 
     @property
     def workflow(self) -> str: ...
+
+    @property
+    def owner(self) -> str | None: ...
 
     @property
     def status(self) -> str: ...
@@ -72,6 +77,7 @@ class JobRecord:
     id: str
     prompt_id: str
     workflow: str = "prompt"  # what built the graph: `prompt`, or a workflow such as sd15/txt2img
+    owner: str | None = None  # the id of the API key that made it (app.core.keys); None: no keys
     instance: int | None = None  # the ComfyUI instance it was last submitted to
     status: JobStatus = "queued"
     progress: dict[str, Any] = field(default_factory=lambda: {"value": 0, "max": 0, "node": None})
@@ -86,6 +92,10 @@ class JobRecord:
     @property
     def finished(self) -> bool:
         return self.finished_at is not None
+
+    @property
+    def key(self) -> JobKey:
+        return self.owner, self.id
 
     @property
     def last_event_id(self) -> int:
@@ -156,22 +166,28 @@ class JobRecord:
 
 
 class JobHistory:
-    """Records by request id: running ones always, finished ones up to a count and an age."""
+    """Records by (owner, request id): running ones always, finished ones up to a count and an
+    age (counted over every owner: the memory is the gateway's)."""
 
     def __init__(self, *, max_finished: int, ttl_s: float, max_bytes: int = 1 << 62) -> None:
         self.max_finished = max_finished
         self.ttl_s = ttl_s
         self.max_bytes = max_bytes  # kept results past this are dropped, oldest first
-        self._records: OrderedDict[str, JobRecord] = OrderedDict()
+        self._records: OrderedDict[JobKey, JobRecord] = OrderedDict()
 
     def add(self, record: JobRecord) -> None:
-        self._records.pop(record.id, None)  # a reused id replaces the finished record
-        self._records[record.id] = record
+        self._records.pop(record.key, None)  # a reused id replaces the finished record
+        self._records[record.key] = record
         self.prune()
 
-    def get(self, request_id: str) -> JobRecord | None:
+    def get(self, key: JobKey) -> JobRecord | None:
         self.prune()
-        return self._records.get(request_id)
+        return self._records.get(key)
+
+    def with_id(self, request_id: str) -> list[JobRecord]:
+        """Every owner's job with this id (what an admin key may mean by it)."""
+        self.prune()
+        return [r for (_, rid), r in self._records.items() if rid == request_id]
 
     def prune(self) -> None:
         now = time.monotonic()
@@ -181,6 +197,6 @@ class JobHistory:
         for record in finished:  # oldest first: insertion order
             assert record.finished_at is not None
             if excess > 0 or kept_bytes > self.max_bytes or now - record.finished_at > self.ttl_s:
-                del self._records[record.id]
+                del self._records[record.key]
                 excess -= 1
                 kept_bytes -= record.result_bytes

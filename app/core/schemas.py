@@ -137,12 +137,22 @@ class JobState(BaseModel):
     result: dict[str, Any] | None = Field(
         None, description="The 200 body, once it succeeded (kept for a while)"
     )
+    owner: str | None = Field(
+        None,
+        description="Admin keys only: the key whose job it is (its name; `key-<hash>` for an "
+        "unnamed key)",
+    )
 
 
 class InterruptRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"id": "job-1"}]})
 
     id: str = Field(description="The request id of a queued or running job")
+    owner: str | None = Field(
+        None,
+        description="Admin keys: the key whose job it is (its name), when several keys have "
+        "used the id; other keys' jobs are out of reach of other keys",
+    )
 
 
 class InterruptResponse(BaseModel):

@@ -1,7 +1,8 @@
 """RequestMetrics: the ASGI middleware that counts and times every HTTP request.
 
 Requests are labelled by the template of the route that served them (`/prompt/{id}`, never a
-raw path), so the label set stays bounded however many ids and scanners come by.
+raw path), so the label set stays bounded however many ids and scanners come by; a request with
+an accepted API key is counted for that key's name too.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.core.keys import caller_of
 from app.core.metrics import GatewayMetrics
 
 UNMATCHED = "unmatched"  # the route label of a path no route serves (404s, scanners)
@@ -104,4 +106,6 @@ class RequestMetrics:
         finally:
             duration_s = time.perf_counter() - started
             route = self.templates.of(scope)
-            self.metrics.request_ended(scope["method"], route, status or 500, duration_s)
+            caller = caller_of(scope)  # left in the scope by the key check, which runs inside
+            key = caller.label if caller.id is not None else None
+            self.metrics.request_ended(scope["method"], route, status or 500, duration_s, key)

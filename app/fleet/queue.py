@@ -4,6 +4,10 @@ A job is checked here as on a lone gateway (the graph's shape, the URLs it names
 in Redis and queued; whichever gateway has a free ComfyUI runs it (app.fleet.worker), and that
 gateway downloads the models the graph names by URL (app.jobs.runner). A synchronous request
 waits here for the job's outcome, read from its event stream.
+
+A job is its owner's (the id of the API key that made it): the owner is part of its key in Redis
+(app.fleet.store), so two keys' jobs of the same id are two jobs. Which caller may see which job
+is the door's to decide (app.gateway.door); here every lookup names the owner.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from app.comfy.graph import Graph, check_graph
-from app.core.addresses import AddressPolicy
+from app.core.addresses import AddressPolicy, check_destinations
 from app.core.errors import (
     ComfyUnavailable,
     Conflict,
@@ -27,13 +31,13 @@ from app.core.errors import (
     NotFound,
     error_from_body,
 )
+from app.core.keys import owner_label
 from app.core.options import JobOptions
 from app.core.records import TERMINAL, JobEvent
 from app.core.schemas import PromptResponse, WorkflowResponse
 from app.fleet.records import RemoteRecord
 from app.fleet.signals import POLL_S, wait
-from app.fleet.store import FleetStore
-from app.jobs.runner import check_destinations
+from app.fleet.store import FleetStore, fleet_key, split_key
 from app.jobs.webhooks import WebhookSender, deliver_job_end
 
 log = logging.getLogger(__name__)
@@ -70,8 +74,9 @@ class FleetQueue:
         self.sender = sender
         self._deliveries: set[asyncio.Task[None]] = set()
 
-    def key(self, request_id: str) -> str:
-        return request_id
+    def key(self, request_id: str, owner: str | None) -> str:
+        """The job's key in Redis: its owner's id and its request id."""
+        return fleet_key(owner, request_id)
 
     async def submit(
         self,
@@ -79,42 +84,58 @@ class FleetQueue:
         graph: Graph,
         options: JobOptions,
         *,
+        owner: str | None,
+        max_jobs: int = 0,
         echo_input: dict[str, Any] | None,
         workflow: str,
     ) -> FleetJob:
-        """Check and queue a job; Conflict when one with this id is still running."""
+        """Check and queue a job of this owner's; Conflict when its job with this id is still
+        running; with max_jobs, MaxJobsReached (app.fleet.store) when the owner has that many
+        queued or running in the fleet already."""
         check_graph(graph)  # its shape only: model URLs are resolved by the gateway that runs it
         await check_destinations(options, self.addresses)
         spec = {
             "id": request_id,
+            "owner": owner,
             "graph": graph,
             "options": dump_options(options),
             "echo_input": echo_input,
             "workflow": workflow,
             "accepted_at": time.time(),
         }
-        key = self.key(request_id)
+        key = self.key(request_id, owner)
         try:
-            if not await self.store.enqueue(key, spec, {"id": request_id}):
-                raise Conflict(f"a job with id {request_id!r} is already running", location="id")
+            queued = await self.store.enqueue(key, spec, {"id": request_id}, max_jobs=max_jobs)
         except RedisError as e:
             self.store.reachability.failed(e)
             raise unreachable(e) from e
-        record = RemoteRecord.queued(self.store, key, request_id, workflow)
-        log.info("job %s: queued in the fleet (%d nodes)", request_id, len(graph))
+        if not queued:
+            raise Conflict(f"a job with id {request_id!r} is already running", location="id")
+        record = RemoteRecord.queued(self.store, key, request_id, workflow, owner)
+        of = f" of key {owner}" if owner is not None else ""
+        log.info("job %s%s: queued in the fleet (%d nodes)", request_id, of, len(graph))
         return FleetJob(request_id, record, graph, self)
 
-    async def record(self, request_id: str) -> RemoteRecord:
+    async def record(self, request_id: str, owner: str | None) -> RemoteRecord | None:
+        """The owner's job with this id, or None when the fleet knows none (or no longer)."""
         try:
-            record = await RemoteRecord.load(self.store, self.key(request_id))
+            return await RemoteRecord.load(self.store, self.key(request_id, owner))
         except RedisError as e:
             raise unreachable(e) from e
-        if record is None:
-            raise NotFound(
-                f"the fleet knows no job {request_id!r} (unknown, or finished too long ago)",
-                location="id",
-            )
-        return record
+
+    async def owners(self, request_id: str) -> list[str]:
+        """The API keys (ids) with a job of this id that the fleet still knows."""
+        try:
+            return await self.store.owners(request_id)
+        except RedisError as e:
+            raise unreachable(e) from e
+
+    async def jobs_of(self, owner: str | None) -> int:
+        """The owner's jobs queued or running in the fleet."""
+        try:
+            return await self.store.active(owner)
+        except RedisError as e:
+            raise unreachable(e) from e
 
     async def outcome(self, key: str) -> PromptResponse:
         """Wait for the job's end: its result, or its error raised. Woken only by the end (not
@@ -125,7 +146,10 @@ class FleetQueue:
                 try:
                     last = await self.store.last_event(key)
                     if last is None:
-                        raise NotFound(f"the job {key!r} expired before it ended", location="id")
+                        request_id = split_key(key)[1]
+                        raise NotFound(
+                            f"the job {request_id!r} expired before it ended", location="id"
+                        )
                     if last.type in TERMINAL:
                         return await self._answer(key, last)
                 except RedisError as e:  # Redis restarts: keep waiting for the job's outcome
@@ -142,13 +166,13 @@ class FleetQueue:
         status = await self.store.error_status(key)
         raise error_from_body(status, {k: v for k, v in last.data.items() if k != "id"})
 
-    async def interrupt(self, request_id: str) -> None:
-        """Cancel a job: ended here while no gateway has taken it (its webhooks go from here),
-        else interrupted by the gateway that runs it."""
+    async def interrupt(self, request_id: str, owner: str | None) -> None:
+        """Cancel the owner's job: ended here while no gateway has taken it (its webhooks go
+        from here), else interrupted by the gateway that runs it."""
         error = Interrupted("the job was interrupted on request")
         try:
             ended = await self.store.cancel(
-                self.key(request_id),
+                self.key(request_id, owner),
                 {**error.body(), "status": error.status},
                 {"id": request_id, **error.body()},
             )
@@ -167,9 +191,9 @@ class FleetQueue:
         if self._deliveries:
             await asyncio.wait(set(self._deliveries), timeout=timeout_s)
 
-    async def position(self, request_id: str) -> int | None:
+    async def position(self, request_id: str, owner: str | None) -> int | None:
         try:
-            return await self.store.position(self.key(request_id))
+            return await self.store.position(self.key(request_id, owner))
         except RedisError:
             return None
 
@@ -190,7 +214,8 @@ def dump_options(options: JobOptions) -> dict[str, Any]:
 
 
 def spec_of(state: dict[str, str]) -> dict[str, Any]:
-    """The job as accepted (id, graph, options, echo_input, workflow), from its Redis hash."""
+    """The job as accepted (id, owner, graph, options, echo_input, workflow), from its Redis
+    hash."""
     spec: dict[str, Any] = json.loads(state.get("spec") or "{}")
     return spec
 
@@ -212,4 +237,5 @@ async def deliver_ending(
             graph=spec["graph"],
             result=result,
             error=error.body() if error is not None else None,
+            key_name=owner_label(owner) if (owner := spec.get("owner")) is not None else None,
         )

@@ -14,7 +14,7 @@ from typing import Any
 
 from app.core.records import TERMINAL, JobEvent
 from app.fleet.signals import POLL_S, wait
-from app.fleet.store import FINISHED, FleetStore
+from app.fleet.store import FINISHED, FleetStore, split_key
 
 
 class RemoteRecord:
@@ -24,7 +24,10 @@ class RemoteRecord:
         spec = json.loads(state.get("spec") or "{}")
         self.store = store
         self.key = key
-        self.id: str = spec.get("id", key)
+        owner, request_id = split_key(key)
+        self.id: str = spec.get("id", request_id)
+        # The id of the API key that made it (app.core.keys), as JobRecord.owner; None: no keys.
+        self.owner: str | None = spec.get("owner", owner)
         self.workflow: str = spec.get("workflow", "prompt")
         self.prompt_id = ""
         self.status: str = state.get("status", "queued")
@@ -41,10 +44,12 @@ class RemoteRecord:
         self.last_event_id = events
 
     @classmethod
-    def queued(cls, store: FleetStore, key: str, request_id: str, workflow: str) -> RemoteRecord:
+    def queued(
+        cls, store: FleetStore, key: str, request_id: str, workflow: str, owner: str | None
+    ) -> RemoteRecord:
         """The record of a job just accepted, without reading it back."""
         record = cls(store, key, {"status": "queued"}, 1)
-        record.id, record.workflow = request_id, workflow
+        record.id, record.workflow, record.owner = request_id, workflow, owner
         return record
 
     @classmethod

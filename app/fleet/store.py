@@ -4,9 +4,18 @@ per job, and a channel for interrupts.
     <name>:jobs              stream: one entry per accepted job, read by the group `gateways`
     <name>:job:<key>         hash: the request, status, progress, result or error, attempts
     <name>:events:<key>      stream: the job's events, each with its number `n` (SSE ids)
+    <name>:owners:<id>       hash: the API keys (ids) with a job of this request id, each `1`
+                             while that job is queued or running, `0` once it ended; it expires
+                             with the last of them (an admin key asking for an id without
+                             naming its owner)
+    <name>:active:<owner>    set: the keys of an API key's jobs queued or running (its max_jobs)
     <name>:changed           channel: the key of a job that has a new event (app.fleet.signals)
     <name>:ended             channel: the key of a job whose outcome was just recorded
     <name>:cancel            channel: interrupts for the gateway that runs the job
+
+A job's key is `<owner>/<request id>`, owner being the id of the API key that made it
+(app.core.keys), or its request id alone while API keys are off: two keys may both use
+`order-123`. Neither a key's id nor a request id holds a `/`, so a key names one job.
 
 A job's terminal outcome is written once (a Lua script checks and sets it), so among gateways
 that ran the same job (one was thought dead and was not) exactly one delivers its webhooks.
@@ -34,18 +43,39 @@ log = logging.getLogger(__name__)
 GROUP = "gateways"
 FINISHED = ("succeeded", "failed", "interrupted")
 
-# KEYS: job hash, events stream, jobs stream. ARGV: spec json, queued event data, now.
+# KEYS: job hash, events stream, jobs stream, owners of the id, the owner's active jobs.
+# ARGV: spec json, queued event data, now, job key, owner ('' none), max_jobs (0: no limit),
+# the prefix of job hashes. Returns {1, 0} queued, {0, 0} when a job with this key is still
+# running, {2, n} when the owner has n >= max_jobs jobs queued or running already.
 ENQUEUE = """
+local owner, most = ARGV[5], tonumber(ARGV[6])
+if owner ~= '' and most > 0 then
+  local have = 0
+  for _, key in ipairs(redis.call('SMEMBERS', KEYS[5])) do
+    local job = ARGV[7] .. key
+    if redis.call('EXISTS', job) == 0 or redis.call('HEXISTS', job, 'done') == 1 then
+      redis.call('SREM', KEYS[5], key)  -- ended without being taken off (never, unless edited)
+    else
+      have = have + 1
+    end
+  end
+  if have >= most then return {2, have} end
+end
 local status = redis.call('HGET', KEYS[1], 'status')
 if status and status ~= 'succeeded' and status ~= 'failed' and status ~= 'interrupted' then
-  return 0
+  return {0, 0}
 end
 redis.call('DEL', KEYS[1], KEYS[2])
 redis.call('HSET', KEYS[1], 'spec', ARGV[1], 'status', 'queued', 'created', ARGV[3],
            'progress', '{"value":0,"max":0,"node":null}')
 redis.call('XADD', KEYS[2], '*', 'n', 1, 'type', 'queued', 'data', ARGV[2])
 redis.call('XADD', KEYS[3], '*', 'key', ARGV[4])
-return 1
+if owner ~= '' then
+  redis.call('SADD', KEYS[5], ARGV[4])
+  redis.call('HSET', KEYS[4], owner, '1')
+  redis.call('PERSIST', KEYS[4])
+end
+return {1, 0}
 """
 # KEYS: job hash, events stream. ARGV: type, data json, status ('' keeps it), progress json,
 # changed channel, job key.
@@ -58,8 +88,10 @@ if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'progress', ARGV[4]) end
 redis.call('PUBLISH', ARGV[5], ARGV[6])
 return n
 """
-# KEYS: job hash, events stream. ARGV: status, type, data json, error json ('' on success),
-# ttl seconds, now, ended channel, job key. The result is the terminal event's data: stored once.
+# KEYS: job hash, events stream, owners of the id, the owner's active jobs. ARGV: status, type,
+# data json, error json ('' on success), ttl seconds, now, ended channel, job key, owner ('' none).
+# The result is the terminal event's data: stored once. The owners' index of the id expires
+# with the last of its jobs to end.
 FINISH = """
 if redis.call('HSETNX', KEYS[1], 'done', '1') == 0 then return 0 end
 local n = redis.call('XLEN', KEYS[2]) + 1
@@ -68,6 +100,15 @@ redis.call('HSET', KEYS[1], 'status', ARGV[1], 'finished', ARGV[6])
 if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'error', ARGV[4]) end
 redis.call('EXPIRE', KEYS[1], ARGV[5])
 redis.call('EXPIRE', KEYS[2], ARGV[5])
+if ARGV[9] ~= '' then
+  redis.call('SREM', KEYS[4], ARGV[8])
+  redis.call('HSET', KEYS[3], ARGV[9], '0')
+  local live = false
+  for _, state in ipairs(redis.call('HVALS', KEYS[3])) do
+    if state == '1' then live = true end
+  end
+  if not live then redis.call('EXPIRE', KEYS[3], ARGV[5]) end
+end
 redis.call('PUBLISH', ARGV[7], ARGV[8])
 return 1
 """
@@ -101,6 +142,25 @@ redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 redis.call('XDEL', KEYS[1], ARGV[2])
 return 1
 """
+
+
+def fleet_key(owner: str | None, request_id: str) -> str:
+    """A job's key in the fleet: `<owner>/<request id>`, or the id alone without an owner."""
+    return request_id if owner is None else f"{owner}/{request_id}"
+
+
+def split_key(key: str) -> tuple[str | None, str]:
+    """(owner, request id) of a job's key in the fleet."""
+    owner, slash, request_id = key.partition("/")
+    return (owner, request_id) if slash else (None, key)
+
+
+class MaxJobsReached(Exception):
+    """A job was not queued: its owner has this many queued or running, its max_jobs."""
+
+    def __init__(self, have: int) -> None:
+        super().__init__(f"{have} job(s) queued or running")
+        self.have = have
 
 
 class Reachability:
@@ -168,6 +228,17 @@ class FleetStore:
     def events_key(self, key: str) -> str:
         return f"{self.name}:events:{key}"
 
+    def owners_key(self, request_id: str) -> str:
+        return f"{self.name}:owners:{request_id}"
+
+    def active_key(self, owner: str | None) -> str:
+        return f"{self.name}:active:{owner or ''}"
+
+    def _owner_keys(self, key: str) -> tuple[list[str], str]:
+        """The owners' index and active set a job's key belongs to, and its owner ('': none)."""
+        owner, request_id = split_key(key)
+        return [self.owners_key(request_id), self.active_key(owner)], owner or ""
+
     async def aclose(self) -> None:
         await self.signals.close()
         await self.redis.aclose()
@@ -183,11 +254,35 @@ class FleetStore:
         await self.redis.ping()
 
     # -- the accepting side ---------------------------------------------------------------------
-    async def enqueue(self, key: str, spec: dict[str, Any], queued: dict[str, Any]) -> bool:
-        """Store the job and queue it; False when a job with this key is still running."""
-        keys = [self.job_key(key), self.events_key(key), self.stream]
-        args = [_dump(spec), _dump(queued), f"{time.time():.3f}", key]
-        return bool(await self._enqueue(keys=keys, args=args))
+    async def enqueue(
+        self, key: str, spec: dict[str, Any], queued: dict[str, Any], *, max_jobs: int = 0
+    ) -> bool:
+        """Store the job and queue it; False when a job with this key is still running.
+        MaxJobsReached (and nothing stored) when its owner has max_jobs (if not 0) queued or
+        running already."""
+        owned, owner = self._owner_keys(key)
+        keys = [self.job_key(key), self.events_key(key), self.stream, *owned]
+        args = [_dump(spec), _dump(queued), f"{time.time():.3f}", key, owner, str(max_jobs),
+                self.job_key("")]  # fmt: skip
+        outcome, have = await self._enqueue(keys=keys, args=args)
+        if int(outcome) == 2:
+            raise MaxJobsReached(int(have))
+        return int(outcome) == 1
+
+    async def owners(self, request_id: str) -> list[str]:
+        """The API keys (ids) that have a job of this request id the fleet still knows."""
+        owners: list[str] = sorted(await self.redis.hkeys(self.owners_key(request_id)))
+        if not owners:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for owner in owners:
+                pipe.exists(self.job_key(fleet_key(owner, request_id)))
+            known = await pipe.execute()
+        return [owner for owner, found in zip(owners, known, strict=True) if found]
+
+    async def active(self, owner: str | None) -> int:
+        """How many jobs of this API key are queued or running in the fleet."""
+        return int(await self.redis.scard(self.active_key(owner)))
 
     async def state(self, key: str) -> dict[str, str]:
         """The job's hash (empty when no such job is known, or no longer)."""
@@ -327,10 +422,11 @@ class FleetStore:
     ) -> bool:
         """Record the job's outcome, once: True for the caller that recorded it."""
         assert event_type in TERMINAL
-        keys = [self.job_key(key), self.events_key(key)]
+        owned, owner = self._owner_keys(key)
+        keys = [self.job_key(key), self.events_key(key), *owned]
         shown = _dump(error) if error is not None else ""
         args = [status, event_type, _dump(data), shown, str(self.ttl_s), f"{time.time():.3f}"]
-        args += [self.signals.ended_channel, key]
+        args += [self.signals.ended_channel, key, owner]
         return bool(await self._finish(keys=keys, args=args))
 
 

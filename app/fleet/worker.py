@@ -5,6 +5,9 @@ Redis, records its outcome once, and delivers its webhooks if it was the one to 
 A job stays pending in the stream while it runs and is heartbeated (its idle time reset); when
 a gateway dies, its jobs go idle and another gateway takes them over after
 JOB_VISIBILITY_TIMEOUT_S, up to JOB_MAX_ATTEMPTS starts.
+
+A job runs as its owner's (the API key that made it, from its spec): the local record, its
+webhooks' `key_name` and the per-key metrics carry it as on a lone gateway.
 """
 
 from __future__ import annotations
@@ -23,11 +26,11 @@ from redis.exceptions import RedisError
 
 from app.core.errors import ComfyUnavailable, GatewayError, ResultTooLarge, error_from_body
 from app.core.options import JobOptions
-from app.core.records import TERMINAL, JobEvent, JobRecord
+from app.core.records import TERMINAL, JobEvent, JobKey, JobRecord
 from app.core.settings import Settings
 from app.fleet.queue import deliver_ending, spec_of
 from app.fleet.records import RemoteRecord
-from app.fleet.store import FleetStore, Pulled
+from app.fleet.store import FleetStore, Pulled, split_key
 from app.jobs.job import Job
 from app.jobs.runner import JobRunner
 from app.jobs.scheduler import Scheduler
@@ -92,11 +95,12 @@ class FleetWorker:
         self.max_attempts = settings.job_max_attempts
         self.max_result_bytes = int(settings.fleet_max_result_mb * 2**20)
         self.consumer = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-        self.running: dict[str, Pulled] = {}  # request id -> the stream message it came in
-        self.starting: dict[str, Pulled] = {}  # job key -> pulled, until it runs (or ended)
-        self.cancelled: set[str] = set()  # keys of jobs interrupted while being started
-        self.sinks: dict[str, EventSink] = {}
-        self.overtaken: set[str] = set()  # running here, and taken over by another gateway
+        # By (owner, request id), as the runner holds them: two keys' jobs may share an id.
+        self.running: dict[JobKey, Pulled] = {}  # job -> the stream message it came in
+        self.starting: dict[str, Pulled] = {}  # Redis key -> pulled, until it runs (or ended)
+        self.cancelled: set[str] = set()  # Redis keys of jobs interrupted while being started
+        self.sinks: dict[JobKey, EventSink] = {}
+        self.overtaken: set[JobKey] = set()  # running here, and taken over by another gateway
         self.pulling = True
         self._next_reclaim = 0.0  # monotonic: when to look for jobs of stopped gateways again
         self.abandoning = False  # shutting down past the grace period: leave jobs to others
@@ -180,6 +184,8 @@ class FleetWorker:
             return
         spec = spec_of(state)
         request_id, options = spec["id"], JobOptions.model_validate(spec["options"])
+        owner: str | None = spec.get("owner")
+        job_key = (owner, request_id)
         started = int(state.get("attempts") or 0)
         if started >= self.max_attempts:
             lost = ComfyUnavailable(
@@ -202,6 +208,7 @@ class FleetWorker:
                 request_id,
                 spec["graph"],
                 options,
+                owner=owner,
                 echo_input=spec.get("echo_input"),
                 workflow=spec.get("workflow", "prompt"),
                 listener=sink.offer,
@@ -213,18 +220,19 @@ class FleetWorker:
         except BaseException:
             await sink.close()
             raise
-        self.running[request_id] = pulled
-        self.sinks[request_id] = sink
+        self.running[job_key] = pulled
+        self.sinks[job_key] = sink
         assert job.task is not None
-        job.task.add_done_callback(lambda _: self._track(self._finished(request_id)))
+        job.task.add_done_callback(lambda _: self._track(self._finished(job_key)))
         if pulled.key in self.cancelled:  # interrupted while its inputs were fetched
             with contextlib.suppress(GatewayError):
-                await self.runner.interrupt(request_id)
+                await self.runner.interrupt(job_key)
 
-    async def _finished(self, request_id: str) -> None:
-        pulled = self.running.pop(request_id, None)
-        self.sinks.pop(request_id, None)
-        self.overtaken.discard(request_id)
+    async def _finished(self, job_key: JobKey) -> None:
+        pulled = self.running.pop(job_key, None)
+        self.sinks.pop(job_key, None)
+        self.overtaken.discard(job_key)
+        request_id = job_key[1]
         if pulled is None:
             return
         # Unreachable Redis: the job stays pending, and is taken over (or found ended) later.
@@ -255,7 +263,7 @@ class FleetWorker:
     async def _fail_broken(self, pulled: Pulled) -> None:
         error = GatewayError("internal error while starting the job; see the gateway's log")
         with contextlib.suppress(RedisError, OSError):
-            await self._record(pulled.key, pulled.key, None, error)
+            await self._record(pulled.key, split_key(pulled.key)[1], None, error)
             await self.store.ack(pulled)
 
     async def _end_unstarted(
@@ -273,8 +281,12 @@ class FleetWorker:
     ) -> tuple[dict[str, Any] | None, GatewayError | None] | None:
         """The runner's hook before it delivers a job's webhooks: record the outcome in Redis,
         once. What to deliver, or None when another gateway recorded it first (or this one is
-        leaving the job to others)."""
-        sink = self.sinks.get(job.id)
+        leaving the job to others). A job this gateway did not take from the fleet (the
+        warmup) is delivered as it is."""
+        pulled = self.running.get(job.key)
+        if pulled is None:
+            return result, error
+        sink = self.sinks.get(job.key)
         if sink is not None:
             await sink.close()
         if self.abandoning:
@@ -291,8 +303,7 @@ class FleetWorker:
                 ),
                 None,
             )
-        key = self.running[job.id].key if job.id in self.running else job.id
-        return (result, error) if await self._record(key, job.id, result, error) else None
+        return (result, error) if await self._record(pulled.key, job.id, result, error) else None
 
     async def _record(
         self, key: str, request_id: str, result: dict[str, Any] | None, error: GatewayError | None
@@ -327,17 +338,17 @@ class FleetWorker:
             except (RedisError, OSError) as e:
                 self.store.reachability.failed(e)
                 continue
-            for request_id, pulled in self.running.items():
-                if pulled.message_id in lost and request_id not in self.overtaken:
-                    self.overtaken.add(request_id)  # both run it; the first outcome counts
+            for job_key, pulled in self.running.items():
+                if pulled.message_id in lost and job_key not in self.overtaken:
+                    self.overtaken.add(job_key)  # both run it; the first outcome counts
                     log.warning("job %s: taken over by another gateway while it ran here "
                                 "(Redis was out of reach longer than JOB_VISIBILITY_TIMEOUT_S)",
-                                request_id)  # fmt: skip
+                                job_key[1])  # fmt: skip
 
     async def _interrupt(self, key: str) -> None:
         if key in self.starting:
             self.cancelled.add(key)  # interrupted as soon as it has started
-        for request_id, pulled in list(self.running.items()):
+        for job_key, pulled in list(self.running.items()):
             if pulled.key == key:
                 with contextlib.suppress(GatewayError):
-                    await self.runner.interrupt(request_id)
+                    await self.runner.interrupt(job_key)

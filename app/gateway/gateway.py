@@ -17,6 +17,7 @@ from app.comfy.instance import ComfyInstance
 from app.comfy.process import ComfyStartError
 from app.core.addresses import AddressPolicy
 from app.core.errors import ComfyUnavailable
+from app.core.keys import owner_label
 from app.core.metrics import GatewayMetrics
 from app.core.records import JobHistory
 from app.core.schemas import PromptResponse
@@ -37,7 +38,8 @@ log = logging.getLogger(__name__)
 
 
 class Gateway(JobDoor):
-    """Owns the ComfyUI instances (the pool), the job runner and the delivery services."""
+    """Owns the ComfyUI instances (the pool), the job runner and the delivery services; its
+    JobDoor methods are the one door for jobs."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -106,8 +108,9 @@ class Gateway(JobDoor):
 
     def _forward_system_event(self, kind: str, data: dict[str, Any]) -> None:
         assert self.system_events is not None
-        request_id = self.jobs.by_prompt.get(str(data.get("prompt_id")))
-        self.system_events.offer(kind, data, request_id)
+        owner, request_id = self.jobs.by_prompt.get(str(data.get("prompt_id")), (None, None))
+        key_name = owner_label(owner) if owner is not None else None
+        self.system_events.offer(kind, data, request_id, key_name)
 
     async def warm_up(self, graph: Graph) -> PromptResponse:
         """Run the warmup graph on every instance (each loads its models): the one job that runs
@@ -191,8 +194,15 @@ class Gateway(JobDoor):
         return self.shutdown_deadline
 
     def instances(self) -> list[dict[str, Any]]:
-        """Each ComfyUI instance: its state, GPU, jobs, jobs run, restarts, version."""
-        return [instance.info() for instance in self.pool.instances]
+        """Each ComfyUI instance: its state, GPU, jobs, jobs run, restarts, version.
+
+        With API keys on, the job ids (a tenant's, and /health is open) show as `hidden`.
+        """
+        found = [instance.info() for instance in self.pool.instances]
+        if self.settings.api_keys_on:
+            for info in found:
+                info["jobs"] = ["hidden"] * len(info["jobs"])
+        return found
 
     async def _instance_down(self, instance: ComfyInstance, code: int) -> None:
         """An instance exited and ALWAYS_RESTART_COMFYUI is off: it stays down; the gateway

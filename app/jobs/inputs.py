@@ -1,8 +1,9 @@
 """Input files: a loader node's value may be a file name, an http(s) URL, or base64.
 
 URLs are downloaded (size cap, deadline, each redirect hop's address checked and pinned by
-app.addresses), base64 is decoded, both are sniffed from their bytes, handed to ComfyUI through its
-upload endpoint into a per-job subfolder, and the graph is rewritten to point at them.
+app.addresses), base64 is decoded, both are sniffed from their bytes and held to the input caps
+(INPUT_MAX_MB, MAX_INPUT_PIXELS from the image's header: app.jobs.input_caps), handed to ComfyUI
+through its upload endpoint into a per-job subfolder, and the graph is rewritten to point at them.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from app.core.addresses import AddressPolicy, AddressRefused, Pinned
 from app.core.errors import InputError
 from app.core.metrics import MetricsHooks
 from app.core.settings import Settings
+from app.jobs.input_caps import InputCaps
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +105,8 @@ class InputFiles:
     def __init__(self, settings: Settings, client: ComfyClient) -> None:
         self.client = client
         self.input_dir = settings.comfy_input_dir
-        self.max_bytes = int(settings.input_max_mb * 2**20)
+        self.max_bytes = settings.input_max_bytes
+        self.caps = InputCaps(settings.input_max_bytes, settings.max_input_pixels)
         self.timeout_s = settings.input_download_timeout_s
         self.addresses = AddressPolicy.from_settings(settings)
         self.http = httpx.AsyncClient(
@@ -160,6 +163,7 @@ class InputFiles:
         elif FILENAME.match(value) and not looks_like_path(value):
             return value  # already in ComfyUI's input folder
         else:
+            self.caps.check_base64(value, where)
             # Raw base64 may start with "/" (JPEG's is "/9j/"), so a path is only what
             # does not decode to a file.
             data = decode_base64(value, where, strict=False)
@@ -175,6 +179,7 @@ class InputFiles:
         if sniffed is None or sniffed.kind not in ACCEPTS[kind]:
             found = sniffed.kind if sniffed else "not a file type any loader reads"
             raise InputError(f"{where}: expected {kind}, got {found}", location=where)
+        self.caps.check(data, where)  # before ComfyUI, or anything, decodes it
         name = f"{len(job.names) + 1}.{sniffed.extension}"
         stored = await client.upload(data, name, job.subfolder)
         job.names.append(stored)

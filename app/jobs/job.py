@@ -11,7 +11,7 @@ from app.comfy.events import PromptWaiter
 from app.comfy.graph import Graph
 from app.comfy.instance import ComfyInstance
 from app.core.options import JobOptions
-from app.core.records import JobRecord
+from app.core.records import JobKey, JobRecord
 from app.core.schemas import PromptResponse
 from app.jobs.inputs import JobInputs
 
@@ -34,6 +34,16 @@ class Job:
     @property
     def id(self) -> str:
         return self.record.id
+
+    @property
+    def key(self) -> JobKey:
+        return self.record.key
+
+    @property
+    def slot(self) -> str:
+        """The job's name in the scheduler and on its instance: unique across owners."""
+        owner = self.record.owner
+        return self.id if owner is None else f"{owner}/{self.id}"
 
     @property
     def prompt(self) -> Graph:

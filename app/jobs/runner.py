@@ -25,20 +25,20 @@ from typing import Any
 
 from app.comfy.graph import Graph, check_graph, models_of, unique_prefixes
 from app.comfy.instance import ComfyInstance
-from app.core.addresses import AddressPolicy, AddressRefused
+from app.core.addresses import AddressPolicy, check_destinations
 from app.core.errors import (
     ComfyUnavailable,
     Conflict,
     GatewayError,
     Interrupted,
-    InvalidRequest,
     NotFound,
     PromptTimeout,
 )
+from app.core.keys import owner_label
 from app.core.logs import bind_request_id
 from app.core.metrics import MetricsHooks
 from app.core.options import JobOptions
-from app.core.records import JobEvent, JobHistory, JobRecord
+from app.core.records import JobEvent, JobHistory, JobKey, JobRecord
 from app.core.schemas import PromptResponse
 from app.jobs.finish import Finisher
 from app.jobs.inputs import InputFiles
@@ -84,9 +84,10 @@ class JobRunner:
         # Asked before a job's webhooks go out (a fleet records the outcome in Redis, once):
         # what to deliver, or None to deliver nothing (another gateway did).
         self.outcome: OutcomeHook | None = None
-        self.active: dict[str, Job] = {}  # by request id, until ComfyUI is done with it
-        self.preparing: set[str] = set()  # request ids whose models and inputs are being fetched
-        self.by_prompt: dict[str, str] = {}  # ComfyUI prompt id -> request id, same lifetime
+        # By (owner, request id): two keys may both run `order-123`.
+        self.active: dict[JobKey, Job] = {}  # until ComfyUI is done with it
+        self.preparing: set[JobKey] = set()  # jobs whose models and inputs are being fetched
+        self.by_prompt: dict[str, JobKey] = {}  # ComfyUI prompt id -> job, same lifetime
         self.tasks: set[asyncio.Task[PromptResponse]] = set()  # until deliveries are done
 
     async def start(
@@ -95,6 +96,7 @@ class JobRunner:
         graph: Graph,
         options: JobOptions | None = None,
         *,
+        owner: str | None = None,
         echo_input: dict[str, Any] | None = None,
         workflow: str = "prompt",
         only: ComfyInstance | None = None,
@@ -102,17 +104,21 @@ class JobRunner:
     ) -> Job:
         """Accept a job; ComfyUI's refusal raises here when it is submitted at once.
 
-        `workflow` names what built the graph (`prompt`, `sd15/txt2img`) for logs and metrics;
-        `only` pins it to one instance (the warmup of each); `listener` hears of its events.
+        `owner` is the id of the API key that makes it (its ids are that key's); `workflow`
+        names what built the graph (`prompt`, `sd15/txt2img`) for logs and metrics; `only` pins
+        it to one instance (the warmup of each); `listener` hears of its events.
         """
         bind_request_id(request_id)  # every later log line of this request and its job has it
         check_graph(graph)
         options = options or JobOptions()
-        await check_destinations(options, self.addresses)  # awaits DNS: before the id is taken
-        if request_id in self.active or request_id in self.preparing:
+        key = (owner, request_id)
+        if key in self.active or key in self.preparing:
             raise Conflict(f"a job with id {request_id!r} is already running", location="id")
-        self.preparing.add(request_id)  # downloads take a while: hold the id meanwhile
+        # Held from here, before the first await: DNS and downloads take a while, and the job
+        # counts against its key's max_jobs from the moment the door let it in.
+        self.preparing.add(key)
         try:
+            await check_destinations(options, self.addresses)
             # Model URLs become files first; the job holds its models until its task ends.
             graph, held = await self.models.prepare(graph, options)
             try:
@@ -123,14 +129,14 @@ class JobRunner:
                 held.release()
                 raise
         finally:
-            self.preparing.discard(request_id)
-        record = JobRecord(request_id, "", workflow)
+            self.preparing.discard(key)
+        record = JobRecord(request_id, "", workflow, owner=owner)
         if listener is not None:
             record.listeners.append(listener)
         job = Job(record, graph, options, echo_input, inputs, models_of(graph))
-        self.active[request_id] = job
+        self.active[key] = job
         record.emit("queued", {"id": request_id})
-        instance = self.scheduler.try_place(request_id, job.models, only=only)
+        instance = self.scheduler.try_place(job.slot, job.models, only=only)
         if instance is not None:
             try:
                 await self._submit(job, instance)
@@ -163,10 +169,11 @@ class JobRunner:
         job.waiter = instance.tracker.watch(prompt_id)
         job.waiter.on_event = job.record.on_comfy_event
         job.record.prompt_id, job.record.instance = prompt_id, instance.index
-        self.by_prompt[prompt_id] = job.id
+        self.by_prompt[prompt_id] = job.key
+        of = f" of key {job.record.owner}" if job.record.owner is not None else ""
         log.info(
-            "job %s: submitting as prompt %s to %s (%d nodes)",
-            job.id, prompt_id, instance.name, len(job.submitted),
+            "job %s%s: submitting as prompt %s to %s (%d nodes)",
+            job.id, of, prompt_id, instance.name, len(job.submitted),
         )  # fmt: skip
         try:
             await instance.client.submit(
@@ -189,13 +196,13 @@ class JobRunner:
                 job.instance.models = job.models or job.instance.models
             job.waiter = None
         if job.instance is not None:
-            self.scheduler.release(job.instance, job.id)
+            self.scheduler.release(job.instance, job.slot)
             job.instance = None
 
     def _release(self, job: Job) -> None:
         self._unplace(job)
         self.inputs.remove(job.inputs)
-        self.active.pop(job.id, None)
+        self.active.pop(job.key, None)
 
     async def _run(self, job: Job, only: ComfyInstance | None) -> PromptResponse:
         record = job.record
@@ -226,7 +233,7 @@ class JobRunner:
         avoid: ComfyInstance | None = None
         while True:
             if job.instance is None:
-                placed = self.scheduler.place(job.id, job.models, only=only, avoid=avoid)
+                placed = self.scheduler.place(job.slot, job.models, only=only, avoid=avoid)
                 instance = await self._in_time(placed, deadline, job)
                 await self._submit(job, instance)
             try:
@@ -267,6 +274,7 @@ class JobRunner:
         error = failure.body() if failure is not None else None
         if job.options.webhook or job.options.webhook_v2:
             webhook, webhook_v2 = job.options.webhook, job.options.webhook_v2
+            owner = job.record.owner
             await deliver_job_end(
                 self.sender,
                 webhook=str(webhook) if webhook else None,
@@ -275,6 +283,7 @@ class JobRunner:
                 graph=job.prompt,
                 result=result,
                 error=error,
+                key_name=owner_label(owner) if owner is not None else None,
             )
 
     async def run(
@@ -283,23 +292,30 @@ class JobRunner:
         graph: Graph,
         workflow: str = "prompt",
         only: ComfyInstance | None = None,
+        owner: str | None = None,
     ) -> PromptResponse:
         """Run a graph to completion and return its outputs, or raise a GatewayError."""
-        job = await self.start(request_id, graph, workflow=workflow, only=only)
+        job = await self.start(request_id, graph, owner=owner, workflow=workflow, only=only)
         assert job.task is not None
         return await asyncio.shield(job.task)
 
-    async def interrupt(self, request_id: str) -> None:
+    def jobs_of(self, owner: str | None) -> int:
+        """How many jobs of this owner are queued or running (or fetching their inputs)."""
+        return sum(o == owner for o, _ in self.active) + sum(o == owner for o, _ in self.preparing)
+
+    async def interrupt(self, key: JobKey) -> None:
         """Cancel a queued or running job; its own request then answers 409 `interrupted`."""
-        job = self.active.get(request_id)
+        job = self.active.get(key)
         if job is None:
-            raise NotFound(f"no queued or running job has id {request_id!r}", location="id")
-        if self.scheduler.withdraw(request_id):
+            raise NotFound(f"no queued or running job has id {key[1]!r}", location="id")
+        if self.scheduler.withdraw(job.slot):
             return  # it was waiting in the gateway's queue: it ends there
-        if job.instance is not None and job.waiter is not None:
-            await job.instance.client.cancel(job.waiter.prompt_id)
-            job.instance.tracker.settle(
-                job.waiter.prompt_id, Interrupted("the job was interrupted on request")
+        # Held here: while the cancel is awaited the job may end, and let go of both.
+        instance, waiter = job.instance, job.waiter
+        if instance is not None and waiter is not None:
+            await instance.client.cancel(waiter.prompt_id)
+            instance.tracker.settle(
+                waiter.prompt_id, Interrupted("the job was interrupted on request")
             )
 
     async def drain(self, timeout_s: float) -> bool:
@@ -308,13 +324,3 @@ class JobRunner:
             _, pending = await asyncio.wait(set(self.tasks), timeout=timeout_s)
             return not pending
         return True
-
-
-async def check_destinations(options: JobOptions, addresses: AddressPolicy) -> None:
-    """Refuse a webhook or upload URL the address policy refuses: a located 400, before the job
-    exists, so nothing runs and nothing is ever sent there."""
-    for location, url in options.destinations():
-        try:
-            await addresses.check(url)
-        except AddressRefused as e:
-            raise InvalidRequest(f"{location}: {e}", location=location) from None

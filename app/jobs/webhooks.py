@@ -157,23 +157,29 @@ class SystemEvents:
         self.sequence = 0
         self._task: asyncio.Task[None] | None = None
 
-    def offer(self, kind: str, data: dict[str, Any], request_id: str | None) -> None:
-        """Queue one of ComfyUI's events, as `comfy.<kind>`."""
+    def offer(
+        self, kind: str, data: dict[str, Any], request_id: str | None, key_name: str | None = None
+    ) -> None:
+        """Queue one of ComfyUI's events, as `comfy.<kind>`.
+
+        `key_name`: the name of the API key whose job it is, sent as `metadata.key_name`.
+        """
         if kind not in self.kinds:
             return
         if request_id is not None:
             data = {**data, "prompt_id": request_id}
-        self._queue(f"comfy.{kind}", data)
+        self._queue(f"comfy.{kind}", data, key_name)
 
     def announce(self, event: str, data: dict[str, Any]) -> None:
         """Queue one of the gateway's own events (`model.downloaded`), named as it is."""
         if event in self.kinds:
-            self._queue(event, data)
+            self._queue(event, data, None)
 
-    def _queue(self, event: str, data: dict[str, Any]) -> None:
+    def _queue(self, event: str, data: dict[str, Any], key_name: str | None) -> None:
         """Past the buffer the oldest event is dropped, so jobs never wait on the receiver."""
         self.sequence += 1
-        payload = {"event": event, "data": data, "metadata": self.meta}
+        meta = self.meta if key_name is None else {**self.meta, "key_name": key_name}
+        payload = {"event": event, "data": data, "metadata": meta}
         if self.queue.full():
             self.queue.get_nowait()
             self.dropped += 1
@@ -212,25 +218,30 @@ async def deliver_job_end(
     graph: dict[str, Any],
     result: dict[str, Any] | None,
     error: dict[str, Any] | None,
+    key_name: str | None = None,
 ) -> None:
-    """The terminal deliveries of one job: legacy per output (or one failure), and v2 once."""
+    """The terminal deliveries of one job: legacy per output (or one failure), and v2 once.
+
+    `key_name`: the name of the API key whose job it is, sent as `metadata.key_name`.
+    """
+    meta = {"metadata": {"key_name": key_name}} if key_name is not None else {}
     if webhook:
         if result is not None:
             for index, (image, filename) in enumerate(
                 zip(result["images"], result["filenames"], strict=True)
             ):
                 payload = {"event": "output.complete", "image": image, "id": job_id,
-                           "filename": filename, "prompt": graph}  # fmt: skip
+                           "filename": filename, "prompt": graph, **meta}  # fmt: skip
                 await sender.deliver(webhook, payload, msg_id=f"{job_id}.{index}", job_id=job_id)
         else:
             assert error is not None
-            payload = {"event": "prompt.failed", **error, "id": job_id, "prompt": graph}
+            payload = {"event": "prompt.failed", **error, "id": job_id, "prompt": graph, **meta}
             await sender.deliver(webhook, payload, msg_id=job_id, job_id=job_id)
     if webhook_v2:
         if result is not None:
-            payload = {"type": "prompt.complete", "timestamp": now_iso(), **result}
+            payload = {"type": "prompt.complete", "timestamp": now_iso(), **result, **meta}
         else:
             assert error is not None
             payload = {"type": "prompt.failed", "timestamp": now_iso(), "id": job_id,
-                       "prompt": graph, **error}  # fmt: skip
+                       "prompt": graph, **error, **meta}  # fmt: skip
         await sender.deliver(webhook_v2, payload, msg_id=job_id, job_id=job_id)

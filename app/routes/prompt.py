@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Header, Request
+from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import Response, StreamingResponse
 
 from app.core.errors import InvalidRequest
+from app.core.keys import caller_of
 from app.core.records import JobView
 from app.core.schemas import (
     ErrorResponse,
@@ -35,19 +36,27 @@ async def run_prompt(body: PromptRequest, request: Request) -> Response:
     return await run_job(request, body, body.graph(), cache=cache)
 
 
-async def job_record(request: Request, request_id: str) -> JobView:
-    gateway: Gateway = request.app.state.gateway
-    return await gateway.job(request_id)
-
-
-@router.get(
-    "/prompt/{id}",
-    response_model=JobState,
-    responses={404: {"model": ErrorResponse, "description": "Unknown here, or no longer kept"}},
+OWNER = Query(
+    None,
+    description="Admin keys: the key (its name) whose job it is, when several keys have used "
+    "the id; ignored for other keys, which see only their own jobs",
 )
-async def job_state(id: str, request: Request) -> JobState:
-    """The state of a job this gateway process ran: status, progress, and its result or error."""
-    record = await job_record(request, id)
+NOT_KNOWN = {
+    "model": ErrorResponse,
+    "description": "Unknown here, no longer kept, or another API key's",
+}
+
+
+async def job_record(request: Request, request_id: str, owner: str | None = None) -> JobView:
+    gateway: Gateway = request.app.state.gateway
+    return await gateway.job(request_id, caller_of(request.scope), owner)
+
+
+@router.get("/prompt/{id}", response_model=JobState, responses={404: NOT_KNOWN})
+async def job_state(id: str, request: Request, owner: str | None = OWNER) -> JobState:
+    """The state of a job this gateway process ran: status, progress, and its result or error.
+    Each API key sees only its own jobs (another key's id is a 404); admin keys see all."""
+    record = await job_record(request, id, owner)
     gateway: Gateway = request.app.state.gateway
     position = await gateway.queue_position(record)
     return JobState(
@@ -58,6 +67,7 @@ async def job_state(id: str, request: Request) -> JobState:
         instance=record.instance,
         error=record.error,
         result=record.result,
+        owner=record.owner if caller_of(request.scope).admin else None,
     )
 
 
@@ -68,7 +78,7 @@ async def job_state(id: str, request: Request) -> JobState:
         200: {"content": {"text/event-stream": {}}, "description": "Server-Sent Events"},
         204: {"description": "The job has ended and the client has its every event already"},
         400: {"model": ErrorResponse, "description": "A Last-Event-ID this stream never sent"},
-        404: {"model": ErrorResponse, "description": "Unknown here, or no longer kept"},
+        404: NOT_KNOWN,
     },
 )
 async def job_events(
@@ -77,6 +87,7 @@ async def job_events(
     last_event_id: str | None = Header(
         None, alias="Last-Event-ID", description="Resume after this event id"
     ),
+    owner: str | None = OWNER,
 ) -> Response:
     """A job's events as Server-Sent Events: `queued`, `running`, `executing`, `progress`, then
     `complete` (the 200 body) or `failed`. Reconnect with `Last-Event-ID` to get what you missed.
@@ -85,7 +96,7 @@ async def job_events(
     already has the last event gets 204, which tells a browser's EventSource to stop
     reconnecting.
     """
-    record = await job_record(request, id)
+    record = await job_record(request, id, owner)
     after = resume_point(last_event_id, record)
     if record.finished and after >= record.last_event_id:
         return Response(status_code=204, headers={"Cache-Control": "no-cache"})
@@ -115,10 +126,16 @@ def resume_point(header: str | None, record: JobView) -> int:
 @router.post(
     "/interrupt",
     response_model=InterruptResponse,
-    responses={404: {"model": ErrorResponse, "description": "No queued or running job has it"}},
+    responses={
+        404: {
+            "model": ErrorResponse,
+            "description": "No queued or running job of this API key has it",
+        }
+    },
 )
 async def interrupt(body: InterruptRequest, request: Request) -> InterruptResponse:
-    """Cancel a queued or running job; its own request answers 409 with code `interrupted`."""
+    """Cancel a queued or running job; its own request answers 409 with code `interrupted`.
+    Each API key may cancel only its own jobs; admin keys any."""
     gateway: Gateway = request.app.state.gateway
-    await gateway.interrupt(body.id)
+    await gateway.interrupt(body.id, caller_of(request.scope), body.owner)
     return InterruptResponse(id=body.id, interrupted=True)

@@ -21,6 +21,7 @@ from fastapi import Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from app.comfy.graph import Graph
+from app.core.keys import Caller, caller_of
 from app.core.options import JobOptions
 from app.core.records import JobView
 from app.core.schemas import Accepted, ErrorResponse, PromptResponse, Stats
@@ -72,7 +73,12 @@ async def run_job(
     if use.hit is not None:
         return cached_answer(options, graph, use, started)
     job = await gateway.start_job(
-        options.id or str(uuid.uuid4()), graph, options, echo_input=echo_input, workflow=workflow
+        options.id or str(uuid.uuid4()),
+        graph,
+        options,
+        caller=caller_of(request.scope),
+        echo_input=echo_input,
+        workflow=workflow,
     )
     if streaming:
         return event_stream(job.record)
@@ -127,7 +133,8 @@ class CacheUse:
             return cls(status=f"{CACHE_NAME}; fwd=bypass; detail=not-synchronous")
         convert = options.convert_output.model_dump(mode="json") if options.convert_output else None
         key = digest({"prompt": graph, "convert_output": convert})
-        return cls.consult(store, graph, key, external_ok=ask.external_ok)
+        caller = caller_of(request.scope)
+        return cls.consult(store, graph, cache_key(key, caller), external_ok=ask.external_ok)
 
     @classmethod
     def consult(
@@ -161,6 +168,12 @@ class CacheUse:
 
     def headers(self) -> dict[str, str]:
         return {"Cache-Status": self.status} if self.status else {}
+
+
+def cache_key(key: str, caller: Caller) -> str:
+    """A result cache key in the caller's own part of the cache: one key never gets another's
+    answer, nor learns (from a hit) that another key ran the same graph."""
+    return key if caller.id is None else f"{caller.id}/{key}"
 
 
 INLINE_DECODE_MAX = 1 << 20  # larger answers are decoded in a worker thread

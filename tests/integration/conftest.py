@@ -71,6 +71,23 @@ def cache_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]
 
 
 @pytest.fixture(scope="session")
+def tenant_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    """A gateway whose keys are tenants: two keys, an admin key, limits, input caps
+    (tests.integration.tenants), with the shipped workflows for /sdapi/v1."""
+    from tests.integration.tenants import ENV
+
+    workdir = tmp_path_factory.mktemp("tenant-gateway")
+    (workdir / "input").mkdir()
+    seed_inputs(workdir / "input")
+    workflows = {
+        "WORKFLOW_DIR": str(ROOT / "workflows"),
+        "WARMUP_PROMPT_FILE": str(GRAPHS / "t2i.json"),
+    }
+    with running(workdir, **ENV, **workflows) as gw:
+        yield gw
+
+
+@pytest.fixture(scope="session")
 def gateway(shared_gateway: Gateway) -> Gateway:
     return shared_gateway
 

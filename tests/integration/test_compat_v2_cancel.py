@@ -31,7 +31,7 @@ DIFFERS = {
 @pytest.fixture(scope="module")
 def pair(gateway: Gateway, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
     with running_proxy(gateway.comfy_url, tmp_path_factory.mktemp("proxy")) as proxy_url:
-        both = Pair(proxy_url, gateway.url)
+        both = Pair(proxy_url, gateway)
         yield both
         both.close()
     assert both.seen <= set(DIFFERENCES)

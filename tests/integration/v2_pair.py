@@ -3,6 +3,10 @@ proxy process on the same ComfyUI, one request sent to both, and JSON compared b
 
 Every deliberate difference a test allows is named in DIFFERENCES (docs/compatibility.md says
 why); `seen` records the ones that occurred, and a test fails on any other difference.
+
+The proxy's jobs run on the shared gateway's ComfyUI and leave their files in its output folder
+(the gateway removes only its own jobs' files). The other tests sharing that gateway expect an
+empty folder, so closing the pair removes what the proxy's jobs wrote, and nothing else.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from typing import Any
 
 import httpx
 
-from tests.gateway_process import LOOPBACK, free_port
+from tests.gateway_process import LOOPBACK, GatewayProcess, free_port
 
 DIFFERENCES = {
     "started_at": "the gateway knows when a job started (the proxy: always null)",
@@ -76,18 +80,63 @@ def running_proxy(comfy_url: str, workdir: Path) -> Iterator[str]:
 class Pair:
     """One client per server; `both` sends the same request to each."""
 
-    def __init__(self, proxy_url: str, gateway_url: str) -> None:
-        self.proxy = httpx.Client(base_url=proxy_url, timeout=60)
-        self.gateway = httpx.Client(base_url=gateway_url, timeout=60)
+    def __init__(self, proxy_url: str, gateway: GatewayProcess) -> None:
+        self.proxy = httpx.Client(
+            base_url=proxy_url, timeout=60, event_hooks={"response": [self._note_job]}
+        )
+        self.gateway = httpx.Client(base_url=gateway.url, timeout=60)
+        self.comfy_url = gateway.comfy_url
+        self.output_dir = gateway.output_dir
         self.seen: set[str] = set()  # the deliberate differences that occurred
+        self.proxy_jobs: set[str] = set()  # ids of the jobs the proxy accepted (= prompt ids)
 
     @property
     def clients(self) -> tuple[httpx.Client, httpx.Client]:
         return self.proxy, self.gateway
 
     def close(self) -> None:
-        self.proxy.close()
-        self.gateway.close()
+        try:
+            self.remove_proxy_outputs()
+        finally:
+            self.proxy.close()
+            self.gateway.close()
+
+    def _note_job(self, response: httpx.Response) -> None:
+        request = response.request
+        if request.method != "POST" or request.url.path.rstrip("/") != "/api/v2/jobs":
+            return
+        if response.status_code // 100 == 2:
+            response.read()
+            with contextlib.suppress(ValueError):
+                job_id = response.json().get("id")
+                if isinstance(job_id, str):
+                    self.proxy_jobs.add(job_id)
+
+    def remove_proxy_outputs(self) -> None:
+        """Stop what the proxy's jobs still have queued or running in ComfyUI (a cancel through
+        the proxy does not stop a job on 0.3.75), then delete the files they wrote."""
+        deadline = time.monotonic() + 60
+        while True:
+            queue = httpx.get(f"{self.comfy_url}/queue", timeout=10).json()
+            running = [e[1] for e in queue["queue_running"] if e[1] in self.proxy_jobs]
+            pending = [e[1] for e in queue["queue_pending"] if e[1] in self.proxy_jobs]
+            if not running and not pending:
+                break
+            assert time.monotonic() < deadline, f"the proxy's jobs did not stop: {queue}"
+            if pending:
+                httpx.post(f"{self.comfy_url}/queue", json={"delete": pending}, timeout=10)
+            if running:  # ComfyUI runs one prompt at a time: the proxy's, here
+                httpx.post(f"{self.comfy_url}/interrupt", timeout=10)
+            time.sleep(0.1)
+        for job_id in self.proxy_jobs:
+            found = httpx.get(f"{self.comfy_url}/history/{job_id}", timeout=10).json()
+            outputs = (found.get(job_id) or {}).get("outputs") or {}
+            for node in outputs.values():
+                for items in node.values():
+                    for item in items if isinstance(items, list) else []:
+                        if isinstance(item, dict) and item.get("type") == "output":
+                            path = self.output_dir / item.get("subfolder", "") / item["filename"]
+                            path.unlink(missing_ok=True)
 
     def both(self, method: str, path: str, **kwargs: Any) -> tuple[httpx.Response, httpx.Response]:
         return (

@@ -11,7 +11,7 @@ import pytest
 
 from app.core.records import JobEvent
 from app.fleet.records import RemoteRecord
-from app.fleet.store import GROUP, FleetStore
+from app.fleet.store import GROUP, FleetStore, MaxJobsReached, fleet_key, split_key
 from tests.redis_server import RedisServer
 
 
@@ -33,8 +33,8 @@ async def store(
     await fleet.aclose()
 
 
-def spec(key: str) -> dict[str, object]:
-    return {"id": key, "graph": {}, "options": {}, "workflow": "prompt"}
+def spec(key: str, owner: str | None = None) -> dict[str, object]:
+    return {"id": key, "owner": owner, "graph": {}, "options": {}, "workflow": "prompt"}
 
 
 async def test_a_running_id_cannot_be_queued_twice_but_a_finished_one_can(
@@ -47,6 +47,59 @@ async def test_a_running_id_cannot_be_queued_twice_but_a_finished_one_can(
     record = await RemoteRecord.load(store, "a")
     assert record is not None
     assert (record.status, record.last_event_id) == ("queued", 1)
+
+
+def test_a_jobs_key_is_its_owner_and_its_id() -> None:
+    assert fleet_key("alice", "order-1") == "alice/order-1"
+    assert fleet_key(None, "order-1") == "order-1"  # API keys off: the id, as before owners
+    assert split_key("alice/order-1") == ("alice", "order-1")
+    assert split_key("key-0123456789ab/a:b.c") == ("key-0123456789ab", "a:b.c")
+    assert split_key("order-1") == (None, "order-1")
+
+
+async def test_two_owners_queue_the_same_id_as_two_jobs_and_the_index_knows_both(
+    store: FleetStore,
+) -> None:
+    alice, bob = fleet_key("alice", "o1"), fleet_key("bob", "o1")
+    assert await store.enqueue(alice, spec("o1", "alice"), {"id": "o1"})
+    assert await store.enqueue(bob, spec("o1", "bob"), {"id": "o1"})
+    assert not await store.enqueue(alice, spec("o1", "alice"), {"id": "o1"})  # still running
+    assert await store.owners("o1") == ["alice", "bob"]
+    assert await store.owners("o2") == []
+    loaded = [await RemoteRecord.load(store, key) for key in (alice, bob)]
+    assert [(r.id, r.owner) for r in loaded if r is not None] == [("o1", "alice"), ("o1", "bob")]
+    assert (await store.active("alice"), await store.active("bob")) == (1, 1)
+
+    assert await store.finish(alice, "succeeded", "complete", {"images": []})
+    assert await store.active("alice") == 0
+    owners_key = store.owners_key("o1")
+    assert await store.redis.ttl(owners_key) == -1  # bob's job still runs: the index stays
+    assert await store.owners("o1") == ["alice", "bob"]  # alice's record is kept for its TTL
+    assert await store.finish(bob, "failed", "failed", {"id": "o1"}, {"error": "x"})
+    assert 0 < await store.redis.ttl(owners_key) <= 60  # it goes with the last of them
+    await store.redis.delete(store.job_key(alice))  # as alice's record expires
+    assert await store.owners("o1") == ["bob"]
+    assert await store.enqueue(alice, spec("o1", "alice"), {"id": "o1"})  # a finished id again
+    assert await store.redis.ttl(owners_key) == -1
+
+
+async def test_max_jobs_counts_an_owners_jobs_queued_or_running(store: FleetStore) -> None:
+    first, second = fleet_key("solo", "s1"), fleet_key("solo", "s2")
+    assert await store.enqueue(first, spec("s1", "solo"), {"id": "s1"}, max_jobs=1)
+    with pytest.raises(MaxJobsReached) as refused:
+        await store.enqueue(second, spec("s2", "solo"), {"id": "s2"}, max_jobs=1)
+    assert refused.value.have == 1
+    assert not await store.state(second)  # nothing of it was stored, nor queued
+    assert await store.redis.xlen(store.stream) == 1
+    assert await store.enqueue(second, spec("s2", "solo"), {"id": "s2"}, max_jobs=2)
+    assert await store.enqueue(fleet_key("other", "s3"), spec("s3", "other"), {}, max_jobs=1)
+    assert await store.active("solo") == 2
+    assert await store.finish(first, "interrupted", "failed", {"id": "s1"}, {"error": "x"})
+    assert await store.active("solo") == 1
+    # A job that vanished without an outcome (only by hand) stops counting at the next check.
+    await store.redis.delete(store.job_key(second))
+    assert await store.enqueue(fleet_key("solo", "s4"), spec("s4", "solo"), {}, max_jobs=1)
+    assert await store.active("solo") == 1
 
 
 async def test_an_outcome_is_recorded_once_and_then_no_event_is_added(store: FleetStore) -> None:

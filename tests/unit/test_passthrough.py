@@ -15,7 +15,8 @@ import pytest
 from fastapi import FastAPI
 from starlette.types import Message
 
-from app.compat.comfy_proxy import prompt_id_in, request_headers, upstream_target
+from app.compat.comfy_proxy import json_in, request_headers, upstream_target
+from app.compat.passthrough import answered_id
 from app.core.settings import load_settings
 from app.main import create_app
 from tests.gateway_process import free_port
@@ -138,10 +139,10 @@ async def test_request_and_answer_pass_through(
 
 async def test_get_has_no_body(proxied: tuple[httpx.AsyncClient, FakeComfy]) -> None:
     client, fake = proxied
-    response = await client.get("/comfy/history/abc")
+    response = await client.get("/comfy/object_info/abc")
     assert response.status_code == 201
     request, chunks = fake.requests[0]
-    assert request.url.path == "/history/abc"
+    assert request.url.path == "/object_info/abc"
     assert b"".join(chunks) == b""
     assert "transfer-encoding" not in request.headers
 
@@ -336,7 +337,7 @@ async def test_the_websocket_is_also_at_the_root(tmp_path: Path, path: str, mode
 def test_a_compressed_answer_is_read_for_its_prompt_id() -> None:
     answer = json.dumps({"prompt_id": OURS, "number": 1}).encode()
     headers = httpx.Headers({"content-encoding": "gzip", "content-type": "application/json"})
-    assert prompt_id_in(headers, gzip.compress(answer)) == OURS
-    assert prompt_id_in(httpx.Headers(), answer) == OURS
-    assert prompt_id_in(httpx.Headers(), b"[1]") is None
-    assert prompt_id_in(headers, b"not gzip") is None
+    assert answered_id(json_in(headers, gzip.compress(answer))) == OURS
+    assert answered_id(json_in(httpx.Headers(), answer)) == OURS
+    assert answered_id(json_in(httpx.Headers(), b"[1]")) is None
+    assert json_in(headers, b"not gzip") is None

@@ -33,14 +33,15 @@ def body(value: Any) -> bytes:
         ("POST", "/prompt", Kind.SUBMIT),
         ("POST", "/api/prompt", Kind.SUBMIT),
         ("GET", "/prompt", Kind.OPEN),
-        ("GET", "/queue", Kind.OPEN),
-        ("GET", "/history", Kind.OPEN),
-        ("GET", f"/history/{THEIRS}", Kind.OPEN),  # reading is open; acting on it is not
-        ("GET", "/api/history/x", Kind.OPEN),
-        ("GET", "/view", Kind.OPEN),
-        ("HEAD", "/view", Kind.OPEN),
-        ("POST", "/upload/image", Kind.OPEN),
-        ("POST", "/api/upload/mask", Kind.OPEN),
+        # Reading is open (with API keys, narrowed to the key's own prompts); acting is not.
+        ("GET", "/queue", Kind.QUEUE_LIST),
+        ("GET", "/history", Kind.HISTORY),
+        ("GET", f"/history/{THEIRS}", Kind.ONE),
+        ("GET", "/api/history/x", Kind.ONE),
+        ("GET", "/view", Kind.VIEW),
+        ("HEAD", "/view", Kind.VIEW),
+        ("POST", "/upload/image", Kind.UPLOAD),
+        ("POST", "/api/upload/mask", Kind.UPLOAD),
         ("GET", "/object_info", Kind.OPEN),
         ("GET", "/object_info/KSampler", Kind.OPEN),
         ("GET", "/object_info/Load%20Image", Kind.OPEN),
@@ -52,11 +53,11 @@ def body(value: Any) -> bytes:
         ("GET", "/extensions", Kind.OPEN),
         ("GET", "/features", Kind.OPEN),
         ("GET", "/ws", Kind.OPEN),
-        ("GET", "/api/jobs", Kind.OPEN),
-        ("GET", f"/api/jobs/{THEIRS}", Kind.OPEN),
-        ("GET", "/api/api/jobs", Kind.OPEN),  # the jobs API is itself under /api
-        ("GET", "/%71ueue", Kind.OPEN),  # aiohttp decodes each segment before routing
-        ("GET", "/%61pi/hist%6Fry", Kind.OPEN),
+        ("GET", "/api/jobs", Kind.JOBS),
+        ("GET", f"/api/jobs/{THEIRS}", Kind.ONE),
+        ("GET", "/api/api/jobs", Kind.JOBS),  # the jobs API is itself under /api
+        ("GET", "/%71ueue", Kind.QUEUE_LIST),  # aiohttp decodes each segment before routing
+        ("GET", "/%61pi/hist%6Fry", Kind.HISTORY),
         ("POST", f"/api/jobs/{OURS}/cancel", Kind.CANCEL),
         ("POST", f"/api/jobs/{OURS[:4]}%{ord(OURS[4]):02X}{OURS[5:]}/cancel", Kind.CANCEL),
     ],

@@ -7,8 +7,8 @@ import asyncio
 from app.core.records import JobHistory, JobRecord
 
 
-def finished(request_id: str, image_bytes: int = 0) -> JobRecord:
-    record = JobRecord(request_id, f"p-{request_id}")
+def finished(request_id: str, image_bytes: int = 0, owner: str | None = None) -> JobRecord:
+    record = JobRecord(request_id, f"p-{request_id}", owner=owner)
     record.succeed({"id": request_id, "images": ["A" * image_bytes]})
     return record
 
@@ -19,23 +19,38 @@ def test_count_cap_drops_the_oldest_finished() -> None:
     history.add(running)
     for name in ("a", "b", "c"):
         history.add(finished(name))
-    assert history.get("a") is None
-    assert history.get("b") is not None and history.get("c") is not None
-    assert history.get("running") is running  # never dropped while it runs
+    assert history.get((None, "a")) is None
+    assert history.get((None, "b")) is not None and history.get((None, "c")) is not None
+    assert history.get((None, "running")) is running  # never dropped while it runs
 
 
 def test_size_cap_drops_the_oldest_results() -> None:
     history = JobHistory(max_finished=100, ttl_s=3600, max_bytes=250)
     for name in ("a", "b", "c"):
         history.add(finished(name, image_bytes=100))
-    assert history.get("a") is None
-    assert history.get("b") is not None and history.get("c") is not None
+    assert history.get((None, "a")) is None
+    assert history.get((None, "b")) is not None and history.get((None, "c")) is not None
 
 
 def test_age_cap() -> None:
     history = JobHistory(max_finished=100, ttl_s=0)
     history.add(finished("a"))
-    assert history.get("a") is None
+    assert history.get((None, "a")) is None
+
+
+def test_ids_are_each_owners_own() -> None:
+    history = JobHistory(max_finished=10, ttl_s=3600)
+    mine, theirs = finished("order-123", owner="acme"), finished("order-123", owner="globex")
+    history.add(mine)
+    history.add(theirs)  # the same id, another key: both kept
+    assert history.get(("acme", "order-123")) is mine
+    assert history.get(("globex", "order-123")) is theirs
+    assert history.get((None, "order-123")) is None
+    assert {r.owner for r in history.with_id("order-123")} == {"acme", "globex"}
+    again = finished("order-123", owner="acme")
+    history.add(again)  # a reused id replaces the key's own finished record only
+    assert history.get(("acme", "order-123")) is again
+    assert history.get(("globex", "order-123")) is theirs
 
 
 async def test_follow_replays_then_waits_for_the_end() -> None:

@@ -13,7 +13,7 @@ import pytest
 from standardwebhooks import Webhook
 
 from app.core.settings import SettingsError, load_settings
-from app.jobs.webhooks import SystemEvents, WebhookSender, decode_secret
+from app.jobs.webhooks import SystemEvents, WebhookSender, decode_secret, deliver_job_end
 from tests.integration.receiver import Receiver, loopback_traps
 from tests.unit.fakedns import FakeDNS
 
@@ -72,6 +72,39 @@ async def test_system_event_buffer_drops_the_oldest_and_counts_them() -> None:
     assert queued[0] == {"event": "comfy.progress", "data": {"value": 5, "prompt_id": "job-1"},
                          "metadata": {"pod": "p1"}}  # fmt: skip
     await sender.aclose()
+
+
+async def test_a_keyed_jobs_system_events_name_its_key() -> None:
+    sender = WebhookSender(load_settings())
+    events = SystemEvents(sender, "http://127.0.0.1:9/x", frozenset({"progress"}), {"pod": "p1"})
+    events.offer("progress", {"value": 1, "prompt_id": "p"}, request_id="job-1", key_name="acme")
+    events.offer("progress", {"value": 2, "prompt_id": "q"}, request_id=None)  # no job's
+    first, second = (events.queue.get_nowait()["payload"] for _ in range(2))
+    assert first["metadata"] == {"pod": "p1", "key_name": "acme"}
+    assert second["metadata"] == {"pod": "p1"}
+    assert events.meta == {"pod": "p1"}  # the operator's metadata is not changed
+    await sender.aclose()
+
+
+async def test_a_keyed_jobs_webhooks_name_its_key() -> None:
+    receiver = Receiver()
+    sender = WebhookSender(load_settings(allow_private_urls=True))
+    result = {"id": "job-1", "images": ["aGk="], "filenames": ["a.png"]}
+    try:
+        for outcome in ({"result": result, "error": None},
+                        {"result": None, "error": {"error": "no", "code": "timeout"}}):  # fmt: skip
+            await deliver_job_end(
+                sender, webhook=receiver.url("/legacy"), webhook_v2=receiver.url("/v2"),
+                job_id="job-1", graph={}, key_name="acme", **outcome,
+            )  # fmt: skip
+        await deliver_job_end(sender, webhook=None, webhook_v2=receiver.url("/anon"),
+                              job_id="job-2", graph={}, result=result, error=None)  # fmt: skip
+    finally:
+        await sender.aclose()
+        receiver.close()
+    named = receiver.deliveries("/legacy") + receiver.deliveries("/v2")
+    assert [d.json()["metadata"] for d in named] == [{"key_name": "acme"}] * 4
+    assert "metadata" not in receiver.deliveries("/anon")[0].json()  # API keys off: as before
 
 
 # --- where a job's webhook may go ----------------------------------------------------------------

@@ -20,17 +20,22 @@ from fastapi import Request
 from starlette.datastructures import UploadFile
 
 from app.core.errors import InsufficientStorage, InvalidRequest
+from app.jobs.input_caps import InputCaps
 from app.jobs.inputs import LOADERS
 
 MAX_FILES = 64
 DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
-async def read_graph(request: Request, max_part_bytes: int) -> Any:
-    """The request's graph (unchecked), its files inlined where its loader inputs name them."""
+async def read_graph(request: Request, max_part_bytes: int, caps: InputCaps) -> Any:
+    """The request's graph (unchecked), its files inlined where its loader inputs name them.
+
+    Each file is held to the input caps (INPUT_MAX_MB, MAX_INPUT_PIXELS) as it is read: a 400
+    located at `files.<name>`.
+    """
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type == "multipart/form-data":
-        return await _read_multipart(request, max_part_bytes)
+        return await _read_multipart(request, max_part_bytes, caps)
     # As the fork does, anything else (no Content-Type, text/plain) is read as JSON.
     return unwrap(_json(await request.body(), "body"))
 
@@ -54,7 +59,7 @@ def _json(raw: bytes | str, where: str) -> Any:
         ) from None
 
 
-async def _read_multipart(request: Request, max_part_bytes: int) -> Any:
+async def _read_multipart(request: Request, max_part_bytes: int, caps: InputCaps) -> Any:
     try:
         form = await request.form(
             max_files=MAX_FILES, max_fields=MAX_FILES, max_part_size=max_part_bytes
@@ -75,14 +80,19 @@ async def _read_multipart(request: Request, max_part_bytes: int) -> Any:
             if name == "prompt" or (is_json and prompt is None and "prompt" not in form):
                 prompt = _json(await value.read(), "prompt")
             else:
-                files[file_name(value.filename, name)] = await value.read()
+                named = file_name(value.filename, name)
+                caps.check_bytes(value.size or 0, f"files.{named}")  # before it is read whole
+                files[named] = await value.read()
     finally:
         await form.close()
     if prompt is None:
         raise InvalidRequest(
             "a multipart request needs a `prompt` part: the graph as JSON", location="prompt"
         )
-    return inline_files(unwrap(prompt), files)
+    graph = inline_files(unwrap(prompt), files)  # a file no loader names: that 400 first
+    for named, data in files.items():
+        caps.check(data, f"files.{named}")
+    return graph
 
 
 def file_name(given: str | None, field: str) -> str:

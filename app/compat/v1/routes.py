@@ -13,7 +13,7 @@ from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.responses import JSONResponse, Response
 
 from app.comfy.graph import Graph, check_graph
-from app.compat.comfy_proxy import check_running
+from app.compat.comfy_ws import check_running
 from app.compat.v1.answer import answer, file_response
 from app.compat.v1.request import read_graph
 from app.core.errors import (
@@ -22,12 +22,14 @@ from app.core.errors import (
     InvalidRequest,
     NotFound,
 )
+from app.core.keys import caller_of
 from app.core.options import JobOptions
 from app.core.schemas import ErrorResponse
 from app.gateway import Gateway
 from app.jobs.canonical import digest
+from app.jobs.input_caps import InputCaps
 from app.jobs.result_cache import CachedFile, CachedResult, ResultCache
-from app.routes.respond import CacheUse, decoded
+from app.routes.respond import CacheUse, cache_key, decoded
 
 V = TypeVar("V")
 
@@ -39,15 +41,23 @@ KEEP_GRAPHS = 100  # prompt id -> the graph as its request sent it, for GET /api
 
 
 class V1State:
-    """What /api/v1 remembers of the requests it answered (this process only)."""
+    """What /api/v1 remembers of the requests it answered (this process only).
+
+    Digests are kept per API key (as the result cache keys them: app.routes.respond.cache_key):
+    a key serves only results of its own requests.
+    """
 
     def __init__(self) -> None:
         self.answered: OrderedDict[str, str] = OrderedDict()
         self.graphs: OrderedDict[str, Graph] = OrderedDict()
+        self.last: dict[str | None, Graph] = {}  # each key's last graph (a key: one entry)
 
-    def remember(self, key: str, request_id: str, prompt_id: str, graph: Graph) -> None:
+    def remember(
+        self, key: str, request_id: str, prompt_id: str, graph: Graph, owner: str | None
+    ) -> None:
         _put(self.answered, key, request_id, KEEP_DIGESTS)
         _put(self.graphs, prompt_id, graph, KEEP_GRAPHS)
+        self.last[owner] = graph
 
 
 def _put(store: OrderedDict[str, V], key: str, value: V, cap: int) -> None:
@@ -97,19 +107,24 @@ async def generate(
     """
     gateway: Gateway = request.app.state.gateway
     state: V1State = request.app.state.prompts_v1
-    graph: Graph = await read_graph(request, gateway.settings.max_body_size_bytes)
+    caller = caller_of(request.scope)
+    settings = gateway.settings
+    caps = InputCaps(settings.input_max_bytes, settings.max_input_pixels)
+    graph: Graph = await read_graph(request, settings.max_body_size_bytes, caps)
     check_graph(graph)
     try:
         key = digest(graph)
     except ValueError as e:
         raise InvalidRequest(f"the graph cannot be read as JSON: {e}", location="body") from None
-    use = consult(request, graph, key, external_ok=cache_external_inputs)
+    use = consult(request, graph, cache_key(key, caller), external_ok=cache_external_inputs)
     headers = {"Digest": f"SHA256={key}", **use.headers()}
     accept = request.headers.get("accept")
     if use.hit is not None:
         return answer(use.hit.files, key, accept, headers)
-    job = await gateway.start_job(str(uuid.uuid4()), graph, JobOptions(), workflow="api/v1")
-    state.remember(key, job.id, job.record.prompt_id, graph)
+    job = await gateway.start_job(
+        str(uuid.uuid4()), graph, JobOptions(), caller=caller, workflow="api/v1"
+    )
+    state.remember(cache_key(key, caller), job.id, job.record.prompt_id, graph, caller.id)
     assert job.task is not None
     try:
         result = await asyncio.shield(job.task)  # a client that leaves does not cancel the job
@@ -150,9 +165,15 @@ def node_failed(error: ExecutionFailed, headers: dict[str, str]) -> Response:
 )
 async def last_prompt(request: Request) -> JSONResponse:
     """The last prompt ComfyUI ran (from any client), as a bare graph that can be POSTed
-    again; for a /api/v1/prompts job, the graph as its request sent it."""
+    again; for a /api/v1/prompts job, the graph as its request sent it. With API keys, a key
+    (not an admin key) gets the last graph it sent to /api/v1/prompts itself."""
     gateway: Gateway = request.app.state.gateway
     state: V1State = request.app.state.prompts_v1
+    caller = caller_of(request.scope)
+    if caller.tenant:  # ComfyUI's last prompt may be another key's
+        if caller.id not in state.last:
+            raise NotFound("this API key has sent no prompt to /api/v1/prompts here")
+        return JSONResponse(state.last[caller.id])
     check_running(gateway)
     upstream = await gateway.comfy.forward("GET", "/history?max_items=1", [], None)
     try:
@@ -208,18 +229,19 @@ async def result_of(request: Request, key: str) -> tuple[CachedFile, ...]:
             "the digest is the 64 hex digits of SHA-256 (the Digest header after `SHA256=`)",
             location="digest",
         )
+    caller = caller_of(request.scope)
     store: ResultCache | None = request.app.state.result_cache
-    cached = store.peek(key) if store is not None else None
+    cached = store.peek(cache_key(key, caller)) if store is not None else None
     if cached is not None:
         return cached.files
     gateway: Gateway = request.app.state.gateway
     state: V1State = request.app.state.prompts_v1
-    request_id = state.answered.get(key)
-    record = await gateway.running_job(request_id) if request_id else None
+    request_id = state.answered.get(cache_key(key, caller))
+    record = await gateway.running_job(request_id, caller) if request_id else None
     if request_id is None or record is not None:
         raise NotFound(f"no result for {key} here (unknown, still running, or expired)")
     try:
-        result = (await gateway.job(request_id)).result
+        result = (await gateway.job(request_id, caller)).result
     except NotFound:
         result = None
     if result is None:

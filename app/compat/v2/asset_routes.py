@@ -18,13 +18,17 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import Response, StreamingResponse
 from starlette.datastructures import UploadFile
 
-from app.compat.comfy_proxy import check_running, relay_body
+from app.compat.comfy_proxy import relay_body
+from app.compat.comfy_ws import check_running
 from app.compat.v2 import envelope
 from app.compat.v2.assets import PlacementError, content_hash, placement
 from app.compat.v2.envelope import V2JSON, base_url, error, get_and_head, iso, now
 from app.compat.v2.job_routes import known_job, output_of, parts
 from app.compat.v2.jobs import content_type_of
 from app.compat.v2.submission import output_id_parts
+from app.core.errors import InputError
+from app.core.keys import caller_of
+from app.jobs.input_caps import InputCaps
 
 router = APIRouter(prefix=envelope.PREFIX, tags=["Comfy API v2"])
 
@@ -35,8 +39,11 @@ RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 @router.post("/assets", response_class=V2JSON)
 async def upload(request: Request) -> Response:
     """Upload `file` (multipart) to `file_path` in ComfyUI's input folder; identical bytes are
-    one asset (200, `created_new: false`), new ones 201."""
+    one asset (200, `created_new: false`), new ones 201. A file over INPUT_MAX_MB, or an image
+    over MAX_INPUT_PIXELS (read from its header), is a 400 and never reaches ComfyUI."""
     gateway, state = parts(request)
+    caller = caller_of(request.scope)
+    caps = InputCaps(gateway.settings.input_max_bytes, gateway.settings.max_input_pixels)
     if not request.headers.get("content-type", "").startswith("multipart/"):
         return error(422, "invalid_request", "Expected multipart/form-data.")
     try:
@@ -55,7 +62,12 @@ async def upload(request: Request) -> Response:
             is_model, path = placement(file_path)
         except PlacementError as e:
             return error(422, "invalid_request", str(e))
-        data = await file.read()
+        try:
+            caps.check_bytes(file.size or 0, "file")  # before it is read into memory
+            data = await file.read()
+            caps.check(data, "file")
+        except InputError as e:
+            return envelope.render(e)
         content_type = fields.get("content_type") or file.content_type or "application/octet-stream"
     finally:
         await form.close()
@@ -65,7 +77,7 @@ async def upload(request: Request) -> Response:
         message = "Client-declared hash does not match the received bytes."
         return error(409, "hash_mismatch", message)
     base = base_url(request)
-    if (existing := state.assets.by_hash(digest)) is not None:
+    if (existing := state.assets.by_hash(digest, caller)) is not None:
         return V2JSON(existing.body(base, created_new=False))
     if is_model:
         message = (
@@ -83,6 +95,7 @@ async def upload(request: Request) -> Response:
         file_path=file_path,
         filename=stored.get("name", path.rsplit("/", 1)[-1]),
         subfolder=stored.get("subfolder", path.rpartition("/")[0]),
+        owner=caller.id,
     )
     return V2JSON(asset.body(base, created_new=True), status_code=201)
 
@@ -128,7 +141,7 @@ async def from_hash(request: Request) -> Response:
     hash_ = body.get("hash") if isinstance(body, dict) else None
     if not isinstance(hash_, str):
         return error(422, "invalid_request", "Missing 'hash'.")
-    asset = state.assets.by_hash(hash_)
+    asset = state.assets.by_hash(hash_, caller_of(request.scope))
     if asset is None:
         return error(404, "blob_not_found", "No blob the caller may mint from.")
     return V2JSON(asset.body(base_url(request), created_new=False))
@@ -146,21 +159,23 @@ async def from_path(request: Request) -> Response:
 @router.head("/assets/by-hash/{hash_}")
 async def by_hash(hash_: str, request: Request) -> Response:
     """200 when an asset has these bytes, else 404; no body."""
-    return Response(status_code=200 if parts(request)[1].assets.by_hash(hash_) else 404)
+    found = parts(request)[1].assets.by_hash(hash_, caller_of(request.scope))
+    return Response(status_code=200 if found else 404)
 
 
 @get_and_head(router, "/assets/{asset_id}")
 async def get_asset(asset_id: str, request: Request) -> Response:
     """An uploaded asset, or a job's output."""
     state = parts(request)[1]
+    caller = caller_of(request.scope)
     base = base_url(request)
-    if (asset := state.assets.get(asset_id)) is not None:
+    if (asset := state.assets.get(asset_id, caller)) is not None:
         return V2JSON(asset.body(base))
     found = await output_of(request, asset_id)
     ids = output_id_parts(asset_id)
     if found is None or ids is None:
         return error(404, "not_found", "Unknown asset id.")
-    job = known_job(state, ids[0])
+    job = known_job(state, ids[0], caller)
     name, data = found
     moment = now()
     created = job.completed_at if job and job.completed_at else moment
@@ -183,13 +198,14 @@ async def get_asset(asset_id: str, request: Request) -> Response:
 async def content(asset_id: str, request: Request) -> Response:
     """The bytes of an asset or an output; `Range` gives 206 (416 when it cannot be met)."""
     state = parts(request)[1]
-    if (asset := state.assets.get(asset_id)) is not None:
+    caller = caller_of(request.scope)
+    if (asset := state.assets.get(asset_id, caller)) is not None:
         query = urlencode(
             {"filename": asset.filename, "subfolder": asset.subfolder, "type": "input"}
         )
         return await view(request, f"/view?{query}")
     ids = output_id_parts(asset_id)
-    if ids is None or known_job(state, ids[0]) is None:
+    if ids is None or known_job(state, ids[0], caller) is None:
         return error(404, "not_found", "Unknown asset id.")
     found = await output_of(request, asset_id)
     if found is None:
@@ -244,6 +260,6 @@ async def view(request: Request, target: str) -> Response:
 @router.delete("/assets/{asset_id}", status_code=204, response_class=Response)
 async def delete_asset(asset_id: str, request: Request) -> Response:
     """Forget an uploaded asset (its file stays in ComfyUI's input folder, as with the proxy)."""
-    if not parts(request)[1].assets.delete(asset_id):
+    if not parts(request)[1].assets.delete(asset_id, caller_of(request.scope)):
         return error(404, "not_found", "Unknown asset id.")
     return Response(status_code=204)

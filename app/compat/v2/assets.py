@@ -1,7 +1,8 @@
 """Uploaded v2 assets: records by id and by content hash, and the placement rules of `file_path`.
 
 An asset is a file the client uploaded into ComfyUI's input folder; its id is a UUID, its hash
-`blake3:<hex>` of its bytes, and identical bytes are one asset. The records live in this
+`blake3:<hex>` of its bytes, and identical bytes are one asset (of one API key: each key has
+assets of its own, and a hash never tells a key what another uploaded). The records live in this
 process (at most MAX_ASSETS, the oldest forgotten first); the bytes live in ComfyUI's input
 folder and stay there when a record is deleted, as with comfy-api-proxy.
 """
@@ -18,6 +19,7 @@ from typing import Any
 import blake3
 
 from app.compat.v2.envelope import RETENTION, iso, now
+from app.core.keys import Caller
 
 MAX_ASSETS = 10_000
 INPUT_ROOTS = frozenset({"input"})
@@ -76,6 +78,7 @@ class Asset:
     created_at: str
     filename: str  # in ComfyUI's input folder, as its upload endpoint answered
     subfolder: str
+    owner: str | None = None  # the id of the API key that uploaded it
 
     @property
     def comfy_name(self) -> str:
@@ -99,32 +102,37 @@ class Asset:
 
 
 class AssetStore:
-    """Asset records by id and by hash; the first asset of some bytes keeps their hash."""
+    """Asset records by id and by (owner, hash); the first asset of some bytes keeps their
+    hash. A caller finds only what it may see: its own assets (an admin key: by id, any)."""
 
     def __init__(self, max_assets: int = MAX_ASSETS) -> None:
         self.max_assets = max_assets
         self._by_id: OrderedDict[str, Asset] = OrderedDict()
-        self._by_hash: dict[str, str] = {}
+        self._by_hash: dict[tuple[str | None, str], str] = {}
 
     def add(self, **fields: Any) -> Asset:
         asset = Asset(id=str(uuid.uuid4()), created_at=iso(now()), **fields)
         self._by_id[asset.id] = asset
-        self._by_hash.setdefault(asset.hash, asset.id)
+        self._by_hash.setdefault((asset.owner, asset.hash), asset.id)
         while len(self._by_id) > self.max_assets:
-            self.delete(next(iter(self._by_id)))
+            self._forget(next(iter(self._by_id)))
         return asset
 
-    def get(self, asset_id: str) -> Asset | None:
-        return self._by_id.get(asset_id)
+    def get(self, asset_id: str, caller: Caller) -> Asset | None:
+        asset = self._by_id.get(asset_id)
+        return asset if asset is not None and caller.sees(asset.owner) else None
 
-    def by_hash(self, hash_: str) -> Asset | None:
-        asset_id = self._by_hash.get(hash_)
+    def by_hash(self, hash_: str, caller: Caller) -> Asset | None:
+        asset_id = self._by_hash.get((caller.id, hash_))
         return self._by_id.get(asset_id) if asset_id else None
 
-    def delete(self, asset_id: str) -> bool:
+    def delete(self, asset_id: str, caller: Caller) -> bool:
+        return self.get(asset_id, caller) is not None and self._forget(asset_id)
+
+    def _forget(self, asset_id: str) -> bool:
         asset = self._by_id.pop(asset_id, None)
         if asset is None:
             return False
-        if self._by_hash.get(asset.hash) == asset_id:
-            del self._by_hash[asset.hash]
+        if self._by_hash.get((asset.owner, asset.hash)) == asset_id:
+            del self._by_hash[(asset.owner, asset.hash)]
         return True

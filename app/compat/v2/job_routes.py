@@ -1,8 +1,9 @@
 """/api/v2/jobs: submit, list, get, workflow, cancel, events (comfy-api-proxy 0.1.6's contract).
 
-A v2 job is a gateway job (request id = the v2 job id, a UUID): it passes MAX_QUEUE_DEPTH,
-runs under PROMPT_TIMEOUT_S, counts in the metrics as workflow `api/v2`, and its ComfyUI events
-reach SYSTEM_WEBHOOK_URL like any other.
+A v2 job is a gateway job (request id = the v2 job id, a UUID): it passes MAX_QUEUE_DEPTH and
+its key's KEY_LIMITS, runs under PROMPT_TIMEOUT_S, counts in the metrics as workflow `api/v2`,
+and its ComfyUI events reach SYSTEM_WEBHOOK_URL like any other. It is its API key's: another
+key's job is a 404 and is not listed (an admin key's list holds every key's jobs).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from app.core.errors import (
     NotFound,
     QueueFull,
 )
+from app.core.keys import Caller, caller_of
 from app.core.options import JobOptions
 from app.core.records import JobView
 from app.gateway import Gateway
@@ -44,20 +46,21 @@ def parts(request: Request) -> tuple[Gateway, V2State]:
     return request.app.state.gateway, request.app.state.v2
 
 
-async def record_of(gateway: Gateway, job_id: str) -> JobView | None:
+async def record_of(gateway: Gateway, job: V2Job, caller: Caller) -> JobView | None:
     try:
-        return await gateway.job(job_id)
+        return await gateway.job(job.id, caller, job.owner)
     except NotFound:
         return None
 
 
-def known_job(state: V2State, job_id: str) -> V2Job | None:
-    """The v2 job with this id (any UUID spelling), or None."""
+def known_job(state: V2State, job_id: str, caller: Caller) -> V2Job | None:
+    """The v2 job with this id (any UUID spelling) if the caller may see it, or None."""
     try:
         canonical = str(uuid.UUID(job_id))
     except ValueError:
         return None
-    return state.jobs.get(canonical)
+    job = state.jobs.get(canonical)
+    return job if job is not None and caller.sees(job.owner) else None
 
 
 def no_job(job_id: str) -> Response:
@@ -77,7 +80,7 @@ async def position(gateway: Gateway, record: JobView | None) -> int | None:
 
 async def body_of(request: Request, job: V2Job, status: str | None = None) -> dict[str, Any]:
     gateway, _ = parts(request)
-    record = await record_of(gateway, job.id)
+    record = await record_of(gateway, job, caller_of(request.scope))
     place = await position(gateway, record)
     return job_body(job, record, base_url(request), status=status, queue_position=place)
 
@@ -94,6 +97,7 @@ async def submit(request: Request) -> Response:
     """Submit `{"workflow": <API-format graph>, "metadata"?, "priority"?, "extra_data"?}`;
     `core/ASSET` references resolve to uploaded assets or earlier outputs. 201 with the Job."""
     gateway, state = parts(request)
+    caller = caller_of(request.scope)
     try:
         body = json.loads(await request.body())
     except ValueError:
@@ -112,7 +116,7 @@ async def submit(request: Request) -> Response:
     missing: list[str] = []
     # Outputs of earlier jobs are read first (in a fleet, from Redis); resolving is then sync.
     outputs = {i: await output_of(request, i) for i in submission.reference_ids(workflow)}
-    resolved = submission.resolve(workflow, state.assets, outputs.get, missing)
+    resolved = submission.resolve(workflow, state.assets, caller, outputs.get, missing)
     if missing:
         message = f"Unresolvable core/ASSET reference(s): {', '.join(missing)}"
         return error(422, "missing_asset", message, {"missing_ids": missing})
@@ -122,7 +126,7 @@ async def submit(request: Request) -> Response:
         if not key or len(key) > MAX_KEY_LENGTH:
             message = f"Idempotency-Key must be 1-{MAX_KEY_LENGTH} characters."
             return error(400, "invalid_request", message)
-        if not state.claim(key):
+        if not state.claim(key, caller.id):
             return error(
                 422,
                 "idempotency_key_reuse",
@@ -132,21 +136,28 @@ async def submit(request: Request) -> Response:
     if (body.get("extra_data") or {}).get("api_key_comfy_org"):
         log.warning("job %s: extra_data.api_key_comfy_org is not passed on to ComfyUI", job_id)
     try:
-        job = await gateway.start_job(job_id, resolved, JobOptions(), workflow="api/v2")
+        job = await gateway.start_job(
+            job_id, resolved, JobOptions(), caller=caller, workflow="api/v2"
+        )
     except ComfyUnavailable:
         # The outcome is unknown (ComfyUI may hold the prompt): the key stays claimed.
         return error(503, "upstream_unreachable", "Could not reach ComfyUI to submit the job.")
     except (InvalidRequest, ComfyFailed) as e:  # ComfyUI (or the gateway) refused the graph
-        state.release(key)
+        state.release(key, caller.id)
         details: dict[str, Any] = {"node_errors": (e.details or {}).get("node_errors", {})}
         if e.location is not None:
             details["location"] = e.location
         return error(422, "invalid_workflow", e.message, details)
     except (QueueFull, GatewayError):
-        state.release(key)
+        state.release(key, caller.id)
         raise
     v2_job = V2Job(
-        job_id, resolved, now(), metadata=body.get("metadata"), priority=body.get("priority")
+        job_id,
+        resolved,
+        now(),
+        metadata=body.get("metadata"),
+        priority=body.get("priority"),
+        owner=caller.id,
     )
     state.add(v2_job, job.record)
     # As the proxy: the 201 is the job as just queued, whatever ComfyUI does meanwhile.
@@ -157,10 +168,12 @@ async def submit(request: Request) -> Response:
 async def output_of(request: Request, output_id: str) -> tuple[str, bytes] | None:
     """(name, bytes) of a v2 job's output by its id, while the gateway keeps the answer."""
     gateway, state = parts(request)
+    caller = caller_of(request.scope)
     found = submission.output_id_parts(output_id)
-    if found is None or known_job(state, found[0]) is None:
+    job = known_job(state, found[0], caller) if found is not None else None
+    if found is None or job is None:
         return None
-    return output_file(await record_of(gateway, found[0]), found[1])
+    return output_file(await record_of(gateway, job, caller), found[1])
 
 
 @get_and_head(router, "/jobs")
@@ -182,7 +195,9 @@ async def list_jobs(request: Request) -> Response:
             return error(400, "invalid_request", message)
     jobs: list[dict[str, Any]] = []
     scanned = 0
-    newest_first = sorted(state.jobs.values(), key=lambda j: j.created_at, reverse=True)
+    caller = caller_of(request.scope)
+    mine = (job for job in state.jobs.values() if caller.sees(job.owner))
+    newest_first = sorted(mine, key=lambda j: j.created_at, reverse=True)
     for job in newest_first:
         if len(jobs) >= limit or scanned >= LIST_SCAN:
             break
@@ -197,7 +212,7 @@ async def list_jobs(request: Request) -> Response:
 @get_and_head(router, "/jobs/{job_id}")
 async def get_job(job_id: str, request: Request) -> Response:
     """A job: its status, queue position, progress, outputs or error."""
-    job = known_job(parts(request)[1], job_id)
+    job = known_job(parts(request)[1], job_id, caller_of(request.scope))
     return V2JSON(await body_of(request, job)) if job else no_job(job_id)
 
 
@@ -208,7 +223,7 @@ async def get_workflow(job_id: str, request: Request) -> Response:
         uuid.UUID(job_id)
     except ValueError:
         return no_job(job_id)
-    job = known_job(parts(request)[1], job_id)
+    job = known_job(parts(request)[1], job_id, caller_of(request.scope))
     if job is None:
         return error(404, "not_found", f"No recoverable workflow for job {job_id}.")
     return V2JSON({"workflow": job.workflow, "format": "api"})
@@ -218,14 +233,15 @@ async def get_workflow(job_id: str, request: Request) -> Response:
 async def cancel(job_id: str, request: Request) -> Response:
     """Cancel a queued or running job: `canceled` once it has stopped, `canceling` until."""
     gateway, state = parts(request)
-    job = known_job(state, job_id)
+    caller = caller_of(request.scope)
+    job = known_job(state, job_id, caller)
     if job is None:
         return no_job(job_id)
-    record = await record_of(gateway, job.id)
+    record = await record_of(gateway, job, caller)
     if record is None or record.finished:
         return V2JSON(await body_of(request, job))
     try:
-        await gateway.interrupt(job.id)
+        await gateway.interrupt(job.id, caller, job.owner)
     except NotFound:
         pass  # it ended meanwhile
     except ComfyUnavailable:
@@ -253,8 +269,9 @@ async def ended(record: JobView, timeout_s: float) -> None:
 async def job_events(job_id: str, request: Request) -> Response:
     """The job's Server-Sent Events: `status`, `progress`, `output`; ends when the job does."""
     gateway, state = parts(request)
-    job = known_job(state, job_id)
+    caller = caller_of(request.scope)
+    job = known_job(state, job_id, caller)
     if job is None:
         return no_job(job_id)
-    record = await record_of(gateway, job.id)
+    record = await record_of(gateway, job, caller)
     return events.stream(job, record, base_url(request), await position(gateway, record))

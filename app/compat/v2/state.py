@@ -28,6 +28,7 @@ class V2Job:
     created_at: datetime
     metadata: str | None = None
     priority: int | None = None
+    owner: str | None = None  # the id of the API key that submitted it
     started_at: datetime | None = None
     completed_at: datetime | None = None
 
@@ -50,19 +51,21 @@ class V2State:
         self._watchers.add(task)
         task.add_done_callback(self._watchers.discard)
 
-    def claim(self, key: str) -> bool:
-        """Claim a single-use Idempotency-Key; False when it was claimed before."""
-        if key in self.keys:
+    def claim(self, key: str, owner: str | None) -> bool:
+        """Claim a single-use Idempotency-Key of an API key's (each has its own: one key's
+        reuse must not tell it what another sent); False when it was claimed before."""
+        scoped = key if owner is None else f"{owner}/{key}"
+        if scoped in self.keys:
             return False
-        self.keys[key] = None
+        self.keys[scoped] = None
         while len(self.keys) > MAX_KEYS:
             self.keys.popitem(last=False)
         return True
 
-    def release(self, key: str | None) -> None:
+    def release(self, key: str | None, owner: str | None) -> None:
         """Free a key whose request created no job, so that a retry may use it."""
         if key is not None:
-            self.keys.pop(key, None)
+            self.keys.pop(key if owner is None else f"{owner}/{key}", None)
 
 
 async def _times(job: V2Job, record: JobView) -> None:

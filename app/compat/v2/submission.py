@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from app.compat.v2.assets import AssetStore
+from app.core.keys import Caller
 
 MAX_METADATA_BYTES = 1024
 PRIORITY_RANGE = (-1_000_000, 1_000_000)
@@ -85,32 +86,37 @@ def reference_ids(node: Any) -> list[str]:
     return []
 
 
-def resolve(node: Any, assets: AssetStore, output: OutputLookup, missing: list[str]) -> Any:
-    """The workflow with every core/ASSET reference replaced; unresolvable ids go to missing."""
+def resolve(
+    node: Any, assets: AssetStore, caller: Caller, output: OutputLookup, missing: list[str]
+) -> Any:
+    """The workflow with every core/ASSET reference replaced; unresolvable ids (and other API
+    keys' assets) go to missing."""
     if is_reference(node):
         info = node.get("info")
         if not isinstance(info, dict):
             missing.append("<malformed core/ASSET: missing info>")
             return node
-        resolved = _reference(info, assets, output)
+        resolved = _reference(info, assets, caller, output)
         if resolved is None:
             missing.append(str(info.get("id", "<no id>")))
             return node
         return resolved
     if isinstance(node, dict):
-        return {key: resolve(value, assets, output, missing) for key, value in node.items()}
+        return {k: resolve(v, assets, caller, output, missing) for k, v in node.items()}
     if isinstance(node, list):
-        return [resolve(value, assets, output, missing) for value in node]
+        return [resolve(value, assets, caller, output, missing) for value in node]
     return node
 
 
-def _reference(info: dict[str, Any], assets: AssetStore, output: OutputLookup) -> str | None:
+def _reference(
+    info: dict[str, Any], assets: AssetStore, caller: Caller, output: OutputLookup
+) -> str | None:
     asset_id = info.get("id")
-    asset = assets.get(asset_id) if isinstance(asset_id, str) else None
+    asset = assets.get(asset_id, caller) if isinstance(asset_id, str) else None
     if asset is None and isinstance(asset_id, str) and (found := output(asset_id)) is not None:
         return base64.b64encode(found[1]).decode("ascii")
     if asset is None and isinstance(info.get("hash"), str):
-        asset = assets.by_hash(info["hash"])  # as the proxy: a hash also finds it
+        asset = assets.by_hash(info["hash"], caller)  # as the proxy: a hash also finds it
     return asset.comfy_name if asset is not None else None
 
 

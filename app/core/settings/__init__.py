@@ -23,6 +23,7 @@ from app.core.settings.media import MediaSettings
 from app.core.settings.models import ModelSettings
 from app.core.settings.server import LogFormat, LogLevel, PassthroughMode, ServerSettings
 from app.core.settings.sources import SettingsError, YamlConfigSource
+from app.core.settings.tenants import TenantSettings
 from app.core.settings.webhooks import SYSTEM_EVENT_TYPES, WebhookSettings
 
 __all__ = [
@@ -41,6 +42,7 @@ __all__ = [
 
 SECTIONS = (
     ServerSettings,
+    TenantSettings,
     ComfySettings,
     JobSettings,
     CacheSettings,
@@ -51,7 +53,15 @@ SECTIONS = (
 )
 # Settings whose values an error message must not repeat.
 SECRET_SETTINGS = frozenset(
-    {"API_KEYS", "WEBHOOK_SECRET", "QUEUE_URL", "MODEL_CREDENTIALS", "HF_TOKEN", "CIVITAI_TOKEN"}
+    {
+        "API_KEYS",
+        "ADMIN_API_KEYS",
+        "WEBHOOK_SECRET",
+        "QUEUE_URL",
+        "MODEL_CREDENTIALS",
+        "HF_TOKEN",
+        "CIVITAI_TOKEN",
+    }
 )
 
 
@@ -64,6 +74,7 @@ class Settings(
     CacheSettings,
     JobSettings,
     ComfySettings,
+    TenantSettings,
     ServerSettings,
 ):
     """The gateway's configuration. Units are in the names (`_s`, `_mb`).
@@ -88,6 +99,19 @@ class Settings(
     def model_cache_path(self) -> Path:
         """Where downloads go: MODEL_CACHE_DIR, else MODEL_DIR, else ComfyUI's own models."""
         return self.model_cache_dir or self.model_dir or self.comfy_home / "models"
+
+    @property
+    def api_keys_on(self) -> bool:
+        """Requests need a key, and each key is a tenant that sees only its own jobs."""
+        return bool(self.api_keys or self.api_keys_file is not None or self.admin_api_keys)
+
+    @model_validator(mode="after")
+    def _limits_need_keys(self) -> Settings:
+        if self.key_limits and not self.api_keys_on:
+            raise ValueError(
+                "KEY_LIMITS limits each API key: set API_KEYS, API_KEYS_FILE or ADMIN_API_KEYS"
+            )
+        return self
 
     @model_validator(mode="after")
     def _ports_differ(self) -> Settings:
@@ -123,11 +147,14 @@ def load_settings(**overrides: Any) -> Settings:
     except ValidationError as e:
         lines = []
         for err in e.errors():
-            name = str(err["loc"][0]).upper() if err["loc"] else "PORT/COMFYUI_PORT_HOST"
+            message = err["msg"].removeprefix("Value error, ")
+            if not err["loc"]:  # a rule across settings: its message names them
+                lines.append(f"invalid settings: {message}")
+                continue
+            name = str(err["loc"][0]).upper()
             given = err.get("input")
             secret = name in SECRET_SETTINGS
             shown = f"={given!r}" if not isinstance(given, dict) and not secret else ""
-            message = err["msg"].removeprefix("Value error, ")
             if err["type"].startswith("bool"):
                 message += " (true/false, 1/0, yes/no, on/off)"
             lines.append(f"invalid setting {name}{shown}: {message}")

@@ -14,7 +14,16 @@ class MediaSettings(BaseModel):
     input_max_mb: float = Field(
         100.0,
         gt=0,
-        description="Largest input file a URL may deliver",
+        description="Largest input file: downloaded from a URL, decoded from base64, or a "
+        "multipart part (`/api/v1/prompts`, `/api/v2/assets`, the passthrough's uploads); a "
+        "located 400 past it",
+    )
+    max_input_pixels: int = Field(
+        4096 * 4096,
+        ge=1,
+        description="Most pixels (width x height) an input image may have, read from its header "
+        "before anything decodes it (PNG, JPEG, WebP, GIF, BMP, TIFF); a located 400 past it. "
+        "The default, 16.8 MP, fits a 4K frame (8.3 MP) twice",
     )
     input_download_timeout_s: float = Field(
         30.0,
@@ -40,6 +49,10 @@ class MediaSettings(BaseModel):
         gt=0,
         description="Time one output upload may take",
     )
+
+    @property
+    def input_max_bytes(self) -> int:
+        return int(self.input_max_mb * 2**20)
 
     @field_validator("allowed_private_networks", mode="before")
     @classmethod

@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import NoDecode
 
-from app.core.keys import key_problem, read_key_file, split_keys
+from app.core.keys import entry_problem, read_key_file, split_entry, split_keys
 from app.core.settings.sources import BOOL_FALSE, BOOL_TRUE, empty_is_unset
 
 LogLevel = Literal["debug", "info", "warning", "error", "critical"]
@@ -64,14 +64,15 @@ class ServerSettings(BaseModel):
     )
     api_keys: Annotated[tuple[SecretStr, ...], NoDecode] = Field(
         (),
-        description="API keys, a comma list (at least 16 characters each); when set, every "
+        description="API keys, a comma list of `key` or `name:key` (keys at least 16 characters; "
+        "names 1-64 of `A-Za-z0-9_.-`, shown in logs, metrics and webhooks); when set, every "
         "endpoint but the probes, `/metrics` and the docs needs one (`Authorization: Bearer "
-        "<key>` or `X-API-Key`)",
+        "<key>` or `X-API-Key`), and each key sees only its own jobs",
     )
     api_keys_file: Path | None = Field(
         None,
-        description="A file of API keys, one per line, `#` comments; added to `API_KEYS`, re-read "
-        "within 5 s of a change",
+        description="A file of API keys, one `key` or `name:key` per line, `#` comments; added to "
+        "`API_KEYS`, re-read within 5 s of a change",
     )
     cors_allow_origins: Annotated[tuple[str, ...], NoDecode] = Field(
         (),
@@ -103,11 +104,7 @@ class ServerSettings(BaseModel):
     @field_validator("api_keys", mode="before")
     @classmethod
     def _keys_valid(cls, value: Any) -> Any:
-        keys = split_keys(value) if isinstance(value, str) else [str(k) for k in value or ()]
-        for number, key in enumerate(keys, start=1):
-            if problem := key_problem(key):
-                raise ValueError(f"key {number} of {len(keys)} {problem}")
-        return tuple(keys)
+        return checked_keys(value)
 
     @field_validator("api_keys_file", mode="before")
     @classmethod
@@ -150,3 +147,13 @@ class ServerSettings(BaseModel):
             if value in BOOL_FALSE:
                 return PassthroughMode.OFF
         return value
+
+
+def checked_keys(value: Any) -> tuple[str, ...]:
+    """The entries of a key list (a comma string or a list), each `key` or `name:key`; a bad
+    one raises ValueError naming its position, never the key."""
+    keys = split_keys(value) if isinstance(value, str) else [str(k) for k in value or ()]
+    for number, key in enumerate(keys, start=1):
+        if problem := entry_problem(split_entry(key)):
+            raise ValueError(f"key {number} of {len(keys)} {problem}")
+    return tuple(keys)

@@ -1,0 +1,118 @@
+"""Per-key limits (KEY_LIMITS): requests per minute and jobs at once, and the rate limiter.
+
+KEY_LIMITS maps a key's name to its limits; `default` applies to every other key but the admin
+keys (which are limited only under a name of their own):
+
+    default: {requests_per_minute: 120, max_jobs: 4}
+    acme: {requests_per_minute: 600, burst: 60, max_jobs: 16}
+
+Given as that mapping in CONFIG_FILE, or in the environment as inline YAML or JSON (a value that
+starts with `{`) or as the path of a YAML file holding it. A limit that is 0 or missing is no limit.
+
+The rate is a token bucket per key id (GCRA: one number per key, the time its bucket is next
+full, so a Redis-backed version later is one atomic update): `burst` requests at once (default:
+a minute's worth), refilled at requests_per_minute / 60 per second. It lives in this process:
+behind a load balancer each replica allows the rate on its own.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from app.core.keys import NAME_PATTERN, Caller
+
+DEFAULT = "default"
+PRUNE_AT = 10_000  # bucket states kept before the full ones (nothing to remember) are dropped
+
+
+class KeyLimit(BaseModel):
+    """The limits of one key (0: none)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    requests_per_minute: int = Field(0, ge=0, description="Sustained request rate")
+    burst: int = Field(0, ge=0, description="Requests at once (0: requests_per_minute)")
+    max_jobs: int = Field(0, ge=0, description="Jobs queued or running at once")
+
+    @property
+    def bucket(self) -> int:
+        return self.burst or self.requests_per_minute
+
+
+NO_LIMIT = KeyLimit()
+
+
+def parse_key_limits(value: Any) -> dict[str, KeyLimit]:
+    """KEY_LIMITS as a mapping of name -> KeyLimit; ValueError says what is wrong."""
+    if isinstance(value, str):
+        text = value.strip()
+        if not text:
+            return {}
+        if not text.startswith("{"):
+            try:
+                text = Path(text).read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as e:
+                reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+                raise ValueError(f"names a file that cannot be read: {reason}") from None
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise ValueError(f"is not YAML or JSON: {e}") from None
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError('must map key names (or "default") to limits, e.g. '
+                         '{"default": {"requests_per_minute": 120, "max_jobs": 4}}')  # fmt: skip
+    limits = {}
+    for name, given in value.items():
+        if name != DEFAULT and not (isinstance(name, str) and NAME_PATTERN.fullmatch(name)):
+            raise ValueError(f"{name!r} is not a key name (1-64 of A-Za-z0-9_.-) nor default")
+        if not isinstance(given, dict):
+            raise ValueError(f"{name}: must be a mapping of requests_per_minute, burst, max_jobs")
+        try:
+            limits[str(name)] = KeyLimit.model_validate(given)
+        except ValidationError as e:
+            first = e.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise ValueError(f"{name}.{where}: {first['msg']}") from None
+    return limits
+
+
+def limit_for(limits: dict[str, KeyLimit], caller: Caller) -> KeyLimit:
+    """The limits that apply to a caller: its name's, else `default` (never for admin keys)."""
+    if caller.id is None:
+        return NO_LIMIT
+    if caller.named and caller.id in limits:
+        return limits[caller.id]
+    return NO_LIMIT if caller.admin else limits.get(DEFAULT, NO_LIMIT)
+
+
+class RateLimiter:
+    """Token buckets by key id, as GCRA keeps them: when each key's bucket is next full."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._full_at: dict[str, float] = {}
+
+    def take(self, key: str, limit: KeyLimit) -> float | None:
+        """Take one request from the key's bucket: None when it may go, else the seconds until
+        it may (the bucket is empty)."""
+        rate = limit.requests_per_minute
+        if not rate:
+            return None
+        now = self._clock()
+        interval_s = 60.0 / rate
+        full_at = max(self._full_at.get(key, now), now) + interval_s
+        over_s = full_at - now - limit.bucket * interval_s
+        if over_s > 1e-9:
+            return over_s
+        self._full_at[key] = full_at
+        if len(self._full_at) > PRUNE_AT:
+            self._full_at = {k: t for k, t in self._full_at.items() if t > now}
+        return None
