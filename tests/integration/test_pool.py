@@ -180,6 +180,13 @@ def test_recycling_after_n_jobs_fails_no_job(recycling: Gateway) -> None:
 
 def test_sigterm_with_jobs_on_both_instances_finishes_them(recycling: Gateway) -> None:
     """Runs last in this module: it stops the module's gateway."""
+    with recycling.client() as c:
+        # The last test's jobs may have left an instance recycling: both must be ready first.
+        eventually(
+            lambda: all(i["state"] == "ready" for i in c.get("/health").json()["instances"]),
+            180,
+            what="both instances ready after the last test's recycling",
+        )
     with ThreadPoolExecutor(2) as threads, recycling.client() as c:
         jobs = [
             threads.submit(post, recycling, txt2img(CHECKPOINTS[2], steps=40, seed=n), f"term-{n}")
