@@ -45,6 +45,29 @@ def port_in_use(host: str, port: int) -> bool:
         return s.connect_ex((host, port)) == 0
 
 
+def child_env(environ: dict[str, str], gpu: str | None, instances: int) -> dict[str, str]:
+    """The environment of one ComfyUI child: the gateway's, its GPU, and its share of the cores.
+
+    torch starts one thread per core in every process; several instances whose threads
+    outnumber the cores spin against each other (measured on 2 cores: two instances ran half
+    the jobs per second of one). So each instance of a pool gets cores ÷ instances threads,
+    unless the operator set OMP_NUM_THREADS.
+    """
+    env = {**environ, "PYTHONUNBUFFERED": "1"}
+    if gpu is not None:
+        env["CUDA_VISIBLE_DEVICES"] = gpu
+    if instances > 1 and "OMP_NUM_THREADS" not in environ:
+        env["OMP_NUM_THREADS"] = str(max(1, usable_cores() // instances))
+    return env
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity where the OS tells it)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 class ComfyProcess:
     """One ComfyUI child process: instance `index` of the pool, on its own port (and GPU)."""
 
@@ -87,9 +110,7 @@ class ComfyProcess:
                 "bundled ComfyUI, or point COMFY_HOME at yours"
             )
         log.info("starting %s: %s (in %s)", self.name, " ".join(argv), s.comfy_home)
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        if self.gpu is not None:
-            env["CUDA_VISIBLE_DEVICES"] = self.gpu
+        env = child_env(dict(os.environ), self.gpu, s.instance_count)
         try:
             self.proc = await asyncio.create_subprocess_exec(
                 *argv,

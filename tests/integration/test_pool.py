@@ -68,6 +68,16 @@ def test_health_lists_both_instances(client: httpx.Client) -> None:
     assert 'comfy_gateway_comfyui_up{instance="1"} 1.0' in metrics
 
 
+def test_each_instance_gets_its_share_of_the_cores(pool: Gateway) -> None:
+    """torch starts a thread per core in each ComfyUI: two of them on the same cores would spin
+    against each other, so each gets cores ÷ 2 (unless the environment names a count)."""
+    cores = len(os.sched_getaffinity(0))
+    expected = os.environ.get("OMP_NUM_THREADS") or str(max(1, cores // 2))
+    for index in (0, 1):
+        environ = Path(f"/proc/{pool.comfy_pid(index)}/environ").read_bytes().split(b"\0")
+        assert f"OMP_NUM_THREADS={expected}".encode() in environ
+
+
 def test_model_affinity_keeps_each_checkpoint_on_its_instance(client: httpx.Client) -> None:
     ran: dict[str, set[int]] = {"a": set(), "b": set()}
     for n in range(6):

@@ -97,7 +97,8 @@ class ComfySettings(BaseModel):
         le=64,
         description="How many ComfyUI instances to run (on CPU, or several on one GPU that fits "
         "them); with COMFYUI_GPUS, one per GPU. A CMD of several instances names its port as "
-        "`{port}` (and may use `{gpu}` and `{index}`)",
+        "`{port}` (and may use `{gpu}` and `{index}`). Several instances get `OMP_NUM_THREADS` "
+        "= cores ÷ instances each, unless it is set",
     )
     recycle_after_jobs: int = Field(
         0,
