@@ -96,3 +96,30 @@ def gateway(shared_gateway: Gateway) -> Gateway:
 def client(gateway: Gateway) -> Iterator[httpx.Client]:
     with gateway.client() as c:
         yield c
+
+
+# Clients of the tenants' keys, on the test module's `gateway` (test_tenants*.py name it).
+
+
+@pytest.fixture
+def alice(gateway: Gateway) -> Iterator[httpx.Client]:
+    from tests.integration.tenants import ALICE, client
+
+    with client(gateway, ALICE) as c:
+        yield c
+
+
+@pytest.fixture
+def bob(gateway: Gateway) -> Iterator[httpx.Client]:
+    from tests.integration.tenants import BOB, client
+
+    with client(gateway, BOB) as c:
+        yield c
+
+
+@pytest.fixture
+def admin(gateway: Gateway) -> Iterator[httpx.Client]:
+    from tests.integration.tenants import ADMIN, client
+
+    with client(gateway, ADMIN) as c:
+        yield c

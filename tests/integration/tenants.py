@@ -1,4 +1,5 @@
-"""The keys of the tenants' gateway (conftest's `tenant_gateway`) and a client for each."""
+"""The keys of the tenants' gateway (conftest's `tenant_gateway`), a client for each (conftest's
+`alice`, `bob` and `admin` fixtures), and a way to leave its ComfyUI idle after a test."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import json
 import httpx
 
 from tests.integration.harness import Gateway
+from tests.integration.test_prompt import wait_for_comfy_queue
 
 ALICE = "alice-key-0123456789abcdef"
 BOB = "bob-key-0123456789abcdef"
@@ -32,3 +34,10 @@ ENV = {
 
 def client(gateway: Gateway, key: str) -> httpx.Client:
     return httpx.Client(base_url=gateway.url, timeout=120, headers={"X-API-Key": key})
+
+
+def leave_comfyui_idle(gateway: Gateway) -> None:
+    """Clear ComfyUI's queue and interrupt its job, straight to ComfyUI, and wait until idle."""
+    httpx.post(f"{gateway.comfy_url}/queue", json={"clear": True}, timeout=10)
+    httpx.post(f"{gateway.comfy_url}/interrupt", timeout=10)
+    wait_for_comfy_queue(gateway, running=0)

@@ -26,14 +26,13 @@ from tests.images import bomb_png
 from tests.integration.harness import Gateway, eventually
 from tests.integration.receiver import Receiver
 from tests.integration.tenants import (
-    ADMIN,
     ALICE,
-    BOB,
     MAX_INPUT_PIXELS,
     METERED,
     SECRETS,
     SOLO,
     client,
+    leave_comfyui_idle,
 )
 from tests.integration.test_prompt import empty_image, slow_graph, wait_for_comfy_queue
 
@@ -50,31 +49,11 @@ def receiver() -> Iterator[Receiver]:
     r.close()
 
 
-@pytest.fixture
-def alice(gateway: Gateway) -> Iterator[httpx.Client]:
-    with client(gateway, ALICE) as c:
-        yield c
-
-
-@pytest.fixture
-def bob(gateway: Gateway) -> Iterator[httpx.Client]:
-    with client(gateway, BOB) as c:
-        yield c
-
-
-@pytest.fixture
-def admin(gateway: Gateway) -> Iterator[httpx.Client]:
-    with client(gateway, ADMIN) as c:
-        yield c
-
-
 @pytest.fixture(autouse=True)
 def idle_comfyui(gateway: Gateway) -> Iterator[None]:
-    """Each test leaves ComfyUI idle, whatever it left running (straight to ComfyUI)."""
+    """Each test leaves ComfyUI idle, whatever it left running."""
     yield
-    httpx.post(f"{gateway.comfy_url}/queue", json={"clear": True}, timeout=10)
-    httpx.post(f"{gateway.comfy_url}/interrupt", timeout=10)
-    wait_for_comfy_queue(gateway, running=0)
+    leave_comfyui_idle(gateway)
 
 
 def assert_not_found(response: httpx.Response) -> None:
@@ -256,7 +235,7 @@ def test_a_rate_limit_gives_429_with_retry_after_and_recovers(gateway: Gateway) 
     before = sample(scrape(gateway), limited_series)
     with client(gateway, METERED) as c:
         started = time.monotonic()
-        answers = []
+        answers: list[httpx.Response] = []
         while len(answers) < 20 and (not answers or answers[-1].status_code != 429):
             answers.append(c.get("/prompt/nothing-here"))
         elapsed_s = time.monotonic() - started

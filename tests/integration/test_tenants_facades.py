@@ -19,7 +19,7 @@ import pytest
 from PIL import Image
 
 from tests.integration.harness import Gateway, eventually
-from tests.integration.tenants import ADMIN, ALICE, BOB, client
+from tests.integration.tenants import leave_comfyui_idle
 from tests.integration.test_prompt import empty_image, slow_graph, wait_for_comfy_queue
 
 TINY = "tiny-sd15-random.safetensors"
@@ -30,30 +30,11 @@ def gateway(tenant_gateway: Gateway) -> Gateway:
     return tenant_gateway
 
 
-@pytest.fixture
-def alice(gateway: Gateway) -> Iterator[httpx.Client]:
-    with client(gateway, ALICE) as c:
-        yield c
-
-
-@pytest.fixture
-def bob(gateway: Gateway) -> Iterator[httpx.Client]:
-    with client(gateway, BOB) as c:
-        yield c
-
-
-@pytest.fixture
-def admin(gateway: Gateway) -> Iterator[httpx.Client]:
-    with client(gateway, ADMIN) as c:
-        yield c
-
-
 @pytest.fixture(autouse=True)
 def idle_comfyui(gateway: Gateway) -> Iterator[None]:
+    """Each test leaves ComfyUI idle, whatever it left running."""
     yield
-    httpx.post(f"{gateway.comfy_url}/queue", json={"clear": True}, timeout=10)
-    httpx.post(f"{gateway.comfy_url}/interrupt", timeout=10)
-    wait_for_comfy_queue(gateway, running=0)
+    leave_comfyui_idle(gateway)
 
 
 # --- /sdapi/v1 ----------------------------------------------------------------------------------
