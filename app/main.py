@@ -105,6 +105,7 @@ def create_app(settings: Settings) -> FastAPI:
             open_paths=OPEN_PATHS | api_v2.OPEN_PATHS,
             limits=settings.key_limits,
             metrics=gateway.metrics,
+            shared=gateway.fleet.rates if gateway.fleet is not None else None,
         )
         gateway.metrics.keys.watch(gateway.active_by_key, keys.names())
     app.add_middleware(RequestMetrics, metrics=gateway.metrics)  # 401s and 413s count too

@@ -20,7 +20,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -91,6 +91,12 @@ def limit_for(limits: dict[str, KeyLimit], caller: Caller) -> KeyLimit:
     if caller.named and caller.id in limits:
         return limits[caller.id]
     return NO_LIMIT if caller.admin else limits.get(DEFAULT, NO_LIMIT)
+
+
+class SharedRates(Protocol):
+    """Buckets that several gateways share (a fleet's, in Redis): RateLimiter.take, awaited."""
+
+    async def take(self, key: str, limit: KeyLimit) -> float | None: ...
 
 
 class RateLimiter:

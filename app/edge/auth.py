@@ -34,7 +34,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.core.errors import GatewayError, RateLimited, Unauthorized
 from app.core.keys import Caller, KeyEntry, read_key_file, set_caller, split_entry
-from app.core.limits import KeyLimit, RateLimiter, limit_for
+from app.core.limits import KeyLimit, RateLimiter, SharedRates, limit_for
 from app.core.logs import bind_api_key
 from app.core.metrics import MetricsHooks
 from app.edge.errors import render_error
@@ -199,6 +199,7 @@ class ApiKeyAuth:
         limits: dict[str, KeyLimit] | None = None,
         metrics: MetricsHooks | None = None,
         limiter: RateLimiter | None = None,
+        shared: SharedRates | None = None,
     ) -> None:
         self.app = app
         self.keys = keys
@@ -206,6 +207,7 @@ class ApiKeyAuth:
         self.limits = limits or {}
         self.metrics = metrics or MetricsHooks()
         self.limiter = limiter or RateLimiter()
+        self.shared = shared  # a fleet's buckets: a key's rate counts on every gateway at once
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -222,16 +224,19 @@ class ApiKeyAuth:
         set_caller(scope, found)
         assert found.id is not None
         bind_api_key(found.id)
-        if (refused := self.over_rate(found)) is not None:
+        if (refused := await self.over_rate(found)) is not None:
             await deny(scope, receive, send, refused)
             return
         await self.app(scope, receive, send)
 
-    def over_rate(self, caller: Caller) -> RateLimited | None:
+    async def over_rate(self, caller: Caller) -> RateLimited | None:
         """The 429 of a request past its key's requests per minute, or None."""
         assert caller.id is not None
         limit = limit_for(self.limits, caller)
-        wait_s = self.limiter.take(caller.id, limit)
+        if self.shared is not None and limit.requests_per_minute:
+            wait_s = await self.shared.take(caller.id, limit)
+        else:
+            wait_s = self.limiter.take(caller.id, limit)
         if wait_s is None:
             return None
         self.metrics.key_limited(caller.label, "requests_per_minute")

@@ -13,6 +13,7 @@ from redis.exceptions import RedisError
 from app.core.addresses import AddressPolicy
 from app.core.settings import Settings
 from app.fleet.queue import FleetQueue
+from app.fleet.rates import FleetRates
 from app.fleet.store import FleetStore
 from app.fleet.worker import FleetWorker
 from app.jobs.runner import JobRunner
@@ -41,6 +42,7 @@ class Fleet:
             ttl_s=settings.job_history_ttl_s,
         )
         self.queue = FleetQueue(self.store, addresses, sender)
+        self.rates = FleetRates(self.store)
         self.worker = FleetWorker(self.store, runner, scheduler, sender, settings)
         self.depth = 0  # jobs queued or running in the fleet, as of the last check
         self._watch: asyncio.Task[None] | None = None

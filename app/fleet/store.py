@@ -143,6 +143,22 @@ redis.call('XDEL', KEYS[1], ARGV[2])
 return 1
 """
 
+# One request from an API key's bucket of requests_per_minute, as GCRA keeps it: KEYS[1] holds
+# when the bucket is next full (µs, Redis's own clock, so the gateways' clocks do not matter).
+# ARGV: the interval between requests, the burst. Returns 0 when the request may go, else the
+# µs until it may.
+RATE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local interval = tonumber(ARGV[1])
+local full_at = math.max(tonumber(redis.call('GET', KEYS[1]) or now), now) + interval
+local over = full_at - now - tonumber(ARGV[2]) * interval
+if over > 0 then return over end
+local ttl_ms = math.ceil((full_at - now) / 1000) + 1000
+redis.call('SET', KEYS[1], string.format('%d', full_at), 'PX', ttl_ms)
+return 0
+"""
+
 
 def fleet_key(owner: str | None, request_id: str) -> str:
     """A job's key in the fleet: `<owner>/<request id>`, or the id alone without an owner."""
@@ -219,6 +235,7 @@ class FleetStore:
         self._release = self.redis.register_script(RELEASE)
         self._ack = self.redis.register_script(ACK)
         self._heartbeat = self.redis.register_script(HEARTBEAT)
+        self._rate = self.redis.register_script(RATE)
         self.reachability = Reachability()
         self.signals = Signals(self.redis, name, self.reachability)
 
@@ -233,6 +250,9 @@ class FleetStore:
 
     def active_key(self, owner: str | None) -> str:
         return f"{self.name}:active:{owner or ''}"
+
+    def rate_key(self, key_id: str) -> str:
+        return f"{self.name}:rate:{key_id}"
 
     def _owner_keys(self, key: str) -> tuple[list[str], str]:
         """The owners' index and active set a job's key belongs to, and its owner ('': none)."""
@@ -283,6 +303,13 @@ class FleetStore:
     async def active(self, owner: str | None) -> int:
         """How many jobs of this API key are queued or running in the fleet."""
         return int(await self.redis.scard(self.active_key(owner)))
+
+    async def take_rate(self, key_id: str, interval_s: float, burst: int) -> float | None:
+        """One request from the key's fleet-wide bucket: None when it may go, else the seconds
+        until it may."""
+        interval_us = max(round(interval_s * 1_000_000), 1)
+        over_us = int(await self._rate(keys=[self.rate_key(key_id)], args=[interval_us, burst]))
+        return over_us / 1_000_000 if over_us > 0 else None
 
     async def state(self, key: str) -> dict[str, str]:
         """The job's hash (empty when no such job is known, or no longer)."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -23,16 +24,18 @@ from PIL import Image
 
 from tests.integration.harness import Gateway, eventually
 from tests.integration.receiver import Receiver
-from tests.integration.tenants import ADMIN, ALICE, BOB, SECRETS, SOLO, client
+from tests.integration.tenants import ADMIN, ALICE, BOB, METERED, SECRETS, SOLO, client
 from tests.integration.test_fleet import NAME, start_fleet, stop_all
 from tests.integration.test_prompt import empty_image, slow_graph
 from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.timeout(600)
 ENV = {
-    "API_KEYS": f"alice:{ALICE},bob:{BOB},solo:{SOLO}",
     "ADMIN_API_KEYS": f"ops:{ADMIN}",
-    "KEY_LIMITS": json.dumps({"solo": {"max_jobs": 1}}),
+    "API_KEYS": f"alice:{ALICE},bob:{BOB},solo:{SOLO},metered:{METERED}",
+    "KEY_LIMITS": json.dumps(
+        {"solo": {"max_jobs": 1}, "metered": {"requests_per_minute": 30, "burst": 4}}
+    ),
     "PROMPT_WEBHOOK_RETRIES": "1",
 }
 
@@ -273,6 +276,25 @@ def test_max_jobs_counts_the_keys_jobs_in_the_whole_fleet(
         ]
     with redis.client() as c:
         assert c.scard(f"{NAME}:active:solo") == 0
+
+
+def test_a_keys_requests_per_minute_count_on_every_gateway_at_once(duo: list[Gateway]) -> None:
+    """A burst of 4 and one request every 2 s, whichever gateway the requests reach: a bucket
+    in each gateway would let 8 through."""
+    clients = [client(gateway, METERED) for gateway in duo]
+    try:
+        answers = [clients[n % 2].get("/prompt/nothing-here") for n in range(5)]
+        assert [a.status_code for a in answers] == [404] * 4 + [429]
+        refused = answers[-1]
+        assert refused.json()["details"]["limit"] == "requests_per_minute"
+        retry_s = int(refused.headers["retry-after"])
+        assert 1 <= retry_s <= 2
+        assert clients[0].get("/prompt/nothing-here").status_code == 429  # the other gateway too
+        time.sleep(retry_s)
+        assert clients[1].get("/prompt/nothing-here").status_code == 404  # refilled for both
+    finally:
+        for c in clients:
+            c.close()
 
 
 def test_a_fleet_gateway_log_names_the_owner(duo: list[Gateway]) -> None:

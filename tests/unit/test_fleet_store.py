@@ -9,7 +9,9 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
+from app.core.limits import KeyLimit
 from app.core.records import JobEvent
+from app.fleet.rates import FleetRates
 from app.fleet.records import RemoteRecord
 from app.fleet.store import GROUP, FleetStore, MaxJobsReached, fleet_key, split_key
 from tests.redis_server import RedisServer
@@ -218,3 +220,40 @@ def test_the_redis_the_tests_run_has_what_the_fleet_needs(redis_server: RedisSer
     with redis_server.client() as client:
         major, minor = map(int, str(client.info("server")["redis_version"]).split(".")[:2])
     assert (major, minor) >= (7, 0)
+
+
+async def test_a_keys_rate_is_one_bucket_for_every_gateway_of_the_fleet(
+    store: FleetStore, redis_server: RedisServer
+) -> None:
+    """Two gateways' stores take from one bucket: 3 at once, then one per interval."""
+    other = FleetStore(redis_server.url, store.name, ttl_s=60)
+    try:
+        takes = [await s.take_rate("key-a", 30.0, 3) for s in (store, other, store)]
+        assert takes == [None, None, None]
+        wait_s = await other.take_rate("key-a", 30.0, 3)
+        assert wait_s is not None and 29.0 < wait_s <= 30.0  # the next token in one interval
+        assert await store.take_rate("key-b", 30.0, 3) is None  # another key: its own bucket
+        ttl_ms = await store.redis.pttl(store.rate_key("key-a"))
+        assert 0 < ttl_ms <= 91_000  # gone once the bucket is full again, plus a second
+    finally:
+        await other.aclose()
+
+
+async def test_a_refill_lets_the_next_request_through(store: FleetStore) -> None:
+    assert await store.take_rate("key-r", 0.2, 1) is None
+    wait_s = await store.take_rate("key-r", 0.2, 1)
+    assert wait_s is not None and 0 < wait_s <= 0.2
+    await asyncio.sleep(wait_s + 0.05)
+    assert await store.take_rate("key-r", 0.2, 1) is None
+
+
+async def test_fleet_rates_count_on_this_gateway_while_redis_is_out(store: FleetStore) -> None:
+    rates = FleetRates(store)
+    limit = KeyLimit(requests_per_minute=2, burst=1)
+    assert await rates.take("key-o", limit) is None
+    assert await rates.take("key-o", limit) is not None  # Redis's bucket is empty
+    store.reachability.failed(ConnectionError("test: Redis is out"))
+    assert await rates.take("key-o", limit) is None  # this gateway's own bucket, still full
+    assert await rates.take("key-o", limit) is not None
+    store.reachability.answered()
+    assert await rates.take("key-o", limit) is not None  # Redis's bucket again, still empty

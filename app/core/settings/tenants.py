@@ -25,7 +25,8 @@ class TenantSettings(BaseModel):
         description="Limits per key name, `default` for the others (not admin keys): "
         "`requests_per_minute`, `burst`, `max_jobs` (queued or running at once); 429 with "
         "`Retry-After` past one. Inline YAML/JSON (`{default: {requests_per_minute: 120}}`), "
-        "or the path of a YAML file; per gateway process",
+        "or the path of a YAML file; counted per gateway process, or fleet-wide in a fleet "
+        "(QUEUE_URL)",
     )
 
     @field_validator("admin_api_keys", mode="before")
