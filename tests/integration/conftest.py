@@ -19,6 +19,8 @@ from tests.integration.harness import (
     comfy_version,
     running,
 )
+from tests.integration.receiver import Receiver
+from tests.redis_server import RedisServer
 
 
 def pytest_report_header() -> str:
@@ -123,3 +125,20 @@ def admin(gateway: Gateway) -> Iterator[httpx.Client]:
 
     with client(gateway, ADMIN) as c:
         yield c
+
+
+# A webhook receiver and a redis-server for each test module that names one.
+
+
+@pytest.fixture(scope="module")
+def receiver() -> Iterator[Receiver]:
+    r = Receiver()
+    yield r
+    r.close()
+
+
+@pytest.fixture(scope="module")
+def redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()

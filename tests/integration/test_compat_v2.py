@@ -20,17 +20,13 @@ from PIL import Image
 
 from tests.integration.harness import Gateway, graph
 from tests.integration.test_prompt import empty_image
-from tests.integration.v2_pair import DIFFERENCES, Pair, poll, running_proxy, sse
+from tests.integration.v2_pair import Pair, paired, poll, sse
 
 
 @pytest.fixture(scope="module")
 def pair(gateway: Gateway, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
-    with running_proxy(gateway.comfy_url, tmp_path_factory.mktemp("proxy")) as proxy_url:
-        both = Pair(proxy_url, gateway)
+    with paired(gateway, tmp_path_factory.mktemp("proxy")) as both:
         yield both
-        both.close()
-    unknown = both.seen - set(DIFFERENCES)
-    assert not unknown, unknown
 
 
 def submit(pair: Pair, workflow: dict[str, Any], **extra: Any) -> tuple[str, str]:

@@ -34,13 +34,6 @@ META = {"SYSTEM_META_REGION": "test-region", "SYSTEM_META_POD": "pod-1"}
 
 
 @pytest.fixture(scope="module")
-def receiver() -> Iterator[Receiver]:
-    r = Receiver()
-    yield r
-    r.close()
-
-
-@pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory, receiver: Receiver) -> Iterator[Gateway]:
     env = {
         "WEBHOOK_SECRET": SECRET,

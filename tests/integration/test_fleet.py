@@ -123,20 +123,6 @@ def ended_webhooks(receiver: Receiver, path: str) -> Counter[str]:
 
 
 @pytest.fixture(scope="module")
-def receiver() -> Iterator[Receiver]:
-    r = Receiver()
-    yield r
-    r.close()
-
-
-@pytest.fixture(scope="module")
-def redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path_factory.mktemp("fleet-redis")).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
 def trio(tmp_path_factory: pytest.TempPathFactory, redis: RedisServer) -> Iterator[list[Gateway]]:
     """Three gateways with the shipped workflows; a result past 0.5 MB does not travel."""
     env = {

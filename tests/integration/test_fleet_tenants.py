@@ -41,20 +41,6 @@ ENV = {
 
 
 @pytest.fixture(scope="module")
-def receiver() -> Iterator[Receiver]:
-    r = Receiver()
-    yield r
-    r.close()
-
-
-@pytest.fixture(scope="module")
-def redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path_factory.mktemp("tenant-fleet-redis")).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
 def duo(tmp_path_factory: pytest.TempPathFactory, redis: RedisServer) -> Iterator[list[Gateway]]:
     gateways = start_fleet(tmp_path_factory.mktemp("tenant-fleet"), 2, redis, **ENV)
     yield gateways

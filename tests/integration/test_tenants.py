@@ -42,13 +42,6 @@ def gateway(tenant_gateway: Gateway) -> Gateway:
     return tenant_gateway
 
 
-@pytest.fixture(scope="module")
-def receiver() -> Iterator[Receiver]:
-    r = Receiver()
-    yield r
-    r.close()
-
-
 @pytest.fixture(autouse=True)
 def idle_comfyui(gateway: Gateway) -> Iterator[None]:
     """Each test leaves ComfyUI idle, whatever it left running."""

@@ -77,6 +77,18 @@ def running_proxy(comfy_url: str, workdir: Path) -> Iterator[str]:
         log.close()
 
 
+@contextlib.contextmanager
+def paired(gateway: GatewayProcess, workdir: Path) -> Iterator[Pair]:
+    """comfy-api-proxy on the gateway's ComfyUI, paired with the gateway. On leaving: what the
+    proxy's jobs wrote is removed, and every difference seen must be one DIFFERENCES lists."""
+    with running_proxy(gateway.comfy_url, workdir) as proxy_url:
+        both = Pair(proxy_url, gateway)
+        yield both
+        both.close()
+    unknown = both.seen - set(DIFFERENCES)
+    assert not unknown, unknown
+
+
 class Pair:
     """One client per server; `both` sends the same request to each."""
 
