@@ -32,6 +32,7 @@ from pathlib import Path
 
 import httpx
 
+from app.comfy.process import usable_cores
 from bench.clients import BenchClient, DirectClient, GatewayClient
 from bench.measure import progress
 from bench.pool import txt2img
@@ -48,7 +49,7 @@ async def gateways(
     # Each ComfyUI gets its share of the cores: torch starts one thread per core, and several
     # ComfyUIs on the same cores then spin against each other (measured on 2 cores: two
     # gateways at 2 threads each ran 0.27 jobs/s, at 1 thread each 0.59; one alone 0.57).
-    threads = str(max(1, len(os.sched_getaffinity(0)) // count))
+    threads = str(max(1, usable_cores() // count))
     started = [
         GatewayProcess(
             workdir / f"gateway-{n}-{time.monotonic_ns()}",

@@ -233,7 +233,7 @@ class ApiKeyAuth:
         """The 429 of a request past its key's requests per minute, or None."""
         assert caller.id is not None
         limit = limit_for(self.limits, caller)
-        if self.shared is not None and limit.requests_per_minute:
+        if self.shared is not None:
             wait_s = await self.shared.take(caller.id, limit)
         else:
             wait_s = self.limiter.take(caller.id, limit)
