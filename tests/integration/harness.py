@@ -10,6 +10,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from tests.gateway_process import (
     COMFY_HOME,
     MODELS,
@@ -27,6 +29,7 @@ __all__ = [
     "ROOT",
     "Gateway",
     "alive",
+    "assert_capacity_whole",
     "comfy_version",
     "eventually",
     "free_port",
@@ -61,3 +64,21 @@ def running(workdir: Path, **env: str) -> Iterator[Gateway]:
         yield gateway.start()
     finally:
         gateway.stop()
+
+
+def assert_capacity_whole(gateway: Gateway, client: httpx.Client | None = None) -> None:
+    """After a refused or failed request: the gateway holds no job (every instance idle, /ready's
+    queue_depth back to 0) and a normal job runs at once. `client` carries the API key where
+    the gateway has keys."""
+
+    def idle() -> bool:
+        health = httpx.get(f"{gateway.url}/health", timeout=5).json()
+        ready = httpx.get(f"{gateway.url}/ready", timeout=5).json()
+        return not any(i["jobs"] for i in health["instances"]) and ready["queue_depth"] == 0
+
+    eventually(idle, timeout_s=30, what="the gateway to hold no job (/health, /ready)")
+    with contextlib.ExitStack() as stack:
+        c = client or stack.enter_context(gateway.client())
+        answer = c.post("/prompt", json={"prompt": graph("g1_empty_save")}, timeout=60)
+    assert answer.status_code == 200, answer.text
+    assert len(answer.json()["images"]) == 1
