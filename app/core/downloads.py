@@ -24,16 +24,6 @@ def is_model_url(value: Any) -> bool:
     return isinstance(value, str) and value[:8].lower().startswith(URL_SCHEMES)
 
 
-def prefix_problem(prefix: str) -> str | None:
-    """Why a credential's URL prefix is not one (it needs an http(s) scheme and a host), or None."""
-    parts = urlsplit(prefix)
-    if parts.scheme in ("http", "https") and parts.hostname:
-        return None
-    return (
-        f"{prefix[:100]!r} is not a URL prefix: give its scheme and host, e.g. https://host/path/"
-    )
-
-
 def redact(url: str) -> str:
     """A URL as logs and answers may show it: no user info, and no query (tokens travel there)."""
     try:
@@ -42,6 +32,17 @@ def redact(url: str) -> str:
     except ValueError:
         return "<an unparsable URL>"
     return urlunsplit((parts.scheme, netloc, parts.path, "…" if parts.query else "", ""))
+
+
+def without_userinfo(url: str) -> str:
+    """A client's URL as records and errors keep it: no `user:password@`; the rest as given."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<an unparsable URL>"
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
 
 class ModelDownloadRequest(BaseModel):

@@ -49,9 +49,7 @@ class Gateway(JobDoor):
         self.webhooks = WebhookSender(settings)
         self.inputs = InputFiles(settings, self.pool.first.client)
         addresses = AddressPolicy.from_settings(settings)
-        self.uploader = Uploader(
-            settings.http_upload_auth_header, settings.upload_timeout_s, addresses
-        )
+        self.uploader = Uploader.from_settings(settings, addresses)
         self.system_events: SystemEvents | None = None
         if settings.system_webhook_url and settings.system_webhook_events:
             self.system_events = SystemEvents(

@@ -7,8 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field, SecretStr, field_validator
 
-from app.core.downloads import prefix_problem
 from app.core.settings.sources import empty_is_unset
+from app.core.url_prefixes import prefix_problem
 
 
 class ModelSettings(BaseModel):
