@@ -138,7 +138,10 @@ class CachedModel(BaseModel):
     folder: str = Field(description="The model folder")
     filename: str = Field(description="The file's name")
     bytes: int = Field(description="Its size")
-    source: str = Field(description="Where it came from, without user info or query")
+    source: str | None = Field(
+        description="Where it came from, without user info or query; null for another API "
+        "key's download (an admin key sees every source)"
+    )
     sha256: str = Field(description="Its SHA-256")
     downloaded_at: str = Field(description="When it landed (ISO 8601, UTC)")
     last_used: str = Field(description="When a job or download last named it (ISO 8601, UTC)")

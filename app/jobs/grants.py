@@ -1,7 +1,12 @@
-"""The operator's S3 credentials serve only the buckets it lists (S3_BUCKETS; none listed: any),
-and a client sees no more of an S3 failure than its error code.
+"""What a request may spend of what the operator shares among keys: the model cache (downloads
+and pins: KEY_LIMITS `models` and `max_downloads`) and the operator's S3 credentials
+(S3_BUCKETS).
 
-The uploader checks an `s3` upload's bucket before it writes; a refusal names the bucket.
+Checked where a request comes in, before anything is taken: by the job door for a graph and its
+options (a model URL in a graph, or in a workflow's field, which reaches the graph, is a
+download; an `s3` upload names a bucket), by the model routes for `POST /models/download`. A
+refusal is located at what asked: 403 for a grant the key lacks, 400 for a bucket the gateway
+does not serve. The model store and the uploader check buckets again where they use them.
 """
 
 from __future__ import annotations
@@ -9,8 +14,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from app.core.errors import InvalidRequest
+from app.comfy.graph import Graph
+from app.comfy.model_inputs import is_model_url, model_inputs
+from app.core.downloads import ModelDownloadRequest
+from app.core.errors import Forbidden, InvalidRequest
+from app.core.keys import ANONYMOUS, UNNAMED_ID, Caller, split_entry
+from app.core.limits import ModelsGrant, limit_for, models_grant
+from app.core.options import JobOptions
 from app.core.settings import Settings
+
+OPENED_BY = "KEY_LIMITS `models` opens it per key; admin keys may"
 
 
 @dataclass(frozen=True)
@@ -52,3 +65,61 @@ def s3_error_code(error: Exception) -> str:
         if isinstance(code, str) and code:
             return code
     return type(error).__name__
+
+
+class Grants:
+    """The model grants of each key (KEY_LIMITS) and the S3 buckets (S3_BUCKETS)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.limits = settings.key_limits
+        self.buckets = Buckets.from_settings(settings)
+        self.admin_ids = frozenset(
+            split_entry(key.get_secret_value()).id for key in settings.admin_api_keys
+        )
+
+    def caller_of(self, owner: str | None) -> Caller:
+        """The caller a job's owner stands for where only its key's id travels (a job in the
+        runner, or taken from a fleet's queue)."""
+        if owner is None:
+            return ANONYMOUS
+        named = UNNAMED_ID.fullmatch(owner) is None
+        return Caller(owner, named=named, admin=owner in self.admin_ids)
+
+    def models(self, caller: Caller) -> ModelsGrant:
+        return models_grant(self.limits, caller)
+
+    def max_downloads(self, caller: Caller) -> int:
+        """The caller's KEY_LIMITS max_downloads (0: no limit)."""
+        return limit_for(self.limits, caller).max_downloads
+
+    def check_download(self, caller: Caller, body: ModelDownloadRequest) -> None:
+        """POST /models/download: the key may download (and pin, when it asks), from a bucket
+        the gateway serves."""
+        grant = self.models(caller)
+        if grant == "none":
+            raise Forbidden(f"url: this API key may not download models ({OPENED_BY})",
+                            location="url")  # fmt: skip
+        if body.pin and grant != "pin":
+            raise Forbidden(
+                "pin: this API key may download models but not pin them (KEY_LIMITS `models: "
+                "pin` opens it; admin keys may)",
+                location="pin",
+            )
+        self.buckets.check_url(body.url, "url")
+
+    def check_job(self, caller: Caller, graph: Graph, options: JobOptions | None) -> None:
+        """A job: every model URL in its graph is a download of the key's; its `s3` bucket."""
+        grant = self.models(caller)
+        for node_id, name, _, value in model_inputs(graph):
+            if not is_model_url(value):
+                continue
+            where = f"prompt.{node_id}.inputs.{name}"
+            if grant == "none":
+                raise Forbidden(
+                    f"{where}: this API key may not download models, so it names an installed "
+                    f"file, not a URL ({OPENED_BY})",
+                    location=where,
+                )
+            self.buckets.check_url(value, where)
+        if options is not None and options.s3 is not None:
+            self.buckets.check(options.s3.bucket, "s3.bucket")

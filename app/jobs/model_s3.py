@@ -77,7 +77,7 @@ class S3Source:
             transfer.validator = answer.get("ETag")
             transfer.sized(int(answer["ContentLength"]))
         body = answer["Body"]
-        writer = Writer(file)
+        writer = Writer(file, transfer.grow)
         try:
             while chunk := await asyncio.to_thread(body.read, READ_BYTES):
                 transfer.took(chunk)
