@@ -23,7 +23,7 @@ from app.core.limits import ModelsGrant, limit_for, models_grant
 from app.core.options import JobOptions
 from app.core.settings import Settings
 
-OPENED_BY = "KEY_LIMITS `models` opens it per key; admin keys may"
+OPENED_BY = "KEY_LIMITS `models` opens downloads per key; admin keys may download"
 
 
 @dataclass(frozen=True)
@@ -116,8 +116,8 @@ class Grants:
             where = f"prompt.{node_id}.inputs.{name}"
             if grant == "none":
                 raise Forbidden(
-                    f"{where}: this API key may not download models, so it names an installed "
-                    f"file, not a URL ({OPENED_BY})",
+                    f"{where}: this API key may not download models: name an installed file, "
+                    f"not a URL ({OPENED_BY})",
                     location=where,
                 )
             self.buckets.check_url(value, where)
