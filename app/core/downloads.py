@@ -24,16 +24,6 @@ def is_model_url(value: Any) -> bool:
     return isinstance(value, str) and value[:8].lower().startswith(URL_SCHEMES)
 
 
-def prefix_problem(prefix: str) -> str | None:
-    """Why a credential's URL prefix is not one (it needs an http(s) scheme and a host), or None."""
-    parts = urlsplit(prefix)
-    if parts.scheme in ("http", "https") and parts.hostname:
-        return None
-    return (
-        f"{prefix[:100]!r} is not a URL prefix: give its scheme and host, e.g. https://host/path/"
-    )
-
-
 def redact(url: str) -> str:
     """A URL as logs and answers may show it: no user info, and no query (tokens travel there)."""
     try:
@@ -42,6 +32,17 @@ def redact(url: str) -> str:
     except ValueError:
         return "<an unparsable URL>"
     return urlunsplit((parts.scheme, netloc, parts.path, "…" if parts.query else "", ""))
+
+
+def without_userinfo(url: str) -> str:
+    """A client's URL as records and errors keep it: no `user:password@`; the rest as given."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<an unparsable URL>"
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
 
 class ModelDownloadRequest(BaseModel):
@@ -137,7 +138,10 @@ class CachedModel(BaseModel):
     folder: str = Field(description="The model folder")
     filename: str = Field(description="The file's name")
     bytes: int = Field(description="Its size")
-    source: str = Field(description="Where it came from, without user info or query")
+    source: str | None = Field(
+        description="Where it came from, without user info or query; null for another API "
+        "key's download (an admin key sees every source)"
+    )
     sha256: str = Field(description="Its SHA-256")
     downloaded_at: str = Field(description="When it landed (ISO 8601, UTC)")
     last_used: str = Field(description="When a job or download last named it (ISO 8601, UTC)")

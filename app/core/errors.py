@@ -6,7 +6,8 @@
     │   ├── InputError          400 an input file cannot be used (bad URL, base64, kind...)
     │   └── NoOutputs           400 the graph has no output node
     ├── Unauthorized            401 no API key, or an unknown one (API_KEYS); WWW-Authenticate
-    ├── Forbidden               403 a ComfyUI endpoint the passthrough does not open by default
+    ├── Forbidden               403 a ComfyUI endpoint the passthrough does not open by default, or
+    │                               what a key's grants (KEY_LIMITS `models`) do not allow
     ├── NotFound                404 unknown route, or an id this gateway does not know
     ├── MethodNotAllowed        405 the route exists, the method does not
     ├── Conflict                409 the request clashes with a job (duplicate id)
@@ -15,6 +16,7 @@
     ├── QueueFull               429 MAX_QUEUE_DEPTH reached (Retry-After)
     ├── RateLimited             429 the key's requests_per_minute (KEY_LIMITS) spent (Retry-After)
     ├── TooManyJobs             429 the key's max_jobs (KEY_LIMITS) queued or running (Retry-After)
+    ├── TooManyDownloads        429 the key's max_downloads (KEY_LIMITS) in flight (Retry-After)
     ├── WorkflowFailed          500 a workflow module's generate_workflow has a bug
     ├── ExecutionFailed         502 a node raised while ComfyUI executed the graph
     ├── UploadFailed            502 an output could not be stored in S3 or PUT to http_upload
@@ -164,6 +166,13 @@ class TooManyJobs(GatewayError):
 
     status = 429
     code = "too_many_jobs"
+
+
+class TooManyDownloads(GatewayError):
+    """The API key has as many model downloads in flight as its KEY_LIMITS max_downloads allow."""
+
+    status = 429
+    code = "too_many_downloads"
 
 
 class WorkflowFailed(GatewayError):

@@ -1,13 +1,17 @@
-"""Per-key limits (KEY_LIMITS): requests per minute and jobs at once, and the rate limiter.
+"""Per-key limits (KEY_LIMITS): requests per minute, jobs and model downloads at once, what a
+key may do to the shared model cache, and the rate limiter.
 
 KEY_LIMITS maps a key's name to its limits; `default` applies to every other key but the admin
 keys (which are limited only under a name of their own):
 
     default: {requests_per_minute: 120, max_jobs: 4}
-    acme: {requests_per_minute: 600, burst: 60, max_jobs: 16}
+    acme: {requests_per_minute: 600, burst: 60, max_jobs: 16, models: download, max_downloads: 2}
 
 Given as that mapping in CONFIG_FILE, or in the environment as inline YAML or JSON (a value that
 starts with `{`) or as the path of a YAML file holding it. A limit that is 0 or missing is no limit.
+`models` is a grant, not a limit: missing is `none`, so a key downloads models (which may evict
+others from the cache every key shares) only where the operator says so; admin keys, and every
+request while API keys are off, may download and pin.
 
 The rate is a token bucket per key id (GCRA: one number per key, the time its bucket is next
 full, so a Redis-backed version later is one atomic update): `burst` requests at once (default:
@@ -20,7 +24,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -29,6 +33,9 @@ from app.core.keys import NAME_PATTERN, Caller
 
 DEFAULT = "default"
 PRUNE_AT = 10_000  # bucket states kept before the full ones (nothing to remember) are dropped
+# What a key may do to the shared model cache: nothing; download (model URLs in its jobs, POST
+# /models/download: both may evict the least recently used models); download and pin.
+ModelsGrant = Literal["none", "download", "pin"]
 
 
 class KeyLimit(BaseModel):
@@ -39,6 +46,10 @@ class KeyLimit(BaseModel):
     requests_per_minute: int = Field(0, ge=0, description="Sustained request rate")
     burst: int = Field(0, ge=0, description="Requests at once (0: requests_per_minute)")
     max_jobs: int = Field(0, ge=0, description="Jobs queued or running at once")
+    models: ModelsGrant = Field(
+        "none", description="Model downloads: `none`, `download`, or `pin` (download and pin)"
+    )
+    max_downloads: int = Field(0, ge=0, description="Model downloads it started in flight at once")
 
     @property
     def bucket(self) -> int:
@@ -74,7 +85,10 @@ def parse_key_limits(value: Any) -> dict[str, KeyLimit]:
         if name != DEFAULT and not (isinstance(name, str) and NAME_PATTERN.fullmatch(name)):
             raise ValueError(f"{name!r} is not a key name (1-64 of A-Za-z0-9_.-) nor default")
         if not isinstance(given, dict):
-            raise ValueError(f"{name}: must be a mapping of requests_per_minute, burst, max_jobs")
+            raise ValueError(
+                f"{name}: must be a mapping of requests_per_minute, burst, max_jobs, models, "
+                "max_downloads"
+            )
         try:
             limits[str(name)] = KeyLimit.model_validate(given)
         except ValidationError as e:
@@ -91,6 +105,14 @@ def limit_for(limits: dict[str, KeyLimit], caller: Caller) -> KeyLimit:
     if caller.named and caller.id in limits:
         return limits[caller.id]
     return NO_LIMIT if caller.admin else limits.get(DEFAULT, NO_LIMIT)
+
+
+def models_grant(limits: dict[str, KeyLimit], caller: Caller) -> ModelsGrant:
+    """What a caller may do to the model cache: all without keys and for admin keys, else what
+    KEY_LIMITS grants its name (or `default`)."""
+    if caller.id is None or caller.admin:
+        return "pin"
+    return limit_for(limits, caller).models
 
 
 class SharedRates(Protocol):

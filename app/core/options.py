@@ -19,7 +19,7 @@ from pydantic import (
     model_validator,
 )
 
-from app.core.downloads import prefix_problem
+from app.core.url_prefixes import prefix_problem
 
 REQUEST_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
 

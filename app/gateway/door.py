@@ -33,6 +33,7 @@ from app.fleet.fleet import Fleet
 from app.fleet.queue import FleetJob
 from app.fleet.store import MaxJobsReached
 from app.gateway.pool import Pool
+from app.jobs.grants import Grants
 from app.jobs.job import Job
 from app.jobs.runner import JobRunner
 
@@ -44,6 +45,7 @@ class JobDoor:
     """The Gateway's methods for jobs (a mixin: the Gateway provides the services below)."""
 
     settings: Settings
+    grants: Grants
     pool: Pool
     jobs: JobRunner
     fleet: Fleet | None
@@ -106,6 +108,7 @@ class JobDoor:
         """Accept a job of this caller's, if the gateway (and the key's max_jobs) take work now;
         ComfyUI's refusal raises here when the job is submitted at once."""
         self.check_accepting()
+        self.grants.check_job(caller, graph, options)  # model URLs, S3 buckets: before any hold
         most = self.max_jobs(caller)
         if self.fleet is not None:
             try:  # the key's jobs are counted in Redis, as the job is queued

@@ -28,6 +28,7 @@ from app.gateway.door import JobDoor
 from app.gateway.pool import Pool
 from app.gateway.state import gateway_state
 from app.jobs.finish import Finisher
+from app.jobs.grants import Grants
 from app.jobs.inputs import InputFiles
 from app.jobs.model_store import ModelStore
 from app.jobs.runner import JobRunner
@@ -49,9 +50,8 @@ class Gateway(JobDoor):
         self.webhooks = WebhookSender(settings)
         self.inputs = InputFiles(settings, self.pool.first.client)
         addresses = AddressPolicy.from_settings(settings)
-        self.uploader = Uploader(
-            settings.http_upload_auth_header, settings.upload_timeout_s, addresses
-        )
+        self.uploader = Uploader.from_settings(settings, addresses)
+        self.grants = Grants(settings)  # what each key may spend of what keys share
         self.system_events: SystemEvents | None = None
         if settings.system_webhook_url and settings.system_webhook_events:
             self.system_events = SystemEvents(
@@ -64,7 +64,9 @@ class Gateway(JobDoor):
                 instance.tracker.listeners.append(self._forward_system_event)
         # Downloads and their cache: ComfyUI's model listing is the first instance's (every
         # instance searches the same folders); jobs resolve model URLs where they run.
-        self.models = ModelStore(settings, self.pool.first.client, addresses, self.system_events)
+        self.models = ModelStore(
+            settings, self.pool.first.client, addresses, self.system_events, self.grants
+        )
         finisher = Finisher(
             settings.comfy_output_dir,
             self.uploader,

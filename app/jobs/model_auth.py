@@ -1,8 +1,9 @@
 """Credentials for model hosts: which header goes with which URL, and with no other.
 
-A credential is matched against the URL of every hop of a download, redirects included: the
-prefix's scheme, host and port must be the URL's own and its path a prefix of the URL's path. So
-a token for `https://huggingface.co/` never reaches the CDN a download is redirected to, nor
+A credential is matched against the URL of every hop of a download, redirects included, by the
+one rule for operators' prefixes (app.core.url_prefixes): the prefix's scheme, host and port
+must be the URL's own and its path the URL's path up to a `/`. So a token for
+`https://huggingface.co/` never reaches the CDN a download is redirected to, nor
 `https://huggingface.co.example.net/`. Values are kept as SecretStr until the moment a header is
 built, so no repr, log line or error message can show them.
 """
@@ -13,30 +14,16 @@ import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 from pydantic import SecretStr
 
 from app.core.settings import Settings
+from app.core.url_prefixes import UrlPrefix
 
 # Where the tokens with a setting of their own go.
 HF_PREFIX = "https://huggingface.co/"
 CIVITAI_PREFIX = "https://civitai.com/"
 HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
-DEFAULT_PORTS = {"http": 80, "https": 443}
-
-
-def origin(url: str) -> tuple[str, str, int] | None:
-    """(scheme, host, port) of an http(s) URL, or None."""
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError:
-        return None
-    scheme = parts.scheme.lower()
-    if scheme not in DEFAULT_PORTS or not parts.hostname:
-        return None
-    return scheme, parts.hostname.lower(), port or DEFAULT_PORTS[scheme]
 
 
 def header_of(value: str) -> tuple[str, str]:
@@ -53,19 +40,16 @@ def header_of(value: str) -> tuple[str, str]:
 class Credential:
     """One header for the URLs under one prefix."""
 
-    origin: tuple[str, str, int]
-    path: str
+    prefix: UrlPrefix
     secret: SecretStr
 
     @classmethod
     def parse(cls, prefix: str, secret: SecretStr) -> Credential | None:
-        found = origin(prefix)
-        if found is None:
-            return None
-        return cls(found, urlsplit(prefix).path or "/", secret)
+        found = UrlPrefix.parse(prefix)
+        return cls(found, secret) if found is not None else None
 
     def matches(self, url: str) -> bool:
-        return origin(url) == self.origin and (urlsplit(url).path or "/").startswith(self.path)
+        return self.prefix.covers(url)
 
 
 class Credentials:
@@ -92,8 +76,8 @@ class Credentials:
     @classmethod
     def for_host_of(cls, url: str, secret: SecretStr) -> Credentials:
         """A request's `auth`: for the host of its own URL, any path."""
-        found = origin(url)
-        return cls([Credential(found, "/", secret)] if found else [])
+        found = UrlPrefix.host_of(url)
+        return cls([Credential(found, secret)] if found is not None else [])
 
     def before(self, other: Credentials) -> Credentials:
         """These first (a request's own), then other (the operator's)."""
@@ -103,7 +87,8 @@ class Credentials:
         """The credential for url: the longest matching prefix."""
         best: Credential | None = None
         for entry in self.entries:
-            if entry.matches(url) and (best is None or len(entry.path) > len(best.path)):
+            longer = best is None or len(entry.prefix.path) > len(best.prefix.path)
+            if longer and entry.matches(url):
                 best = entry
         if best is None and self.then is not None:
             return self.then.match(url)

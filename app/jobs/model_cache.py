@@ -4,8 +4,11 @@ used, which jobs hold them, and deleting the least recently used to make room.
 The index (`.comfy-gateway-models.json` in MODEL_CACHE_DIR) lists what the gateway downloaded;
 every other file there is the operator's and is neither counted nor ever deleted. A model a
 queued or running job holds is never deleted, nor is one pinned (the manifest's, or downloaded
-with `pin`). Room is made for a download before its bytes arrive, against MODEL_CACHE_MAX_GB
-and the disk's free space, counting what downloads in flight have been promised.
+with `pin`). Room is taken for a download's bytes as they arrive (before each piece is written),
+against MODEL_CACHE_MAX_GB and the disk's free space, counting what other downloads in flight
+have taken: a size the source declares only refuses a download early that could never fit, and
+never evicts anything, so a server that announces gigabytes and trickles bytes costs the cache
+no more than the bytes it sends.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from pathlib import Path
 
 from app.core.downloads import CachedModel, ModelCacheState
 from app.core.errors import InsufficientStorage
+from app.core.keys import ANONYMOUS, Caller
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +50,7 @@ class Entry:
     downloaded_at: float
     last_used: float
     pinned: bool = False
+    owner: str | None = None  # the id of the key whose request downloaded it (None: no keys)
 
     @property
     def key(self) -> str:
@@ -54,7 +59,8 @@ class Entry:
 
 @dataclass(eq=False)
 class Reservation:
-    """Room promised to one download in flight; `written` says how much of it is on disk."""
+    """Room taken by one download in flight (its bytes that arrived); `written` says how much
+    of it is on disk."""
 
     size: int = 0
     written: Callable[[], int] = lambda: 0
@@ -177,10 +183,19 @@ class ModelCache:
         return sum(e.bytes for e in self.entries.values() if not e.pinned)
 
     # -- room ----------------------------------------------------------------------------------
+    def fits(self, reservation: Reservation, size: int, folder: Path) -> None:
+        """A size a source declares: raise InsufficientStorage when even evicting every model
+        that may go would not make room for it. Evicts nothing: a declared size is a claim,
+        and room is taken only as bytes arrive (reserve)."""
+        self._room(reservation, size, folder, evict=False)
+
     def reserve(self, reservation: Reservation, size: int, folder: Path) -> None:
-        """Grow a download's promised room to `size`, evicting the least recently used models
-        no job holds; or, when even all of those would not do, evict nothing and raise
-        InsufficientStorage saying what is in the way."""
+        """Grow a download's room to `size` bytes (what has arrived), evicting the least
+        recently used models no job holds; or, when even all of those would not do, evict
+        nothing and raise InsufficientStorage saying what is in the way."""
+        self._room(reservation, size, folder, evict=True)
+
+    def _room(self, reservation: Reservation, size: int, folder: Path, *, evict: bool) -> None:
         more = size - reservation.size
         if more <= 0:
             return
@@ -193,11 +208,12 @@ class ModelCache:
         free = self._free(folder)
         over_disk = more + DISK_HEADROOM + self._pending() - free
         victims, freed = [], 0
-        for entry in self._evictable():
-            if freed >= max(over_cap, over_disk):
-                break
-            victims.append(entry)
-            freed += entry.bytes
+        if max(over_cap, over_disk) > 0:
+            for entry in self._evictable():
+                if freed >= max(over_cap, over_disk):
+                    break
+                victims.append(entry)
+                freed += entry.bytes
         if freed < over_cap:
             raise InsufficientStorage(
                 f"no room under {cap}: it holds {size_text(self.used_bytes)} of downloaded "
@@ -211,6 +227,8 @@ class ModelCache:
                 f"{size_text(self._pending() + more)} needed and {size_text(DISK_HEADROOM)} kept "
                 "free; the models left there are in use or the operator's"
             )
+        if not evict:
+            return
         for entry in victims:
             self._evict(entry)
         reservation.size = size
@@ -244,7 +262,9 @@ class ModelCache:
         )  # fmt: skip
         self.on_evicted(victim)
 
-    def state(self) -> ModelCacheState:
+    def state(self, caller: Caller = ANONYMOUS) -> ModelCacheState:
+        """What GET /models/cache shows: every model (each key may use any by name), but where
+        it came from only to the key that downloaded it (an admin: every source)."""
         ordered = sorted(self.entries.values(), key=lambda e: e.last_used)
         return ModelCacheState(
             dir=str(self.root),
@@ -255,7 +275,7 @@ class ModelCache:
                     folder=e.folder,
                     filename=e.filename,
                     bytes=e.bytes,
-                    source=e.source,
+                    source=e.source if caller.sees(e.owner) else None,
                     sha256=e.sha256,
                     downloaded_at=iso(e.downloaded_at),
                     last_used=iso(e.last_used),

@@ -3,7 +3,9 @@
 A download is shared by everyone who asked for the same file at the same time (single flight):
 each requester waits on the same record and gets the outcome located at its own request
 (`url`, `prompt.4.inputs.lora_name`), and each job among them holds the file from the moment
-it lands, so that no other download can evict it before the job is submitted.
+it lands, so that no other download can evict it before the job is submitted. A download is the
+key's that started it (it counts against that key's KEY_LIMITS max_downloads) and is shown to
+the keys that asked for it, and to admin keys.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 
 from app.core.downloads import DownloadStatus, ModelDownloadState, redact
 from app.core.errors import GatewayError
+from app.core.keys import Caller
 from app.jobs.model_auth import Credentials
 from app.jobs.model_cache import Entry, Hold
 from app.jobs.model_transfer import Transfer
@@ -60,6 +63,8 @@ class Download:
     id: str
     spec: Spec
     where: str  # the location its first requester gave; errors are relocated per requester
+    owner: str | None = None  # the id of the key that started it (None: no keys, the manifest)
+    askers: set[str | None] = field(default_factory=set)  # the ids of the keys that asked
     filename: str | None = None
     status: DownloadStatus = "queued"
     transfer: Transfer | None = None
@@ -75,6 +80,10 @@ class Download:
     @property
     def finished(self) -> bool:
         return self.status in ("done", "failed")
+
+    def shown_to(self, caller: Caller) -> bool:
+        """Whether the caller may see this download: it asked for it, or is an admin key."""
+        return caller.admin or caller.id == self.owner or caller.id in self.askers
 
     def hand_over(self, entry: Entry | None) -> None:
         """The file is in place: every job waiting for it holds it from now on."""

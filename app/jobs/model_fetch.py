@@ -1,8 +1,9 @@
 """Fetching one model file into a temporary file: HTTP(S) resumed with `Range`, or S3.
 
-A transfer that breaks (a connection reset, a stall past MODEL_DOWNLOAD_TIMEOUT_S, a body cut
-short, a 5xx or 429) is resumed from the bytes already on disk, with `If-Range` so that a file
-that changed meanwhile starts over, up to MODEL_DOWNLOAD_RETRIES times. Every hop of a client's
+A transfer that breaks (a connection reset, a stall past MODEL_DOWNLOAD_TIMEOUT_S, a connection
+slower than MODEL_DOWNLOAD_MIN_KIB_PER_S over that time, a body cut short, a 5xx or 429) is
+resumed from the bytes already on disk, with `If-Range` so that a file that changed meanwhile
+starts over, up to MODEL_DOWNLOAD_RETRIES times. Every hop of a client's
 URL, redirects included, is checked and pinned by the address policy (app.core.addresses), and
 carries only the credential whose prefix matches that hop (app.jobs.model_auth).
 """
@@ -22,7 +23,15 @@ import httpx
 from app.core.addresses import AddressPolicy, AddressRefused, Pinned
 from app.core.errors import InsufficientStorage, InvalidRequest
 from app.jobs.model_s3 import S3Source
-from app.jobs.model_transfer import Broken, Transfer, Writer, disposition_name, failed, sync
+from app.jobs.model_transfer import (
+    Broken,
+    Pace,
+    Transfer,
+    Writer,
+    disposition_name,
+    failed,
+    sync,
+)
 
 log = logging.getLogger(__name__)
 
@@ -37,9 +46,18 @@ CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
 class Fetcher:
     """Downloads model files with resume; one HTTP client for all of them."""
 
-    def __init__(self, addresses: AddressPolicy, *, timeout_s: float, retries: int) -> None:
+    def __init__(
+        self,
+        addresses: AddressPolicy,
+        *,
+        timeout_s: float,
+        retries: int,
+        min_bytes_per_s: float = 0.0,
+    ) -> None:
         self.addresses = addresses
         self.retries = retries
+        self.timeout_s = timeout_s
+        self.min_bytes_per_s = min_bytes_per_s
         self.http = httpx.AsyncClient(
             follow_redirects=False, timeout=httpx.Timeout(timeout_s, connect=10.0)
         )
@@ -69,6 +87,7 @@ class Fetcher:
     async def _fetch(self, transfer: Transfer, file: IO[bytes]) -> None:
         failures = 0
         while True:
+            transfer.pace = Pace(self.min_bytes_per_s, self.timeout_s)  # per connection
             try:
                 if transfer.url.lower().startswith("s3://"):
                     await self.s3.receive(transfer, file)
@@ -146,7 +165,7 @@ class Fetcher:
             raise Broken("HTTP 416: the file is not as long as before")
         else:
             raise failed(transfer, f"the server answered HTTP {status}", status)
-        writer = Writer(file)
+        writer = Writer(file, transfer.grow)
         try:
             async for chunk in response.aiter_raw():
                 transfer.took(chunk)

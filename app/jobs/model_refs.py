@@ -27,16 +27,17 @@ Ref = tuple[str, str, str, str]  # node id, input name, folder, value
 
 
 async def prepare(
-    store: ModelStore, graph: Graph, options: JobOptions | None
+    store: ModelStore, graph: Graph, options: JobOptions | None, owner: str | None
 ) -> tuple[Graph, Hold]:
-    """The graph with its model URLs replaced by files, and the hold on its downloaded models."""
+    """The graph with its model URLs replaced by files (downloads of the key `owner`), and the
+    hold on its downloaded models."""
     refs = list(model_inputs(graph))
     if not refs:
         return graph, Hold(None, [])  # most graphs: nothing to do, nothing to hold
     hold = store.cache.hold([])
     try:
         if any(is_model_url(value) for *_, value in refs):
-            graph = await resolve(store, graph, refs, options, hold)
+            graph = await resolve(store, graph, refs, options, hold, owner)
         for _, _, folder, value in model_inputs(graph):
             entry = store.cache.get(folder, value)
             if entry is not None:
@@ -50,10 +51,17 @@ async def prepare(
 
 
 async def resolve(
-    store: ModelStore, graph: Graph, refs: list[Ref], options: JobOptions | None, hold: Hold
+    store: ModelStore,
+    graph: Graph,
+    refs: list[Ref],
+    options: JobOptions | None,
+    hold: Hold,
+    owner: str | None,
 ) -> Graph:
     """Download every model URL of the graph (each once, shared with other jobs naming it) and
-    put its file name in its place."""
+    put its file name in its place. Whether the key may download was asked at the door
+    (app.jobs.grants); its buckets are asked again here, where the operator's S3 credentials
+    are used (in a fleet: on the gateway that runs the job)."""
     urls = [ref for ref in refs if is_model_url(ref[3])]
     first = f"prompt.{urls[0][0]}.inputs.{urls[0][1]}"
     if not store.enabled:
@@ -67,13 +75,14 @@ async def resolve(
     credentials = store.credentials
     if options is not None and options.model_credentials:
         credentials = Credentials.of(options.model_credentials).before(credentials)
-    waits = []
+    started = []
     for node_id, name, folder, url in urls:
         where = f"prompt.{node_id}.inputs.{name}"
         await store.check_folder(folder, where)
+        store.grants.buckets.check_url(url, where)
         spec = Spec.of(url, folder, None, None, credentials)
-        waits.append(store.start(spec, credentials, where).outcome(where, hold))
-    names = await asyncio.gather(*waits)
+        started.append((store.start(spec, credentials, where, owner), where))
+    names = await asyncio.gather(*(download.outcome(where, hold) for download, where in started))
     rewritten = dict(graph)
     for (node_id, name, _, _), filename in zip(urls, names, strict=True):
         node = rewritten[node_id]

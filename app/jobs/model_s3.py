@@ -2,17 +2,23 @@
 
 Credentials, region and endpoint come from the usual AWS variables, as for output uploads
 (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ENDPOINT_URL): the endpoint is the
-operator's, so the address policy does not apply; a request names only a bucket and a key.
+operator's, so the address policy does not apply; a request names only a bucket (one of
+S3_BUCKETS, when set: app.jobs.grants) and a key. A failure shows its S3 error code only; the
+rest (which may name the operator's account, user or endpoint) goes to the log.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from typing import IO, Any
 from urllib.parse import unquote, urlsplit
 
+from app.jobs.grants import s3_error_code
 from app.jobs.model_transfer import Broken, Transfer, Writer, failed
+
+log = logging.getLogger(__name__)
 
 READ_BYTES = 2**20
 CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+)$")
@@ -53,13 +59,14 @@ class S3Source:
         try:
             answer = await asyncio.to_thread(self._s3().get_object, **ask)
         except ClientError as e:
-            code = str(e.response.get("Error", {}).get("Code", ""))
+            code = s3_error_code(e)
             if code in STARTS_OVER:
                 await transfer.restart(file)
                 raise Broken(f"S3 {code}: starting over") from None
-            raise failed(transfer, f"S3 answered {code or e}") from None
+            log.warning("%s: S3 refused %s: %s", transfer.where, transfer.shown(), e)
+            raise failed(transfer, f"S3 answered {code}") from None
         except BotoCoreError as e:
-            raise Broken(f"{type(e).__name__}: {e}") from None
+            raise broken(transfer, e) from None
         if transfer.have:
             match = CONTENT_RANGE.match(str(answer.get("ContentRange", "")))
             if match is None or int(match.group(1)) != transfer.have:
@@ -70,13 +77,19 @@ class S3Source:
             transfer.validator = answer.get("ETag")
             transfer.sized(int(answer["ContentLength"]))
         body = answer["Body"]
-        writer = Writer(file)
+        writer = Writer(file, transfer.grow)
         try:
             while chunk := await asyncio.to_thread(body.read, READ_BYTES):
                 transfer.took(chunk)
                 await writer.add(chunk)
         except BotoCoreError as e:
-            raise Broken(f"{type(e).__name__}: {e}") from None
+            raise broken(transfer, e) from None
         finally:
             await writer.flush()
             body.close()
+
+
+def broken(transfer: Transfer, error: Exception) -> Broken:
+    """A failure to reach S3, for the client by its class only (its text names the endpoint)."""
+    log.warning("%s: reading %s from S3 failed: %s", transfer.where, transfer.shown(), error)
+    return Broken(type(error).__name__)

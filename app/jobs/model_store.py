@@ -7,15 +7,16 @@ download leaves nothing. Everyone asking for the same file at once shares one do
 
 A download says it is done only once ComfyUI lists the file and the store's watch
 (app.jobs.model_watch) has told its listeners: the workflow enums already name it then.
+
+Each download is the key's that started it: a key has at most its KEY_LIMITS max_downloads in
+flight (joining one in flight is free), and sees only the downloads it asked for (admin keys see
+all). Whether a key may download at all is checked where requests come in (app.jobs.grants).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import os
-import time
 import uuid
 from collections import OrderedDict
 from dataclasses import replace
@@ -28,27 +29,30 @@ from app.core.downloads import ModelDownloadRequest, redact
 from app.core.errors import (
     ComfyUnavailable,
     Conflict,
-    DownloadFailed,
     Forbidden,
     GatewayError,
     InvalidRequest,
     NotFound,
+    TooManyDownloads,
 )
+from app.core.keys import Caller
 from app.core.metrics import MetricsHooks
 from app.core.options import JobOptions
 from app.core.settings import Settings
+from app.jobs.grants import Grants
 from app.jobs.model_auth import Credentials
-from app.jobs.model_cache import TEMP_SUFFIX, Entry, Hold, ModelCache, Reservation, size_text
+from app.jobs.model_cache import Entry, Hold, ModelCache
 from app.jobs.model_downloads import Download, Spec
 from app.jobs.model_fetch import Fetcher
+from app.jobs.model_land import land
 from app.jobs.model_refs import prepare
-from app.jobs.model_transfer import Transfer, name_in
 from app.jobs.model_watch import ModelWatch
 from app.jobs.webhooks import SystemEvents
 
 log = logging.getLogger(__name__)
 
 KEEP_FINISHED = 200  # downloads GET /models/downloads still shows after they ended
+DOWNLOAD_RETRY_S = 30  # when a download ends is unknown; about what a small model takes
 
 
 class ModelStore:
@@ -60,6 +64,7 @@ class ModelStore:
         client: ComfyClient,
         addresses: AddressPolicy,
         events: SystemEvents | None = None,
+        grants: Grants | None = None,
     ) -> None:
         cap = settings.model_cache_max_gb
         self.cache = ModelCache(
@@ -69,7 +74,9 @@ class ModelStore:
             addresses,
             timeout_s=settings.model_download_timeout_s,
             retries=settings.model_download_retries,
+            min_bytes_per_s=settings.model_download_min_kib_per_s * 1024,
         )
+        self.grants = grants or Grants(settings)
         self.addresses = addresses
         self.credentials = Credentials.from_settings(settings)
         self.enabled = settings.model_downloads
@@ -94,12 +101,20 @@ class ModelStore:
 
     # -- what routes ask ---------------------------------------------------------------------
     async def request(
-        self, body: ModelDownloadRequest, *, trusted: bool = False, where: str = "url"
+        self,
+        body: ModelDownloadRequest,
+        *,
+        owner: str | None = None,
+        trusted: bool = False,
+        where: str = "url",
     ) -> Download:
-        """Start (or join) a download; a bad folder or refused address raises at once."""
+        """Start (or join) a download for the key `owner`; a bad folder, bucket or refused
+        address raises at once. `trusted`: the operator's (the manifest)."""
         if not self.enabled and not trusted:
             raise Forbidden("model downloads are off on this gateway (MODEL_DOWNLOADS=false)")
         await self.check_folder(body.folder, "folder")
+        if not trusted:
+            self.grants.buckets.check_url(body.url, where)
         credentials = self.credentials
         if body.auth is not None:
             credentials = Credentials.for_host_of(body.url, body.auth).before(credentials)
@@ -109,32 +124,44 @@ class ModelStore:
             except AddressRefused as e:
                 raise InvalidRequest(f"{where}: {e}", location=where) from None
         spec = Spec.of(body.url, body.folder, body.filename, body.sha256, credentials)
-        return self.start(replace(spec, pin=body.pin, trusted=trusted), credentials, where)
+        return self.start(replace(spec, pin=body.pin, trusted=trusted), credentials, where, owner)
 
-    def get(self, download_id: str) -> Download:
+    def get(self, download_id: str, caller: Caller) -> Download:
+        """A download the caller may see; another key's is the same 404 as an unknown id."""
         found = self.downloads.get(download_id)
-        if found is None:
+        if found is None or not found.shown_to(caller):
             raise NotFound(f"this gateway knows no download {download_id!r}", location="id")
         return found
 
+    def shown_to(self, caller: Caller) -> list[Download]:
+        """The downloads the caller may see, oldest first."""
+        return [d for d in self.downloads.values() if d.shown_to(caller)]
+
     # -- what jobs ask -----------------------------------------------------------------------
-    async def prepare(self, graph: Graph, options: JobOptions | None) -> tuple[Graph, Hold]:
-        """The graph with each model URL replaced by its file (downloaded first), and a hold on
-        every downloaded model it names, to release when the job's task ends."""
-        return await prepare(self, graph, options)
+    async def prepare(
+        self, graph: Graph, options: JobOptions | None, owner: str | None = None
+    ) -> tuple[Graph, Hold]:
+        """The graph with each model URL replaced by its file (downloaded first, for the key
+        `owner`), and a hold on every downloaded model it names, to release when the job's task
+        ends."""
+        return await prepare(self, graph, options, owner)
 
     # -- downloads ---------------------------------------------------------------------------
-    def start(self, spec: Spec, credentials: Credentials, where: str) -> Download:
-        """Join the download of the same file, or start one."""
+    def start(
+        self, spec: Spec, credentials: Credentials, where: str, owner: str | None = None
+    ) -> Download:
+        """Join the download of the same file, or start one for the key `owner`."""
         running = self.flights.get(spec.flight)
         if running is not None:
+            running.askers.add(owner)
             return running
         if spec.filename and f"{spec.folder}/{spec.filename}" in self.writing:
             raise Conflict(
                 f"{where}: another download is writing {spec.folder}/{spec.filename}",
                 location=where,
             )
-        download = Download(uuid.uuid4().hex[:12], spec, where)
+        self._check_max_downloads(owner, where)
+        download = Download(uuid.uuid4().hex[:12], spec, where, owner, {owner})
         self.flights[spec.flight] = download
         self.downloads[download.id] = download
         while len(self.downloads) > KEEP_FINISHED:
@@ -147,9 +174,24 @@ class ModelStore:
         task.add_done_callback(self._tasks.discard)
         return download
 
+    def _check_max_downloads(self, owner: str | None, where: str) -> None:
+        """Refuse (429) a new download of a key that has its max_downloads in flight."""
+        most = self.grants.max_downloads(self.grants.caller_of(owner))
+        if not most:
+            return
+        have = sum(d.owner == owner for d in self.flights.values())
+        if have >= most:
+            raise TooManyDownloads(
+                f"{where}: this API key has {have} model download(s) in flight, as many as its "
+                f"KEY_LIMITS max_downloads ({most}) allows; retry when one has ended",
+                location=where,
+                details={"limit": "max_downloads", "max_downloads": most},
+                headers={"Retry-After": str(DOWNLOAD_RETRY_S)},
+            )
+
     async def _run(self, download: Download, credentials: Credentials) -> None:
         try:
-            await self._land(download, credentials)
+            await land(self, download, credentials)
         except GatewayError as e:
             log.warning("download %s failed: %s", download.id, e.message)
             download.failed(e)
@@ -162,121 +204,13 @@ class ModelStore:
         finally:
             self.flights.pop(download.spec.flight, None)
 
-    def _present(self, spec: Spec, where: str) -> tuple[Entry | None, str, int] | None:
-        """(entry, name, size) of a file that is already there for this spec, or None."""
-        if spec.filename is None:
-            entry = self.cache.find(spec.folder, spec.url_key)
-            return (entry, entry.filename, entry.bytes) if entry is not None else None
-        path = self.cache.path(spec.folder, spec.filename)
-        if not path.exists():
-            return None
-        entry = self.cache.get(spec.folder, spec.filename)
-        if entry is not None and spec.sha256 and entry.sha256 != spec.sha256:
-            raise Conflict(
-                f"{where}: {spec.folder}/{spec.filename} is already there with sha256 "
-                f"{entry.sha256}; choose another filename",
-                location=where,
-            )
-        return entry, spec.filename, path.stat().st_size
-
-    def _free_name(self, spec: Spec, name: str) -> str:
-        """name, or, where another file has it, name with a piece of the URL's hash."""
-        taken = (
-            f"{spec.folder}/{name}" in self.writing or self.cache.path(spec.folder, name).exists()
-        )
-        if spec.filename is not None or not taken:
-            return name
-        stem, _, extension = name.rpartition(".")
-        return f"{stem}-{spec.url_key[:8]}.{extension}"
-
-    async def _land(self, download: Download, credentials: Credentials) -> None:
-        spec, where = download.spec, download.where
-        present = self._present(spec, where)
-        if present is not None:
-            entry, name, size = present
-            if entry is not None:
-                self.cache.touch(entry)
-                if spec.pin and not entry.pinned:
-                    entry.pinned = True
-                    self.cache.save()
-            download.landed(entry, name, fetched=False, size=size)
-            return
-        folder = self.cache.root / spec.folder
-        with contextlib.suppress(OSError):  # a folder it cannot make: the download says why
-            folder.mkdir(parents=True, exist_ok=True)
-        given = spec.filename or name_in(spec.url)
-        target = self._free_name(spec, given) if given else None
-        temp = folder / f".{target or 'model'}.{download.id}{TEMP_SUFFIX}"
-        reservation = Reservation()
-        transfer = Transfer(
-            spec.url, where, credentials, spec.trusted,
-            room=lambda size: self.cache.reserve(reservation, size, folder),
-        )  # fmt: skip
-        reservation.written = lambda: transfer.have
-        download.transfer, download.status = transfer, "downloading"
-        claimed = {f"{spec.folder}/{target}"} if target else set()
-        self.writing |= claimed
-        started, ok, digest = time.monotonic(), False, ""
-        try:
-            await self.fetcher.fetch(transfer, temp)
-            digest = transfer.hasher.hexdigest()
-            if spec.sha256 and digest != spec.sha256:
-                raise DownloadFailed(
-                    f"{where}: {transfer.shown()} has sha256 {digest}, not the {spec.sha256} "
-                    "asked for: the download was deleted",
-                    location=where,
-                    details={"expected_sha256": spec.sha256, "actual_sha256": digest},
-                )
-            if target is None and transfer.filename is not None:
-                target = self._free_name(spec, transfer.filename)
-            if target is None:
-                raise InvalidRequest(
-                    f"{where}: {transfer.shown()} gives no file name (none in its path, no "
-                    "Content-Disposition): download it with POST /models/download and a filename",
-                    location=where,
-                )
-            if (folder / target).exists():  # put there meanwhile: not the gateway's to replace
-                raise Conflict(
-                    f"{where}: {spec.folder}/{target} appeared meanwhile", location=where
-                )
-            await asyncio.to_thread(os.replace, temp, folder / target)
-            ok = True
-        finally:
-            if not ok:
-                with contextlib.suppress(OSError):  # never there, or where nothing can be
-                    temp.unlink()
-            self.writing -= claimed
-            self.cache.release(reservation)
-            self.metrics.model_download_ended(transfer.received, ok=ok)
-        now = time.time()
-        entry = Entry(
-            folder=spec.folder, filename=target, bytes=transfer.have, sha256=digest,
-            source=redact(spec.url), url_key=spec.url_key, downloaded_at=now, last_used=now,
-            pinned=spec.pin,
-        )  # fmt: skip
-        self.cache.add(entry)
-        download.hand_over(entry)
-        seconds = time.monotonic() - started
-        log.info(
-            "downloaded %s (%s in %.1fs, %s/s, resumed %d time(s)) from %s",
-            entry.key, size_text(entry.bytes), seconds,
-            size_text(entry.bytes / max(seconds, 1e-3)), transfer.resumed, entry.source,
-        )  # fmt: skip
-        self._announce("model.downloaded", entry, seconds=round(seconds, 3))
-        await self.watch.refresh()  # the enums list it before the download says it is done
-        if not self.watch.lists(spec.folder, target):
-            log.warning(
-                "ComfyUI does not list %s: does it search %s? (MODEL_CACHE_DIR)",
-                entry.key, self.cache.root,
-            )  # fmt: skip
-        download.landed(entry, target, fetched=True, size=entry.bytes)
-
     def _evicted(self, entry: Entry) -> None:
         self.metrics.model_evicted()
-        self._announce("model.evicted", entry)
+        self.announce("model.evicted", entry)
         self.watch.wake()  # the enums lose it
 
-    def _announce(self, event: str, entry: Entry, **more: Any) -> None:
+    def announce(self, event: str, entry: Entry, **more: Any) -> None:
+        """A system event about one model (`model.downloaded`, `model.evicted`)."""
         if self.events is not None:
             data = {"folder": entry.folder, "filename": entry.filename, "bytes": entry.bytes,
                     "sha256": entry.sha256, "source": entry.source, **more}  # fmt: skip

@@ -120,7 +120,7 @@ class JobRunner:
         try:
             await check_destinations(options, self.addresses)
             # Model URLs become files first; the job holds its models until its task ends.
-            graph, held = await self.models.prepare(graph, options)
+            graph, held = await self.models.prepare(graph, options, owner)
             try:
                 graph, inputs = await self.inputs.prepare(
                     graph, uuid.uuid4().hex, self._uploads_via()

@@ -2,10 +2,16 @@
 
 S3 credentials, region and endpoint come from the usual AWS variables (AWS_ACCESS_KEY_ID,
 AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ENDPOINT_URL for S3-compatible stores): a request names
-only a bucket, never an endpoint, so there is no address of a client's to check. An http_upload
-URL is a client's: it is checked when the request comes in and again, pinned, for every PUT
-(app.core.addresses). A failed upload is never hidden: it fails the job with 502 (or `prompt.failed`
-when the request was asynchronous), though what a private store answered stays in the log.
+only a bucket, never an endpoint, so there is no address of a client's to check; with S3_BUCKETS
+only a bucket listed there (app.jobs.grants). What S3 says of a failure beyond its error code
+(an AccessDenied names the operator's account and user) stays in the log.
+
+An http_upload URL is a client's: it is checked when the request comes in and again, pinned, for
+every PUT (app.core.addresses). The operator's HTTP_UPLOAD_AUTH_HEADER goes only with PUTs to
+URLs under HTTP_UPLOAD_AUTH_PREFIXES (app.core.url_prefixes), never to a store a client names
+elsewhere. A failed upload is never hidden: it fails the job with 502 (or `prompt.failed` when
+the request was asynchronous), though what a private store answered stays in the log; URLs are
+shown and logged without their user info.
 """
 
 from __future__ import annotations
@@ -16,11 +22,16 @@ import mimetypes
 from typing import Any
 
 import httpx
+from pydantic import SecretStr
 
 from app.core.addresses import AddressPolicy, AddressRefused, Pinned
+from app.core.downloads import without_userinfo
 from app.core.errors import UploadFailed
 from app.core.metrics import MetricsHooks
 from app.core.options import HttpUpload, S3Upload
+from app.core.settings import Settings
+from app.core.url_prefixes import UrlPrefix, parse_prefixes
+from app.jobs.grants import Buckets, s3_error_code
 
 log = logging.getLogger(__name__)
 
@@ -33,16 +44,38 @@ class Uploader:
     """Sends output files to the store a request names; returns where each one went."""
 
     def __init__(
-        self, http_auth_header: str | None, timeout_s: float, addresses: AddressPolicy
+        self,
+        addresses: AddressPolicy,
+        *,
+        timeout_s: float,
+        auth_header: SecretStr | None = None,
+        auth_prefixes: list[UrlPrefix] | None = None,
+        buckets: Buckets | None = None,
     ) -> None:
-        headers: dict[str, str] = {}
-        if http_auth_header:
-            name, _, value = http_auth_header.partition(":")
-            headers[name.strip()] = value.strip()
-        self.http = httpx.AsyncClient(headers=headers, timeout=timeout_s, follow_redirects=False)
+        self.http = httpx.AsyncClient(timeout=timeout_s, follow_redirects=False)
         self.addresses = addresses
+        self.auth_header = auth_header
+        self.auth_prefixes = auth_prefixes or []
+        self.buckets = buckets or Buckets()
         self._s3: Any = None
         self.metrics = MetricsHooks()
+
+    @classmethod
+    def from_settings(cls, settings: Settings, addresses: AddressPolicy) -> Uploader:
+        return cls(
+            addresses,
+            timeout_s=settings.upload_timeout_s,
+            auth_header=settings.http_upload_auth_header,
+            auth_prefixes=parse_prefixes(settings.http_upload_auth_prefixes),
+            buckets=Buckets.from_settings(settings),
+        )
+
+    def auth_for(self, url: str) -> dict[str, str]:
+        """The operator's header, for a URL under one of its prefixes only."""
+        if self.auth_header is None or not any(p.covers(url) for p in self.auth_prefixes):
+            return {}
+        name, _, value = self.auth_header.get_secret_value().partition(":")
+        return {name.strip(): value.strip()}
 
     async def aclose(self) -> None:
         await self.http.aclose()
@@ -57,38 +90,49 @@ class Uploader:
     async def store(self, target: S3Upload | HttpUpload, filename: str, data: bytes) -> str:
         """Upload one file; raise UploadFailed naming it and the store's error."""
         if isinstance(target, S3Upload):
-            key = target.prefix + filename
-            try:
-                await asyncio.to_thread(
-                    self._s3_client().put_object,
-                    Bucket=target.bucket, Key=key, Body=data, ContentType=content_type(filename),
-                )  # fmt: skip
-            except Exception as e:  # botocore raises many unrelated classes
-                raise UploadFailed(
-                    f"output {filename} could not be stored at s3://{target.bucket}/{key}: {e}",
-                    details={"filename": filename, "store_error": str(e)},
-                ) from e
-            self.metrics.output_uploaded(len(data))
-            return f"s3://{target.bucket}/{key}"
+            return await self._store_s3(target, filename, data)
         url = target.url_prefix + filename
+        shown = without_userinfo(url)
         try:
             pinned = await self.addresses.pin(url)  # again: DNS may have changed since the check
         except AddressRefused as e:
             raise UploadFailed(
-                f"output {filename} could not be PUT to {url}: {e}", details={"filename": filename}
+                f"output {filename} could not be PUT to {shown}: {e}",
+                details={"filename": filename},
             ) from None
-        headers = {"content-type": content_type(filename), **pinned.headers}
+        headers = {"content-type": content_type(filename), **self.auth_for(url), **pinned.headers}
         try:
             response = await self.http.put(
                 pinned.url, content=data, headers=headers, extensions=pinned.extensions
             )
         except httpx.HTTPError as e:
-            raise put_failed(filename, url, pinned, repr(e), {"store_error": repr(e)}) from e
+            raise put_failed(filename, shown, pinned, repr(e), {"store_error": repr(e)}) from e
         if response.status_code >= 300:
             status = response.status_code
-            raise put_failed(filename, url, pinned, f"HTTP {status}", {"store_status": status})
+            raise put_failed(filename, shown, pinned, f"HTTP {status}", {"store_status": status})
         self.metrics.output_uploaded(len(data))
-        return url
+        return shown
+
+    async def _store_s3(self, target: S3Upload, filename: str, data: bytes) -> str:
+        key = target.prefix + filename
+        where = f"s3://{target.bucket}/{key}"
+        if refusal := self.buckets.refusal(target.bucket):  # checked at the door too
+            raise UploadFailed(f"output {filename} could not be stored at {where}: {refusal}",
+                               details={"filename": filename})  # fmt: skip
+        try:
+            await asyncio.to_thread(
+                self._s3_client().put_object,
+                Bucket=target.bucket, Key=key, Body=data, ContentType=content_type(filename),
+            )  # fmt: skip
+        except Exception as e:  # botocore raises many unrelated classes
+            code = s3_error_code(e)
+            log.warning("output %s: storing at %s failed: %s", filename, where, e)
+            raise UploadFailed(
+                f"output {filename} could not be stored at {where}: S3 answered {code}",
+                details={"filename": filename, "store_error": code},
+            ) from None
+        self.metrics.output_uploaded(len(data))
+        return where
 
 
 def put_failed(

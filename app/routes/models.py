@@ -1,5 +1,8 @@
 """GET /models (the model files ComfyUI can load, by folder), POST /models/download and the
-state and events of downloads, GET /models/cache (what the gateway downloaded)."""
+state and events of downloads, GET /models/cache (what the gateway downloaded).
+
+With API keys a key downloads only where KEY_LIMITS grants it `models` (admin keys always), and
+sees only the downloads it asked for, and the sources of the models it downloaded."""
 
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
 from app.core.downloads import ModelCacheState, ModelDownloadRequest, ModelDownloadState
+from app.core.keys import caller_of
 from app.core.schemas import ErrorResponse
 from app.gateway import Gateway
 
@@ -27,10 +31,18 @@ DOWNLOAD_ERRORS: dict[int | str, dict[str, Any]] = {
         "description": "A bad URL, folder or filename, or an address the address policy "
         "refuses (`location` says which)",
     },
-    403: {"model": ErrorResponse, "description": "Downloads are off (MODEL_DOWNLOADS=false)"},
+    403: {
+        "model": ErrorResponse,
+        "description": "Downloads are off (MODEL_DOWNLOADS=false), or this API key may not "
+        "download (or pin) models: KEY_LIMITS `models` grants it",
+    },
     409: {
         "model": ErrorResponse,
         "description": "Another download is writing this file, or it is there with another sha256",
+    },
+    429: {
+        "model": ErrorResponse,
+        "description": "This API key has its KEY_LIMITS `max_downloads` in flight; see Retry-After",
     },
     502: {
         "model": ErrorResponse,
@@ -81,7 +93,9 @@ async def download_model(body: ModelDownloadRequest, request: Request) -> JSONRe
     `sha256`, when given) are right; the workflow enums and `/docs` list it before the download
     says `done`. A file already there under that name is not fetched again.
     """
-    download = await gateway_of(request).models.request(body)
+    gateway, caller = gateway_of(request), caller_of(request.scope)
+    gateway.grants.check_download(caller, body)
+    download = await gateway.models.request(body, owner=caller.id)
     if body.wait:
         await download.outcome("url")  # a failure raises, located at `url`
         return JSONResponse(download.state().model_dump(), status_code=200)
@@ -91,8 +105,9 @@ async def download_model(body: ModelDownloadRequest, request: Request) -> JSONRe
 
 @router.get("/models/downloads", response_model=DownloadList)
 async def list_downloads(request: Request) -> DownloadList:
-    """The downloads in flight, and the last ones that ended."""
-    downloads = gateway_of(request).models.downloads.values()
+    """The downloads in flight, and the last ones that ended: with API keys, those this key
+    asked for (an admin key: all)."""
+    downloads = gateway_of(request).models.shown_to(caller_of(request.scope))
     return DownloadList(downloads=[d.state() for d in downloads])
 
 
@@ -103,7 +118,7 @@ async def list_downloads(request: Request) -> DownloadList:
 )
 async def download_state(id: str, request: Request) -> ModelDownloadState:
     """One download: `status`, `bytes` of `total`, and how it ended."""
-    return gateway_of(request).models.get(id).state()
+    return gateway_of(request).models.get(id, caller_of(request.scope)).state()
 
 
 @router.get(
@@ -117,7 +132,7 @@ async def download_state(id: str, request: Request) -> ModelDownloadState:
 async def download_events(id: str, request: Request) -> StreamingResponse:
     """A download's progress as Server-Sent Events: `progress` (the state, at most four times a
     second, as `bytes` grow), then `done` (the state) or `failed` (the error body)."""
-    download = gateway_of(request).models.get(id)
+    download = gateway_of(request).models.get(id, caller_of(request.scope))
 
     async def frames() -> AsyncIterator[str]:
         async for state in download.follow():
@@ -138,5 +153,6 @@ async def download_events(id: str, request: Request) -> StreamingResponse:
 @router.get("/models/cache", response_model=ModelCacheState)
 async def model_cache(request: Request) -> ModelCacheState:
     """The models the gateway downloaded (least recently used first), their room and their use;
-    files put there by hand are not listed."""
-    return gateway_of(request).models.cache.state()
+    files put there by hand are not listed. With API keys a model's `source` is shown only to
+    the key that downloaded it (and to admin keys)."""
+    return gateway_of(request).models.cache.state(caller_of(request.scope))

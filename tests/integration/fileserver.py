@@ -35,12 +35,41 @@ class Seen:
         return next((v for k, v in self.headers.items() if k.lower() == name.lower()), None)
 
 
+@dataclass
+class Trickle:
+    """A server that lies about its length: it declares `declared` bytes (Range or not), then
+    sends `piece` bytes every `every_s` for at most `for_s`, and hangs up. `sent` counts what
+    left it, over every connection."""
+
+    declared: int
+    piece: int = 100
+    every_s: float = 0.1
+    for_s: float = 60.0
+    sent: int = 0
+
+    def send(self, handler: BaseHTTPRequestHandler) -> None:
+        handler.send_response(200)
+        handler.send_header("Content-Length", str(self.declared))
+        handler.end_headers()
+        handler.close_connection = True
+        deadline = time.monotonic() + self.for_s
+        while time.monotonic() < deadline:
+            try:
+                handler.wfile.write(bytes(self.piece))
+                handler.wfile.flush()
+            except OSError:
+                return  # the client hung up: what a trickle is for
+            self.sent += self.piece
+            time.sleep(self.every_s)
+
+
 class FileServer:
     """Serves `files[path]` (honouring `Range: bytes=N-`, with an ETag); `redirects[path]`
     answers 302; `cuts[path]` lists how many bytes each of the next answers sends before the
     connection drops (the full Content-Length announced); `rates[path]` caps bytes a second;
-    `announced[path]` answers 200 with that Content-Length and no body; /slow trickles;
-    /chunked-big streams 4 MiB without a length. `seen` records every request."""
+    `announced[path]` answers 200 with that Content-Length and no body; `trickles[path]` lies
+    about its length and trickles (Trickle); /slow trickles; /chunked-big streams 4 MiB without
+    a length. `seen` records every request."""
 
     def __init__(self, host: str = "127.0.0.1") -> None:
         self.files: dict[str, bytes] = {}
@@ -48,6 +77,7 @@ class FileServer:
         self.cuts: dict[str, list[int]] = {}
         self.rates: dict[str, int] = {}
         self.announced: dict[str, int] = {}
+        self.trickles: dict[str, Trickle] = {}
         self.dispositions: dict[str, str] = {}
         self.hits: Counter[str] = Counter()
         self.seen: list[Seen] = []
@@ -82,6 +112,8 @@ class FileServer:
                     for _ in range(64):  # 4 MiB, no Content-Length
                         self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
                     self.wfile.write(b"0\r\n\r\n")
+                elif self.path in server.trickles:
+                    server.trickles[self.path].send(self)
                 elif self.path in server.announced:
                     self.send_response(200)
                     self.send_header("Content-Length", str(server.announced[self.path]))

@@ -102,7 +102,9 @@ def traps() -> Iterator[list[Receiver]]:
 
 
 @pytest.fixture(scope="module")
-def gateway(tmp_path_factory: pytest.TempPathFactory, s3: Any) -> Iterator[Gateway]:
+def gateway(
+    tmp_path_factory: pytest.TempPathFactory, s3: Any, store: Receiver
+) -> Iterator[Gateway]:
     env = {
         "ALLOWED_PRIVATE_NETWORKS": "127.0.0.2/32",
         "INPUT_MAX_MB": "1",
@@ -112,6 +114,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory, s3: Any) -> Iterator[Gatew
         "AWS_SECRET_ACCESS_KEY": "test",
         "AWS_REGION": "us-east-1",
         "HTTP_UPLOAD_AUTH_HEADER": "Authorization: Bearer upload-token",
+        "HTTP_UPLOAD_AUTH_PREFIXES": store.url("/bucket/"),  # the header goes there only
     }
     with running(tmp_path_factory.mktemp("media"), **env) as gw:
         yield gw

@@ -16,6 +16,7 @@ OPERATOR = Credentials.of(
     {
         "https://models.example.com/private/": SecretStr("op-token"),
         "https://models.example.com/private/team/": SecretStr("Team-Key: t-1"),
+        "https://models.example.com/acme": SecretStr("acme-token"),  # no trailing slash
     }
 )
 
@@ -33,6 +34,19 @@ OPERATOR = Credentials.of(
         ("https://models.example.com.evil.example/private/a", {}),  # a host that only starts so
         ("https://cdn.example.com/private/a.safetensors", {}),  # where a redirect may lead
         ("s3://models.example.com/private/a", {}),
+        # The path ends at a `/`: a prefix without one is a segment, not a string start.
+        ("https://models.example.com/acme", {"Authorization": "Bearer acme-token"}),
+        ("https://models.example.com/acme/a.safetensors", {"Authorization": "Bearer acme-token"}),
+        ("https://models.example.com/acme-rival/a.safetensors", {}),
+        ("https://models.example.com/acmex", {}),
+        # A path that may reach elsewhere than it reads gets nothing.
+        ("https://models.example.com/private/../public/a", {}),
+        ("https://models.example.com/private/%2e%2e/public/a", {}),
+        ("https://models.example.com/private/%2E%2E/public/a", {}),
+        ("https://models.example.com/private/./a.safetensors", {}),
+        ("https://models.example.com/private/..%2fpublic/a", {}),
+        ("https://models.example.com/private%2F../public/a", {}),
+        ("https://models.example.com/private\\..\\public/a", {}),
     ],
 )
 def test_a_credential_goes_only_to_urls_under_its_prefix(url: str, header: dict[str, str]) -> None:

@@ -1,5 +1,6 @@
 """The model cache on a temporary folder: least recently used first, never a held, pinned or
-hand-put model, nothing evicted for a download that would not fit anyway, and its index."""
+hand-put model, nothing evicted for a download that would not fit anyway, room taken only as
+bytes arrive (never for a size a source declares), and its index."""
 
 from __future__ import annotations
 
@@ -72,6 +73,49 @@ def test_downloads_in_flight_count_against_the_cap(tmp_path: Path) -> None:
         cache.reserve(Reservation(), 50 * KIB, tmp_path / "loras")
     cache.release(first)
     cache.reserve(Reservation(), 50 * KIB, tmp_path / "loras")
+
+
+def test_a_declared_size_evicts_nothing_and_refuses_only_what_could_never_fit(
+    tmp_path: Path,
+) -> None:
+    cache = cache_with(
+        tmp_path, 100 * KIB,
+        ("a", 30 * KIB, 1.0, False), ("b", 30 * KIB, 2.0, False), ("c", 30 * KIB, 3.0, False),
+    )  # fmt: skip
+    claim = Reservation()
+    cache.fits(claim, 95 * KIB, tmp_path / "loras")  # fits by evicting all three: a claim only
+    assert cache.evicted == []  # type: ignore[attr-defined]
+    assert claim.size == 0 and cache.reservations == set()
+    assert sorted(p.name for p in (tmp_path / "loras").iterdir()) == ["a", "b", "c"]
+    with pytest.raises(InsufficientStorage, match="is larger than MODEL_CACHE_MAX_GB"):
+        cache.fits(claim, 101 * KIB, tmp_path / "loras")
+    held = cache.hold(["loras/a"])
+    with pytest.raises(InsufficientStorage, match="in use by queued or running jobs"):
+        cache.fits(claim, 80 * KIB, tmp_path / "loras")  # b and c and 10 KiB free make 70
+    held.release()
+    assert cache.evicted == []  # type: ignore[attr-defined]
+
+
+def test_room_grows_with_the_bytes_that_arrive_and_evicts_no_more(tmp_path: Path) -> None:
+    """A source that claims 95 KiB and sends some: each eviction is for bytes that came."""
+    cache = cache_with(
+        tmp_path, 100 * KIB,
+        ("a", 30 * KIB, 1.0, False), ("b", 30 * KIB, 2.0, False), ("c", 30 * KIB, 3.0, False),
+    )  # fmt: skip
+    arriving, folder = Reservation(), tmp_path / "loras"
+    cache.fits(arriving, 95 * KIB, folder)
+    for have in (1, 4 * KIB, 10 * KIB):  # 10 KiB were free
+        cache.reserve(arriving, have, folder)
+    assert cache.evicted == []  # type: ignore[attr-defined]
+    cache.reserve(arriving, 10 * KIB + 1, folder)
+    assert cache.evicted == ["a"]  # type: ignore[attr-defined]  # the oldest, for one byte
+    cache.reserve(arriving, 40 * KIB, folder)  # a's room covers up to 40 KiB
+    assert cache.evicted == ["a"]  # type: ignore[attr-defined]
+    cache.reserve(arriving, 40 * KIB + 1, folder)
+    assert cache.evicted == ["a", "b"]  # type: ignore[attr-defined]
+    assert arriving.size == 40 * KIB + 1
+    cache.release(arriving)  # the source stopped there: c, and the room, are left
+    assert sorted(cache.entries) == ["loras/c"] and cache.reservations == set()
 
 
 def test_the_index_survives_a_restart_without_what_changed_meanwhile(tmp_path: Path) -> None:

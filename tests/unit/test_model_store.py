@@ -21,11 +21,21 @@ import pytest
 from app.comfy.client import ComfyClient
 from app.core.addresses import AddressPolicy
 from app.core.downloads import ModelDownloadRequest
-from app.core.errors import DownloadFailed, GatewayError, InsufficientStorage, InvalidRequest
+from app.core.errors import (
+    DownloadFailed,
+    GatewayError,
+    InsufficientStorage,
+    InvalidRequest,
+    NotFound,
+    TooManyDownloads,
+)
+from app.core.keys import Caller
 from app.core.options import JobOptions
 from app.core.settings import load_settings
+from app.jobs.model_cache import Entry
+from app.jobs.model_downloads import Download
 from app.jobs.model_store import ModelStore
-from tests.integration.fileserver import FileServer
+from tests.integration.fileserver import FileServer, Trickle
 from tests.unit.fakedns import FakeDNS
 
 DATA = os.urandom(3 * 2**20)
@@ -225,3 +235,96 @@ async def test_a_cache_folder_that_cannot_be_written_is_a_507_that_says_so(
             await fetch(store, files.url("/m/a.safetensors"))
     assert refused.value.location == "url"
     assert "MODEL_CACHE_DIR must be a writable folder" in refused.value.message
+
+
+def fill(store: ModelStore, *names: str, size: int = 2**20) -> None:
+    """Downloaded models already in the cache (oldest first), as the store would have left them."""
+    for number, name in enumerate(names):
+        path = store.cache.path("loras", name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(bytes(size))
+        store.cache.add(Entry("loras", name, size, "0" * 64, f"https://x.example/{name}", name,
+                              float(number), float(number)))  # fmt: skip
+
+
+async def test_a_server_that_lies_about_its_length_evicts_nothing_it_did_not_send(
+    tmp_path: Path, files: FileServer
+) -> None:
+    """It declares nearly the whole cap, sends a few hundred bytes and stalls: the cache keeps
+    every model, since room is taken for bytes that came, not for bytes promised."""
+    liar = Trickle(declared=3 * 2**20, piece=100, every_s=0.05, for_s=0.5)
+    files.trickles["/m/liar.safetensors"] = liar
+    cap_gb = 4 * 2**20 / 2**30  # 4 MiB: the three models fill 3 of them
+    async with made_store(tmp_path, model_cache_max_gb=cap_gb, model_download_retries=1,
+                          model_download_timeout_s=1) as store:  # fmt: skip
+        fill(store, "a.safetensors", "b.safetensors", "c.safetensors")
+        with pytest.raises(DownloadFailed):
+            await fetch(store, files.url("/m/liar.safetensors"))
+        assert sorted(store.cache.entries) == [
+            "loras/a.safetensors", "loras/b.safetensors", "loras/c.safetensors",
+        ]  # fmt: skip
+        assert store.cache.reservations == set()
+    assert liar.sent > 0  # bytes came, and were written, within the free room
+    assert len(files.requests_for("/m/liar.safetensors")) == 2  # resumed once, then failed
+
+
+async def test_a_download_slower_than_the_minimum_rate_is_broken_off(
+    tmp_path: Path, files: FileServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """2 KiB a second against a minimum of 16: broken off after each window, then failed."""
+    files.trickles["/m/slow.safetensors"] = Trickle(declared=2**20, piece=200, every_s=0.1)
+    async with made_store(tmp_path, model_download_retries=1, model_download_timeout_s=1,
+                          model_download_min_kib_per_s=16) as store:  # fmt: skip
+        async with asyncio.timeout(15):  # without a minimum it would take 500 s
+            with pytest.raises(DownloadFailed):
+                await fetch(store, files.url("/m/slow.safetensors"))
+    assert "slower than MODEL_DOWNLOAD_MIN_KIB_PER_S (16)" in caplog.text
+    assert list((tmp_path / "loras").iterdir()) == []
+
+
+async def test_a_key_has_at_most_its_max_downloads_in_flight_and_sees_only_its_own(
+    tmp_path: Path, files: FileServer
+) -> None:
+    files.files["/m/b.safetensors"] = DATA
+    files.rates["/m/a.safetensors"] = files.rates["/m/b.safetensors"] = 2 * 2**20
+    limits = '{"alice": {"models": "download", "max_downloads": 1}}'
+    async with made_store(tmp_path, api_keys="alice:alice-key-0123456789ab",
+                          key_limits=limits) as store:  # fmt: skip
+        alice, bob = Caller("alice", named=True), Caller("bob", named=True)
+
+        async def ask(path: str, owner: str) -> Download:
+            body = ModelDownloadRequest(url=files.url(path), folder="loras")
+            return await store.request(body, owner=owner)
+
+        first = await ask("/m/a.safetensors", "alice")
+        with pytest.raises(TooManyDownloads) as refused:
+            await ask("/m/b.safetensors", "alice")
+        assert (refused.value.status, refused.value.location) == (429, "url")
+        assert refused.value.headers["Retry-After"]
+        # Joining one in flight is free; the joiner sees it from then on.
+        assert await ask("/m/a.safetensors", "bob") is first
+        other = await ask("/m/b.safetensors", "bob")
+        assert [d.id for d in store.shown_to(alice)] == [first.id]
+        assert [d.id for d in store.shown_to(bob)] == [first.id, other.id]
+        assert len(store.shown_to(Caller("ops", admin=True))) == 2
+        with pytest.raises(NotFound):
+            store.get(other.id, alice)  # another key's: the same 404 as an unknown id
+        await first.outcome("url")
+        await other.outcome("url")
+        state = {m.filename: m.source for m in store.cache.state(alice).models}
+        assert state == {"a.safetensors": files.url("/m/a.safetensors"), "b.safetensors": None}
+
+
+async def test_an_s3_bucket_the_operator_did_not_list_is_refused_before_anything(
+    tmp_path: Path,
+) -> None:
+    async with made_store(tmp_path, s3_buckets="models") as store:
+        with pytest.raises(InvalidRequest) as refused:
+            await fetch(store, "s3://payroll/x.safetensors")
+        graph = {"4": {"class_type": "LoraLoader",
+                       "inputs": {"lora_name": "s3://payroll/x.safetensors"}}}  # fmt: skip
+        with pytest.raises(InvalidRequest) as in_graph:
+            await store.prepare(graph, None)
+        assert store.downloads == {} and store.cache.holds.total() == 0
+    assert refused.value.location == "url" and "S3_BUCKETS: models" in refused.value.message
+    assert in_graph.value.location == "prompt.4.inputs.lora_name"

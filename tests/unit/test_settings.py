@@ -249,3 +249,40 @@ def test_no_section_hides_anothers_validator() -> None:
     ]
     assert len(names) == len(set(names)), sorted(n for n in names if names.count(n) > 1)
     assert set(Settings.model_fields) == {f for s in SECTIONS for f in s.model_fields}
+
+
+def test_an_upload_header_without_prefixes_stops_start_up_saying_how_to_list_them() -> None:
+    """It would go to whatever url_prefix a client names: the gateway does not start."""
+    env = {k: v for k, v in os.environ.items() if k.upper() not in VARIABLES}
+    env["HTTP_UPLOAD_AUTH_HEADER"] = "Authorization: Bearer very-secret-upload-token"
+    done = subprocess.run(
+        [sys.executable, "-m", "app"], env=env, cwd=PROJECT_ROOT, capture_output=True,
+        text=True, timeout=20, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2
+    [line] = done.stderr.strip().splitlines()
+    assert "HTTP_UPLOAD_AUTH_PREFIXES" in line and "https://store.example.com/outputs/" in line
+    assert "very-secret-upload-token" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("values", "problem"),
+    [
+        ({"http_upload_auth_prefixes": "store.example.com/out/"}, "not a URL prefix"),
+        ({"http_upload_auth_prefixes": "https://store.example.com/a/../b/"}, "not a URL prefix"),
+        ({"s3_buckets": "renders,Not_A_Bucket"}, "'Not_A_Bucket' is not an S3 bucket name"),
+    ],
+)
+def test_prefixes_and_buckets_are_checked(values: dict[str, str], problem: str) -> None:
+    with pytest.raises(SettingsError, match=problem):
+        load_settings(**values)
+
+
+def test_prefixes_and_buckets_are_comma_lists(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HTTP_UPLOAD_AUTH_HEADER", "X-Store-Key: k")
+    monkeypatch.setenv("HTTP_UPLOAD_AUTH_PREFIXES", "https://a.example/out/, http://b:9000/")
+    monkeypatch.setenv("S3_BUCKETS", "renders, models")
+    settings = load_settings()
+    assert settings.http_upload_auth_prefixes == ("https://a.example/out/", "http://b:9000/")
+    assert settings.s3_buckets == ("renders", "models")
+    assert "X-Store-Key" not in repr(settings)  # a SecretStr: no repr shows it

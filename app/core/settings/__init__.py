@@ -61,6 +61,7 @@ SECRET_SETTINGS = frozenset(
         "MODEL_CREDENTIALS",
         "HF_TOKEN",
         "CIVITAI_TOKEN",
+        "HTTP_UPLOAD_AUTH_HEADER",
     }
 )
 

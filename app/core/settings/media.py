@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any
 
-from pydantic import BaseModel, Field, IPvAnyNetwork, field_validator
+from pydantic import BaseModel, Field, IPvAnyNetwork, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode
+
+from app.core.settings.sources import empty_is_unset
+from app.core.url_prefixes import prefix_problem
+
+BUCKET_PATTERN = r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$"  # S3's rule for bucket names
 
 
 class MediaSettings(BaseModel):
@@ -40,9 +46,23 @@ class MediaSettings(BaseModel):
         description="A comma list of CIDRs that input URLs, webhook URLs and upload URLs may reach "
         "anyway (an internal asset server, webhook receiver or store)",
     )
-    http_upload_auth_header: str | None = Field(
+    http_upload_auth_header: SecretStr | None = Field(
         None,
-        description="Header sent with `http_upload` PUTs, e.g. `Authorization: Bearer …`",
+        description="Header sent with `http_upload` PUTs to URLs under `HTTP_UPLOAD_AUTH_PREFIXES` "
+        "(and to no other), e.g. `Authorization: Bearer …`; never logged",
+    )
+    http_upload_auth_prefixes: Annotated[tuple[str, ...], NoDecode] = Field(
+        (),
+        description="A comma list of the URL prefixes `HTTP_UPLOAD_AUTH_HEADER` is for, e.g. "
+        "`https://store.example.com/outputs/`: a PUT gets the header only when its URL is under "
+        "one (same scheme, host and port, the path up to a `/`). Required with the header: "
+        "without it the gateway does not start",
+    )
+    s3_buckets: Annotated[tuple[str, ...], NoDecode] = Field(
+        (),
+        description="A comma list of the buckets the operator's AWS credentials serve: `s3` "
+        "output uploads and `s3://` model URLs in requests may name only these (a located 400 "
+        "for another). Default: any bucket the credentials reach",
     )
     upload_timeout_s: float = Field(
         60.0,
@@ -57,6 +77,54 @@ class MediaSettings(BaseModel):
     @field_validator("allowed_private_networks", mode="before")
     @classmethod
     def _split_networks(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return tuple(v.strip() for v in value.split(",") if v.strip())
+        return split_commas(value)
+
+    @field_validator("http_upload_auth_header", mode="before")
+    @classmethod
+    def _upload_header_empty_is_unset(cls, value: Any) -> Any:
+        return empty_is_unset(value)
+
+    @field_validator("http_upload_auth_prefixes", mode="before")
+    @classmethod
+    def _split_upload_prefixes(cls, value: Any) -> Any:
+        return split_commas(value)
+
+    @field_validator("http_upload_auth_prefixes")
+    @classmethod
+    def _upload_prefixes_valid(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        problems = [problem for prefix in value if (problem := prefix_problem(prefix))]
+        if problems:
+            raise ValueError(problems[0])
         return value
+
+    @field_validator("s3_buckets", mode="before")
+    @classmethod
+    def _split_buckets(cls, value: Any) -> Any:
+        return split_commas(value)
+
+    @field_validator("s3_buckets")
+    @classmethod
+    def _buckets_valid(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for bucket in value:
+            if not re.fullmatch(BUCKET_PATTERN, bucket):
+                raise ValueError(f"{bucket[:70]!r} is not an S3 bucket name")
+        return value
+
+    @model_validator(mode="after")
+    def _upload_header_has_prefixes(self) -> MediaSettings:
+        # The header is the operator's secret: without prefixes it would go to whatever
+        # url_prefix a client names.
+        if self.http_upload_auth_header is not None and not self.http_upload_auth_prefixes:
+            raise ValueError(
+                "HTTP_UPLOAD_AUTH_HEADER is sent only to URLs under HTTP_UPLOAD_AUTH_PREFIXES, and "
+                "none is set: list your stores' URL prefixes there (a comma list, e.g. "
+                "https://store.example.com/outputs/), or unset the header"
+            )
+        return self
+
+
+def split_commas(value: Any) -> Any:
+    """A comma list from the environment as a tuple; blanks dropped."""
+    if isinstance(value, str):
+        return tuple(v.strip() for v in value.split(",") if v.strip())
+    return value

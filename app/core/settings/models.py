@@ -7,8 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field, SecretStr, field_validator
 
-from app.core.downloads import prefix_problem
 from app.core.settings.sources import empty_is_unset
+from app.core.url_prefixes import prefix_problem
 
 
 class ModelSettings(BaseModel):
@@ -17,7 +17,8 @@ class ModelSettings(BaseModel):
     model_downloads: bool = Field(
         True,
         description="Let requests download models: `POST /models/download`, and URLs in the model "
-        "inputs of a graph or the model fields of a workflow. `MODELS_MANIFEST` works either way",
+        "inputs of a graph or the model fields of a workflow. With API keys, only admin keys and "
+        "the keys KEY_LIMITS grants `models` may. `MODELS_MANIFEST` works either way",
     )
     model_cache_dir: Path | None = Field(
         None,
@@ -30,9 +31,10 @@ class ModelSettings(BaseModel):
         None,
         gt=0,
         description="Most the downloaded models may take together; a download that needs more "
-        "room deletes the least recently used ones that no queued or running job uses. Files put "
-        "there by hand, from the manifest or downloaded with `pin` neither count nor are ever "
-        "deleted. Default: no cap; models are deleted only when the disk is full",
+        "room, as its bytes arrive, deletes the least recently used ones that no queued or "
+        "running job uses. Files put there by hand, from the manifest or downloaded with `pin` "
+        "neither count nor are ever deleted. Default: no cap; models are deleted only when the "
+        "disk is full",
     )
     model_credentials: dict[str, SecretStr] = Field(
         {},
@@ -59,6 +61,14 @@ class ModelSettings(BaseModel):
         60.0,
         gt=0,
         description="Longest silence in a model download before it is broken off and resumed",
+    )
+    model_download_min_kib_per_s: float = Field(
+        32.0,
+        ge=0,
+        description="Slowest a model download may go (KiB a second, on average over every "
+        "`MODEL_DOWNLOAD_TIMEOUT_S` from its first byte) before it is broken off and resumed, "
+        "so a server that trickles bytes cannot hold a download (and its room) for good; 0: "
+        "no minimum",
     )
     model_download_retries: int = Field(
         5,

@@ -23,10 +23,12 @@ class TenantSettings(BaseModel):
     key_limits: Annotated[dict[str, KeyLimit], NoDecode] = Field(
         {},
         description="Limits per key name, `default` for the others (not admin keys): "
-        "`requests_per_minute`, `burst`, `max_jobs` (queued or running at once); 429 with "
-        "`Retry-After` past one. Inline YAML/JSON (`{default: {requests_per_minute: 120}}`), "
-        "or the path of a YAML file; counted per gateway process, or fleet-wide in a fleet "
-        "(QUEUE_URL)",
+        "`requests_per_minute`, `burst`, `max_jobs` (queued or running at once), "
+        "`max_downloads` (model downloads in flight); 429 with `Retry-After` past one. And "
+        "`models`, what the key may do to the shared model cache: `none` (the default), "
+        "`download` or `pin`; admin keys may all. Inline YAML/JSON (`{default: "
+        "{requests_per_minute: 120}}`), or the path of a YAML file; counted per gateway "
+        "process, or fleet-wide in a fleet (QUEUE_URL; downloads: per gateway)",
     )
 
     @field_validator("admin_api_keys", mode="before")

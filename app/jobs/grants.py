@@ -1,0 +1,125 @@
+"""What a request may spend of what the operator shares among keys: the model cache (downloads
+and pins: KEY_LIMITS `models` and `max_downloads`) and the operator's S3 credentials
+(S3_BUCKETS).
+
+Checked where a request comes in, before anything is taken: by the job door for a graph and its
+options (a model URL in a graph, or in a workflow's field, which reaches the graph, is a
+download; an `s3` upload names a bucket), by the model routes for `POST /models/download`. A
+refusal is located at what asked: 403 for a grant the key lacks, 400 for a bucket the gateway
+does not serve. The model store and the uploader check buckets again where they use them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from app.comfy.graph import Graph
+from app.comfy.model_inputs import is_model_url, model_inputs
+from app.core.downloads import ModelDownloadRequest
+from app.core.errors import Forbidden, InvalidRequest
+from app.core.keys import ANONYMOUS, UNNAMED_ID, Caller, split_entry
+from app.core.limits import ModelsGrant, limit_for, models_grant
+from app.core.options import JobOptions
+from app.core.settings import Settings
+
+OPENED_BY = "KEY_LIMITS `models` opens downloads per key; admin keys may download"
+
+
+@dataclass(frozen=True)
+class Buckets:
+    """The buckets the operator's AWS credentials serve (S3_BUCKETS); none listed: any."""
+
+    names: frozenset[str] = field(default_factory=frozenset)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Buckets:
+        return cls(frozenset(settings.s3_buckets))
+
+    def refusal(self, bucket: str) -> str | None:
+        """Why a request may not name this bucket, or None."""
+        if not self.names or bucket in self.names:
+            return None
+        return (
+            f"the bucket {bucket!r} is not one this gateway's S3 credentials serve (S3_BUCKETS: "
+            f"{', '.join(sorted(self.names))})"
+        )
+
+    def check(self, bucket: str, where: str) -> None:
+        if refusal := self.refusal(bucket):
+            raise InvalidRequest(f"{where}: {refusal}", location=where)
+
+    def check_url(self, url: str, where: str) -> None:
+        """An `s3://bucket/key` model URL: its bucket (http(s) URLs have no bucket)."""
+        if url[:5].lower() == "s3://":
+            self.check(url[5:].split("/", 1)[0], where)
+
+
+def s3_error_code(error: Exception) -> str:
+    """What a client may see of an S3 failure: its code (NoSuchBucket, AccessDenied), or the
+    exception's class; never the message, which may name the operator's account, user or
+    endpoint."""
+    response: Any = getattr(error, "response", None)
+    if isinstance(response, dict):
+        code = response.get("Error", {}).get("Code")
+        if isinstance(code, str) and code:
+            return code
+    return type(error).__name__
+
+
+class Grants:
+    """The model grants of each key (KEY_LIMITS) and the S3 buckets (S3_BUCKETS)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.limits = settings.key_limits
+        self.buckets = Buckets.from_settings(settings)
+        self.admin_ids = frozenset(
+            split_entry(key.get_secret_value()).id for key in settings.admin_api_keys
+        )
+
+    def caller_of(self, owner: str | None) -> Caller:
+        """The caller a job's owner stands for where only its key's id travels (a job in the
+        runner, or taken from a fleet's queue)."""
+        if owner is None:
+            return ANONYMOUS
+        named = UNNAMED_ID.fullmatch(owner) is None
+        return Caller(owner, named=named, admin=owner in self.admin_ids)
+
+    def models(self, caller: Caller) -> ModelsGrant:
+        return models_grant(self.limits, caller)
+
+    def max_downloads(self, caller: Caller) -> int:
+        """The caller's KEY_LIMITS max_downloads (0: no limit)."""
+        return limit_for(self.limits, caller).max_downloads
+
+    def check_download(self, caller: Caller, body: ModelDownloadRequest) -> None:
+        """POST /models/download: the key may download (and pin, when it asks), from a bucket
+        the gateway serves."""
+        grant = self.models(caller)
+        if grant == "none":
+            raise Forbidden(f"url: this API key may not download models ({OPENED_BY})",
+                            location="url")  # fmt: skip
+        if body.pin and grant != "pin":
+            raise Forbidden(
+                "pin: this API key may download models but not pin them (KEY_LIMITS `models: "
+                "pin` opens it; admin keys may)",
+                location="pin",
+            )
+        self.buckets.check_url(body.url, "url")
+
+    def check_job(self, caller: Caller, graph: Graph, options: JobOptions | None) -> None:
+        """A job: every model URL in its graph is a download of the key's; its `s3` bucket."""
+        grant = self.models(caller)
+        for node_id, name, _, value in model_inputs(graph):
+            if not is_model_url(value):
+                continue
+            where = f"prompt.{node_id}.inputs.{name}"
+            if grant == "none":
+                raise Forbidden(
+                    f"{where}: this API key may not download models: name an installed file, "
+                    f"not a URL ({OPENED_BY})",
+                    location=where,
+                )
+            self.buckets.check_url(value, where)
+        if options is not None and options.s3 is not None:
+            self.buckets.check(options.s3.bucket, "s3.bucket")
