@@ -232,7 +232,7 @@ async def checked_upload(request: Request, caps: InputCaps) -> bytes:
         for name, value in form.multi_items():
             if isinstance(value, UploadFile):
                 caps.check_bytes(value.size or 0, name)
-                caps.check(await value.read(), name)
+                await caps.check_off_loop(await value.read(), name)
     finally:
         await form.close()
     return body

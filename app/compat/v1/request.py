@@ -91,7 +91,7 @@ async def _read_multipart(request: Request, max_part_bytes: int, caps: InputCaps
         )
     graph = inline_files(unwrap(prompt), files)  # a file no loader names: that 400 first
     for named, data in files.items():
-        caps.check(data, f"files.{named}")
+        await caps.check_off_loop(data, f"files.{named}")
     return graph
 
 
