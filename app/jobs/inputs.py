@@ -2,7 +2,7 @@
 
 URLs are downloaded (size cap, deadline, each redirect hop's address checked and pinned by
 app.addresses), base64 is decoded, both are sniffed from their bytes and held to the input caps
-(INPUT_MAX_MB, MAX_INPUT_PIXELS from the image's header: app.jobs.input_caps), handed to ComfyUI
+(INPUT_MAX_MB; for an image its frames and pixels: app.jobs.input_caps), handed to ComfyUI
 through its upload endpoint into a per-job subfolder, and the graph is rewritten to point at them.
 """
 

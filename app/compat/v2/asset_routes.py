@@ -39,8 +39,8 @@ RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 @router.post("/assets", response_class=V2JSON)
 async def upload(request: Request) -> Response:
     """Upload `file` (multipart) to `file_path` in ComfyUI's input folder; identical bytes are
-    one asset (200, `created_new: false`), new ones 201. A file over INPUT_MAX_MB, or an image
-    over MAX_INPUT_PIXELS (read from its header), is a 400 and never reaches ComfyUI."""
+    one asset (200, `created_new: false`), new ones 201. A file over the input caps
+    (app.jobs.input_caps) is a 400 and never reaches ComfyUI."""
     gateway, state = parts(request)
     caller = caller_of(request.scope)
     caps = InputCaps.from_settings(gateway.settings)
