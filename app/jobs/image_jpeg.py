@@ -20,7 +20,9 @@ from app.jobs.image_tiff import Layout, directory, first_integer
 SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 MAX_HEADER_SEGMENTS = 10_000  # a real JPEG has a few dozen before its first scan
 NUMBER_OF_IMAGES, MP_ENTRY = 0xB001, 0xB002
-MARKER = re.compile(rb"\xff[\xc0-\xfe]")  # what ffmpeg's parser looks at: no stuffing, no fill
+# The markers ffmpeg's parser acts on: a start of image, and those with a length. Stuffing (FF 00),
+# fill (FF FF), restarts (D0-D7) and the end of image (D9) it passes over.
+SEGMENT = re.compile(rb"\xff[\xc0-\xcf\xd8\xda-\xfe]")
 
 
 @dataclass
@@ -115,7 +117,11 @@ def _mpo(data: bytes, first: Header, frames: Frames) -> None:
 def _ffmpeg(data: bytes, limit: int) -> Frames:
     """The frames ffmpeg's mjpeg parser splits the file into, each at its largest SOFn."""
     frames, size, at = Frames(limit), None, 0
-    while (found := MARKER.search(data, at)) is not None and not frames.full:
+    budget = len(data) // 64 + MAX_HEADER_SEGMENTS  # a real JPEG's segments are far fewer
+    while (found := SEGMENT.search(data, at)) is not None and not frames.full:
+        budget -= 1
+        if budget < 0:
+            raise Unreadable("the JPEG has more segments than any real one")
         i, marker = found.start(), data[found.start() + 1]
         if marker == 0xD8:  # a start of image, if another marker follows
             if data[i + 2 : i + 3] == b"\xff" and data[i + 3 : i + 4] >= b"\xc0":
@@ -124,11 +130,12 @@ def _ffmpeg(data: bytes, limit: int) -> Frames:
                 size = (0, 0)
             at = i + 2
             continue
-        if 0xD0 <= marker <= 0xD9 or i + 4 > len(data):  # restart, end of image: no length
-            at = i + 2
-            continue
+        if i + 4 > len(data):
+            break
         if marker in SOF and size is not None and i + 9 <= len(data):
             width, height = u(data, i + 7, 2), u(data, i + 5, 2)
+            if not height:  # ffmpeg would take it from a DNL marker: refused, as in a header
+                raise Unreadable("a JPEG frame header gives no height")
             size = max(size, (width, height), key=lambda s: s[0] * s[1])
         at = i + 2 + max(u(data, i + 2, 2), 2)
     if size is not None and not frames.full:

@@ -300,6 +300,8 @@ HOSTILE = {
     "tiff-overlapping-directories": tiff_overlapping(1000),
     "png-tiny-chunks": png_with(*[(b"tEXt", b"")] * 210_000),
     "jpeg-tiny-segments": jpeg_with(b"\xff\xfe\x00\x02" * 20_000),
+    "jpeg-tiny-segments-after-the-scan": pillow_file("JPEG", (8, 8))
+    + b"\xff\xfe\x00\x02" * 300_000,
 }
 
 
@@ -317,6 +319,7 @@ def test_structures_that_would_take_long_to_walk_are_refused(data: bytes) -> Non
         bomb_png()[:40],  # ends before the image data
         b"\xff\xd8\xff\xe0\x00\x10JFIF",  # no frame header before the end
         jpeg_header(640, 0),  # the height would come later, in a DNL marker
+        pillow_file("JPEG", (8, 8)) + jpeg_header(640, 0),  # so in a further image
         b"\xff\xd8\xff\xda\x00\x02",  # a scan before any frame header
         b"\xff\xd8\xff\xe0\x00\x00",  # a segment shorter than its length field
         b"\xff\xd8\xff\xe0\x00\x04ab" + b"junk" + jpeg_header(9000, 9000)[20:],  # junk: refused
@@ -327,8 +330,8 @@ def test_structures_that_would_take_long_to_walk_are_refused(data: bytes) -> Non
         b"BM" + bytes(12) + struct.pack("<I", 99) + bytes(20),  # an unknown BMP header
     ],
     ids=["png-short", "png-no-ihdr", "png-no-image-data", "jpeg-no-sof", "jpeg-dnl",
-         "jpeg-scan-first", "jpeg-short-segment", "jpeg-junk", "webp-no-start-code",
-         "webp-odd-chunk", "tiff-no-size", "gif-short", "bmp-odd-header"],
+         "jpeg-dnl-later", "jpeg-scan-first", "jpeg-short-segment", "jpeg-junk",
+         "webp-no-start-code", "webp-odd-chunk", "tiff-no-size", "gif-short", "bmp-odd-header"],
 )  # fmt: skip
 def test_a_broken_structure_is_unreadable(data: bytes) -> None:
     with pytest.raises(Unreadable):
