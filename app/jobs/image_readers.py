@@ -174,22 +174,29 @@ WEBP_CHUNKS = (b"VP8 ", b"VP8L", b"VP8X")
 
 def webp(data: bytes, limit: int) -> Frames:
     """libwebp (Pillow) draws each frame on the canvas; ffmpeg draws the still bitstream at its
-    own size, whatever canvas an extended header declares; each WebP in the file is a frame."""
+    own size, whatever canvas an extended header declares. ffmpeg's parser takes each RIFF as
+    long as it says and looks for the next after it: each further WebP is a frame."""
     canvas, frames, bitstream = _webp_file(data, 0)
     pillow = Frames(limit)
     pillow.add(canvas, frames)
     ffmpeg = Frames(limit)
     ffmpeg.add(max(canvas, bitstream, key=lambda s: s[0] * s[1]))
-    at = data.find(b"WEBP", 12)
+    at = data.find(b"RIFF", _riff_end(data, 0))
     while at != -1 and not ffmpeg.full:
-        if data[at - 8 : at - 4] == b"RIFF":
-            try:
-                other, _, bits = _webp_file(data, at - 8)
-                ffmpeg.add(max(other, bits, key=lambda s: s[0] * s[1]))
-            except (Unreadable, IndexError):
-                ffmpeg.add((0, 0))
-        at = data.find(b"WEBP", at + 4)
+        if data[at + 8 : at + 12] != b"WEBP":
+            at = data.find(b"RIFF", at + 4)
+            continue
+        try:
+            other, _, bits = _webp_file(data, at)
+            ffmpeg.add(max(other, bits, key=lambda s: s[0] * s[1]))
+        except (Unreadable, IndexError):
+            ffmpeg.add((0, 0))
+        at = data.find(b"RIFF", _riff_end(data, at))
     return worst(pillow, ffmpeg)
+
+
+def _riff_end(data: bytes, start: int) -> int:
+    return start + 8 + (u(data, start + 4, 4, "little") if start + 8 <= len(data) else 0)
 
 
 def _webp_file(data: bytes, start: int) -> tuple[Size, int, Size]:
@@ -199,7 +206,7 @@ def _webp_file(data: bytes, start: int) -> tuple[Size, int, Size]:
         raise Unreadable("the WebP's first chunk is not VP8, VP8L or VP8X")
     canvas = _webp_bitstream(data, start + 12)
     frames, bitstream, at = 0, (0, 0), start + 12
-    end = min(len(data), start + 8 + u(data, start + 4, 4, "little"))
+    end = min(len(data), _riff_end(data, start))
     for _ in range(MAX_HEADER_CHUNKS):
         if at + 8 > end:
             break
