@@ -1,7 +1,10 @@
-"""Image files for tests, written byte by byte: a decompression bomb, and headers that lie.
+"""Image files for tests, written byte by byte: decompression bombs of every format the input
+caps read, headers that lie, formats the gateway refuses; and files Pillow writes.
 
 A bomb is a real, valid PNG whose pixels are never allocated here: its rows are fed to zlib one
-at a time (1-bit grey, so 20000x20000 is 50 MB of rows and about 48 KB of file).
+at a time (1-bit grey, so 20000x20000 is 50 MB of rows and about 48 KB of file). The others
+declare their sizes and carry a pixel or a row of data: a decoder draws the rest as truncated,
+at the declared size (as ComfyUI's retry with LOAD_TRUNCATED_IMAGES does).
 """
 
 from __future__ import annotations
@@ -200,3 +203,19 @@ def gif_im_polyglot(width: int, height: int) -> bytes:
     head = b"GIF89a" + struct.pack("<HHBBB", 32, 32, 0x87, 0, 0) + text.ljust(768, b"\x00")
     frame = b"\x2c" + struct.pack("<HHHHB", 0, 0, 32, 32, 0) + b"\x02\x02\x4c\x01\x00"
     return head + frame + b"\x3b"
+
+
+def png_with(*chunks: tuple[bytes, bytes], base: bytes | None = None) -> bytes:
+    """A PNG (by default a 40x30 one Pillow writes) with chunks added right after its IHDR."""
+    base = base or pillow_file("PNG", (40, 30))
+    extra = b"".join(
+        struct.pack(">I", len(body)) + name + body + struct.pack(">I", zlib.crc32(name + body))
+        for name, body in chunks
+    )
+    return base[:33] + extra + base[33:]
+
+
+def jpeg_with(segment: bytes, base: bytes | None = None) -> bytes:
+    """A JPEG with a segment added right after its SOI."""
+    base = base or pillow_file("JPEG", (40, 30))
+    return base[:2] + segment + base[2:]
