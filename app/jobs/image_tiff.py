@@ -18,7 +18,8 @@ from app.jobs.frames import Frames, Size, Unreadable, u, worst
 # Pillow's six: big- and little-endian TIFF, the two with swapped magic, BigTIFF.
 PREFIXES = (b"MM\x00*", b"II*\x00", b"MM*\x00", b"II\x00*", b"MM\x00+", b"II+\x00")
 IMAGE_WIDTH, IMAGE_LENGTH, SUB_IFDS = 256, 257, 330
-INTEGERS = {1: "B", 3: "H", 4: "L", 6: "b", 8: "h", 9: "l", 13: "L", 16: "Q"}  # type: struct code
+# Pillow's integer types, each with its struct code.
+INTEGERS = {1: "B", 3: "H", 4: "L", 6: "b", 8: "h", 9: "l", 13: "L", 16: "Q"}
 MAX_SUB_IFD_DEPTH = 8
 
 
