@@ -111,7 +111,7 @@ async def forward(path: str, request: Request) -> Response:
             body = content = await read_at_most(request.stream(), BODY_CHECK_MAX_BYTES)
         elif found.kind is Kind.UPLOAD and has_body:
             settings = gateway.settings
-            caps = InputCaps(settings.input_max_bytes, settings.max_input_pixels)
+            caps = InputCaps.from_settings(settings)
             content = await reads.checked_upload(request, caps)
         if isinstance(content, bytes):
             # httpx sets it from the bytes read, so ComfyUI reads exactly what was checked.

@@ -11,7 +11,7 @@ and /view of a file that is neither an output of the key's prompts nor a file it
 
 Uploads (POST /upload/image and /upload/mask) are held to the input caps before they go on, for
 every caller the rules apply to: the body is read whole (it is at most MAX_BODY_SIZE_MB) and
-each file part is checked (INPUT_MAX_MB, and MAX_INPUT_PIXELS from the image's header).
+each file part is checked (app.jobs.input_caps: bytes, an image's frames and pixels).
 """
 
 from __future__ import annotations
@@ -232,7 +232,7 @@ async def checked_upload(request: Request, caps: InputCaps) -> bytes:
         for name, value in form.multi_items():
             if isinstance(value, UploadFile):
                 caps.check_bytes(value.size or 0, name)
-                caps.check(await value.read(), name)
+                await caps.check_off_loop(await value.read(), name)
     finally:
         await form.close()
     return body

@@ -149,6 +149,8 @@ def decode_image(data: str, where: str, caps: InputCaps) -> Image.Image:
         image.load()
     except (binascii.Error, UnidentifiedImageError, OSError, ValueError) as e:
         raise InvalidRequest(f"{where} is not a base64-encoded image: {e}", location=where) from e
+    except Image.DecompressionBombError as e:  # MAX_INPUT_PIXELS set past Pillow's own limit
+        raise InvalidRequest(f"{where}: {e}", location=where) from e
     return image
 
 

@@ -110,7 +110,7 @@ async def generate(request: Request, req: Txt2ImgRequest, kind: str) -> dict[str
     inputs = [base | {"seed": seed + i} for i in range(count)]
     if isinstance(req, Img2ImgRequest):
         settings = gateway.settings
-        caps = InputCaps(settings.input_max_bytes, settings.max_input_pixels)
+        caps = InputCaps.from_settings(settings)
         await asyncio.to_thread(sdapi.prepare_images, fields, (width, height), warnings, caps)
         for i, values in enumerate(inputs):
             values["denoise"] = req.denoising_strength

@@ -2,7 +2,7 @@
 
 URLs are downloaded (size cap, deadline, each redirect hop's address checked and pinned by
 app.addresses), base64 is decoded, both are sniffed from their bytes and held to the input caps
-(INPUT_MAX_MB, MAX_INPUT_PIXELS from the image's header: app.jobs.input_caps), handed to ComfyUI
+(INPUT_MAX_MB; for an image its frames and pixels: app.jobs.input_caps), handed to ComfyUI
 through its upload endpoint into a per-job subfolder, and the graph is rewritten to point at them.
 """
 
@@ -106,7 +106,7 @@ class InputFiles:
         self.client = client
         self.input_dir = settings.comfy_input_dir
         self.max_bytes = settings.input_max_bytes
-        self.caps = InputCaps(settings.input_max_bytes, settings.max_input_pixels)
+        self.caps = InputCaps.from_settings(settings)
         self.timeout_s = settings.input_download_timeout_s
         self.addresses = AddressPolicy.from_settings(settings)
         self.http = httpx.AsyncClient(
@@ -179,7 +179,7 @@ class InputFiles:
         if sniffed is None or sniffed.kind not in ACCEPTS[kind]:
             found = sniffed.kind if sniffed else "not a file type any loader reads"
             raise InputError(f"{where}: expected {kind}, got {found}", location=where)
-        self.caps.check(data, where)  # before ComfyUI, or anything, decodes it
+        await self.caps.check_off_loop(data, where)  # before ComfyUI, or anything, decodes it
         name = f"{len(job.names) + 1}.{sniffed.extension}"
         stored = await client.upload(data, name, job.subfolder)
         job.names.append(stored)

@@ -30,7 +30,7 @@ DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
 async def read_graph(request: Request, max_part_bytes: int, caps: InputCaps) -> Any:
     """The request's graph (unchecked), its files inlined where its loader inputs name them.
 
-    Each file is held to the input caps (INPUT_MAX_MB, MAX_INPUT_PIXELS) as it is read: a 400
+    Each file is held to the input caps (app.jobs.input_caps) as it is read: a 400
     located at `files.<name>`.
     """
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -91,7 +91,7 @@ async def _read_multipart(request: Request, max_part_bytes: int, caps: InputCaps
         )
     graph = inline_files(unwrap(prompt), files)  # a file no loader names: that 400 first
     for named, data in files.items():
-        caps.check(data, f"files.{named}")
+        await caps.check_off_loop(data, f"files.{named}")
     return graph
 
 

@@ -109,7 +109,7 @@ async def generate(
     state: V1State = request.app.state.prompts_v1
     caller = caller_of(request.scope)
     settings = gateway.settings
-    caps = InputCaps(settings.input_max_bytes, settings.max_input_pixels)
+    caps = InputCaps.from_settings(settings)
     graph: Graph = await read_graph(request, settings.max_body_size_bytes, caps)
     check_graph(graph)
     try:

@@ -39,11 +39,11 @@ RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 @router.post("/assets", response_class=V2JSON)
 async def upload(request: Request) -> Response:
     """Upload `file` (multipart) to `file_path` in ComfyUI's input folder; identical bytes are
-    one asset (200, `created_new: false`), new ones 201. A file over INPUT_MAX_MB, or an image
-    over MAX_INPUT_PIXELS (read from its header), is a 400 and never reaches ComfyUI."""
+    one asset (200, `created_new: false`), new ones 201. A file over the input caps
+    (app.jobs.input_caps) is a 400 and never reaches ComfyUI."""
     gateway, state = parts(request)
     caller = caller_of(request.scope)
-    caps = InputCaps(gateway.settings.input_max_bytes, gateway.settings.max_input_pixels)
+    caps = InputCaps.from_settings(gateway.settings)
     if not request.headers.get("content-type", "").startswith("multipart/"):
         return error(422, "invalid_request", "Expected multipart/form-data.")
     try:
@@ -65,7 +65,7 @@ async def upload(request: Request) -> Response:
         try:
             caps.check_bytes(file.size or 0, "file")  # before it is read into memory
             data = await file.read()
-            caps.check(data, "file")
+            await caps.check_off_loop(data, "file")
         except InputError as e:
             return envelope.render(e)
         content_type = fields.get("content_type") or file.content_type or "application/octet-stream"

@@ -27,9 +27,17 @@ class MediaSettings(BaseModel):
     max_input_pixels: int = Field(
         4096 * 4096,
         ge=1,
-        description="Most pixels (width x height) an input image may have, read from its header "
-        "before anything decodes it (PNG, JPEG, WebP, GIF, BMP, TIFF); a located 400 past it. "
-        "The default, 16.8 MP, fits a 4K frame (8.3 MP) twice",
+        description="Most pixels (width x height, summed over every frame: ComfyUI decodes and "
+        "stacks them all) an input image may have, read from the file's structure before "
+        "anything decodes it (PNG, APNG, JPEG, MPO, GIF, WebP, BMP, TIFF; images in other "
+        "formats are refused); a located 400 past it. The default, 16.8 MP, fits a 4K frame "
+        "(8.3 MP) twice",
+    )
+    max_input_frames: int = Field(
+        1000,
+        ge=1,
+        description="Most frames an input image may have (an animated GIF, APNG or WebP, a "
+        "TIFF's pages, an MPO's images, images one file concatenates); a located 400 past it",
     )
     input_download_timeout_s: float = Field(
         30.0,
