@@ -33,6 +33,7 @@ from app.fleet.fleet import Fleet
 from app.fleet.queue import FleetJob
 from app.fleet.store import MaxJobsReached
 from app.gateway.pool import Pool
+from app.jobs.input_names import check_names
 from app.jobs.job import Job
 from app.jobs.runner import JobRunner
 
@@ -106,6 +107,7 @@ class JobDoor:
         """Accept a job of this caller's, if the gateway (and the key's max_jobs) take work now;
         ComfyUI's refusal raises here when the job is submitted at once."""
         self.check_accepting()
+        check_names(graph, caller)  # before anything is taken: what it names is the caller's
         most = self.max_jobs(caller)
         if self.fleet is not None:
             try:  # the key's jobs are counted in Redis, as the job is queued

@@ -7,14 +7,8 @@ from typing import Any
 
 import pytest
 
-from app.compat.passthrough import (
-    BODY_CHECK_MAX_BYTES,
-    Kind,
-    SubmittedPrompts,
-    decide,
-    read_json,
-    segments,
-)
+from app.compat.passthrough import BODY_CHECK_MAX_BYTES, Kind, decide, read_json, segments
+from app.compat.passthrough_owners import SubmittedPrompts
 from app.core.errors import Forbidden
 
 OURS = "0f9d8c61-6a0e-4c4e-9d54-3a5e3b6c2f10"  # submitted through the passthrough
