@@ -28,5 +28,6 @@ class PassthroughSettings(BaseModel):
         120.0,
         gt=0,
         description="How long a passthrough client may take to send its whole request body "
-        "(408 past it); the body is read before a connection to ComfyUI is taken",
+        "(408 past it); with `COMFY_PASSTHROUGH=true` the body is read whole before a "
+        "connection to ComfyUI is taken",
     )
