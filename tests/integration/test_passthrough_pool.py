@@ -100,6 +100,7 @@ def test_slow_passthrough_clients_never_stop_a_job(gateway: Gateway) -> None:
             assert {status_of(s) for s in streamed} <= {408, 503}
             # An answer nobody reads is cut off, and its connection serves again.
             assert all(received(s) < BIG for s in unread)
+            assert "PASSTHROUGH_TIMEOUT_S (3s): cut off" in gateway.log_text()
             assert alice.get("/comfy/system_stats").status_code == 200
             assert_capacity_whole(gateway, alice)
     finally:
