@@ -23,6 +23,7 @@ import websockets
 from fastapi import APIRouter, WebSocket
 from websockets.asyncio.client import ClientConnection, connect
 
+from app.compat.passthrough import Passthrough
 from app.compat.passthrough_parse import encoded, parse_query
 from app.core.errors import ComfyUnavailable, Conflict, GatewayError
 from app.core.keys import caller_of
@@ -48,7 +49,7 @@ def check_running(gateway: Gateway) -> None:
 async def relay_events(websocket: WebSocket) -> None:
     """ComfyUI's websocket for one clientId, relayed both ways, text and binary frames."""
     gateway: Gateway = websocket.app.state.gateway
-    passthrough = websocket.app.state.passthrough
+    passthrough: Passthrough = websocket.app.state.passthrough
     caller = caller_of(websocket.scope)
     try:
         params = parse_query(websocket.scope["query_string"])

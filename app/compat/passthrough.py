@@ -58,6 +58,7 @@ class Kind(Enum):
     JOBS = "jobs"  # GET /jobs (ComfyUI 0.33+)
     ONE = "one"  # GET /history/{id}, /jobs/{id}: the key's own prompt, else 404
     VIEW = "view"  # GET /view: the files of the key's own prompts and uploads, else 404
+    NODES = "nodes"  # GET /object_info: its lists of input files without other keys' folders
 
 
 READ = frozenset({"GET", "HEAD"})  # aiohttp answers HEAD on every GET route
@@ -72,8 +73,8 @@ RULES: tuple[tuple[frozenset[str], tuple[str, ...], Kind], ...] = (
     (READ, ("view",), Kind.VIEW),
     (POST, ("upload", "image"), Kind.UPLOAD),
     (POST, ("upload", "mask"), Kind.UPLOAD),
-    (READ, ("object_info",), Kind.OPEN),
-    (READ, ("object_info", ANY), Kind.OPEN),
+    (READ, ("object_info",), Kind.NODES),
+    (READ, ("object_info", ANY), Kind.NODES),
     (READ, ("system_stats",), Kind.OPEN),
     (READ, ("models",), Kind.OPEN),
     (READ, ("models", ANY), Kind.OPEN),

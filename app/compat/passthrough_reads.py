@@ -8,8 +8,10 @@ the prompts it submitted through the passthrough: GET /queue, /history and /jobs
 would on a history of the key's own); GET /history/{id} and /jobs/{id} of another key's prompt,
 and /view of a file that is neither an output of the key's prompts nor in its own folder of the
 input folder (its uploads: app.compat.passthrough_upload), are a 404, exactly as for one that
-does not exist. The filtered lists read ComfyUI's whole answer. The query was parsed once
-(app.compat.passthrough_parse): the file /view checks is the one ComfyUI serves.
+does not exist. GET /object_info leaves out of its lists of input files and folders those in
+other keys' upload folders and jobs' input folders (`gw-…`). The filtered lists read ComfyUI's
+whole answer. The query was parsed once (app.compat.passthrough_parse): the file /view checks is
+the one ComfyUI serves.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from app.compat.passthrough import Endpoint, Kind
 from app.compat.passthrough_owners import OwnedPrompts
 from app.compat.passthrough_parse import FileRef, in_folder, target, view_file
 from app.core.errors import InvalidRequest, NotFound
-from app.core.keys import Caller
+from app.core.keys import GATEWAY_FOLDER_PREFIX, Caller
 from app.core.limits import limit_for
 from app.gateway import Gateway
 
@@ -135,6 +137,9 @@ async def scoped(
     rest = {k: v for k, v in params.items() if k not in ("max_items", "limit", "offset")}
     bare = target(parts, rest)  # the paging is applied here, after the filter
     offset = _int(params.get("offset"), "offset")
+    if found.kind is Kind.NODES:
+        everything = target(parts, params)
+        return await _filtered(gateway, everything, lambda d: without_folders(d, folder))
     if found.kind is Kind.QUEUE_LIST:
         return await _filtered(gateway, target(parts, params), lambda d: _queue(d, owned))
     if found.kind is Kind.HISTORY:
@@ -173,6 +178,21 @@ async def _filtered(gateway: Gateway, path: str, narrow: Callable[[Any], Any]) -
     except ValueError:
         return Response(raw, status_code=status, media_type=content_type or None)
     return JSONResponse(narrow(data))
+
+
+def without_folders(data: Any, own: str | None) -> Any:
+    """ComfyUI's node list without the names in other keys' and jobs' folders: its combos list
+    the input folder's files and, for the dataset nodes, every folder in it."""
+    if isinstance(data, dict):
+        return {k: without_folders(v, own) for k, v in data.items()}
+    if isinstance(data, list):
+        return [without_folders(v, own) for v in data if not foreign_path(v, own)]
+    return data
+
+
+def foreign_path(value: Any, own: str | None) -> bool:
+    first = value.split("/", 1)[0] if isinstance(value, str) else ""
+    return first.startswith(GATEWAY_FOLDER_PREFIX) and first != own
 
 
 def _queue(data: Any, owned: Container[str]) -> Any:

@@ -89,7 +89,8 @@ async def checked(
                 return True
             return await reads.viewable(gateway, owned, passthrough.files, caller.folder, ref)
 
-        upload = await rebuilt_upload(request, caps, caller, may_read)
+        mask = parts[-1] == "mask"
+        upload = await rebuilt_upload(request, caps, caller, may_read, mask=mask)
         return Outgoing(to, [*kept, ("content-type", upload.content_type)], upload.body)
     if data is not None:
         return Outgoing(to, [*kept, JSON], json.dumps(data).encode())

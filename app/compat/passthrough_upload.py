@@ -30,7 +30,14 @@ import httpx
 from fastapi import HTTPException, Request
 from starlette.datastructures import UploadFile
 
-from app.compat.passthrough_parse import FileRef, file_ref, plain_folder, plain_name, shown
+from app.compat.passthrough_parse import (
+    FileRef,
+    file_ref,
+    in_folder,
+    plain_folder,
+    plain_name,
+    shown,
+)
 from app.core.errors import InvalidRequest, NotFound
 from app.core.keys import GATEWAY_FOLDER_PREFIX, Caller
 from app.jobs.input_caps import InputCaps
@@ -52,6 +59,8 @@ async def rebuilt_upload(
     caps: InputCaps,
     caller: Caller,
     may_read: Callable[[FileRef], Awaitable[bool]],
+    *,
+    mask: bool,
 ) -> Upload:
     """The upload's form as ComfyUI gets it; a 400 (404 for an original_ref the key may not
     read) before any of it reaches ComfyUI."""
@@ -87,13 +96,11 @@ async def rebuilt_upload(
     form_fields = {"subfolder": folder_of(text.get("subfolder", ""), caller), "type": "input"}
     if "overwrite" in text:
         form_fields["overwrite"] = text["overwrite"]
-    if request.url.path.endswith("/mask"):
+    if mask:
         form_fields["original_ref"] = await original_ref(text.get("original_ref"), may_read)
-    content_type = image.content_type or "application/octet-stream"
-    built = httpx.Request(
-        "POST", "http://comfyui/upload", files={"image": (name, data, content_type)},
-        data=form_fields,
-    )  # fmt: skip
+    # ComfyUI reads no part's content type; one of ours leaves nothing of the client's headers.
+    part = (name, data, "application/octet-stream")
+    built = httpx.Request("POST", "http://comfyui/upload", files={"image": part}, data=form_fields)
     return Upload(built.read(), built.headers["content-type"])
 
 
@@ -109,7 +116,7 @@ def folder_of(given: str, caller: Caller) -> str:
                 location="subfolder",
             )
         return subfolder
-    if subfolder == own or subfolder.startswith(own + "/"):
+    if in_folder(subfolder, own):
         return subfolder  # as a previous upload's answer named it
     return posixpath.join(own, subfolder) if subfolder else own
 

@@ -6,17 +6,18 @@ reach further: a name that ends in `[input]`, `[output]` or `[temp]` names a fil
 (folder_paths.annotated_filepath, applied by every node that loads a file, custom nodes
 included), and on ComfyUI 0.3 a name with `..` or an absolute path leaves the folder. The rules:
 
-- For every caller but an admin key: the inputs the gateway knows to name a file (FILE_INPUTS,
-  and the loaders of app.jobs.inputs where ComfyUI reads the value itself: the passthrough) hold
-  a relative path (no `..` segment, no leading `/` or `\\`, no drive). The gateway's own loaders
-  refuse paths already (app.jobs.inputs), where a value may also be a URL or base64.
+- For every caller but an admin key: the inputs the gateway knows to name a file or folder
+  (FILE_INPUTS, and the loaders of app.jobs.inputs where ComfyUI reads the value itself: the
+  passthrough) hold a relative path (no `..` segment, no leading `/` or backslash, no drive).
+  The gateway's own loaders refuse paths already (app.jobs.inputs), where a value may also be
+  a URL or base64.
 - For a key's job (API keys on, not an admin key), in every string input of every node: no
   folder annotation (`x.png [output]` would read any key's outputs), and no path into a folder
   the gateway made (`gw-…`: other keys' uploads, other jobs' inputs) but the key's own
-  (app.core.keys.key_folder). Every string, because which inputs of a custom node name files is
-  the node's secret; a text ending in exactly ` [output]` is the price (any character after it
-  passes), and the `gw-` rule looks only at values with a `/` (or at file inputs), so a prompt
-  that merely starts with `gw-` passes.
+  (app.core.keys.key_folder), in any segment of a path. Every string, because which inputs of a
+  custom node name files is the node's secret; a text ending in exactly ` [output]` is the
+  price (any character after it passes), and the `gw-` rule looks only at values with a `/` or
+  a backslash (and at file inputs), so a prompt that merely starts with `gw-` passes.
 
 Files at the top of the input folder and in folders the operator made are shared by every key;
 uploads of a key never land there (app.compat.passthrough_upload).
@@ -32,16 +33,21 @@ from app.core.errors import InvalidRequest
 from app.core.keys import GATEWAY_FOLDER_PREFIX, Caller
 from app.jobs.inputs import LOADERS
 
-# class_type -> inputs that name a file or folder in the input folder, besides LOADERS.
+# class_type -> inputs that name a file or folder ComfyUI reads (or, the dataset savers, writes)
+# by joining it to one of its folders, besides LOADERS.
 FILE_INPUTS: dict[str, tuple[str, ...]] = {
     "LoadLatent": ("latent",),
     "Load3D": ("model_file",),
     "Load3DAnimation": ("model_file",),
+    "Load3DAdvanced": ("model_file",),
     "WebcamCapture": ("image",),
+    "Painter": ("mask",),
     "LoadImageDataSetFromFolder": ("folder",),
     "LoadImageTextDataSetFromFolder": ("folder",),
     "LoadVideoDataSetFromFolder": ("folder",),
     "LoadVideoTextDataSetFromFolder": ("folder",),
+    "SaveImageDataSetToFolder": ("folder_name",),
+    "SaveImageTextDataSetToFolder": ("folder_name",),
 }
 ANNOTATIONS = ("[input]", "[output]", "[temp]")  # what annotated_filepath looks for, as it does
 SEPARATORS = re.compile(r"[/\\]")
@@ -105,8 +111,10 @@ def check_scope(text: str, where: str, own: str | None, *, file: bool) -> None:
             "after the brackets)",
             location=where,
         )
-    first = SEPARATORS.split(text, maxsplit=1)[0]
-    if (file or first != text) and first.startswith(GATEWAY_FOLDER_PREFIX) and first != own:
+    parts = SEPARATORS.split(text)
+    if (file or len(parts) > 1) and any(
+        part.startswith(GATEWAY_FOLDER_PREFIX) and part != own for part in parts
+    ):
         raise InvalidRequest(
             f"{where}: {shown(text)} is in a folder of another API key's uploads or another "
             f"job's inputs; this key's uploads are in {own}/",

@@ -109,9 +109,13 @@ def test_uploads_go_to_the_keys_own_folder(
     assert folder.startswith("gw-key-") and folder.endswith("/album")
     assert stored.json() == {"name": name, "subfolder": folder, "type": "input"}
     assert (gateway.input_dir / folder / name).read_bytes() == png((9, 8, 7))
-    # ComfyUI's lists of input files (LoadImage's) show no key's upload.
+    # ComfyUI's lists of input files (LoadImage's) show no key's upload, nor its folders (the
+    # dataset nodes list every folder of the input folder) but to the key itself.
     listed = bob.get("/comfy/object_info/LoadImage").json()["LoadImage"]["input"]["required"]
     assert name not in json.dumps(listed)
+    assert folder not in bob.get("/comfy/object_info").text
+    assert folder in alice.get("/comfy/object_info").text
+    assert "in64.png" in bob.get("/comfy/object_info/LoadImage").text  # shared files are listed
     again = upload(alice, name, png((9, 8, 7)), subfolder=folder)  # as its answer named it
     assert again.json()["subfolder"] == folder
 

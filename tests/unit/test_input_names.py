@@ -45,6 +45,9 @@ def refused(graph: dict[str, Any], caller: Caller, *, names_only: bool = False) 
         node("LoadImageDataSetFromFolder", folder=BOBS),
         node("LoadLatent", latent="../output/x.latent"),
         node("LoadImageDataSetFromFolder", folder="/etc"),
+        node("SaveImageDataSetToFolder", folder_name=f"../input/{OWN}"),  # 0.3 would write there
+        node("SomeCustomSaver", path=f"../input/{BOBS}/x.png"),
+        node("Painter", mask="x.png [output]"),
     ],
 )
 def test_a_key_names_only_what_is_its_own_or_shared(graph: dict[str, Any]) -> None:
