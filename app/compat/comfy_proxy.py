@@ -92,9 +92,15 @@ async def forward(path: str, request: Request) -> Response:
     else:
         check_running(gateway)
         out = as_sent(request, headers, settings.passthrough_body_timeout_s)
-    upstream = await gateway.comfy.forward(request.method, out.target, out.headers, out.content)
-    if out.submission is not None and out.submission.claimed and upstream.status_code != 200:
-        passthrough.submitted.release(out.submission.prompt_id)  # ComfyUI queued nothing
+    new_id = out.submission.prompt_id if out.submission and out.submission.claimed else None
+    try:
+        upstream = await gateway.comfy.forward(request.method, out.target, out.headers, out.content)
+    except BaseException:
+        if new_id is not None:
+            passthrough.submitted.release(new_id)
+        raise
+    if new_id is not None and upstream.status_code != 200:
+        passthrough.submitted.release(new_id)  # ComfyUI queued nothing under it
     return RelayResponse(upstream, out.target, settings.passthrough_timeout_s)
 
 
