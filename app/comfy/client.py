@@ -207,18 +207,6 @@ class ComfyClient:
         info: dict[str, dict[str, Any]] = await self._get_json("/object_info")
         return info
 
-    # -- for the compatibility layers (/comfy passthrough, /sdapi/v1) --------------------------
-    async def forward(
-        self, method: str, target: str, headers: list[tuple[str, str]], content: Any
-    ) -> httpx.Response:
-        """Send a client's request on to ComfyUI as it came; the response streams (caller closes).
-
-        `target` is the path and query still percent-encoded, so ComfyUI sees what the client
-        wrote; `content` is None or an async iterator of body chunks, never the whole body.
-        """
-        request = self.http.build_request(method, target, headers=headers, content=content)
-        return await self._call(f"{method} {target}", lambda: self.http.send(request, stream=True))
-
     async def model_folders(self) -> list[str]:
         """The model folders ComfyUI knows (`checkpoints`, `loras`, ...)."""
         listed = await self._get_json("/models")

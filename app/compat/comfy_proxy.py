@@ -1,45 +1,39 @@
-"""/comfy/<path>: ComfyUI's own API, passed through unchanged (the websocket: app.compat.comfy_ws).
+"""/comfy/<path>: ComfyUI's own API through the gateway (the websocket: app.compat.comfy_ws).
 
 Existing ComfyUI clients switch to the gateway by changing their base URL and so gain its
-supervision, probes, body cap and API keys. Bodies stream both ways (never held whole); the
-BodySizeLimit middleware still counts the request body as it streams. The exceptions are
-bounded: the bodies of POST /interrupt and /queue, read to decide whether they may go on, those
-of the uploads, read to hold their files to the input caps, and ComfyUI's small answers to POST
-/prompt and the uploads, read for the prompt id and the file (app.compat.passthrough has the
-rules). Prompts sent this way are the client's own: nothing rewrites them, and the gateway's
-queue depth counts them because it reads ComfyUI's queue from the status events every socket
-receives. With API keys, each is its key's: app.compat.passthrough_reads narrows what a key
-reads to its own prompts, they count against its max_jobs (KEY_LIMITS), and an admin key passes
-as with COMFY_PASSTHROUGH=full.
+supervision, probes, body cap and API keys. With COMFY_PASSTHROUGH=true a request is made ready
+by app.compat.passthrough_request (its rules: app.compat.passthrough): parsed once, checked, and
+what goes on rebuilt from what was read; with COMFY_PASSTHROUGH=full, and for an admin key, it
+goes on as it came, its body streamed. ComfyUI's answer streams back unchanged (never held
+whole), over the passthrough's own connections (app.gateway.comfy), and a client must take each
+part of it within PASSTHROUGH_TIMEOUT_S or be cut off, so that its connection to ComfyUI goes
+back to the pool. Prompts sent this way are the client's own: nothing rewrites their graphs,
+and the gateway's queue depth counts them because it reads ComfyUI's queue from the status
+events every socket receives. With API keys, each is its key's: app.compat.passthrough_reads
+narrows what a key reads to its own prompts and files, they count against its max_jobs
+(KEY_LIMITS), and an admin key passes as with COMFY_PASSTHROUGH=full.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncGenerator
 
 import httpx
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import Response, StreamingResponse
+from starlette.types import Message, Send
 
 from app.compat import comfy_ws
-from app.compat import passthrough_reads as reads
 from app.compat.comfy_ws import check_running
-from app.compat.passthrough import (
-    BODY_CHECK_MAX_BYTES,
-    Kind,
-    Passthrough,
-    SubmittedPrompts,
-    answered_id,
-    authorize,
-    endpoint,
-)
-from app.compat.passthrough_reads import ViewableFiles, view_ref
+from app.compat.passthrough import Passthrough
+from app.compat.passthrough_owners import ClientIds, SubmittedPrompts
+from app.compat.passthrough_reads import ViewableFiles
+from app.compat.passthrough_request import as_sent, checked
 from app.core.keys import caller_of
 from app.core.settings import PassthroughMode
 from app.gateway import Gateway
-from app.jobs.input_caps import InputCaps
 
 log = logging.getLogger(__name__)
 
@@ -73,146 +67,87 @@ def response_headers(headers: httpx.Headers) -> list[tuple[str, str]]:
     return [(k, v) for k, v in headers.multi_items() if k.lower() not in HOP_BY_HOP]
 
 
-def upstream_target(raw_path: bytes, query: bytes) -> str:
-    """The path and query for ComfyUI, still percent-encoded: `/comfy/view?x` -> `/view?x`."""
-    path = raw_path.decode("latin-1").removeprefix(PREFIX) or "/"
-    return f"{path}?{query.decode('latin-1')}" if query else path
-
-
 def install(app: FastAPI, mode: PassthroughMode) -> None:
     """Serve the passthrough on `app`, forwarding what `mode` opens."""
     gateway: Gateway = app.state.gateway
     submitted = SubmittedPrompts(foreign=gateway.comfy.is_gateway_prompt)
-    app.state.passthrough = Passthrough(mode, submitted, ViewableFiles())
+    clients = ClientIds(foreign=gateway.comfy.is_own_client_id)
+    app.state.passthrough = Passthrough(mode, submitted, clients, ViewableFiles())
     app.include_router(router)
     app.include_router(comfy_ws.router)
 
 
 @router.api_route(f"{PREFIX}/{{path:path}}", methods=METHODS, include_in_schema=False)
 async def forward(path: str, request: Request) -> Response:
-    """A ComfyUI endpoint: the request goes on as it came, the answer comes back as it is."""
+    """A ComfyUI endpoint: the request goes on (checked, or as it came), the answer as it is."""
     gateway: Gateway = request.app.state.gateway
     passthrough: Passthrough = request.app.state.passthrough
-    scope = request.scope
-    target = upstream_target(scope.get("raw_path") or scope["path"].encode(), scope["query_string"])
-    headers = request_headers(scope["headers"])
-    names = {k.lower() for k, _ in headers}
-    has_body = "content-length" in names or "transfer-encoding" in {
-        k.decode().lower() for k, _ in scope["headers"]
-    }
-    content: AsyncIterator[bytes] | bytes | None = request.stream() if has_body else None
+    settings = gateway.settings
+    headers = request_headers(request.scope["headers"])
     caller = caller_of(request.scope)
-    owned = passthrough.submitted.of(caller.id)
-    found = None
     if passthrough.mode is PassthroughMode.SAFE and not caller.admin:  # admin: as `full`
-        found = endpoint(request.method, target.split("?", 1)[0])
-        body: bytes | None = b""
-        if found.reads_body and has_body:
-            body = content = await read_at_most(request.stream(), BODY_CHECK_MAX_BYTES)
-        elif found.kind is Kind.UPLOAD and has_body:
-            settings = gateway.settings
-            caps = InputCaps.from_settings(settings)
-            content = await reads.checked_upload(request, caps)
-        if isinstance(content, bytes):
-            # httpx sets it from the bytes read, so ComfyUI reads exactly what was checked.
-            headers = [(k, v) for k, v in headers if k.lower() != "content-length"]
-        authorize(found, owned, body, headers)
-    check_running(gateway)
-    if found is not None and caller.tenant:
-        files = passthrough.files
-        narrowed = await reads.scoped(found, request, gateway, owned, files, target)
-        if narrowed is not None:
-            return narrowed
-        if found.kind is Kind.SUBMIT:
-            await reads.check_quota(gateway, caller, owned)
-    upstream = await gateway.comfy.forward(request.method, target, headers, content)
-    chunks = relay_body(upstream, target)
-    if found is not None and upstream.status_code == 200:
-        if found.kind is Kind.SUBMIT:
-            chunks = await note_prompt_id(upstream, chunks, passthrough.submitted, caller.id)
-        elif found.kind is Kind.UPLOAD and caller.tenant:
-            chunks = await note_upload(upstream, chunks, passthrough.files, caller.id)
-    response = StreamingResponse(chunks, status_code=upstream.status_code)
-    # Set raw so that repeated headers stay repeated, and nothing is added or recomputed.
-    response.raw_headers = [
-        (k.lower().encode("latin-1"), v.encode("latin-1"))
-        for k, v in response_headers(upstream.headers)
-    ]
-    return response
-
-
-async def read_at_most(stream: AsyncIterator[bytes], limit: int) -> bytes | None:
-    """The whole body, or None once it grows past `limit` bytes (the rest is left unread)."""
-    body = bytearray()
-    async for chunk in stream:
-        body += chunk
-        if len(body) > limit:
-            return None
-    return bytes(body)
-
-
-async def note_prompt_id(
-    upstream: httpx.Response,
-    chunks: AsyncIterator[bytes],
-    submitted: SubmittedPrompts,
-    owner: str | None,
-) -> AsyncIterator[bytes]:
-    """Remember the prompt id in ComfyUI's answer to POST /prompt, as the key's; the answer
-    goes on unchanged.
-
-    Read before the answer goes out, so that the client can interrupt its prompt at once.
-    """
-    answer, size, chunks = await peek_answer(upstream, chunks)
-    prompt_id = answered_id(answer)
-    if prompt_id is None:
-        log.warning("no prompt_id in ComfyUI's %d-byte answer to a passthrough POST /prompt", size)
+        out = await checked(request, headers, caller, passthrough, gateway)
+        if out.answer is not None:
+            return out.answer
     else:
-        submitted.add(prompt_id, owner)
-    return chunks
-
-
-async def note_upload(
-    upstream: httpx.Response, chunks: AsyncIterator[bytes], files: ViewableFiles, owner: str | None
-) -> AsyncIterator[bytes]:
-    """Remember the file ComfyUI's answer to an upload names as the key's, for its /view."""
-    answer, _, chunks = await peek_answer(upstream, chunks)
-    if isinstance(answer, dict) and answer.get("name"):
-        files.uploaded(owner, view_ref({**answer, "type": answer.get("type") or "input"}))
-    return chunks
-
-
-async def peek_answer(
-    upstream: httpx.Response, chunks: AsyncIterator[bytes]
-) -> tuple[Any, int, AsyncIterator[bytes]]:
-    """ComfyUI's small JSON answer (None past BODY_CHECK_MAX_BYTES or not JSON), its size, and
-    the chunks to send on, the ones read included."""
-    head: list[bytes] = []
-    answer: Any = None
-    while (size := sum(map(len, head))) <= BODY_CHECK_MAX_BYTES:
-        chunk = await anext(chunks, None)
-        if chunk is None:  # all of it, small as the answers read here are
-            answer = json_in(upstream.headers, b"".join(head))
-            break
-        head.append(chunk)
-
-    async def replay() -> AsyncIterator[bytes]:
-        for chunk in head:
-            yield chunk
-        async for chunk in chunks:
-            yield chunk
-
-    return answer, size, replay()
-
-
-def json_in(headers: httpx.Headers, raw: bytes) -> Any:
-    # A Response of our own decodes the bytes as they came (gzip, if ComfyUI compressed them).
+        check_running(gateway)
+        out = as_sent(request, headers, settings.passthrough_body_timeout_s)
+    new_id = out.submission.prompt_id if out.submission and out.submission.claimed else None
     try:
-        return httpx.Response(200, headers=headers, content=raw).json()
-    except (ValueError, httpx.DecodingError):
-        return None
+        upstream = await gateway.comfy.forward(request.method, out.target, out.headers, out.content)
+    except BaseException:
+        if new_id is not None:
+            passthrough.submitted.release(new_id)
+        raise
+    if new_id is not None and upstream.status_code != 200:
+        passthrough.submitted.release(new_id)  # ComfyUI queued nothing under it
+    return RelayResponse(upstream, out.target, settings.passthrough_timeout_s)
 
 
-async def relay_body(upstream: httpx.Response, target: str) -> AsyncIterator[bytes]:
+class SlowClient(Exception):
+    """The client did not take a part of the answer in time."""
+
+
+class RelayResponse(StreamingResponse):
+    """ComfyUI's answer on its way to the client, its bytes and headers unchanged (repeated ones
+    kept, nothing added or recomputed); the client must take each part within `timeout_s`, else
+    it is cut off and ComfyUI's connection goes back to the pool."""
+
+    def __init__(
+        self,
+        upstream: httpx.Response,
+        target: str,
+        timeout_s: float,
+        headers: list[tuple[str, str]] | None = None,
+    ) -> None:
+        self.relay = relay_body(upstream, target)
+        super().__init__(self.relay, status_code=upstream.status_code)
+        self.raw_headers = [
+            (k.lower().encode("latin-1"), v.encode("latin-1"))
+            for k, v in (response_headers(upstream.headers) if headers is None else headers)
+        ]
+        self.timeout_s, self.target = timeout_s, target
+
+    async def stream_response(self, send: Send) -> None:
+        async def in_time(message: Message) -> None:
+            try:
+                async with asyncio.timeout(self.timeout_s):
+                    await send(message)
+            except TimeoutError:
+                raise SlowClient from None
+
+        try:
+            await super().stream_response(in_time)
+        except SlowClient:
+            log.warning(
+                "a client took no part of the answer to %s for PASSTHROUGH_TIMEOUT_S (%gs): "
+                "cut off", self.target, self.timeout_s,
+            )  # fmt: skip
+        finally:
+            await self.relay.aclose()
+
+
+async def relay_body(upstream: httpx.Response, target: str) -> AsyncGenerator[bytes, None]:
     """ComfyUI's body as it arrives, bytes unchanged (compressed stays compressed)."""
     try:
         async for chunk in upstream.aiter_raw():

@@ -1,16 +1,33 @@
 """ComfyUI's websocket through the gateway, at /comfy/ws and /ws: relayed both ways, text and
-binary frames, for one clientId (never the gateway's own, whose events it would steal)."""
+binary frames, for one clientId (never the gateway's own, whose events it would steal).
+
+ComfyUI gives a clientId's events to its newest socket, and a prompt sent without a client_id
+has its events sent to every socket. So the query is read once, as ComfyUI reads it (a repeated
+`clientId` is refused: ComfyUI would take the first, a check the last), and goes on re-encoded;
+a clientId is held by the first API key that uses it (app.compat.passthrough_owners: 409 for
+another key, or for the gateway's own event streams); and a key's socket (API keys on, not an
+admin key) passes on only events of the key's own prompts and those that name no prompt (the
+queue's size). ComfyUI runs one prompt at a time and sends a socket its events in order, so a
+binary frame (a preview) belongs to the prompt the socket last heard of, and goes to the key's
+socket only when that prompt is the key's.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+from collections.abc import Container
 
 import websockets
 from fastapi import APIRouter, WebSocket
 from websockets.asyncio.client import ClientConnection, connect
 
+from app.compat.passthrough import Passthrough
+from app.compat.passthrough_parse import encoded, parse_query
 from app.core.errors import ComfyUnavailable, Conflict, GatewayError
+from app.core.keys import caller_of
+from app.core.settings import PassthroughMode
 from app.edge.errors import error_response
 from app.gateway import Gateway
 
@@ -32,16 +49,19 @@ def check_running(gateway: Gateway) -> None:
 async def relay_events(websocket: WebSocket) -> None:
     """ComfyUI's websocket for one clientId, relayed both ways, text and binary frames."""
     gateway: Gateway = websocket.app.state.gateway
-    if gateway.comfy.is_own_client_id(websocket.query_params.get("clientId")):
-        # ComfyUI gives a clientId's events to its newest socket: this would steal the
-        # gateway's own event stream, and every job in flight would hang.
-        taken = Conflict("this clientId is in use by the gateway", location="clientId")
-        await deny(websocket, taken)
-        return
-    query = websocket.scope["query_string"].decode("latin-1")
-    url = f"{gateway.comfy.ws_url}?{query}" if query else gateway.comfy.ws_url
+    passthrough: Passthrough = websocket.app.state.passthrough
+    caller = caller_of(websocket.scope)
     try:
+        params = parse_query(websocket.scope["query_string"])
+        client_id = params.get("clientId")
+        if gateway.comfy.is_own_client_id(client_id):
+            # ComfyUI gives a clientId's events to its newest socket: this would steal the
+            # gateway's own event stream, and every job in flight would hang.
+            raise Conflict("this clientId is in use by the gateway", location="clientId")
+        if client_id and passthrough.mode is PassthroughMode.SAFE and not caller.admin:
+            passthrough.clients.claim(client_id, caller.id)
         check_running(gateway)
+        url = gateway.comfy.ws_url + (f"?{encoded(params)}" if params else "")
         upstream = await connect(url, max_size=2**26, open_timeout=5, compression=None)
     except GatewayError as e:
         await deny(websocket, e)
@@ -49,9 +69,10 @@ async def relay_events(websocket: WebSocket) -> None:
     except (OSError, TimeoutError, websockets.WebSocketException) as e:
         await deny(websocket, ComfyUnavailable(f"ComfyUI's websocket is not reachable ({e!r})"))
         return
+    owned = passthrough.submitted.of(caller.id) if caller.tenant else None
     async with upstream:
         await websocket.accept()
-        await relay(websocket, upstream)
+        await relay(websocket, upstream, owned)
 
 
 async def deny(websocket: WebSocket, error: GatewayError) -> None:
@@ -62,11 +83,37 @@ async def deny(websocket: WebSocket, error: GatewayError) -> None:
         await websocket.close(code=1013 if error.status == 503 else 1008, reason=error.code)
 
 
-async def relay(websocket: WebSocket, upstream: ClientConnection) -> None:
-    """Copy frames both ways until either side closes; then close the other."""
+class EventFilter:
+    """Which of ComfyUI's frames a key's socket passes on: those of its own prompts."""
+
+    def __init__(self, owned: Container[str]) -> None:
+        self.owned = owned
+        self.current: object = None  # the prompt this socket last heard of
+
+    def passes(self, message: str | bytes) -> bool:
+        if isinstance(message, bytes):
+            return self.current in self.owned
+        try:
+            data = json.loads(message).get("data")
+        except (ValueError, AttributeError):
+            return False
+        if not isinstance(data, dict) or "prompt_id" not in data:
+            return True  # the queue's size, the clientId given to this socket
+        self.current = data["prompt_id"]
+        return self.current in self.owned if isinstance(self.current, str) else False
+
+
+async def relay(
+    websocket: WebSocket, upstream: ClientConnection, owned: Container[str] | None = None
+) -> None:
+    """Copy frames both ways until either side closes; then close the other. With `owned`,
+    only the frames of those prompts (and of none) go down."""
+    events = EventFilter(owned) if owned is not None else None
 
     async def down() -> None:
         async for message in upstream:
+            if events is not None and not events.passes(message):
+                continue
             if isinstance(message, bytes):
                 await websocket.send_bytes(message)  # latent previews
             else:

@@ -1,4 +1,4 @@
-"""What the /comfy passthrough forwards by default, and the prompts it has submitted.
+"""What the /comfy passthrough forwards by default, and its memory.
 
 With COMFY_PASSTHROUGH=true (the default) a client can run its own prompts and nothing that acts
 on the whole server or on work it did not submit: submit a prompt, read the queue, history, node
@@ -17,43 +17,48 @@ Empty and dot segments match nothing. ComfyUI serves every route under `/api` to
 `api` segments are dropped first. A body that decides (POST /interrupt, /queue) is read as
 aiohttp's `request.json()` reads it; one that it might read otherwise (compressed, another
 charset) or that is over BODY_CHECK_MAX_BYTES is refused.
+
+Every request it forwards (for every caller but an admin key) is parsed once and goes on in its
+parsed form, re-encoded: app.compat.passthrough_parse (path, query, file names),
+passthrough_submit (POST /prompt, whose prompt id and client id become the key's:
+passthrough_owners) and passthrough_upload (the uploads, into the key's own folder).
 """
 
 from __future__ import annotations
 
 import json
-from collections import OrderedDict
-from collections.abc import Callable, Container, Iterable
+from collections.abc import Container, Iterable
 from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote
 
+from app.compat.passthrough_parse import path_parts
 from app.core.errors import Forbidden
 from app.core.settings import PassthroughMode
 
 if TYPE_CHECKING:
+    from app.compat.passthrough_owners import ClientIds, SubmittedPrompts
     from app.compat.passthrough_reads import ViewableFiles
 
 # Enough to name hundreds of prompts; a body that decides must be read whole before it goes on.
 BODY_CHECK_MAX_BYTES = 64 * 1024
-SUBMITTED_MAX = 10_000
 OPENS_ALL = "COMFY_PASSTHROUGH=full"
 
 
 class Kind(Enum):
     OPEN = "open"  # forwarded as it is
-    SUBMIT = "submit"  # POST /prompt: the answer's prompt_id is remembered
+    SUBMIT = "submit"  # POST /prompt: its prompt_id and client_id are held for the key
     INTERRUPT = "interrupt"  # only with the prompt_id of a passthrough prompt
     QUEUE = "queue"  # only {"delete": [passthrough prompts]}
     CANCEL = "cancel"  # the jobs API: only a passthrough prompt's id in the path
-    UPLOAD = "upload"  # held to the input caps; with keys, the file is the key's to /view
+    UPLOAD = "upload"  # held to the input caps; with keys, into the key's own folder
     # With API keys, what a key reads is scoped to its own prompts (else: as OPEN).
     QUEUE_LIST = "queue list"  # GET /queue
     HISTORY = "history"  # GET /history
     JOBS = "jobs"  # GET /jobs (ComfyUI 0.33+)
     ONE = "one"  # GET /history/{id}, /jobs/{id}: the key's own prompt, else 404
     VIEW = "view"  # GET /view: the files of the key's own prompts and uploads, else 404
+    NODES = "nodes"  # GET /object_info: its lists of input files without other keys' folders
 
 
 READ = frozenset({"GET", "HEAD"})  # aiohttp answers HEAD on every GET route
@@ -68,8 +73,8 @@ RULES: tuple[tuple[frozenset[str], tuple[str, ...], Kind], ...] = (
     (READ, ("view",), Kind.VIEW),
     (POST, ("upload", "image"), Kind.UPLOAD),
     (POST, ("upload", "mask"), Kind.UPLOAD),
-    (READ, ("object_info",), Kind.OPEN),
-    (READ, ("object_info", ANY), Kind.OPEN),
+    (READ, ("object_info",), Kind.NODES),
+    (READ, ("object_info", ANY), Kind.NODES),
     (READ, ("system_stats",), Kind.OPEN),
     (READ, ("models",), Kind.OPEN),
     (READ, ("models", ANY), Kind.OPEN),
@@ -98,72 +103,22 @@ class Endpoint:
         return self.kind in (Kind.INTERRUPT, Kind.QUEUE)
 
 
-class SubmittedPrompts:
-    """Ids of the prompts the passthrough's POST /prompt answered, each with the id of the API
-    key that sent it (None without keys); the oldest go past `limit`."""
-
-    def __init__(
-        self, limit: int = SUBMITTED_MAX, *, foreign: Callable[[str], bool] = lambda _: False
-    ) -> None:
-        self.limit = limit
-        # The gateway's own prompts: a client may name its prompt after one it read in
-        # GET /queue, and must not gain a hold on the gateway's job by doing so.
-        self.foreign = foreign
-        self._ids: OrderedDict[str, str | None] = OrderedDict()
-
-    def add(self, prompt_id: str, owner: str | None = None) -> None:
-        self._ids[prompt_id] = owner
-        self._ids.move_to_end(prompt_id)
-        while len(self._ids) > self.limit:
-            self._ids.popitem(last=False)
-
-    def __contains__(self, prompt_id: object) -> bool:
-        return isinstance(prompt_id, str) and prompt_id in self._ids and not self.foreign(prompt_id)
-
-    def __len__(self) -> int:
-        return len(self._ids)
-
-    def of(self, owner: str | None) -> OwnedPrompts:
-        """The prompts one API key sent (without keys, owner None: every one)."""
-        return OwnedPrompts(self, owner)
-
-    def owner_of(self, prompt_id: str) -> str | None:
-        return self._ids.get(prompt_id)
-
-    def newest(self, owner: str | None) -> list[str]:
-        """The key's prompt ids, newest first."""
-        return [p for p, o in reversed(self._ids.items()) if o == owner and p in self]
-
-
-@dataclass(frozen=True)
-class OwnedPrompts:
-    """The passthrough prompts of one API key, as a container of prompt ids."""
-
-    submitted: SubmittedPrompts
-    owner: str | None
-
-    def __contains__(self, prompt_id: object) -> bool:
-        return (
-            isinstance(prompt_id, str)
-            and prompt_id in self.submitted
-            and self.submitted.owner_of(prompt_id) == self.owner
-        )
-
-
 @dataclass
 class Passthrough:
     """The passthrough's setting and memory, held by app.state."""
 
     mode: PassthroughMode
-    submitted: SubmittedPrompts
+    submitted: SubmittedPrompts  # whose each prompt id is
+    clients: ClientIds  # whose each websocket clientId is
     files: ViewableFiles  # what each key may /view
 
 
 def segments(path: str) -> tuple[str, ...] | None:
-    """The path as aiohttp matches it, leading `api` segments dropped; None: it matches nothing."""
+    """The path as aiohttp matches it, leading `api` segments dropped; None: it matches nothing
+    (a 400 where its escapes are not UTF-8)."""
     if not path.startswith("/"):
         return None
-    parts = [unquote(part) for part in path[1:].split("/")]
+    parts = list(path_parts(path.encode("latin-1")))
     if any(part in ("", ".", "..") for part in parts):
         return None
     while parts and parts[0] == "api":
@@ -226,14 +181,15 @@ def authorize(
     owned: Container[str],
     body: bytes | None = b"",
     headers: Iterable[tuple[str, str]] = (),
-) -> None:
-    """Raise Forbidden unless the request acts only on prompts in `owned`."""
+) -> Any:
+    """Raise Forbidden unless the request acts only on prompts in `owned`; the body as read
+    (None where the endpoint reads none), to go on re-encoded."""
     if found.kind is Kind.CANCEL:
         if not owns(owned, found.path_id):
             raise refusal(f"{found.name}: {not_ours(found.path_id)}")
-        return
+        return None
     if not found.reads_body:
-        return
+        return None
     try:
         data = read_json(body, headers)
     except Unreadable as e:
@@ -246,7 +202,7 @@ def authorize(
             raise refusal(f"{found.name} without a prompt_id interrupts whatever runs", "prompt_id")
         if not owns(owned, prompt_id):
             raise refusal(f"{found.name}: {not_ours(prompt_id)}", "prompt_id")
-        return
+        return data
     # POST /queue, read as ComfyUI does: a truthy `clear`, then each id in `delete`.
     if data.get("clear"):
         raise refusal(f"{found.name} with clear drops every queued prompt", "clear")
@@ -257,6 +213,7 @@ def authorize(
         for prompt_id in ids:
             if not owns(owned, prompt_id):
                 raise refusal(f"{found.name}: {not_ours(prompt_id)}", "delete")
+    return data
 
 
 def owns(owned: Container[str], prompt_id: object) -> bool:
@@ -281,9 +238,3 @@ def decide(
     found = endpoint(method, path)
     authorize(found, owned, body, headers)
     return found
-
-
-def answered_id(answer: Any) -> str | None:
-    """The prompt_id in ComfyUI's answer to POST /prompt."""
-    prompt_id = answer.get("prompt_id") if isinstance(answer, dict) else None
-    return prompt_id if isinstance(prompt_id, str) and prompt_id else None

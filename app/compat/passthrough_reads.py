@@ -1,4 +1,4 @@
-"""What an API key reads through the /comfy passthrough: its own prompts, and nothing else.
+"""What an API key reads through the /comfy passthrough: its own prompts and files, nothing else.
 
 ComfyUI's queue, history and jobs API list every client's prompts, graphs included, and its
 /view serves any file of its output, temp and input folders. With API keys on, a key (not an
@@ -6,12 +6,12 @@ admin key, which passes as with COMFY_PASSTHROUGH=full) gets ComfyUI's own answe
 the prompts it submitted through the passthrough: GET /queue, /history and /jobs are filtered
 (their paging, `max_items`/`offset` and `limit`/`offset`, applied after the filter, as ComfyUI
 would on a history of the key's own); GET /history/{id} and /jobs/{id} of another key's prompt,
-and /view of a file that is neither an output of the key's prompts nor a file it uploaded, are a
-404, exactly as for one that does not exist. The filtered lists read ComfyUI's whole answer.
-
-Uploads (POST /upload/image and /upload/mask) are held to the input caps before they go on, for
-every caller the rules apply to: the body is read whole (it is at most MAX_BODY_SIZE_MB) and
-each file part is checked (app.jobs.input_caps: bytes, an image's frames and pixels).
+and /view of a file that is neither an output of the key's prompts nor in its own folder of the
+input folder (its uploads: app.compat.passthrough_upload), are a 404, exactly as for one that
+does not exist. GET /object_info leaves out of its lists of input files and folders those in
+other keys' upload folders and jobs' input folders (`gw-…`). The filtered lists read ComfyUI's
+whole answer. The query was parsed once (app.compat.passthrough_parse): the file /view checks is
+the one ComfyUI serves.
 """
 
 from __future__ import annotations
@@ -20,49 +20,39 @@ import json
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Container, Iterator
 from typing import Any
-from urllib.parse import parse_qsl, urlencode
 
-from fastapi import HTTPException, Request
 from fastapi.responses import JSONResponse, Response
-from starlette.datastructures import UploadFile
 
-from app.compat.passthrough import Endpoint, Kind, OwnedPrompts
+from app.compat.passthrough import Endpoint, Kind
+from app.compat.passthrough_owners import OwnedPrompts
+from app.compat.passthrough_parse import FileRef, in_folder, target, view_file
 from app.core.errors import InvalidRequest, NotFound
-from app.core.keys import Caller
+from app.core.keys import GATEWAY_FOLDER_PREFIX, Caller
 from app.core.limits import limit_for
 from app.gateway import Gateway
-from app.jobs.input_caps import InputCaps
 
-FileRef = tuple[str, str, str]  # type, subfolder, filename: what /view names a file by
 KEEP_PROMPTS = 10_000  # ended prompts whose output files are remembered
-KEEP_UPLOADS = 10_000
 VIEW_SCAN = 200  # a key's newest prompts whose outputs a /view may be found among
-UPLOAD_PARTS = 16
 
 
 class ViewableFiles:
-    """Which files each key may /view: its prompts' outputs and its own uploads."""
+    """Which files a key may /view: the files in its own folder, its prompts' outputs."""
 
     def __init__(self) -> None:
         # An ended prompt's outputs never change: read from ComfyUI's history once.
         self._outputs: OrderedDict[str, frozenset[FileRef]] = OrderedDict()
-        self._uploads: OrderedDict[tuple[str | None, FileRef], None] = OrderedDict()
-
-    def uploaded(self, owner: str | None, ref: FileRef) -> None:
-        self._uploads[(owner, ref)] = None
-        while len(self._uploads) > KEEP_UPLOADS:
-            self._uploads.popitem(last=False)
 
     async def allows(
         self,
-        owner: str | None,
+        folder: str | None,
         ref: FileRef,
         prompts: list[str],
         entry_of: Callable[[str], Awaitable[dict[str, Any] | None]],
     ) -> bool:
-        """Whether `ref` is a file this key uploaded, or an output of one of `prompts` (its
-        own, newest first; those not yet in ComfyUI's history are asked for each time)."""
-        if (owner, ref) in self._uploads:
+        """Whether `ref` is an input file in the key's `folder`, or an output of one of
+        `prompts` (its own, newest first; those not yet in ComfyUI's history are asked for
+        each time)."""
+        if folder is not None and ref[0] == "input" and in_folder(ref[1], folder):
             return True
         for prompt_id in prompts[:VIEW_SCAN]:
             files = self._outputs.get(prompt_id)
@@ -106,9 +96,9 @@ def paged(items: list[Any], max_items: int | None, offset: int) -> list[Any]:
     return kept[:max_items] if max_items is not None else kept
 
 
-async def fetch(gateway: Gateway, target: str) -> tuple[int, bytes, str]:
+async def fetch(gateway: Gateway, path: str) -> tuple[int, bytes, str]:
     """ComfyUI's status, body and content type for a GET (small enough to hold)."""
-    upstream = await gateway.comfy.forward("GET", target, [], None)
+    upstream = await gateway.comfy.forward("GET", path, [], None)
     try:
         return (
             upstream.status_code,
@@ -117,15 +107,6 @@ async def fetch(gateway: Gateway, target: str) -> tuple[int, bytes, str]:
         )
     finally:
         await upstream.aclose()
-
-
-def _query(target: str, dropped: tuple[str, ...]) -> tuple[str, dict[str, str]]:
-    """The target without the paging parameters (handled here), and those parameters."""
-    path, _, query = target.partition("?")
-    pairs = parse_qsl(query, keep_blank_values=True)
-    paging = {k: v for k, v in reversed(pairs) if k in dropped}  # aiohttp reads the first
-    rest = urlencode([(k, v) for k, v in pairs if k not in dropped])
-    return (f"{path}?{rest}" if rest else path), paging
 
 
 def _int(value: str | None, name: str) -> int | None:
@@ -138,8 +119,8 @@ def _int(value: str | None, name: str) -> int | None:
 
 
 async def scoped(
-    found: Endpoint, request: Request, gateway: Gateway, owned: OwnedPrompts,
-    files: ViewableFiles, target: str,
+    found: Endpoint, parts: tuple[str, ...], params: dict[str, str], gateway: Gateway,
+    owned: OwnedPrompts, files: ViewableFiles, folder: str | None,
 ) -> Response | None:  # fmt: skip
     """A key's answer to a read its view narrows; None when the request goes on as it is."""
     if found.kind is Kind.ONE:
@@ -147,27 +128,35 @@ async def scoped(
             raise NotFound(f"no prompt {found.path_id!r} of this API key", location="prompt_id")
         return None
     if found.kind is Kind.VIEW:
-        ref = view_ref(dict(request.query_params))
-        prompts = owned.submitted.newest(owned.owner)
-        if not await files.allows(owned.owner, ref, prompts, lambda p: entry(gateway, p)):
+        ref = view_file(params)
+        if not await viewable(gateway, owned, files, folder, ref):
             raise NotFound(
                 "no such file among this API key's prompts and uploads", location="filename"
             )
         return None
+    rest = {k: v for k, v in params.items() if k not in ("max_items", "limit", "offset")}
+    bare = target(parts, rest)  # the paging is applied here, after the filter
+    offset = _int(params.get("offset"), "offset")
+    if found.kind is Kind.NODES:
+        everything = target(parts, params)
+        return await _filtered(gateway, everything, lambda d: without_folders(d, folder))
     if found.kind is Kind.QUEUE_LIST:
-        return await _filtered(gateway, target, lambda data: _queue(data, owned))
+        return await _filtered(gateway, target(parts, params), lambda d: _queue(d, owned))
     if found.kind is Kind.HISTORY:
-        bare, paging = _query(target, ("max_items", "offset"))
-        most, offset = (
-            _int(paging.get("max_items"), "max_items"),
-            _int(paging.get("offset"), "offset"),
-        )
-        return await _filtered(gateway, bare, lambda data: _history(data, owned, most, offset))
+        most = _int(params.get("max_items"), "max_items")
+        return await _filtered(gateway, bare, lambda d: _history(d, owned, most, offset))
     if found.kind is Kind.JOBS:
-        bare, paging = _query(target, ("limit", "offset"))
-        limit, offset = _int(paging.get("limit"), "limit"), _int(paging.get("offset"), "offset")
-        return await _filtered(gateway, bare, lambda data: _jobs(data, owned, limit, offset))
+        limit = _int(params.get("limit"), "limit")
+        return await _filtered(gateway, bare, lambda d: _jobs(d, owned, limit, offset))
     return None
+
+
+async def viewable(
+    gateway: Gateway, owned: OwnedPrompts, files: ViewableFiles, folder: str | None, ref: FileRef
+) -> bool:
+    """Whether the key may read this file (/view, a mask's original_ref)."""
+    prompts = owned.submitted.newest(owned.owner)
+    return await files.allows(folder, ref, prompts, lambda p: entry(gateway, p))
 
 
 async def entry(gateway: Gateway, prompt_id: str) -> dict[str, Any] | None:
@@ -180,8 +169,8 @@ async def entry(gateway: Gateway, prompt_id: str) -> dict[str, Any] | None:
     return found if isinstance(found, dict) else None
 
 
-async def _filtered(gateway: Gateway, target: str, narrow: Callable[[Any], Any]) -> Response:
-    status, raw, content_type = await fetch(gateway, target)
+async def _filtered(gateway: Gateway, path: str, narrow: Callable[[Any], Any]) -> Response:
+    status, raw, content_type = await fetch(gateway, path)
     if status != 200:  # ComfyUI's own refusal (a bad status filter...) goes back as it is
         return Response(raw, status_code=status, media_type=content_type or None)
     try:
@@ -189,6 +178,21 @@ async def _filtered(gateway: Gateway, target: str, narrow: Callable[[Any], Any])
     except ValueError:
         return Response(raw, status_code=status, media_type=content_type or None)
     return JSONResponse(narrow(data))
+
+
+def without_folders(data: Any, own: str | None) -> Any:
+    """ComfyUI's node list without the names in other keys' and jobs' folders: its combos list
+    the input folder's files and, for the dataset nodes, every folder in it."""
+    if isinstance(data, dict):
+        return {k: without_folders(v, own) for k, v in data.items()}
+    if isinstance(data, list):
+        return [without_folders(v, own) for v in data if not foreign_path(v, own)]
+    return data
+
+
+def foreign_path(value: Any, own: str | None) -> bool:
+    first = value.split("/", 1)[0] if isinstance(value, str) else ""
+    return first.startswith(GATEWAY_FOLDER_PREFIX) and first != own
 
 
 def _queue(data: Any, owned: Container[str]) -> Any:
@@ -218,24 +222,6 @@ def _jobs(data: Any, owned: Container[str], limit: int | None, offset: int | Non
     pagination = {"offset": start, "limit": limit, "total": len(mine),
                   "has_more": start + len(page) < len(mine)}  # fmt: skip
     return {**data, "jobs": page, "pagination": pagination}
-
-
-async def checked_upload(request: Request, caps: InputCaps) -> bytes:
-    """The body of a passthrough upload, each file part held to the input caps (a 400 located
-    at the part's field, e.g. `image`) before any of it reaches ComfyUI."""
-    body = await request.body()  # starlette then parses the form from these same bytes
-    try:
-        form = await request.form(max_files=UPLOAD_PARTS, max_fields=UPLOAD_PARTS)
-    except HTTPException as e:
-        raise InvalidRequest(f"the upload is not a form ComfyUI can read: {e.detail}") from None
-    try:
-        for name, value in form.multi_items():
-            if isinstance(value, UploadFile):
-                caps.check_bytes(value.size or 0, name)
-                await caps.check_off_loop(await value.read(), name)
-    finally:
-        await form.close()
-    return body
 
 
 async def check_quota(gateway: Gateway, caller: Caller, owned: Container[str]) -> None:

@@ -10,6 +10,7 @@
     │                               what a key's grants (KEY_LIMITS `models`) do not allow
     ├── NotFound                404 unknown route, or an id this gateway does not know
     ├── MethodNotAllowed        405 the route exists, the method does not
+    ├── RequestTimeout          408 the body did not arrive in time (PASSTHROUGH_BODY_TIMEOUT_S)
     ├── Conflict                409 the request clashes with a job (duplicate id)
     │   └── Interrupted         409 the job was interrupted on request
     ├── PayloadTooLarge         413 body over MAX_BODY_SIZE_MB
@@ -138,6 +139,13 @@ class Interrupted(Conflict):
     """The job was interrupted through POST /interrupt."""
 
     code = "interrupted"
+
+
+class RequestTimeout(GatewayError):
+    """The client took longer to send its request body than the gateway waits."""
+
+    status = 408
+    code = "request_timeout"
 
 
 class PayloadTooLarge(GatewayError):

@@ -6,6 +6,11 @@ key belongs to; keys with the same name are one tenant (rotate a tenant's key by
 one under the same name, then removing the old). A key's id is its name, or for an unnamed key
 `key-` and 12 hex digits of its SHA-256: stable across restarts and processes, never the key.
 
+A key's files in ComfyUI's input folder (its uploads through the passthrough and the Comfy API
+v2) go to a folder of its own, `gw-key-` and 16 hex digits of the SHA-256 of its id: stable, the
+same on every gateway of a fleet, and no key's name on disk. `gw-` starts every folder the
+gateway makes there (a job's input files go to `gw-<job tag>`).
+
 The middleware that asks requests for a key is app.edge.auth; this part is shared with the
 settings, which check keys at start-up, and with the layers that scope jobs to their owner.
 """
@@ -29,6 +34,7 @@ UNNAMED_ID = re.compile(r"key-[0-9a-f]{12}")  # what an unnamed key's id looks l
 UNNAMED = "unnamed"  # the metrics label of every unnamed key: its id would be an offline oracle
 RESERVED_NAMES = (UNNAMED, "none", "default")  # labels of their own; `default` in KEY_LIMITS
 SCOPE_KEY = "comfy_gateway.caller"  # where the middleware leaves the Caller in the ASGI scope
+GATEWAY_FOLDER_PREFIX = "gw-"  # the folders the gateway makes in ComfyUI's input folder
 
 
 def key_problem(key: str) -> str | None:
@@ -133,9 +139,19 @@ class Caller:
         return self.id is not None and not self.admin
 
     @property
+    def folder(self) -> str | None:
+        """The key's own folder in ComfyUI's input folder; None where there is no tenant."""
+        return key_folder(self.id) if self.tenant and self.id is not None else None
+
+    @property
     def label(self) -> str:
         """The key as metrics name it: operator-given names only (bounded, not secret)."""
         return owner_label(self.id)
+
+
+def key_folder(owner: str) -> str:
+    """The folder of ComfyUI's input folder that a key's uploads go to."""
+    return f"{GATEWAY_FOLDER_PREFIX}key-{hashlib.sha256(owner.encode()).hexdigest()[:16]}"
 
 
 ANONYMOUS = Caller(None)  # every request while API keys are off: one caller, who sees it all

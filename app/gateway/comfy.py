@@ -3,6 +3,12 @@
 The Gateway holds one as `gateway.comfy`; nothing above the gateway touches an instance's client,
 tracker or process directly. ComfyUI's own API (the passthrough, /models, the catalog) is the
 first instance's: in a pool every instance has the same nodes and models.
+
+What the passthrough (and the facades' reads of ComfyUI's own API) forwards goes over
+connections of its own, at most PASSTHROUGH_MAX_CONNECTIONS, apart from the pool the jobs use:
+clients that hold their connections (a slow upload, an answer never read) can take only these,
+and each wait has an end (PASSTHROUGH_TIMEOUT_S: connecting, a free connection, each read and
+write), so no number of them stops a job.
 """
 
 from __future__ import annotations
@@ -13,16 +19,28 @@ from typing import Any
 import httpx
 
 from app.comfy.catalog import Catalog
+from app.core.errors import ComfyUnavailable
+from app.core.settings import Settings
 from app.gateway.pool import Pool
 
 
 class ComfyAccess:
     """The running ComfyUI: its version, models and nodes; forwarding for the passthrough."""
 
-    def __init__(self, pool: Pool, stopping: Callable[[], bool]) -> None:
+    def __init__(self, pool: Pool, stopping: Callable[[], bool], settings: Settings) -> None:
         self._pool = pool
         self._first = pool.first
         self._stopping = stopping
+        self.max_connections = most = settings.passthrough_max_connections
+        self.timeout_s = settings.passthrough_timeout_s
+        self.http = httpx.AsyncClient(
+            base_url=self._first.client.base_url,
+            timeout=self.timeout_s,
+            limits=httpx.Limits(max_connections=most, max_keepalive_connections=most),
+        )
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
 
     @property
     def version(self) -> str | None:
@@ -47,8 +65,22 @@ class ComfyAccess:
     async def forward(
         self, method: str, target: str, headers: list[tuple[str, str]], content: Any
     ) -> httpx.Response:
-        """Send a client's request to ComfyUI as it came (see ComfyClient.forward)."""
-        return await self._first.client.forward(method, target, headers, content)
+        """Send a client's request on to ComfyUI; the answer streams (the caller closes it).
+
+        `target` is the path and query, percent-encoded; `content` None, bytes or an async
+        iterator of body chunks.
+        """
+        request = self.http.build_request(method, target, headers=headers, content=content)
+        try:
+            return await self.http.send(request, stream=True)
+        except httpx.PoolTimeout:
+            raise ComfyUnavailable(
+                f"all PASSTHROUGH_MAX_CONNECTIONS ({self.max_connections}) "
+                f"connections to ComfyUI stayed busy for PASSTHROUGH_TIMEOUT_S "
+                f"({self.timeout_s:g}s)"
+            ) from None
+        except httpx.TransportError as e:
+            raise ComfyUnavailable(f"ComfyUI is not reachable ({method} {target}: {e!r})") from e
 
     @property
     def ws_url(self) -> str:

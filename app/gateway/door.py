@@ -34,6 +34,7 @@ from app.fleet.queue import FleetJob
 from app.fleet.store import MaxJobsReached
 from app.gateway.pool import Pool
 from app.jobs.grants import Grants
+from app.jobs.input_names import check_names
 from app.jobs.job import Job
 from app.jobs.runner import JobRunner
 
@@ -108,7 +109,9 @@ class JobDoor:
         """Accept a job of this caller's, if the gateway (and the key's max_jobs) take work now;
         ComfyUI's refusal raises here when the job is submitted at once."""
         self.check_accepting()
-        self.grants.check_job(caller, graph, options)  # model URLs, S3 buckets: before any hold
+        # Before anything is taken: what the graph names is the caller's to name.
+        check_names(graph, caller)
+        self.grants.check_job(caller, graph, options)  # model URLs, S3 buckets
         most = self.max_jobs(caller)
         if self.fleet is not None:
             try:  # the key's jobs are counted in Redis, as the job is queued

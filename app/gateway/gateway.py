@@ -92,7 +92,7 @@ class Gateway(JobDoor):
         self.fleet: Fleet | None = None  # with QUEUE_URL: jobs are queued in Redis
         if settings.queue_url is not None:
             self.fleet = Fleet(settings, self.jobs, self.pool.scheduler, self.webhooks, addresses)
-        self.comfy = ComfyAccess(self.pool, lambda: self.stopping)
+        self.comfy = ComfyAccess(self.pool, lambda: self.stopping, settings)
         self.metrics = GatewayMetrics(self.version)
         self.metrics.watch(gateway_state(self))
         self.jobs.metrics = self.webhooks.metrics = self.metrics
@@ -184,7 +184,7 @@ class Gateway(JobDoor):
         await self.inputs.aclose()
         await self.uploader.aclose()
         await self.models.aclose()
-        await self.models.aclose()
+        await self.comfy.aclose()
 
     def begin_shutdown(self) -> float:
         """Stop taking work (and report not ready); the grace period's end, fixed at first call."""

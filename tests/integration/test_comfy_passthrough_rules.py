@@ -84,22 +84,21 @@ def test_admin_endpoints_are_refused_and_change_nothing(
             ]
             for method, path, body, endpoint in refused:
                 assert_forbidden(client.request(method, path, json=body), endpoint)
-            # A client may choose its prompt's id, here the gateway's queued job's: that gives
-            # it no hold on the job.
-            assert submit(client, slow_graph(seed=13), prompt_id=waiting) == waiting
-            deleted = client.post("/comfy/queue", json={"delete": [waiting]})
-            assert_forbidden(deleted, "POST /queue")
+            # A client may choose its prompt's id, but not the gateway's queued job's: that
+            # would file its prompt over the job's history and outputs.
+            taken = client.post(
+                "/comfy/prompt", json={"prompt": slow_graph(seed=13), "prompt_id": waiting}
+            )
+            assert taken.status_code == 409, taken.text
+            assert taken.json()["location"] == "prompt_id"
 
             # Nothing changed: the gateway's jobs still run and wait, the history is whole.
-            assert comfy_queue(gateway) == ([job], [waiting, waiting])
+            assert comfy_queue(gateway) == ([job], [waiting])
             assert not running.done() and not queued.done()
             assert client.get("/comfy/history").json().keys() == history.keys()
             assert not (COMFY_HOME / "user" / "default" / user_file).exists()
         finally:
             client.post("/interrupt", json={"id": "rules-queued"})
-            # The client's prompt under the same id, which the passthrough may not delete:
-            # ComfyUI deletes one queued prompt per id, so it is still there.
-            httpx.post(f"{gateway.comfy_url}/queue", json={"delete": [waiting]})
             client.post("/interrupt", json={"id": "rules-run"})
         assert running.result(timeout=30).json()["code"] == "interrupted"
         assert queued.result(timeout=30).json()["code"] == "interrupted"

@@ -1,8 +1,7 @@
-"""/comfy/<path>: what goes on to ComfyUI and what comes back, against a MockTransport ComfyUI."""
+"""/comfy/<path>: what goes on to ComfyUI and what comes back, against a fake ComfyUI transport."""
 
 from __future__ import annotations
 
-import gzip
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -15,8 +14,8 @@ import pytest
 from fastapi import FastAPI
 from starlette.types import Message
 
-from app.compat.comfy_proxy import json_in, request_headers, upstream_target
-from app.compat.passthrough import answered_id
+from app.compat.comfy_proxy import request_headers
+from app.compat.passthrough_request import upstream_target
 from app.core.settings import load_settings
 from app.main import create_app
 from tests.gateway_process import free_port
@@ -91,7 +90,8 @@ def make_app(
     gateway = app.state.gateway
     gateway.pool.first.process.proc = SimpleNamespace(returncode=None)  # as if ComfyUI were running
     fake = fake or FakeComfy()
-    gateway.pool.first.client.http = httpx.AsyncClient(
+    # The passthrough's own connections (app.gateway.comfy), apart from the jobs'.
+    gateway.comfy.http = httpx.AsyncClient(
         transport=fake, base_url=gateway.pool.first.client.base_url
     )
     return app, fake
@@ -108,11 +108,13 @@ async def proxied(tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient, Fake
         yield client, fake
 
 
-async def test_request_and_answer_pass_through(
-    proxied: tuple[httpx.AsyncClient, FakeComfy],
-) -> None:
-    client, fake = proxied
+async def test_request_and_answer_pass_through_as_sent_in_full_mode(tmp_path: Path) -> None:
+    app, fake = make_app(tmp_path, comfy_passthrough="full")
+    async with gateway_client(app) as client:
+        await pass_through(client, fake)
 
+
+async def pass_through(client: httpx.AsyncClient, fake: FakeComfy) -> None:
     async def body() -> AsyncIterator[bytes]:
         for part in (b'{"prompt":', b" {}", b"}"):
             yield part
@@ -262,7 +264,7 @@ async def test_a_prompt_submitted_here_can_be_interrupted_and_deleted(tmp_path: 
         yield sent[7:]
 
     async with gateway_client(app) as client:
-        submitted = await client.post("/comfy/prompt", json={"prompt": {}})
+        submitted = await client.post("/comfy/prompt", json={"prompt": {}, "prompt_id": OURS})
         assert submitted.status_code == 200
         assert submitted.json()["prompt_id"] == OURS  # the answer went on whole
         interrupted = await client.post("/comfy/interrupt", content=sent)
@@ -272,23 +274,27 @@ async def test_a_prompt_submitted_here_can_be_interrupted_and_deleted(tmp_path: 
     assert {r.status_code for r in (interrupted, streamed, deleted, cancelled)} == {201}
     paths = [request.url.path for request, _ in fake.requests]
     assert paths == [
-        "/prompt", "/interrupt", "/interrupt", "/api/queue", f"/api/jobs/{OURS}/cancel"
+        f"/history/{OURS}", "/queue",  # is the id the client chose new to ComfyUI?
+        "/prompt", "/interrupt", "/interrupt", "/api/queue", f"/api/jobs/{OURS}/cancel",
     ]  # fmt: skip
-    # The body that was read to decide went on as the client sent it, whole or chunked.
-    for request, chunks in fake.requests[1:3]:
-        assert b"".join(chunks) == sent
-        assert request.headers["content-length"] == str(len(sent))
+    # The body that was read to decide went on as it was read, whole or chunked: re-encoded.
+    for request, chunks in fake.requests[3:5]:
+        assert b"".join(chunks) == b'{"prompt_id": "%s"}' % OURS.encode()
+        assert request.headers["content-length"] == str(len(b"".join(chunks)))
+        assert request.headers["content-type"] == "application/json"
         assert "transfer-encoding" not in request.headers
 
 
-async def test_a_prompt_named_after_a_gateway_job_gives_no_hold_on_it(tmp_path: Path) -> None:
+async def test_a_prompt_cannot_take_a_gateway_jobs_id(tmp_path: Path) -> None:
     app, fake = make_app(tmp_path, PromptComfy(OURS))
     app.state.gateway.pool.first.tracker.watch(OURS)  # a gateway job with the id the client chose
     async with gateway_client(app) as client:
-        assert (await client.post("/comfy/prompt", json={"prompt": {}})).status_code == 200
+        taken = await client.post("/comfy/prompt", json={"prompt": {}, "prompt_id": OURS})
         refused = await client.post("/comfy/queue", json={"delete": [OURS]})
+    assert taken.status_code == 409, taken.text
+    assert (taken.json()["code"], taken.json()["location"]) == ("conflict", "prompt_id")
     assert refused.status_code == 403
-    assert len(fake.requests) == 1
+    assert fake.requests == []
 
 
 async def test_full_forwards_everything(tmp_path: Path) -> None:
@@ -332,12 +338,3 @@ async def test_the_websocket_is_also_at_the_root(tmp_path: Path, path: str, mode
     else:
         assert first["status"] == 503  # the relay tried ComfyUI, which is not listening here
         assert refused["status"] == 409  # the gateway's own clientId, at either path
-
-
-def test_a_compressed_answer_is_read_for_its_prompt_id() -> None:
-    answer = json.dumps({"prompt_id": OURS, "number": 1}).encode()
-    headers = httpx.Headers({"content-encoding": "gzip", "content-type": "application/json"})
-    assert answered_id(json_in(headers, gzip.compress(answer))) == OURS
-    assert answered_id(json_in(httpx.Headers(), answer)) == OURS
-    assert answered_id(json_in(httpx.Headers(), b"[1]")) is None
-    assert json_in(headers, b"not gzip") is None

@@ -7,15 +7,11 @@ from typing import Any
 
 import pytest
 
-from app.compat.passthrough import (
-    BODY_CHECK_MAX_BYTES,
-    Kind,
-    SubmittedPrompts,
-    decide,
-    read_json,
-    segments,
-)
+from app.compat.passthrough import BODY_CHECK_MAX_BYTES, Kind, decide, read_json, segments
+from app.compat.passthrough_owners import SubmittedPrompts
+from app.compat.passthrough_reads import without_folders
 from app.core.errors import Forbidden
+from app.core.keys import key_folder
 
 OURS = "0f9d8c61-6a0e-4c4e-9d54-3a5e3b6c2f10"  # submitted through the passthrough
 THEIRS = "7b1e2f33-1c4d-4f0e-8a2b-5d6c7e8f9a01"  # the gateway's, or another client's of ComfyUI
@@ -42,10 +38,10 @@ def body(value: Any) -> bytes:
         ("HEAD", "/view", Kind.VIEW),
         ("POST", "/upload/image", Kind.UPLOAD),
         ("POST", "/api/upload/mask", Kind.UPLOAD),
-        ("GET", "/object_info", Kind.OPEN),
-        ("GET", "/object_info/KSampler", Kind.OPEN),
-        ("GET", "/object_info/Load%20Image", Kind.OPEN),
-        ("GET", "/object_info/a%2Fb", Kind.OPEN),  # one segment, as aiohttp routes it
+        ("GET", "/object_info", Kind.NODES),
+        ("GET", "/object_info/KSampler", Kind.NODES),
+        ("GET", "/object_info/Load%20Image", Kind.NODES),
+        ("GET", "/object_info/a%2Fb", Kind.NODES),  # one segment, as aiohttp routes it
         ("GET", "/system_stats", Kind.OPEN),
         ("GET", "/models", Kind.OPEN),
         ("GET", "/models/checkpoints", Kind.OPEN),
@@ -261,3 +257,19 @@ def test_submitted_prompts_are_bounded_and_exclude_the_gateways_own() -> None:
     submitted.add("d")
     assert "b" in submitted and "c" not in submitted
     assert 1 not in submitted and None not in submitted
+
+
+def test_object_info_lists_no_other_keys_folders() -> None:
+    own, theirs = key_folder("alice"), key_folder("bob")
+    info = {
+        "LoadImage": {"input": {"required": {"image": [["in.png", f"{theirs}/x.png"], {}]}}},
+        "LoadImageDataSetFromFolder": {
+            "input": {"required": {"folder": ["COMBO", {"options": [own, theirs, "gw-0a1b/"]}]}}
+        },
+    }
+    assert without_folders(info, own) == {
+        "LoadImage": {"input": {"required": {"image": [["in.png"], {}]}}},
+        "LoadImageDataSetFromFolder": {
+            "input": {"required": {"folder": ["COMBO", {"options": [own]}]}}
+        },
+    }

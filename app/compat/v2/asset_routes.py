@@ -1,8 +1,9 @@
 """/api/v2/assets: upload (multipart), from-hash, by-hash, get, content (with Range), delete.
 
-Uploads go to ComfyUI's input folder through its upload endpoint, as the proxy sends them;
-their content streams back from ComfyUI's `/view`. A job's outputs are assets too
-(`<job id>.<n>`): the gateway serves them from the job's answer, with Range.
+Uploads go to ComfyUI's input folder through its upload endpoint, as the proxy sends them (with
+API keys, into the key's own folder there, as the passthrough's uploads: no key's workflow can
+name another's files); their content streams back from ComfyUI's `/view`. A job's outputs are
+assets too (`<job id>.<n>`): the gateway serves them from the job's answer, with Range.
 """
 
 from __future__ import annotations
@@ -15,18 +16,20 @@ from urllib.parse import urlencode
 
 import httpx
 from fastapi import APIRouter, HTTPException, Request
-from fastapi.responses import Response, StreamingResponse
+from fastapi.responses import Response
 from starlette.datastructures import UploadFile
 
-from app.compat.comfy_proxy import relay_body
+from app.compat.comfy_proxy import RelayResponse
 from app.compat.comfy_ws import check_running
+from app.compat.passthrough_parse import plain_name
+from app.compat.passthrough_upload import folder_of
 from app.compat.v2 import envelope
 from app.compat.v2.assets import PlacementError, content_hash, placement
 from app.compat.v2.envelope import V2JSON, base_url, error, get_and_head, iso, now
 from app.compat.v2.job_routes import known_job, output_of, parts
 from app.compat.v2.jobs import content_type_of
 from app.compat.v2.submission import output_id_parts
-from app.core.errors import InputError
+from app.core.errors import InputError, InvalidRequest
 from app.core.keys import caller_of
 from app.jobs.input_caps import InputCaps
 
@@ -103,9 +106,15 @@ async def upload(request: Request) -> Response:
 async def upload_input(
     request: Request, path: str, data: bytes, content_type: str
 ) -> dict[str, Any] | Response:
-    """Hand a file to ComfyUI's upload endpoint; its answer (name, subfolder), or the error."""
+    """Hand a file to ComfyUI's upload endpoint; its answer (name, subfolder), or the error.
+    With API keys the file goes into the key's own folder (app.compat.passthrough_upload)."""
     gateway, _ = parts(request)
-    subfolder, _, name = path.rpartition("/")
+    given, _, name = path.rpartition("/")
+    try:
+        subfolder = folder_of(given, caller_of(request.scope))
+        plain_name(name, "file_path")
+    except InvalidRequest as e:
+        return error(422, "invalid_request", e.message)
     form = {"type": "input", **({"subfolder": subfolder} if subfolder else {})}
     built = httpx.Request(
         "POST",
@@ -252,9 +261,8 @@ async def view(request: Request, target: str) -> Response:
         for name in ("content-type", "content-length", "content-range", "accept-ranges")
         if name in upstream.headers
     }
-    return StreamingResponse(
-        relay_body(upstream, target), status_code=upstream.status_code, headers=relayed
-    )
+    timeout_s = gateway.settings.passthrough_timeout_s
+    return RelayResponse(upstream, target, timeout_s, headers=list(relayed.items()))
 
 
 @router.delete("/assets/{asset_id}", status_code=204, response_class=Response)

@@ -21,6 +21,7 @@ from app.core.settings.fleet import FleetSettings
 from app.core.settings.jobs import JobSettings
 from app.core.settings.media import MediaSettings
 from app.core.settings.models import ModelSettings
+from app.core.settings.passthrough import PassthroughSettings
 from app.core.settings.server import LogFormat, LogLevel, PassthroughMode, ServerSettings
 from app.core.settings.sources import SettingsError, YamlConfigSource
 from app.core.settings.tenants import TenantSettings
@@ -42,6 +43,7 @@ __all__ = [
 
 SECTIONS = (
     ServerSettings,
+    PassthroughSettings,
     TenantSettings,
     ComfySettings,
     JobSettings,
@@ -76,6 +78,7 @@ class Settings(
     JobSettings,
     ComfySettings,
     TenantSettings,
+    PassthroughSettings,
     ServerSettings,
 ):
     """The gateway's configuration. Units are in the names (`_s`, `_mb`).
