@@ -21,7 +21,6 @@ charset) or that is over BODY_CHECK_MAX_BYTES is refused.
 
 from __future__ import annotations
 
-import json
 from collections import OrderedDict
 from collections.abc import Callable, Container, Iterable
 from dataclasses import dataclass
@@ -29,7 +28,8 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
-from app.core.errors import Forbidden
+from app.core import strict_json
+from app.core.errors import Forbidden, InvalidRequest
 from app.core.settings import PassthroughMode
 
 if TYPE_CHECKING:
@@ -215,9 +215,9 @@ def read_json(body: bytes | None, headers: Iterable[tuple[str, str]]) -> Any:
                 if key.strip().lower() == "charset" and given.strip(' "').lower() != "utf-8":
                     raise Unreadable("its charset is not UTF-8")
     try:
-        # Decoded first, as aiohttp does: json.loads(bytes) would also take a BOM or UTF-16.
-        return json.loads(body.decode("utf-8"))
-    except ValueError:
+        # UTF-8 only, as aiohttp reads it (json.loads(bytes) would also take a BOM or UTF-16).
+        return strict_json.loads(body)
+    except InvalidRequest:
         raise Unreadable("it is not UTF-8 JSON") from None
 
 

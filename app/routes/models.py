@@ -14,8 +14,9 @@ from pydantic import BaseModel, Field
 from app.core.downloads import ModelCacheState, ModelDownloadRequest, ModelDownloadState
 from app.core.schemas import ErrorResponse
 from app.gateway import Gateway
+from app.routes.json_body import StrictJsonRoute
 
-router = APIRouter(tags=["models"])
+router = APIRouter(tags=["models"], route_class=StrictJsonRoute)
 
 DOWNLOAD_ERRORS: dict[int | str, dict[str, Any]] = {
     200: {

@@ -18,9 +18,10 @@ from app.core.schemas import (
     PromptResponse,
 )
 from app.gateway import Gateway
+from app.routes.json_body import StrictJsonRoute
 from app.routes.respond import ERRORS, CacheAsk, event_stream, run_job
 
-router = APIRouter(tags=["prompts"])
+router = APIRouter(tags=["prompts"], route_class=StrictJsonRoute)
 
 
 @router.post("/prompt", response_model=PromptResponse, responses=ERRORS)

@@ -9,7 +9,6 @@ key's job is a 404 and is not listed (an admin key's list holds every key's jobs
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import uuid
 from typing import Any
@@ -21,6 +20,7 @@ from app.compat.v2 import envelope, events, submission
 from app.compat.v2.envelope import V2JSON, base_url, error, get_and_head, now
 from app.compat.v2.jobs import LISTED, TERMINAL, job_body, output_file, status_of
 from app.compat.v2.state import MAX_KEY_LENGTH, V2Job, V2State
+from app.core import strict_json
 from app.core.errors import (
     ComfyFailed,
     ComfyUnavailable,
@@ -98,10 +98,7 @@ async def submit(request: Request) -> Response:
     `core/ASSET` references resolve to uploaded assets or earlier outputs. 201 with the Job."""
     gateway, state = parts(request)
     caller = caller_of(request.scope)
-    try:
-        body = json.loads(await request.body())
-    except ValueError:
-        return error(400, "invalid_request", "Body must be JSON.")
+    body = await strict_json.read(await request.body())  # not JSON: a located 400
     if not isinstance(body, dict):  # the proxy answers a text/plain 500
         return error(400, "invalid_request", "Body must be a JSON object.")
     workflow = body.get("workflow")
