@@ -346,10 +346,12 @@ async def test_a_cancelled_start_gives_back_everything(
 async def test_a_graph_comfyui_cannot_be_sent_gives_back_everything(
     rig: Rig, job_id: str, value: Any
 ) -> None:
-    # What a route's strict reader refuses, reaching the runner anyway (a workflow module may
-    # compute it): httpx cannot encode it for ComfyUI. Before, the job stayed active for good.
+    # What the strict reader refuses, and check_graph too where it looks (a literal input),
+    # reaching the runner deeper in a value (a workflow module may compute one): httpx cannot
+    # encode it for ComfyUI. Before, the job stayed active for good.
+    nested = graph(filename_prefix="x", options={"deep": [value]})
     with pytest.raises(GatewayError) as failed:
-        await rig.runner.start(job_id, graph(filename_prefix=value), owner="alice")
+        await rig.runner.start(job_id, nested, owner="alice")
     assert failed.value.status == 500
     rig.assert_capacity_whole()
     assert rig.comfy.prompts == []

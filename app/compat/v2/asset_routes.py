@@ -34,7 +34,7 @@ from app.jobs.input_caps import InputCaps
 router = APIRouter(prefix=envelope.PREFIX, tags=["Comfy API v2"])
 
 UNAVAILABLE = "Retrying cannot help; re-execute with a changed prompt hash."
-RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+RANGE = re.compile(r"^bytes=([0-9]{0,18})-([0-9]{0,18})$")  # ASCII; longer: ignored
 
 
 @router.post("/assets", response_class=V2JSON)

@@ -30,6 +30,7 @@ from app.core.errors import (
     QueueFull,
 )
 from app.core.keys import Caller, caller_of
+from app.core.numbers import whole_number
 from app.core.options import JobOptions
 from app.core.records import JobView
 from app.gateway import Gateway
@@ -177,10 +178,8 @@ async def output_of(request: Request, output_id: str) -> tuple[str, bytes] | Non
 async def list_jobs(request: Request) -> Response:
     """The v2 jobs of this process, newest first: `?limit=` (1-100), `?status=a,b`."""
     _, state = parts(request)
-    raw = request.query_params.get("limit", str(LIST_DEFAULT))
-    try:
-        limit = int(raw)
-    except ValueError:
+    limit = whole_number(request.query_params.get("limit", str(LIST_DEFAULT)))
+    if limit is None:
         return error(400, "invalid_request", "'limit' must be an integer.")
     if not 1 <= limit <= LIST_LIMIT:
         return error(400, "invalid_request", f"'limit' must be between 1 and {LIST_LIMIT}.")
