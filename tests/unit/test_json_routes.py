@@ -12,6 +12,7 @@ import pytest
 from fastapi.routing import APIRoute
 from starlette.routing import BaseRoute
 
+from app.core import strict_json
 from app.core.settings import load_settings
 from app.main import create_app
 from app.routes.json_body import StrictJsonRoute
@@ -107,3 +108,19 @@ async def test_strict_json_still_reaches_the_route(client: httpx.AsyncClient) ->
         "/prompt", json={"prompt": {"1": {"class_type": "A", "inputs": {"t": "\U0001f680"}}}}
     )
     assert response.status_code == 503, response.text
+
+
+async def test_the_body_is_parsed_once(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[int] = []
+    real = strict_json.loads
+
+    def counted(raw: bytes | str, where: str = "body") -> object:
+        calls.append(len(raw))
+        return real(raw, where)
+
+    monkeypatch.setattr(strict_json, "loads", counted)
+    body = {"prompt": {"1": {"class_type": "A", "inputs": {}}}, "id": "once"}
+    assert (await client.post("/prompt", json=body)).status_code == 503  # not started
+    assert len(calls) == 1
