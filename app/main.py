@@ -29,6 +29,7 @@ from app.gateway import Gateway
 from app.jobs.result_cache import ResultCache
 from app.registry.load import Registry
 from app.routes import docs, metrics, models, probes, prompt, workflows
+from app.routes.json_body import StrictJsonRoute
 from app.startup import activate, fetch_models, run_warmup
 
 log = logging.getLogger(__name__)
@@ -85,6 +86,7 @@ def create_app(settings: Settings) -> FastAPI:
         docs_url=None,  # served by routes.docs without a CDN
         redoc_url=None,
     )
+    app.router.route_class = StrictJsonRoute  # the workflow routes, mounted at start-up
     app.state.gateway = gateway
     app.state.registry = registry
     app.state.sdapi = SdapiStates()  # AUTOMATIC1111's /options: per API key, in this process

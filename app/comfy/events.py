@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -62,7 +63,7 @@ class PromptWaiter:
             self.outputs[str(data["node"])] = data.get("output") or {}
         elif kind in ("progress", "progress_state"):
             if kind == "progress":
-                step = Progress(data.get("value", 0), data.get("max", 0), data.get("node"))
+                step = Progress(count(data.get("value")), count(data.get("max")), data.get("node"))
             else:
                 step = running_node(data) or self.progress
             if step == self.progress:
@@ -126,11 +127,18 @@ def running_node(data: dict[str, Any]) -> Progress | None:
     for node_id, state in nodes.items() if isinstance(nodes, dict) else ():
         if not isinstance(state, dict) or state.get("state") != "running":
             continue
-        value, most = state.get("value"), state.get("max")
-        if isinstance(value, int | float) and isinstance(most, int | float) and most > 1:
+        value, most = count(state.get("value")), count(state.get("max"))
+        if most > 1:
             node = state.get("display_node_id") or node_id
-            return Progress(int(value), int(most), str(node))
+            return Progress(value, most, str(node))
     return None
+
+
+def count(value: Any) -> int:
+    """A step count from an event: a whole number, or 0 (ComfyUI's JSON may carry NaN)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    return int(value) if isinstance(value, float) and math.isfinite(value) else 0
 
 
 def lost_by_comfyui() -> GatewayError:

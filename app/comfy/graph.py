@@ -6,12 +6,17 @@ the unique save prefixes of a job, the checkpoint it loads, and loading one from
 ComfyUI answers some malformed graphs with a bare HTTP 500 (a node that is not an object,
 `inputs` that are not an object, `_meta` that is not an object), and runs a link with a negative
 output index as "the last output". The gateway checks the shape first, so a client learns where
-its graph is wrong instead of being told to retry.
+its graph is wrong instead of being told to retry. It also refuses, located, what it could not
+carry through: a value JSON cannot hold (NaN, a lone surrogate: a workflow module or a facade may
+compute one), a node id that is empty, long or holds control characters, and a save prefix
+ComfyUI would fail to save under (absolute, `..`, NUL, too long): that would fail the job as a
+502 after it took its turn.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
 from typing import Any
@@ -19,6 +24,11 @@ from typing import Any
 from app.core.errors import InvalidRequest
 
 Graph = dict[str, dict[str, Any]]
+NODE_ID_MAX = 128
+PREFIX_MAX_BYTES = 200  # NAME_MAX (255) less what the job's tag and ComfyUI's counter add
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+SURROGATE = re.compile("[\ud800-\udfff]")
+ASCII_DIGITS = frozenset("0123456789")
 
 
 def is_link(value: Any) -> bool:
@@ -33,10 +43,12 @@ def is_link(value: Any) -> bool:
 
 
 def check_graph(graph: Any, where: str = "prompt") -> None:
-    """Raise InvalidRequest, located at the first bad part, unless graph has ComfyUI's shape."""
+    """Raise InvalidRequest, located at the first bad part, unless graph has ComfyUI's shape
+    and holds only what can be sent to ComfyUI and saved by it."""
     if not isinstance(graph, dict) or not graph:
         raise InvalidRequest(f"{where} must be a non-empty object of nodes", location=where)
     for node_id, node in graph.items():
+        _check_node_id(str(node_id), where)
         at = f"{where}.{node_id}"
         if not isinstance(node, dict):
             raise InvalidRequest(f"{at}: a node must be an object", location=at)
@@ -54,6 +66,43 @@ def check_graph(graph: Any, where: str = "prompt") -> None:
         for name, value in inputs.items():
             if isinstance(value, list):  # ComfyUI reads every list as a link
                 _check_link(graph, value, f"{at}.inputs.{name}")
+            else:
+                _check_value(name, value, f"{at}.inputs.{name}")
+
+
+def _check_node_id(node_id: str, where: str) -> None:
+    # ComfyUI takes any string; an empty one reads as "no node" to many clients, and control
+    # characters (a newline) would forge lines in logs that quote an id.
+    if not 0 < len(node_id) <= NODE_ID_MAX or CONTROL.search(node_id):
+        raise InvalidRequest(
+            f"{where}: a node id is 1 to {NODE_ID_MAX} characters with no control characters, "
+            f"not {node_id!r:.60}",
+            location=where,
+        )
+
+
+def _check_value(name: str, value: Any, at: str) -> None:
+    """A literal input: one that can be sent as JSON and, for a save prefix, saved."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise InvalidRequest(f"{at}: {value} is not a number JSON can carry", location=at)
+    if isinstance(value, str) and not value.isascii() and SURROGATE.search(value):
+        raise InvalidRequest(f"{at}: holds a lone surrogate, which is not Unicode", location=at)
+    if name == "filename_prefix" and isinstance(value, str) and not _saveable(value):
+        raise InvalidRequest(
+            f"{at}: a file name prefix under ComfyUI's output folder: not absolute, no `..`, no "
+            f"control characters, at most {PREFIX_MAX_BYTES} bytes; not {value!r:.60}",
+            location=at,
+        )
+
+
+def _saveable(prefix: str) -> bool:
+    # ComfyUI fails such a save as the node runs (a 502, after the job took its turn).
+    return (
+        len(prefix.encode()) <= PREFIX_MAX_BYTES
+        and not prefix.startswith("/")
+        and ".." not in prefix.split("/")
+        and not CONTROL.search(prefix)
+    )
 
 
 def _check_link(graph: dict[str, Any], link: list[Any], at: str) -> None:
@@ -97,9 +146,14 @@ def checkpoint_of(graph: dict[str, dict[str, Any]]) -> str | None:
     return None
 
 
-def node_order(node_id: str) -> tuple[tuple[int, int | str], ...]:
-    """Sort key: numeric parts as numbers, so node 10 comes after node 9 (and 5:3 after 5)."""
-    return tuple((0, int(p)) if p.isdigit() else (1, p) for p in re.split(r"(\d+)", node_id) if p)
+def node_order(node_id: str) -> tuple[tuple[int, int, str], ...]:
+    """Sort key: numeric parts as numbers, so node 10 comes after node 9 (and 5:3 after 5).
+    Compared by length, then digits, with no int(): `²` is no digit here, and any length is."""
+    return tuple(
+        (0, len(p.lstrip("0")), p.lstrip("0")) if p[0] in ASCII_DIGITS else (1, 0, p)
+        for p in re.split(r"([0-9]+)", node_id)
+        if p
+    )
 
 
 def unique_prefixes(graph: dict[str, dict[str, Any]], tag: str) -> dict[str, dict[str, Any]]:

@@ -16,6 +16,7 @@ from typing import Any, Literal, get_args, get_origin
 
 from pydantic import BaseModel
 
+from app.core.numbers import finite_number
 from app.registry.schema import FileOrUrl
 
 # A1111 sampler -> ComfyUI sampler_name, in the order A1111 lists them.
@@ -136,10 +137,9 @@ class LoraTag:
         named: dict[str, float] = {}
         for arg in filter(None, args.split(":")):
             key, _, value = arg.rpartition("=")
-            try:
-                number = float(value)
-            except ValueError:
-                raise ValueError(f"<lora:{name}{args}> has a weight that is not a number") from None
+            number = finite_number(value)  # not `nan` or `inf`: ComfyUI cannot be sent those
+            if number is None:
+                raise ValueError(f"<lora:{name}{args}> has a weight that is not a number")
             if key:
                 named[key.strip()] = number
             else:

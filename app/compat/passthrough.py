@@ -26,14 +26,14 @@ passthrough_owners) and passthrough_upload (the uploads, into the key's own fold
 
 from __future__ import annotations
 
-import json
 from collections.abc import Container, Iterable
 from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 from app.compat.passthrough_parse import path_parts
-from app.core.errors import Forbidden
+from app.core import strict_json
+from app.core.errors import Forbidden, InvalidRequest
 from app.core.settings import PassthroughMode
 
 if TYPE_CHECKING:
@@ -170,9 +170,9 @@ def read_json(body: bytes | None, headers: Iterable[tuple[str, str]]) -> Any:
                 if key.strip().lower() == "charset" and given.strip(' "').lower() != "utf-8":
                     raise Unreadable("its charset is not UTF-8")
     try:
-        # Decoded first, as aiohttp does: json.loads(bytes) would also take a BOM or UTF-16.
-        return json.loads(body.decode("utf-8"))
-    except ValueError:
+        # UTF-8 only, as aiohttp reads it (json.loads(bytes) would also take a BOM or UTF-16).
+        return strict_json.loads(body)
+    except InvalidRequest:
         raise Unreadable("it is not UTF-8 JSON") from None
 
 

@@ -41,6 +41,7 @@ class Txt2ImgRequest(BaseModel):
 
     model_config = ConfigDict(
         extra="allow",
+        allow_inf_nan=False,  # `"cfg_scale": "nan"` would reach the graph, which cannot carry it
         json_schema_extra={"examples": [{"prompt": "a cat <lora:detail:0.6>", "steps": 20}]},
     )
 

@@ -23,9 +23,10 @@ from app.core.keys import caller_of
 from app.gateway import Gateway
 from app.jobs.input_caps import InputCaps
 from app.registry.load import Registry
+from app.routes.json_body import StrictJsonRoute
 from app.routes.respond import ERRORS
 
-router = APIRouter(prefix="/sdapi/v1", tags=["automatic1111"])
+router = APIRouter(prefix="/sdapi/v1", tags=["automatic1111"], route_class=StrictJsonRoute)
 
 
 def parts(request: Request) -> tuple[Gateway, Registry, SdapiState, str]:

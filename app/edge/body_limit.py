@@ -6,6 +6,7 @@ from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.core.errors import PayloadTooLarge
+from app.core.numbers import whole_number
 from app.edge.errors import render_error
 
 
@@ -28,7 +29,7 @@ class BodySizeLimit:
             await self.app(scope, receive, send)
             return
         declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+        if declared is not None and declared.isdigit() and over(declared, self.max_bytes):
             await render_error(scope, self._error())(scope, receive, send)
             return
         received = 0
@@ -56,3 +57,9 @@ class BodySizeLimit:
         except ClientDisconnect:
             if not refused:
                 raise  # a real disconnect; ours was only a way to stop the body being read
+
+
+def over(declared: bytes, max_bytes: int) -> bool:
+    """Whether a Content-Length of ASCII digits is past the cap (int() refuses 4300 digits)."""
+    size = whole_number(declared)
+    return size is None or size > max_bytes  # more than 18 digits: past any cap

@@ -6,7 +6,8 @@ the queue, not the one that accepted it): each is downloaded into this gateway's
 before the job is placed, and the job holds its downloaded models, so none is evicted, until its
 task ends.
 
-Every job runs in a task of its own. A job that finds an instance free is submitted before
+Every job runs in a task of its own, once its start (app.jobs.start) has taken everything it
+needs, or given all of it back. A job that finds an instance free is submitted before
 start() returns, so ComfyUI's refusal of the graph is the request's 400; a job that waits in the
 gateway's queue (a busy pool) learns it when it is placed, as its outcome. A synchronous request
 awaits the task, a webhook request is answered 202 at once, an SSE request follows the job's
@@ -19,32 +20,29 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from app.comfy.graph import Graph, check_graph, models_of, unique_prefixes
+from app.comfy.graph import Graph
 from app.comfy.instance import ComfyInstance
-from app.core.addresses import AddressPolicy, check_destinations
+from app.core.addresses import AddressPolicy
 from app.core.errors import (
     ComfyUnavailable,
-    Conflict,
     GatewayError,
     Interrupted,
     NotFound,
     PromptTimeout,
 )
 from app.core.keys import owner_label
-from app.core.logs import bind_request_id
 from app.core.metrics import MetricsHooks
-from app.core.options import JobOptions
-from app.core.records import JobEvent, JobHistory, JobKey, JobRecord
+from app.core.records import JobHistory, JobKey
 from app.core.schemas import PromptResponse
 from app.jobs.finish import Finisher
 from app.jobs.inputs import InputFiles
 from app.jobs.job import Job
 from app.jobs.model_store import ModelStore
 from app.jobs.scheduler import Scheduler
+from app.jobs.start import JobStart
 from app.jobs.uploads import Uploader
 from app.jobs.webhooks import WebhookSender, deliver_job_end
 
@@ -53,8 +51,9 @@ Outcome = tuple[dict[str, Any] | None, GatewayError | None]  # (result body, err
 OutcomeHook = Callable[[Job, dict[str, Any] | None, GatewayError | None], Awaitable[Outcome | None]]
 
 
-class JobRunner:
-    """Runs jobs on the instances of the pool and knows which are in flight."""
+class JobRunner(JobStart):
+    """Runs jobs on the instances of the pool and knows which are in flight; starts them
+    through JobStart (app.jobs.start)."""
 
     def __init__(
         self,
@@ -89,120 +88,6 @@ class JobRunner:
         self.preparing: set[JobKey] = set()  # jobs whose models and inputs are being fetched
         self.by_prompt: dict[str, JobKey] = {}  # ComfyUI prompt id -> job, same lifetime
         self.tasks: set[asyncio.Task[PromptResponse]] = set()  # until deliveries are done
-
-    async def start(
-        self,
-        request_id: str,
-        graph: Graph,
-        options: JobOptions | None = None,
-        *,
-        owner: str | None = None,
-        echo_input: dict[str, Any] | None = None,
-        workflow: str = "prompt",
-        only: ComfyInstance | None = None,
-        listener: Callable[[JobEvent, JobRecord], None] | None = None,
-    ) -> Job:
-        """Accept a job; ComfyUI's refusal raises here when it is submitted at once.
-
-        `owner` is the id of the API key that makes it (its ids are that key's); `workflow`
-        names what built the graph (`prompt`, `sd15/txt2img`) for logs and metrics; `only` pins
-        it to one instance (the warmup of each); `listener` hears of its events.
-        """
-        bind_request_id(request_id)  # every later log line of this request and its job has it
-        check_graph(graph)
-        options = options or JobOptions()
-        key = (owner, request_id)
-        if key in self.active or key in self.preparing:
-            raise Conflict(f"a job with id {request_id!r} is already running", location="id")
-        # Held from here, before the first await: DNS and downloads take a while, and the job
-        # counts against its key's max_jobs from the moment the door let it in.
-        self.preparing.add(key)
-        try:
-            await check_destinations(options, self.addresses)
-            # Model URLs become files first; the job holds its models until its task ends.
-            graph, held = await self.models.prepare(graph, options, owner)
-            try:
-                graph, inputs = await self.inputs.prepare(
-                    graph, uuid.uuid4().hex, self._uploads_via()
-                )
-            except BaseException:
-                held.release()
-                raise
-        finally:
-            self.preparing.discard(key)
-        record = JobRecord(request_id, "", workflow, owner=owner)
-        if listener is not None:
-            record.listeners.append(listener)
-        job = Job(record, graph, options, echo_input, inputs, models_of(graph))
-        self.active[key] = job
-        record.emit("queued", {"id": request_id})
-        instance = self.scheduler.try_place(job.slot, job.models, only=only)
-        if instance is not None:
-            try:
-                await self._submit(job, instance)
-            except GatewayError:
-                self._release(job)
-                held.release()
-                raise
-        self.history.add(record)
-        job.task = asyncio.create_task(self._run(job, only), name=f"job-{request_id}")
-        self.tasks.add(job.task)
-        job.task.add_done_callback(self._task_done)
-        job.task.add_done_callback(lambda _: held.release())
-        return job
-
-    def _uploads_via(self) -> Any:
-        """A client of a running instance: input files go to the folder the instances share."""
-        running = [i for i in self.scheduler.instances if i.process.running]
-        return (running or self.scheduler.instances)[0].client
-
-    def _task_done(self, task: asyncio.Task[PromptResponse]) -> None:
-        self.tasks.discard(task)
-        if not task.cancelled():
-            task.exception()  # retrieved: the outcome was recorded and delivered already
-
-    async def _submit(self, job: Job, instance: ComfyInstance) -> None:
-        """One attempt: the job's graph, with save prefixes of its own, to this instance."""
-        prompt_id = str(uuid.uuid4())  # ComfyUI 0.33+ takes only the canonical form
-        job.instance, job.attempts = instance, job.attempts + 1
-        job.submitted = unique_prefixes(job.graph, prompt_id)
-        job.waiter = instance.tracker.watch(prompt_id)
-        job.waiter.on_event = job.record.on_comfy_event
-        job.record.prompt_id, job.record.instance = prompt_id, instance.index
-        self.by_prompt[prompt_id] = job.key
-        of = f" of key {job.record.owner}" if job.record.owner is not None else ""
-        log.info(
-            "job %s%s: submitting as prompt %s to %s (%d nodes)",
-            job.id, of, prompt_id, instance.name, len(job.submitted),
-        )  # fmt: skip
-        try:
-            await instance.client.submit(
-                job.submitted, prompt_id=prompt_id, client_id=instance.tracker.client_id
-            )
-        except GatewayError:
-            self._unplace(job)
-            raise
-        instance.tracker.submitted(job.waiter)
-
-    def _unplace(self, job: Job) -> None:
-        """The attempt is over: forget its prompt and free its instance for the next job."""
-        if job.waiter is not None:
-            assert job.instance is not None
-            job.instance.tracker.forget(job.waiter.prompt_id)
-            self.by_prompt.pop(job.waiter.prompt_id, None)
-            if job.waiter.submitted:  # it ran there (or began to): what the instance holds now
-                job.instance.jobs_run += 1
-                job.instance.jobs_since_start += 1
-                job.instance.models = job.models or job.instance.models
-            job.waiter = None
-        if job.instance is not None:
-            self.scheduler.release(job.instance, job.slot)
-            job.instance = None
-
-    def _release(self, job: Job) -> None:
-        self._unplace(job)
-        self.inputs.remove(job.inputs)
-        self.active.pop(job.key, None)
 
     async def _run(self, job: Job, only: ComfyInstance | None) -> PromptResponse:
         record = job.record

@@ -27,6 +27,7 @@ import httpx
 
 from app.core.addresses import AddressPolicy, AddressRefused, HostUnresolved
 from app.core.metrics import MetricsHooks
+from app.core.numbers import finite_number
 from app.core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -138,9 +139,9 @@ class WebhookSender:
 
 
 def _retry_after(response: httpx.Response) -> float | None:
-    with contextlib.suppress(ValueError):
-        return float(response.headers.get("retry-after", ""))
-    return None
+    # A receiver's `nan` would reach asyncio.sleep() and the event loop's timer heap.
+    seconds = finite_number(response.headers.get("retry-after", ""))
+    return None if seconds is None else max(seconds, 0.0)
 
 
 class SystemEvents:

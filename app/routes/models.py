@@ -18,8 +18,9 @@ from app.core.downloads import ModelCacheState, ModelDownloadRequest, ModelDownl
 from app.core.keys import caller_of
 from app.core.schemas import ErrorResponse
 from app.gateway import Gateway
+from app.routes.json_body import StrictJsonRoute
 
-router = APIRouter(tags=["models"])
+router = APIRouter(tags=["models"], route_class=StrictJsonRoute)
 
 DOWNLOAD_ERRORS: dict[int | str, dict[str, Any]] = {
     200: {

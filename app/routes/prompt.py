@@ -7,6 +7,7 @@ from fastapi.responses import Response, StreamingResponse
 
 from app.core.errors import InvalidRequest
 from app.core.keys import caller_of
+from app.core.numbers import whole_number
 from app.core.records import JobView
 from app.core.schemas import (
     ErrorResponse,
@@ -18,9 +19,10 @@ from app.core.schemas import (
     PromptResponse,
 )
 from app.gateway import Gateway
+from app.routes.json_body import StrictJsonRoute
 from app.routes.respond import ERRORS, CacheAsk, event_stream, run_job
 
-router = APIRouter(tags=["prompts"])
+router = APIRouter(tags=["prompts"], route_class=StrictJsonRoute)
 
 
 @router.post("/prompt", response_model=PromptResponse, responses=ERRORS)
@@ -108,13 +110,13 @@ def resume_point(header: str | None, record: JobView) -> int:
     if header is None or not header.strip():
         return 0
     value = header.strip()
-    if not value.isdigit():
+    after = whole_number(value)  # ASCII digits: `²` passes isdigit() and fails int()
+    if after is None:
         raise InvalidRequest(
             f"Last-Event-ID must be the id of an event of this stream (a whole number), "
             f"not {value[:40]!r}",
             location="Last-Event-ID",
         )
-    after = int(value)
     if after > record.last_event_id and not record.finished:
         raise InvalidRequest(
             f"Last-Event-ID {after} is past this job's last event ({record.last_event_id})",

@@ -14,6 +14,7 @@ from urllib.parse import quote
 
 from fastapi.responses import JSONResponse, Response
 
+from app.core.numbers import finite_number
 from app.jobs.result_cache import CachedFile
 
 
@@ -29,11 +30,8 @@ def accept_ranges(accept: str) -> list[tuple[str, float]]:
         q = 1.0
         for param in params:
             key, _, value = param.partition("=")
-            if key.strip().lower() == "q":
-                try:
-                    q = float(value.strip())
-                except ValueError:
-                    q = 0.0
+            if key.strip().lower() == "q":  # RFC 9110: 0 to 1; `nan`, `1e999`: not a q
+                q = min(max(finite_number(value) or 0.0, 0.0), 1.0)
         if media.strip():
             found.append((media.strip().lower(), q))
     return found

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import base64
 import errno
-import json
 import posixpath
 from typing import Any
 
 from fastapi import Request
 from starlette.datastructures import UploadFile
 
+from app.core import strict_json
 from app.core.errors import InsufficientStorage, InvalidRequest
 from app.jobs.input_caps import InputCaps
 from app.jobs.inputs import LOADERS
@@ -37,7 +37,7 @@ async def read_graph(request: Request, max_part_bytes: int, caps: InputCaps) -> 
     if media_type == "multipart/form-data":
         return await _read_multipart(request, max_part_bytes, caps)
     # As the fork does, anything else (no Content-Type, text/plain) is read as JSON.
-    return unwrap(_json(await request.body(), "body"))
+    return unwrap(await _json(await request.body(), "body"))
 
 
 def unwrap(data: Any) -> Any:
@@ -49,14 +49,13 @@ def unwrap(data: Any) -> Any:
     return data
 
 
-def _json(raw: bytes | str, where: str) -> Any:
+async def _json(raw: bytes | str, where: str) -> Any:
+    """Strict JSON (app.core.strict_json), with what to send when it is not JSON at all."""
     try:
-        return json.loads(raw)
-    except ValueError as e:
-        raise InvalidRequest(
-            f"{where}: not JSON ({e}); send the graph in ComfyUI's API format",
-            location=where,
-        ) from None
+        return await strict_json.read(raw, where)
+    except InvalidRequest as e:
+        hint = "; send the graph in ComfyUI's API format"
+        raise InvalidRequest(e.message + hint, location=e.location) from None
 
 
 async def _read_multipart(request: Request, max_part_bytes: int, caps: InputCaps) -> Any:
@@ -74,11 +73,11 @@ async def _read_multipart(request: Request, max_part_bytes: int, caps: InputCaps
         for name, value in form.multi_items():
             if not isinstance(value, UploadFile):
                 if name == "prompt":
-                    prompt = _json(value, "prompt")
+                    prompt = await _json(value, "prompt")
                 continue
             is_json = (value.content_type or "").split(";")[0].strip() == "application/json"
             if name == "prompt" or (is_json and prompt is None and "prompt" not in form):
-                prompt = _json(await value.read(), "prompt")
+                prompt = await _json(await value.read(), "prompt")
             else:
                 named = file_name(value.filename, name)
                 caps.check_bytes(value.size or 0, f"files.{named}")  # before it is read whole

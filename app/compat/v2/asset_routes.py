@@ -29,6 +29,7 @@ from app.compat.v2.envelope import V2JSON, base_url, error, get_and_head, iso, n
 from app.compat.v2.job_routes import known_job, output_of, parts
 from app.compat.v2.jobs import content_type_of
 from app.compat.v2.submission import output_id_parts
+from app.core import strict_json
 from app.core.errors import InputError, InvalidRequest
 from app.core.keys import caller_of
 from app.jobs.input_caps import InputCaps
@@ -36,7 +37,7 @@ from app.jobs.input_caps import InputCaps
 router = APIRouter(prefix=envelope.PREFIX, tags=["Comfy API v2"])
 
 UNAVAILABLE = "Retrying cannot help; re-execute with a changed prompt hash."
-RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+RANGE = re.compile(r"^bytes=([0-9]{0,18})-([0-9]{0,18})$")  # ASCII; longer: ignored
 
 
 @router.post("/assets", response_class=V2JSON)
@@ -143,10 +144,7 @@ async def upload_input(
 async def from_hash(request: Request) -> Response:
     """The asset with these bytes, by `{"hash": "blake3:…"}`: 200, or 404 `blob_not_found`."""
     _, state = parts(request)
-    try:
-        body = json.loads(await request.body())
-    except ValueError:
-        return error(400, "invalid_request", "Body must be JSON.")
+    body = await strict_json.read(await request.body())  # not JSON: a located 400
     hash_ = body.get("hash") if isinstance(body, dict) else None
     if not isinstance(hash_, str):
         return error(422, "invalid_request", "Missing 'hash'.")

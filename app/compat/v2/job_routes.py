@@ -9,7 +9,6 @@ key's job is a 404 and is not listed (an admin key's list holds every key's jobs
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import uuid
 from typing import Any
@@ -21,6 +20,7 @@ from app.compat.v2 import envelope, events, submission
 from app.compat.v2.envelope import V2JSON, base_url, error, get_and_head, now
 from app.compat.v2.jobs import LISTED, TERMINAL, job_body, output_file, status_of
 from app.compat.v2.state import MAX_KEY_LENGTH, V2Job, V2State
+from app.core import strict_json
 from app.core.errors import (
     ComfyFailed,
     ComfyUnavailable,
@@ -30,6 +30,7 @@ from app.core.errors import (
     QueueFull,
 )
 from app.core.keys import Caller, caller_of
+from app.core.numbers import whole_number
 from app.core.options import JobOptions
 from app.core.records import JobView
 from app.gateway import Gateway
@@ -98,10 +99,7 @@ async def submit(request: Request) -> Response:
     `core/ASSET` references resolve to uploaded assets or earlier outputs. 201 with the Job."""
     gateway, state = parts(request)
     caller = caller_of(request.scope)
-    try:
-        body = json.loads(await request.body())
-    except ValueError:
-        return error(400, "invalid_request", "Body must be JSON.")
+    body = await strict_json.read(await request.body())  # not JSON: a located 400
     if not isinstance(body, dict):  # the proxy answers a text/plain 500
         return error(400, "invalid_request", "Body must be a JSON object.")
     workflow = body.get("workflow")
@@ -180,10 +178,8 @@ async def output_of(request: Request, output_id: str) -> tuple[str, bytes] | Non
 async def list_jobs(request: Request) -> Response:
     """The v2 jobs of this process, newest first: `?limit=` (1-100), `?status=a,b`."""
     _, state = parts(request)
-    raw = request.query_params.get("limit", str(LIST_DEFAULT))
-    try:
-        limit = int(raw)
-    except ValueError:
+    limit = whole_number(request.query_params.get("limit", str(LIST_DEFAULT)))
+    if limit is None:
         return error(400, "invalid_request", "'limit' must be an integer.")
     if not 1 <= limit <= LIST_LIMIT:
         return error(400, "invalid_request", f"'limit' must be between 1 and {LIST_LIMIT}.")

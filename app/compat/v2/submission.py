@@ -16,6 +16,7 @@ from typing import Any
 
 from app.compat.v2.assets import AssetStore
 from app.core.keys import Caller
+from app.core.numbers import whole_number
 
 MAX_METADATA_BYTES = 1024
 PRIORITY_RANGE = (-1_000_000, 1_000_000)
@@ -123,6 +124,5 @@ def _reference(
 def output_id_parts(output_id: str) -> tuple[str, int] | None:
     """(job id, file index) of an output id `<job id>.<n>`."""
     job_id, dot, index = output_id.rpartition(".")
-    if not dot or not index.isdigit():
-        return None
-    return job_id, int(index)
+    number = whole_number(index) if dot else None
+    return None if number is None else (job_id, number)

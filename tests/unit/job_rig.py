@@ -1,0 +1,178 @@
+"""A job runner on a fake ComfyUI, for tests of a job's start (tests/unit/test_job_start.py).
+
+The runner is the gateway's own (app.jobs.runner, app.jobs.start) with its real input files,
+model cache (holding one checkpoint), scheduler, history and trackers; ComfyUI is a small
+FastAPI app over httpx.ASGITransport that queues prompts, stores uploads in a temporary input
+folder and counts cancels; there is one instance, or a pool of several.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import httpx
+from fastapi import FastAPI, Form, Request, UploadFile
+from PIL import Image
+
+from app.comfy.client import ComfyClient
+from app.comfy.tracker import PromptTracker
+from app.core.addresses import AddressPolicy
+from app.core.records import JobHistory
+from app.core.settings import load_settings
+from app.jobs.finish import Finisher
+from app.jobs.inputs import InputFiles
+from app.jobs.model_cache import Entry
+from app.jobs.model_store import ModelStore
+from app.jobs.runner import JobRunner
+from app.jobs.scheduler import Scheduler
+from app.jobs.uploads import Uploader
+from app.jobs.webhooks import WebhookSender
+
+CHECKPOINT = "held.safetensors"
+
+
+def png(size: int) -> str:
+    out = io.BytesIO()
+    Image.new("RGB", (size, size), "red").save(out, "PNG")
+    return base64.b64encode(out.getvalue()).decode()
+
+
+class FakeComfy:
+    """What a job's start asks of ComfyUI: uploads, /prompt, cancels."""
+
+    def __init__(self, input_dir: Path) -> None:
+        self.prompts: list[str] = []
+        self.cancelled: list[str] = []
+        self.app = FastAPI()
+
+        @self.app.post("/upload/image")
+        async def upload(
+            image: UploadFile, subfolder: str = Form(""), type: str = Form("input")
+        ) -> dict[str, str]:
+            folder = input_dir / subfolder
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / str(image.filename)).write_bytes(await image.read())
+            return {"name": str(image.filename), "subfolder": subfolder, "type": type}
+
+        @self.app.post("/prompt")
+        async def prompt(request: Request) -> dict[str, Any]:
+            body = await request.json()
+            self.prompts.append(body["prompt_id"])
+            return {"prompt_id": body["prompt_id"], "number": len(self.prompts), "node_errors": {}}
+
+        @self.app.post("/queue")
+        async def queue(request: Request) -> dict[str, Any]:
+            self.cancelled += (await request.json()).get("delete", [])
+            return {}
+
+        @self.app.post("/interrupt")
+        async def interrupt() -> dict[str, Any]:
+            return {}
+
+
+@dataclass(eq=False)
+class FakeInstance:
+    """One ComfyUI of the pool, as the scheduler and the runner see it (no process)."""
+
+    index: int
+    client: ComfyClient
+    tracker: PromptTracker
+    name: str = ""
+    jobs: set[str] = field(default_factory=set)
+    models: frozenset[str] = frozenset()
+    idle_since: float = field(default_factory=time.monotonic)
+    jobs_run: int = 0
+    jobs_since_start: int = 0
+    accepting: bool = True
+    comfy_queue: int = 0
+    process: Any = field(default_factory=lambda: SimpleNamespace(running=True))
+
+
+@dataclass
+class Rig:
+    runner: JobRunner
+    comfy: FakeComfy
+    instances: list[FakeInstance]
+    input_dir: Path
+
+    def assert_capacity_whole(self) -> None:
+        runner = self.runner
+        assert runner.active == {}
+        assert runner.preparing == set()
+        assert runner.by_prompt == {}
+        assert runner.tasks == set()
+        assert runner.scheduler.waiting == []
+        for instance in self.instances:
+            assert instance.jobs == set()
+            assert instance.tracker.waiters == {}
+        assert +runner.models.cache.holds == {}  # no model held
+        assert [p.name for p in self.input_dir.iterdir()] == []  # no input folder left
+        assert runner.jobs_of("alice") == 0
+
+
+def graph(**inputs: Any) -> dict[str, Any]:
+    """A graph that takes something at every step: a held model, two input files."""
+    return {
+        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": CHECKPOINT}},
+        "2": {"class_type": "LoadImage", "inputs": {"image": png(1)}},
+        "3": {"class_type": "LoadImageMask", "inputs": {"image": png(2), "channel": "A"}},
+        "4": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], **inputs}},
+    }
+
+
+async def make_rig(instance_count: int, tmp_path: Path) -> Rig:
+    """A runner of `instance_count` instances, its folders under tmp_path."""
+    settings = load_settings(
+        input_dir=tmp_path / "input",
+        output_dir=tmp_path / "output",
+        model_cache_dir=tmp_path / "models",
+    )
+    input_dir = settings.comfy_input_dir
+    assert input_dir == tmp_path / "input"  # never ComfyUI's own folder
+    input_dir.mkdir(parents=True)
+    comfy = FakeComfy(input_dir)
+    instances = []
+    for index in range(instance_count):
+        client = ComfyClient("http://comfy")
+        await client.http.aclose()
+        client.http = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=comfy.app), base_url="http://comfy"
+        )
+        tracker = PromptTracker(client, client_id=f"gw-{index}", silence_s=60)
+        instances.append(FakeInstance(index, client, tracker, name=f"comfyui-{index}"))
+    addresses = AddressPolicy.from_settings(settings)
+    uploader = Uploader(addresses, timeout_s=10)
+    models = ModelStore(settings, instances[0].client, addresses)
+    path = models.cache.path("checkpoints", CHECKPOINT)
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"weights")
+    now = time.time()
+    models.cache.add(Entry("checkpoints", CHECKPOINT, 7, "0" * 64, "http://x/", "k", now, now))
+    runner = JobRunner(
+        Scheduler(instances),  # type: ignore[arg-type]
+        InputFiles(settings, instances[0].client),
+        Finisher(settings.comfy_output_dir, uploader, keep_outputs=False, timeout_s=None),
+        JobHistory(max_finished=100, ttl_s=600),
+        WebhookSender(settings),
+        uploader,
+        addresses,
+        models,
+        timeout_s=None,
+        retries=0,
+    )
+    return Rig(runner, comfy, instances, input_dir)
+
+
+async def close_rig(rig: Rig) -> None:
+    runner = rig.runner
+    for instance in rig.instances:
+        await instance.client.aclose()
+    await runner.sender.aclose()
+    await runner.uploader.aclose()
+    await runner.models.aclose()
