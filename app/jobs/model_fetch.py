@@ -2,7 +2,8 @@
 
 A transfer that breaks (a connection reset, a stall past MODEL_DOWNLOAD_TIMEOUT_S, a body cut
 short, a 5xx or 429) is resumed from the bytes already on disk, with `If-Range` so that a file
-that changed meanwhile starts over, up to MODEL_DOWNLOAD_RETRIES times. Every hop of a client's
+that changed meanwhile starts over, up to MODEL_DOWNLOAD_RETRIES times. However it trickles, a
+download ends within MODEL_DOWNLOAD_MAX_S, resumes included. Every hop of a client's
 URL, redirects included, is checked and pinned by the address policy (app.core.addresses), and
 carries only the credential whose prefix matches that hop (app.jobs.model_auth).
 """
@@ -37,9 +38,12 @@ CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
 class Fetcher:
     """Downloads model files with resume; one HTTP client for all of them."""
 
-    def __init__(self, addresses: AddressPolicy, *, timeout_s: float, retries: int) -> None:
+    def __init__(
+        self, addresses: AddressPolicy, *, timeout_s: float, retries: int, max_s: float = 3600.0
+    ) -> None:
         self.addresses = addresses
         self.retries = retries
+        self.max_s = max_s
         self.http = httpx.AsyncClient(
             follow_redirects=False, timeout=httpx.Timeout(timeout_s, connect=10.0)
         )
@@ -53,7 +57,12 @@ class Fetcher:
         try:
             file = await asyncio.to_thread(temp.open, "wb")
             try:
-                await self._fetch(transfer, file)
+                try:
+                    async with asyncio.timeout(self.max_s):
+                        await self._fetch(transfer, file)
+                except TimeoutError:
+                    limit = f"MODEL_DOWNLOAD_MAX_S ({self.max_s:g}s)"
+                    raise failed(transfer, f"it took longer than {limit}") from None
                 await asyncio.to_thread(sync, file)
             finally:
                 await asyncio.to_thread(file.close)

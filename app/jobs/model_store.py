@@ -69,6 +69,7 @@ class ModelStore:
             addresses,
             timeout_s=settings.model_download_timeout_s,
             retries=settings.model_download_retries,
+            max_s=settings.model_download_max_s,
         )
         self.addresses = addresses
         self.credentials = Credentials.from_settings(settings)

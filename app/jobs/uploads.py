@@ -40,6 +40,7 @@ class Uploader:
             name, _, value = http_auth_header.partition(":")
             headers[name.strip()] = value.strip()
         self.http = httpx.AsyncClient(headers=headers, timeout=timeout_s, follow_redirects=False)
+        self.timeout_s = timeout_s
         self.addresses = addresses
         self._s3: Any = None
         self.metrics = MetricsHooks()
@@ -78,10 +79,16 @@ class Uploader:
                 f"output {filename} could not be PUT to {url}: {e}", details={"filename": filename}
             ) from None
         headers = {"content-type": content_type(filename), **pinned.headers}
+        request = self.http.build_request(
+            "PUT", pinned.url, content=data, headers=headers, extensions=pinned.extensions
+        )
         try:
-            response = await self.http.put(
-                pinned.url, content=data, headers=headers, extensions=pinned.extensions
-            )
+            async with asyncio.timeout(self.timeout_s):  # all of it: a trickle cannot hold it
+                response = await self.http.send(request, stream=True)
+                await response.aclose()  # the store's body is not wanted
+        except TimeoutError:
+            problem = f"no answer within UPLOAD_TIMEOUT_S ({self.timeout_s:g}s)"
+            raise put_failed(filename, url, pinned, problem, {"store_error": problem}) from None
         except httpx.HTTPError as e:
             raise put_failed(filename, url, pinned, repr(e), {"store_error": repr(e)}) from e
         if response.status_code >= 300:

@@ -60,6 +60,13 @@ class ModelSettings(BaseModel):
         gt=0,
         description="Longest silence in a model download before it is broken off and resumed",
     )
+    model_download_max_s: float = Field(
+        3600.0,
+        gt=0,
+        description="Longest one model download may take in all, resumes included: a server "
+        "that sends a byte now and then, never silent for `MODEL_DOWNLOAD_TIMEOUT_S`, is cut off "
+        "there and the download fails (502 `download_failed`)",
+    )
     model_download_retries: int = Field(
         5,
         ge=0,
