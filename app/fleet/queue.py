@@ -56,7 +56,8 @@ class FleetJob:
     def task(self) -> asyncio.Task[PromptResponse]:
         """The job's outcome, read from Redis; started when a request first waits for it."""
         if self._task is None:
-            self._task = asyncio.create_task(self.queue.outcome(self.record.key))
+            outcome = self.queue.outcome(self.record.key, self.record.generation)
+            self._task = asyncio.create_task(outcome)
         return self._task
 
 
@@ -113,9 +114,9 @@ class FleetQueue:
                 location="id",
                 headers={"Retry-After": "5"},
             ) from None
-        if not queued:
+        if queued is None:
             raise Conflict(f"a job with id {request_id!r} is already running", location="id")
-        record = RemoteRecord.queued(self.store, key, request_id, workflow, owner)
+        record = RemoteRecord.queued(self.store, key, request_id, workflow, owner, queued)
         of = f" of key {owner}" if owner is not None else ""
         log.info("job %s%s: queued in the fleet (%d nodes)", request_id, of, len(graph))
         return FleetJob(request_id, record, graph, self)
@@ -141,18 +142,20 @@ class FleetQueue:
         except RedisError as e:
             raise self.store.reachability.unavailable(e) from e
 
-    async def outcome(self, key: str) -> PromptResponse:
+    async def outcome(self, key: str, generation: str | None) -> PromptResponse:
         """Wait for the job's end: its result, or its error raised. Woken only by the end (not
         by each event), and reading only the last event, whatever the job did before."""
         with self.store.signals.watch(key, ends_only=True) as ended:
             while True:
                 ended.clear()  # before reading: an end from here on is not missed
                 try:
-                    last = await self.store.last_event(key)
+                    last = await self.store.last_event(key, generation)
                     if last is None:
                         request_id = split_key(key)[1]
                         raise NotFound(
-                            f"the job {request_id!r} expired before it ended", location="id"
+                            f"the job {request_id!r} is no longer kept (it expired, or a later "
+                            "job of its id replaced it) before its outcome was read",
+                            location="id",
                         )
                     if last.type in TERMINAL:
                         return await self._answer(key, last)

@@ -1,4 +1,5 @@
-"""Reachability: whether the fleet's Redis answered lately, and what a request gets when not.
+"""Reachability: the connection to the fleet's Redis, whether Redis answered lately, and what a
+request gets when not.
 
 Every call to Redis has a deadline (QUEUE_TIMEOUT_S, app.fleet.store): a Redis that stops
 answering with its socket open (a partition, a paused VM) is out of reach after it, as a closed
@@ -8,7 +9,11 @@ one is at once. While it is, new jobs get 503 with `Retry-After` and `/ready` sa
 from __future__ import annotations
 
 import logging
+from typing import Any
 
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -16,6 +21,19 @@ from app.core.errors import ComfyUnavailable
 
 log = logging.getLogger(__name__)
 RETRY_AFTER_S = 5
+
+
+def connect(url: str, timeout_s: float) -> Any:
+    """A connection pool to Redis whose every call ends within timeout_s."""
+    return aioredis.Redis.from_url(
+        url,
+        decode_responses=True,
+        socket_timeout=timeout_s,
+        socket_connect_timeout=timeout_s,
+        # A pooled connection that a restarted Redis closed fails at once: one more try, on a new
+        # connection. A call that timed out is not tried again: its deadline is spent.
+        retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
+    )
 
 
 class Reachability:

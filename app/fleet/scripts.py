@@ -2,10 +2,12 @@
 more than one key, or reads before it writes, runs in Redis as one atomic script.
 
 A job's generation is the id of its message in the jobs stream: the record (`msg`) names the one
-message that may start it. A message of an earlier generation of the same id (cancelled, handed
-back, or finished before the id was used again) finds its job ended or another generation
-current, and is dropped without touching the record: an id's messages, records and webhooks are
-one-to-one by construction. A record without `msg` (written before generations) takes any.
+message that may start it, and each of its events carries it (`g`), so a reader of a job never
+takes a later job of the same id for it. A message of an earlier generation of the same id
+(cancelled, handed back, or finished before the id was used again) finds its job ended or
+another generation current, and is dropped without touching the record: an id's messages,
+records and webhooks are one-to-one by construction. A record without `msg` (written before
+generations) takes any.
 
 The finished jobs Redis keeps are bounded in count and bytes (FLEET_HISTORY_MAX and _MB): three
 keys account for them, the oldest is dropped first, and a queued or running job never is.
@@ -56,7 +58,8 @@ end
 local function finish()
   if redis.call('HSETNX', KEYS[1], 'done', '1') == 0 then return 0 end
   local n = redis.call('XLEN', KEYS[2]) + 1
-  redis.call('XADD', KEYS[2], '*', 'n', n, 'type', ARGV[2], 'data', ARGV[3])
+  local g = redis.call('HGET', KEYS[1], 'msg') or ''
+  redis.call('XADD', KEYS[2], '*', 'n', n, 'type', ARGV[2], 'data', ARGV[3], 'g', g)
   redis.call('HSET', KEYS[1], 'status', ARGV[1], 'finished', ARGV[6])
   if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'error', ARGV[4]) end
   redis.call('EXPIRE', KEYS[1], ARGV[5])
@@ -145,7 +148,7 @@ forget(KEYS[6], KEYS[7], KEYS[8], ARGV[4])
 local id = redis.call('XADD', KEYS[3], '*', 'key', ARGV[4])
 redis.call('HSET', KEYS[1], 'spec', ARGV[1], 'status', 'queued', 'created', ARGV[3],
            'progress', '{"value":0,"max":0,"node":null}', 'msg', id, 'hooks', ARGV[8])
-redis.call('XADD', KEYS[2], '*', 'n', 1, 'type', 'queued', 'data', ARGV[2])
+redis.call('XADD', KEYS[2], '*', 'n', 1, 'type', 'queued', 'data', ARGV[2], 'g', id)
 if owner ~= '' then
   redis.call('SADD', KEYS[5], ARGV[4])
   redis.call('HSET', KEYS[4], owner, '1')
@@ -179,7 +182,7 @@ if state[1] or (state[2] and state[2] ~= ARGV[7]) or (state[3] and state[3] ~= A
   return 0
 end
 local n = redis.call('XLEN', KEYS[2]) + 1
-redis.call('XADD', KEYS[2], '*', 'n', n, 'type', ARGV[1], 'data', ARGV[2])
+redis.call('XADD', KEYS[2], '*', 'n', n, 'type', ARGV[1], 'data', ARGV[2], 'g', ARGV[7])
 if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'status', ARGV[3]) end
 if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'progress', ARGV[4]) end
 redis.call('PUBLISH', ARGV[5], ARGV[6])

@@ -33,32 +33,15 @@ import json
 import time
 from typing import Any
 
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
 
 from app.core.records import TERMINAL, JobEvent
 from app.fleet import scripts
-from app.fleet.reachability import Reachability
+from app.fleet.reachability import Reachability, connect
 from app.fleet.signals import Signals
 from app.fleet.stream import GROUP, JobStream, Pulled
 
 FINISHED = ("succeeded", "failed", "interrupted")
-
-
-def connect(url: str, timeout_s: float) -> Any:
-    """A connection pool to Redis whose every call ends within timeout_s."""
-    return aioredis.Redis.from_url(
-        url,
-        decode_responses=True,
-        socket_timeout=timeout_s,
-        socket_connect_timeout=timeout_s,
-        # A pooled connection that a restarted Redis closed fails at once: one more try, on a new
-        # connection. A call that timed out is not tried again: its deadline is spent.
-        retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
-    )
 
 
 def fleet_key(owner: str | None, request_id: str) -> str:
@@ -149,20 +132,21 @@ class FleetStore(JobStream):
         *,
         max_jobs: int = 0,
         hooks: bool = False,
-    ) -> bool:
-        """Store the job and queue it; False when a job with this key is still running.
-        MaxJobsReached (and nothing stored) when its owner has max_jobs (if not 0) queued or
-        running already; StillDelivering when the key's last job has webhooks still to go."""
+    ) -> str | None:
+        """Store the job and queue it: its generation (the id of its message); None when a job
+        with this key is still running. MaxJobsReached (and nothing stored) when its owner has
+        max_jobs (if not 0) queued or running already; StillDelivering when the key's last job
+        has webhooks still to go."""
         owned, owner = self._owner_keys(key)
         keys = [self.job_key(key), self.events_key(key), self.stream, *owned, *self.history]
         args = [_dump(spec), _dump(queued), f"{time.time():.3f}", key, owner, str(max_jobs),
                 self.job_key(""), "1" if hooks else ""]  # fmt: skip
-        outcome, have = await self._enqueue(keys=keys, args=args)
+        outcome, found = await self._enqueue(keys=keys, args=args)
         if int(outcome) == 2:
-            raise MaxJobsReached(int(have))
+            raise MaxJobsReached(int(found))
         if int(outcome) == 3:
             raise StillDelivering
-        return int(outcome) == 1
+        return str(found) if int(outcome) == 1 else None
 
     async def owners(self, request_id: str) -> list[str]:
         """The API keys (ids) that have a job of this request id the fleet still knows."""
@@ -196,12 +180,15 @@ class FleetStore(JobStream):
         found = await self.redis.xrange(self.events_key(key), min=f"({after_stream_id}")
         return list(found)
 
-    async def last_event(self, key: str) -> JobEvent | None:
-        """The job's latest event; None when no such job is known (or no longer)."""
+    async def last_event(self, key: str, generation: str | None = None) -> JobEvent | None:
+        """The job's latest event; None when no such job is known (or no longer), or when a
+        later job of its id (another generation) has replaced it."""
         found = await self.redis.xrevrange(self.events_key(key), count=1)
         if not found:
             return None
         fields = found[0][1]
+        if generation is not None and fields.get("g", generation) != generation:
+            return None
         return JobEvent(int(fields["n"]), fields["type"], json.loads(fields["data"]))
 
     async def error_status(self, key: str) -> int:

@@ -7,12 +7,17 @@ step by step on a real redis-server (fleet_support), never by waiting for one to
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
+from app.core.addresses import AddressPolicy
+from app.core.errors import NotFound
 from app.core.records import JobEvent
+from app.core.settings import load_settings
+from app.fleet.queue import FleetQueue
 from app.fleet.records import RemoteRecord
 from app.fleet.store import FleetStore, StillDelivering
 from app.fleet.stream import NOT_HELD, NOTHING_TO_START
@@ -245,3 +250,27 @@ async def test_a_job_no_longer_kept_reads_as_unknown(small: FleetStore) -> None:
     first = await finish_one(small, "first", RESULT)
     [await finish_one(small, f"later-{n}", RESULT) for n in range(3)]
     assert await RemoteRecord.load(small, first) is None  # the door answers 404
+
+
+async def test_a_reader_of_a_job_never_takes_a_later_job_of_its_id_for_it(
+    pair: list[Node],
+) -> None:
+    """A waiting request, and an event stream, of a job that ended: the id used again before
+    they read the end gets them no answer of the later job's."""
+    node, _ = pair
+    queue = FleetQueue(node.store, AddressPolicy.from_settings(load_settings()), node.sender)
+    key = await submit(node.store, "read")
+    first = await node.store.pull(node.worker.consumer, block_ms=100)
+    assert first is not None
+    assert await node.store.finish(first, "succeeded", "complete", {"id": "read", **RESULT})
+    ended = await RemoteRecord.load(node.store, key)  # read before the id is used again
+    assert ended is not None and ended.generation == first.message_id
+    await submit(node.store, "read")  # a later job of the id, queued
+    with pytest.raises(NotFound, match="replaced"):
+        await asyncio.wait_for(queue.outcome(key, first.message_id), 10)
+    assert [e async for e in ended.follow()] == []  # its stream ends, the later one's unseen
+    later = await RemoteRecord.load(node.store, key)
+    assert later is not None and later.generation != first.message_id
+    events = later.follow()
+    assert (await anext(events)).type == "queued"  # the later job's own stream, from its start
+    await events.aclose()
