@@ -136,7 +136,7 @@ class Node:
             [FakeInstance(i) for i in range(instances)], one_at_a_time=True
         )
         self.runner = FakeRunner(self.scheduler, self.sender)
-        self.worker = FleetWorker(self.store, self.runner, self.scheduler, self.sender, settings)  # type: ignore[arg-type]
+        self.worker = FleetWorker(self.store, self.runner, self.scheduler, self.sender, settings)
         self.receiver = receiver
 
     async def take(self, *, reclaim: bool = False) -> Pulled:
