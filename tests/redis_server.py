@@ -1,11 +1,14 @@
 """RedisServer: a real `redis-server` (Debian's, `make redis` installs it) on a free loopback
 port, with its own folder; it can be stopped and started again on the same port, with or without
-its append-only file, as an outage or a restart of a fleet's Redis is."""
+its append-only file, as an outage or a restart of a fleet's Redis is; or paused (SIGSTOP) with
+its socket open, as a partition or a paused VM is: connections open, nothing answers."""
 
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -63,11 +66,22 @@ class RedisServer:
         """Stop it (SIGKILL with kill, else a clean shutdown); the port stays reserved by name."""
         if self.proc is None or self.proc.poll() is not None:
             return
+        self.resume()  # a paused server would not hear SIGTERM
         if kill:
             self.proc.kill()
         else:
             self.proc.terminate()
         self.proc.wait(20)
+
+    def pause(self) -> None:
+        """Stop answering, every socket left open (SIGSTOP)."""
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """Answer again (SIGCONT); harmless on a server that is not paused."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGCONT)
 
     def log_tail(self) -> str:
         path = self.workdir / "redis.log"

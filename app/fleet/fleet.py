@@ -40,6 +40,9 @@ class Fleet:
             settings.queue_url.get_secret_value(),
             settings.queue_name,
             ttl_s=settings.job_history_ttl_s,
+            timeout_s=settings.queue_timeout_s,
+            history_max=settings.fleet_history_max,
+            history_max_bytes=int(settings.fleet_history_max_mb * 2**20),
         )
         self.queue = FleetQueue(self.store, addresses, sender)
         self.rates = FleetRates(self.store)
@@ -60,6 +63,10 @@ class Fleet:
     @property
     def reachable(self) -> bool:
         return self.store.reachability.up
+
+    def down_reason(self) -> str | None:
+        """Why no job can be queued now (Redis out of reach, and how), or None."""
+        return self.store.reachability.down_reason()
 
     async def _check(self) -> None:
         """Ping Redis (for /ready and new jobs) and read the queue's length."""

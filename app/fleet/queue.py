@@ -24,7 +24,6 @@ from redis.exceptions import RedisError
 from app.comfy.graph import Graph, check_graph
 from app.core.addresses import AddressPolicy, check_destinations
 from app.core.errors import (
-    ComfyUnavailable,
     Conflict,
     GatewayError,
     Interrupted,
@@ -37,14 +36,10 @@ from app.core.records import TERMINAL, JobEvent
 from app.core.schemas import PromptResponse, WorkflowResponse
 from app.fleet.records import RemoteRecord
 from app.fleet.signals import POLL_S, wait
-from app.fleet.store import FleetStore, fleet_key, split_key
+from app.fleet.store import FleetStore, StillDelivering, fleet_key, split_key
 from app.jobs.webhooks import WebhookSender, deliver_job_end
 
 log = logging.getLogger(__name__)
-
-
-def unreachable(e: Exception) -> ComfyUnavailable:
-    return ComfyUnavailable(f"the job queue (Redis) is not reachable now: {e}", retry_after_s=5)
 
 
 @dataclass(eq=False)
@@ -61,7 +56,8 @@ class FleetJob:
     def task(self) -> asyncio.Task[PromptResponse]:
         """The job's outcome, read from Redis; started when a request first waits for it."""
         if self._task is None:
-            self._task = asyncio.create_task(self.queue.outcome(self.record.key))
+            outcome = self.queue.outcome(self.record.key, self.record.generation)
+            self._task = asyncio.create_task(outcome)
         return self._task
 
 
@@ -104,14 +100,23 @@ class FleetQueue:
             "accepted_at": time.time(),
         }
         key = self.key(request_id, owner)
+        hooks = bool(options.webhook or options.webhook_v2)
         try:
-            queued = await self.store.enqueue(key, spec, {"id": request_id}, max_jobs=max_jobs)
+            queued = await self.store.enqueue(
+                key, spec, {"id": request_id}, max_jobs=max_jobs, hooks=hooks
+            )
         except RedisError as e:
-            self.store.reachability.failed(e)
-            raise unreachable(e) from e
-        if not queued:
+            raise self.store.reachability.unavailable(e) from e
+        except StillDelivering:
+            raise Conflict(
+                f"the last job with id {request_id!r} has ended, but its webhooks are still "
+                "being delivered: retry once they are",
+                location="id",
+                headers={"Retry-After": "5"},
+            ) from None
+        if queued is None:
             raise Conflict(f"a job with id {request_id!r} is already running", location="id")
-        record = RemoteRecord.queued(self.store, key, request_id, workflow, owner)
+        record = RemoteRecord.queued(self.store, key, request_id, workflow, owner, queued)
         of = f" of key {owner}" if owner is not None else ""
         log.info("job %s%s: queued in the fleet (%d nodes)", request_id, of, len(graph))
         return FleetJob(request_id, record, graph, self)
@@ -121,34 +126,36 @@ class FleetQueue:
         try:
             return await RemoteRecord.load(self.store, self.key(request_id, owner))
         except RedisError as e:
-            raise unreachable(e) from e
+            raise self.store.reachability.unavailable(e) from e
 
     async def owners(self, request_id: str) -> list[str]:
         """The API keys (ids) with a job of this id that the fleet still knows."""
         try:
             return await self.store.owners(request_id)
         except RedisError as e:
-            raise unreachable(e) from e
+            raise self.store.reachability.unavailable(e) from e
 
     async def jobs_of(self, owner: str | None) -> int:
         """The owner's jobs queued or running in the fleet."""
         try:
             return await self.store.active(owner)
         except RedisError as e:
-            raise unreachable(e) from e
+            raise self.store.reachability.unavailable(e) from e
 
-    async def outcome(self, key: str) -> PromptResponse:
+    async def outcome(self, key: str, generation: str | None) -> PromptResponse:
         """Wait for the job's end: its result, or its error raised. Woken only by the end (not
         by each event), and reading only the last event, whatever the job did before."""
         with self.store.signals.watch(key, ends_only=True) as ended:
             while True:
                 ended.clear()  # before reading: an end from here on is not missed
                 try:
-                    last = await self.store.last_event(key)
+                    last = await self.store.last_event(key, generation)
                     if last is None:
                         request_id = split_key(key)[1]
                         raise NotFound(
-                            f"the job {request_id!r} expired before it ended", location="id"
+                            f"the job {request_id!r} is no longer kept (it expired, or a later "
+                            "job of its id replaced it) before its outcome was read",
+                            location="id",
                         )
                     if last.type in TERMINAL:
                         return await self._answer(key, last)
@@ -177,12 +184,12 @@ class FleetQueue:
                 {"id": request_id, **error.body()},
             )
         except RedisError as e:
-            raise unreachable(e) from e
+            raise self.store.reachability.unavailable(e) from e
         if ended is None:
             raise NotFound(f"no queued or running job has id {request_id!r}", location="id")
         if ended:
             log.info("job %s: interrupted before any gateway took it", request_id)
-            task = asyncio.create_task(deliver_ending(self.sender, spec_of(ended), None, error))
+            task = asyncio.create_task(deliver_ending(self.sender, ended, None, error))
             self._deliveries.add(task)
             task.add_done_callback(self._deliveries.discard)
 

@@ -41,14 +41,21 @@ class RemoteRecord:
         self.result: dict[str, Any] | None = None
         self.instance: int | None = None  # an index on another gateway would mislead
         self.gateway: str | None = state.get("gateway")
+        self.generation: str | None = state.get("msg")  # the job of this id it is (its message)
         self.last_event_id = events
 
     @classmethod
     def queued(
-        cls, store: FleetStore, key: str, request_id: str, workflow: str, owner: str | None
+        cls,
+        store: FleetStore,
+        key: str,
+        request_id: str,
+        workflow: str,
+        owner: str | None,
+        generation: str,
     ) -> RemoteRecord:
         """The record of a job just accepted, without reading it back."""
-        record = cls(store, key, {"status": "queued"}, 1)
+        record = cls(store, key, {"status": "queued", "msg": generation}, 1)
         record.id, record.workflow, record.owner = request_id, workflow, owner
         return record
 
@@ -92,6 +99,8 @@ class RemoteRecord:
                 backlog = await self.store.events(self.key, stream_id)
                 for entry_id, fields in backlog:
                     stream_id = entry_id  # the next read starts after it
+                    if fields.get("g", self.generation) != self.generation:
+                        return  # a later job of its id replaced it: this one's stream ended
                     event = JobEvent(int(fields["n"]), fields["type"], json.loads(fields["data"]))
                     if event.id <= after:
                         continue

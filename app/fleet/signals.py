@@ -5,6 +5,10 @@ was just recorded (the store's scripts publish both): they wake whoever on this 
 that job, an SSE stream on any change, a waiting request only at the end. `cancel` carries the
 key of a job to interrupt, for the gateway that runs it. Followers also read again on their own
 every POLL_S, so a message lost while Redis was away delays them, never strands them.
+
+A subscription waits for messages without a deadline of its own, so a quiet one is PINGed every
+PING_S: one that gets no answer within QUEUE_TIMEOUT_S (a partition, a paused VM) is given up
+and made again, and Redis counts as out of reach meanwhile.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
@@ -20,6 +25,7 @@ from redis.exceptions import RedisError
 log = logging.getLogger(__name__)
 RETRY_S = 1.0  # between attempts to subscribe again
 POLL_S = 5.0  # the longest a follower waits before reading again without being told
+PING_S = 2.0  # how long a subscription may be quiet before it is asked whether it still works
 
 
 class Signals:
@@ -27,14 +33,16 @@ class Signals:
 
     def __init__(self, redis: Any, name: str, reachability: Any) -> None:
         self.redis = redis
+        self.timeout_s: float = reachability.timeout_s  # QUEUE_TIMEOUT_S
         self.changed_channel = f"{name}:changed"
         self.ended_channel = f"{name}:ended"
         self.cancel_channel = f"{name}:cancel"
-        self.reachability = reachability  # app.fleet.store.Reachability
+        self.reachability = reachability  # app.fleet.reachability.Reachability
         self.on_cancel: Callable[[str], Awaitable[None]] | None = None
         # key -> the events of its followers, each with whether it waits for the end only
         self._watchers: dict[str, dict[asyncio.Event, bool]] = {}
         self._task: asyncio.Task[None] | None = None
+        self.subscribed = False  # and answering, as of the last message or PING
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._listen(), name="fleet-signals")
@@ -68,22 +76,39 @@ class Signals:
                     event.set()
 
     async def _listen(self) -> None:
-        failed = False
         channels = (self.changed_channel, self.ended_channel, self.cancel_channel)
         while True:
             try:
                 async with self.redis.pubsub() as pubsub:
-                    await pubsub.subscribe(*channels)
-                    failed = False
+                    async with asyncio.timeout(self.timeout_s):
+                        await pubsub.subscribe(*channels)
                     self._wake()  # messages may have been missed while not subscribed
-                    async for message in pubsub.listen():
-                        if message.get("type") == "message":
-                            await self._dispatch(message["channel"], str(message["data"]))
-            except (RedisError, OSError) as e:
-                if failed:  # a dropped connection is retried at once; a second failure is news
+                    await self._receive(pubsub)
+            except (RedisError, OSError, TimeoutError) as e:
+                # A subscription that worked and dropped is made again at once; one that never
+                # answered is news.
+                if not self.subscribed:
                     self.reachability.failed(e)
                     await asyncio.sleep(RETRY_S)
-                failed = True
+                self.subscribed = False
+
+    async def _receive(self, pubsub: Any) -> None:
+        """Pass on messages until the subscription fails, or a PING goes unanswered."""
+        heard = time.monotonic()
+        pinged: float | None = None
+        while True:
+            message = await pubsub.get_message(timeout=min(PING_S, self.timeout_s) / 2)
+            now = time.monotonic()
+            if message is not None:
+                heard, pinged, self.subscribed = now, None, True
+                if message.get("type") == "message":
+                    await self._dispatch(message["channel"], str(message["data"]))
+            elif pinged is not None and now - pinged > self.timeout_s:
+                raise TimeoutError("the subscription got no answer to a PING")
+            elif pinged is None and now - heard >= PING_S:
+                async with asyncio.timeout(self.timeout_s):
+                    await pubsub.ping()
+                pinged = now
 
     async def _dispatch(self, channel: str, key: str) -> None:
         if channel == self.changed_channel:
@@ -91,7 +116,10 @@ class Signals:
         elif channel == self.ended_channel:
             self._wake(key)
         elif self.on_cancel is not None:
-            await self.on_cancel(key)
+            try:
+                await self.on_cancel(key)
+            except Exception:  # a bug there must not end the subscription
+                log.exception("fleet: interrupting job %s failed", key)
 
 
 async def wait(event: asyncio.Event, timeout_s: float) -> None:

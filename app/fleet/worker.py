@@ -1,13 +1,13 @@
 """FleetWorker: the running side of the fleet. Pulls a job from Redis whenever one of this
-gateway's ComfyUI instances is free, runs it with the local job runner, mirrors its events into
-Redis, records its outcome once, and delivers its webhooks if it was the one to record it.
+gateway's ComfyUI instances is free, runs it with the local job runner as its owner's (the API
+key that made it), mirrors its events into Redis, and has its outcome recorded once
+(app.fleet.outcomes). Whatever fails while a pulled job is started, nothing stays taken: the job
+runs, or ends with a reported failure, or (Redis out of reach) stays pending for a takeover.
 
 A job stays pending in the stream while it runs and is heartbeated (its idle time reset); when
 a gateway dies, its jobs go idle and another gateway takes them over after
-JOB_VISIBILITY_TIMEOUT_S, up to JOB_MAX_ATTEMPTS starts.
-
-A job runs as its owner's (the API key that made it, from its spec): the local record, its
-webhooks' `key_name` and the per-key metrics carry it as on a lone gateway.
+JOB_VISIBILITY_TIMEOUT_S, up to JOB_MAX_ATTEMPTS starts. A message acts on its job only while it
+is the job's current generation and this gateway holds it (app.fleet.stream).
 """
 
 from __future__ import annotations
@@ -20,17 +20,20 @@ import socket
 import time
 import uuid
 from collections.abc import Coroutine
+from dataclasses import dataclass
 from typing import Any
 
 from redis.exceptions import RedisError
 
-from app.core.errors import ComfyUnavailable, GatewayError, ResultTooLarge, error_from_body
+from app.core.errors import ComfyUnavailable, GatewayError
 from app.core.options import JobOptions
-from app.core.records import TERMINAL, JobEvent, JobKey, JobRecord
+from app.core.records import JobEvent
 from app.core.settings import Settings
-from app.fleet.queue import deliver_ending, spec_of
-from app.fleet.records import RemoteRecord
-from app.fleet.store import FleetStore, Pulled, split_key
+from app.fleet.outcomes import Outcomes, internal_error
+from app.fleet.queue import spec_of
+from app.fleet.sink import EventSink
+from app.fleet.store import FleetStore
+from app.fleet.stream import NOT_HELD, NOTHING_TO_START, Pulled
 from app.jobs.job import Job
 from app.jobs.runner import JobRunner
 from app.jobs.scheduler import Scheduler
@@ -40,40 +43,15 @@ log = logging.getLogger(__name__)
 RETRY_S = 1.0  # between attempts to reach Redis
 
 
-class EventSink:
-    """Copies one job's events into Redis in order, retrying while Redis is away."""
+@dataclass(eq=False)
+class Running:
+    """A job of the fleet's that this gateway runs."""
 
-    def __init__(self, store: FleetStore, key: str) -> None:
-        self.store = store
-        self.key = key
-        self.pending: asyncio.Queue[tuple[JobEvent, str, Any] | None] = asyncio.Queue()
-        self.writer = asyncio.create_task(self._write(), name=f"fleet-events-{key}")
-
-    def offer(self, event: JobEvent, record: JobRecord) -> None:
-        # `queued` was written when the job was accepted; the end is written with the outcome.
-        if event.type != "queued" and event.type not in TERMINAL:
-            self.pending.put_nowait((event, record.status, dict(record.progress)))
-
-    async def _write(self) -> None:
-        closing = False
-        while not closing:
-            batch = [await self.pending.get()]
-            while not self.pending.empty():  # whatever piled up goes in one round trip
-                batch.append(self.pending.get_nowait())
-            closing = None in batch
-            events = [item for item in batch if item is not None]
-            while events:
-                try:
-                    await self.store.append_all(self.key, events)
-                    break
-                except (RedisError, OSError) as e:
-                    self.store.reachability.failed(e)
-                    await asyncio.sleep(RETRY_S)
-
-    async def close(self) -> None:
-        """Write what is pending, then stop."""
-        self.pending.put_nowait(None)
-        await self.writer
+    pulled: Pulled
+    spec: dict[str, Any]
+    job: Job
+    sink: EventSink
+    settled: bool = False  # its outcome was recorded (or left to others) by the runner's hook
 
 
 class FleetWorker:
@@ -90,24 +68,25 @@ class FleetWorker:
         self.store = store
         self.runner = runner
         self.scheduler = scheduler
-        self.sender = sender
+        self.outcomes = Outcomes(store, sender, int(settings.fleet_max_result_mb * 2**20))
         self.visibility_ms = int(settings.job_visibility_timeout_s * 1000)
         self.max_attempts = settings.job_max_attempts
-        self.max_result_bytes = int(settings.fleet_max_result_mb * 2**20)
         self.consumer = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-        # By (owner, request id), as the runner holds them: two keys' jobs may share an id.
-        self.running: dict[JobKey, Pulled] = {}  # job -> the stream message it came in
-        self.starting: dict[str, Pulled] = {}  # Redis key -> pulled, until it runs (or ended)
-        self.cancelled: set[str] = set()  # Redis keys of jobs interrupted while being started
-        self.sinks: dict[JobKey, EventSink] = {}
-        self.overtaken: set[JobKey] = set()  # running here, and taken over by another gateway
+        # By message id, the job's generation: the same id may come again once its job ended.
+        self.starting: dict[str, Pulled] = {}  # until it runs (or ended)
+        self.running: dict[str, Running] = {}  # until its task is done and its message acked
+        self.cancelled: set[str] = set()  # interrupted while being started
+        self.overtaken: set[str] = set()  # running here, and taken over by another gateway
         self.pulling = True
         self._next_reclaim = 0.0  # monotonic: when to look for jobs of stopped gateways again
-        self.abandoning = False  # shutting down past the grace period: leave jobs to others
         self._tasks: list[asyncio.Task[None]] = []
-        self._finishing: set[asyncio.Task[None]] = set()  # acks after a job's end
+        self._finishing: set[asyncio.Task[None]] = set()  # starts, and acks after a job's end
         runner.outcome = self.record_outcome
         store.signals.on_cancel = self._interrupt
+
+    def abandon(self) -> None:
+        """Shutting down past the grace period: running jobs are left to other gateways."""
+        self.outcomes.abandoning = True
 
     def start(self) -> None:
         self._tasks = [
@@ -122,6 +101,7 @@ class FleetWorker:
     async def close(self) -> None:
         if self._finishing:
             await asyncio.wait(set(self._finishing), timeout=5)
+        self.outcomes.closed = True
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -129,151 +109,139 @@ class FleetWorker:
     # -- taking jobs ----------------------------------------------------------------------------
     async def _pull(self) -> None:
         while self.pulling:
-            free = sum(1 for i in self.scheduler.instances if self.scheduler.free(i))
-            if free <= len(self.starting):  # each job being started takes one of them
-                await self.scheduler.wait_free(timeout_s=0.2 if self.starting else 1.0)
-                continue
             try:
-                pulled = None
-                if time.monotonic() >= self._next_reclaim:  # jobs of stopped gateways first
-                    self._next_reclaim = time.monotonic() + self.visibility_ms / 4000
-                    pulled = await self.store.reclaim(self.consumer, self.visibility_ms)
-                    if pulled is not None:  # there may be more: look again next time round
-                        self._next_reclaim = 0.0
-                pulled = pulled or await self.store.pull(self.consumer, block_ms=1000)
+                await self._pull_one()
             except (RedisError, OSError) as e:
                 self.store.reachability.failed(e)
                 await asyncio.sleep(RETRY_S)
-                continue
-            self.store.reachability.answered()
-            if pulled is None or self._holds(pulled):
-                continue  # nothing came, or our own job back from a late heartbeat
-            if not self.pulling:
-                await self.store.release(pulled)  # taken as the gateway began to stop
-            else:
-                # Started aside: fetching its inputs may take a while, and another instance of
-                # this gateway may be free for the next job meanwhile.
-                self.starting[pulled.key] = pulled
-                self._track(self._start(pulled))
+            except Exception:  # a bug must not stop this gateway taking jobs
+                log.exception("fleet: pulling a job failed")
+                await asyncio.sleep(RETRY_S)
 
-    def _holds(self, pulled: Pulled) -> bool:
-        """Whether this gateway already starts or runs the job of this message."""
-        mine = [*self.starting.values(), *self.running.values()]
-        return any(p.message_id == pulled.message_id for p in mine)
+    async def _pull_one(self) -> None:
+        free = sum(1 for i in self.scheduler.instances if self.scheduler.free(i))
+        if free <= len(self.starting):  # each job being started takes one of them
+            await self.scheduler.wait_free(timeout_s=0.2 if self.starting else 1.0)
+            return
+        pulled = None
+        if time.monotonic() >= self._next_reclaim:  # jobs of stopped gateways first
+            self._next_reclaim = time.monotonic() + self.visibility_ms / 4000
+            pulled = await self.store.reclaim(self.consumer, self.visibility_ms)
+            if pulled is not None:  # there may be more: look again next time round
+                self._next_reclaim = 0.0
+        pulled = pulled or await self.store.pull(self.consumer, block_ms=1000)
+        self.store.reachability.answered()
+        if pulled is None or pulled.message_id in {*self.starting, *self.running}:
+            return  # nothing came, or our own job back from a late heartbeat
+        if not self.pulling:
+            await self.store.release(pulled, self.consumer)  # taken as the gateway began to stop
+            return
+        # Started aside: fetching its inputs may take a while, and another instance of this
+        # gateway may be free for the next job meanwhile.
+        self.starting[pulled.message_id] = pulled
+        self._track(self._start(pulled))
 
     async def _start(self, pulled: Pulled) -> None:
         try:
             await self._run(pulled)
         except (RedisError, OSError) as e:  # left pending: taken over once Redis is back
             self.store.reachability.failed(e)
+            log.warning("job %s: left for another start: Redis failed under it (%s)", pulled.key, e)
         except Exception:  # a bug must not stop the gateway's work; the job ends, reported
             log.exception("fleet: could not start job %s", pulled.key)
-            await self._fail_broken(pulled)
+            await self.outcomes.fail_broken(pulled, None, "starting")
         finally:
-            self.starting.pop(pulled.key, None)
-            self.cancelled.discard(pulled.key)
+            self.starting.pop(pulled.message_id, None)
+            self.cancelled.discard(pulled.message_id)
 
     async def _run(self, pulled: Pulled) -> None:
-        """Start a pulled job here, or end it if it cannot be started."""
+        """Start a pulled job here, or end it if it cannot be started. Redis errors leave it
+        pending (raised); the runner's refusal, or any error of its, ends it."""
         state = await self.store.state(pulled.key)
-        if not state or "done" in state:  # ended meanwhile (interrupted, expired)
-            if state and pulled.reclaimed and "delivered" not in state:
+        current = state.get("msg", pulled.message_id) == pulled.message_id
+        if not state or "done" in state or not current:  # ended, expired, or not its generation
+            if current and pulled.reclaimed and "done" in state and "delivered" not in state:
                 # Its gateway stopped between recording the outcome and the webhooks.
-                await self._redeliver(pulled.key, state)
-            await self.store.ack(pulled)
+                await self.outcomes.redeliver(pulled.key, state)
+            await self.outcomes.ack(pulled)
             return
         spec = spec_of(state)
-        request_id, options = spec["id"], JobOptions.model_validate(spec["options"])
-        owner: str | None = spec.get("owner")
-        job_key = (owner, request_id)
         started = int(state.get("attempts") or 0)
         if started >= self.max_attempts:
             lost = ComfyUnavailable(
                 f"the job was started {started} time(s) by gateways that stopped before it ended "
                 f"(JOB_MAX_ATTEMPTS={self.max_attempts})"
             )
-            await self._end_unstarted(pulled, spec, lost)
+            await self.outcomes.end_unstarted(pulled, spec, lost)
             return
-        attempt = await self.store.started(pulled.key, self.consumer)
+        attempt = await self.store.start(pulled, self.consumer)
+        if attempt == NOT_HELD:
+            return  # another gateway took the message over meanwhile: it is that one's now
+        if attempt == NOTHING_TO_START:
+            await self.outcomes.ack(pulled)  # interrupted (or replaced) meanwhile
+            return
         if attempt > 1:
             log.warning("job %s: taken over from a gateway that stopped (start %d of at most %d)",
-                        request_id, attempt, self.max_attempts)  # fmt: skip
-            queued = JobEvent(0, "queued", {"id": request_id, "attempt": attempt})
-            await self.store.append(pulled.key, queued, "queued", None)
+                        spec["id"], attempt, self.max_attempts)  # fmt: skip
+            queued = JobEvent(0, "queued", {"id": spec["id"], "attempt": attempt})
+            await self.store.append_all(pulled, self.consumer, [(queued, "queued", None)])
         # Heartbeated from the pull on (self.starting): the runner downloads the job's models
         # and inputs before it places the job, which may take longer than the visibility timeout.
-        sink = EventSink(self.store, pulled.key)
+        await self._launch(pulled, spec)
+
+    async def _launch(self, pulled: Pulled, spec: dict[str, Any]) -> None:
+        """Hand the job to the runner; from then on the runner ends it, and _finished follows."""
+        sink = EventSink(self.store, pulled, self.consumer)
         try:
             job = await self.runner.start(
-                request_id,
+                spec["id"],
                 spec["graph"],
-                options,
-                owner=owner,
+                JobOptions.model_validate(spec["options"]),
+                owner=spec.get("owner"),
                 echo_input=spec.get("echo_input"),
                 workflow=spec.get("workflow", "prompt"),
                 listener=sink.offer,
             )
         except GatewayError as e:  # refused by ComfyUI, a model or input that cannot be fetched
-            await sink.close()
-            await self._end_unstarted(pulled, spec, e)
+            sink.abort()
+            await self.outcomes.end_unstarted(pulled, spec, e)
+            return
+        except Exception:  # the runner gave back what it took; the job ends, reported
+            sink.abort()
+            log.exception("fleet: job %s could not be started", spec["id"])
+            await self.outcomes.end_unstarted(pulled, spec, internal_error("starting"))
             return
         except BaseException:
-            await sink.close()
+            sink.abort()
             raise
-        self.running[job_key] = pulled
-        self.sinks[job_key] = sink
+        entry = Running(pulled, spec, job, sink)
+        self.running[pulled.message_id] = entry
         assert job.task is not None
-        job.task.add_done_callback(lambda _: self._track(self._finished(job_key)))
-        if pulled.key in self.cancelled:  # interrupted while its inputs were fetched
-            with contextlib.suppress(GatewayError):
-                await self.runner.interrupt(job_key)
+        job.task.add_done_callback(lambda _: self._track(self._finished(entry)))
+        if pulled.message_id in self.cancelled:  # interrupted while its inputs were fetched
+            await self._stop(job)
 
-    async def _finished(self, job_key: JobKey) -> None:
-        pulled = self.running.pop(job_key, None)
-        self.sinks.pop(job_key, None)
-        self.overtaken.discard(job_key)
-        request_id = job_key[1]
-        if pulled is None:
-            return
-        # Unreachable Redis: the job stays pending, and is taken over (or found ended) later.
-        with contextlib.suppress(RedisError, OSError):
-            if self.abandoning:  # out of time at shutdown: another gateway runs it again
-                await self.store.release(pulled)
-                log.warning("job %s: handed back to the fleet's queue at shutdown", request_id)
+    async def _finished(self, entry: Running) -> None:
+        """The job's task is done: its message is acknowledged (or handed back at shutdown);
+        a job whose outcome the runner's hook could not record (a bug) ends failed here."""
+        pulled = entry.pulled
+        try:
+            if not entry.settled and not self.outcomes.abandoning:
+                await self.outcomes.fail_broken(pulled, entry.spec, "finishing")
+            elif self.outcomes.abandoning:  # out of time at shutdown: another gateway runs it again
+                with contextlib.suppress(RedisError, OSError):
+                    await self.store.release(pulled, self.consumer)
+                log.warning("job %s: handed back to the fleet's queue at shutdown", entry.job.id)
             else:
-                await self.store.ack(pulled)
+                await self.outcomes.ack(pulled)
+        finally:
+            self.running.pop(pulled.message_id, None)
+            self.overtaken.discard(pulled.message_id)
 
     def _track(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work)
         self._finishing.add(task)
         task.add_done_callback(self._finishing.discard)
-
-    async def _redeliver(self, key: str, state: dict[str, str]) -> None:
-        """Deliver the webhooks of a job whose outcome was recorded by a gateway that stopped
-        before they went out: at least once, with the same webhook ids, for receivers to
-        drop a repeat."""
-        spec = spec_of(state)
-        record = await RemoteRecord.load(self.store, key)
-        if record is None:
-            return
-        log.warning("job %s: delivering the webhooks of a gateway that stopped", record.id)
-        error = error_from_body(record.error_status, record.error) if record.error else None
-        await deliver_ending(self.sender, spec, record.result, error)
-
-    async def _fail_broken(self, pulled: Pulled) -> None:
-        error = GatewayError("internal error while starting the job; see the gateway's log")
-        with contextlib.suppress(RedisError, OSError):
-            await self._record(pulled.key, split_key(pulled.key)[1], None, error)
-            await self.store.ack(pulled)
-
-    async def _end_unstarted(
-        self, pulled: Pulled, spec: dict[str, Any], error: GatewayError
-    ) -> None:
-        """A job that never ran here ends with this error; its webhooks learn it, once."""
-        log.warning("job %s failed: %s %s: %s", spec["id"], error.status, error.code, error.message)
-        if await self._record(pulled.key, spec["id"], None, error):
-            await deliver_ending(self.sender, spec, None, error)
-        await self.store.ack(pulled)
 
     # -- outcomes -------------------------------------------------------------------------------
     async def record_outcome(
@@ -283,72 +251,50 @@ class FleetWorker:
         once. What to deliver, or None when another gateway recorded it first (or this one is
         leaving the job to others). A job this gateway did not take from the fleet (the
         warmup) is delivered as it is."""
-        pulled = self.running.get(job.key)
-        if pulled is None:
+        entry = next((r for r in self.running.values() if r.job is job), None)
+        if entry is None:
             return result, error
-        sink = self.sinks.get(job.key)
-        if sink is not None:
-            await sink.close()
-        if self.abandoning:
+        await entry.sink.close()
+        if self.outcomes.abandoning:
+            entry.settled = True
             return None
-        if (
-            result is not None
-            and sum(len(i) for i in result.get("images", [])) > self.max_result_bytes
-        ):
-            error, result = (
-                ResultTooLarge(
-                    f"the outputs are larger than FLEET_MAX_RESULT_MB "
-                    f"({self.max_result_bytes / 2**20:g} MB), the most that travels through the "
-                    "fleet's queue: have them stored with `s3` or `http_upload` instead"
-                ),
-                None,
-            )
-        return (result, error) if await self._record(pulled.key, job.id, result, error) else None
-
-    async def _record(
-        self, key: str, request_id: str, result: dict[str, Any] | None, error: GatewayError | None
-    ) -> bool:
-        while True:  # Redis may be away for a while: the outcome waits for it
-            try:
-                if error is None:
-                    assert result is not None
-                    return await self.store.finish(key, "succeeded", "complete", result)
-                status = "interrupted" if error.code == "interrupted" else "failed"
-                body = error.body()
-                return await self.store.finish(
-                    key,
-                    status,
-                    "failed",
-                    {"id": request_id, **body},
-                    {**body, "status": error.status},
-                )
-            except (RedisError, OSError) as e:
-                if self.abandoning:
-                    return False
-                self.store.reachability.failed(e)
-                await asyncio.sleep(RETRY_S)
+        if result is not None and (too_large := self.outcomes.too_large(result)):
+            error, result = too_large, None
+        recorded = await self.outcomes.record(entry.pulled, job.id, result, error)
+        entry.settled = True
+        return (result, error) if recorded else None
 
     # -- keeping jobs ---------------------------------------------------------------------------
     async def _heartbeat(self) -> None:
         while True:
             await asyncio.sleep(self.visibility_ms / 3000)
-            ids = [p.message_id for p in [*self.running.values(), *self.starting.values()]]
             try:
-                lost = await self.store.heartbeat(self.consumer, ids)
+                lost = await self.store.heartbeat(self.consumer, [*self.running, *self.starting])
             except (RedisError, OSError) as e:
                 self.store.reachability.failed(e)
                 continue
-            for job_key, pulled in self.running.items():
-                if pulled.message_id in lost and job_key not in self.overtaken:
-                    self.overtaken.add(job_key)  # both run it; the first outcome counts
+            except Exception:  # a bug must not stop the heartbeat: every job would be taken over
+                log.exception("fleet: heartbeat failed")
+                continue
+            for message_id, entry in self.running.items():
+                if message_id in lost and message_id not in self.overtaken:
+                    self.overtaken.add(message_id)  # both run it; the first outcome counts
                     log.warning("job %s: taken over by another gateway while it ran here "
                                 "(Redis was out of reach longer than JOB_VISIBILITY_TIMEOUT_S)",
-                                job_key[1])  # fmt: skip
+                                entry.job.id)  # fmt: skip
 
     async def _interrupt(self, key: str) -> None:
-        if key in self.starting:
-            self.cancelled.add(key)  # interrupted as soon as it has started
-        for job_key, pulled in list(self.running.items()):
+        for message_id, pulled in list(self.starting.items()):
             if pulled.key == key:
-                with contextlib.suppress(GatewayError):
-                    await self.runner.interrupt(job_key)
+                self.cancelled.add(message_id)  # interrupted as soon as it has started
+        for entry in list(self.running.values()):
+            if entry.pulled.key == key:
+                await self._stop(entry.job)
+
+    async def _stop(self, job: Job) -> None:
+        try:
+            await self.runner.interrupt(job.key)
+        except GatewayError:
+            pass  # it ended meanwhile
+        except Exception:  # the job runs on, and ends as it would have
+            log.exception("fleet: job %s could not be interrupted", job.id)

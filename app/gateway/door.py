@@ -68,8 +68,8 @@ class JobDoor:
             return "starting"
         if self.stopping:
             return "shutting down"
-        if self.fleet is not None and not self.fleet.reachable:
-            return "the job queue (Redis, QUEUE_URL) is not reachable"
+        if self.fleet is not None and (down := self.fleet.down_reason()):
+            return down
         if not self.pool.serving:
             return self.pool.down_reason()
         return None

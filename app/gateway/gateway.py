@@ -165,7 +165,7 @@ class Gateway(JobDoor):
         if self.fleet is not None:
             # Past the grace period a fleet job is not failed but left to another gateway,
             # which takes it over once its visibility timeout passes.
-            self.fleet.worker.abandoning = True
+            self.fleet.worker.abandon()
         gone = ComfyUnavailable("the gateway shut down before the job finished")
         self.pool.scheduler.fail_waiting(gone)
         self.pool.fail_all(gone)

@@ -3,7 +3,8 @@
 A transfer that breaks (a connection reset, a stall past MODEL_DOWNLOAD_TIMEOUT_S, a connection
 slower than MODEL_DOWNLOAD_MIN_KIB_PER_S over that time, a body cut short, a 5xx or 429) is
 resumed from the bytes already on disk, with `If-Range` so that a file that changed meanwhile
-starts over, up to MODEL_DOWNLOAD_RETRIES times. Every hop of a client's
+starts over, up to MODEL_DOWNLOAD_RETRIES times. However it trickles, a download ends within
+MODEL_DOWNLOAD_MAX_S, resumes included. Every hop of a client's
 URL, redirects included, is checked and pinned by the address policy (app.core.addresses), and
 carries only the credential whose prefix matches that hop (app.jobs.model_auth).
 """
@@ -53,11 +54,13 @@ class Fetcher:
         timeout_s: float,
         retries: int,
         min_bytes_per_s: float = 0.0,
+        max_s: float = 3600.0,
     ) -> None:
         self.addresses = addresses
         self.retries = retries
         self.timeout_s = timeout_s
         self.min_bytes_per_s = min_bytes_per_s
+        self.max_s = max_s
         self.http = httpx.AsyncClient(
             follow_redirects=False, timeout=httpx.Timeout(timeout_s, connect=10.0)
         )
@@ -71,7 +74,12 @@ class Fetcher:
         try:
             file = await asyncio.to_thread(temp.open, "wb")
             try:
-                await self._fetch(transfer, file)
+                try:
+                    async with asyncio.timeout(self.max_s):
+                        await self._fetch(transfer, file)
+                except TimeoutError:
+                    limit = f"MODEL_DOWNLOAD_MAX_S ({self.max_s:g}s)"
+                    raise failed(transfer, f"it took longer than {limit}") from None
                 await asyncio.to_thread(sync, file)
             finally:
                 await asyncio.to_thread(file.close)

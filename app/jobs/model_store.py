@@ -75,6 +75,7 @@ class ModelStore:
             timeout_s=settings.model_download_timeout_s,
             retries=settings.model_download_retries,
             min_bytes_per_s=settings.model_download_min_kib_per_s * 1024,
+            max_s=settings.model_download_max_s,
         )
         self.grants = grants or Grants(settings)
         self.addresses = addresses

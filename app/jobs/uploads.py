@@ -53,6 +53,7 @@ class Uploader:
         buckets: Buckets | None = None,
     ) -> None:
         self.http = httpx.AsyncClient(timeout=timeout_s, follow_redirects=False)
+        self.timeout_s = timeout_s
         self.addresses = addresses
         self.auth_header = auth_header
         self.auth_prefixes = auth_prefixes or []
@@ -101,10 +102,16 @@ class Uploader:
                 details={"filename": filename},
             ) from None
         headers = {"content-type": content_type(filename), **self.auth_for(url), **pinned.headers}
+        request = self.http.build_request(
+            "PUT", pinned.url, content=data, headers=headers, extensions=pinned.extensions
+        )
         try:
-            response = await self.http.put(
-                pinned.url, content=data, headers=headers, extensions=pinned.extensions
-            )
+            async with asyncio.timeout(self.timeout_s):  # all of it: a trickle cannot hold it
+                response = await self.http.send(request, stream=True)
+                await response.aclose()  # the store's body is not wanted
+        except TimeoutError:
+            problem = f"no answer within UPLOAD_TIMEOUT_S ({self.timeout_s:g}s)"
+            raise put_failed(filename, shown, pinned, problem, {"store_error": problem}) from None
         except httpx.HTTPError as e:
             raise put_failed(filename, shown, pinned, repr(e), {"store_error": repr(e)}) from e
         if response.status_code >= 300:

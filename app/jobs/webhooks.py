@@ -2,7 +2,10 @@
 
 A delivery is retried on connection errors, timeouts, 429 and 5xx, with exponential back-off
 and jitter, up to PROMPT_WEBHOOK_RETRIES attempts; other 4xx answers are final. Deliveries run
-in their job's task (or the system-event worker), never in a request handler.
+in their job's task (or the system-event worker), never in a request handler. Each attempt has
+a total deadline, WEBHOOK_TIMEOUT_S, for everything from resolving the name to the answer's
+status line: a receiver that reads the body or answers a byte at a time cannot hold a delivery
+(and the job's outputs with it). The answer's body is never read.
 
 A job's webhook URL came from a client: each attempt resolves it again and connects to the
 address app.addresses allows (a name that now points somewhere refused gets nothing), and
@@ -109,7 +112,12 @@ class WebhookSender:
         for attempt in range(1, self.attempts + 1):
             retry_after: float | None = None
             try:
-                response = await self.http.send(await self._request(url, body, msg_id, trusted))
+                async with asyncio.timeout(self.timeout_s):
+                    request = await self._request(url, body, msg_id, trusted)
+                    response = await self.http.send(request, stream=True)
+                    await response.aclose()  # its body is not wanted: nothing more is read
+            except TimeoutError:
+                last_error = f"no answer within WEBHOOK_TIMEOUT_S ({self.timeout_s:g}s)"
             except HostUnresolved as e:
                 last_error = str(e)  # DNS may answer on the next attempt
             except AddressRefused as e:

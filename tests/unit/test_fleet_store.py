@@ -13,7 +13,8 @@ from app.core.limits import KeyLimit
 from app.core.records import JobEvent
 from app.fleet.rates import FleetRates
 from app.fleet.records import RemoteRecord
-from app.fleet.store import GROUP, FleetStore, MaxJobsReached, fleet_key, split_key
+from app.fleet.store import FleetStore, MaxJobsReached, fleet_key, split_key
+from app.fleet.stream import GROUP, NOT_HELD, Pulled
 from tests.redis_server import RedisServer
 
 
@@ -39,12 +40,17 @@ def spec(key: str, owner: str | None = None) -> dict[str, object]:
     return {"id": key, "owner": owner, "graph": {}, "options": {}, "workflow": "prompt"}
 
 
+async def current(store: FleetStore, key: str) -> Pulled:
+    """The message of the job's current generation, as the gateway that pulled it holds it."""
+    return Pulled(await store.redis.hget(store.job_key(key), "msg"), key)
+
+
 async def test_a_running_id_cannot_be_queued_twice_but_a_finished_one_can(
     store: FleetStore,
 ) -> None:
     assert await store.enqueue("a", spec("a"), {"id": "a"})
     assert not await store.enqueue("a", spec("a"), {"id": "a"})
-    assert await store.finish("a", "succeeded", "complete", {"images": []})
+    assert await store.finish(await current(store, "a"), "succeeded", "complete", {"images": []})
     assert await store.enqueue("a", spec("a"), {"id": "a"})
     record = await RemoteRecord.load(store, "a")
     assert record is not None
@@ -72,12 +78,14 @@ async def test_two_owners_queue_the_same_id_as_two_jobs_and_the_index_knows_both
     assert [(r.id, r.owner) for r in loaded if r is not None] == [("o1", "alice"), ("o1", "bob")]
     assert (await store.active("alice"), await store.active("bob")) == (1, 1)
 
-    assert await store.finish(alice, "succeeded", "complete", {"images": []})
+    assert await store.finish(await current(store, alice), "succeeded", "complete", {"images": []})
     assert await store.active("alice") == 0
     owners_key = store.owners_key("o1")
     assert await store.redis.ttl(owners_key) == -1  # bob's job still runs: the index stays
     assert await store.owners("o1") == ["alice", "bob"]  # alice's record is kept for its TTL
-    assert await store.finish(bob, "failed", "failed", {"id": "o1"}, {"error": "x"})
+    assert await store.finish(
+        await current(store, bob), "failed", "failed", {"id": "o1"}, {"error": "x"}
+    )
     assert 0 < await store.redis.ttl(owners_key) <= 60  # it goes with the last of them
     await store.redis.delete(store.job_key(alice))  # as alice's record expires
     assert await store.owners("o1") == ["bob"]
@@ -96,7 +104,9 @@ async def test_max_jobs_counts_an_owners_jobs_queued_or_running(store: FleetStor
     assert await store.enqueue(second, spec("s2", "solo"), {"id": "s2"}, max_jobs=2)
     assert await store.enqueue(fleet_key("other", "s3"), spec("s3", "other"), {}, max_jobs=1)
     assert await store.active("solo") == 2
-    assert await store.finish(first, "interrupted", "failed", {"id": "s1"}, {"error": "x"})
+    assert await store.finish(
+        await current(store, first), "interrupted", "failed", {"id": "s1"}, {"error": "x"}
+    )
     assert await store.active("solo") == 1
     # A job that vanished without an outcome (only by hand) stops counting at the next check.
     await store.redis.delete(store.job_key(second))
@@ -106,10 +116,11 @@ async def test_max_jobs_counts_an_owners_jobs_queued_or_running(store: FleetStor
 
 async def test_an_outcome_is_recorded_once_and_then_no_event_is_added(store: FleetStore) -> None:
     await store.enqueue("b", spec("b"), {"id": "b"})
-    assert await store.finish("b", "succeeded", "complete", {"images": ["x"]})
+    assert await store.finish(await current(store, "b"), "succeeded", "complete", {"images": ["x"]})
     error = {"error": "late", "code": "comfy_unavailable", "status": 503}
-    assert not await store.finish("b", "failed", "failed", {"id": "b"}, error)
-    await store.append("b", JobEvent(0, "progress", {"value": 1}), "running", None)
+    assert not await store.finish(await current(store, "b"), "failed", "failed", {"id": "b"}, error)
+    late = JobEvent(0, "progress", {"value": 1})
+    await store.append_all(await current(store, "b"), "gateway-1", [(late, "running", None)])
     record = await RemoteRecord.load(store, "b")
     assert record is not None
     assert (record.status, record.result, record.error) == ("succeeded", {"images": ["x"]}, None)
@@ -134,8 +145,11 @@ async def test_a_job_is_taken_by_one_gateway_and_taken_over_when_it_goes_quiet(
     # gateway-1 comes back: its heartbeat takes nothing back, and learns the job went elsewhere.
     assert await store.heartbeat("gateway-1", [first.message_id]) == [first.message_id]
     assert await store.heartbeat("gateway-2", [taken.message_id]) == []
-    assert await store.started("c", "gateway-2") == 1
-    assert await store.started("c", "gateway-3") == 2
+    assert await store.start(first, "gateway-1") == NOT_HELD  # no longer gateway-1's to start
+    assert await store.start(taken, "gateway-2") == 1
+    again = await store.reclaim("gateway-3", idle_ms=0)  # gateway-2 went quiet in turn
+    assert again is not None and again.message_id == taken.message_id
+    assert await store.start(again, "gateway-3") == 2
     await store.ack(taken)
     assert await store.redis.xlen(store.stream) == 0  # acked entries are deleted: XLEN = depth
     assert await store.redis.hget(store.job_key("c"), "delivered") == "1"
@@ -147,7 +161,7 @@ async def test_a_job_handed_back_goes_to_the_end_of_the_queue(store: FleetStore)
     pulled = await store.pull("gateway-1", block_ms=100)
     assert pulled is not None and pulled.key == "d1"
     assert await store.position("d2") == 0
-    await store.release(pulled)
+    assert await store.release(pulled, "gateway-1")
     assert await store.position("d1") == 1
     pending = await store.redis.xpending(store.stream, GROUP)
     assert pending["pending"] == 0
@@ -169,8 +183,10 @@ async def test_cancel_ends_a_job_nobody_took_and_signals_one_that_runs(
     await asyncio.sleep(0.2)  # subscribed
     body = {"error": "stop", "code": "interrupted"}
     ended = await store.cancel("e1", {**body, "status": 409}, {"id": "e1", **body})
-    assert ended is not None and ended["status"] == "queued"  # its state: for its webhooks
-    await store.started("e2", "gateway-1")
+    assert ended == spec("e1")  # its request: for its webhooks
+    taken = await store.pull("gateway-1", block_ms=100)
+    assert taken is not None and taken.key == "e2"  # e1 left the queue with its end
+    assert await store.start(taken, "gateway-1") == 1
     assert await store.cancel("e2", {**body, "status": 409}, {"id": "e2", **body}) == {}
     for _ in range(50):
         if heard:
@@ -197,9 +213,12 @@ async def test_a_follower_on_any_gateway_sees_each_event_then_the_end(store: Fle
 
     follower = asyncio.create_task(follow())
     await asyncio.sleep(0.2)
-    await store.append("f", JobEvent(0, "running", {}), "running", None)
-    await store.append("f", JobEvent(0, "progress", {"value": 1, "max": 2}), "", {"value": 1})
-    await store.finish("f", "succeeded", "complete", {"images": []})
+    pulled = await store.pull("gateway-1", block_ms=100)
+    assert pulled is not None and await store.start(pulled, "gateway-1") == 1
+    await store.append_all(pulled, "gateway-1", [(JobEvent(0, "running", {}), "running", None)])
+    progress = JobEvent(0, "progress", {"value": 1, "max": 2})
+    await store.append_all(pulled, "gateway-1", [(progress, "", {"value": 1})])
+    await store.finish(await current(store, "f"), "succeeded", "complete", {"images": []})
     await asyncio.wait_for(follower, 3)  # woken by the signal, not by the 5 s poll
     assert seen == [(1, "queued"), (2, "running"), (3, "progress"), (4, "complete")]
     assert (record.status, record.result) == ("succeeded", {"images": []})

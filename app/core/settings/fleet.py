@@ -39,6 +39,27 @@ class FleetSettings(BaseModel):
         description="Gateways a job may be started on before it fails (each one that died "
         "under it counts)",
     )
+    queue_timeout_s: float = Field(
+        3.0,
+        ge=0.5,
+        le=60,
+        description="Longest one call to Redis may take (connect, send, answer): past it Redis "
+        "counts as out of reach (a partition, a paused VM): new jobs get 503 with `Retry-After` "
+        "and `/ready` says why, while running jobs' events and outcomes wait for it",
+    )
+    fleet_history_max: int = Field(
+        10_000,
+        ge=1,
+        description="Finished jobs Redis keeps (each for `JOB_HISTORY_TTL_S` at most); past it "
+        "the oldest finished one is dropped first and reads of it answer 404 as an expired one "
+        "does. A queued or running job is never dropped",
+    )
+    fleet_history_max_mb: float = Field(
+        1024.0,
+        gt=0,
+        description="Bytes the finished jobs Redis keeps may take (each one's request and "
+        "result); past it the oldest finished one is dropped first, as with `FLEET_HISTORY_MAX`",
+    )
     fleet_max_result_mb: float = Field(
         64.0,
         gt=0,

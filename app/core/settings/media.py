@@ -75,7 +75,8 @@ class MediaSettings(BaseModel):
     upload_timeout_s: float = Field(
         60.0,
         gt=0,
-        description="Time one output upload may take",
+        description="Time one output upload may take, all of it (connecting, sending, the "
+        "store's answer): a store that reads or answers a byte at a time is cut off there",
     )
 
     @property

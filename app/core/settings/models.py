@@ -70,6 +70,13 @@ class ModelSettings(BaseModel):
         "so a server that trickles bytes cannot hold a download (and its room) for good; 0: "
         "no minimum",
     )
+    model_download_max_s: float = Field(
+        3600.0,
+        gt=0,
+        description="Longest one model download may take in all, resumes included: a server "
+        "that sends a byte now and then, never silent for `MODEL_DOWNLOAD_TIMEOUT_S`, is cut off "
+        "there and the download fails (502 `download_failed`)",
+    )
     model_download_retries: int = Field(
         5,
         ge=0,

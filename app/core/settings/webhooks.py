@@ -32,7 +32,9 @@ class WebhookSettings(BaseModel):
     webhook_timeout_s: float = Field(
         10.0,
         gt=0,
-        description="Time one delivery attempt may take",
+        description="Time one delivery attempt may take, all of it (resolving, connecting, "
+        "sending, the answer's status line): a receiver that reads or answers a byte at a time is "
+        "cut off there, and the attempt counts as failed",
     )
     webhook_backoff_s: float = Field(
         1.0,

@@ -1,0 +1,119 @@
+"""Outcomes: how a job this gateway took from the fleet ends. Its outcome is recorded in Redis
+once, for its generation, and only the gateway that recorded it delivers its webhooks; then its
+message is acknowledged. While Redis is away an outcome (and an acknowledgement) waits for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from app.core.errors import GatewayError, ResultTooLarge, error_from_body
+from app.fleet.queue import deliver_ending, spec_of
+from app.fleet.records import RemoteRecord
+from app.fleet.store import FleetStore, split_key
+from app.fleet.stream import Pulled
+from app.jobs.webhooks import WebhookSender
+
+log = logging.getLogger(__name__)
+RETRY_S = 1.0  # between attempts to reach Redis
+
+
+def internal_error(what: str) -> GatewayError:
+    return GatewayError(f"internal error while {what} the job; see the gateway's log")
+
+
+class Outcomes:
+    """Records outcomes and acknowledges messages for the worker (app.fleet.worker)."""
+
+    def __init__(self, store: FleetStore, sender: WebhookSender, max_result_bytes: int) -> None:
+        self.store = store
+        self.sender = sender
+        self.max_result_bytes = max_result_bytes
+        self.abandoning = False  # shutting down past the grace period: leave jobs to others
+        self.closed = False  # the worker stopped: nothing waits for Redis any more
+
+    def too_large(self, result: dict[str, Any]) -> ResultTooLarge | None:
+        """The error of a result too large to travel through Redis, or None."""
+        if sum(len(i) for i in result.get("images", [])) <= self.max_result_bytes:
+            return None
+        return ResultTooLarge(
+            f"the outputs are larger than FLEET_MAX_RESULT_MB ({self.max_result_bytes / 2**20:g} "
+            "MB), the most that travels through the fleet's queue: have them stored with `s3` or "
+            "`http_upload` instead"
+        )
+
+    async def record(
+        self,
+        pulled: Pulled,
+        request_id: str,
+        result: dict[str, Any] | None,
+        error: GatewayError | None,
+    ) -> bool:
+        """Record the outcome of the message's job: True for the gateway that recorded it (it
+        delivers the webhooks). Redis may be away for a while: the outcome waits for it."""
+        while True:
+            try:
+                if error is None:
+                    assert result is not None
+                    return await self.store.finish(pulled, "succeeded", "complete", result)
+                status = "interrupted" if error.code == "interrupted" else "failed"
+                body = error.body()
+                data, shown = {"id": request_id, **body}, {**body, "status": error.status}
+                return await self.store.finish(pulled, status, "failed", data, shown)
+            except (RedisError, OSError) as e:
+                if self.abandoning or self.closed:
+                    return False
+                self.store.reachability.failed(e)
+                await asyncio.sleep(RETRY_S)
+
+    async def ack(self, pulled: Pulled) -> None:
+        """Done with the message (waiting for Redis if it is away, until the worker stops: a
+        message never acknowledged is taken over, and its webhooks sent again)."""
+        while True:
+            try:
+                await self.store.ack(pulled)
+                return
+            except (RedisError, OSError) as e:
+                if self.closed:
+                    return
+                self.store.reachability.failed(e)
+                await asyncio.sleep(RETRY_S)
+
+    async def end_unstarted(
+        self, pulled: Pulled, spec: dict[str, Any], error: GatewayError
+    ) -> None:
+        """A job that never ran here ends with this error; its webhooks learn it, once."""
+        log.warning("job %s failed: %s %s: %s", spec["id"], error.status, error.code, error.message)
+        if await self.record(pulled, spec["id"], None, error):
+            await deliver_ending(self.sender, spec, None, error)
+        await self.ack(pulled)
+
+    async def fail_broken(self, pulled: Pulled, spec: dict[str, Any] | None, what: str) -> None:
+        """A job this gateway could not carry through (a bug) ends failed, reported once: in
+        Redis and, when its request can still be read, to its webhooks."""
+        if spec is None:
+            try:
+                spec = spec_of(await self.store.state(pulled.key)) or None
+            except Exception:  # its webhooks cannot be known; the failure is still recorded
+                log.exception("fleet: job %s: its request cannot be read", pulled.key)
+        request_id = spec["id"] if spec else split_key(pulled.key)[1]
+        error = internal_error(what)
+        if await self.record(pulled, request_id, None, error) and spec:
+            await deliver_ending(self.sender, spec, None, error)
+        await self.ack(pulled)
+
+    async def redeliver(self, key: str, state: dict[str, str]) -> None:
+        """Deliver the webhooks of a job whose outcome was recorded by a gateway that stopped
+        before they went out: at least once, with the same webhook ids, for receivers to
+        drop a repeat."""
+        spec = spec_of(state)
+        record = await RemoteRecord.load(self.store, key)
+        if record is None:
+            return
+        log.warning("job %s: delivering the webhooks of a gateway that stopped", record.id)
+        error = error_from_body(record.error_status, record.error) if record.error else None
+        await deliver_ending(self.sender, spec, record.result, error)
