@@ -31,7 +31,7 @@ from app.compat.passthrough_upload import rebuilt_upload
 from app.core.errors import RequestTimeout
 from app.core.keys import Caller
 from app.gateway import Gateway
-from app.jobs.input_caps import InputCaps
+from app.media.caps import InputCaps
 
 PREFIX = b"/comfy"
 BODIES = frozenset({Kind.SUBMIT, Kind.INTERRUPT, Kind.QUEUE, Kind.UPLOAD})  # read, then rebuilt

@@ -40,7 +40,7 @@ from app.compat.passthrough_parse import (
 )
 from app.core.errors import InvalidRequest, NotFound
 from app.core.keys import GATEWAY_FOLDER_PREFIX, Caller
-from app.jobs.input_caps import InputCaps
+from app.media.caps import InputCaps
 
 FIELDS = ("image", "subfolder", "type", "overwrite", "original_ref")  # what ComfyUI reads
 UPLOAD_PARTS = 16

@@ -23,7 +23,7 @@ from app.compat import a1111
 from app.core.errors import ComfyUnavailable, Interrupted, InvalidRequest
 from app.core.keys import Caller
 from app.gateway import Gateway
-from app.jobs.input_caps import InputCaps
+from app.media.caps import InputCaps
 from app.registry.load import Registry, Workflow
 
 # The module's field -> the A1111 field a client wrote, for the locations of 400s.

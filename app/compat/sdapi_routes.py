@@ -21,7 +21,7 @@ from app.compat.sdapi import Img2ImgRequest, SdapiState, SdapiStates, Txt2ImgReq
 from app.core.errors import InvalidRequest
 from app.core.keys import caller_of
 from app.gateway import Gateway
-from app.jobs.input_caps import InputCaps
+from app.media.caps import InputCaps
 from app.registry.load import Registry
 from app.routes.json_body import StrictJsonRoute
 from app.routes.respond import ERRORS

@@ -1,7 +1,7 @@
 """What every job request may carry besides its graph: id, webhooks, output conversion, uploads.
 
 These are request models (pydantic), shared by every route that runs a job; the services that
-act on them (app.jobs.convert, app.jobs.uploads, app.jobs.webhooks) import them from here.
+act on them (app.media.convert, app.jobs.uploads, app.jobs.webhooks) import them from here.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 URLs are downloaded (size cap, deadline, each redirect hop's address checked and pinned by
 app.addresses), base64 is decoded, both are sniffed from their bytes and held to the input caps
-(INPUT_MAX_MB; for an image its frames and pixels: app.jobs.input_caps), handed to ComfyUI
+(INPUT_MAX_MB; for an image its frames and pixels: app.media.caps), handed to ComfyUI
 through its upload endpoint into a per-job subfolder, and the graph is rewritten to point at them.
 """
 
@@ -27,7 +27,7 @@ from app.core.addresses import AddressPolicy, AddressRefused, Pinned
 from app.core.errors import InputError
 from app.core.metrics import MetricsHooks
 from app.core.settings import Settings
-from app.jobs.input_caps import InputCaps
+from app.media.caps import InputCaps
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from typing import Any
 from app.comfy.client import ComfyClient
 from app.comfy.graph import node_order
 from app.core.options import ConvertSpec
-from app.jobs.convert import convert, converted_name
+from app.media.convert import convert, converted_name
 
 log = logging.getLogger(__name__)
 

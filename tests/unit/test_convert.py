@@ -9,7 +9,7 @@ from PIL import Image
 from pydantic import TypeAdapter, ValidationError
 
 from app.core.options import ConvertOutput, ConvertSpec
-from app.jobs.convert import convert, converted_name
+from app.media.convert import convert, converted_name
 
 SPEC: TypeAdapter[ConvertSpec] = TypeAdapter(ConvertOutput)
 

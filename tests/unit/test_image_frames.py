@@ -1,4 +1,4 @@
-"""The frames the readers count (app.jobs.image_frames) against what Pillow draws when ComfyUI's
+"""The frames the readers count (app.media.images) against what Pillow draws when ComfyUI's
 LoadImage decodes the same file frame by frame; where ffmpeg (ComfyUI 0.33 tries PyAV first)
 would draw more, the readers count that. What they refuse: test_image_refusals.
 
@@ -16,8 +16,8 @@ from collections.abc import Iterator
 import pytest
 from PIL import Image, ImageFile, ImageSequence
 
-from app.jobs.frames import Frames
-from app.jobs.image_frames import image_frames
+from app.media.frames import Frames
+from app.media.images import image_frames
 from tests.images import (
     apng,
     gif,

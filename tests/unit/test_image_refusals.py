@@ -1,4 +1,4 @@
-"""What the readers refuse (app.jobs.image_frames): images in the formats they do not read,
+"""What the readers refuse (app.media.images): images in the formats they do not read,
 and structures that are broken or would take long to walk; and what is no image at all."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ import struct
 
 import pytest
 
-from app.jobs.frames import Unreadable
-from app.jobs.image_frames import NotAccepted, image_frames
+from app.media.frames import Unreadable
+from app.media.images import NotAccepted, image_frames
 from tests.images import (
     bomb_png,
     dib_header,

@@ -13,7 +13,7 @@ import pytest
 
 from app.core.errors import InputError
 from app.core.settings import Settings
-from app.jobs.input_caps import INLINE_CHECK_BYTES, InputCaps
+from app.media.caps import INLINE_CHECK_BYTES, InputCaps
 from tests.images import (
     apng,
     bomb_png,

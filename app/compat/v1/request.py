@@ -20,8 +20,8 @@ from starlette.datastructures import UploadFile
 
 from app.core import strict_json
 from app.core.errors import InsufficientStorage, InvalidRequest
-from app.jobs.input_caps import InputCaps
 from app.jobs.inputs import LOADERS
+from app.media.caps import InputCaps
 
 MAX_FILES = 64
 DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
@@ -30,7 +30,7 @@ DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
 async def read_graph(request: Request, max_part_bytes: int, caps: InputCaps) -> Any:
     """The request's graph (unchecked), its files inlined where its loader inputs name them.
 
-    Each file is held to the input caps (app.jobs.input_caps) as it is read: a 400
+    Each file is held to the input caps (app.media.caps) as it is read: a 400
     located at `files.<name>`.
     """
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()

@@ -27,8 +27,8 @@ from app.core.options import JobOptions
 from app.core.schemas import ErrorResponse
 from app.gateway import Gateway
 from app.jobs.canonical import digest
-from app.jobs.input_caps import InputCaps
 from app.jobs.result_cache import CachedFile, CachedResult, ResultCache
+from app.media.caps import InputCaps
 from app.routes.respond import CacheUse, cache_key, decoded
 
 V = TypeVar("V")

@@ -32,7 +32,7 @@ from app.compat.v2.submission import output_id_parts
 from app.core import strict_json
 from app.core.errors import InputError, InvalidRequest
 from app.core.keys import caller_of
-from app.jobs.input_caps import InputCaps
+from app.media.caps import InputCaps
 
 router = APIRouter(prefix=envelope.PREFIX, tags=["Comfy API v2"])
 
@@ -44,7 +44,7 @@ RANGE = re.compile(r"^bytes=([0-9]{0,18})-([0-9]{0,18})$")  # ASCII; longer: ign
 async def upload(request: Request) -> Response:
     """Upload `file` (multipart) to `file_path` in ComfyUI's input folder; identical bytes are
     one asset (200, `created_new: false`), new ones 201. A file over the input caps
-    (app.jobs.input_caps) is a 400 and never reaches ComfyUI."""
+    (app.media.caps) is a 400 and never reaches ComfyUI."""
     gateway, state = parts(request)
     caller = caller_of(request.scope)
     caps = InputCaps.from_settings(gateway.settings)

@@ -1,9 +1,9 @@
 """Which image a file is, and every frame a decoder would draw from it, read from the file's
-structure without decoding (app.jobs.frames): what app.jobs.input_caps holds to the caps.
+structure without decoding (app.media.frames): what app.media.caps holds to the caps.
 
 ComfyUI's LoadImage decodes every frame of an image and stacks them as a batch: 0.3.75 through
 Pillow; 0.33 through PyAV (ffmpeg) first, then through Pillow when ffmpeg draws no frame. Each
-reader counts what either would draw and keeps the more (image_readers, image_jpeg, image_tiff).
+reader counts what either would draw and keeps the more (readers, jpeg, tiff).
 
 The images accepted are PNG (and APNG), JPEG (and MPO), GIF, WebP, BMP and TIFF: the formats
 those readers know. A file that any other of Pillow's readers would take (ICO and ICNS, whose
@@ -22,10 +22,10 @@ from collections.abc import Callable
 
 from PIL import Image
 
-from app.jobs.frames import Frames, Unreadable
-from app.jobs.image_jpeg import jpeg
-from app.jobs.image_readers import PNG_SIGNATURE, bmp, gif, png, webp
-from app.jobs.image_tiff import PREFIXES, tiff
+from app.media.frames import Frames, Unreadable
+from app.media.jpeg import jpeg
+from app.media.readers import PNG_SIGNATURE, bmp, gif, png, webp
+from app.media.tiff import PREFIXES, tiff
 
 READERS: dict[str, Callable[[bytes, int], Frames]] = {
     "PNG": png,

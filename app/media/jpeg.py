@@ -1,4 +1,4 @@
-"""The frames of a JPEG (app.jobs.frames): Pillow's view (one image, or every image an MP index
+"""The frames of a JPEG (app.media.frames): Pillow's view (one image, or every image an MP index
 lists: an MPO) and ffmpeg's (every JPEG its parser splits the file into).
 
 Pillow reads the markers before the first scan and takes the size of the last frame header
@@ -13,8 +13,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from app.jobs.frames import Frames, Size, Unreadable, u, worst
-from app.jobs.image_tiff import Layout, directory, first_integer
+from app.media.frames import Frames, Size, Unreadable, u, worst
+from app.media.tiff import Layout, directory, first_integer
 
 # Start-of-frame markers: C0-CF but DHT (C4), JPG (C8) and DAC (CC).
 SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}

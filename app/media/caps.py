@@ -1,6 +1,6 @@
 """Input caps: how large an input file may be (INPUT_MAX_MB), and how much an input image may
 make ComfyUI decode (MAX_INPUT_PIXELS over all its frames, MAX_INPUT_FRAMES frames), checked
-before the file reaches ComfyUI or anything decodes it. app.jobs.image_frames reads the frames
+before the file reaches ComfyUI or anything decodes it. app.media.images reads the frames
 from the file's structure, as Pillow and ffmpeg would draw them.
 
 The pixel cap holds for the sum over frames: ComfyUI's LoadImage decodes every frame and stacks
@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 from app.core.errors import InputError
 from app.core.settings import Settings
-from app.jobs.frames import Frames, Unreadable
-from app.jobs.image_frames import NotAccepted, image_frames
+from app.media.frames import Frames, Unreadable
+from app.media.images import NotAccepted, image_frames
 
 BASE64_SLACK = 4096
 # Reading a file's structure is linear in its bytes: past this, off the event loop.

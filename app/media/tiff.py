@@ -1,4 +1,4 @@
-"""The frames of a TIFF (app.jobs.frames), and the directory reader a JPEG's MP index shares.
+"""The frames of a TIFF (app.media.frames), and the directory reader a JPEG's MP index shares.
 
 Pillow draws every page of the chain of image file directories (IFDs), each at its own width
 and length, until a next pointer of 0 or one it has visited: there is no page limit. ffmpeg
@@ -13,7 +13,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from app.jobs.frames import Frames, Size, Unreadable, u, worst
+from app.media.frames import Frames, Size, Unreadable, u, worst
 
 # Pillow's six: big- and little-endian TIFF, the two with swapped magic, BigTIFF.
 PREFIXES = (b"MM\x00*", b"II*\x00", b"MM*\x00", b"II\x00*", b"MM\x00+", b"II+\x00")

@@ -1,5 +1,5 @@
 """The frames of a PNG (and APNG), GIF, WebP or BMP, read the way Pillow and ffmpeg read them,
-without decoding (app.jobs.frames). JPEG is app.jobs.image_jpeg, TIFF app.jobs.image_tiff.
+without decoding (app.media.frames). JPEG is app.media.jpeg, TIFF app.media.tiff.
 
 Pillow's view and ffmpeg's (ComfyUI 0.33 decodes a LoadImage file with PyAV first) differ in
 two ways that matter: ffmpeg's image parsers split a file holding several concatenated images
@@ -13,7 +13,7 @@ import re
 import struct
 from dataclasses import dataclass
 
-from app.jobs.frames import Frames, Size, Unreadable, u, worst
+from app.media.frames import Frames, Size, Unreadable, u, worst
 
 MAX_HEADER_CHUNKS = 10_000  # a real WebP has a few before its image data
 MAX_PNG_CHUNKS = 200_000  # a 100 MB PNG in libpng's 8 KB IDAT chunks has 12,800

@@ -1,7 +1,7 @@
 """Frames: what one decoder would draw from an image file (how many frames, the largest, the
 pixels of all), counted from the file's structure without drawing any; and Unreadable, for a
-file whose structure does not say how large it is. The readers are app.jobs.image_readers,
-image_jpeg and image_tiff; app.jobs.image_frames picks one."""
+file whose structure does not say how large it is. The readers are app.media.readers,
+jpeg and tiff; app.media.images picks one."""
 
 from __future__ import annotations
 
