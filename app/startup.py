@@ -26,7 +26,7 @@ from app.comfy.graph import checkpoint_of, load_graph
 from app.comfy.process import ComfyStartError
 from app.core.errors import GatewayError
 from app.core.settings import Settings
-from app.jobs.model_manifest import fetch_manifest
+from app.models.manifest import fetch_manifest
 from app.registry.load import Registry
 from app.routes.workflows import mount
 

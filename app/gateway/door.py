@@ -33,10 +33,10 @@ from app.fleet.fleet import Fleet
 from app.fleet.queue import FleetJob
 from app.fleet.store import MaxJobsReached
 from app.gateway.pool import Pool
-from app.jobs.grants import Grants
 from app.jobs.input_names import check_names
 from app.jobs.job import Job
 from app.jobs.runner import JobRunner
+from app.models.grants import Grants
 
 AcceptedJob = Job | FleetJob
 QUOTA_RETRY_S = 5  # when a job ends is unknown; about what a short one takes

@@ -28,12 +28,12 @@ from app.gateway.door import JobDoor
 from app.gateway.pool import Pool
 from app.gateway.state import gateway_state
 from app.jobs.finish import Finisher
-from app.jobs.grants import Grants
 from app.jobs.inputs import InputFiles
-from app.jobs.model_store import ModelStore
 from app.jobs.runner import JobRunner
 from app.jobs.uploads import Uploader
 from app.jobs.webhooks import SystemEvents, WebhookSender
+from app.models.grants import Grants
+from app.models.store import ModelStore
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,7 @@ class Gateway(JobDoor):
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.version = __version__
+        self.metrics = GatewayMetrics(self.version)
         self.pool = Pool(settings)
         self.pool.on_down = self._instance_down
         self.webhooks = WebhookSender(settings)
@@ -65,7 +66,12 @@ class Gateway(JobDoor):
         # Downloads and their cache: ComfyUI's model listing is the first instance's (every
         # instance searches the same folders); jobs resolve model URLs where they run.
         self.models = ModelStore(
-            settings, self.pool.first.client, addresses, self.system_events, self.grants
+            settings,
+            self.pool.first.client,
+            addresses,
+            on_event=self.system_events.announce if self.system_events else None,
+            grants=self.grants,
+            metrics=self.metrics,
         )
         finisher = Finisher(
             settings.comfy_output_dir,
@@ -93,10 +99,9 @@ class Gateway(JobDoor):
         if settings.queue_url is not None:
             self.fleet = Fleet(settings, self.jobs, self.pool.scheduler, self.webhooks, addresses)
         self.comfy = ComfyAccess(self.pool, lambda: self.stopping, settings)
-        self.metrics = GatewayMetrics(self.version)
         self.metrics.watch(gateway_state(self))
         self.jobs.metrics = self.webhooks.metrics = self.metrics
-        self.inputs.metrics = self.uploader.metrics = self.models.metrics = self.metrics
+        self.inputs.metrics = self.uploader.metrics = self.metrics
         self.started = False
         self.stopping = False
         self.shutdown_deadline: float | None = None  # monotonic; set by begin_shutdown()

@@ -1,5 +1,5 @@
-"""Running one job end to end: inputs in, submission, outputs out, uploads and webhooks; and
-the models jobs need: the model store (downloads, their cache on disk, what jobs hold).
+"""Running one job end to end: inputs in, submission, outputs out, uploads and webhooks.
 
-Imports: app.core and app.comfy.
+Imports: app.core, app.comfy, app.media and app.models (a job's model URLs are resolved by the
+model store where the job runs).
 """

@@ -40,11 +40,11 @@ from app.core.schemas import PromptResponse
 from app.jobs.finish import Finisher
 from app.jobs.inputs import InputFiles
 from app.jobs.job import Job
-from app.jobs.model_store import ModelStore
 from app.jobs.scheduler import Scheduler
 from app.jobs.start import JobStart
 from app.jobs.uploads import Uploader
 from app.jobs.webhooks import WebhookSender, deliver_job_end
+from app.models.store import ModelStore
 
 log = logging.getLogger(__name__)
 Outcome = tuple[dict[str, Any] | None, GatewayError | None]  # (result body, error)

@@ -27,9 +27,9 @@ from app.core.records import JobEvent, JobHistory, JobKey, JobRecord
 from app.core.schemas import PromptResponse
 from app.jobs.inputs import InputFiles, JobInputs
 from app.jobs.job import Job
-from app.jobs.model_cache import Hold
-from app.jobs.model_store import ModelStore
 from app.jobs.scheduler import Scheduler
+from app.models.cache import Hold
+from app.models.store import ModelStore
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 S3 credentials, region and endpoint come from the usual AWS variables (AWS_ACCESS_KEY_ID,
 AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ENDPOINT_URL for S3-compatible stores): a request names
 only a bucket, never an endpoint, so there is no address of a client's to check; with S3_BUCKETS
-only a bucket listed there (app.jobs.grants). What S3 says of a failure beyond its error code
+only a bucket listed there (app.core.s3). What S3 says of a failure beyond its error code
 (an AccessDenied names the operator's account and user) stays in the log.
 
 An http_upload URL is a client's: it is checked when the request comes in and again, pinned, for
@@ -29,9 +29,9 @@ from app.core.downloads import without_userinfo
 from app.core.errors import UploadFailed
 from app.core.metrics import MetricsHooks
 from app.core.options import HttpUpload, S3Upload
+from app.core.s3 import Buckets, s3_error_code
 from app.core.settings import Settings
 from app.core.url_prefixes import UrlPrefix, parse_prefixes
-from app.jobs.grants import Buckets, s3_error_code
 
 log = logging.getLogger(__name__)
 

@@ -27,12 +27,12 @@ from app.core.records import JobHistory
 from app.core.settings import load_settings
 from app.jobs.finish import Finisher
 from app.jobs.inputs import InputFiles
-from app.jobs.model_cache import Entry
-from app.jobs.model_store import ModelStore
 from app.jobs.runner import JobRunner
 from app.jobs.scheduler import Scheduler
 from app.jobs.uploads import Uploader
 from app.jobs.webhooks import WebhookSender
+from app.models.cache import Entry
+from app.models.store import ModelStore
 
 CHECKPOINT = "held.safetensors"
 

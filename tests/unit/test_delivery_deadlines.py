@@ -16,11 +16,11 @@ from app.core.addresses import AddressPolicy
 from app.core.errors import DownloadFailed, UploadFailed
 from app.core.options import HttpUpload
 from app.core.settings import load_settings
-from app.jobs.model_auth import Credentials
-from app.jobs.model_fetch import Fetcher
-from app.jobs.model_transfer import Transfer
 from app.jobs.uploads import Uploader
 from app.jobs.webhooks import SystemEvents, WebhookSender
+from app.models.credentials import Credentials
+from app.models.fetch import Fetcher
+from app.models.transfer import Transfer
 from tests.trickle import Trickle, held
 
 DEADLINE_S = 0.5

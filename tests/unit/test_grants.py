@@ -13,7 +13,7 @@ from app.core.keys import ANONYMOUS, Caller, key_id
 from app.core.limits import parse_key_limits
 from app.core.options import JobOptions
 from app.core.settings import SettingsError, load_settings
-from app.jobs.grants import Grants
+from app.models.grants import Grants
 
 KEYS = "alice:alice-key-0123456789ab,bob:bob-key-0123456789abcd,carol:carol-key-0123456789a"
 LIMITS = '{"alice": {"models": "download", "max_downloads": 2}, "carol": {"models": "pin"}}'

@@ -10,7 +10,7 @@ from pydantic import SecretStr
 
 from app.core.downloads import redact
 from app.core.settings import load_settings
-from app.jobs.model_auth import Credentials, header_of
+from app.models.credentials import Credentials, header_of
 
 OPERATOR = Credentials.of(
     {

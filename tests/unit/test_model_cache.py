@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from app.core.errors import InsufficientStorage
-from app.jobs.model_cache import INDEX_NAME, Entry, ModelCache, Reservation
+from app.models.cache import INDEX_NAME, Entry, ModelCache, Reservation
 
 KIB = 1024
 

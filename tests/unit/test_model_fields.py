@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from app.comfy.catalog import Catalog
 from app.comfy.model_inputs import model_folder, model_inputs
-from app.jobs.model_manifest import read_manifest
+from app.models.manifest import read_manifest
 from app.registry.availability import check_graph
 from app.registry.load import Registry
 

@@ -32,9 +32,9 @@ from app.core.errors import (
 from app.core.keys import Caller
 from app.core.options import JobOptions
 from app.core.settings import load_settings
-from app.jobs.model_cache import Entry
-from app.jobs.model_downloads import Download
-from app.jobs.model_store import ModelStore
+from app.models.cache import Entry
+from app.models.downloads import Download
+from app.models.store import ModelStore
 from tests.integration.fileserver import FileServer, Trickle
 from tests.unit.fakedns import FakeDNS
 

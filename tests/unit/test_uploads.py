@@ -15,9 +15,9 @@ from pydantic import SecretStr
 from app.core.addresses import AddressPolicy, Pinned
 from app.core.errors import UploadFailed
 from app.core.options import HttpUpload, S3Upload
+from app.core.s3 import Buckets, s3_error_code
 from app.core.settings import load_settings
 from app.core.url_prefixes import parse_prefixes
-from app.jobs.grants import Buckets, s3_error_code
 from app.jobs.uploads import Uploader, put_failed
 from tests.gateway_process import free_port
 from tests.integration.receiver import Receiver, loopback_traps

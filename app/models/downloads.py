@@ -21,9 +21,9 @@ from typing import Any
 from app.core.downloads import DownloadStatus, ModelDownloadState, redact
 from app.core.errors import GatewayError
 from app.core.keys import Caller
-from app.jobs.model_auth import Credentials
-from app.jobs.model_cache import Entry, Hold
-from app.jobs.model_transfer import Transfer
+from app.models.cache import Entry, Hold
+from app.models.credentials import Credentials
+from app.models.transfer import Transfer
 
 
 @dataclass(frozen=True)

@@ -11,60 +11,17 @@ does not serve. The model store and the uploader check buckets again where they 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
-
 from app.comfy.graph import Graph
 from app.comfy.model_inputs import is_model_url, model_inputs
 from app.core.downloads import ModelDownloadRequest
-from app.core.errors import Forbidden, InvalidRequest
+from app.core.errors import Forbidden
 from app.core.keys import ANONYMOUS, UNNAMED_ID, Caller, split_entry
 from app.core.limits import ModelsGrant, limit_for, models_grant
 from app.core.options import JobOptions
+from app.core.s3 import Buckets
 from app.core.settings import Settings
 
 OPENED_BY = "KEY_LIMITS `models` opens downloads per key; admin keys may download"
-
-
-@dataclass(frozen=True)
-class Buckets:
-    """The buckets the operator's AWS credentials serve (S3_BUCKETS); none listed: any."""
-
-    names: frozenset[str] = field(default_factory=frozenset)
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> Buckets:
-        return cls(frozenset(settings.s3_buckets))
-
-    def refusal(self, bucket: str) -> str | None:
-        """Why a request may not name this bucket, or None."""
-        if not self.names or bucket in self.names:
-            return None
-        return (
-            f"the bucket {bucket!r} is not one this gateway's S3 credentials serve (S3_BUCKETS: "
-            f"{', '.join(sorted(self.names))})"
-        )
-
-    def check(self, bucket: str, where: str) -> None:
-        if refusal := self.refusal(bucket):
-            raise InvalidRequest(f"{where}: {refusal}", location=where)
-
-    def check_url(self, url: str, where: str) -> None:
-        """An `s3://bucket/key` model URL: its bucket (http(s) URLs have no bucket)."""
-        if url[:5].lower() == "s3://":
-            self.check(url[5:].split("/", 1)[0], where)
-
-
-def s3_error_code(error: Exception) -> str:
-    """What a client may see of an S3 failure: its code (NoSuchBucket, AccessDenied), or the
-    exception's class; never the message, which may name the operator's account, user or
-    endpoint."""
-    response: Any = getattr(error, "response", None)
-    if isinstance(response, dict):
-        code = response.get("Error", {}).get("Code")
-        if isinstance(code, str) and code:
-            return code
-    return type(error).__name__
 
 
 class Grants:

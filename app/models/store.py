@@ -6,11 +6,13 @@ atomic rename: there is never a half file under a model's name, and a failed or 
 download leaves nothing. Everyone asking for the same file at once shares one download.
 
 A download says it is done only once ComfyUI lists the file and the store's watch
-(app.jobs.model_watch) has told its listeners: the workflow enums already name it then.
+(app.models.watch) has told its listeners: the workflow enums already name it then. A model that
+lands or goes is a system event (`model.downloaded`, `model.evicted`), told to the callback the
+gateway hands in (its system webhook).
 
 Each download is the key's that started it: a key has at most its KEY_LIMITS max_downloads in
 flight (joining one in flight is free), and sees only the downloads it asked for (admin keys see
-all). Whether a key may download at all is checked where requests come in (app.jobs.grants).
+all). Whether a key may download at all is checked where requests come in (app.models.grants).
 """
 
 from __future__ import annotations
@@ -19,11 +21,13 @@ import asyncio
 import logging
 import uuid
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
 from app.comfy.client import ComfyClient
 from app.comfy.graph import Graph
+from app.comfy.model_inputs import model_inputs
 from app.core.addresses import AddressPolicy, AddressRefused
 from app.core.downloads import ModelDownloadRequest, redact
 from app.core.errors import (
@@ -39,20 +43,22 @@ from app.core.keys import Caller
 from app.core.metrics import MetricsHooks
 from app.core.options import JobOptions
 from app.core.settings import Settings
-from app.jobs.grants import Grants
-from app.jobs.model_auth import Credentials
-from app.jobs.model_cache import Entry, Hold, ModelCache
-from app.jobs.model_downloads import Download, Spec
-from app.jobs.model_fetch import Fetcher
-from app.jobs.model_land import land
-from app.jobs.model_refs import prepare
-from app.jobs.model_watch import ModelWatch
-from app.jobs.webhooks import SystemEvents
+from app.models.cache import Entry, Hold, ModelCache
+from app.models.credentials import Credentials
+from app.models.downloads import Download, Spec
+from app.models.fetch import Fetcher
+from app.models.grants import Grants
+from app.models.land import Lander
+from app.models.refs import Ref, hold_named, url_refs, where_of, with_files
+from app.models.watch import ModelWatch
 
 log = logging.getLogger(__name__)
 
 KEEP_FINISHED = 200  # downloads GET /models/downloads still shows after they ended
 DOWNLOAD_RETRY_S = 30  # when a download ends is unknown; about what a small model takes
+
+# Told a system event: its kind and its data (the gateway's SystemEvents.announce).
+OnEvent = Callable[[str, dict[str, Any]], None]
 
 
 class ModelStore:
@@ -63,8 +69,9 @@ class ModelStore:
         settings: Settings,
         client: ComfyClient,
         addresses: AddressPolicy,
-        events: SystemEvents | None = None,
+        on_event: OnEvent | None = None,
         grants: Grants | None = None,
+        metrics: MetricsHooks | None = None,
     ) -> None:
         cap = settings.model_cache_max_gb
         self.cache = ModelCache(
@@ -82,11 +89,11 @@ class ModelStore:
         self.credentials = Credentials.from_settings(settings)
         self.enabled = settings.model_downloads
         self.client = client
-        self.events = events
-        self.metrics = MetricsHooks()  # the Gateway hands in its GatewayMetrics
+        self.on_event = on_event
+        self.metrics = metrics or MetricsHooks()
         self.watch = ModelWatch(client, self._tick)
+        self.lander = Lander(self.cache, self.fetcher, self.watch, self.metrics, self._fetched)
         self.flights: dict[tuple[str, str, str | None, str], Download] = {}
-        self.writing: set[str] = set()  # `folder/name` of files on their way
         self.downloads: OrderedDict[str, Download] = OrderedDict()
         self._folders: list[str] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -145,7 +152,54 @@ class ModelStore:
         """The graph with each model URL replaced by its file (downloaded first, for the key
         `owner`), and a hold on every downloaded model it names, to release when the job's task
         ends."""
-        return await prepare(self, graph, options, owner)
+        refs = list(model_inputs(graph))
+        if not refs:
+            return graph, Hold(None, [])  # most graphs: nothing to do, nothing to hold
+        hold = self.cache.hold([])
+        try:
+            urls = url_refs(refs)
+            if urls:
+                graph = await self._resolve(graph, urls, options, hold, owner)
+            hold_named(self.cache, graph, hold)
+        except BaseException:
+            hold.release()
+            raise
+        return graph, hold
+
+    async def _resolve(
+        self,
+        graph: Graph,
+        urls: list[Ref],
+        options: JobOptions | None,
+        hold: Hold,
+        owner: str | None,
+    ) -> Graph:
+        """Download every model URL of the graph (each once, shared with other jobs naming it)
+        and put its file name in its place. Whether the key may download was asked at the door
+        (app.models.grants); its buckets are asked again here, where the operator's S3
+        credentials are used (in a fleet: on the gateway that runs the job)."""
+        if not self.enabled:
+            first = where_of(urls[0])
+            raise InvalidRequest(
+                f"{first}: model downloads are off on this gateway (MODEL_DOWNLOADS=false): name "
+                "an installed file",
+                location=first,
+            )
+        # The runner checked the graph's shape and its destinations first: nothing is fetched
+        # for a request that would be refused anyway.
+        credentials = self.credentials
+        if options is not None and options.model_credentials:
+            credentials = Credentials.of(options.model_credentials).before(credentials)
+        started = []
+        for ref in urls:
+            _, _, folder, url = ref
+            where = where_of(ref)
+            await self.check_folder(folder, where)
+            self.grants.buckets.check_url(url, where)
+            spec = Spec.of(url, folder, None, None, credentials)
+            started.append((self.start(spec, credentials, where, owner), where))
+        names = await asyncio.gather(*(d.outcome(where, hold) for d, where in started))
+        return with_files(graph, urls, list(names))
 
     # -- downloads ---------------------------------------------------------------------------
     def start(
@@ -156,7 +210,7 @@ class ModelStore:
         if running is not None:
             running.askers.add(owner)
             return running
-        if spec.filename and f"{spec.folder}/{spec.filename}" in self.writing:
+        if spec.filename and f"{spec.folder}/{spec.filename}" in self.lander.writing:
             raise Conflict(
                 f"{where}: another download is writing {spec.folder}/{spec.filename}",
                 location=where,
@@ -192,7 +246,7 @@ class ModelStore:
 
     async def _run(self, download: Download, credentials: Credentials) -> None:
         try:
-            await land(self, download, credentials)
+            await self.lander.land(download, credentials)
         except GatewayError as e:
             log.warning("download %s failed: %s", download.id, e.message)
             download.failed(e)
@@ -210,12 +264,15 @@ class ModelStore:
         self.announce("model.evicted", entry)
         self.watch.wake()  # the enums lose it
 
+    def _fetched(self, entry: Entry, seconds: float) -> None:
+        self.announce("model.downloaded", entry, seconds=round(seconds, 3))
+
     def announce(self, event: str, entry: Entry, **more: Any) -> None:
         """A system event about one model (`model.downloaded`, `model.evicted`)."""
-        if self.events is not None:
+        if self.on_event is not None:
             data = {"folder": entry.folder, "filename": entry.filename, "bytes": entry.bytes,
                     "sha256": entry.sha256, "source": entry.source, **more}  # fmt: skip
-            self.events.announce(event, data)
+            self.on_event(event, data)
 
     def _tick(self) -> None:
         if self.cache.dirty:

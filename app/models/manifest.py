@@ -27,12 +27,12 @@ import yaml
 from pydantic import ValidationError
 
 from app.core.downloads import ModelDownloadRequest
-from app.jobs.model_cache import size_text
-from app.jobs.model_downloads import Download
-from app.jobs.model_transfer import name_in
+from app.models.cache import size_text
+from app.models.downloads import Download
+from app.models.transfer import name_in
 
 if TYPE_CHECKING:
-    from app.jobs.model_store import ModelStore
+    from app.models.store import ModelStore
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 Credentials, region and endpoint come from the usual AWS variables, as for output uploads
 (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ENDPOINT_URL): the endpoint is the
 operator's, so the address policy does not apply; a request names only a bucket (one of
-S3_BUCKETS, when set: app.jobs.grants) and a key. A failure shows its S3 error code only; the
+S3_BUCKETS, when set: app.core.s3) and a key. A failure shows its S3 error code only; the
 rest (which may name the operator's account, user or endpoint) goes to the log.
 """
 
@@ -15,8 +15,8 @@ import re
 from typing import IO, Any
 from urllib.parse import unquote, urlsplit
 
-from app.jobs.grants import s3_error_code
-from app.jobs.model_transfer import Broken, Transfer, Writer, failed
+from app.core.s3 import s3_error_code
+from app.models.transfer import Broken, Transfer, Writer, failed
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """One model file on its way into a temporary file: how far it got, its hash so far, the room it
-takes in the cache, how slow it may be, and how its failures are told (app.jobs.model_fetch for
-HTTP, app.jobs.model_s3 for S3 fill it).
+takes in the cache, how slow it may be, and how its failures are told (app.models.fetch for
+HTTP, app.models.s3 for S3 fill it).
 
 Room in the cache is taken for the bytes that arrived, before each piece of them is written
 (Writer): a size the source declares is only checked against what could ever fit.
@@ -23,7 +23,7 @@ import httpx
 
 from app.core.downloads import FILENAME, redact
 from app.core.errors import DownloadFailed, InsufficientStorage
-from app.jobs.model_auth import Credentials
+from app.models.credentials import Credentials
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ resumed from the bytes already on disk, with `If-Range` so that a file that chan
 starts over, up to MODEL_DOWNLOAD_RETRIES times. However it trickles, a download ends within
 MODEL_DOWNLOAD_MAX_S, resumes included. Every hop of a client's
 URL, redirects included, is checked and pinned by the address policy (app.core.addresses), and
-carries only the credential whose prefix matches that hop (app.jobs.model_auth).
+carries only the credential whose prefix matches that hop (app.models.credentials).
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ import httpx
 
 from app.core.addresses import AddressPolicy, AddressRefused, Pinned
 from app.core.errors import InsufficientStorage, InvalidRequest
-from app.jobs.model_s3 import S3Source
-from app.jobs.model_transfer import (
+from app.models.s3 import S3Source
+from app.models.transfer import (
     Broken,
     Pace,
     Transfer,
