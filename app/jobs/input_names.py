@@ -20,7 +20,7 @@ included), and on ComfyUI 0.3 a name with `..` or an absolute path leaves the fo
   a backslash (and at file inputs), so a prompt that merely starts with `gw-` passes.
 
 Files at the top of the input folder and in folders the operator made are shared by every key;
-uploads of a key never land there (app.compat.passthrough_upload).
+uploads of a key never land there (app.compat.comfy.upload).
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from app.compat import a1111
+from app.compat.a1111 import terms as a1111
 from app.registry.schema import enum_of
 
 COMFY_SAMPLERS = ["euler", "euler_ancestral", "dpmpp_2m", "dpmpp_sde", "ddim", "uni_pc"]

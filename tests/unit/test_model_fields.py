@@ -128,7 +128,7 @@ def test_a_bad_manifest_names_the_entry(tmp_path: Path, text: str, words: str) -
 
 
 def test_the_a1111_facade_still_reads_the_installed_files_of_a_model_field() -> None:
-    from app.compat.a1111 import allowed
+    from app.compat.a1111.terms import allowed
 
     assert allowed(leaf_model(urls=True), "checkpoint") == [TINY]
     assert allowed(leaf_model(urls=False), "checkpoint") == [TINY]

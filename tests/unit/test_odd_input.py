@@ -14,8 +14,8 @@ from pydantic import ValidationError
 
 from app.comfy.events import PromptWaiter, running_node
 from app.comfy.graph import check_graph, node_order
-from app.compat.a1111 import LoraTag
-from app.compat.sdapi import Txt2ImgRequest
+from app.compat.a1111.generations import Txt2ImgRequest
+from app.compat.a1111.terms import LoraTag
 from app.compat.v1.answer import accept_ranges, wants_file
 from app.compat.v2.asset_routes import ranged
 from app.compat.v2.submission import output_id_parts

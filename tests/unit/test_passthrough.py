@@ -14,8 +14,8 @@ import pytest
 from fastapi import FastAPI
 from starlette.types import Message
 
-from app.compat.comfy_proxy import request_headers
-from app.compat.passthrough_request import upstream_target
+from app.compat.comfy.proxy import request_headers
+from app.compat.comfy.request import upstream_target
 from app.core.settings import load_settings
 from app.main import create_app
 from tests.gateway_process import free_port

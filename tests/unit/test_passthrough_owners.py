@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from app.compat.comfy_ws import EventFilter
-from app.compat.passthrough_owners import ClientIds, SubmittedPrompts
-from app.compat.passthrough_request import within
-from app.compat.passthrough_submit import canonical_id, check_order, client_of
+from app.compat.comfy.owners import ClientIds, SubmittedPrompts
+from app.compat.comfy.request import within
+from app.compat.comfy.submit import canonical_id, check_order, client_of
+from app.compat.comfy.ws import EventFilter
 from app.core.errors import Conflict, InvalidRequest, RequestTimeout
 
 ID = "0f9d8c61-6a0e-4c4e-9d54-3a5e3b6c2f10"

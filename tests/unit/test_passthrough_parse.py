@@ -1,5 +1,5 @@
 """The passthrough reads a request once, as ComfyUI's aiohttp does, and sends on what it read:
-app.compat.passthrough_parse, and what a real aiohttp server (ComfyUI's) reads of it."""
+app.compat.comfy.parse, and what a real aiohttp server (ComfyUI's) reads of it."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from PIL import Image
 from yarl import URL
 
-from app.compat.passthrough_parse import (
+from app.compat.comfy.parse import (
     parse_query,
     path_parts,
     plain_folder,

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from app.compat.passthrough import BODY_CHECK_MAX_BYTES, Kind, decide, read_json, segments
-from app.compat.passthrough_owners import SubmittedPrompts
-from app.compat.passthrough_reads import without_folders
+from app.compat.comfy.owners import SubmittedPrompts
+from app.compat.comfy.reads import without_folders
+from app.compat.comfy.rules import BODY_CHECK_MAX_BYTES, Kind, decide, read_json, segments
 from app.core.errors import Forbidden
 from app.core.keys import key_folder
 

@@ -13,7 +13,7 @@ from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.responses import JSONResponse, Response
 
 from app.comfy.graph import Graph, check_graph
-from app.compat.comfy_ws import check_running
+from app.compat.comfy.ws import check_running
 from app.compat.v1.answer import answer, file_response
 from app.compat.v1.request import read_graph
 from app.core.errors import (

@@ -19,10 +19,10 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import Response
 from starlette.datastructures import UploadFile
 
-from app.compat.comfy_proxy import RelayResponse
-from app.compat.comfy_ws import check_running
-from app.compat.passthrough_parse import plain_name
-from app.compat.passthrough_upload import folder_of
+from app.compat.comfy.parse import plain_name
+from app.compat.comfy.proxy import RelayResponse
+from app.compat.comfy.upload import folder_of
+from app.compat.comfy.ws import check_running
 from app.compat.v2 import envelope
 from app.compat.v2.assets import PlacementError, content_hash, placement
 from app.compat.v2.envelope import V2JSON, base_url, error, get_and_head, iso, now
@@ -108,7 +108,7 @@ async def upload_input(
     request: Request, path: str, data: bytes, content_type: str
 ) -> dict[str, Any] | Response:
     """Hand a file to ComfyUI's upload endpoint; its answer (name, subfolder), or the error.
-    With API keys the file goes into the key's own folder (app.compat.passthrough_upload)."""
+    With API keys the file goes into the key's own folder (app.compat.comfy.upload)."""
     gateway, _ = parts(request)
     given, _, name = path.rpartition("/")
     try:

@@ -1,4 +1,4 @@
-"""What the /comfy passthrough forwards by default, and its memory.
+"""What the /comfy passthrough forwards by default (COMFY_PASSTHROUGH=true).
 
 With COMFY_PASSTHROUGH=true (the default) a client can run its own prompts and nothing that acts
 on the whole server or on work it did not submit: submit a prompt, read the queue, history, node
@@ -8,7 +8,7 @@ interrupt, freeing memory, user data, settings, the rest of ComfyUI's and custom
 is refused with 403 Forbidden; COMFY_PASSTHROUGH=full forwards it all.
 
 With API keys each prompt is its key's: a key acts only on its own prompts, and reads only
-them (app.compat.passthrough_reads scopes the queue, the history, the jobs API and /view; another
+them (app.compat.comfy.reads scopes the queue, the history, the jobs API and /view; another
 key's prompt is a 404, as an unknown one). Admin keys pass as with COMFY_PASSTHROUGH=full.
 
 A path is read as ComfyUI's aiohttp routes it, so that what is checked is what runs: split on
@@ -19,9 +19,9 @@ aiohttp's `request.json()` reads it; one that it might read otherwise (compresse
 charset) or that is over BODY_CHECK_MAX_BYTES is refused.
 
 Every request it forwards (for every caller but an admin key) is parsed once and goes on in its
-parsed form, re-encoded: app.compat.passthrough_parse (path, query, file names),
-passthrough_submit (POST /prompt, whose prompt id and client id become the key's:
-passthrough_owners) and passthrough_upload (the uploads, into the key's own folder).
+parsed form, re-encoded: app.compat.comfy.parse (path, query, file names), submit (POST /prompt,
+whose prompt id and client id become the key's: owners) and upload (the uploads, into the key's
+own folder). The passthrough's memory of those ids is app.compat.comfy.state.
 """
 
 from __future__ import annotations
@@ -29,16 +29,11 @@ from __future__ import annotations
 from collections.abc import Container, Iterable
 from dataclasses import dataclass
 from enum import Enum
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from app.compat.passthrough_parse import path_parts
+from app.compat.comfy.parse import path_parts
 from app.core import strict_json
 from app.core.errors import Forbidden, InvalidRequest
-from app.core.settings import PassthroughMode
-
-if TYPE_CHECKING:
-    from app.compat.passthrough_owners import ClientIds, SubmittedPrompts
-    from app.compat.passthrough_reads import ViewableFiles
 
 # Enough to name hundreds of prompts; a body that decides must be read whole before it goes on.
 BODY_CHECK_MAX_BYTES = 64 * 1024
@@ -101,16 +96,6 @@ class Endpoint:
     @property
     def reads_body(self) -> bool:
         return self.kind in (Kind.INTERRUPT, Kind.QUEUE)
-
-
-@dataclass
-class Passthrough:
-    """The passthrough's setting and memory, held by app.state."""
-
-    mode: PassthroughMode
-    submitted: SubmittedPrompts  # whose each prompt id is
-    clients: ClientIds  # whose each websocket clientId is
-    files: ViewableFiles  # what each key may /view
 
 
 def segments(path: str) -> tuple[str, ...] | None:

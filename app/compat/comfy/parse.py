@@ -5,7 +5,7 @@ and a file name with its folder annotation (`x.png [output]` is a file of the ou
 Starlette, and so a check written with it, reads the last of repeated ones. So that what is
 checked is what runs, a request COMFY_PASSTHROUGH=true forwards (for every caller but an admin
 key) is parsed here once, and ComfyUI gets the parsed form re-encoded (the path and query here,
-the bodies in app.compat.passthrough_submit and passthrough_upload), never the bytes as sent.
+the bodies in app.compat.comfy.submit and upload), never the bytes as sent.
 
 A 400 located at what is wrong: a repeated query parameter, a malformed percent escape or one
 that is not UTF-8 (in the path or the query), and in a file's name or folder (/view, a mask's

@@ -1,15 +1,15 @@
-"""/comfy/<path>: ComfyUI's own API through the gateway (the websocket: app.compat.comfy_ws).
+"""/comfy/<path>: ComfyUI's own API through the gateway (the websocket: app.compat.comfy.ws).
 
 Existing ComfyUI clients switch to the gateway by changing their base URL and so gain its
 supervision, probes, body cap and API keys. With COMFY_PASSTHROUGH=true a request is made ready
-by app.compat.passthrough_request (its rules: app.compat.passthrough): parsed once, checked, and
+by app.compat.comfy.request (its rules: app.compat.comfy.rules): parsed once, checked, and
 what goes on rebuilt from what was read; with COMFY_PASSTHROUGH=full, and for an admin key, it
 goes on as it came, its body streamed. ComfyUI's answer streams back unchanged (never held
 whole), over the passthrough's own connections (app.gateway.comfy), and a client must take each
 part of it within PASSTHROUGH_TIMEOUT_S or be cut off, so that its connection to ComfyUI goes
 back to the pool. Prompts sent this way are the client's own: nothing rewrites their graphs,
 and the gateway's queue depth counts them because it reads ComfyUI's queue from the status
-events every socket receives. With API keys, each is its key's: app.compat.passthrough_reads
+events every socket receives. With API keys, each is its key's: app.compat.comfy.reads
 narrows what a key reads to its own prompts and files, they count against its max_jobs
 (KEY_LIMITS), and an admin key passes as with COMFY_PASSTHROUGH=full.
 """
@@ -25,12 +25,12 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import Response, StreamingResponse
 from starlette.types import Message, Send
 
-from app.compat import comfy_ws
-from app.compat.comfy_ws import check_running
-from app.compat.passthrough import Passthrough
-from app.compat.passthrough_owners import ClientIds, SubmittedPrompts
-from app.compat.passthrough_reads import ViewableFiles
-from app.compat.passthrough_request import as_sent, checked
+from app.compat.comfy import ws
+from app.compat.comfy.owners import ClientIds, SubmittedPrompts
+from app.compat.comfy.reads import ViewableFiles
+from app.compat.comfy.request import as_sent, checked
+from app.compat.comfy.state import Passthrough
+from app.compat.comfy.ws import check_running
 from app.core.keys import caller_of
 from app.core.settings import PassthroughMode
 from app.gateway import Gateway
@@ -74,7 +74,7 @@ def install(app: FastAPI, mode: PassthroughMode) -> None:
     clients = ClientIds(foreign=gateway.comfy.is_own_client_id)
     app.state.passthrough = Passthrough(mode, submitted, clients, ViewableFiles())
     app.include_router(router)
-    app.include_router(comfy_ws.router)
+    app.include_router(ws.router)
 
 
 @router.api_route(f"{PREFIX}/{{path:path}}", methods=METHODS, include_in_schema=False)

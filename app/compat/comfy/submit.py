@@ -11,7 +11,7 @@ caller but an admin key (COMFY_PASSTHROUGH=true):
   one, the gateway picks one, so that every prompt is its key's before ComfyUI sees it; a prompt
   ComfyUI refuses lets a new id go again.
 - the client id its events go to (`client_id`, else `extra_data.client_id`, as ComfyUI reads
-  them) is a string, held for the key as a websocket's is (app.compat.comfy_ws): 409 when it
+  them) is a string, held for the key as a websocket's is (app.compat.comfy.ws): 409 when it
   is another key's or one of the gateway's own event streams.
 - `number` and a true `front` are 400s: they would run the prompt before other keys' and the
   gateway's jobs.
@@ -26,8 +26,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from app.compat.passthrough import Passthrough, Unreadable, read_json
-from app.compat.passthrough_reads import entry, fetch
+from app.compat.comfy.reads import entry, fetch
+from app.compat.comfy.rules import Unreadable, read_json
+from app.compat.comfy.state import Passthrough
 from app.core.errors import Conflict, InvalidRequest
 from app.core.keys import Caller
 from app.gateway import Gateway

@@ -4,7 +4,7 @@ binary frames, for one clientId (never the gateway's own, whose events it would 
 ComfyUI gives a clientId's events to its newest socket, and a prompt sent without a client_id
 has its events sent to every socket. So the query is read once, as ComfyUI reads it (a repeated
 `clientId` is refused: ComfyUI would take the first, a check the last), and goes on re-encoded;
-a clientId is held by the first API key that uses it (app.compat.passthrough_owners: 409 for
+a clientId is held by the first API key that uses it (app.compat.comfy.owners: 409 for
 another key, or for the gateway's own event streams); and a key's socket (API keys on, not an
 admin key) passes on only events of the key's own prompts and those that name no prompt (the
 queue's size). ComfyUI runs one prompt at a time and sends a socket its events in order, so a
@@ -23,8 +23,8 @@ import websockets
 from fastapi import APIRouter, WebSocket
 from websockets.asyncio.client import ClientConnection, connect
 
-from app.compat.passthrough import Passthrough
-from app.compat.passthrough_parse import encoded, parse_query
+from app.compat.comfy.parse import encoded, parse_query
+from app.compat.comfy.state import Passthrough
 from app.core.errors import ComfyUnavailable, Conflict, GatewayError
 from app.core.keys import caller_of
 from app.core.settings import PassthroughMode

@@ -1,7 +1,7 @@
 """AUTOMATIC1111's words in ComfyUI's terms: samplers, schedulers, `<lora:…>` tags, sizes, seeds.
 
-Pure functions, no HTTP: `app.routes.sdapi` turns an `/sdapi/v1` request into the input of a
-shipped workflow module with these, then runs it as any workflow job. Whatever cannot be
+Pure functions, no HTTP: app.compat.a1111.routes turns an `/sdapi/v1` request into the input of
+a shipped workflow module with these, then runs it as any workflow job. Whatever cannot be
 honoured is reported in a `warnings` list (it ends up in the response's `info`), never raised.
 """
 

@@ -7,10 +7,10 @@ the prompts it submitted through the passthrough: GET /queue, /history and /jobs
 (their paging, `max_items`/`offset` and `limit`/`offset`, applied after the filter, as ComfyUI
 would on a history of the key's own); GET /history/{id} and /jobs/{id} of another key's prompt,
 and /view of a file that is neither an output of the key's prompts nor in its own folder of the
-input folder (its uploads: app.compat.passthrough_upload), are a 404, exactly as for one that
+input folder (its uploads: app.compat.comfy.upload), are a 404, exactly as for one that
 does not exist. GET /object_info leaves out of its lists of input files and folders those in
 other keys' upload folders and jobs' input folders (`gw-…`). The filtered lists read ComfyUI's
-whole answer. The query was parsed once (app.compat.passthrough_parse): the file /view checks is
+whole answer. The query was parsed once (app.compat.comfy.parse): the file /view checks is
 the one ComfyUI serves.
 """
 
@@ -23,9 +23,9 @@ from typing import Any
 
 from fastapi.responses import JSONResponse, Response
 
-from app.compat.passthrough import Endpoint, Kind
-from app.compat.passthrough_owners import OwnedPrompts
-from app.compat.passthrough_parse import FileRef, in_folder, target, view_file
+from app.compat.comfy.owners import OwnedPrompts
+from app.compat.comfy.parse import FileRef, in_folder, target, view_file
+from app.compat.comfy.rules import Endpoint, Kind
 from app.core.errors import InvalidRequest, NotFound
 from app.core.keys import GATEWAY_FOLDER_PREFIX, Caller
 from app.core.limits import limit_for

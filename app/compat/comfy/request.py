@@ -1,12 +1,12 @@
 """A request the passthrough forwards, made ready: what goes to ComfyUI, or the answer given here.
 
-COMFY_PASSTHROUGH=true, for every caller but an admin key: the endpoint is decided
-(app.compat.passthrough), the path and query parsed once (passthrough_parse), the body read whole
-within PASSTHROUGH_BODY_TIMEOUT_S before any connection to ComfyUI is taken (408 past it), what
-it asks for checked, and what goes on is rebuilt from what was read: the query re-encoded, a JSON
-body re-serialized (POST /prompt: passthrough_submit), an upload's form rebuilt
-(passthrough_upload); a body ComfyUI reads none of (a GET's, a cancel's) does not go on. A key's
-narrowed reads are answered here (passthrough_reads).
+COMFY_PASSTHROUGH=true, for every caller but an admin key: the endpoint is decided (rules), the
+path and query parsed once (parse), the body read whole within PASSTHROUGH_BODY_TIMEOUT_S before
+any connection to ComfyUI is taken (408 past it), what it asks for checked, and what goes on is
+rebuilt from what was read: the query re-encoded, a JSON body re-serialized (POST /prompt:
+submit), an upload's form rebuilt (upload); a body ComfyUI reads none of (a GET's, a cancel's)
+does not go on. A key's narrowed reads are answered here (reads). The modules named are
+app.compat.comfy's.
 
 COMFY_PASSTHROUGH=full, and admin keys: the request goes on as it came, its body streamed, which
 must arrive within PASSTHROUGH_BODY_TIMEOUT_S all the same.
@@ -22,12 +22,13 @@ from dataclasses import dataclass
 from fastapi import Request
 from fastapi.responses import Response
 
-from app.compat import passthrough_reads as reads
-from app.compat.comfy_ws import check_running
-from app.compat.passthrough import BODY_CHECK_MAX_BYTES, Kind, Passthrough, authorize, endpoint
-from app.compat.passthrough_parse import FileRef, parse_query, path_parts, target, view_file
-from app.compat.passthrough_submit import Submission, submission
-from app.compat.passthrough_upload import rebuilt_upload
+from app.compat.comfy import reads
+from app.compat.comfy.parse import FileRef, parse_query, path_parts, target, view_file
+from app.compat.comfy.rules import BODY_CHECK_MAX_BYTES, Kind, authorize, endpoint
+from app.compat.comfy.state import Passthrough
+from app.compat.comfy.submit import Submission, submission
+from app.compat.comfy.upload import rebuilt_upload
+from app.compat.comfy.ws import check_running
 from app.core.errors import RequestTimeout
 from app.core.keys import Caller
 from app.gateway import Gateway

@@ -19,7 +19,7 @@ from typing import Any
 from PIL import Image, ImageOps, UnidentifiedImageError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from app.compat import a1111
+from app.compat.a1111 import terms
 from app.core.errors import ComfyUnavailable, Interrupted, InvalidRequest
 from app.core.keys import Caller
 from app.gateway import Gateway
@@ -207,7 +207,7 @@ def module_input(flow: Workflow, values: dict[str, Any]) -> BaseModel:
 
 async def run_images(
     gateway: Gateway, caller: Caller, state: SdapiState, flow: Workflow,
-    inputs: list[dict[str, Any]], loras: list[tuple[str, a1111.LoraTag]], warnings: list[str],
+    inputs: list[dict[str, Any]], loras: list[tuple[str, terms.LoraTag]], warnings: list[str],
 ) -> list[str]:  # fmt: skip
     """Run one job per input, in order; an interrupt keeps the images made so far."""
     generation = Generation(total=len(inputs), owner=caller.id)
@@ -220,7 +220,7 @@ async def run_images(
             data = module_input(flow, values)
             graph = flow.graph(data)
             if loras and "loras" not in (flow.input_model.model_fields if flow.input_model else {}):
-                graph = a1111.add_loras(graph, loras)
+                graph = terms.add_loras(graph, loras)
             generation.job_id = f"sdapi-{uuid.uuid4().hex[:12]}"
             try:
                 result = await gateway.run_job(

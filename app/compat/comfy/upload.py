@@ -6,7 +6,7 @@ and for a mask `original_ref`, the file the mask's alpha is laid on, `output` by
 writes the file under its name as given, into whichever folder `type` names. So the form is read
 here once, for every caller but an admin key (COMFY_PASSTHROUGH=true), and a 400 located at the
 field refuses: a repeated field, an `image` that is not a file, a file name that is not a plain
-name (folders, annotations: app.compat.passthrough_parse), a `type` other than `input`, a
+name (folders, annotations: app.compat.comfy.parse), a `type` other than `input`, a
 subfolder that is not a plain relative path or that is one of the gateway's folders (`gw-…`), a
 mask without a readable original_ref. Each file is held to the input caps (INPUT_MAX_MB,
 MAX_INPUT_PIXELS from its header) and ComfyUI gets a form rebuilt from what was read; fields
@@ -30,7 +30,7 @@ import httpx
 from fastapi import HTTPException, Request
 from starlette.datastructures import UploadFile
 
-from app.compat.passthrough_parse import (
+from app.compat.comfy.parse import (
     FileRef,
     file_ref,
     in_folder,

@@ -1,9 +1,9 @@
 """AUTOMATIC1111's API under /sdapi/v1, so A1111 clients work against the gateway unchanged.
 
 txt2img and img2img run the shipped workflow modules of SDAPI_WORKFLOW_FAMILY (see
-`app.sdapi`); the listings come from the running ComfyUI; `/options` holds the checkpoint that
-generations use unless they override it. Fields that cannot be honoured are named in the
-`warnings` of `info`; invalid ones are a 400 naming the field.
+app.compat.a1111.generations); the listings come from the running ComfyUI; `/options` holds the
+checkpoint that generations use unless they override it. Fields that cannot be honoured are
+named in the `warnings` of `info`; invalid ones are a 400 naming the field.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from typing import Any
 from fastapi import APIRouter, Request
 from pydantic import BaseModel
 
-from app.compat import a1111, sdapi
-from app.compat.sdapi import Img2ImgRequest, SdapiState, SdapiStates, Txt2ImgRequest
+from app.compat.a1111 import generations, terms
+from app.compat.a1111.generations import Img2ImgRequest, SdapiState, SdapiStates, Txt2ImgRequest
 from app.core.errors import InvalidRequest
 from app.core.keys import caller_of
 from app.gateway import Gateway
@@ -44,7 +44,7 @@ def parts(request: Request) -> tuple[Gateway, Registry, SdapiState, str]:
 async def generate(request: Request, req: Txt2ImgRequest, kind: str) -> dict[str, Any]:
     gateway, registry, state, family = parts(request)
     fields = req.model_dump()
-    warnings = a1111.unsupported(fields)
+    warnings = terms.unsupported(fields)
     warnings += [
         f"override_settings.{key} is not supported and was ignored"
         for key in req.override_settings
@@ -55,42 +55,42 @@ async def generate(request: Request, req: Txt2ImgRequest, kind: str) -> dict[str
         name = "inpaint" if family == "sd15" else "img2img"
         if family != "sd15":
             warnings.append(f"mask is ignored: the {family} workflows have no inpainting")
-    flow = sdapi.workflow(registry, family, name)
+    flow = generations.workflow(registry, family, name)
     assert flow.input_model is not None
     model = flow.input_model
-    width = a1111.image_size(req.width, "width", warnings)
-    height = a1111.image_size(req.height, "height", warnings)
+    width = terms.image_size(req.width, "width", warnings)
+    height = terms.image_size(req.height, "height", warnings)
     try:
-        prompt, tags = a1111.split_loras(req.prompt)
+        prompt, tags = terms.split_loras(req.prompt)
     except ValueError as e:
         raise InvalidRequest(str(e), location="prompt") from None
-    negative, unused = a1111.split_loras(req.negative_prompt)
+    negative, unused = terms.split_loras(req.negative_prompt)
     if unused:
         warnings.append("LoRAs in negative_prompt are not supported and were ignored")
     loras = []
     if tags:
         files = await gateway.comfy.model_files("loras")
         for tag in tags:
-            file = a1111.find_file(tag.name, files)
+            file = terms.find_file(tag.name, files)
             if file is None:
                 warnings.append(f"LoRA {tag.name!r} is not installed and was ignored")
             else:
                 loras.append((file, tag))
     checkpoint = checkpoint_for(model, req.override_settings.get("sd_model_checkpoint"), state)
-    sampler, scheduler = a1111.sampler_and_scheduler(
+    sampler, scheduler = terms.sampler_and_scheduler(
         req.sampler_name or req.sampler_index,
         req.scheduler,
-        a1111.allowed(model, "sampler_name"),
-        a1111.allowed(model, "scheduler"),
+        terms.allowed(model, "sampler_name"),
+        terms.allowed(model, "scheduler"),
         warnings,
     )
     count = req.batch_size * req.n_iter
-    if count > sdapi.MAX_IMAGES:
+    if count > generations.MAX_IMAGES:
         raise InvalidRequest(
-            f"batch_size x n_iter is {count}; at most {sdapi.MAX_IMAGES} images per request",
+            f"batch_size x n_iter is {count}; at most {generations.MAX_IMAGES} images per request",
             location="batch_size",
         )
-    seed = a1111.seed_of(req.seed)
+    seed = terms.seed_of(req.seed)
     base: dict[str, Any] = {
         "prompt": prompt or " ",  # the modules need text; a space encodes as an empty prompt
         "negative_prompt": negative,
@@ -112,14 +112,14 @@ async def generate(request: Request, req: Txt2ImgRequest, kind: str) -> dict[str
     if isinstance(req, Img2ImgRequest):
         settings = gateway.settings
         caps = InputCaps.from_settings(settings)
-        await asyncio.to_thread(sdapi.prepare_images, fields, (width, height), warnings, caps)
+        await asyncio.to_thread(generations.prepare_images, fields, (width, height), warnings, caps)
         for i, values in enumerate(inputs):
             values["denoise"] = req.denoising_strength
             values["image"] = fields["init_images"][i % len(fields["init_images"])]
             if fields.get("mask"):
                 values["mask"] = fields["mask"]
     caller = caller_of(request.scope)
-    images = await sdapi.run_images(gateway, caller, state, flow, inputs, loras, warnings)
+    images = await generations.run_images(gateway, caller, state, flow, inputs, loras, warnings)
     info = {
         "prompt": req.prompt,
         "negative_prompt": req.negative_prompt,
@@ -153,8 +153,8 @@ def checkpoint_for(model: type[BaseModel], override: Any, state: SdapiState) -> 
     """The checkpoint file for this generation: override_settings, else /options, else default."""
     if override is None:
         return state.checkpoint
-    choices = a1111.allowed(model, "checkpoint")
-    found = a1111.find_file(str(override), choices) if choices is not None else str(override)
+    choices = terms.allowed(model, "checkpoint")
+    found = terms.find_file(str(override), choices) if choices is not None else str(override)
     if found is None:
         raise InvalidRequest(
             f"checkpoint {override!r} is not installed; installed: {', '.join(choices or [])}",
@@ -196,10 +196,10 @@ async def sd_models(request: Request) -> list[dict[str, Any]]:
 async def samplers(request: Request) -> list[dict[str, Any]]:
     """The A1111 samplers this ComfyUI can run, with the ComfyUI sampler as alias."""
     flow = txt2img_flow(request)
-    have = a1111.allowed(flow.input_model, "sampler_name") if flow.input_model else None
+    have = terms.allowed(flow.input_model, "sampler_name") if flow.input_model else None
     return [
         {"name": name, "aliases": [comfy], "options": {}}
-        for name, comfy in a1111.SAMPLERS.items()
+        for name, comfy in terms.SAMPLERS.items()
         if have is None or comfy in have
     ]
 
@@ -208,16 +208,16 @@ async def samplers(request: Request) -> list[dict[str, Any]]:
 async def schedulers(request: Request) -> list[dict[str, Any]]:
     """The A1111 schedulers this ComfyUI can run."""
     flow = txt2img_flow(request)
-    have = a1111.allowed(flow.input_model, "scheduler") if flow.input_model else None
+    have = terms.allowed(flow.input_model, "scheduler") if flow.input_model else None
     return [
         {
             "name": name,
-            "label": a1111.SCHEDULER_LABELS[name],
+            "label": terms.SCHEDULER_LABELS[name],
             "aliases": [comfy],
             "default_rho": -1,
             "need_inner_model": False,
         }
-        for name, comfy in a1111.SCHEDULERS.items()
+        for name, comfy in terms.SCHEDULERS.items()
         if have is None or comfy in have
     ]
 
@@ -235,7 +235,7 @@ async def loras(request: Request) -> list[dict[str, Any]]:
 
 def txt2img_flow(request: Request) -> Any:
     _, registry, _, family = parts(request)
-    return sdapi.workflow(registry, family, "txt2img")
+    return generations.workflow(registry, family, "txt2img")
 
 
 @router.get("/options")
@@ -243,7 +243,7 @@ async def get_options(request: Request) -> dict[str, Any]:
     """The options this gateway process holds for the API key; `sd_model_checkpoint` is the
     one its generations use."""
     state = parts(request)[2]
-    checkpoint = state.checkpoint or sdapi.default_checkpoint(txt2img_flow(request))
+    checkpoint = state.checkpoint or generations.default_checkpoint(txt2img_flow(request))
     return {**state.options, "sd_model_checkpoint": checkpoint, "sd_checkpoint_hash": None}
 
 
@@ -268,7 +268,7 @@ async def get_progress(request: Request) -> dict[str, Any]:
     generation (an admin key's: the oldest of any key)."""
     caller = caller_of(request.scope)
     states: SdapiStates = request.app.state.sdapi
-    return await sdapi.progress(request.app.state.gateway, caller, states.visible(caller))
+    return await generations.progress(request.app.state.gateway, caller, states.visible(caller))
 
 
 @router.post("/interrupt")
@@ -277,7 +277,7 @@ async def interrupt(request: Request) -> dict[str, Any]:
     requests answer with the images made so far."""
     caller = caller_of(request.scope)
     states: SdapiStates = request.app.state.sdapi
-    await sdapi.interrupt(request.app.state.gateway, caller, states.visible(caller))
+    await generations.interrupt(request.app.state.gateway, caller, states.visible(caller))
     return {}
 
 
