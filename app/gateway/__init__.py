@@ -8,6 +8,5 @@ ComfyUI's model listing).
 """
 
 from app.gateway.gateway import Gateway
-from app.gateway.state import gateway_state
 
-__all__ = ["Gateway", "gateway_state"]
+__all__ = ["Gateway"]

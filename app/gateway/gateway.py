@@ -18,7 +18,7 @@ from app.comfy.process import ComfyStartError
 from app.core.addresses import AddressPolicy
 from app.core.errors import ComfyUnavailable
 from app.core.keys import owner_label
-from app.core.metrics import GatewayMetrics
+from app.core.metrics import GatewayMetrics, GatewayState
 from app.core.records import JobHistory
 from app.core.schemas import PromptResponse
 from app.core.settings import Settings
@@ -26,7 +26,6 @@ from app.fleet.fleet import Fleet
 from app.gateway.comfy import ComfyAccess
 from app.gateway.door import JobDoor
 from app.gateway.pool import Pool
-from app.gateway.state import gateway_state
 from app.jobs.finish import Finisher
 from app.jobs.inputs import InputFiles
 from app.jobs.runner import JobRunner
@@ -99,7 +98,17 @@ class Gateway(JobDoor):
         if settings.queue_url is not None:
             self.fleet = Fleet(settings, self.jobs, self.pool.scheduler, self.webhooks, addresses)
         self.comfy = ComfyAccess(self.pool, lambda: self.stopping, settings)
-        self.metrics.watch(gateway_state(self))
+        self.metrics.watch(  # what /metrics reads when it is scraped
+            GatewayState(
+                queue_depth=lambda: self.queue_depth,
+                max_queue_depth=settings.max_queue_depth,
+                ready=lambda: self.not_ready_reason() is None,
+                instances=self.pool.readings,
+                system_events_dropped=lambda: (
+                    self.system_events.dropped if self.system_events else 0
+                ),
+            )
+        )
         self.jobs.metrics = self.webhooks.metrics = self.metrics
         self.inputs.metrics = self.uploader.metrics = self.metrics
         self.started = False

@@ -16,6 +16,7 @@ from typing import Any
 from app.comfy.instance import ComfyInstance, InstanceState
 from app.comfy.process import ComfyStartError
 from app.core.errors import ComfyUnavailable, GatewayError
+from app.core.metrics import InstanceReading
 from app.core.settings import Settings
 from app.jobs.scheduler import Scheduler
 
@@ -117,6 +118,25 @@ class Pool:
     @property
     def comfy_queue(self) -> int:
         return sum(i.comfy_queue for i in self.instances)
+
+    def readings(self) -> list[InstanceReading]:
+        """What /metrics reads of each instance when it is scraped."""
+        readings = []
+        for i in self.instances:
+            proc, running = i.process.proc, i.process.running
+            rss_mb = i.rss_mb()
+            readings.append(
+                InstanceReading(
+                    index=i.index,
+                    up=running and i.tracker.connected.is_set(),
+                    restarts=i.process.restarts,
+                    pid=proc.pid if proc and running else None,
+                    version=i.client.version,
+                    jobs_run=i.jobs_run,
+                    rss_bytes=None if rss_mb is None else rss_mb * 2**20,
+                )
+            )
+        return readings
 
     def fail_all(self, error: GatewayError) -> None:
         for instance in self.instances:
