@@ -38,12 +38,13 @@ integration: $(BIN)/.installed $(TINY_MODELS) redis $(NODE_DEPS)  ## The integra
 	home=$(call comfy_home,$(COMFYUI_SOURCE)); \
 	TEST_COMFY_HOME=$$home $(BIN)/pytest tests/integration --durations=10
 
-check: $(BIN)/.installed  ## Lint, format check, type check, and the layers of app/
+check: $(BIN)/.installed  ## Lint, format check, type check, the layers of app/, module sizes
 	$(BIN)/ruff check app tests bench scripts workflows docker
 	$(BIN)/ruff format --check app tests bench scripts workflows docker
 	$(BIN)/mypy
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/python scripts/check_workflow_imports.py workflows
+	$(BIN)/python scripts/check_module_size.py app
 	$(BIN)/hadolint Dockerfile docker/*.Dockerfile
 	$(BIN)/shellcheck docker/build.sh scripts/install_comfyui.sh
 

@@ -20,7 +20,8 @@ from app.compat.a1111.generations import SdapiStates
 from app.compat.comfy import proxy as comfy_proxy
 from app.compat.v1 import routes as api_v1
 from app.core.settings import PassthroughMode, Settings
-from app.edge.auth import OPEN_PATHS, ApiKeyAuth, ApiKeys, document_api_keys
+from app.edge.api_keys import ApiKeys
+from app.edge.auth import OPEN_PATHS, ApiKeyAuth, document_api_keys
 from app.edge.body_limit import BodySizeLimit
 from app.edge.cors import add_cors
 from app.edge.errors import install_handlers

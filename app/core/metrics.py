@@ -2,7 +2,8 @@
 
 Counters and histograms are updated where things happen: a request ends
 (app.edge.request_metrics), a job ends, a webhook delivery ends, input or output bytes move.
-Gauges read the gateway's state when `/metrics` is scraped, so they cost nothing between scrapes.
+Gauges read the gateway's state when `/metrics` is scraped (app.core.readings), so they cost
+nothing between scrapes.
 Labels are bounded: routes are templates (`/prompt/{id}`, never a raw path), workflows are the
 loaded modules, outcomes and error codes are fixed sets.
 
@@ -13,8 +14,6 @@ GatewayMetrics; so they can be built and tested without one.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from prometheus_client import (
@@ -25,11 +24,10 @@ from prometheus_client import (
     ProcessCollector,
     disable_created_metrics,
 )
-from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
 
 from app.core.key_metrics import KeyMetrics
 from app.core.keys import owner_label
+from app.core.readings import GatewayState, StateCollector
 
 if TYPE_CHECKING:
     from app.core.records import JobRecord
@@ -73,98 +71,6 @@ class MetricsHooks:
 
     def key_limited(self, key: str, limit: str) -> None:
         """A key's KEY_LIMITS refused a request: `requests_per_minute` or `max_jobs`."""
-
-
-@dataclass(frozen=True)
-class InstanceReading:
-    """One ComfyUI instance at scrape time."""
-
-    index: int
-    up: bool  # its process runs and its event stream is connected
-    restarts: int
-    pid: int | None
-    version: str | None
-    jobs_run: int
-    rss_bytes: float | None
-
-
-@dataclass
-class GatewayState:
-    """How to read, at scrape time, what the gateway is doing."""
-
-    queue_depth: Callable[[], int]
-    max_queue_depth: int
-    ready: Callable[[], bool]
-    instances: Callable[[], list[InstanceReading]]
-    system_events_dropped: Callable[[], int] = lambda: 0
-
-
-class _StateCollector(Collector):
-    def __init__(self, state: GatewayState) -> None:
-        self.state = state
-
-    def collect(self) -> Iterable[Metric]:
-        s = self.state
-        info = GaugeMetricFamily(
-            "comfy_gateway_comfyui_info",
-            "The ComfyUI of each instance, by version (absent until it has answered)",
-            labels=["instance", "version"],
-        )
-        up = GaugeMetricFamily(
-            "comfy_gateway_comfyui_up",
-            "1 while the instance's ComfyUI runs and its event stream is connected",
-            labels=["instance"],
-        )
-        restarts = CounterMetricFamily(
-            "comfy_gateway_comfyui_restarts",
-            "Times the instance's ComfyUI was started again (after it exited, or recycled)",
-            labels=["instance"],
-        )
-        jobs = CounterMetricFamily(
-            "comfy_gateway_comfyui_jobs",
-            "Jobs the instance ran (or began to run)",
-            labels=["instance"],
-        )
-        rss = GaugeMetricFamily(
-            "comfy_gateway_comfyui_resident_memory_bytes",
-            "Resident memory of the instance's ComfyUI process",
-            labels=["instance"],
-        )
-        for instance in s.instances():
-            label = [str(instance.index)]
-            if instance.version:
-                info.add_metric([*label, instance.version], 1)
-            up.add_metric(label, int(instance.up))
-            restarts.add_metric(label, instance.restarts)
-            jobs.add_metric(label, instance.jobs_run)
-            if instance.rss_bytes is not None:
-                rss.add_metric(label, instance.rss_bytes)
-        return [
-            info,
-            up,
-            restarts,
-            jobs,
-            rss,
-            GaugeMetricFamily(
-                "comfy_gateway_queue_depth",
-                "Jobs waiting in the gateway or queued or running in ComfyUI (what "
-                "MAX_QUEUE_DEPTH caps)",
-                value=s.queue_depth(),
-            ),
-            GaugeMetricFamily(
-                "comfy_gateway_max_queue_depth",
-                "MAX_QUEUE_DEPTH: the queue depth at which /ready turns 503 (0: no cap)",
-                value=s.max_queue_depth,
-            ),
-            GaugeMetricFamily(
-                "comfy_gateway_ready", "1 while /ready answers 200", value=int(s.ready())
-            ),
-            CounterMetricFamily(
-                "comfy_gateway_system_events_dropped",
-                "ComfyUI events not forwarded to SYSTEM_WEBHOOK_URL because its buffer was full",
-                value=s.system_events_dropped(),
-            ),
-        ]
 
 
 class GatewayMetrics(MetricsHooks):
@@ -260,7 +166,7 @@ class GatewayMetrics(MetricsHooks):
 
     def watch(self, state: GatewayState) -> None:
         """Report the gateway's state, and its ComfyUI child's resources, on every scrape."""
-        self.registry.register(_StateCollector(state))
+        self.registry.register(StateCollector(state))
 
         def first_pid() -> int | str:  # comfyui_process_*: the first instance's, as always
             instances = state.instances()

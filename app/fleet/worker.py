@@ -1,8 +1,9 @@
 """FleetWorker: the running side of the fleet. Pulls a job from Redis whenever one of this
 gateway's ComfyUI instances is free, runs it with the local job runner as its owner's (the API
 key that made it), mirrors its events into Redis, and has its outcome recorded once
-(app.fleet.outcomes). Whatever fails while a pulled job is started, nothing stays taken: the job
-runs, or ends with a reported failure, or (Redis out of reach) stays pending for a takeover.
+(app.fleet.outcomes). Whether a pulled job starts here at all is app.fleet.admit's. Whatever
+fails while a pulled job is started, nothing stays taken: the job runs, or ends with a reported
+failure, or (Redis out of reach) stays pending for a takeover.
 
 A job stays pending in the stream while it runs and is heartbeated (its idle time reset); when
 a gateway dies, its jobs go idle and another gateway takes them over after
@@ -25,15 +26,14 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from app.core.errors import ComfyUnavailable, GatewayError
+from app.core.errors import GatewayError
 from app.core.options import JobOptions
-from app.core.records import JobEvent
 from app.core.settings import Settings
+from app.fleet.admit import admit
 from app.fleet.outcomes import Outcomes, internal_error
-from app.fleet.queue import spec_of
 from app.fleet.sink import EventSink
 from app.fleet.store import FleetStore
-from app.fleet.stream import NOT_HELD, NOTHING_TO_START, Pulled
+from app.fleet.stream import Pulled
 from app.jobs.job import Job
 from app.jobs.runner import JobRunner
 from app.jobs.scheduler import Scheduler
@@ -157,37 +157,12 @@ class FleetWorker:
     async def _run(self, pulled: Pulled) -> None:
         """Start a pulled job here, or end it if it cannot be started. Redis errors leave it
         pending (raised); the runner's refusal, or any error of its, ends it."""
-        state = await self.store.state(pulled.key)
-        current = state.get("msg", pulled.message_id) == pulled.message_id
-        if not state or "done" in state or not current:  # ended, expired, or not its generation
-            if current and pulled.reclaimed and "done" in state and "delivered" not in state:
-                # Its gateway stopped between recording the outcome and the webhooks.
-                await self.outcomes.redeliver(pulled.key, state)
-            await self.outcomes.ack(pulled)
-            return
-        spec = spec_of(state)
-        started = int(state.get("attempts") or 0)
-        if started >= self.max_attempts:
-            lost = ComfyUnavailable(
-                f"the job was started {started} time(s) by gateways that stopped before it ended "
-                f"(JOB_MAX_ATTEMPTS={self.max_attempts})"
-            )
-            await self.outcomes.end_unstarted(pulled, spec, lost)
-            return
-        attempt = await self.store.start(pulled, self.consumer)
-        if attempt == NOT_HELD:
-            return  # another gateway took the message over meanwhile: it is that one's now
-        if attempt == NOTHING_TO_START:
-            await self.outcomes.ack(pulled)  # interrupted (or replaced) meanwhile
-            return
-        if attempt > 1:
-            log.warning("job %s: taken over from a gateway that stopped (start %d of at most %d)",
-                        spec["id"], attempt, self.max_attempts)  # fmt: skip
-            queued = JobEvent(0, "queued", {"id": spec["id"], "attempt": attempt})
-            await self.store.append_all(pulled, self.consumer, [(queued, "queued", None)])
-        # Heartbeated from the pull on (self.starting): the runner downloads the job's models
-        # and inputs before it places the job, which may take longer than the visibility timeout.
-        await self._launch(pulled, spec)
+        spec = await admit(self.store, self.outcomes, pulled, self.consumer, self.max_attempts)
+        if spec is not None:
+            # Heartbeated from the pull on (self.starting): the runner downloads the job's
+            # models and inputs before it places the job, which may take longer than the
+            # visibility timeout.
+            await self._launch(pulled, spec)
 
     async def _launch(self, pulled: Pulled, spec: dict[str, Any]) -> None:
         """Hand the job to the runner; from then on the runner ends it, and _finished follows."""

@@ -18,7 +18,8 @@ from app.comfy.process import ComfyStartError
 from app.core.addresses import AddressPolicy
 from app.core.errors import ComfyUnavailable
 from app.core.keys import owner_label
-from app.core.metrics import GatewayMetrics, GatewayState
+from app.core.metrics import GatewayMetrics
+from app.core.readings import GatewayState
 from app.core.records import JobHistory
 from app.core.schemas import PromptResponse
 from app.core.settings import Settings

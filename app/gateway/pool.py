@@ -16,7 +16,7 @@ from typing import Any
 from app.comfy.instance import ComfyInstance, InstanceState
 from app.comfy.process import ComfyStartError
 from app.core.errors import ComfyUnavailable, GatewayError
-from app.core.metrics import InstanceReading
+from app.core.readings import InstanceReading
 from app.core.settings import Settings
 from app.jobs.scheduler import Scheduler
 

@@ -24,7 +24,8 @@ import yaml
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.core.metrics import GatewayMetrics, GatewayState, InstanceReading
+from app.core.metrics import GatewayMetrics
+from app.core.readings import GatewayState, InstanceReading
 from app.core.settings import PROJECT_ROOT, SECRET_SETTINGS, Settings
 from app.fleet.store import GROUP, FleetStore
 

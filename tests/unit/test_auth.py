@@ -14,7 +14,8 @@ from fastapi import FastAPI, WebSocket
 from starlette.types import Message
 
 from app.core.settings import SettingsError, load_settings
-from app.edge.auth import OPEN_PATHS, ApiKeys
+from app.edge.api_keys import ApiKeys
+from app.edge.auth import OPEN_PATHS
 from app.main import create_app
 
 KEY = "k3y-0123456789abcdef"
@@ -171,7 +172,7 @@ def test_broken_key_file_keeps_the_last_good_keys(
         path.write_text("")
     else:
         path.write_text("nope\n")
-    with caplog.at_level(logging.WARNING, logger="app.edge.auth"):
+    with caplog.at_level(logging.WARNING, logger="app.edge.api_keys"):
         for _ in range(3):  # three reloads, one warning
             clock.now += 10
             assert keys.accepts(KEY)

@@ -10,7 +10,8 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 
 from app.core.errors import GatewayError, QueueFull
-from app.edge.auth import ApiKeyAuth, ApiKeys
+from app.edge.api_keys import ApiKeys
+from app.edge.auth import ApiKeyAuth
 from app.edge.body_limit import BodySizeLimit
 from app.edge.errors import add_error_style, install_handlers
 

@@ -13,7 +13,8 @@ from fastapi import APIRouter, FastAPI
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.core.metrics import JOB_BUCKETS_S, GatewayMetrics, GatewayState, InstanceReading
+from app.core.metrics import JOB_BUCKETS_S, GatewayMetrics
+from app.core.readings import GatewayState, InstanceReading
 from app.core.records import JobRecord
 from app.core.settings import load_settings
 from app.edge.request_metrics import RequestMetrics
@@ -125,7 +126,8 @@ async def test_requests_are_counted_by_route_template(
 async def test_included_router_prefixes_are_in_the_template(
     path: str, headers: dict[str, str], status: int
 ) -> None:
-    from app.edge.auth import ApiKeyAuth, ApiKeys
+    from app.edge.api_keys import ApiKeys
+    from app.edge.auth import ApiKeyAuth
 
     metrics = GatewayMetrics("t")
     app = FastAPI()

@@ -16,7 +16,7 @@ from fastapi import FastAPI
 from app.core.keys import ANONYMOUS, Caller, KeyEntry, caller_of, owner_label, split_entry
 from app.core.limits import NO_LIMIT, KeyLimit, RateLimiter, limit_for, parse_key_limits
 from app.core.settings import SettingsError, load_settings
-from app.edge.auth import ApiKeys
+from app.edge.api_keys import ApiKeys
 from app.main import create_app
 
 KEY = "k3y-0123456789abcdef"
