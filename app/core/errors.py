@@ -249,6 +249,11 @@ class PromptTimeout(GatewayError):
     status = 504
     code = "timeout"
 
+    @classmethod
+    def after(cls, timeout_s: float | None) -> PromptTimeout:
+        """The error of a job that ran past its deadline (which only a PROMPT_TIMEOUT_S sets)."""
+        return cls(f"the job ran past PROMPT_TIMEOUT_S ({timeout_s:g}s) and was interrupted")
+
 
 class InsufficientStorage(GatewayError):
     """A disk filled up (ENOSPC) while a request's files or a job's outputs were written; or a

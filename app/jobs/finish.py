@@ -89,9 +89,7 @@ class Finisher:
         except TimeoutError:
             with contextlib.suppress(GatewayError):
                 await client.cancel(waiter.prompt_id)
-            raise PromptTimeout(
-                f"the job ran past PROMPT_TIMEOUT_S ({self.timeout_s:g}s) and was interrupted"
-            ) from None
+            raise PromptTimeout.after(self.timeout_s) from None
 
 
 def _ms(seconds: float) -> float:

@@ -2,17 +2,17 @@
 
 A bounded LRU in this process's memory (RESULT_CACHE_MAX_MB), counted in the bytes of the files
 and their names. The routes consult and fill it (app.routes.respond for POST /prompt with
-`cache`, app.compat.prompts_v1 for /api/v1/prompts); what may be cached at all is
+`cache`, app.compat.v1.routes for /api/v1/prompts); what may be cached at all is
 app.jobs.cacheable's call. A hit runs no job: ComfyUI never sees the request.
 """
 
 from __future__ import annotations
 
 import base64
-from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from app.core.bounded import BoundedMap
 from app.core.metrics import MetricsHooks
 
 # What an entry costs besides its bytes (the objects, the key), so that a flood of tiny results
@@ -53,9 +53,12 @@ class ResultCache:
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
-        self._entries: OrderedDict[str, CachedResult] = OrderedDict()
-        self.bytes = 0
+        self._entries: BoundedMap[str, CachedResult] = BoundedMap(max_bytes, size_of=_size)
         self.metrics = MetricsHooks()  # main hands in the gateway's metrics
+
+    @property
+    def bytes(self) -> int:
+        return self._entries.size
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -65,18 +68,13 @@ class ResultCache:
 
     def get(self, key: str) -> CachedResult | None:
         """The result for this digest, now the most recently used; None on a miss."""
-        entry = self._entries.get(key)
-        if entry is not None:
-            self._entries.move_to_end(key)
+        entry = self._entries.touch(key)
         self.metrics.result_cache_lookup("hit" if entry is not None else "miss")
         return entry
 
     def peek(self, key: str) -> CachedResult | None:
         """The result for this digest, for serving it again (not a lookup the metrics count)."""
-        entry = self._entries.get(key)
-        if entry is not None:
-            self._entries.move_to_end(key)
-        return entry
+        return self._entries.touch(key)
 
     def bypassed(self) -> None:
         """Count a request that asked for the cache with a graph it may not serve (random...)."""
@@ -84,16 +82,12 @@ class ResultCache:
 
     def put(self, key: str, result: CachedResult) -> bool:
         """Keep a result, evicting the least recently used; False if it alone is over the bound."""
-        size = result.size
-        if size > self.max_bytes:
+        if result.size > self.max_bytes:
             return False
-        old = self._entries.pop(key, None)
-        if old is not None:
-            self.bytes -= old.size
-        while self._entries and self.bytes + size > self.max_bytes:
-            _, evicted = self._entries.popitem(last=False)
-            self.bytes -= evicted.size
-        self._entries[key] = result
-        self.bytes += size
+        self._entries.put(key, result)
         self.metrics.result_cache_size(self.bytes, len(self._entries))
         return True
+
+
+def _size(result: CachedResult) -> int:
+    return result.size

@@ -143,9 +143,7 @@ class JobRunner(JobStart):
                 waiting, None if deadline is None else max(deadline - time.monotonic(), 0)
             )
         except TimeoutError:
-            raise PromptTimeout(
-                f"the job ran past PROMPT_TIMEOUT_S ({self.timeout_s:g}s) and was interrupted"
-            ) from None
+            raise PromptTimeout.after(self.timeout_s) from None
 
     async def _deliver(
         self, job: Job, result: dict[str, Any] | None, failure: GatewayError | None

@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
@@ -29,6 +28,7 @@ from app.comfy.client import ComfyClient
 from app.comfy.graph import Graph
 from app.comfy.model_inputs import model_inputs
 from app.core.addresses import AddressPolicy, AddressRefused
+from app.core.bounded import BoundedMap
 from app.core.downloads import ModelDownloadRequest, redact
 from app.core.errors import (
     ComfyUnavailable,
@@ -94,7 +94,10 @@ class ModelStore:
         self.watch = ModelWatch(client, self._tick)
         self.lander = Lander(self.cache, self.fetcher, self.watch, self.metrics, self._fetched)
         self.flights: dict[tuple[str, str, str | None, str], Download] = {}
-        self.downloads: OrderedDict[str, Download] = OrderedDict()
+        # The oldest finished ones go first; one in flight stays listed until it ends.
+        self.downloads: BoundedMap[str, Download] = BoundedMap(
+            KEEP_FINISHED, evictable=lambda download: download.finished
+        )
         self._folders: list[str] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -218,12 +221,7 @@ class ModelStore:
         self._check_max_downloads(owner, where)
         download = Download(uuid.uuid4().hex[:12], spec, where, owner, {owner})
         self.flights[spec.flight] = download
-        self.downloads[download.id] = download
-        while len(self.downloads) > KEEP_FINISHED:
-            oldest = next(iter(self.downloads.values()))
-            if not oldest.finished:
-                break
-            self.downloads.popitem(last=False)
+        self.downloads.put(download.id, download)
         task = asyncio.create_task(self._run(download, credentials), name=f"model-{download.id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

@@ -11,10 +11,10 @@ one used again moves to the end.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from app.core.bounded import BoundedMap
 from app.core.errors import Conflict
 
 SUBMITTED_MAX = 10_000
@@ -29,7 +29,7 @@ class Claims:
     def __init__(self, limit: int, *, foreign: Callable[[str], bool] = lambda _: False) -> None:
         self.limit = limit
         self.foreign = foreign
-        self._ids: OrderedDict[str, str | None] = OrderedDict()
+        self._ids: BoundedMap[str, str | None] = BoundedMap(limit)
 
     def claim(self, given: str, owner: str | None, location: str | None = None) -> bool:
         """Hold `given` for `owner`; True when it was not held before (so that a refusal can
@@ -44,13 +44,10 @@ class Claims:
         return new
 
     def add(self, given: str, owner: str | None = None) -> None:
-        self._ids[given] = owner
-        self._ids.move_to_end(given)
-        while len(self._ids) > self.limit:
-            self._ids.popitem(last=False)
+        self._ids.put(given, owner)
 
     def release(self, given: str) -> None:
-        self._ids.pop(given, None)
+        self._ids.pop(given)
 
     def __contains__(self, given: object) -> bool:
         return isinstance(given, str) and given in self._ids and not self.foreign(given)
@@ -79,7 +76,7 @@ class SubmittedPrompts(Claims):
 
     def newest(self, owner: str | None) -> list[str]:
         """The key's prompt ids, newest first."""
-        return [p for p, o in reversed(self._ids.items()) if o == owner and p in self]
+        return [p for p in reversed(self._ids) if self._ids[p] == owner and p in self]
 
 
 class ClientIds(Claims):

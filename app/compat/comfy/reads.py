@@ -17,7 +17,6 @@ the one ComfyUI serves.
 from __future__ import annotations
 
 import json
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Container, Iterator
 from typing import Any
 
@@ -26,6 +25,7 @@ from fastapi.responses import JSONResponse, Response
 from app.compat.comfy.owners import OwnedPrompts
 from app.compat.comfy.parse import FileRef, in_folder, target, view_file
 from app.compat.comfy.rules import Endpoint, Kind
+from app.core.bounded import BoundedMap
 from app.core.errors import InvalidRequest, NotFound
 from app.core.keys import GATEWAY_FOLDER_PREFIX, Caller
 from app.core.limits import limit_for
@@ -40,7 +40,7 @@ class ViewableFiles:
 
     def __init__(self) -> None:
         # An ended prompt's outputs never change: read from ComfyUI's history once.
-        self._outputs: OrderedDict[str, frozenset[FileRef]] = OrderedDict()
+        self._outputs: BoundedMap[str, frozenset[FileRef]] = BoundedMap(KEEP_PROMPTS)
 
     async def allows(
         self,
@@ -61,9 +61,7 @@ class ViewableFiles:
                 if entry is None:
                     continue  # still queued or running: no files yet
                 files = frozenset(output_refs(entry.get("outputs")))
-                self._outputs[prompt_id] = files
-                while len(self._outputs) > KEEP_PROMPTS:
-                    self._outputs.popitem(last=False)
+                self._outputs.put(prompt_id, files)
             if ref in files:
                 return True
         return False

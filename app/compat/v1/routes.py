@@ -6,8 +6,7 @@ import asyncio
 import json
 import re
 import uuid
-from collections import OrderedDict
-from typing import Any, TypeVar
+from typing import Any
 
 from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.responses import JSONResponse, Response
@@ -16,6 +15,7 @@ from app.comfy.graph import Graph, check_graph
 from app.compat.comfy.ws import check_running
 from app.compat.v1.answer import answer, file_response
 from app.compat.v1.request import read_graph
+from app.core.bounded import BoundedMap
 from app.core.errors import (
     ExecutionFailed,
     InsufficientStorage,
@@ -30,8 +30,6 @@ from app.jobs.canonical import digest
 from app.jobs.result_cache import CachedFile, CachedResult, ResultCache
 from app.media.caps import InputCaps
 from app.routes.respond import CacheUse, cache_key, decoded
-
-V = TypeVar("V")
 
 router = APIRouter(prefix="/api/v1", tags=["blocking API (/api/v1)"])
 
@@ -48,23 +46,16 @@ class V1State:
     """
 
     def __init__(self) -> None:
-        self.answered: OrderedDict[str, str] = OrderedDict()
-        self.graphs: OrderedDict[str, Graph] = OrderedDict()
+        self.answered: BoundedMap[str, str] = BoundedMap(KEEP_DIGESTS)
+        self.graphs: BoundedMap[str, Graph] = BoundedMap(KEEP_GRAPHS)
         self.last: dict[str | None, Graph] = {}  # each key's last graph (a key: one entry)
 
     def remember(
         self, key: str, request_id: str, prompt_id: str, graph: Graph, owner: str | None
     ) -> None:
-        _put(self.answered, key, request_id, KEEP_DIGESTS)
-        _put(self.graphs, prompt_id, graph, KEEP_GRAPHS)
+        self.answered.put(key, request_id)
+        self.graphs.put(prompt_id, graph)
         self.last[owner] = graph
-
-
-def _put(store: OrderedDict[str, V], key: str, value: V, cap: int) -> None:
-    store.pop(key, None)
-    store[key] = value
-    while len(store) > cap:
-        store.popitem(last=False)
 
 
 def install(app: FastAPI) -> None:

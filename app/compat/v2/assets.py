@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import posixpath
 import uuid
-from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
@@ -19,6 +18,7 @@ from typing import Any
 import blake3
 
 from app.compat.v2.envelope import RETENTION, iso, now
+from app.core.bounded import BoundedMap
 from app.core.keys import Caller
 
 MAX_ASSETS = 10_000
@@ -107,15 +107,13 @@ class AssetStore:
 
     def __init__(self, max_assets: int = MAX_ASSETS) -> None:
         self.max_assets = max_assets
-        self._by_id: OrderedDict[str, Asset] = OrderedDict()
+        self._by_id: BoundedMap[str, Asset] = BoundedMap(max_assets, on_evict=self._unhash)
         self._by_hash: dict[tuple[str | None, str], str] = {}
 
     def add(self, **fields: Any) -> Asset:
         asset = Asset(id=str(uuid.uuid4()), created_at=iso(now()), **fields)
-        self._by_id[asset.id] = asset
         self._by_hash.setdefault((asset.owner, asset.hash), asset.id)
-        while len(self._by_id) > self.max_assets:
-            self._forget(next(iter(self._by_id)))
+        self._by_id.put(asset.id, asset)
         return asset
 
     def get(self, asset_id: str, caller: Caller) -> Asset | None:
@@ -130,9 +128,12 @@ class AssetStore:
         return self.get(asset_id, caller) is not None and self._forget(asset_id)
 
     def _forget(self, asset_id: str) -> bool:
-        asset = self._by_id.pop(asset_id, None)
+        asset = self._by_id.pop(asset_id)
         if asset is None:
             return False
+        self._unhash(asset_id, asset)
+        return True
+
+    def _unhash(self, asset_id: str, asset: Asset) -> None:
         if self._by_hash.get((asset.owner, asset.hash)) == asset_id:
             del self._by_hash[(asset.owner, asset.hash)]
-        return True

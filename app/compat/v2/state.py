@@ -5,13 +5,13 @@ Idempotency-Keys, and the uploaded assets. All of it lives in this process, boun
 from __future__ import annotations
 
 import asyncio
-from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
 
 from app.comfy.graph import Graph
 from app.compat.v2.assets import AssetStore
 from app.compat.v2.envelope import now
+from app.core.bounded import BoundedMap
 from app.core.records import JobView
 
 MAX_JOBS = 10_000  # as many v2 jobs as the proxy keeps Idempotency-Keys
@@ -37,15 +37,13 @@ class V2State:
     """The v2 facade's memory, held on app.state.v2."""
 
     def __init__(self) -> None:
-        self.jobs: OrderedDict[str, V2Job] = OrderedDict()
-        self.keys: OrderedDict[str, None] = OrderedDict()
+        self.jobs: BoundedMap[str, V2Job] = BoundedMap(MAX_JOBS)
+        self.keys: BoundedMap[str, None] = BoundedMap(MAX_KEYS)  # the Idempotency-Keys claimed
         self.assets = AssetStore()
         self._watchers: set[asyncio.Task[None]] = set()
 
     def add(self, job: V2Job, record: JobView) -> None:
-        self.jobs[job.id] = job
-        while len(self.jobs) > MAX_JOBS:
-            self.jobs.popitem(last=False)
+        self.jobs.put(job.id, job)
         # The gateway's record keeps no clock times; note when it starts and ends.
         task = asyncio.create_task(_times(job, record), name=f"v2-times-{job.id}")
         self._watchers.add(task)
@@ -57,15 +55,13 @@ class V2State:
         scoped = key if owner is None else f"{owner}/{key}"
         if scoped in self.keys:
             return False
-        self.keys[scoped] = None
-        while len(self.keys) > MAX_KEYS:
-            self.keys.popitem(last=False)
+        self.keys.put(scoped, None)
         return True
 
     def release(self, key: str | None, owner: str | None) -> None:
         """Free a key whose request created no job, so that a retry may use it."""
         if key is not None:
-            self.keys.pop(key if owner is None else f"{owner}/{key}", None)
+            self.keys.pop(key if owner is None else f"{owner}/{key}")
 
 
 async def _times(job: V2Job, record: JobView) -> None:
