@@ -16,7 +16,7 @@ from app import __version__
 from app.comfy.process import ComfyStartError
 from app.compat import v2 as api_v2
 from app.compat.a1111 import routes as sdapi
-from app.compat.a1111.generations import SdapiStates
+from app.compat.a1111.state import SdapiStates
 from app.compat.comfy import proxy as comfy_proxy
 from app.compat.v1 import routes as api_v1
 from app.core.settings import PassthroughMode, Settings

@@ -10,14 +10,13 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
 from app.core.downloads import ModelCacheState, ModelDownloadRequest, ModelDownloadState
-from app.core.keys import caller_of
 from app.core.schemas import ErrorResponse
-from app.gateway import Gateway
+from app.routes.deps import CallerDep, GatewayDep
 from app.routes.json_body import StrictJsonRoute
 
 router = APIRouter(tags=["models"], route_class=StrictJsonRoute)
@@ -65,19 +64,14 @@ class DownloadList(BaseModel):
     )
 
 
-def gateway_of(request: Request) -> Gateway:
-    gateway: Gateway = request.app.state.gateway
-    return gateway
-
-
 @router.get(
     "/models",
     response_model=dict[str, list[str]],
     responses={503: {"model": ErrorResponse, "description": "ComfyUI is not reachable"}},
 )
-async def list_models(request: Request) -> dict[str, list[str]]:
+async def list_models(gateway: GatewayDep) -> dict[str, list[str]]:
     """Every model folder ComfyUI knows (`checkpoints`, `loras`, ...) with its files."""
-    return await gateway_of(request).comfy.models()
+    return await gateway.comfy.models()
 
 
 @router.post(
@@ -86,7 +80,9 @@ async def list_models(request: Request) -> dict[str, list[str]]:
     response_model=ModelDownloadState,
     responses=DOWNLOAD_ERRORS,
 )
-async def download_model(body: ModelDownloadRequest, request: Request) -> JSONResponse:
+async def download_model(
+    body: ModelDownloadRequest, gateway: GatewayDep, caller: CallerDep
+) -> JSONResponse:
     """Download a model into one of ComfyUI's model folders: 202 at once with the download's
     state (`Location` names where to follow it), or with `wait` 200 once the file is in place.
 
@@ -94,7 +90,6 @@ async def download_model(body: ModelDownloadRequest, request: Request) -> JSONRe
     `sha256`, when given) are right; the workflow enums and `/docs` list it before the download
     says `done`. A file already there under that name is not fetched again.
     """
-    gateway, caller = gateway_of(request), caller_of(request.scope)
     gateway.grants.check_download(caller, body)
     download = await gateway.models.request(body, owner=caller.id)
     if body.wait:
@@ -105,10 +100,10 @@ async def download_model(body: ModelDownloadRequest, request: Request) -> JSONRe
 
 
 @router.get("/models/downloads", response_model=DownloadList)
-async def list_downloads(request: Request) -> DownloadList:
+async def list_downloads(gateway: GatewayDep, caller: CallerDep) -> DownloadList:
     """The downloads in flight, and the last ones that ended: with API keys, those this key
     asked for (an admin key: all)."""
-    downloads = gateway_of(request).models.shown_to(caller_of(request.scope))
+    downloads = gateway.models.shown_to(caller)
     return DownloadList(downloads=[d.state() for d in downloads])
 
 
@@ -117,9 +112,9 @@ async def list_downloads(request: Request) -> DownloadList:
     response_model=ModelDownloadState,
     responses={404: {"model": ErrorResponse, "description": "Unknown here, or no longer kept"}},
 )
-async def download_state(id: str, request: Request) -> ModelDownloadState:
+async def download_state(id: str, gateway: GatewayDep, caller: CallerDep) -> ModelDownloadState:
     """One download: `status`, `bytes` of `total`, and how it ended."""
-    return gateway_of(request).models.get(id, caller_of(request.scope)).state()
+    return gateway.models.get(id, caller).state()
 
 
 @router.get(
@@ -130,10 +125,10 @@ async def download_state(id: str, request: Request) -> ModelDownloadState:
         404: {"model": ErrorResponse, "description": "Unknown here, or no longer kept"},
     },
 )
-async def download_events(id: str, request: Request) -> StreamingResponse:
+async def download_events(id: str, gateway: GatewayDep, caller: CallerDep) -> StreamingResponse:
     """A download's progress as Server-Sent Events: `progress` (the state, at most four times a
     second, as `bytes` grow), then `done` (the state) or `failed` (the error body)."""
-    download = gateway_of(request).models.get(id, caller_of(request.scope))
+    download = gateway.models.get(id, caller)
 
     async def frames() -> AsyncIterator[str]:
         async for state in download.follow():
@@ -152,8 +147,8 @@ async def download_events(id: str, request: Request) -> StreamingResponse:
 
 
 @router.get("/models/cache", response_model=ModelCacheState)
-async def model_cache(request: Request) -> ModelCacheState:
+async def model_cache(gateway: GatewayDep, caller: CallerDep) -> ModelCacheState:
     """The models the gateway downloaded (least recently used first), their room and their use;
     files put there by hand are not listed. With API keys a model's `source` is shown only to
     the key that downloaded it (and to admin keys)."""
-    return gateway_of(request).models.cache.state(caller_of(request.scope))
+    return gateway.models.cache.state(caller)

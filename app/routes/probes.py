@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from app.core.schemas import HealthResponse, ReadyResponse
-from app.gateway import Gateway
+from app.routes.deps import GatewayDep
 
 router = APIRouter(tags=["probes"])
 
@@ -16,10 +16,9 @@ router = APIRouter(tags=["probes"])
     response_model=HealthResponse,
     responses={503: {"description": "Start-up has not completed"}},
 )
-async def health(request: Request) -> JSONResponse:
+async def health(gateway: GatewayDep) -> JSONResponse:
     """200 once start-up has completed; stays 200 while ComfyUI is being restarted. `instances`
     says what each ComfyUI instance of the pool is doing."""
-    gateway: Gateway = request.app.state.gateway
     body = {
         "version": gateway.version,
         "comfyui_version": gateway.comfy.version,
@@ -35,9 +34,8 @@ async def health(request: Request) -> JSONResponse:
     response_model=ReadyResponse,
     responses={503: {"model": ReadyResponse, "description": "Keep traffic away for now"}},
 )
-async def ready(request: Request) -> JSONResponse:
+async def ready(gateway: GatewayDep) -> JSONResponse:
     """200 when ComfyUI answers, its event stream is connected and the queue has room."""
-    gateway: Gateway = request.app.state.gateway
     reason = gateway.not_ready_reason()
     body = ReadyResponse(
         status="not ready" if reason else "ready", reason=reason, queue_depth=gateway.queue_depth

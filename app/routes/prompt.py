@@ -6,7 +6,6 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import Response, StreamingResponse
 
 from app.core.errors import InvalidRequest
-from app.core.keys import caller_of
 from app.core.numbers import whole_number
 from app.core.records import JobView
 from app.core.schemas import (
@@ -18,7 +17,7 @@ from app.core.schemas import (
     PromptRequest,
     PromptResponse,
 )
-from app.gateway import Gateway
+from app.routes.deps import CallerDep, GatewayDep, ResultCacheDep
 from app.routes.json_body import StrictJsonRoute
 from app.routes.respond import ERRORS, CacheAsk, event_stream, run_job
 
@@ -26,7 +25,13 @@ router = APIRouter(tags=["prompts"], route_class=StrictJsonRoute)
 
 
 @router.post("/prompt", response_model=PromptResponse, responses=ERRORS)
-async def run_prompt(body: PromptRequest, request: Request) -> Response:
+async def run_prompt(
+    body: PromptRequest,
+    request: Request,
+    gateway: GatewayDep,
+    caller: CallerDep,
+    results: ResultCacheDep,
+) -> Response:
     """Run a ComfyUI API-format graph and answer with every output file, base64-encoded.
 
     With `Accept: text/event-stream` the answer is the job's event stream instead (as
@@ -34,8 +39,8 @@ async def run_prompt(body: PromptRequest, request: Request) -> Response:
     With `"cache": true` an identical request answered before is answered from the result
     cache, without a job; the `Cache-Status` header says `hit`, `fwd=miss` or `fwd=bypass`.
     """
-    cache = CacheAsk(external_ok=body.cache_external_inputs) if body.cache else None
-    return await run_job(request, body, body.graph(), cache=cache)
+    cache = CacheAsk(results, external_ok=body.cache_external_inputs) if body.cache else None
+    return await run_job(request, gateway, caller, body, body.graph(), cache=cache)
 
 
 OWNER = Query(
@@ -49,17 +54,13 @@ NOT_KNOWN = {
 }
 
 
-async def job_record(request: Request, request_id: str, owner: str | None = None) -> JobView:
-    gateway: Gateway = request.app.state.gateway
-    return await gateway.job(request_id, caller_of(request.scope), owner)
-
-
 @router.get("/prompt/{id}", response_model=JobState, responses={404: NOT_KNOWN})
-async def job_state(id: str, request: Request, owner: str | None = OWNER) -> JobState:
+async def job_state(
+    id: str, gateway: GatewayDep, caller: CallerDep, owner: str | None = OWNER
+) -> JobState:
     """The state of a job this gateway process ran: status, progress, and its result or error.
     Each API key sees only its own jobs (another key's id is a 404); admin keys see all."""
-    record = await job_record(request, id, owner)
-    gateway: Gateway = request.app.state.gateway
+    record = await gateway.job(id, caller, owner)
     position = await gateway.queue_position(record)
     return JobState(
         id=record.id,
@@ -69,7 +70,7 @@ async def job_state(id: str, request: Request, owner: str | None = OWNER) -> Job
         instance=record.instance,
         error=record.error,
         result=record.result,
-        owner=record.owner if caller_of(request.scope).admin else None,
+        owner=record.owner if caller.admin else None,
     )
 
 
@@ -85,7 +86,8 @@ async def job_state(id: str, request: Request, owner: str | None = OWNER) -> Job
 )
 async def job_events(
     id: str,
-    request: Request,
+    gateway: GatewayDep,
+    caller: CallerDep,
     last_event_id: str | None = Header(
         None, alias="Last-Event-ID", description="Resume after this event id"
     ),
@@ -98,7 +100,7 @@ async def job_events(
     already has the last event gets 204, which tells a browser's EventSource to stop
     reconnecting.
     """
-    record = await job_record(request, id, owner)
+    record = await gateway.job(id, caller, owner)
     after = resume_point(last_event_id, record)
     if record.finished and after >= record.last_event_id:
         return Response(status_code=204, headers={"Cache-Control": "no-cache"})
@@ -135,9 +137,10 @@ def resume_point(header: str | None, record: JobView) -> int:
         }
     },
 )
-async def interrupt(body: InterruptRequest, request: Request) -> InterruptResponse:
+async def interrupt(
+    body: InterruptRequest, gateway: GatewayDep, caller: CallerDep
+) -> InterruptResponse:
     """Cancel a queued or running job; its own request answers 409 with code `interrupted`.
     Each API key may cancel only its own jobs; admin keys any."""
-    gateway: Gateway = request.app.state.gateway
-    await gateway.interrupt(body.id, caller_of(request.scope), body.owner)
+    await gateway.interrupt(body.id, caller, body.owner)
     return InterruptResponse(id=body.id, interrupted=True)

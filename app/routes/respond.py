@@ -21,7 +21,7 @@ from fastapi import Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from app.comfy.graph import Graph
-from app.core.keys import Caller, caller_of
+from app.core.keys import Caller
 from app.core.options import JobOptions
 from app.core.records import JobView
 from app.core.schemas import Accepted, ErrorResponse, PromptResponse, Stats
@@ -51,6 +51,8 @@ SSE_HEARTBEAT_S = 15.0
 
 async def run_job(
     request: Request,
+    gateway: Gateway,
+    caller: Caller,
     options: JobOptions,
     graph: Graph,
     echo_input: dict[str, Any] | None = None,
@@ -67,16 +69,15 @@ async def run_job(
     answered before is answered from the result cache, and a new answer is kept there.
     """
     started = time.monotonic()
-    gateway: Gateway = request.app.state.gateway
     streaming = "text/event-stream" in request.headers.get("accept", "")
-    use = CacheUse.decide(request, options, graph, cache, streaming=streaming)
+    use = CacheUse.decide(caller, options, graph, cache, streaming=streaming)
     if use.hit is not None:
         return cached_answer(options, graph, use, started)
     job = await gateway.start_job(
         options.id or str(uuid.uuid4()),
         graph,
         options,
-        caller=caller_of(request.scope),
+        caller=caller,
         echo_input=echo_input,
         workflow=workflow,
     )
@@ -99,8 +100,10 @@ CACHE_NAME = "comfy-gateway"  # this cache's name in Cache-Status (RFC 9211)
 
 @dataclass(frozen=True)
 class CacheAsk:
-    """A request's wish to use the result cache."""
+    """A request's wish to use the result cache, and that cache (None: RESULT_CACHE_MAX_MB is
+    off)."""
 
+    store: ResultCache | None
     external_ok: bool = False  # also for graphs that read URLs or input files
 
 
@@ -116,7 +119,7 @@ class CacheUse:
     @classmethod
     def decide(
         cls,
-        request: Request,
+        caller: Caller,
         options: JobOptions,
         graph: Graph,
         ask: CacheAsk | None,
@@ -126,14 +129,13 @@ class CacheUse:
         """For POST /prompt and the like: only when asked, and only for a synchronous answer."""
         if ask is None:
             return cls()
-        store: ResultCache | None = getattr(request.app.state, "result_cache", None)
+        store = ask.store
         if store is None:
             return cls(status=f"{CACHE_NAME}; fwd=bypass; detail=off")
         if streaming or options.answered_at_once or options.upload is not None:
             return cls(status=f"{CACHE_NAME}; fwd=bypass; detail=not-synchronous")
         convert = options.convert_output.model_dump(mode="json") if options.convert_output else None
         key = digest({"prompt": graph, "convert_output": convert})
-        caller = caller_of(request.scope)
         return cls.consult(store, graph, cache_key(key, caller), external_ok=ask.external_ok)
 
     @classmethod

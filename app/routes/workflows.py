@@ -18,6 +18,7 @@ from app.core.options import JobOptions
 from app.core.schemas import ErrorResponse, WorkflowResponse
 from app.registry.load import Registry, Workflow
 from app.registry.schema import schema_prefix
+from app.routes.deps import CallerDep, GatewayDep, RegistryDep
 from app.routes.respond import ERRORS, run_job
 
 log = logging.getLogger(__name__)
@@ -48,9 +49,8 @@ class WorkflowList(BaseModel):
 
 
 @router.get("/workflows", response_model=WorkflowList)
-async def list_workflows(request: Request) -> WorkflowList:
+async def list_workflows(registry: RegistryDep) -> WorkflowList:
     """Every workflow endpoint, whether it can run on this server, and if not, why not."""
-    registry: Registry = request.app.state.registry
     return WorkflowList(
         workflows=[
             WorkflowInfo(
@@ -112,14 +112,23 @@ def body_model(workflow: Workflow) -> type[JobOptions]:
 def endpoint(workflow: Workflow) -> Any:
     model = body_model(workflow)
 
-    async def run_workflow(body: Any, request: Request) -> Response:
+    async def run_workflow(
+        body: Any, request: Request, gateway: GatewayDep, caller: CallerDep
+    ) -> Response:
         data: BaseModel = body.input
         graph = workflow.graph(data)
+        echo_input = data.model_dump(mode="json")
         return await run_job(
-            request, body, graph, echo_input=data.model_dump(mode="json"), workflow=workflow.name
+            request, gateway, caller, body, graph, echo_input=echo_input, workflow=workflow.name
         )
 
     # FastAPI reads the body's model from the annotation, which differs per workflow.
-    run_workflow.__annotations__ = {"body": model, "request": Request, "return": Response}
+    run_workflow.__annotations__ = {
+        "body": model,
+        "request": Request,
+        "gateway": GatewayDep,
+        "caller": CallerDep,
+        "return": Response,
+    }
     run_workflow.__doc__ = workflow.summary
     return run_workflow

@@ -13,13 +13,13 @@ import binascii
 import io
 import time
 import uuid
-from dataclasses import dataclass, field
 from typing import Any
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from app.compat.a1111 import terms
+from app.compat.a1111.state import Generation, SdapiState
 from app.core.errors import ComfyUnavailable, Interrupted, InvalidRequest
 from app.core.keys import Caller
 from app.gateway import Gateway
@@ -79,42 +79,6 @@ class Img2ImgRequest(Txt2ImgRequest):
     resize_mode: int = Field(0, description="Only 0 (just resize to width x height)")
     inpainting_mask_invert: int = Field(0, description="1: repaint the black of the mask")
     include_init_images: bool = Field(False, description="Echo the inputs in `parameters`")
-
-
-@dataclass
-class Generation:
-    """One A1111 request in flight: how many images, how many done, which job runs now."""
-
-    total: int
-    owner: str | None = None  # the id of the API key whose it is
-    started: float = field(default_factory=time.monotonic)
-    done: int = 0
-    job_id: str | None = None
-    interrupted: bool = False
-
-
-@dataclass
-class SdapiState:
-    """Per API key: the current checkpoint (`/options`) and the generations running, as if each
-    key had an A1111 of its own."""
-
-    checkpoint: str | None = None  # None: the workflow's default
-    options: dict[str, Any] = field(default_factory=dict)
-    running: list[Generation] = field(default_factory=list)
-
-
-class SdapiStates:
-    """Each API key's SdapiState (one while API keys are off), for the process."""
-
-    def __init__(self) -> None:
-        self._by_owner: dict[str | None, SdapiState] = {}
-
-    def of(self, caller: Caller) -> SdapiState:
-        return self._by_owner.setdefault(caller.id, SdapiState())
-
-    def visible(self, caller: Caller) -> list[SdapiState]:
-        """The states whose generations the caller may follow and interrupt (an admin: all)."""
-        return list(self._by_owner.values()) if caller.admin else [self.of(caller)]
 
 
 def workflow(registry: Registry, family: str, kind: str) -> Workflow:

@@ -13,36 +13,24 @@ import json
 from pathlib import PurePosixPath
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from pydantic import BaseModel
 
 from app.compat.a1111 import generations, terms
-from app.compat.a1111.generations import Img2ImgRequest, SdapiState, SdapiStates, Txt2ImgRequest
+from app.compat.a1111.generations import Img2ImgRequest, Txt2ImgRequest
+from app.compat.a1111.state import Sdapi, SdapiDep, SdapiState, SdapiStatesDep
 from app.core.errors import InvalidRequest
-from app.core.keys import caller_of
-from app.gateway import Gateway
 from app.media.caps import InputCaps
-from app.registry.load import Registry
+from app.routes.deps import CallerDep, GatewayDep, InputCapsDep
 from app.routes.json_body import StrictJsonRoute
 from app.routes.respond import ERRORS
 
 router = APIRouter(prefix="/sdapi/v1", tags=["automatic1111"], route_class=StrictJsonRoute)
 
 
-def parts(request: Request) -> tuple[Gateway, Registry, SdapiState, str]:
-    """The gateway, the workflows, the caller's own A1111 state, the workflow family."""
-    app = request.app
-    states: SdapiStates = app.state.sdapi
-    return (
-        app.state.gateway,
-        app.state.registry,
-        states.of(caller_of(request.scope)),
-        app.state.gateway.settings.sdapi_workflow_family,
-    )
-
-
-async def generate(request: Request, req: Txt2ImgRequest, kind: str) -> dict[str, Any]:
-    gateway, registry, state, family = parts(request)
+async def generate(sdapi: Sdapi, caps: InputCaps, req: Txt2ImgRequest, kind: str) -> dict[str, Any]:
+    """Run an A1111 request on the family's workflow: one job per image; A1111's answer."""
+    gateway, registry, state, family = sdapi.gateway, sdapi.registry, sdapi.state, sdapi.family
     fields = req.model_dump()
     warnings = terms.unsupported(fields)
     warnings += [
@@ -110,16 +98,15 @@ async def generate(request: Request, req: Txt2ImgRequest, kind: str) -> dict[str
         ]
     inputs = [base | {"seed": seed + i} for i in range(count)]
     if isinstance(req, Img2ImgRequest):
-        settings = gateway.settings
-        caps = InputCaps.from_settings(settings)
         await asyncio.to_thread(generations.prepare_images, fields, (width, height), warnings, caps)
         for i, values in enumerate(inputs):
             values["denoise"] = req.denoising_strength
             values["image"] = fields["init_images"][i % len(fields["init_images"])]
             if fields.get("mask"):
                 values["mask"] = fields["mask"]
-    caller = caller_of(request.scope)
-    images = await generations.run_images(gateway, caller, state, flow, inputs, loras, warnings)
+    images = await generations.run_images(
+        gateway, sdapi.caller, state, flow, inputs, loras, warnings
+    )
     info = {
         "prompt": req.prompt,
         "negative_prompt": req.negative_prompt,
@@ -164,21 +151,20 @@ def checkpoint_for(model: type[BaseModel], override: Any, state: SdapiState) -> 
 
 
 @router.post("/txt2img", responses=ERRORS)
-async def txt2img(body: Txt2ImgRequest, request: Request) -> dict[str, Any]:
+async def txt2img(body: Txt2ImgRequest, sdapi: SdapiDep, caps: InputCapsDep) -> dict[str, Any]:
     """Text to image, as AUTOMATIC1111 answers it: `images` (base64), `parameters`, `info`."""
-    return await generate(request, body, "txt2img")
+    return await generate(sdapi, caps, body, "txt2img")
 
 
 @router.post("/img2img", responses=ERRORS)
-async def img2img(body: Img2ImgRequest, request: Request) -> dict[str, Any]:
+async def img2img(body: Img2ImgRequest, sdapi: SdapiDep, caps: InputCapsDep) -> dict[str, Any]:
     """Image to image (inpainting with `mask`), as AUTOMATIC1111 answers it."""
-    return await generate(request, body, "img2img")
+    return await generate(sdapi, caps, body, "img2img")
 
 
 @router.get("/sd-models")
-async def sd_models(request: Request) -> list[dict[str, Any]]:
+async def sd_models(gateway: GatewayDep) -> list[dict[str, Any]]:
     """The installed checkpoints, as A1111 lists them (`title` is what `/options` takes)."""
-    gateway: Gateway = request.app.state.gateway
     return [
         {
             "title": file,
@@ -193,9 +179,9 @@ async def sd_models(request: Request) -> list[dict[str, Any]]:
 
 
 @router.get("/samplers")
-async def samplers(request: Request) -> list[dict[str, Any]]:
+async def samplers(sdapi: SdapiDep) -> list[dict[str, Any]]:
     """The A1111 samplers this ComfyUI can run, with the ComfyUI sampler as alias."""
-    flow = txt2img_flow(request)
+    flow = txt2img_flow(sdapi)
     have = terms.allowed(flow.input_model, "sampler_name") if flow.input_model else None
     return [
         {"name": name, "aliases": [comfy], "options": {}}
@@ -205,9 +191,9 @@ async def samplers(request: Request) -> list[dict[str, Any]]:
 
 
 @router.get("/schedulers")
-async def schedulers(request: Request) -> list[dict[str, Any]]:
+async def schedulers(sdapi: SdapiDep) -> list[dict[str, Any]]:
     """The A1111 schedulers this ComfyUI can run."""
-    flow = txt2img_flow(request)
+    flow = txt2img_flow(sdapi)
     have = terms.allowed(flow.input_model, "scheduler") if flow.input_model else None
     return [
         {
@@ -223,9 +209,8 @@ async def schedulers(request: Request) -> list[dict[str, Any]]:
 
 
 @router.get("/loras")
-async def loras(request: Request) -> list[dict[str, Any]]:
+async def loras(gateway: GatewayDep) -> list[dict[str, Any]]:
     """The installed LoRAs; `name` is what `<lora:name:weight>` takes."""
-    gateway: Gateway = request.app.state.gateway
     files = await gateway.comfy.model_files("loras")
     return [
         {"name": (stem := PurePosixPath(f).stem), "alias": stem, "path": f, "metadata": {}}
@@ -233,27 +218,26 @@ async def loras(request: Request) -> list[dict[str, Any]]:
     ]
 
 
-def txt2img_flow(request: Request) -> Any:
-    _, registry, _, family = parts(request)
-    return generations.workflow(registry, family, "txt2img")
+def txt2img_flow(sdapi: Sdapi) -> Any:
+    return generations.workflow(sdapi.registry, sdapi.family, "txt2img")
 
 
 @router.get("/options")
-async def get_options(request: Request) -> dict[str, Any]:
+async def get_options(sdapi: SdapiDep) -> dict[str, Any]:
     """The options this gateway process holds for the API key; `sd_model_checkpoint` is the
     one its generations use."""
-    state = parts(request)[2]
-    checkpoint = state.checkpoint or generations.default_checkpoint(txt2img_flow(request))
+    state = sdapi.state
+    checkpoint = state.checkpoint or generations.default_checkpoint(txt2img_flow(sdapi))
     return {**state.options, "sd_model_checkpoint": checkpoint, "sd_checkpoint_hash": None}
 
 
 @router.post("/options", responses={400: ERRORS[400]})
-async def set_options(options: dict[str, Any], request: Request) -> None:
+async def set_options(options: dict[str, Any], sdapi: SdapiDep) -> None:
     """Set options (for this API key); `sd_model_checkpoint` (a title from `/sd-models`) changes
     the checkpoint."""
-    state = parts(request)[2]
+    state = sdapi.state
     if "sd_model_checkpoint" in options:
-        flow = txt2img_flow(request)
+        flow = txt2img_flow(sdapi)
         try:
             found = checkpoint_for(flow.input_model, options["sd_model_checkpoint"], state)
         except InvalidRequest as e:
@@ -263,21 +247,21 @@ async def set_options(options: dict[str, Any], request: Request) -> None:
 
 
 @router.get("/progress")
-async def get_progress(request: Request) -> dict[str, Any]:
+async def get_progress(
+    gateway: GatewayDep, caller: CallerDep, states: SdapiStatesDep
+) -> dict[str, Any]:
     """Progress (0-1) and seconds left (`eta_relative`) of the API key's running A1111
     generation (an admin key's: the oldest of any key)."""
-    caller = caller_of(request.scope)
-    states: SdapiStates = request.app.state.sdapi
-    return await generations.progress(request.app.state.gateway, caller, states.visible(caller))
+    return await generations.progress(gateway, caller, states.visible(caller))
 
 
 @router.post("/interrupt")
-async def interrupt(request: Request) -> dict[str, Any]:
+async def interrupt(
+    gateway: GatewayDep, caller: CallerDep, states: SdapiStatesDep
+) -> dict[str, Any]:
     """Stop the API key's running A1111 generations (an admin key: every key's); their
     requests answer with the images made so far."""
-    caller = caller_of(request.scope)
-    states: SdapiStates = request.app.state.sdapi
-    await generations.interrupt(request.app.state.gateway, caller, states.visible(caller))
+    await generations.interrupt(gateway, caller, states.visible(caller))
     return {}
 
 

@@ -29,11 +29,11 @@ from app.compat.comfy import ws
 from app.compat.comfy.owners import ClientIds, SubmittedPrompts
 from app.compat.comfy.reads import ViewableFiles
 from app.compat.comfy.request import as_sent, checked
-from app.compat.comfy.state import Passthrough
+from app.compat.comfy.state import Passthrough, PassthroughDep
 from app.compat.comfy.ws import check_running
-from app.core.keys import caller_of
 from app.core.settings import PassthroughMode
 from app.gateway import Gateway
+from app.routes.deps import CallerDep, GatewayDep, InputCapsDep
 
 log = logging.getLogger(__name__)
 
@@ -78,15 +78,19 @@ def install(app: FastAPI, mode: PassthroughMode) -> None:
 
 
 @router.api_route(f"{PREFIX}/{{path:path}}", methods=METHODS, include_in_schema=False)
-async def forward(path: str, request: Request) -> Response:
+async def forward(
+    path: str,
+    request: Request,
+    gateway: GatewayDep,
+    passthrough: PassthroughDep,
+    caller: CallerDep,
+    caps: InputCapsDep,
+) -> Response:
     """A ComfyUI endpoint: the request goes on (checked, or as it came), the answer as it is."""
-    gateway: Gateway = request.app.state.gateway
-    passthrough: Passthrough = request.app.state.passthrough
     settings = gateway.settings
     headers = request_headers(request.scope["headers"])
-    caller = caller_of(request.scope)
     if passthrough.mode is PassthroughMode.SAFE and not caller.admin:  # admin: as `full`
-        out = await checked(request, headers, caller, passthrough, gateway)
+        out = await checked(request, headers, caller, passthrough, gateway, caps)
         if out.answer is not None:
             return out.answer
     else:

@@ -57,6 +57,7 @@ async def checked(
     caller: Caller,
     passthrough: Passthrough,
     gateway: Gateway,
+    caps: InputCaps,
 ) -> Outgoing:
     """The request as COMFY_PASSTHROUGH=true forwards it; a 4xx for one it does not."""
     scope = request.scope
@@ -82,8 +83,6 @@ async def checked(
         sent = await submission(body, headers, caller, passthrough, gateway)
         return Outgoing(to, [*kept, JSON], sent.body, submission=sent)
     if found.kind is Kind.UPLOAD:
-        settings = gateway.settings
-        caps = InputCaps.from_settings(settings)
 
         async def may_read(ref: FileRef) -> bool:
             if not caller.tenant:

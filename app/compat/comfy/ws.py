@@ -24,12 +24,12 @@ from fastapi import APIRouter, WebSocket
 from websockets.asyncio.client import ClientConnection, connect
 
 from app.compat.comfy.parse import encoded, parse_query
-from app.compat.comfy.state import Passthrough
+from app.compat.comfy.state import PassthroughDep
 from app.core.errors import ComfyUnavailable, Conflict, GatewayError
-from app.core.keys import caller_of
 from app.core.settings import PassthroughMode
 from app.edge.errors import error_response
 from app.gateway import Gateway
+from app.routes.deps import CallerDep, GatewayDep
 
 router = APIRouter(tags=["comfyui"])
 
@@ -46,11 +46,10 @@ def check_running(gateway: Gateway) -> None:
 # Also at the root: clients such as ComfyClient.mjs derive their socket from the base URL's host
 # alone, `ws://<host>/ws`, whatever the base URL's path.
 @router.websocket("/ws")
-async def relay_events(websocket: WebSocket) -> None:
+async def relay_events(
+    websocket: WebSocket, gateway: GatewayDep, passthrough: PassthroughDep, caller: CallerDep
+) -> None:
     """ComfyUI's websocket for one clientId, relayed both ways, text and binary frames."""
-    gateway: Gateway = websocket.app.state.gateway
-    passthrough: Passthrough = websocket.app.state.passthrough
-    caller = caller_of(websocket.scope)
     try:
         params = parse_query(websocket.scope["query_string"])
         client_id = params.get("clientId")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import uuid
 from typing import Any
 
@@ -15,47 +14,21 @@ from app.comfy.graph import Graph, check_graph
 from app.compat.comfy.ws import check_running
 from app.compat.v1.answer import answer, file_response
 from app.compat.v1.request import read_graph
-from app.core.bounded import BoundedMap
+from app.compat.v1.state import AnswersDep, V1State, V1StateDep
 from app.core.errors import (
     ExecutionFailed,
     InsufficientStorage,
     InvalidRequest,
     NotFound,
 )
-from app.core.keys import caller_of
 from app.core.options import JobOptions
 from app.core.schemas import ErrorResponse
-from app.gateway import Gateway
 from app.jobs.canonical import digest
-from app.jobs.result_cache import CachedFile, CachedResult, ResultCache
-from app.media.caps import InputCaps
+from app.jobs.result_cache import ResultCache
+from app.routes.deps import CallerDep, GatewayDep, InputCapsDep, ResultCacheDep
 from app.routes.respond import CacheUse, cache_key, decoded
 
 router = APIRouter(prefix="/api/v1", tags=["blocking API (/api/v1)"])
-
-DIGEST = re.compile(r"^[0-9a-f]{64}$")
-KEEP_DIGESTS = 1000  # digest -> the job that answered it, for GET /api/v1/images
-KEEP_GRAPHS = 100  # prompt id -> the graph as its request sent it, for GET /api/v1/prompts
-
-
-class V1State:
-    """What /api/v1 remembers of the requests it answered (this process only).
-
-    Digests are kept per API key (as the result cache keys them: app.routes.respond.cache_key):
-    a key serves only results of its own requests.
-    """
-
-    def __init__(self) -> None:
-        self.answered: BoundedMap[str, str] = BoundedMap(KEEP_DIGESTS)
-        self.graphs: BoundedMap[str, Graph] = BoundedMap(KEEP_GRAPHS)
-        self.last: dict[str | None, Graph] = {}  # each key's last graph (a key: one entry)
-
-    def remember(
-        self, key: str, request_id: str, prompt_id: str, graph: Graph, owner: str | None
-    ) -> None:
-        self.answered.put(key, request_id)
-        self.graphs.put(prompt_id, graph)
-        self.last[owner] = graph
 
 
 def install(app: FastAPI) -> None:
@@ -82,6 +55,11 @@ ANSWERS: dict[int | str, dict[str, Any]] = {
 @router.post("/prompts", responses=ANSWERS, response_class=Response)
 async def generate(
     request: Request,
+    gateway: GatewayDep,
+    state: V1StateDep,
+    caller: CallerDep,
+    caps: InputCapsDep,
+    results: ResultCacheDep,
     cache_external_inputs: bool = Query(
         False,
         description="Also answer from the result cache when the graph reads URLs or files in "
@@ -96,18 +74,15 @@ async def generate(
     With RESULT_CACHE_MAX_MB, a request answered before is answered from the cache
     (`Cache-Control: no-cache` runs it anyway).
     """
-    gateway: Gateway = request.app.state.gateway
-    state: V1State = request.app.state.prompts_v1
-    caller = caller_of(request.scope)
-    settings = gateway.settings
-    caps = InputCaps.from_settings(settings)
-    graph: Graph = await read_graph(request, settings.max_body_size_bytes, caps)
+    graph: Graph = await read_graph(request, gateway.settings.max_body_size_bytes, caps)
     check_graph(graph)
     try:
         key = digest(graph)
     except ValueError as e:
         raise InvalidRequest(f"the graph cannot be read as JSON: {e}", location="body") from None
-    use = consult(request, graph, cache_key(key, caller), external_ok=cache_external_inputs)
+    use = consult(
+        request, results, graph, cache_key(key, caller), external_ok=cache_external_inputs
+    )
     headers = {"Digest": f"SHA256={key}", **use.headers()}
     accept = request.headers.get("accept")
     if use.hit is not None:
@@ -127,9 +102,10 @@ async def generate(
     return answer(files.files, key, accept, headers)
 
 
-def consult(request: Request, graph: Graph, key: str, *, external_ok: bool) -> CacheUse:
+def consult(
+    request: Request, store: ResultCache | None, graph: Graph, key: str, *, external_ok: bool
+) -> CacheUse:
     """The result cache for this request: on by default, `Cache-Control` may say otherwise."""
-    store: ResultCache | None = request.app.state.result_cache
     if store is None:
         return CacheUse()
     directives = {d.strip().lower() for d in request.headers.get("cache-control", "").split(",")}
@@ -154,13 +130,10 @@ def node_failed(error: ExecutionFailed, headers: dict[str, str]) -> Response:
     "/prompts",
     responses={404: {"model": ErrorResponse, "description": "ComfyUI's history is empty"}},
 )
-async def last_prompt(request: Request) -> JSONResponse:
+async def last_prompt(gateway: GatewayDep, state: V1StateDep, caller: CallerDep) -> JSONResponse:
     """The last prompt ComfyUI ran (from any client), as a bare graph that can be POSTed
     again; for a /api/v1/prompts job, the graph as its request sent it. With API keys, a key
     (not an admin key) gets the last graph it sent to /api/v1/prompts itself."""
-    gateway: Gateway = request.app.state.gateway
-    state: V1State = request.app.state.prompts_v1
-    caller = caller_of(request.scope)
     if caller.tenant:  # ComfyUI's last prompt may be another key's
         if caller.id not in state.last:
             raise NotFound("this API key has sent no prompt to /api/v1/prompts here")
@@ -188,9 +161,9 @@ async def last_prompt(request: Request) -> JSONResponse:
         404: {"model": ErrorResponse, "description": "No result for this digest here"},
     },
 )
-async def image(digest: str, request: Request) -> Response:
+async def image(digest: str, answers: AnswersDep) -> Response:
     """The main output (the last file) of the request whose digest this is."""
-    files = await result_of(request, digest)
+    files = await answers.files(digest)
     if not files:
         raise NotFound(f"the request {digest} saved no file", location="digest")
     return file_response(files[-1], {})
@@ -204,38 +177,9 @@ async def image(digest: str, request: Request) -> Response:
         404: {"model": ErrorResponse, "description": "No such result or file here"},
     },
 )
-async def image_file(digest: str, name: str, request: Request) -> Response:
+async def image_file(digest: str, name: str, answers: AnswersDep) -> Response:
     """One output file, by name, of the request whose digest this is."""
-    for file in await result_of(request, digest):
+    for file in await answers.files(digest):
         if file.name == name:
             return file_response(file, {})
     raise NotFound(f"the request {digest} saved no file {name!r}", location="name")
-
-
-async def result_of(request: Request, key: str) -> tuple[CachedFile, ...]:
-    """The files answered for a digest: from the cache, else from a job this process kept."""
-    key = key.lower()
-    if not DIGEST.match(key):
-        raise InvalidRequest(
-            "the digest is the 64 hex digits of SHA-256 (the Digest header after `SHA256=`)",
-            location="digest",
-        )
-    caller = caller_of(request.scope)
-    store: ResultCache | None = request.app.state.result_cache
-    cached = store.peek(cache_key(key, caller)) if store is not None else None
-    if cached is not None:
-        return cached.files
-    gateway: Gateway = request.app.state.gateway
-    state: V1State = request.app.state.prompts_v1
-    request_id = state.answered.get(cache_key(key, caller))
-    record = await gateway.running_job(request_id, caller) if request_id else None
-    if request_id is None or record is not None:
-        raise NotFound(f"no result for {key} here (unknown, still running, or expired)")
-    try:
-        result = (await gateway.job(request_id, caller)).result
-    except NotFound:
-        result = None
-    if result is None:
-        raise NotFound(f"no result for {key} here (failed, or no longer kept)")
-    found: CachedResult = await decoded(result["filenames"], result["images"])
-    return found.files

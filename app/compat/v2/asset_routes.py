@@ -26,13 +26,15 @@ from app.compat.comfy.ws import check_running
 from app.compat.v2 import envelope
 from app.compat.v2.assets import PlacementError, content_hash, placement
 from app.compat.v2.envelope import V2JSON, base_url, error, get_and_head, iso, now
-from app.compat.v2.job_routes import known_job, output_of, parts
+from app.compat.v2.job_routes import known_job, output_of
 from app.compat.v2.jobs import content_type_of
+from app.compat.v2.state import V2StateDep
 from app.compat.v2.submission import output_id_parts
 from app.core import strict_json
 from app.core.errors import InputError, InvalidRequest
-from app.core.keys import caller_of
-from app.media.caps import InputCaps
+from app.core.keys import Caller
+from app.gateway import Gateway
+from app.routes.deps import CallerDep, GatewayDep, InputCapsDep
 
 router = APIRouter(prefix=envelope.PREFIX, tags=["Comfy API v2"])
 
@@ -41,13 +43,16 @@ RANGE = re.compile(r"^bytes=([0-9]{0,18})-([0-9]{0,18})$")  # ASCII; longer: ign
 
 
 @router.post("/assets", response_class=V2JSON)
-async def upload(request: Request) -> Response:
+async def upload(
+    request: Request,
+    gateway: GatewayDep,
+    state: V2StateDep,
+    caller: CallerDep,
+    caps: InputCapsDep,
+) -> Response:
     """Upload `file` (multipart) to `file_path` in ComfyUI's input folder; identical bytes are
     one asset (200, `created_new: false`), new ones 201. A file over the input caps
     (app.media.caps) is a 400 and never reaches ComfyUI."""
-    gateway, state = parts(request)
-    caller = caller_of(request.scope)
-    caps = InputCaps.from_settings(gateway.settings)
     if not request.headers.get("content-type", "").startswith("multipart/"):
         return error(422, "invalid_request", "Expected multipart/form-data.")
     try:
@@ -89,7 +94,7 @@ async def upload(request: Request) -> Response:
             "in its model folder (MODEL_DIR)."
         )
         return error(422, "invalid_request", message)
-    stored = await upload_input(request, path, data, content_type)
+    stored = await upload_input(gateway, caller, path, data, content_type)
     if isinstance(stored, Response):
         return stored
     asset = state.assets.add(
@@ -105,14 +110,13 @@ async def upload(request: Request) -> Response:
 
 
 async def upload_input(
-    request: Request, path: str, data: bytes, content_type: str
+    gateway: Gateway, caller: Caller, path: str, data: bytes, content_type: str
 ) -> dict[str, Any] | Response:
     """Hand a file to ComfyUI's upload endpoint; its answer (name, subfolder), or the error.
     With API keys the file goes into the key's own folder (app.compat.comfy.upload)."""
-    gateway, _ = parts(request)
     given, _, name = path.rpartition("/")
     try:
-        subfolder = folder_of(given, caller_of(request.scope))
+        subfolder = folder_of(given, caller)
         plain_name(name, "file_path")
     except InvalidRequest as e:
         return error(422, "invalid_request", e.message)
@@ -141,21 +145,20 @@ async def upload_input(
 
 
 @router.post("/assets/from-hash", response_class=V2JSON)
-async def from_hash(request: Request) -> Response:
+async def from_hash(request: Request, state: V2StateDep, caller: CallerDep) -> Response:
     """The asset with these bytes, by `{"hash": "blake3:…"}`: 200, or 404 `blob_not_found`."""
-    _, state = parts(request)
     body = await strict_json.read(await request.body())  # not JSON: a located 400
     hash_ = body.get("hash") if isinstance(body, dict) else None
     if not isinstance(hash_, str):
         return error(422, "invalid_request", "Missing 'hash'.")
-    asset = state.assets.by_hash(hash_, caller_of(request.scope))
+    asset = state.assets.by_hash(hash_, caller)
     if asset is None:
         return error(404, "blob_not_found", "No blob the caller may mint from.")
     return V2JSON(asset.body(base_url(request), created_new=False))
 
 
 @router.post("/assets/from-path", response_class=V2JSON)
-async def from_path(request: Request) -> Response:
+async def from_path() -> Response:
     """Not offered: the proxy's own answer when it shares no folder with ComfyUI."""
     message = (
         "Host-path registration is not available through the gateway; upload the file instead."
@@ -164,21 +167,21 @@ async def from_path(request: Request) -> Response:
 
 
 @router.head("/assets/by-hash/{hash_}")
-async def by_hash(hash_: str, request: Request) -> Response:
+async def by_hash(hash_: str, state: V2StateDep, caller: CallerDep) -> Response:
     """200 when an asset has these bytes, else 404; no body."""
-    found = parts(request)[1].assets.by_hash(hash_, caller_of(request.scope))
+    found = state.assets.by_hash(hash_, caller)
     return Response(status_code=200 if found else 404)
 
 
 @get_and_head(router, "/assets/{asset_id}")
-async def get_asset(asset_id: str, request: Request) -> Response:
+async def get_asset(
+    asset_id: str, request: Request, gateway: GatewayDep, state: V2StateDep, caller: CallerDep
+) -> Response:
     """An uploaded asset, or a job's output."""
-    state = parts(request)[1]
-    caller = caller_of(request.scope)
     base = base_url(request)
     if (asset := state.assets.get(asset_id, caller)) is not None:
         return V2JSON(asset.body(base))
-    found = await output_of(request, asset_id)
+    found = await output_of(gateway, state, caller, asset_id)
     ids = output_id_parts(asset_id)
     if found is None or ids is None:
         return error(404, "not_found", "Unknown asset id.")
@@ -202,19 +205,19 @@ async def get_asset(asset_id: str, request: Request) -> Response:
 
 
 @get_and_head(router, "/assets/{asset_id}/content", Response)
-async def content(asset_id: str, request: Request) -> Response:
+async def content(
+    asset_id: str, request: Request, gateway: GatewayDep, state: V2StateDep, caller: CallerDep
+) -> Response:
     """The bytes of an asset or an output; `Range` gives 206 (416 when it cannot be met)."""
-    state = parts(request)[1]
-    caller = caller_of(request.scope)
     if (asset := state.assets.get(asset_id, caller)) is not None:
         query = urlencode(
             {"filename": asset.filename, "subfolder": asset.subfolder, "type": "input"}
         )
-        return await view(request, f"/view?{query}")
+        return await view(gateway, request.headers.get("range"), f"/view?{query}")
     ids = output_id_parts(asset_id)
     if ids is None or known_job(state, ids[0], caller) is None:
         return error(404, "not_found", "Unknown asset id.")
-    found = await output_of(request, asset_id)
+    found = await output_of(gateway, state, caller, asset_id)
     if found is None:
         message = f"Output bytes are no longer kept by the gateway. {UNAVAILABLE}"
         return error(404, "output_unavailable", message)
@@ -241,11 +244,10 @@ def ranged(data: bytes, media_type: str, header: str | None) -> Response:
     return Response(data[start : end + 1], status_code=206, media_type=media_type, headers=headers)
 
 
-async def view(request: Request, target: str) -> Response:
+async def view(gateway: Gateway, range_: str | None, target: str) -> Response:
     """A file of ComfyUI's input folder, streamed, with the client's Range passed on."""
-    gateway, _ = parts(request)
     check_running(gateway)
-    headers = [("range", request.headers["range"])] if "range" in request.headers else []
+    headers = [("range", range_)] if range_ is not None else []
     upstream = await gateway.comfy.forward("GET", target, headers, None)
     if upstream.status_code not in (200, 206, 416):
         await upstream.aclose()
@@ -264,8 +266,8 @@ async def view(request: Request, target: str) -> Response:
 
 
 @router.delete("/assets/{asset_id}", status_code=204, response_class=Response)
-async def delete_asset(asset_id: str, request: Request) -> Response:
+async def delete_asset(asset_id: str, state: V2StateDep, caller: CallerDep) -> Response:
     """Forget an uploaded asset (its file stays in ComfyUI's input folder, as with the proxy)."""
-    if not parts(request)[1].assets.delete(asset_id, caller_of(request.scope)):
+    if not state.assets.delete(asset_id, caller):
         return error(404, "not_found", "Unknown asset id.")
     return Response(status_code=204)

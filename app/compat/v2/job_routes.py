@@ -19,7 +19,7 @@ from fastapi.responses import Response
 from app.compat.v2 import envelope, events, submission
 from app.compat.v2.envelope import V2JSON, base_url, error, get_and_head, now
 from app.compat.v2.jobs import LISTED, TERMINAL, job_body, output_file, status_of
-from app.compat.v2.state import MAX_KEY_LENGTH, V2Job, V2State
+from app.compat.v2.state import MAX_KEY_LENGTH, V2Job, V2State, V2StateDep
 from app.core import strict_json
 from app.core.errors import (
     ComfyFailed,
@@ -29,11 +29,12 @@ from app.core.errors import (
     NotFound,
     QueueFull,
 )
-from app.core.keys import Caller, caller_of
+from app.core.keys import Caller
 from app.core.numbers import whole_number
 from app.core.options import JobOptions
 from app.core.records import JobView
 from app.gateway import Gateway
+from app.routes.deps import CallerDep, GatewayDep
 
 log = logging.getLogger(__name__)
 
@@ -41,10 +42,6 @@ router = APIRouter(prefix=envelope.PREFIX, tags=["Comfy API v2"])
 
 LIST_LIMIT, LIST_DEFAULT, LIST_SCAN = 100, 50, 500
 CANCEL_WAIT_S = 2.0  # how long a cancel waits for the job to end before answering `canceling`
-
-
-def parts(request: Request) -> tuple[Gateway, V2State]:
-    return request.app.state.gateway, request.app.state.v2
 
 
 async def record_of(gateway: Gateway, job: V2Job, caller: Caller) -> JobView | None:
@@ -79,26 +76,27 @@ async def position(gateway: Gateway, record: JobView | None) -> int | None:
     return ahead + 1 if ahead is not None else None
 
 
-async def body_of(request: Request, job: V2Job, status: str | None = None) -> dict[str, Any]:
-    gateway, _ = parts(request)
-    record = await record_of(gateway, job, caller_of(request.scope))
+async def body_of(
+    gateway: Gateway, caller: Caller, base: str, job: V2Job, status: str | None = None
+) -> dict[str, Any]:
+    """The Job as the proxy answers it (`base`: the gateway's URL, for its links)."""
+    record = await record_of(gateway, job, caller)
     place = await position(gateway, record)
-    return job_body(job, record, base_url(request), status=status, queue_position=place)
+    return job_body(job, record, base, status=status, queue_position=place)
 
 
 @get_and_head(router, "/health")
-async def health(request: Request) -> Response:
+async def health(gateway: GatewayDep) -> Response:
     """Always 200 once the gateway serves (as the proxy, it does not ask ComfyUI)."""
-    gateway, _ = parts(request)
     return V2JSON({"status": "healthy", "upstream": gateway.settings.comfy_url})
 
 
 @router.post("/jobs", status_code=201, response_class=V2JSON)
-async def submit(request: Request) -> Response:
+async def submit(
+    request: Request, gateway: GatewayDep, state: V2StateDep, caller: CallerDep
+) -> Response:
     """Submit `{"workflow": <API-format graph>, "metadata"?, "priority"?, "extra_data"?}`;
     `core/ASSET` references resolve to uploaded assets or earlier outputs. 201 with the Job."""
-    gateway, state = parts(request)
-    caller = caller_of(request.scope)
     body = await strict_json.read(await request.body())  # not JSON: a located 400
     if not isinstance(body, dict):  # the proxy answers a text/plain 500
         return error(400, "invalid_request", "Body must be a JSON object.")
@@ -113,7 +111,9 @@ async def submit(request: Request) -> Response:
             return error(*problem)
     missing: list[str] = []
     # Outputs of earlier jobs are read first (in a fleet, from Redis); resolving is then sync.
-    outputs = {i: await output_of(request, i) for i in submission.reference_ids(workflow)}
+    outputs = {
+        i: await output_of(gateway, state, caller, i) for i in submission.reference_ids(workflow)
+    }
     resolved = submission.resolve(workflow, state.assets, caller, outputs.get, missing)
     if missing:
         message = f"Unresolvable core/ASSET reference(s): {', '.join(missing)}"
@@ -163,10 +163,10 @@ async def submit(request: Request) -> Response:
     return V2JSON(queued, status_code=201)
 
 
-async def output_of(request: Request, output_id: str) -> tuple[str, bytes] | None:
+async def output_of(
+    gateway: Gateway, state: V2State, caller: Caller, output_id: str
+) -> tuple[str, bytes] | None:
     """(name, bytes) of a v2 job's output by its id, while the gateway keeps the answer."""
-    gateway, state = parts(request)
-    caller = caller_of(request.scope)
     found = submission.output_id_parts(output_id)
     job = known_job(state, found[0], caller) if found is not None else None
     if found is None or job is None:
@@ -175,9 +175,10 @@ async def output_of(request: Request, output_id: str) -> tuple[str, bytes] | Non
 
 
 @get_and_head(router, "/jobs")
-async def list_jobs(request: Request) -> Response:
+async def list_jobs(
+    request: Request, gateway: GatewayDep, state: V2StateDep, caller: CallerDep
+) -> Response:
     """The v2 jobs of this process, newest first: `?limit=` (1-100), `?status=a,b`."""
-    _, state = parts(request)
     limit = whole_number(request.query_params.get("limit", str(LIST_DEFAULT)))
     if limit is None:
         return error(400, "invalid_request", "'limit' must be an integer.")
@@ -191,14 +192,13 @@ async def list_jobs(request: Request) -> Response:
             return error(400, "invalid_request", message)
     jobs: list[dict[str, Any]] = []
     scanned = 0
-    caller = caller_of(request.scope)
     mine = (job for job in state.jobs.values() if caller.sees(job.owner))
     newest_first = sorted(mine, key=lambda j: j.created_at, reverse=True)
     for job in newest_first:
         if len(jobs) >= limit or scanned >= LIST_SCAN:
             break
         scanned += 1
-        body = await body_of(request, job)
+        body = await body_of(gateway, caller, base_url(request), job)
         if wanted is None or body["status"] in wanted:
             jobs.append(body)
     truncated = len(jobs) < limit and scanned < len(newest_first)
@@ -206,36 +206,41 @@ async def list_jobs(request: Request) -> Response:
 
 
 @get_and_head(router, "/jobs/{job_id}")
-async def get_job(job_id: str, request: Request) -> Response:
+async def get_job(
+    job_id: str, request: Request, gateway: GatewayDep, state: V2StateDep, caller: CallerDep
+) -> Response:
     """A job: its status, queue position, progress, outputs or error."""
-    job = known_job(parts(request)[1], job_id, caller_of(request.scope))
-    return V2JSON(await body_of(request, job)) if job else no_job(job_id)
+    job = known_job(state, job_id, caller)
+    if job is None:
+        return no_job(job_id)
+    return V2JSON(await body_of(gateway, caller, base_url(request), job))
 
 
 @get_and_head(router, "/jobs/{job_id}/workflow")
-async def get_workflow(job_id: str, request: Request) -> Response:
+async def get_workflow(job_id: str, state: V2StateDep, caller: CallerDep) -> Response:
     """The graph the job ran, asset references resolved: `{"workflow", "format": "api"}`."""
     try:
         uuid.UUID(job_id)
     except ValueError:
         return no_job(job_id)
-    job = known_job(parts(request)[1], job_id, caller_of(request.scope))
+    job = known_job(state, job_id, caller)
     if job is None:
         return error(404, "not_found", f"No recoverable workflow for job {job_id}.")
     return V2JSON({"workflow": job.workflow, "format": "api"})
 
 
 @router.post("/jobs/{job_id}/cancel", response_class=V2JSON)
-async def cancel(job_id: str, request: Request) -> Response:
+async def cancel(
+    job_id: str, request: Request, gateway: GatewayDep, state: V2StateDep, caller: CallerDep
+) -> Response:
     """Cancel a queued or running job: `canceled` once it has stopped, `canceling` until."""
-    gateway, state = parts(request)
-    caller = caller_of(request.scope)
     job = known_job(state, job_id, caller)
     if job is None:
         return no_job(job_id)
     record = await record_of(gateway, job, caller)
+    base = base_url(request)
     if record is None or record.finished:
-        return V2JSON(await body_of(request, job))
+        return V2JSON(await body_of(gateway, caller, base, job))
     try:
         await gateway.interrupt(job.id, caller, job.owner)
     except NotFound:
@@ -244,7 +249,8 @@ async def cancel(job_id: str, request: Request) -> Response:
         return error(503, "upstream_unreachable", "Could not reach ComfyUI to cancel.")
     await ended(record, CANCEL_WAIT_S)
     status = status_of(record)
-    return V2JSON(await body_of(request, job, "canceling" if status not in TERMINAL else None))
+    canceling = "canceling" if status not in TERMINAL else None
+    return V2JSON(await body_of(gateway, caller, base, job, canceling))
 
 
 async def ended(record: JobView, timeout_s: float) -> None:
@@ -262,10 +268,10 @@ async def ended(record: JobView, timeout_s: float) -> None:
 
 
 @router.get("/jobs/{job_id}/events", response_class=Response)
-async def job_events(job_id: str, request: Request) -> Response:
+async def job_events(
+    job_id: str, request: Request, gateway: GatewayDep, state: V2StateDep, caller: CallerDep
+) -> Response:
     """The job's Server-Sent Events: `status`, `progress`, `output`; ends when the job does."""
-    gateway, state = parts(request)
-    caller = caller_of(request.scope)
     job = known_job(state, job_id, caller)
     if job is None:
         return no_job(job_id)

@@ -7,6 +7,10 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Annotated
+
+from fastapi import Depends
+from starlette.requests import HTTPConnection
 
 from app.comfy.graph import Graph
 from app.compat.v2.assets import AssetStore
@@ -62,6 +66,14 @@ class V2State:
         """Free a key whose request created no job, so that a retry may use it."""
         if key is not None:
             self.keys.pop(key if owner is None else f"{owner}/{key}")
+
+
+async def v2_state(connection: HTTPConnection) -> V2State:
+    state: V2State = connection.app.state.v2
+    return state
+
+
+V2StateDep = Annotated[V2State, Depends(v2_state)]
 
 
 async def _times(job: V2Job, record: JobView) -> None:
