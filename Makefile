@@ -20,7 +20,7 @@ comfy_home = $$(bash scripts/install_comfyui.sh $(1) | tail -n 1)
 .PHONY: run test unit integration check bench docs comfyui models chromium redis node clean
 
 run: $(BIN)/.installed  ## Start the gateway on :3000 with its ComfyUI on :8188
-	home=$(call comfy_home,$(COMFYUI_SOURCE)); COMFY_HOME=$${COMFY_HOME:-$$home} $(BIN)/python -m app
+	home=$(call comfy_home,$(COMFYUI_SOURCE)); COMFY_HOME=$${COMFY_HOME:-$$home} $(BIN)/comfy-gateway
 
 test: $(BIN)/.installed $(BUNDLED_STAMP) $(TINY_MODELS) chromium redis $(NODE_DEPS)  ## Every test: unit once, integration per ComfyUI
 	$(BIN)/pytest tests/unit tests/deploy --durations=5

@@ -1,4 +1,5 @@
-"""Field types for workflow modules whose valid values come from the running ComfyUI.
+"""Field types for workflow modules whose valid values come from the running ComfyUI; workflow
+modules import them from app.workflow_types, the plugin API, never from here.
 
 A workflow module annotates a field with one of these instead of `str`:
 

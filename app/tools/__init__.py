@@ -1,5 +1,5 @@
-"""Command-line tools beside the server: the client (`python -m app.cli`: jobs, and models
-with `models pull|ls`) and the workflow module generator (`python -m app.scaffold`).
+"""Command-line tools beside the server: `comfy-gateway-cli` (app.tools.cli): jobs (`run`), models
+(`models pull|ls`: model_commands) and the workflow module generator (`scaffold`).
 
 Imports: the layers below; nothing imports them.
 """

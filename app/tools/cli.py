@@ -1,13 +1,15 @@
-"""`python -m app.cli`: run a job on a gateway, or fetch and list its models.
+"""`comfy-gateway-cli`: run a job on a gateway, fetch and list its models, or write a workflow
+module from a graph (`python -m app.tools.cli` where the package is not installed).
 
-    python -m app.cli run --url http://localhost:3000 workflows/sd15/txt2img \\
+    comfy-gateway-cli run --url http://localhost:3000 workflows/sd15/txt2img \\
         --input prompt="a cat" --input steps=20 --out out/
-    python -m app.cli run --url http://localhost:3000 --graph graph.json --out out/
-    python -m app.cli models pull https://example.com/style.safetensors --folder loras
-    python -m app.cli models ls
+    comfy-gateway-cli run --url http://localhost:3000 --graph graph.json --out out/
+    comfy-gateway-cli models pull https://example.com/style.safetensors --folder loras
+    comfy-gateway-cli models ls
+    comfy-gateway-cli scaffold graph.json workflows/mine/flow.py
 
-Exit status: 0 when the outputs were written (the model is in place), 1 when the job, the
-download or the request failed.
+Exit status: 0 when the outputs were written (the model is in place, the module loads), 1 when
+the job, the download, the request or the module failed.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any, TextIO
 
 import httpx
 
-from app.tools import model_commands
+from app.tools import model_commands, scaffold
 from app.tools.answers import describe, read_events
 
 BAR_WIDTH = 30
@@ -115,7 +117,7 @@ def run(args: argparse.Namespace, err: TextIO = sys.stderr) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m app.cli",
+        prog="comfy-gateway-cli",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -137,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     run_parser.add_argument("--out", default="out", help="folder for the outputs (default out/)")
     run_parser.set_defaults(handler=run)
     model_commands.add_commands(commands)
+    scaffold.add_command(commands)
     args = parser.parse_args(argv)
     handler: Any = args.handler
     return int(handler(args))

@@ -1,7 +1,7 @@
-"""`python -m app.cli models pull|ls`: fetch a model onto a gateway, list what it has.
+"""`comfy-gateway-cli models pull|ls`: fetch a model onto a gateway, list what it has.
 
-    python -m app.cli models pull https://example.com/style.safetensors --folder loras
-    python -m app.cli models ls --folder loras
+    comfy-gateway-cli models pull https://example.com/style.safetensors --folder loras
+    comfy-gateway-cli models ls --folder loras
 
 `pull` asks the gateway to download the file (POST /models/download), follows the download's
 events with a progress bar, and prints `folder/filename` once it is in place. `ls` prints every

@@ -14,7 +14,7 @@ from tests.integration.harness import ROOT, Gateway, graph
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "app.cli", "run", *args],
+        [sys.executable, "-m", "app.tools.cli", "run", *args],
         cwd=ROOT, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
 

@@ -360,8 +360,8 @@ def test_the_cli_and_the_facades_work_unchanged(trio: list[Gateway], tmp_path: P
     graph_file = tmp_path / "graph.json"
     graph_file.write_text(json.dumps(txt2img(5, 91)))
     done = subprocess.run(
-        [sys.executable, "-m", "app.cli", "run", "--url", trio[2].url, "--graph", str(graph_file),
-         "--out", str(tmp_path / "out"), "--id", "fleet-cli-1"],
+        [sys.executable, "-m", "app.tools.cli", "run", "--url", trio[2].url,
+         "--graph", str(graph_file), "--out", str(tmp_path / "out"), "--id", "fleet-cli-1"],
         cwd=ROOT, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr

@@ -424,7 +424,7 @@ def test_system_events_announce_downloads_and_evictions(rig: Rig) -> None:
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "app.cli", "models", *args],
+        [sys.executable, "-m", "app.tools.cli", "models", *args],
         cwd=ROOT, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
 

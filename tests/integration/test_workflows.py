@@ -303,7 +303,8 @@ def test_scaffold_round_trip(gateway: Gateway, tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "app.scaffold",
+            "app.tools.cli",
+            "scaffold",
             str(GRAPHS / "t2i.json"),
             str(module),
             "--comfy-url",

@@ -11,7 +11,8 @@ import pytest
 from app.comfy.catalog import Catalog
 from app.registry.fields import ComfyChoice
 from app.registry.load import Registry, load_workflow
-from app.tools.scaffold import main, scaffold
+from app.tools.cli import main
+from app.tools.scaffold import scaffold
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "fixtures"
@@ -81,7 +82,7 @@ def test_the_scaffolded_workflow_is_available_with_the_live_enums(tmp_path: Path
 
 def test_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "workflows" / "mine" / "t2i.py"
-    args = [str(ROOT / "tests" / "graphs" / "t2i.json"), str(out)]
+    args = ["scaffold", str(ROOT / "tests" / "graphs" / "t2i.json"), str(out)]
     assert main([*args, "--object-info", str(FIXTURES / "object_info.json")]) == 0
     assert capsys.readouterr().out == f"wrote {out}\n"
     with pytest.raises(SystemExit) as refused:  # no overwriting without --force
