@@ -1,7 +1,7 @@
 """Input files: a loader node's value may be a file name, an http(s) URL, or base64.
 
 URLs are downloaded (size cap, deadline, each redirect hop's address checked and pinned by
-app.addresses), base64 is decoded, both are sniffed from their bytes and held to the input caps
+app.core.addresses), base64 is decoded, both are sniffed from their bytes and held to the input caps
 (INPUT_MAX_MB; for an image its frames and pixels: app.media.caps), handed to ComfyUI
 through its upload endpoint into a per-job subfolder, and the graph is rewritten to point at them.
 """

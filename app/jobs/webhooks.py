@@ -8,7 +8,7 @@ status line: a receiver that reads the body or answers a byte at a time cannot h
 (and the job's outputs with it). The answer's body is never read.
 
 A job's webhook URL came from a client: each attempt resolves it again and connects to the
-address app.addresses allows (a name that now points somewhere refused gets nothing), and
+address app.core.addresses allows (a name that now points somewhere refused gets nothing), and
 redirects are never followed. SYSTEM_WEBHOOK_URL is the operator's and is used as it is.
 """
 

@@ -1,4 +1,5 @@
-"""What COMFY_PASSTHROUGH=true forwards: app.passthrough.decide over paths, methods and bodies."""
+"""What COMFY_PASSTHROUGH=true forwards: app.compat.comfy.rules.decide over paths, methods and
+bodies."""
 
 from __future__ import annotations
 

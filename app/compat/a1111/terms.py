@@ -237,7 +237,7 @@ def allowed(model: type[BaseModel], field: str) -> list[str] | None:
     if marker is not None:
         return list(marker.files)
     annotation: Any = info.annotation
-    for _ in range(3):  # Annotated[Literal[...], ...] as app.workflow_schema.enum_of builds it
+    for _ in range(3):  # Annotated[Literal[...], ...] as app.registry.schema.enum_of builds it
         if get_origin(annotation) is Literal:
             return [str(v) for v in get_args(annotation)]
         if isinstance(annotation, type) and issubclass(annotation, Enum):
