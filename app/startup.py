@@ -67,7 +67,7 @@ async def run_warmup(gateway: Gateway) -> None:
         "warmup prompt %s ran in %.1fs (%d output file(s))",
         path,
         time.monotonic() - started,
-        len(result.filenames),
+        len(result.files),
     )
 
 

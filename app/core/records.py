@@ -13,6 +13,8 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from app.core.outcome import JobOutcome
+
 JobStatus = Literal["queued", "running", "succeeded", "failed", "interrupted"]
 TERMINAL: frozenset[str] = frozenset({"complete", "failed"})
 # A job's id is its owner's: (the id of the API key that made it, or None; the request id).
@@ -57,6 +59,9 @@ class JobView(Protocol):
     def result(self) -> dict[str, Any] | None: ...
 
     @property
+    def outcome(self) -> JobOutcome | None: ...
+
+    @property
     def instance(self) -> int | None: ...
 
     @property
@@ -82,7 +87,8 @@ class JobRecord:
     status: JobStatus = "queued"
     progress: dict[str, Any] = field(default_factory=lambda: {"value": 0, "max": 0, "node": None})
     error: dict[str, Any] | None = None
-    result: dict[str, Any] | None = None
+    outcome: JobOutcome | None = None  # once it succeeded
+    result: dict[str, Any] | None = None  # the outcome's /prompt body (its `complete` event)
     events: list[JobEvent] = field(default_factory=list)
     finished_at: float | None = None  # monotonic
     # Told of each event as it happens (a fleet gateway copies them into Redis).
@@ -103,9 +109,11 @@ class JobRecord:
 
     @property
     def result_bytes(self) -> int:
-        """Roughly what the kept result costs in memory: its base64 outputs."""
-        images = (self.result or {}).get("images") or []
-        return sum(len(image) for image in images)
+        """Roughly what the kept outcome costs in memory: its files' bytes and their base64."""
+        if self.outcome is None:
+            return 0
+        held = sum(len(f.data) for f in self.outcome.files if f.data is not None)
+        return held + self.outcome.content_bytes
 
     def emit(self, kind: str, data: dict[str, Any]) -> None:
         event = JobEvent(len(self.events) + 1, kind, data)
@@ -133,8 +141,10 @@ class JobRecord:
             }
             self.emit("progress", {"id": self.id, **self.progress})
 
-    def succeed(self, body: dict[str, Any]) -> None:
-        self.status, self.result, self.finished_at = "succeeded", body, time.monotonic()
+    def succeed(self, outcome: JobOutcome) -> None:
+        body = outcome.body()
+        self.status, self.outcome, self.result = "succeeded", outcome, body
+        self.finished_at = time.monotonic()
         self.emit("complete", body)
 
     def fail(self, body: dict[str, Any], *, interrupted: bool = False) -> None:

@@ -12,8 +12,10 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from app.core.errors import GatewayError, ResultTooLarge, error_from_body
+from app.core.outcome import JobOutcome
 from app.fleet.queue import deliver_ending, spec_of
 from app.fleet.records import RemoteRecord
+from app.fleet.results import to_redis
 from app.fleet.store import FleetStore, split_key
 from app.fleet.stream import Pulled
 from app.jobs.webhooks import WebhookSender
@@ -36,9 +38,9 @@ class Outcomes:
         self.abandoning = False  # shutting down past the grace period: leave jobs to others
         self.closed = False  # the worker stopped: nothing waits for Redis any more
 
-    def too_large(self, result: dict[str, Any]) -> ResultTooLarge | None:
-        """The error of a result too large to travel through Redis, or None."""
-        if sum(len(i) for i in result.get("images", [])) <= self.max_result_bytes:
+    def too_large(self, outcome: JobOutcome) -> ResultTooLarge | None:
+        """The error of an outcome too large to travel through Redis, or None."""
+        if outcome.content_bytes <= self.max_result_bytes:
             return None
         return ResultTooLarge(
             f"the outputs are larger than FLEET_MAX_RESULT_MB ({self.max_result_bytes / 2**20:g} "
@@ -50,7 +52,7 @@ class Outcomes:
         self,
         pulled: Pulled,
         request_id: str,
-        result: dict[str, Any] | None,
+        outcome: JobOutcome | None,
         error: GatewayError | None,
     ) -> bool:
         """Record the outcome of the message's job: True for the gateway that recorded it (it
@@ -58,8 +60,9 @@ class Outcomes:
         while True:
             try:
                 if error is None:
-                    assert result is not None
-                    return await self.store.finish(pulled, "succeeded", "complete", result)
+                    assert outcome is not None
+                    data = to_redis(outcome)
+                    return await self.store.finish(pulled, "succeeded", "complete", data)
                 status = "interrupted" if error.code == "interrupted" else "failed"
                 body = error.body()
                 data, shown = {"id": request_id, **body}, {**body, "status": error.status}
@@ -116,4 +119,4 @@ class Outcomes:
             return
         log.warning("job %s: delivering the webhooks of a gateway that stopped", record.id)
         error = error_from_body(record.error_status, record.error) if record.error else None
-        await deliver_ending(self.sender, spec, record.result, error)
+        await deliver_ending(self.sender, spec, record.outcome, error)

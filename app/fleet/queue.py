@@ -32,9 +32,10 @@ from app.core.errors import (
 )
 from app.core.keys import owner_label
 from app.core.options import JobOptions
+from app.core.outcome import JobOutcome
 from app.core.records import TERMINAL, JobEvent
-from app.core.schemas import PromptResponse, WorkflowResponse
 from app.fleet.records import RemoteRecord
+from app.fleet.results import from_redis
 from app.fleet.signals import POLL_S, wait
 from app.fleet.store import FleetStore, StillDelivering, fleet_key, split_key
 from app.jobs.webhooks import WebhookSender, deliver_job_end
@@ -50,13 +51,14 @@ class FleetJob:
     record: RemoteRecord
     prompt: Graph
     queue: FleetQueue
-    _task: asyncio.Task[PromptResponse] | None = field(default=None, repr=False)
+    uploaded: bool = False  # its outputs go to an upload: Redis holds their URLs
+    _task: asyncio.Task[JobOutcome] | None = field(default=None, repr=False)
 
     @property
-    def task(self) -> asyncio.Task[PromptResponse]:
+    def task(self) -> asyncio.Task[JobOutcome]:
         """The job's outcome, read from Redis; started when a request first waits for it."""
         if self._task is None:
-            outcome = self.queue.outcome(self.record.key, self.record.generation)
+            outcome = self.queue.outcome(self.record.key, self.record.generation, self.uploaded)
             self._task = asyncio.create_task(outcome)
         return self._task
 
@@ -119,7 +121,7 @@ class FleetQueue:
         record = RemoteRecord.queued(self.store, key, request_id, workflow, owner, queued)
         of = f" of key {owner}" if owner is not None else ""
         log.info("job %s%s: queued in the fleet (%d nodes)", request_id, of, len(graph))
-        return FleetJob(request_id, record, graph, self)
+        return FleetJob(request_id, record, graph, self, uploaded=options.upload is not None)
 
     async def record(self, request_id: str, owner: str | None) -> RemoteRecord | None:
         """The owner's job with this id, or None when the fleet knows none (or no longer)."""
@@ -142,7 +144,7 @@ class FleetQueue:
         except RedisError as e:
             raise self.store.reachability.unavailable(e) from e
 
-    async def outcome(self, key: str, generation: str | None) -> PromptResponse:
+    async def outcome(self, key: str, generation: str | None, uploaded: bool = False) -> JobOutcome:
         """Wait for the job's end: its result, or its error raised. Woken only by the end (not
         by each event), and reading only the last event, whatever the job did before."""
         with self.store.signals.watch(key, ends_only=True) as ended:
@@ -158,18 +160,16 @@ class FleetQueue:
                             location="id",
                         )
                     if last.type in TERMINAL:
-                        return await self._answer(key, last)
+                        return await self._answer(key, last, uploaded)
                 except RedisError as e:  # Redis restarts: keep waiting for the job's outcome
                     self.store.reachability.failed(e)
                     await asyncio.sleep(1)
                     continue
                 await wait(ended, POLL_S)
 
-    async def _answer(self, key: str, last: JobEvent) -> PromptResponse:
+    async def _answer(self, key: str, last: JobEvent, uploaded: bool) -> JobOutcome:
         if last.type == "complete":
-            if "input" in last.data:
-                return WorkflowResponse.model_validate(last.data)
-            return PromptResponse.model_validate(last.data)
+            return from_redis(last.data, uploaded=uploaded)
         status = await self.store.error_status(key)
         raise error_from_body(status, {k: v for k, v in last.data.items() if k != "id"})
 
@@ -230,7 +230,7 @@ def spec_of(state: dict[str, str]) -> dict[str, Any]:
 async def deliver_ending(
     sender: WebhookSender,
     spec: dict[str, Any],
-    result: dict[str, Any] | None,
+    outcome: JobOutcome | None,
     error: GatewayError | None,
 ) -> None:
     """A job's terminal webhooks, for whoever recorded its outcome (only they deliver)."""
@@ -242,7 +242,7 @@ async def deliver_ending(
             webhook_v2=str(options.webhook_v2) if options.webhook_v2 else None,
             job_id=spec["id"],
             graph=spec["graph"],
-            result=result,
+            outcome=outcome,
             error=error.body() if error is not None else None,
             key_name=owner_label(owner) if (owner := spec.get("owner")) is not None else None,
         )

@@ -12,7 +12,9 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+from app.core.outcome import JobOutcome
 from app.core.records import TERMINAL, JobEvent
+from app.fleet.results import from_redis, uploads
 from app.fleet.signals import POLL_S, wait
 from app.fleet.store import FINISHED, FleetStore, split_key
 
@@ -38,7 +40,9 @@ class RemoteRecord:
         # The HTTP status an error answered with where the job ran: not part of the body.
         self.error_status: int = int(error.pop("status", 500)) if error else 500
         self.error: dict[str, Any] | None = error
-        self.result: dict[str, Any] | None = None
+        self.result: dict[str, Any] | None = None  # the /prompt body, as Redis holds it
+        self.uploaded = uploads(spec)  # its files' contents are URLs, not base64
+        self._outcome: JobOutcome | None = None
         self.instance: int | None = None  # an index on another gateway would mislead
         self.gateway: str | None = state.get("gateway")
         self.generation: str | None = state.get("msg")  # the job of this id it is (its message)
@@ -81,6 +85,13 @@ class RemoteRecord:
         else:
             self.status = "interrupted" if data.get("code") == "interrupted" else "failed"
             self.error = data
+
+    @property
+    def outcome(self) -> JobOutcome | None:
+        """A succeeded job's outcome, read from its result."""
+        if self._outcome is None and self.result is not None:
+            self._outcome = from_redis(self.result, uploaded=self.uploaded)
+        return self._outcome
 
     @property
     def finished(self) -> bool:

@@ -28,6 +28,7 @@ from redis.exceptions import RedisError
 
 from app.core.errors import GatewayError
 from app.core.options import JobOptions
+from app.core.outcome import JobOutcome
 from app.core.settings import Settings
 from app.fleet.admit import admit
 from app.fleet.outcomes import Outcomes, internal_error
@@ -35,7 +36,7 @@ from app.fleet.sink import EventSink
 from app.fleet.store import FleetStore
 from app.fleet.stream import Pulled
 from app.jobs.job import Job
-from app.jobs.runner import JobRunner
+from app.jobs.runner import Ending, JobRunner
 from app.jobs.scheduler import Scheduler
 from app.jobs.webhooks import WebhookSender
 
@@ -220,8 +221,8 @@ class FleetWorker:
 
     # -- outcomes -------------------------------------------------------------------------------
     async def record_outcome(
-        self, job: Job, result: dict[str, Any] | None, error: GatewayError | None
-    ) -> tuple[dict[str, Any] | None, GatewayError | None] | None:
+        self, job: Job, result: JobOutcome | None, error: GatewayError | None
+    ) -> Ending | None:
         """The runner's hook before it delivers a job's webhooks: record the outcome in Redis,
         once. What to deliver, or None when another gateway recorded it first (or this one is
         leaving the job to others). A job this gateway did not take from the fleet (the

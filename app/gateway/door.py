@@ -26,8 +26,8 @@ from app.core.keys import Caller, owner_label
 from app.core.limits import limit_for
 from app.core.metrics import GatewayMetrics
 from app.core.options import JobOptions
+from app.core.outcome import JobOutcome
 from app.core.records import JobView
-from app.core.schemas import PromptResponse
 from app.core.settings import Settings
 from app.fleet.fleet import Fleet
 from app.fleet.queue import FleetJob
@@ -135,7 +135,7 @@ class JobDoor:
 
     async def run_job(
         self, request_id: str, graph: Graph, workflow: str = "prompt", *, caller: Caller
-    ) -> PromptResponse:
+    ) -> JobOutcome:
         """Accept a job and wait for its outputs; a GatewayError says why there are none."""
         job = await self.start_job(request_id, graph, workflow=workflow, caller=caller)
         assert job.task is not None

@@ -19,9 +19,9 @@ from app.core.addresses import AddressPolicy
 from app.core.errors import ComfyUnavailable
 from app.core.keys import owner_label
 from app.core.metrics import GatewayMetrics
+from app.core.outcome import JobOutcome
 from app.core.readings import GatewayState
 from app.core.records import JobHistory
-from app.core.schemas import PromptResponse
 from app.core.settings import Settings
 from app.fleet.fleet import Fleet
 from app.gateway.comfy import ComfyAccess
@@ -129,7 +129,7 @@ class Gateway(JobDoor):
         key_name = owner_label(owner) if owner is not None else None
         self.system_events.offer(kind, data, request_id, key_name)
 
-    async def warm_up(self, graph: Graph) -> PromptResponse:
+    async def warm_up(self, graph: Graph) -> JobOutcome:
         """Run the warmup graph on every instance (each loads its models): the one job that runs
         before the gateway accepts work."""
         results = await asyncio.gather(

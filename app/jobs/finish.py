@@ -1,4 +1,5 @@
-"""Finishing a job's attempt: wait for ComfyUI, read and remove the outputs, answer.
+"""Finishing a job's attempt: wait for ComfyUI, read and remove the outputs, and make the job's
+outcome (app.core.outcome.JobOutcome), the one every answer is rendered from.
 
 Outputs are read from the output folder the instances share (or through the instance's /view),
 converted or uploaded as the request asked, and removed, whatever happened.
@@ -16,7 +17,8 @@ from typing import Any
 from app.comfy.events import PromptWaiter
 from app.core.errors import GatewayError, PromptTimeout
 from app.core.options import JobOptions
-from app.core.schemas import PromptResponse, Stats, WorkflowResponse
+from app.core.outcome import JobOutcome, ResultFile
+from app.core.schemas import Stats
 from app.jobs.job import Job
 from app.jobs.outputs import OutputFile, OutputStore, output_files
 from app.jobs.uploads import Uploader
@@ -25,7 +27,7 @@ log = logging.getLogger(__name__)
 
 
 class Finisher:
-    """Waits for a placed job's prompt and turns its outputs into the answer."""
+    """Waits for a placed job's prompt and turns its outputs into its outcome."""
 
     def __init__(
         self, output_dir: Path, uploader: Uploader, *, keep_outputs: bool, timeout_s: float | None
@@ -35,8 +37,8 @@ class Finisher:
         self.keep_outputs = keep_outputs
         self.timeout_s = timeout_s
 
-    async def finish(self, job: Job, deadline: float | None) -> PromptResponse:
-        """Wait for ComfyUI, read and remove the outputs, and build the response."""
+    async def finish(self, job: Job, deadline: float | None) -> JobOutcome:
+        """Wait for ComfyUI, read and remove the outputs, and make the outcome."""
         waiter, instance = job.waiter, job.instance
         assert waiter is not None and instance is not None
         outputs = OutputStore(self.output_dir, instance.client)
@@ -45,7 +47,7 @@ class Finisher:
             result = await self._wait(waiter, instance.client, deadline)
             executed = time.monotonic()
             files = output_files(result)
-            contents = await self._collect(outputs, files, job.options)
+            results = await self._collect(outputs, files, job.options)
         finally:
             if not self.keep_outputs:
                 outputs.remove(files or output_files(waiter.outputs))
@@ -58,28 +60,30 @@ class Finisher:
             total=_ms(done - job.started),
         )
         log.info("job %s: %d outputs in %.0f ms", job.id, len(files), stats.total)
-        fields = dict(
+        return JobOutcome(
             id=job.id,
-            prompt=job.submitted,
-            images=[content for _, content in contents],
-            filenames=[name for name, _ in contents],
+            prompt=job.prompt,
+            files=tuple(results),
             stats=stats,
+            input=job.echo_input,
         )
-        if job.echo_input is not None:
-            return WorkflowResponse(**fields, input=job.echo_input)
-        return PromptResponse(**fields)
 
     async def _collect(
         self, outputs: OutputStore, files: list[OutputFile], options: JobOptions
-    ) -> list[tuple[str, str]]:
-        """(name, content) per file: base64, or where the upload put it."""
+    ) -> list[ResultFile]:
+        """Each file in memory, or where the upload put it."""
         target = options.upload
         if target is None:
-            return await outputs.read_all(files, options.convert_output)
+            read = await outputs.read_all(files, options.convert_output)
+            return [
+                ResultFile.of_bytes(name, data, file.node_id)
+                for file, (name, data) in zip(files, read, strict=True)
+            ]
         stored = []
         for file in files:  # one at a time: never more than one output in memory
             name, data = await outputs.read(file, options.convert_output)
-            stored.append((name, await self.uploader.store(target, name, data)))
+            location = await self.uploader.store(target, name, data)
+            stored.append(ResultFile(name, len(data), file.node_id, location=location))
         return stored
 
     async def _wait(self, waiter: PromptWaiter, client: Any, deadline: float | None) -> Any:

@@ -11,8 +11,8 @@ from app.comfy.events import PromptWaiter
 from app.comfy.graph import Graph
 from app.comfy.instance import ComfyInstance
 from app.core.options import JobOptions
+from app.core.outcome import JobOutcome
 from app.core.records import JobKey, JobRecord
-from app.core.schemas import PromptResponse
 from app.jobs.inputs import JobInputs
 
 
@@ -25,7 +25,7 @@ class Job:
     inputs: JobInputs
     models: frozenset[str]  # the checkpoints it loads: it prefers an instance that has them
     started: float = field(default_factory=time.monotonic)
-    task: asyncio.Task[PromptResponse] | None = None
+    task: asyncio.Task[JobOutcome] | None = None
     instance: ComfyInstance | None = None  # while placed on one
     waiter: PromptWaiter | None = None  # of the current attempt
     submitted: Graph | None = None  # the graph of the current attempt, as ComfyUI has it

@@ -1,9 +1,8 @@
-"""Output files: find them in a prompt's outputs, read them, encode them, remove them."""
+"""Output files: find them in a prompt's outputs, read them, remove them."""
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import logging
 import os
@@ -72,8 +71,12 @@ class OutputStore:
     ) -> tuple[str, bytes]:
         """The file's name and bytes, re-encoded first when asked and an image."""
         path = self.local_path(file)
-        if path is not None and _size(path) is not None:
-            data = await asyncio.to_thread(Path(path).read_bytes)
+        size = _size(path) if path is not None else None
+        if path is not None and size is not None:
+            if size <= INLINE_READ_MAX_BYTES:
+                data = _read(path)
+            else:
+                data = await asyncio.to_thread(_read, path)
         else:
             data = await self.client.view(file.filename, file.subfolder, file.folder_type)
         if convert_to is not None:
@@ -82,24 +85,11 @@ class OutputStore:
                 return converted_name(file.filename, convert_to), converted
         return file.filename, data
 
-    async def read_base64(
-        self, file: OutputFile, convert_to: ConvertSpec | None = None
-    ) -> tuple[str, str]:
-        """The file's name and base64 content, re-encoded first when asked and an image."""
-        path = self.local_path(file)
-        size = _size(path) if path is not None else None
-        if path is not None and size is not None and convert_to is None:
-            if size <= INLINE_READ_MAX_BYTES:
-                return file.filename, _encode_file(path)
-            return file.filename, await asyncio.to_thread(_encode_file, path)
-        name, data = await self.read(file, convert_to)
-        return name, _b64(data)
-
     async def read_all(
         self, files: list[OutputFile], convert_to: ConvertSpec | None = None
-    ) -> list[tuple[str, str]]:
-        """(name, base64) of each file, in order."""
-        return list(await asyncio.gather(*(self.read_base64(f, convert_to) for f in files)))
+    ) -> list[tuple[str, bytes]]:
+        """(name, bytes) of each file, in order."""
+        return list(await asyncio.gather(*(self.read(f, convert_to) for f in files)))
 
     def remove(self, files: list[OutputFile]) -> None:
         for file in files:
@@ -116,11 +106,6 @@ def _size(path: str) -> int | None:
         return None
 
 
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
-
-
-def _encode_file(path: str) -> str:
+def _read(path: str) -> bytes:
     with open(path, "rb") as f:
-        encoded = base64.b64encode(f.read())  # the raw bytes are freed before the str is made
-    return encoded.decode("ascii")
+        return f.read()

@@ -8,12 +8,13 @@ app.jobs.cacheable's call. A hit runs no job: ComfyUI never sees the request.
 
 from __future__ import annotations
 
-import base64
-from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from app.core.bounded import BoundedMap
 from app.core.metrics import MetricsHooks
+from app.core.outcome import JobOutcome, ResultFile
+from app.core.schemas import Stats
 
 # What an entry costs besides its bytes (the objects, the key), so that a flood of tiny results
 # still counts against the bound.
@@ -33,14 +34,15 @@ class CachedResult:
     files: tuple[CachedFile, ...]
 
     @classmethod
-    def from_base64(cls, names: Iterable[str], contents: Iterable[str]) -> CachedResult:
-        """From a job's answer: file names and base64 contents."""
-        return cls(
-            tuple(
-                CachedFile(name, base64.b64decode(content))
-                for name, content in zip(names, contents, strict=True)
-            )
-        )
+    def of(cls, outcome: JobOutcome) -> CachedResult:
+        """A succeeded job's files (its bytes: a job whose outputs were uploaded is never
+        cached)."""
+        return cls(tuple(CachedFile(f.name, f.read()) for f in outcome.files))
+
+    def outcome(self, request_id: str, prompt: dict[str, Any], stats: Stats) -> JobOutcome:
+        """The outcome of a request answered from the cache."""
+        files = tuple(ResultFile.of_bytes(f.name, f.data) for f in self.files)
+        return JobOutcome(id=request_id, prompt=prompt, files=files, stats=stats)
 
     @property
     def size(self) -> int:

@@ -35,8 +35,8 @@ from app.core.errors import (
 )
 from app.core.keys import owner_label
 from app.core.metrics import MetricsHooks
+from app.core.outcome import JobOutcome
 from app.core.records import JobHistory, JobKey
-from app.core.schemas import PromptResponse
 from app.jobs.finish import Finisher
 from app.jobs.inputs import InputFiles
 from app.jobs.job import Job
@@ -47,8 +47,8 @@ from app.jobs.webhooks import WebhookSender, deliver_job_end
 from app.models.store import ModelStore
 
 log = logging.getLogger(__name__)
-Outcome = tuple[dict[str, Any] | None, GatewayError | None]  # (result body, error)
-OutcomeHook = Callable[[Job, dict[str, Any] | None, GatewayError | None], Awaitable[Outcome | None]]
+Ending = tuple[JobOutcome | None, GatewayError | None]  # (a success's outcome, or the error)
+OutcomeHook = Callable[[Job, JobOutcome | None, GatewayError | None], Awaitable[Ending | None]]
 
 
 class JobRunner(JobStart):
@@ -87,9 +87,9 @@ class JobRunner(JobStart):
         self.active: dict[JobKey, Job] = {}  # until ComfyUI is done with it
         self.preparing: set[JobKey] = set()  # jobs whose models and inputs are being fetched
         self.by_prompt: dict[str, JobKey] = {}  # ComfyUI prompt id -> job, same lifetime
-        self.tasks: set[asyncio.Task[PromptResponse]] = set()  # until deliveries are done
+        self.tasks: set[asyncio.Task[JobOutcome]] = set()  # until deliveries are done
 
-    async def _run(self, job: Job, only: ComfyInstance | None) -> PromptResponse:
+    async def _run(self, job: Job, only: ComfyInstance | None) -> JobOutcome:
         record = job.record
         try:
             try:
@@ -107,12 +107,11 @@ class JobRunner(JobStart):
             record.fail(error.body())
             await self._deliver(job, None, error)
             raise error from e
-        body = result.model_dump(mode="json")
-        record.succeed(body)
-        await self._deliver(job, body, None)
+        record.succeed(result)
+        await self._deliver(job, result, None)
         return result
 
-    async def _attempts(self, job: Job, only: ComfyInstance | None) -> PromptResponse:
+    async def _attempts(self, job: Job, only: ComfyInstance | None) -> JobOutcome:
         """Place, submit and finish the job; again on another instance if its instance died."""
         deadline = job.started + self.timeout_s if self.timeout_s else None
         avoid: ComfyInstance | None = None
@@ -146,7 +145,7 @@ class JobRunner(JobStart):
             raise PromptTimeout.after(self.timeout_s) from None
 
     async def _deliver(
-        self, job: Job, result: dict[str, Any] | None, failure: GatewayError | None
+        self, job: Job, result: JobOutcome | None, failure: GatewayError | None
     ) -> None:
         self.metrics.job_ended(job.record, job.started)  # every outcome passes here, once
         if self.outcome is not None:
@@ -154,7 +153,6 @@ class JobRunner(JobStart):
             if decided is None:
                 return
             result, failure = decided
-        error = failure.body() if failure is not None else None
         if job.options.webhook or job.options.webhook_v2:
             webhook, webhook_v2 = job.options.webhook, job.options.webhook_v2
             owner = job.record.owner
@@ -164,8 +162,8 @@ class JobRunner(JobStart):
                 webhook_v2=str(webhook_v2) if webhook_v2 else None,
                 job_id=job.id,
                 graph=job.prompt,
-                result=result,
-                error=error,
+                outcome=result,
+                error=failure.body() if failure is not None else None,
                 key_name=owner_label(owner) if owner is not None else None,
             )
 
@@ -176,7 +174,7 @@ class JobRunner(JobStart):
         workflow: str = "prompt",
         only: ComfyInstance | None = None,
         owner: str | None = None,
-    ) -> PromptResponse:
+    ) -> JobOutcome:
         """Run a graph to completion and return its outputs, or raise a GatewayError."""
         job = await self.start(request_id, graph, owner=owner, workflow=workflow, only=only)
         assert job.task is not None

@@ -23,8 +23,8 @@ from app.core.addresses import AddressPolicy, check_destinations
 from app.core.errors import Conflict, GatewayError
 from app.core.logs import bind_request_id
 from app.core.options import JobOptions
+from app.core.outcome import JobOutcome
 from app.core.records import JobEvent, JobHistory, JobKey, JobRecord
-from app.core.schemas import PromptResponse
 from app.jobs.inputs import InputFiles, JobInputs
 from app.jobs.job import Job
 from app.jobs.scheduler import Scheduler
@@ -45,7 +45,7 @@ class JobStart:
     active: dict[JobKey, Job]
     preparing: set[JobKey]
     by_prompt: dict[str, JobKey]
-    tasks: set[asyncio.Task[PromptResponse]]
+    tasks: set[asyncio.Task[JobOutcome]]
 
     async def start(
         self,
@@ -127,7 +127,7 @@ class JobStart:
         task.add_done_callback(lambda _: held.release())
         return job
 
-    async def _run(self, job: Job, only: ComfyInstance | None) -> PromptResponse:
+    async def _run(self, job: Job, only: ComfyInstance | None) -> JobOutcome:
         raise NotImplementedError  # the JobRunner's: the job from its start to its outcome
 
     def _uploads_via(self) -> Any:
@@ -135,7 +135,7 @@ class JobStart:
         running = [i for i in self.scheduler.instances if i.process.running]
         return (running or self.scheduler.instances)[0].client
 
-    def _task_done(self, task: asyncio.Task[PromptResponse]) -> None:
+    def _task_done(self, task: asyncio.Task[JobOutcome]) -> None:
         self.tasks.discard(task)
         if not task.cancelled():
             task.exception()  # retrieved: the outcome was recorded and delivered already

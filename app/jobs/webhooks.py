@@ -31,6 +31,7 @@ import httpx
 from app.core.addresses import AddressPolicy, AddressRefused, HostUnresolved
 from app.core.metrics import MetricsHooks
 from app.core.numbers import finite_number
+from app.core.outcome import JobOutcome
 from app.core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -225,7 +226,7 @@ async def deliver_job_end(
     webhook_v2: str | None,
     job_id: str,
     graph: dict[str, Any],
-    result: dict[str, Any] | None,
+    outcome: JobOutcome | None,
     error: dict[str, Any] | None,
     key_name: str | None = None,
 ) -> None:
@@ -235,20 +236,19 @@ async def deliver_job_end(
     """
     meta = {"metadata": {"key_name": key_name}} if key_name is not None else {}
     if webhook:
-        if result is not None:
-            for index, (image, filename) in enumerate(
-                zip(result["images"], result["filenames"], strict=True)
-            ):
-                payload = {"event": "output.complete", "image": image, "id": job_id,
-                           "filename": filename, "prompt": graph, **meta}  # fmt: skip
+        if outcome is not None:
+            for index, file in enumerate(outcome.files):
+                payload = {"event": "output.complete", "image": file.content, "id": job_id,
+                           "filename": file.name, "prompt": graph, **meta}  # fmt: skip
                 await sender.deliver(webhook, payload, msg_id=f"{job_id}.{index}", job_id=job_id)
         else:
             assert error is not None
             payload = {"event": "prompt.failed", **error, "id": job_id, "prompt": graph, **meta}
             await sender.deliver(webhook, payload, msg_id=job_id, job_id=job_id)
     if webhook_v2:
-        if result is not None:
-            payload = {"type": "prompt.complete", "timestamp": now_iso(), **result, **meta}
+        if outcome is not None:
+            body = outcome.body()
+            payload = {"type": "prompt.complete", "timestamp": now_iso(), **body, **meta}
         else:
             assert error is not None
             payload = {"type": "prompt.failed", "timestamp": now_iso(), "id": job_id,

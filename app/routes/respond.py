@@ -8,7 +8,6 @@ A request that asks for the result cache may be answered from it instead, withou
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import logging
 import time
@@ -23,6 +22,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from app.comfy.graph import Graph
 from app.core.keys import Caller
 from app.core.options import JobOptions
+from app.core.outcome import JobOutcome
 from app.core.records import JobView
 from app.core.schemas import Accepted, ErrorResponse, PromptResponse, Stats
 from app.gateway import Gateway
@@ -87,11 +87,11 @@ async def run_job(
         accepted = Accepted(id=job.id, prompt=job.prompt, status="ok")
         return JSONResponse(accepted.model_dump(), status_code=202)
     assert job.task is not None
-    result = await job.task
+    outcome = await job.task
     if use.store is not None:
-        use.keep(await decoded(result.filenames, result.images))
+        use.keep(await cached(outcome))
     return StreamingResponse(
-        json_chunks(result), media_type="application/json", headers=use.headers()
+        json_chunks(outcome.response()), media_type="application/json", headers=use.headers()
     )
 
 
@@ -178,31 +178,26 @@ def cache_key(key: str, caller: Caller) -> str:
     return key if caller.id is None else f"{caller.id}/{key}"
 
 
-INLINE_DECODE_MAX = 1 << 20  # larger answers are decoded in a worker thread
+INLINE_DECODE_MAX = 1 << 20  # larger outcomes read back from a fleet are decoded in a thread
 
 
-async def decoded(names: list[str], contents: list[str]) -> CachedResult:
-    """A job's answer (names, base64 contents) as files, decoded off the loop when large."""
-    if sum(map(len, contents)) > INLINE_DECODE_MAX:
-        return await asyncio.to_thread(CachedResult.from_base64, names, contents)
-    return CachedResult.from_base64(names, contents)
+async def cached(outcome: JobOutcome) -> CachedResult:
+    """A job's files as the result cache keeps them. A fleet's outcome holds them as the base64
+    that came through Redis: decoded off the loop when large."""
+    from_fleet = any(f.encoded is not None for f in outcome.files)
+    if from_fleet and outcome.content_bytes > INLINE_DECODE_MAX:
+        return await asyncio.to_thread(CachedResult.of, outcome)
+    return CachedResult.of(outcome)
 
 
 def cached_answer(options: JobOptions, graph: Graph, use: CacheUse, started: float) -> Response:
     """The 200 body of a request answered from the cache: no job ran, so the times are ~0."""
     assert use.hit is not None
-    files = use.hit.files
-    images = [base64.b64encode(f.data).decode("ascii") for f in files]
     elapsed_ms = round((time.monotonic() - started) * 1000, 1)
-    result = PromptResponse(
-        id=options.id or str(uuid.uuid4()),
-        prompt=graph,
-        images=images,
-        filenames=[f.name for f in files],
-        stats=Stats(queue=0, execution=0, postprocess=elapsed_ms, total=elapsed_ms),
-    )
+    stats = Stats(queue=0, execution=0, postprocess=elapsed_ms, total=elapsed_ms)
+    outcome = use.hit.outcome(options.id or str(uuid.uuid4()), graph, stats)
     return StreamingResponse(
-        json_chunks(result), media_type="application/json", headers=use.headers()
+        json_chunks(outcome.response()), media_type="application/json", headers=use.headers()
     )
 
 

@@ -19,6 +19,7 @@ from app.core.errors import GatewayError, Interrupted
 from app.core.options import JobOptions
 from app.core.records import JobEvent, JobKey, JobRecord
 from app.core.settings import load_settings
+from app.fleet.results import from_redis
 from app.fleet.store import FleetStore, fleet_key
 from app.fleet.stream import Pulled
 from app.fleet.worker import FleetWorker
@@ -96,6 +97,7 @@ class FakeRunner:
         if error is not None:
             job.record.fail(error.body(), interrupted=isinstance(error, Interrupted))
         else:
+            result = from_redis({"id": job.id, **result}, uploaded=False)
             job.record.succeed(result)
         decided = await self.outcome(job, result, error)
         if decided is None:
@@ -104,7 +106,7 @@ class FakeRunner:
         if job.options.webhook:
             await deliver_job_end(
                 self.sender, webhook=str(job.options.webhook), webhook_v2=None, job_id=job.id,
-                graph=job.graph, result=result, error=error.body() if error else None,
+                graph=job.graph, outcome=result, error=error.body() if error else None,
             )  # fmt: skip
         return result
 

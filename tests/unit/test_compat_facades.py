@@ -14,8 +14,9 @@ from app.compat.v1.request import file_name, inline_files, unwrap
 from app.compat.v1.routes import node_failed
 from app.compat.v2.asset_routes import ranged
 from app.compat.v2.assets import PlacementError, placement
-from app.compat.v2.jobs import decoded_size, job_error, node_of
+from app.compat.v2.jobs import job_error, node_of
 from app.core.errors import ExecutionFailed, InvalidRequest
+from app.fleet.results import decoded_size
 
 
 @pytest.mark.parametrize(

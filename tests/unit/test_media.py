@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import copy
 import os
 from collections.abc import AsyncIterator
@@ -152,9 +151,9 @@ def test_local_path_inside(store: OutputStore, filename: str, subfolder: str) ->
 async def test_large_file_is_read_whole(store: OutputStore) -> None:
     content = os.urandom(INLINE_READ_MAX_BYTES + 12345)  # read in a worker thread
     (store.output_dir / "big.bin").write_bytes(content)
-    [(name, encoded)] = await store.read_all([OutputFile("1", "big.bin", "", "output")])
+    [(name, data)] = await store.read_all([OutputFile("1", "big.bin", "", "output")])
     assert name == "big.bin"
-    assert base64.b64decode(encoded) == content
+    assert data == content
 
 
 async def test_read_and_remove(store: OutputStore) -> None:
@@ -163,9 +162,9 @@ async def test_read_and_remove(store: OutputStore) -> None:
     (store.output_dir / "sub" / "a.png").write_bytes(content)
     (store.output_dir / "b.png").write_bytes(b"second")
     files = [OutputFile("1", "a.png", "sub", "output"), OutputFile("2", "b.png", "", "output")]
-    encoded = await store.read_all(files)
-    assert [name for name, _ in encoded] == ["a.png", "b.png"]
-    assert [base64.b64decode(e) for _, e in encoded] == [content, b"second"]
+    read = await store.read_all(files)
+    assert [name for name, _ in read] == ["a.png", "b.png"]
+    assert [data for _, data in read] == [content, b"second"]
     store.remove([*files, OutputFile("3", "gone.png", "", "output")])
     assert not (store.output_dir / "sub" / "a.png").exists()
     assert not (store.output_dir / "b.png").exists()

@@ -14,6 +14,7 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from app.core.metrics import JOB_BUCKETS_S, GatewayMetrics
+from app.core.outcome import JobOutcome
 from app.core.readings import GatewayState, InstanceReading
 from app.core.records import JobRecord
 from app.core.settings import load_settings
@@ -175,7 +176,7 @@ async def test_request_duration_lands_in_the_right_bucket() -> None:
 def finished(workflow: str, status: str, duration_s: float, code: str | None = None) -> JobRecord:
     record = JobRecord(f"job-{time.monotonic_ns()}", "p", workflow)
     if status == "succeeded":
-        record.succeed({})
+        record.succeed(JobOutcome(record.id, {}))
     else:
         record.fail({"error": "x", "code": code}, interrupted=status == "interrupted")
     assert record.finished_at is not None

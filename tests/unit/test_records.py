@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 
+from app.core.outcome import JobOutcome, ResultFile
 from app.core.records import JobHistory, JobRecord
 
 
 def finished(request_id: str, image_bytes: int = 0, owner: str | None = None) -> JobRecord:
     record = JobRecord(request_id, f"p-{request_id}", owner=owner)
-    record.succeed({"id": request_id, "images": ["A" * image_bytes]})
+    # An uploaded file: its content in the answer is its URL, `image_bytes` long.
+    output = ResultFile("a.png", image_bytes, location="A" * image_bytes)
+    record.succeed(JobOutcome(request_id, {}, (output,)))
     return record
 
 
@@ -65,7 +68,7 @@ async def test_follow_replays_then_waits_for_the_end() -> None:
     task = asyncio.create_task(follow())
     await asyncio.sleep(0.12)
     record.on_comfy_event("progress", {"value": 1, "max": 2, "node": "5"})
-    record.succeed({"id": "j"})
+    record.succeed(JobOutcome("j", {}))
     await asyncio.wait_for(task, 2)
     assert seen[0] == "queued"
     assert "idle" in seen

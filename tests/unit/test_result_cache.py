@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from app.core.metrics import GatewayMetrics
+from app.core.outcome import JobOutcome, ResultFile
 from app.jobs.cacheable import external_reason, random_reason, uncacheable_reason
 from app.jobs.canonical import canonical_json, digest, number
 from app.jobs.result_cache import ENTRY_OVERHEAD_BYTES, CachedFile, CachedResult, ResultCache
@@ -142,9 +143,12 @@ def test_lookups_and_size_are_counted_in_the_metrics() -> None:
     assert value("comfy_gateway_result_cache_entries") == 1
 
 
-def test_a_result_is_built_from_a_jobs_base64_answer() -> None:
-    built = CachedResult.from_base64(["a.png"], ["aGVsbG8="])
+def test_a_result_is_built_from_a_jobs_outcome() -> None:
+    outcome = JobOutcome("j", {}, (ResultFile.of_bytes("a.png", b"hello"),))
+    built = CachedResult.of(outcome)
     assert built.files == (CachedFile("a.png", b"hello"),)
+    answered = built.outcome("k", {}, outcome.stats).response()
+    assert (answered.filenames, answered.images) == (["a.png"], ["aGVsbG8="])
 
 
 # -- what may be cached ------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 import pytest
 from standardwebhooks import Webhook
 
+from app.core.outcome import JobOutcome, ResultFile
 from app.core.settings import SettingsError, load_settings
 from app.jobs.webhooks import SystemEvents, WebhookSender, decode_secret, deliver_job_end
 from tests.integration.receiver import Receiver, loopback_traps
@@ -89,16 +90,16 @@ async def test_a_keyed_jobs_system_events_name_its_key() -> None:
 async def test_a_keyed_jobs_webhooks_name_its_key() -> None:
     receiver = Receiver()
     sender = WebhookSender(load_settings(allow_private_urls=True))
-    result = {"id": "job-1", "images": ["aGk="], "filenames": ["a.png"]}
+    result = JobOutcome("job-1", {}, (ResultFile.of_bytes("a.png", b"hi"),))
     try:
-        for outcome in ({"result": result, "error": None},
-                        {"result": None, "error": {"error": "no", "code": "timeout"}}):  # fmt: skip
+        failure = {"error": "no", "code": "timeout"}
+        for outcome in ({"outcome": result, "error": None}, {"outcome": None, "error": failure}):
             await deliver_job_end(
                 sender, webhook=receiver.url("/legacy"), webhook_v2=receiver.url("/v2"),
                 job_id="job-1", graph={}, key_name="acme", **outcome,
             )  # fmt: skip
         await deliver_job_end(sender, webhook=None, webhook_v2=receiver.url("/anon"),
-                              job_id="job-2", graph={}, result=result, error=None)  # fmt: skip
+                              job_id="job-2", graph={}, outcome=result, error=None)  # fmt: skip
     finally:
         await sender.aclose()
         receiver.close()

@@ -187,13 +187,13 @@ async def run_images(
                 graph = terms.add_loras(graph, loras)
             generation.job_id = f"sdapi-{uuid.uuid4().hex[:12]}"
             try:
-                result = await gateway.run_job(
+                outcome = await gateway.run_job(
                     generation.job_id, graph, workflow=flow.name, caller=caller
                 )
             except Interrupted:
                 generation.interrupted = True
                 break
-            images.extend(result.images)
+            images.extend(file.content for file in outcome.files)
             generation.done += 1
     finally:
         state.running.remove(generation)

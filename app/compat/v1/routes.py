@@ -26,7 +26,7 @@ from app.core.schemas import ErrorResponse
 from app.jobs.canonical import digest
 from app.jobs.result_cache import ResultCache
 from app.routes.deps import CallerDep, GatewayDep, InputCapsDep, ResultCacheDep
-from app.routes.respond import CacheUse, cache_key, decoded
+from app.routes.respond import CacheUse, cache_key, cached
 
 router = APIRouter(prefix="/api/v1", tags=["blocking API (/api/v1)"])
 
@@ -93,10 +93,10 @@ async def generate(
     state.remember(cache_key(key, caller), job.id, job.record.prompt_id, graph, caller.id)
     assert job.task is not None
     try:
-        result = await asyncio.shield(job.task)  # a client that leaves does not cancel the job
+        outcome = await asyncio.shield(job.task)  # a client that leaves does not cancel the job
     except ExecutionFailed as e:
         return node_failed(e, headers)
-    files = await decoded(result.filenames, result.images)
+    files = await cached(outcome)
     use.keep(files)
     headers.update(use.headers())
     return answer(files.files, key, accept, headers)

@@ -19,7 +19,7 @@ from app.core.keys import Caller
 from app.gateway import Gateway
 from app.jobs.result_cache import CachedFile, CachedResult, ResultCache
 from app.routes.deps import CallerDep, GatewayDep, ResultCacheDep
-from app.routes.respond import cache_key, decoded
+from app.routes.respond import cache_key, cached
 
 DIGEST = re.compile(r"^[0-9a-f]{64}$")
 KEEP_DIGESTS = 1000  # digest -> the job that answered it, for GET /api/v1/images
@@ -73,20 +73,20 @@ class Answers:
                 location="digest",
             )
         caller, gateway = self.caller, self.gateway
-        cached = self.results.peek(cache_key(key, caller)) if self.results is not None else None
-        if cached is not None:
-            return cached.files
+        hit = self.results.peek(cache_key(key, caller)) if self.results is not None else None
+        if hit is not None:
+            return hit.files
         request_id = self.state.answered.get(cache_key(key, caller))
         record = await gateway.running_job(request_id, caller) if request_id else None
         if request_id is None or record is not None:
             raise NotFound(f"no result for {key} here (unknown, still running, or expired)")
         try:
-            result = (await gateway.job(request_id, caller)).result
+            outcome = (await gateway.job(request_id, caller)).outcome
         except NotFound:
-            result = None
-        if result is None:
+            outcome = None
+        if outcome is None:
             raise NotFound(f"no result for {key} here (failed, or no longer kept)")
-        found: CachedResult = await decoded(result["filenames"], result["images"])
+        found: CachedResult = await cached(outcome)
         return found.files
 
 

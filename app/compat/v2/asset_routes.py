@@ -27,7 +27,6 @@ from app.compat.v2 import envelope
 from app.compat.v2.assets import PlacementError, content_hash, placement
 from app.compat.v2.envelope import V2JSON, base_url, error, get_and_head, iso, now
 from app.compat.v2.job_routes import known_job, output_of
-from app.compat.v2.jobs import content_type_of
 from app.compat.v2.state import V2StateDep
 from app.compat.v2.submission import output_id_parts
 from app.core import strict_json
@@ -186,16 +185,15 @@ async def get_asset(
     if found is None or ids is None:
         return error(404, "not_found", "Unknown asset id.")
     job = known_job(state, ids[0], caller)
-    name, data = found
     moment = now()
     created = job.completed_at if job and job.completed_at else moment
     return V2JSON(
         {
             "id": asset_id,
             "hash": None,
-            "size_bytes": len(data),
-            "content_type": content_type_of(name),
-            "file_path": name,
+            "size_bytes": found.size,
+            "content_type": found.content_type,
+            "file_path": found.name,
             "created_at": iso(created),
             "url": f"{base}/api/v2/assets/{asset_id}/content",
             "url_expires_at": iso(moment + envelope.RETENTION),
@@ -221,8 +219,7 @@ async def content(
     if found is None:
         message = f"Output bytes are no longer kept by the gateway. {UNAVAILABLE}"
         return error(404, "output_unavailable", message)
-    name, data = found
-    return ranged(data, content_type_of(name), request.headers.get("range"))
+    return ranged(found.read(), found.content_type, request.headers.get("range"))
 
 
 def ranged(data: bytes, media_type: str, header: str | None) -> Response:

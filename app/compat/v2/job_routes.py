@@ -32,6 +32,7 @@ from app.core.errors import (
 from app.core.keys import Caller
 from app.core.numbers import whole_number
 from app.core.options import JobOptions
+from app.core.outcome import ResultFile
 from app.core.records import JobView
 from app.gateway import Gateway
 from app.routes.deps import CallerDep, GatewayDep
@@ -165,8 +166,8 @@ async def submit(
 
 async def output_of(
     gateway: Gateway, state: V2State, caller: Caller, output_id: str
-) -> tuple[str, bytes] | None:
-    """(name, bytes) of a v2 job's output by its id, while the gateway keeps the answer."""
+) -> ResultFile | None:
+    """A v2 job's output by its id, while the gateway keeps its outcome."""
     found = submission.output_id_parts(output_id)
     job = known_job(state, found[0], caller) if found is not None else None
     if found is None or job is None:

@@ -2,21 +2,19 @@
 
 The gateway's statuses map onto v2's: queued, running, succeeded, failed, and interrupted as
 `canceled`; a job the gateway no longer keeps (JOB_HISTORY_MAX, JOB_HISTORY_TTL_S) is `expired`.
-Outputs are the files of the job's answer, which the gateway holds in memory (ComfyUI's output
-folder is emptied once they are read): output `{job id}.{n}` is file n of the answer.
+Outputs are the files of the job's outcome (app.core.outcome), which the gateway holds in memory
+(ComfyUI's output folder is emptied once they are read): output `{job id}.{n}` is file n.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import mimetypes
 import posixpath
 from typing import Any
 
 from app.comfy.graph import Graph, node_order
 from app.compat.v2.envelope import RETENTION, iso, now
 from app.compat.v2.state import V2Job
+from app.core.outcome import ResultFile
 from app.core.records import JobView
 
 STATUSES = {
@@ -81,10 +79,6 @@ def output_kind(content_type: str) -> str:
     return kind if kind in ("image", "video", "audio", "text") else "file"
 
 
-def content_type_of(name: str) -> str:
-    return mimetypes.guess_type(name)[0] or "application/octet-stream"
-
-
 def node_of(name: str, graph: Graph) -> str:
     """The save node that wrote a file: the one whose filename_prefix it starts with."""
     best, best_length = "", -1
@@ -97,29 +91,22 @@ def node_of(name: str, graph: Graph) -> str:
     return best
 
 
-def decoded_size(content: str) -> int:
-    return len(content) * 3 // 4 - content[-2:].count("=")
-
-
 def outputs(job: V2Job, record: JobView | None, base: str) -> list[dict[str, Any]]:
     """The Output objects of a succeeded job (none before, or once the gateway let it go)."""
-    result = record.result if record is not None else None
-    if not result:
+    outcome = record.outcome if record is not None else None
+    if outcome is None:
         return []
     expires = iso(now() + RETENTION)
     found = []
-    for index, (name, content) in enumerate(
-        zip(result["filenames"], result["images"], strict=True)
-    ):
+    for index, file in enumerate(outcome.files):
         output_id = f"{job.id}.{index}"
-        content_type = content_type_of(name)
         found.append(
             {
-                "node_id": node_of(name, job.workflow),
-                "name": name,
-                "type": output_kind(content_type),
-                "content_type": content_type,
-                "size_bytes": decoded_size(content),
+                "node_id": node_of(file.name, job.workflow),
+                "name": file.name,
+                "type": output_kind(file.content_type),
+                "content_type": file.content_type,
+                "size_bytes": file.size,
                 "id": output_id,
                 "hash": None,  # "lazily computed", as the spec allows: never, here
                 "url": f"{base}/api/v2/assets/{output_id}/content",
@@ -130,15 +117,15 @@ def outputs(job: V2Job, record: JobView | None, base: str) -> list[dict[str, Any
     return found
 
 
-def output_file(record: JobView | None, index: int) -> tuple[str, bytes] | None:
-    """(name, bytes) of output `index` of a job, while the gateway keeps its answer."""
-    result = record.result if record is not None else None
-    if not result or not 0 <= index < len(result["filenames"]):
+def output_file(record: JobView | None, index: int) -> ResultFile | None:
+    """Output `index` of a job, while the gateway keeps its outcome (and its bytes)."""
+    outcome = record.outcome if record is not None else None
+    if outcome is None or not 0 <= index < len(outcome.files):
         return None
-    try:
-        return result["filenames"][index], base64.b64decode(result["images"][index])
-    except (binascii.Error, ValueError):
-        return None  # an answer that holds upload URLs, not contents
+    file = outcome.files[index]
+    if file.stored:
+        return None  # uploaded: the gateway holds no bytes of it
+    return file
 
 
 def job_body(

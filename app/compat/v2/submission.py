@@ -10,19 +10,19 @@ input folder and refuses).
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Callable
 from typing import Any
 
 from app.compat.v2.assets import AssetStore
 from app.core.keys import Caller
 from app.core.numbers import whole_number
+from app.core.outcome import ResultFile
 
 MAX_METADATA_BYTES = 1024
 PRIORITY_RANGE = (-1_000_000, 1_000_000)
 
 Problem = tuple[int, str, str]  # status, code, message
-OutputLookup = Callable[[str], tuple[str, bytes] | None]  # output id -> (name, bytes)
+OutputLookup = Callable[[str], ResultFile | None]  # output id -> the file
 
 
 def reserved(body: dict[str, Any]) -> Problem | None:
@@ -115,7 +115,7 @@ def _reference(
     asset_id = info.get("id")
     asset = assets.get(asset_id, caller) if isinstance(asset_id, str) else None
     if asset is None and isinstance(asset_id, str) and (found := output(asset_id)) is not None:
-        return base64.b64encode(found[1]).decode("ascii")
+        return found.content  # its base64, made once for every answer that carries it
     if asset is None and isinstance(info.get("hash"), str):
         asset = assets.by_hash(info["hash"], caller)  # as the proxy: a hash also finds it
     return asset.comfy_name if asset is not None else None
