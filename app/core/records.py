@@ -11,11 +11,11 @@ import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 from app.core.outcome import JobOutcome
+from app.core.status import JobStatus
 
-JobStatus = Literal["queued", "running", "succeeded", "failed", "interrupted"]
 TERMINAL: frozenset[str] = frozenset({"complete", "failed"})
 # A job's id is its owner's: (the id of the API key that made it, or None; the request id).
 JobKey = tuple[str | None, str]

@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from app.core.options import JobOptions
+from app.core.status import JobStatus
 
 EXAMPLE_GRAPH: dict[str, Any] = {
     "1": {
@@ -121,9 +122,7 @@ class JobState(BaseModel):
     """What this gateway process knows of a job (not shared between gateway replicas)."""
 
     id: str = Field(description="The request id")
-    status: Literal["queued", "running", "succeeded", "failed", "interrupted"] = Field(
-        description="Where the job is"
-    )
+    status: JobStatus = Field(description="Where the job is")
     progress: Progress = Field(description="Progress of the node running now")
     queue_position: int | None = Field(
         None,

@@ -13,6 +13,7 @@ from redis.exceptions import RedisError
 
 from app.core.errors import GatewayError, ResultTooLarge, error_from_body
 from app.core.outcome import JobOutcome
+from app.core.status import ended_status
 from app.fleet.queue import deliver_ending, spec_of
 from app.fleet.records import RemoteRecord
 from app.fleet.results import to_redis
@@ -63,8 +64,8 @@ class Outcomes:
                     assert outcome is not None
                     data = to_redis(outcome)
                     return await self.store.finish(pulled, "succeeded", "complete", data)
-                status = "interrupted" if error.code == "interrupted" else "failed"
                 body = error.body()
+                status = ended_status(body)
                 data, shown = {"id": request_id, **body}, {**body, "status": error.status}
                 return await self.store.finish(pulled, status, "failed", data, shown)
             except (RedisError, OSError) as e:

@@ -14,9 +14,10 @@ from typing import Any
 
 from app.core.outcome import JobOutcome
 from app.core.records import TERMINAL, JobEvent
+from app.core.status import FINISHED, ended_status
 from app.fleet.results import from_redis, uploads
 from app.fleet.signals import POLL_S, wait
-from app.fleet.store import FINISHED, FleetStore, split_key
+from app.fleet.store import FleetStore, split_key
 
 
 class RemoteRecord:
@@ -79,12 +80,11 @@ class RemoteRecord:
 
     def _ended(self, event: JobEvent) -> None:
         """Take the outcome in, so the snapshot answers as the job ended."""
-        data = {k: v for k, v in event.data.items() if k != "id"}
         if event.type == "complete":
             self.status, self.result = "succeeded", event.data
         else:
-            self.status = "interrupted" if data.get("code") == "interrupted" else "failed"
-            self.error = data
+            self.error = {k: v for k, v in event.data.items() if k != "id"}
+            self.status = ended_status(self.error)
 
     @property
     def outcome(self) -> JobOutcome | None:

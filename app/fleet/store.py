@@ -41,8 +41,6 @@ from app.fleet.reachability import Reachability, connect
 from app.fleet.signals import Signals
 from app.fleet.stream import GROUP, JobStream, Pulled
 
-FINISHED = ("succeeded", "failed", "interrupted")
-
 
 def fleet_key(owner: str | None, request_id: str) -> str:
     """A job's key in the fleet: `<owner>/<request id>`, or the id alone without an owner."""

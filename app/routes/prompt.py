@@ -17,11 +17,15 @@ from app.core.schemas import (
     PromptRequest,
     PromptResponse,
 )
+from app.core.status import STATUSES, JobProgress, JobStatus
 from app.routes.deps import CallerDep, GatewayDep, ResultCacheDep
 from app.routes.json_body import StrictJsonRoute
 from app.routes.respond import ERRORS, CacheAsk, event_stream, run_job
 
 router = APIRouter(tags=["prompts"], route_class=StrictJsonRoute)
+
+# The gateway's job statuses (app.core.status) in /prompt's words: the gateway's own.
+STATUS: dict[str, JobStatus] = {status: status for status in STATUSES}
 
 
 @router.post("/prompt", response_model=PromptResponse, responses=ERRORS)
@@ -62,10 +66,11 @@ async def job_state(
     Each API key sees only its own jobs (another key's id is a 404); admin keys see all."""
     record = await gateway.job(id, caller, owner)
     position = await gateway.queue_position(record)
+    progress = JobProgress.of(record.progress)
     return JobState(
         id=record.id,
-        status=record.status,
-        progress=Progress(**record.progress),
+        status=STATUS[record.status],
+        progress=Progress(value=int(progress.step), max=int(progress.max), node=progress.node),
         queue_position=position,
         instance=record.instance,
         error=record.error,

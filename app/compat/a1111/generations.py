@@ -22,6 +22,7 @@ from app.compat.a1111 import terms
 from app.compat.a1111.state import Generation, SdapiState
 from app.core.errors import ComfyUnavailable, Interrupted, InvalidRequest
 from app.core.keys import Caller
+from app.core.status import JobProgress
 from app.gateway import Gateway
 from app.media.caps import InputCaps
 from app.registry.load import Registry, Workflow
@@ -222,7 +223,8 @@ async def progress(gateway: Gateway, caller: Caller, states: list[SdapiState]) -
     if generation is not None:
         record = await gateway.running_job(generation.job_id or "", caller, generation.owner)
         if record is not None:
-            step, steps = int(record.progress["value"]), int(record.progress["max"])
+            progress = JobProgress.of(record.progress)
+            step, steps = int(progress.step), int(progress.max)
         within = step / steps if steps else 0.0
         value = min((generation.done + within) / generation.total, 1.0)
         elapsed = time.monotonic() - generation.started

@@ -16,8 +16,10 @@ from app.compat.v2.envelope import RETENTION, iso, now
 from app.compat.v2.state import V2Job
 from app.core.outcome import ResultFile
 from app.core.records import JobView
+from app.core.status import JobProgress
 
-STATUSES = {
+# The gateway's job statuses (app.core.status.STATUSES, every one) in v2's words.
+STATUSES: dict[str, str] = {
     "queued": "queued",
     "running": "running",
     "succeeded": "succeeded",
@@ -34,22 +36,20 @@ def status_of(record: JobView | None) -> str:
 
 def progress_of(record: JobView) -> dict[str, Any]:
     """The polled progress: the running node's step fraction (the proxy reports 0 always)."""
-    value, most = record.progress.get("value", 0), record.progress.get("max", 0)
-    fraction = min(max(value / most, 0.0), 1.0) if most else 0.0
-    return {"value": fraction, "nodes_done": 0, "nodes_total": 0}
+    progress = JobProgress.of(record.progress)
+    return {"value": progress.fraction, "nodes_done": 0, "nodes_total": 0}
 
 
 def live_progress(data: dict[str, Any]) -> dict[str, Any]:
     """A step of the event stream as the proxy translates ComfyUI's `progress`."""
-    value, most = data.get("value", 0), data.get("max", 0)
-    node = data.get("node")
+    progress = JobProgress.of(data)
     return {
-        "value": min(max(value / most, 0.0), 1.0) if most else 0.0,
+        "value": progress.fraction,
         "nodes_done": 0,
         "nodes_total": 0,
-        "current_node": str(node) if node is not None else None,
-        "step": int(value),
-        "steps": int(most),
+        "current_node": progress.node,
+        "step": int(progress.step),
+        "steps": int(progress.max),
     }
 
 
