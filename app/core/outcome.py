@@ -119,8 +119,10 @@ class JobOutcome:
     def filenames(self) -> list[str]:
         return [f.name for f in self.files]
 
+    @cached_property
     def response(self) -> PromptResponse:
-        """The /prompt (or workflow endpoint's) 200 body: each file's content as base64."""
+        """The /prompt (or workflow endpoint's) 200 body: each file's content as base64. Made
+        once (the job's record and its HTTP answer both render it)."""
         fields: dict[str, Any] = dict(
             id=self.id,
             prompt=self.prompt,
@@ -135,7 +137,7 @@ class JobOutcome:
     def body(self) -> dict[str, Any]:
         """The /prompt 200 body as JSON data (the SSE `complete` event, GET /prompt/{id}, the
         v2 webhook, the fleet's record)."""
-        return self.response().model_dump(mode="json")
+        return self.response.model_dump(mode="json")
 
     @property
     def content_bytes(self) -> int:

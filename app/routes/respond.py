@@ -91,7 +91,7 @@ async def run_job(
     if use.store is not None:
         use.keep(await cached(outcome))
     return StreamingResponse(
-        json_chunks(outcome.response()), media_type="application/json", headers=use.headers()
+        json_chunks(outcome.response), media_type="application/json", headers=use.headers()
     )
 
 
@@ -197,7 +197,7 @@ def cached_answer(options: JobOptions, graph: Graph, use: CacheUse, started: flo
     stats = Stats(queue=0, execution=0, postprocess=elapsed_ms, total=elapsed_ms)
     outcome = use.hit.outcome(options.id or str(uuid.uuid4()), graph, stats)
     return StreamingResponse(
-        json_chunks(outcome.response()), media_type="application/json", headers=use.headers()
+        json_chunks(outcome.response), media_type="application/json", headers=use.headers()
     )
 
 

@@ -72,11 +72,11 @@ def test_base64_is_made_once_per_file() -> None:
 
 def test_the_prompt_answer_renders_every_file_in_order() -> None:
     files = (ResultFile.of_bytes("a.png", b"one"), ResultFile("b.png", 3, location="s3://b"))
-    answer = outcome(*files).response()
+    answer = outcome(*files).response
     assert answer.filenames == ["a.png", "b.png"]
     assert answer.images == [base64.b64encode(b"one").decode(), "s3://b"]
     assert answer.stats == STATS and answer.id == "job-1"
-    workflow = outcome(*files, input={"seed": 1}).response()
+    workflow = outcome(*files, input={"seed": 1}).response
     assert isinstance(workflow, WorkflowResponse) and workflow.input == {"seed": 1}
     assert outcome(*files).body() == answer.model_dump(mode="json")
 
@@ -119,7 +119,7 @@ def test_the_result_cache_keeps_the_outcomes_bytes() -> None:
     done = outcome(ResultFile.of_bytes("a.png", b"abc"))
     kept = CachedResult.of(done)
     assert [(f.name, f.data) for f in kept.files] == [("a.png", b"abc")]
-    again = kept.outcome("job-2", {}, STATS).response()
+    again = kept.outcome("job-2", {}, STATS).response
     assert again.images == [base64.b64encode(b"abc").decode()] and again.id == "job-2"
 
 

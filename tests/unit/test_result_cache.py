@@ -147,7 +147,7 @@ def test_a_result_is_built_from_a_jobs_outcome() -> None:
     outcome = JobOutcome("j", {}, (ResultFile.of_bytes("a.png", b"hello"),))
     built = CachedResult.of(outcome)
     assert built.files == (CachedFile("a.png", b"hello"),)
-    answered = built.outcome("k", {}, outcome.stats).response()
+    answered = built.outcome("k", {}, outcome.stats).response
     assert (answered.filenames, answered.images) == (["a.png"], ["aGVsbG8="])
 
 
