@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import mimetypes
 from typing import Any
 
 import httpx
@@ -29,15 +28,12 @@ from app.core.downloads import without_userinfo
 from app.core.errors import UploadFailed
 from app.core.metrics import MetricsHooks
 from app.core.options import HttpUpload, S3Upload
+from app.core.outcome import content_type_of
 from app.core.s3 import Buckets, s3_error_code
 from app.core.settings import Settings
 from app.core.url_prefixes import UrlPrefix, parse_prefixes
 
 log = logging.getLogger(__name__)
-
-
-def content_type(filename: str) -> str:
-    return mimetypes.guess_type(filename)[0] or "application/octet-stream"
 
 
 class Uploader:
@@ -101,7 +97,11 @@ class Uploader:
                 f"output {filename} could not be PUT to {shown}: {e}",
                 details={"filename": filename},
             ) from None
-        headers = {"content-type": content_type(filename), **self.auth_for(url), **pinned.headers}
+        headers = {
+            "content-type": content_type_of(filename),
+            **self.auth_for(url),
+            **pinned.headers,
+        }
         request = self.http.build_request(
             "PUT", pinned.url, content=data, headers=headers, extensions=pinned.extensions
         )
@@ -129,7 +129,7 @@ class Uploader:
         try:
             await asyncio.to_thread(
                 self._s3_client().put_object,
-                Bucket=target.bucket, Key=key, Body=data, ContentType=content_type(filename),
+                Bucket=target.bucket, Key=key, Body=data, ContentType=content_type_of(filename),
             )  # fmt: skip
         except Exception as e:  # botocore raises many unrelated classes
             code = s3_error_code(e)

@@ -9,17 +9,13 @@ any image. No Accept, `*/*` or a tie: JSON.
 
 from __future__ import annotations
 
-import mimetypes
 from urllib.parse import quote
 
 from fastapi.responses import JSONResponse, Response
 
 from app.core.numbers import finite_number
+from app.core.outcome import content_type_of
 from app.jobs.result_cache import CachedFile
-
-
-def media_type(name: str) -> str:
-    return mimetypes.guess_type(name)[0] or "application/octet-stream"
 
 
 def accept_ranges(accept: str) -> list[tuple[str, float]]:
@@ -70,7 +66,7 @@ def disposition(name: str) -> str:
 
 def file_response(file: CachedFile, headers: dict[str, str]) -> Response:
     headers = {**headers, "Content-Disposition": disposition(file.name)}
-    return Response(file.data, media_type=media_type(file.name), headers=headers)
+    return Response(file.data, media_type=content_type_of(file.name), headers=headers)
 
 
 def answer(
@@ -81,7 +77,7 @@ def answer(
         return Response(status_code=204, headers=headers)
     main = files[-1]
     headers = {**headers, "Location": image_url(digest)}
-    if wants_file(accept, media_type(main.name)):
+    if wants_file(accept, content_type_of(main.name)):
         return file_response(main, headers)
     urls = [image_url(digest), *(image_url(digest, f.name) for f in files)]
     headers["Content-Disposition"] = disposition(main.name)
