@@ -1,7 +1,7 @@
-"""JobOutcome: how one job ended, as data: its files, its stats, or its error.
+"""JobOutcome: what one job made, as data: its files and its stats.
 
 The Finisher (app.jobs.finish) makes it once, from what ComfyUI wrote; in a fleet, the gateway
-that waits for a job another one ran reads it back from Redis (app.fleet.outcomes). The job's
+that waits for a job another one ran reads it back from Redis (app.fleet.results). The job's
 task returns it and its record holds it. Every facade renders its own answer from it: base64
 is made only where an answer carries it (`ResultFile.content`, computed once per file), and
 none decodes base64 the gateway made itself.
@@ -42,7 +42,7 @@ def kind_of(content_type: str) -> FileKind:
 
 
 def no_time() -> Stats:
-    """The stats of an outcome that took no time (a failure, an answer from the cache)."""
+    """The stats of an outcome that took no time (one that Redis holds without them)."""
     return Stats(queue=0, execution=0, postprocess=0, total=0)
 
 
@@ -99,8 +99,8 @@ class ResultFile:
 
 @dataclass(frozen=True, eq=False)
 class JobOutcome:
-    """A succeeded job's files and stats (as the /prompt answer reports them), or a failed
-    job's error (the GatewayError's body)."""
+    """A succeeded job's files and stats, as the /prompt answer reports them. (A failed job
+    has none: its task raises the GatewayError, and its record keeps the error's body.)"""
 
     id: str
     prompt: dict[str, Any]  # the graph as submitted to ComfyUI
@@ -109,11 +109,6 @@ class JobOutcome:
         default_factory=lambda: Stats(queue=0, execution=0, postprocess=0, total=0)
     )
     input: dict[str, Any] | None = None  # a workflow's input, defaults filled in
-    error: dict[str, Any] | None = None  # a failed job's error body
-
-    @property
-    def succeeded(self) -> bool:
-        return self.error is None
 
     @property
     def filenames(self) -> list[str]:
