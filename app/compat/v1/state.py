@@ -77,11 +77,11 @@ class Answers:
         if cached is not None:
             return cached.files
         request_id = self.state.answered.get(cache_key(key, caller))
-        record = await gateway.running_job(request_id, caller) if request_id else None
+        record = await gateway.door.running_job(request_id, caller) if request_id else None
         if request_id is None or record is not None:
             raise NotFound(f"no result for {key} here (unknown, still running, or expired)")
         try:
-            result = (await gateway.job(request_id, caller)).result
+            result = (await gateway.door.job(request_id, caller)).result
         except NotFound:
             result = None
         if result is None:
