@@ -35,8 +35,8 @@ class AtMaxJobs(Exception):
 class JobBackend(Protocol):
     """Where accepted jobs are queued, run, recorded and interrupted."""
 
-    # Who answers a lookup, for the 404's message ("the fleet knows no job ...").
-    knower: str
+    # Who answers a lookup, as the 404 says it: "{who_knows} no job 'x'" ("the fleet knows").
+    who_knows: str
     # Rate-limit buckets every gateway shares (a fleet's), or None: each gateway counts alone.
     shared_rates: SharedRates | None
     # Whether a full queue makes this gateway not ready: a lone gateway's queue is its own; a

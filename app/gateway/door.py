@@ -95,9 +95,9 @@ class JobDoor:
         by any gateway); 404 for any other (unknown, another key's, or finished too long ago)."""
         record = await self._record(request_id, caller, owner)
         if record is None or not caller.sees(record.owner):
+            who = self.backend.who_knows
             raise NotFound(
-                f"{self.backend.knower} no job {request_id!r} (unknown, or finished too long ago)",
-                location="id",
+                f"{who} no job {request_id!r} (unknown, or finished too long ago)", location="id"
             )
         return record
 

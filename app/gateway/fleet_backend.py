@@ -18,7 +18,7 @@ from app.jobs.runner import JobRunner
 class FleetBackend:
     """Jobs in the fleet's Redis; this gateway's runner runs the ones its worker pulls."""
 
-    knower = "the fleet knows"
+    who_knows = "the fleet knows"
     full_queue_means_not_ready = False
 
     def __init__(self, fleet: Fleet, runner: JobRunner) -> None:
@@ -61,7 +61,7 @@ class FleetBackend:
         return await self.fleet.queue.record(request_id, owner)
 
     async def owners(self, request_id: str) -> list[str | None]:
-        return [*await self.fleet.queue.owners(request_id)]  # the fleet's index of owners by id
+        return list(await self.fleet.queue.owners(request_id))  # the fleet's index by id
 
     async def jobs_of(self, owner: str | None) -> int:
         return await self.fleet.queue.jobs_of(owner)

@@ -90,11 +90,7 @@ class Gateway:
         )
         self.jobs.metrics = self.webhooks.metrics = self.metrics
         self.inputs.metrics = self.uploader.metrics = self.metrics
-        # The job mode, chosen once: nothing above asks which it is.
-        self.backend: JobBackend = LocalBackend(self.jobs, self.pool)
-        if settings.queue_url is not None:  # jobs are queued in Redis
-            fleet = Fleet(settings, self.jobs, self.pool.scheduler, self.webhooks, addresses)
-            self.backend = FleetBackend(fleet, self.jobs)
+        self.backend = self._job_backend(settings, addresses)
         self.comfy = ComfyAccess(self.pool, lambda: self.lifecycle.stopping, settings)
         self.lifecycle = Lifecycle(
             settings,
@@ -121,6 +117,13 @@ class Gateway:
                 ),
             )
         )
+
+    def _job_backend(self, settings: Settings, addresses: AddressPolicy) -> JobBackend:
+        """The job mode, chosen once: nothing above the gateway asks which it is."""
+        if settings.queue_url is None:
+            return LocalBackend(self.jobs, self.pool)
+        fleet = Fleet(settings, self.jobs, self.pool.scheduler, self.webhooks, addresses)
+        return FleetBackend(fleet, self.jobs)  # jobs are queued in Redis (QUEUE_URL)
 
     def _system_events(self, settings: Settings) -> SystemEvents | None:
         """SYSTEM_WEBHOOK_URL's sender, told of every instance's events, or None."""

@@ -17,7 +17,7 @@ from app.jobs.runner import JobRunner
 class LocalBackend:
     """Jobs queued and run by this gateway alone; what it forgets is gone."""
 
-    knower = "this gateway process knows"
+    who_knows = "this gateway process knows"
     shared_rates: SharedRates | None = None
     full_queue_means_not_ready = True
 

@@ -121,7 +121,7 @@ async def test_a_keys_job_is_its_own_and_another_keys_id_is_a_404(house: House) 
     assert (await house.door.job("order", BOB)).owner == "bob"
     with pytest.raises(NotFound) as unknown:
         await house.door.job("order", CAROL)
-    assert unknown.value.message.startswith(f"{house.backend.knower} no job 'order'")
+    assert unknown.value.message.startswith(f"{house.backend.who_knows} no job 'order'")
     with pytest.raises(NotFound):
         await house.door.interrupt("order", CAROL)  # nor may it cancel one
     assert await house.door.running_job("order", CAROL) is None
