@@ -30,7 +30,7 @@ class GatewayServer(uvicorn.Server):
         super().handle_exit(sig, frame)
         self._captured_signals.clear()
         # The grace period starts now, while uvicorn drains requests, not after it.
-        self.gateway.begin_shutdown()
+        self.gateway.lifecycle.begin_shutdown()
 
 
 log = logging.getLogger("app")
@@ -82,7 +82,7 @@ def main() -> int:
     )
     gateway = app.state.gateway
     server = GatewayServer(config, gateway)
-    gateway.request_exit = lambda: setattr(server, "should_exit", True)
+    gateway.lifecycle.request_exit = lambda: setattr(server, "should_exit", True)
     sockets = None
     if settings.host in DUAL_STACK:
         try:
@@ -92,9 +92,9 @@ def main() -> int:
             return 1
         log.info("listening on port %d, IPv4 and IPv6 (HOST=%s)", settings.port, settings.host)
     server.run(sockets=sockets)
-    if gateway.exit_code:
-        return int(gateway.exit_code)
-    return 0 if gateway.started else 3
+    if gateway.lifecycle.exit_code:
+        return int(gateway.lifecycle.exit_code)
+    return 0 if gateway.lifecycle.started else 3
 
 
 if __name__ == "__main__":

@@ -54,16 +54,16 @@ def create_app(settings: Settings) -> FastAPI:
 
     async def start_or_exit() -> None:
         try:
-            await gateway.start()
+            await gateway.lifecycle.start()
         except ComfyStartError as e:
             # One clear line instead of a framework traceback, then a prompt non-zero exit.
             log.critical("cannot start: %s", e)
-            gateway.exit_code = 1
-            gateway.request_exit()
+            gateway.lifecycle.exit_code = 1
+            gateway.lifecycle.request_exit()
         except Exception:
             log.exception("start-up failed")
-            gateway.exit_code = 1
-            gateway.request_exit()
+            gateway.lifecycle.exit_code = 1
+            gateway.lifecycle.request_exit()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -77,7 +77,7 @@ def create_app(settings: Settings) -> FastAPI:
                 starting.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await starting
-            await gateway.stop()
+            await gateway.lifecycle.stop()
 
     app = FastAPI(
         title="comfy-gateway",
@@ -94,9 +94,9 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.result_cache = result_cache(settings, gateway)
     # Workflow routes need ComfyUI's enums, so they are mounted once it answers; the manifest's
     # models come before the warmup, which may load one of them.
-    gateway.on_start.append(lambda: fetch_models(gateway))
-    gateway.on_start.append(lambda: run_warmup(gateway))
-    gateway.on_start.append(lambda: activate(app))
+    gateway.lifecycle.on_start.append(lambda: fetch_models(gateway))
+    gateway.lifecycle.on_start.append(lambda: run_warmup(gateway))
+    gateway.lifecycle.on_start.append(lambda: activate(app))
     install_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_size_bytes)
     # Middleware added later wraps what came before: CORS, then metrics, then the key check.
@@ -108,9 +108,9 @@ def create_app(settings: Settings) -> FastAPI:
             open_paths=OPEN_PATHS | api_v2.OPEN_PATHS,
             limits=settings.key_limits,
             metrics=gateway.metrics,
-            shared=gateway.fleet.rates if gateway.fleet is not None else None,
+            shared=gateway.backend.shared_rates,
         )
-        gateway.metrics.keys.watch(gateway.active_by_key, keys.names())
+        gateway.metrics.keys.watch(gateway.door.active_by_key, keys.names())
     app.add_middleware(RequestMetrics, metrics=gateway.metrics)  # 401s and 413s count too
     add_cors(app, settings.cors_allow_origins)
     log_edge(settings, keys)

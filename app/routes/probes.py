@@ -24,7 +24,7 @@ async def health(gateway: GatewayDep) -> JSONResponse:
         "comfyui_version": gateway.comfy.version,
         "instances": gateway.instances(),
     }
-    if not gateway.started:
+    if not gateway.lifecycle.started:
         return JSONResponse({"status": "starting", **body}, status_code=503)
     return JSONResponse(HealthResponse(status="healthy", **body).model_dump())
 
@@ -36,8 +36,10 @@ async def health(gateway: GatewayDep) -> JSONResponse:
 )
 async def ready(gateway: GatewayDep) -> JSONResponse:
     """200 when ComfyUI answers, its event stream is connected and the queue has room."""
-    reason = gateway.not_ready_reason()
+    reason = gateway.readiness.not_ready_reason()
     body = ReadyResponse(
-        status="not ready" if reason else "ready", reason=reason, queue_depth=gateway.queue_depth
+        status="not ready" if reason else "ready",
+        reason=reason,
+        queue_depth=gateway.readiness.queue_depth,
     )
     return JSONResponse(body.model_dump(exclude_none=True), status_code=503 if reason else 200)

@@ -64,8 +64,8 @@ async def job_state(
 ) -> JobState:
     """The state of a job this gateway process ran: status, progress, and its result or error.
     Each API key sees only its own jobs (another key's id is a 404); admin keys see all."""
-    record = await gateway.job(id, caller, owner)
-    position = await gateway.queue_position(record)
+    record = await gateway.door.job(id, caller, owner)
+    position = await gateway.door.queue_position(record)
     progress = JobProgress.of(record.progress)
     return JobState(
         id=record.id,
@@ -105,7 +105,7 @@ async def job_events(
     already has the last event gets 204, which tells a browser's EventSource to stop
     reconnecting.
     """
-    record = await gateway.job(id, caller, owner)
+    record = await gateway.door.job(id, caller, owner)
     after = resume_point(last_event_id, record)
     if record.finished and after >= record.last_event_id:
         return Response(status_code=204, headers={"Cache-Control": "no-cache"})
@@ -147,5 +147,5 @@ async def interrupt(
 ) -> InterruptResponse:
     """Cancel a queued or running job; its own request answers 409 with code `interrupted`.
     Each API key may cancel only its own jobs; admin keys any."""
-    await gateway.interrupt(body.id, caller, body.owner)
+    await gateway.door.interrupt(body.id, caller, body.owner)
     return InterruptResponse(id=body.id, interrupted=True)

@@ -73,7 +73,7 @@ async def run_job(
     use = CacheUse.decide(caller, options, graph, cache, streaming=streaming)
     if use.hit is not None:
         return cached_answer(options, graph, use, started)
-    job = await gateway.start_job(
+    job = await gateway.door.start_job(
         options.id or str(uuid.uuid4()),
         graph,
         options,

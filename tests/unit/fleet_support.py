@@ -1,10 +1,12 @@
-"""A fleet worker on a real redis-server, with a fake job runner the test drives step by step.
+"""A fleet worker on a real redis-server, with a job runner the test drives step by step.
 
 FakeRunner stands in for app.jobs.runner.JobRunner where the worker touches it: `start` places the
 job on a free instance of a real Scheduler (so a slot held shows), `end` settles it when the test
 says, and its task then runs the worker's outcome hook and delivers the webhooks with the real
-sender, as the runner does. Nothing here sleeps to make an interleaving happen: the test calls
-the worker's steps in the order it wants.
+sender, as the runner does. A Node made with a rig (tests.unit.job_rig) runs the gateway's own
+runner on a fake ComfyUI instead, its jobs ended by the rig (`rig.finish`, `rig.crash`).
+Nothing here sleeps to make an interleaving happen: the test calls the worker's steps in the
+order it wants.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from app.jobs.job import Job
 from app.jobs.scheduler import Scheduler
 from app.jobs.webhooks import WebhookSender, deliver_job_end
 from tests.integration.receiver import Receiver
+from tests.unit.job_rig import Rig
 
 RESULT = {"images": ["aGk="], "filenames": ["out.png"]}
 
@@ -127,17 +130,24 @@ class FakeRunner:
 class Node:
     """One gateway of a test fleet: its worker, fake runner, scheduler and store."""
 
-    def __init__(self, url: str, name: str, receiver: Receiver, instances: int = 1) -> None:
+    def __init__(
+        self, url: str, name: str, receiver: Receiver, instances: int = 1, rig: Rig | None = None
+    ) -> None:
         settings = load_settings(
             queue_url=url, queue_name=name, allow_private_urls=True, prompt_webhook_retries=1,
             job_visibility_timeout_s=3, job_max_attempts=3,
         )  # fmt: skip
         self.store = FleetStore(url, name, ttl_s=60, timeout_s=2)
-        self.sender = WebhookSender(settings)
-        self.scheduler: Scheduler[Any] = Scheduler(
-            [FakeInstance(i) for i in range(instances)], one_at_a_time=True
-        )
-        self.runner = FakeRunner(self.scheduler, self.sender)
+        self.rig = rig
+        self.sender = WebhookSender(settings) if rig is None else rig.runner.sender
+        self.runner: Any
+        if rig is None:
+            self.scheduler: Scheduler[Any] = Scheduler(
+                [FakeInstance(i) for i in range(instances)], one_at_a_time=True
+            )
+            self.runner = FakeRunner(self.scheduler, self.sender)
+        else:  # the gateway's own runner (its scheduler made one_at_a_time, as a fleet's is)
+            self.scheduler, self.runner = rig.runner.scheduler, rig.runner
         self.worker = FleetWorker(self.store, self.runner, self.scheduler, self.sender, settings)
         self.receiver = receiver
 
@@ -161,7 +171,9 @@ class Node:
     async def settle(self) -> None:
         """Until every start, the tasks of the jobs the test ended, and the acknowledgements
         after them are done (jobs the test has not ended go on)."""
-        while busy := [*self.worker._finishing, *self.runner.ending]:
+        # A rig's jobs end when the rig says, and the test awaits them itself.
+        ending = self.runner.ending if self.rig is None else set()
+        while busy := [*self.worker._finishing, *ending]:
             await asyncio.gather(*busy, return_exceptions=True)
             await asyncio.sleep(0)  # a job's done-callback starts its acknowledgement
 
@@ -172,15 +184,19 @@ class Node:
 
     async def close(self) -> None:
         await self.worker.close()
-        await self.sender.aclose()
+        if self.rig is None:  # a rig's sender is the rig's to close
+            await self.sender.aclose()
         await self.store.aclose()
 
 
 @asynccontextmanager
-async def nodes(url: str, receiver: Receiver, count: int) -> AsyncIterator[list[Node]]:
-    """`count` gateways of one fleet (a name of its own in the Redis)."""
+async def nodes(
+    url: str, receiver: Receiver, count: int, rigs: list[Rig] | None = None
+) -> AsyncIterator[list[Node]]:
+    """`count` gateways of one fleet (a name of its own in the Redis); with rigs, each runs
+    its rig's runner."""
     name = f"t-{uuid.uuid4().hex[:12]}"
-    made = [Node(url, name, receiver) for _ in range(count)]
+    made = [Node(url, name, receiver, rig=rigs[i] if rigs else None) for i in range(count)]
     await made[0].store.ensure_group()
     try:
         yield made
@@ -189,16 +205,27 @@ async def nodes(url: str, receiver: Receiver, count: int) -> AsyncIterator[list[
             await node.close()
 
 
-def spec(request_id: str, hook: str | None = None, owner: str | None = None) -> dict[str, Any]:
+def spec(
+    request_id: str,
+    hook: str | None = None,
+    owner: str | None = None,
+    graph: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     options = {"webhook": hook} if hook else {}
-    return {"id": request_id, "owner": owner, "graph": {"1": {}}, "options": options,
+    return {"id": request_id, "owner": owner, "graph": graph or {"1": {}}, "options": options,
             "workflow": "prompt"}  # fmt: skip
 
 
-async def submit(store: FleetStore, request_id: str, hook: str | None = None) -> str:
+async def submit(
+    store: FleetStore,
+    request_id: str,
+    hook: str | None = None,
+    graph: dict[str, Any] | None = None,
+) -> str:
     """Queue a job as the accepting side does; its key."""
     key = fleet_key(None, request_id)
-    assert await store.enqueue(key, spec(request_id, hook), {"id": request_id}, hooks=bool(hook))
+    queued = spec(request_id, hook, graph=graph)
+    assert await store.enqueue(key, queued, {"id": request_id}, hooks=bool(hook))
     return key
 
 

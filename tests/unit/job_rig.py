@@ -1,9 +1,13 @@
-"""A job runner on a fake ComfyUI, for tests of a job's start (tests/unit/test_job_start.py).
+"""A job runner on a fake ComfyUI, for tests of a job's start and life (tests/unit/
+test_job_start.py, test_job_lifecycle.py, test_fleet_lifecycle.py).
 
 The runner is the gateway's own (app.jobs.runner, app.jobs.start) with its real input files,
 model cache (holding one checkpoint), scheduler, history and trackers; ComfyUI is a small
 FastAPI app over httpx.ASGITransport that queues prompts, stores uploads in a temporary input
-folder and counts cancels; there is one instance, or a pool of several.
+folder and counts cancels; there is one instance, or a pool of several. Nothing reads a
+websocket: the test says how a prompt ends (`finish`, `fail`), or that an instance died
+(`crash`), by handing its tracker what ComfyUI (or the pool) would. Every outcome a job reaches
+passes the runner's metrics hook, which counts them (`Outcomes`): exactly one per job.
 """
 
 from __future__ import annotations
@@ -23,10 +27,13 @@ from PIL import Image
 from app.comfy.client import ComfyClient
 from app.comfy.tracker import PromptTracker
 from app.core.addresses import AddressPolicy
-from app.core.records import JobHistory
+from app.core.errors import ComfyUnavailable
+from app.core.metrics import MetricsHooks
+from app.core.records import JobHistory, JobRecord
 from app.core.settings import load_settings
 from app.jobs.finish import Finisher
 from app.jobs.inputs import InputFiles
+from app.jobs.job import Job
 from app.jobs.runner import JobRunner
 from app.jobs.scheduler import Scheduler
 from app.jobs.uploads import Uploader
@@ -94,12 +101,58 @@ class FakeInstance:
     process: Any = field(default_factory=lambda: SimpleNamespace(running=True))
 
 
+class Outcomes(MetricsHooks):
+    """Every outcome a job reached, as (request id, status), in order: the runner reports each
+    one here, once."""
+
+    def __init__(self) -> None:
+        self.ended: list[tuple[str, str]] = []
+
+    def job_ended(self, record: JobRecord, started: float) -> None:
+        self.ended.append((record.id, record.status))
+
+    def of(self, request_id: str) -> list[str]:
+        return [status for rid, status in self.ended if rid == request_id]
+
+
 @dataclass
 class Rig:
     runner: JobRunner
     comfy: FakeComfy
     instances: list[FakeInstance]
     input_dir: Path
+    outcomes: Outcomes = field(default_factory=Outcomes)
+
+    def reset(self, *, retries: int = 0, timeout_s: float | None = None) -> Rig:
+        """Ready for the next test, with JOB_RETRIES and PROMPT_TIMEOUT_S as given (a rig is
+        shared by a module's tests: its HTTP clients take a while to make)."""
+        self.assert_capacity_whole()
+        runner = self.runner
+        runner.retries = retries if runner.scheduler.pooled else 0  # as JobRunner sets it
+        runner.timeout_s = runner.finisher.timeout_s = timeout_s
+        self.comfy.prompts.clear()
+        self.comfy.cancelled.clear()
+        self.outcomes.ended.clear()
+        for instance in self.instances:
+            instance.models = frozenset()  # as if freshly started: no model loaded
+        return self
+
+    def finish(self, job: Job) -> None:
+        """ComfyUI is done with the job's prompt (its last `executing` event)."""
+        assert job.instance is not None and job.waiter is not None, "the job is not placed"
+        job.instance.tracker.handle("executing", {"prompt_id": job.waiter.prompt_id, "node": None})
+
+    def fail(self, job: Job) -> None:
+        """ComfyUI's execution_error for the job's prompt."""
+        assert job.instance is not None and job.waiter is not None, "the job is not placed"
+        error = {"prompt_id": job.waiter.prompt_id, "node_id": "4", "node_type": "SaveImage",
+                 "exception_message": "out of paint", "exception_type": "RuntimeError"}  # fmt: skip
+        job.instance.tracker.handle("execution_error", error)
+
+    def crash(self, instance: FakeInstance) -> None:
+        """The instance's process exited: what the pool tells its tracker (app.gateway.pool)."""
+        lost = ComfyUnavailable(f"{instance.name} exited (code 1)", instance_lost=True)
+        instance.tracker.fail_all(lost)
 
     def assert_capacity_whole(self) -> None:
         runner = self.runner
@@ -126,8 +179,16 @@ def graph(**inputs: Any) -> dict[str, Any]:
     }
 
 
-async def make_rig(instance_count: int, tmp_path: Path) -> Rig:
-    """A runner of `instance_count` instances, its folders under tmp_path."""
+async def make_rig(
+    instance_count: int,
+    tmp_path: Path,
+    *,
+    retries: int = 0,
+    timeout_s: float | None = None,
+    one_at_a_time: bool = False,
+) -> Rig:
+    """A runner of `instance_count` instances, its folders under tmp_path; JOB_RETRIES and
+    PROMPT_TIMEOUT_S as given; `one_at_a_time` as in a fleet (one job per instance)."""
     settings = load_settings(
         input_dir=tmp_path / "input",
         output_dir=tmp_path / "output",
@@ -155,18 +216,20 @@ async def make_rig(instance_count: int, tmp_path: Path) -> Rig:
     now = time.time()
     models.cache.add(Entry("checkpoints", CHECKPOINT, 7, "0" * 64, "http://x/", "k", now, now))
     runner = JobRunner(
-        Scheduler(instances),  # type: ignore[arg-type]
+        Scheduler(instances, one_at_a_time=one_at_a_time),  # type: ignore[arg-type]
         InputFiles(settings, instances[0].client),
-        Finisher(settings.comfy_output_dir, uploader, keep_outputs=False, timeout_s=None),
+        Finisher(settings.comfy_output_dir, uploader, keep_outputs=False, timeout_s=timeout_s),
         JobHistory(max_finished=100, ttl_s=600),
         WebhookSender(settings),
         uploader,
         addresses,
         models,
-        timeout_s=None,
-        retries=0,
+        timeout_s=timeout_s,
+        retries=retries,
     )
-    return Rig(runner, comfy, instances, input_dir)
+    rig = Rig(runner, comfy, instances, input_dir)
+    runner.metrics = rig.outcomes
+    return rig
 
 
 async def close_rig(rig: Rig) -> None:

@@ -188,7 +188,7 @@ async def run_images(
                 graph = terms.add_loras(graph, loras)
             generation.job_id = f"sdapi-{uuid.uuid4().hex[:12]}"
             try:
-                outcome = await gateway.run_job(
+                outcome = await gateway.door.run_job(
                     generation.job_id, graph, workflow=flow.name, caller=caller
                 )
             except Interrupted:
@@ -209,8 +209,8 @@ async def interrupt(gateway: Gateway, caller: Caller, states: list[SdapiState]) 
     for generation in [g for state in states for g in state.running]:
         generation.interrupted = True
         job_id, owner = generation.job_id, generation.owner
-        if job_id is not None and await gateway.running_job(job_id, caller, owner):
-            await gateway.interrupt(job_id, caller, owner)
+        if job_id is not None and await gateway.door.running_job(job_id, caller, owner):
+            await gateway.door.interrupt(job_id, caller, owner)
 
 
 async def progress(gateway: Gateway, caller: Caller, states: list[SdapiState]) -> dict[str, Any]:
@@ -218,10 +218,10 @@ async def progress(gateway: Gateway, caller: Caller, states: list[SdapiState]) -
     done and its time left."""
     running = sorted((g for state in states for g in state.running), key=lambda g: g.started)
     generation = running[0] if running else None
-    value, step, steps, job_count = 0.0, 0, 0, gateway.running_jobs(caller)
+    value, step, steps, job_count = 0.0, 0, 0, gateway.door.running_jobs(caller)
     eta = 0.0
     if generation is not None:
-        record = await gateway.running_job(generation.job_id or "", caller, generation.owner)
+        record = await gateway.door.running_job(generation.job_id or "", caller, generation.owner)
         if record is not None:
             progress = JobProgress.of(record.progress)
             step, steps = int(progress.step), int(progress.max)

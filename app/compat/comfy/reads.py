@@ -232,4 +232,4 @@ async def check_quota(gateway: Gateway, caller: Caller, owned: Container[str]) -
     if status == 200:
         data = _queue(json.loads(raw), owned)
         queued = len(data["queue_running"]) + len(data["queue_pending"])
-    await gateway.check_quota(caller, queued)
+    await gateway.quotas.check(caller, queued)

@@ -87,7 +87,7 @@ async def generate(
     accept = request.headers.get("accept")
     if use.hit is not None:
         return answer(use.hit.files, key, accept, headers)
-    job = await gateway.start_job(
+    job = await gateway.door.start_job(
         str(uuid.uuid4()), graph, JobOptions(), caller=caller, workflow="api/v1"
     )
     state.remember(cache_key(key, caller), job.id, job.record.prompt_id, graph, caller.id)

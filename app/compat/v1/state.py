@@ -77,11 +77,11 @@ class Answers:
         if hit is not None:
             return hit.files
         request_id = self.state.answered.get(cache_key(key, caller))
-        record = await gateway.running_job(request_id, caller) if request_id else None
+        record = await gateway.door.running_job(request_id, caller) if request_id else None
         if request_id is None or record is not None:
             raise NotFound(f"no result for {key} here (unknown, still running, or expired)")
         try:
-            outcome = (await gateway.job(request_id, caller)).outcome
+            outcome = (await gateway.door.job(request_id, caller)).outcome
         except NotFound:
             outcome = None
         if outcome is None:

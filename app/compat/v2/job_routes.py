@@ -47,7 +47,7 @@ CANCEL_WAIT_S = 2.0  # how long a cancel waits for the job to end before answeri
 
 async def record_of(gateway: Gateway, job: V2Job, caller: Caller) -> JobView | None:
     try:
-        return await gateway.job(job.id, caller, job.owner)
+        return await gateway.door.job(job.id, caller, job.owner)
     except NotFound:
         return None
 
@@ -71,7 +71,7 @@ async def position(gateway: Gateway, record: JobView | None) -> int | None:
     if record is None or record.status != "queued":
         return None
     try:
-        ahead = await gateway.queue_position(record)
+        ahead = await gateway.door.queue_position(record)
     except GatewayError:
         return None
     return ahead + 1 if ahead is not None else None
@@ -135,7 +135,7 @@ async def submit(
     if (body.get("extra_data") or {}).get("api_key_comfy_org"):
         log.warning("job %s: extra_data.api_key_comfy_org is not passed on to ComfyUI", job_id)
     try:
-        job = await gateway.start_job(
+        job = await gateway.door.start_job(
             job_id, resolved, JobOptions(), caller=caller, workflow="api/v2"
         )
     except ComfyUnavailable:
@@ -243,7 +243,7 @@ async def cancel(
     if record is None or record.finished:
         return V2JSON(await body_of(gateway, caller, base, job))
     try:
-        await gateway.interrupt(job.id, caller, job.owner)
+        await gateway.door.interrupt(job.id, caller, job.owner)
     except NotFound:
         pass  # it ended meanwhile
     except ComfyUnavailable:

@@ -1,0 +1,90 @@
+"""FleetBackend: a fleet's jobs (QUEUE_URL), in Redis: queued by any gateway, run by whichever
+has a free ComfyUI (app.fleet.worker), read and interrupted from any."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from app.comfy.graph import Graph
+from app.core.limits import SharedRates
+from app.core.options import JobOptions
+from app.core.records import JobView
+from app.fleet.fleet import Fleet
+from app.fleet.store import MaxJobsReached
+from app.gateway.backend import AcceptedJob, AtMaxJobs
+from app.jobs.runner import JobRunner
+
+
+class FleetBackend:
+    """Jobs in the fleet's Redis; this gateway's runner runs the ones its worker pulls."""
+
+    who_knows = "the fleet knows"
+    full_queue_means_not_ready = False
+
+    def __init__(self, fleet: Fleet, runner: JobRunner) -> None:
+        self.fleet = fleet
+        self.runner = runner
+        self.shared_rates: SharedRates | None = fleet.rates
+
+    @property
+    def depth(self) -> int:
+        return max(self.fleet.depth, len(self.runner.active))
+
+    def down_reason(self) -> str | None:
+        return self.fleet.down_reason()
+
+    async def submit(
+        self,
+        request_id: str,
+        graph: Graph,
+        options: JobOptions | None,
+        *,
+        owner: str | None,
+        max_jobs: int,
+        echo_input: dict[str, Any] | None,
+        workflow: str,
+    ) -> AcceptedJob:
+        try:  # the key's jobs are counted in Redis, as the job is queued
+            return await self.fleet.queue.submit(
+                request_id,
+                graph,
+                options or JobOptions(),
+                owner=owner,
+                max_jobs=max_jobs,
+                echo_input=echo_input,
+                workflow=workflow,
+            )
+        except MaxJobsReached as e:
+            raise AtMaxJobs(e.have) from None
+
+    async def record(self, request_id: str, owner: str | None) -> JobView | None:
+        return await self.fleet.queue.record(request_id, owner)
+
+    async def owners(self, request_id: str) -> list[str | None]:
+        return list(await self.fleet.queue.owners(request_id))  # the fleet's index by id
+
+    async def jobs_of(self, owner: str | None) -> int:
+        return await self.fleet.queue.jobs_of(owner)
+
+    async def running(self, record: JobView) -> JobView | None:
+        return None if record.finished else record
+
+    async def position(self, record: JobView) -> int | None:
+        return await self.fleet.queue.position(record.id, record.owner)
+
+    async def interrupt(self, record: JobView) -> None:
+        await self.fleet.queue.interrupt(record.id, record.owner)
+
+    async def start(self) -> None:
+        await self.fleet.start()
+
+    def stop_taking(self) -> None:
+        self.fleet.worker.stop_pulling()
+
+    def abandon(self) -> None:
+        # Past the grace period a fleet job is not failed but left to another gateway, which
+        # takes it over once its visibility timeout passes.
+        self.fleet.worker.abandon()
+
+    async def close(self, timeout_s: float) -> None:
+        await self.fleet.close(timeout_s)

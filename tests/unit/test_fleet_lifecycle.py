@@ -1,0 +1,190 @@
+"""A fleet job's life, in milliseconds: the gateway's own FleetWorker and JobRunner on a fake
+ComfyUI (tests.unit.job_rig), against a real redis-server (tests.unit.fleet_support's nodes).
+
+A job is pulled, run and its outcome recorded once; when the gateway that runs it dies, another
+takes it over; when one that only went quiet ends it later, the first outcome stands; a job
+whose gateways keep dying ends failed after JOB_MAX_ATTEMPTS starts. Every case ends with
+exactly one terminal event in Redis.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import AsyncExitStack
+from itertools import pairwise
+
+import pytest
+import pytest_asyncio
+
+from app.core.errors import ComfyUnavailable, GatewayError
+from app.fleet.records import RemoteRecord
+from app.fleet.stream import GROUP
+from app.jobs.job import Job
+from tests.integration.receiver import Receiver
+from tests.redis_server import RedisServer
+from tests.unit.fleet_support import Node, nodes, submit, terminal_events
+from tests.unit.job_rig import Rig, close_rig, graph, make_rig
+
+# The rigs serve the module (their HTTP clients take a while to make), so every test here runs on
+# the module's loop.
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+Gateways = Callable[[int], Awaitable[list[Node]]]
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def receiver() -> Iterator[Receiver]:
+    made = Receiver()
+    yield made
+    made.close()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def rigs(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[list[Rig]]:
+    """Four gateways' runners, each on one fake ComfyUI instance, one job at a time (a fleet's)."""
+    made = [await make_rig(1, tmp_path_factory.mktemp("gw"), one_at_a_time=True) for _ in range(4)]
+    yield made
+    for rig in made:
+        await close_rig(rig)
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def gateways(
+    redis_server: RedisServer, receiver: Receiver, rigs: list[Rig]
+) -> AsyncIterator[Gateways]:
+    """make(count): that many gateways of one fleet, on the module's rigs (reset)."""
+    async with AsyncExitStack() as stack:
+
+        async def make(count: int) -> list[Node]:
+            used = [rig.reset() for rig in rigs[:count]]
+            return await stack.enter_async_context(nodes(redis_server.url, receiver, count, used))
+
+        yield make
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def pair(gateways: Gateways) -> list[Node]:
+    return await gateways(2)
+
+
+def running_job(node: Node) -> Job:
+    """The one fleet job this gateway runs."""
+    [entry] = node.worker.running.values()
+    return entry.job
+
+
+async def finished(node: Node, job: Job) -> None:
+    """The job ended (ComfyUI is done with it), and the worker acknowledged it."""
+    assert node.rig is not None
+    node.rig.finish(job)
+    assert job.task is not None
+    await job.task
+    await node.settle()
+
+
+async def dies(node: Node, job: Job) -> None:
+    """The gateway that ran the job, already overtaken (it stopped heartbeating), dies: it
+    records nothing more (its worker abandons its jobs, as past a shutdown's grace period) and
+    its ComfyUI goes with it."""
+    assert node.rig is not None and job.instance is not None
+    node.worker.abandon()
+    node.rig.crash(job.instance)  # type: ignore[arg-type]
+    assert job.task is not None
+    with pytest.raises(ComfyUnavailable):
+        await job.task
+    await node.settle()
+
+
+async def pending(node: Node) -> int:
+    """Messages of the fleet's stream that a gateway took and has not acknowledged."""
+    summary = await node.store.redis.xpending(node.store.stream, GROUP)
+    return int(summary["pending"])
+
+
+async def test_a_pulled_job_runs_here_and_its_outcome_is_recorded_once(pair: list[Node]) -> None:
+    node = pair[0]
+    key = await submit(node.store, "pulled", graph=graph(filename_prefix="f"))
+    await node.take()
+    job = running_job(node)
+    assert job.instance is not None  # placed on this gateway's instance
+    await finished(node, job)
+    assert await terminal_events(node.store, key) == ["complete"]
+    record = await RemoteRecord.load(node.store, key)
+    assert record is not None and record.status == "succeeded"
+    assert node.rig is not None and node.rig.outcomes.of("pulled") == ["succeeded"]
+    assert await pending(node) == 0 and node.idle()
+    node.rig.assert_capacity_whole()
+
+
+async def test_a_failed_job_is_recorded_once_as_failed(pair: list[Node]) -> None:
+    node = pair[0]
+    key = await submit(node.store, "broken", graph=graph(filename_prefix="f"))
+    await node.take()
+    job = running_job(node)
+    assert node.rig is not None and job.task is not None
+    node.rig.fail(job)
+    with pytest.raises(GatewayError):
+        await job.task
+    await node.settle()
+    assert await terminal_events(node.store, key) == ["failed"]
+    assert await pending(node) == 0 and node.idle()
+
+
+async def test_a_job_whose_gateway_died_is_taken_over_and_recorded_once(
+    pair: list[Node],
+) -> None:
+    first, second = pair
+    key = await submit(first.store, "orphan", graph=graph(filename_prefix="f"))
+    await first.take()
+    lost = running_job(first)
+    await second.take(reclaim=True)  # no heartbeat from the first: taken over
+    await dies(first, lost)
+    assert await terminal_events(first.store, key) == []  # still the fleet's to run
+    await finished(second, running_job(second))
+    assert await terminal_events(second.store, key) == ["complete"]
+    record = await RemoteRecord.load(second.store, key)
+    assert record is not None and record.status == "succeeded"
+    assert await pending(second) == 0 and first.idle() and second.idle()
+
+
+async def test_a_gateway_overtaken_while_its_job_ran_ends_it_late_and_changes_nothing(
+    pair: list[Node],
+) -> None:
+    quiet, other = pair
+    key = await submit(quiet.store, "twice", graph=graph(filename_prefix="f"))
+    await quiet.take()
+    late = running_job(quiet)
+    await other.take(reclaim=True)  # its heartbeat did not come in time: both run it
+    await finished(other, running_job(other))
+    assert quiet.rig is not None
+    quiet.rig.fail(late)  # the first outcome recorded stands
+    assert late.task is not None
+    with pytest.raises(GatewayError):
+        await late.task
+    await quiet.settle()
+    assert await terminal_events(other.store, key) == ["complete"]
+    assert await pending(other) == 0 and quiet.idle() and other.idle()
+
+
+async def test_a_job_whose_gateways_keep_dying_ends_after_its_max_attempts(
+    gateways: Gateways,
+) -> None:
+    *doomed, last = await gateways(4)  # JOB_MAX_ATTEMPTS=3 (fleet_support)
+    key = await submit(last.store, "cursed", graph=graph(filename_prefix="f"))
+    await doomed[0].take()  # start 1
+    for holder, taker in pairwise([*doomed, last]):
+        lost = running_job(holder)
+        await taker.take(reclaim=True)  # starts 2 and 3; a fourth is refused: failed here
+        await dies(holder, lost)
+    assert last.worker.running == {} and last.idle()
+    assert await terminal_events(last.store, key) == ["failed"]
+    record = await RemoteRecord.load(last.store, key)
+    assert record is not None and record.status == "failed"
+    assert "JOB_MAX_ATTEMPTS=3" in str(record.error)
+    assert await pending(last) == 0
