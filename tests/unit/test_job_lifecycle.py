@@ -25,7 +25,7 @@ from app.core.errors import (
     Interrupted,
     PromptTimeout,
 )
-from app.core.schemas import PromptResponse
+from app.core.outcome import JobOutcome
 from app.core.settings import load_settings
 from app.gateway.lifecycle import Lifecycle
 from app.gateway.local_backend import LocalBackend
@@ -60,7 +60,7 @@ async def start(rig: Rig, request_id: str) -> Job:
     return await rig.runner.start(request_id, graph(filename_prefix=request_id), owner="alice")
 
 
-async def outcome(job: Job) -> PromptResponse | GatewayError:
+async def outcome(job: Job) -> JobOutcome | GatewayError:
     """What the job's request learns: its response, or the error it raised."""
     assert job.task is not None
     try:
@@ -96,7 +96,7 @@ async def test_a_job_is_placed_submitted_and_answered(rigs: MakeRig) -> None:
     assert job.record.status == "queued"
     rig.finish(job)
     answer = await outcome(job)
-    assert isinstance(answer, PromptResponse) and answer.id == "a"
+    assert isinstance(answer, JobOutcome) and answer.id == "a"
     assert job.record.status == "succeeded"
     assert rig.outcomes.ended == [("a", "succeeded")]
     await settled(rig)
@@ -125,12 +125,12 @@ async def test_a_busy_pool_queues_a_job_until_an_instance_is_free(rigs: MakeRig)
     assert len(rig.comfy.prompts) == 2  # the third waits in the gateway, not in ComfyUI
     freed = placed_on(second)
     rig.finish(second)
-    assert isinstance(await outcome(second), PromptResponse)
+    assert isinstance(await outcome(second), JobOutcome)
     await until(lambda: placed_on(third) == freed)  # the freed instance goes to the waiting job
     rig.finish(first)
     rig.finish(third)
     for job in (first, third):
-        assert isinstance(await outcome(job), PromptResponse)
+        assert isinstance(await outcome(job), JobOutcome)
     assert sorted(rig.outcomes.ended) == [(n, "succeeded") for n in ("first", "second", "third")]
     await settled(rig)
 
@@ -169,7 +169,7 @@ async def test_a_job_whose_instance_dies_runs_again_on_another(rigs: MakeRig) ->
     assert job.attempts == 2 and len(rig.comfy.prompts) == 2
     assert job.record.status == "queued"  # told it was queued again, never that it ended
     rig.finish(job)
-    assert isinstance(await outcome(job), PromptResponse)
+    assert isinstance(await outcome(job), JobOutcome)
     assert rig.outcomes.of("again") == ["succeeded"]
     await settled(rig)
 
@@ -211,7 +211,7 @@ async def test_a_job_that_waits_past_its_timeout_never_reaches_comfyui(rigs: Mak
     assert len(rig.comfy.prompts) == 2 and rig.runner.scheduler.waiting == []
     for job in busy:
         rig.finish(job)
-        assert isinstance(await outcome(job), PromptResponse)
+        assert isinstance(await outcome(job), JobOutcome)
     assert rig.outcomes.of("waiting") == ["failed"]
     await settled(rig)
 
@@ -265,7 +265,7 @@ async def test_shutdown_lets_a_running_job_finish_within_the_grace_period(rigs: 
     assert not stopping.done()  # draining: the job still runs
     rig.finish(job)
     await asyncio.wait_for(stopping, 5)
-    assert isinstance(await outcome(job), PromptResponse)
+    assert isinstance(await outcome(job), JobOutcome)
     assert rig.outcomes.of("finishing") == ["succeeded"]
     await settled(rig)
 

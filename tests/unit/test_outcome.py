@@ -181,6 +181,7 @@ def test_v2_has_no_bytes_of_an_uploaded_output() -> None:
 class FakeGateway:
     def __init__(self, record: JobRecord) -> None:
         self.record = record
+        self.door = self  # the facade asks the gateway's door
 
     def running_jobs(self, caller: Caller) -> int:
         return 1
