@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
@@ -43,13 +44,18 @@ def warmup_checkpoint(settings: Settings) -> str | None:
 
 async def fetch_models(gateway: Gateway) -> None:
     """Start-up step: fetch MODELS_MANIFEST's models; raise ComfyStartError naming what failed."""
-    path = gateway.settings.models_manifest
-    if path is None:
+    settings = gateway.settings
+    if settings.manifest_json is not None:  # comfyui-api's MANIFEST_JSON wins, as theirs
+        source: Path | str | None = settings.manifest_json
+        name = "MANIFEST_JSON"
+    else:
+        source, name = settings.models_manifest, f"MODELS_MANIFEST={settings.models_manifest}"
+    if source is None:
         return
     try:
-        await fetch_manifest(gateway.models, path)
+        await fetch_manifest(gateway.models, source)
     except (GatewayError, ValueError) as e:
-        raise ComfyStartError(f"MODELS_MANIFEST={path}: {e}") from e
+        raise ComfyStartError(f"{name}: {e}") from e
 
 
 async def run_warmup(gateway: Gateway) -> None:

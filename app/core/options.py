@@ -19,6 +19,7 @@ from pydantic import (
     model_validator,
 )
 
+from app.core.download_auth import CredentialRule
 from app.core.url_prefixes import prefix_problem
 
 REQUEST_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
@@ -152,6 +153,16 @@ class JobOptions(BaseModel):
         '`{"https://models.example.com/private/": "TOKEN"}`; a value is a bearer token or a '
         "whole header (`Name: value`). Sent only to URLs under its prefix (same scheme, host "
         "and port), never to a redirect elsewhere; never logged or echoed",
+    )
+
+    credentials: list[CredentialRule] | None = Field(
+        None,
+        max_length=64,
+        description="comfyui-api's per-request credentials for the model URLs this request "
+        "names: `[{url_pattern, auth}]`, the first glob that matches a URL wins (`**` anything, "
+        "`*` anything but `/`, `?` one character); `auth` of type `bearer`, `basic`, `header`, "
+        "`query` or `s3`. Sent only to that URL's own host (never to a redirect elsewhere); "
+        "never logged, echoed or shown to another key",
     )
 
     @field_validator("model_credentials")
