@@ -480,8 +480,7 @@ def test_their_download_endpoint(rig: Rig) -> None:
         assert isinstance(refused.json()["error"], str) and refused.json()["location"] == where
     assert "loras" in unknown.json()["error"]  # it names the folders there are
     assert failed.status_code == 400, failed.text
-    assert "could not be downloaded" in failed.json()["error"]
-    assert failed.json()["details"] == {"remote_status": 404}
+    assert "could not be downloaded" in failed.json()["error"]  # a private server: no status
     assert not (rig.models / "escape.safetensors").exists()
 
 
