@@ -55,14 +55,17 @@ async def download(body: DownloadRequest, gateway: GatewayDep, caller: CallerDep
     started = time.monotonic()
     gateway.grants.check_may_download(caller)
     await gateway.models.check_folder(body.model_type, "model_type")
+    # Theirs names the file after the URL's last segment: that name, even where the same URL
+    # was downloaded under another one before (the server's name only when the URL has none).
+    filename = body.filename or name_in(body.url)
     request = ModelDownloadRequest(
-        url=body.url, folder=body.model_type, filename=body.filename, wait=body.wait
+        url=body.url, folder=body.model_type, filename=filename, wait=body.wait
     )
     download = await gateway.models.request(request, owner=caller.id, client_auth=body.auth)
     answer = DownloadAnswer(
         url=without_userinfo(body.url),
         model_type=body.model_type,
-        filename=body.filename or name_in(body.url) or "",
+        filename=filename or "",
         status="started",
     )
     if not body.wait:

@@ -458,13 +458,13 @@ def test_their_download_endpoint(rig: Rig) -> None:
             return client.post("/download", json={"url": url, "model_type": "loras", **body})
 
         started = ask(filename="their-async.safetensors")
-        named = ask(wait=True)
+        eventually(lambda: (rig.models / "loras" / "their-async.safetensors").exists())
+        named = ask(wait=True)  # the same URL: named after it all the same
         checkpoint = ask(model_type="checkpoints", filename="their-ckpt.safetensors", wait=True)
         unknown = ask(model_type="no_such_type", wait=True)
         bad_url = ask(url="not-a-valid-url", wait=True)
         failed = ask(url=rig.files.url("/theirs/none.safetensors"), wait=True)
         escape = ask(filename="../escape.safetensors", wait=True)
-        eventually(lambda: (rig.models / "loras" / "their-async.safetensors").exists())
     assert started.status_code == 202, started.text
     expected = {"url": url, "model_type": "loras", "filename": "their-async.safetensors"}
     assert started.json() == {**expected, "status": "started"}
