@@ -14,6 +14,7 @@ from app.core.logs import configure_logging
 from app.core.settings import SettingsError, die_on_bad_settings, load_settings, their_settings
 from app.gateway import Gateway
 from app.main import create_app
+from app.startup import fetch_warmup_prompt
 
 
 class GatewayServer(uvicorn.Server):
@@ -72,6 +73,10 @@ def main() -> int:
     configure_logging(settings.log_level, settings.log_format)
     for note in their_settings(os.environ).notes:
         log.warning("comfyui-api setting: %s", note)
+    try:
+        settings = fetch_warmup_prompt(settings)
+    except SettingsError as e:
+        die_on_bad_settings(e)
     try:
         app = create_app(settings)
     except SettingsError as e:  # a workflow module that cannot be loaded

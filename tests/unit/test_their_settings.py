@@ -3,6 +3,7 @@ error naming both, the rest named at start-up as having no effect here and why."
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,8 @@ from pydantic import SecretStr
 
 from app.core.settings import SettingsError, load_settings, their_settings
 from app.models.credentials import Credentials
+from app.startup import fetch_warmup_prompt
+from tests.integration.fileserver import FileServer
 
 
 def test_their_names_set_ours(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -88,11 +91,36 @@ def test_their_auth_header_goes_only_under_the_listed_prefixes(
     assert settings.http_upload_auth_prefixes == ("https://files.example.com/models/",)
 
 
-def test_a_warmup_url_stops_start_up_saying_what_to_do(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("WARMUP_PROMPT_URL", "https://example.com/warmup.json")
-    with pytest.raises(SettingsError) as raised:
-        load_settings()
-    assert "WARMUP_PROMPT_FILE" in str(raised.value)
+GRAPH = {"1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8}}}
+
+
+def test_the_warmup_url_is_fetched_with_the_operators_header_under_its_prefixes_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    files, other = FileServer("127.0.0.1"), FileServer("127.0.0.2")
+    try:
+        files.files["/ops/warmup.json"] = json.dumps(GRAPH).encode()
+        files.guards["/ops/warmup.json"] = lambda seen: seen.header("X-Api-Key") == "op-secret"
+        files.redirects["/ops/moved.json"] = other.url("/warmup.json")
+        other.files["/warmup.json"] = json.dumps({"prompt": GRAPH}).encode()
+        monkeypatch.setenv("HTTP_AUTH_HEADER_NAME", "X-Api-Key")
+        monkeypatch.setenv("HTTP_AUTH_HEADER_VALUE", "op-secret")
+        monkeypatch.setenv("HTTP_AUTH_HEADER_PREFIXES", files.url("/ops/"))
+        monkeypatch.setenv("WARMUP_PROMPT_URL", files.url("/ops/warmup.json"))
+        settings = fetch_warmup_prompt(load_settings())
+        assert settings.warmup_prompt_file is not None
+        assert json.loads(settings.warmup_prompt_file.read_text()) == GRAPH
+        monkeypatch.setenv("WARMUP_PROMPT_URL", files.url("/ops/moved.json"))
+        assert fetch_warmup_prompt(load_settings()).warmup_prompt_file is not None
+        assert other.requests_for("/warmup.json")[0].header("X-Api-Key") is None
+        monkeypatch.setenv("WARMUP_PROMPT_URL", files.url("/ops/none.json"))
+        with pytest.raises(SettingsError) as missing:
+            fetch_warmup_prompt(load_settings())
+    finally:
+        files.close()
+        other.close()
+    assert "WARMUP_PROMPT_URL" in str(missing.value) and "404" in str(missing.value)
+    assert "op-secret" not in str(missing.value)
 
 
 def test_settings_without_effect_are_named_with_why() -> None:

@@ -28,7 +28,7 @@ NO_EFFECT = {
 SALAD_PREFIX = "SALAD_"
 # Every name of theirs read here (besides SALAD_*), for tests that need an environment without.
 THEIR_NAMES = (
-    *(their for their, _ in RENAMED), *NO_EFFECT, "LRU_CACHE_SIZE_GB", "WARMUP_PROMPT_URL",
+    *(their for their, _ in RENAMED), *NO_EFFECT, "LRU_CACHE_SIZE_GB",
 )  # fmt: skip
 HEADER_NAME, HEADER_VALUE = "HTTP_AUTH_HEADER_NAME", "HTTP_AUTH_HEADER_VALUE"
 HEADER_PREFIXES = "HTTP_AUTH_HEADER_PREFIXES"  # ours: where their header may go
@@ -75,12 +75,6 @@ def their_settings(environ: Mapping[str, str]) -> Theirs:
         theirs.values.pop("models_manifest", None)  # theirs: MANIFEST_JSON wins
         theirs.notes.append("MANIFEST_JSON is set: MANIFEST is not read (as comfyui-api does)")
     _auth_header(theirs, env)
-    if env.get("WARMUP_PROMPT_URL", "").strip() and not env.get("WARMUP_PROMPT_FILE", "").strip():
-        raise SettingsError(
-            "invalid setting WARMUP_PROMPT_URL: not supported here (the gateway fetches nothing "
-            "of the operator's before start-up but the manifest's models): download the graph "
-            "into the image and set WARMUP_PROMPT_FILE"
-        )
     for name, why in NO_EFFECT.items():
         if env.get(name, "").strip():
             theirs.notes.append(f"{name} has no effect here: {why}")
