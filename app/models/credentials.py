@@ -73,6 +73,7 @@ class Credentials:
         self.then = then  # consulted when none of these matches
         self.rules = rules or []  # a client's globs (a job's `credentials`): first match wins
         self.own = own  # a client's `auth` for the URL of its download (POST /download)
+        self.client = False  # entries are a request's own (`model_credentials`, our `auth`)
 
     @classmethod
     def of_client(
@@ -94,7 +95,13 @@ class Credentials:
         return first_match(self.rules, url)
 
     def has_client_auth(self, url: str) -> bool:
-        return self.client_auth(url) is not None
+        """Whether a request's own credential (any kind) is for url: a file it fetches is then
+        guarded (app.models.proof)."""
+        if self.client_auth(url) is not None:
+            return True
+        if self.client and any(entry.matches(url) for entry in self.entries):
+            return True
+        return self.then is not None and self.then.has_client_auth(url)
 
     def url_for(self, url: str, start: str | None = None) -> str:
         """The hop's URL with a client's `query` auth set (replaced if present)."""
@@ -141,7 +148,9 @@ class Credentials:
         """These first (a request's own), then other (the operator's)."""
         if not self.entries and not self.rules and self.own is None:
             return other
-        return Credentials(self.entries, other, self.rules, self.own)
+        mine = Credentials(self.entries, other, self.rules, self.own)
+        mine.client = True
+        return mine
 
     def match(self, url: str) -> Credential | None:
         """The credential for url: the longest matching prefix."""

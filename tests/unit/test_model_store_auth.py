@@ -156,3 +156,23 @@ async def test_an_s3_endpoint_the_address_policy_refuses_is_refused_before_conne
         with pytest.raises(InvalidRequest) as refused:
             await download(store, "s3://b/k.safetensors", auth)
     assert "endpoint" in refused.value.message
+
+
+async def test_our_own_request_credentials_guard_their_copy_too(
+    files: FileServer, tmp_path: Path
+) -> None:
+    """`model_credentials` on a job and `auth` on POST /models/download are a request's own
+    credentials as much as comfyui-api's: the copy they fetched is guarded the same way."""
+    url = files.url("/p/a.safetensors")
+    graph = {"4": {"class_type": "LoraLoader", "inputs": {"lora_name": url}}}
+    mine = JobOptions.model_validate({"model_credentials": {files.url("/p/"): TOKEN}})
+    async with made_store(tmp_path) as store:
+        resolved, hold = await store.prepare(graph, mine)
+        hold.release()
+        with pytest.raises(Forbidden):
+            await store.prepare(graph, None)
+        body = ModelDownloadRequest(url=url, folder="loras", auth=TOKEN)
+        again = await store.request(body)
+        assert await again.outcome("url") == "a.safetensors"  # proven with `auth`
+    assert resolved["4"]["inputs"]["lora_name"] == "a.safetensors"
+    assert files.hits["/p/a.safetensors"] == 1
