@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from app.core.settings.azure import AzureSettings
 from app.core.settings.cache import CacheSettings
 from app.core.settings.comfyui import BUNDLED_COMFY_DIR, PROJECT_ROOT, ComfySettings
 from app.core.settings.fleet import FleetSettings
@@ -49,6 +50,7 @@ SECTIONS = (
     JobSettings,
     CacheSettings,
     MediaSettings,
+    AzureSettings,
     ModelSettings,
     WebhookSettings,
     FleetSettings,
@@ -64,6 +66,9 @@ SECRET_SETTINGS = frozenset(
         "HF_TOKEN",
         "CIVITAI_TOKEN",
         "HTTP_UPLOAD_AUTH_HEADER",
+        "AZURE_STORAGE_CONNECTION_STRING",
+        "AZURE_STORAGE_KEY",
+        "AZURE_STORAGE_SAS_TOKEN",
     }
 )
 
@@ -73,6 +78,7 @@ class Settings(
     FleetSettings,
     WebhookSettings,
     ModelSettings,
+    AzureSettings,
     MediaSettings,
     CacheSettings,
     JobSettings,
