@@ -414,7 +414,8 @@ def test_system_events_announce_downloads_and_evictions(rig: Rig) -> None:
     events = [d.json() for d in rig.hooks.wait_for("/system", 2)]
     kinds = {e["event"] for e in events}
     assert {"model.downloaded", "model.evicted"} <= kinds
-    landed = next(e for e in events if e["data"]["filename"] == "fresh-lora.safetensors")
+    models = [e for e in events if e["event"].startswith("model.")]
+    landed = next(e for e in models if e["data"]["filename"] == "fresh-lora.safetensors")
     assert landed["data"]["folder"] == "loras" and landed["data"]["bytes"] == LORA.stat().st_size
     evicted = [e["data"]["filename"] for e in events if e["event"] == "model.evicted"]
     assert "fill-2.safetensors" in evicted
