@@ -63,6 +63,7 @@ class Gateway(JobDoor):
             )
             for instance in self.pool.instances:
                 instance.tracker.listeners.append(self._forward_system_event)
+            self.inputs.on_event = self.uploader.on_event = self.system_events.announce
         # Downloads and their cache: ComfyUI's model listing is the first instance's (every
         # instance searches the same folders); jobs resolve model URLs where they run.
         self.models = ModelStore(

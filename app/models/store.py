@@ -266,10 +266,18 @@ class ModelStore:
     def _evicted(self, entry: Entry) -> None:
         self.metrics.model_evicted()
         self.announce("model.evicted", entry)
+        self.tell("file_deleted", entry)
         self.watch.wake()  # the enums lose it
 
     def _fetched(self, entry: Entry, seconds: float) -> None:
         self.announce("model.downloaded", entry, seconds=round(seconds, 3))
+        self.tell("file_downloaded", entry, duration=round(seconds, 3))
+
+    def tell(self, event: str, entry: Entry, **more: Any) -> None:  # comfyui-api's storage.file_*
+        if self.on_event is not None:
+            path = str(self.cache.path(entry.folder, entry.filename))
+            self.on_event(event, {"url": entry.source, "local_path": path, "size": entry.bytes,
+                                  **more})  # fmt: skip
 
     def announce(self, event: str, entry: Entry, **more: Any) -> None:
         """A system event about one model (`model.downloaded`, `model.evicted`)."""

@@ -134,7 +134,7 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
         "MODEL_DOWNLOAD_RETRIES": "3",
         "MODELS_MANIFEST": str(manifest),
         "SYSTEM_WEBHOOK_URL": hooks.url("/system"),
-        "SYSTEM_WEBHOOK_EVENTS": "model.downloaded,model.evicted",
+        "SYSTEM_WEBHOOK_EVENTS": "model.downloaded,model.evicted,file_downloaded,file_deleted",
         "WEBHOOK_TIMEOUT_S": "30",
         **aws,
     }
@@ -415,10 +415,22 @@ def test_system_events_announce_downloads_and_evictions(rig: Rig) -> None:
     events = [d.json() for d in rig.hooks.wait_for("/system", 2)]
     kinds = {e["event"] for e in events}
     assert {"model.downloaded", "model.evicted"} <= kinds
-    landed = next(e for e in events if e["data"]["filename"] == "fresh-lora.safetensors")
+    models = [e for e in events if e["event"].startswith("model.")]
+    landed = next(e for e in models if e["data"]["filename"] == "fresh-lora.safetensors")
     assert landed["data"]["folder"] == "loras" and landed["data"]["bytes"] == LORA.stat().st_size
     evicted = [e["data"]["filename"] for e in events if e["event"] == "model.evicted"]
     assert "fill-2.safetensors" in evicted
+    # comfyui-api's names for the same: storage.file_downloaded / file_deleted
+    stored = next(
+        e["data"]
+        for e in events
+        if e["event"] == "storage.file_downloaded"
+        and e["data"]["local_path"].endswith("/loras/fresh-lora.safetensors")
+    )
+    assert stored["size"] == LORA.stat().st_size and stored["duration"] >= 0
+    assert stored["url"] == landed["data"]["source"]
+    deleted = [e["data"]["local_path"] for e in events if e["event"] == "storage.file_deleted"]
+    assert any(path.endswith("/fill-2.safetensors") for path in deleted)
     text = json.dumps(events)
     assert SECRET not in text and AUTH_SECRET not in text and JOB_SECRET not in text
 

@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from app.core.settings.azure import AzureSettings
 from app.core.settings.cache import CacheSettings
 from app.core.settings.comfyui import BUNDLED_COMFY_DIR, PROJECT_ROOT, ComfySettings
 from app.core.settings.fleet import FleetSettings
@@ -52,6 +53,7 @@ SECTIONS = (
     JobSettings,
     CacheSettings,
     MediaSettings,
+    AzureSettings,
     ModelSettings,
     WebhookSettings,
     FleetSettings,
@@ -68,6 +70,9 @@ SECRET_SETTINGS = frozenset(
         "CIVITAI_TOKEN",
         "HTTP_UPLOAD_AUTH_HEADER",
         "HTTP_AUTH_HEADER_VALUE",
+        "AZURE_STORAGE_CONNECTION_STRING",
+        "AZURE_STORAGE_KEY",
+        "AZURE_STORAGE_SAS_TOKEN",
     }
 )
 
@@ -77,6 +82,7 @@ class Settings(
     FleetSettings,
     WebhookSettings,
     ModelSettings,
+    AzureSettings,
     MediaSettings,
     CacheSettings,
     JobSettings,
