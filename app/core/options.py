@@ -16,9 +16,9 @@ from pydantic import (
     model_validator,
 )
 
-from app.core.download_auth import CredentialRule
 from app.core.convert_options import ConvertOutput
 from app.core.convert_options import ConvertSpec as ConvertSpec  # re-exported: app.jobs.outputs
+from app.core.download_auth import CredentialRule
 from app.core.url_prefixes import prefix_problem
 
 REQUEST_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
