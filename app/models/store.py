@@ -265,26 +265,23 @@ class ModelStore:
 
     def _evicted(self, entry: Entry) -> None:
         self.metrics.model_evicted()
-        self.announce("model.evicted", entry)
-        self.tell("file_deleted", entry)
+        self.announce(entry, "model.evicted", "file_deleted")
         self.watch.wake()  # the enums lose it
 
     def _fetched(self, entry: Entry, seconds: float) -> None:
-        self.announce("model.downloaded", entry, seconds=round(seconds, 3))
-        self.tell("file_downloaded", entry, duration=round(seconds, 3))
+        self.announce(entry, "model.downloaded", "file_downloaded", seconds=round(seconds, 3))
 
-    def tell(self, event: str, entry: Entry, **more: Any) -> None:  # comfyui-api's storage.file_*
-        if self.on_event is not None:
-            path = str(self.cache.path(entry.folder, entry.filename))
-            self.on_event(event, {"url": entry.source, "local_path": path, "size": entry.bytes,
-                                  **more})  # fmt: skip
-
-    def announce(self, event: str, entry: Entry, **more: Any) -> None:
-        """A system event about one model (`model.downloaded`, `model.evicted`)."""
-        if self.on_event is not None:
-            data = {"folder": entry.folder, "filename": entry.filename, "bytes": entry.bytes,
-                    "sha256": entry.sha256, "source": entry.source, **more}  # fmt: skip
-            self.on_event(event, data)
+    def announce(self, entry: Entry, ours: str, theirs: str, seconds: float | None = None) -> None:
+        """System events about one model: ours (`model.*`), and comfyui-api's `storage.file_*`."""
+        if self.on_event is None:
+            return
+        took = {} if seconds is None else {"seconds": seconds}
+        self.on_event(ours, {"folder": entry.folder, "filename": entry.filename,
+                             "bytes": entry.bytes, "sha256": entry.sha256, "source": entry.source,
+                             **took})  # fmt: skip
+        path = str(self.cache.path(entry.folder, entry.filename))
+        file = {"url": entry.source, "local_path": path, "size": entry.bytes}
+        self.on_event(theirs, file if seconds is None else {**file, "duration": seconds})
 
     def _tick(self) -> None:
         if self.cache.dirty:
