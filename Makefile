@@ -31,7 +31,7 @@ test: $(BIN)/.installed $(BUNDLED_STAMP) $(TINY_MODELS) chromium redis $(NODE_DE
 		echo "NOTE: $(CURRENT_COMFYUI) is missing: the integration suite ran against 0.3.75 only"; \
 	fi
 
-unit: $(BIN)/.installed  ## Only the tests that need no ComfyUI
+unit: $(BIN)/.installed $(NODE_DEPS)  ## Only the tests that need no ComfyUI
 	$(BIN)/pytest tests/unit tests/deploy
 
 integration: $(BIN)/.installed $(TINY_MODELS) redis $(NODE_DEPS)  ## The integration suite against COMFYUI_SOURCE
@@ -69,7 +69,7 @@ redis:  ## Debian's redis-server, for the fleet tests (installed only if missing
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends \
 		redis-server >/dev/null; }
 
-node: $(NODE_DEPS)  ## The pinned `ws` package, for the test that runs ComfyClient.mjs under Node
+node: $(NODE_DEPS)  ## The pinned npm packages of the tests: `ws` (ComfyClient.mjs under Node), `azurite` (Azure Blob)
 
 $(NODE_DEPS): tests/node/package.json tests/node/package-lock.json
 	command -v npm >/dev/null || { echo "make node: needs Node 20+ and npm on PATH" >&2; exit 1; }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import sys
 from types import FrameType
@@ -10,9 +11,10 @@ from types import FrameType
 import uvicorn
 
 from app.core.logs import configure_logging
-from app.core.settings import SettingsError, die_on_bad_settings, load_settings
+from app.core.settings import SettingsError, die_on_bad_settings, load_settings, their_settings
 from app.gateway import Gateway
 from app.main import create_app
+from app.startup import fetch_warmup_prompt
 
 
 class GatewayServer(uvicorn.Server):
@@ -69,6 +71,12 @@ def main() -> int:
     except SettingsError as e:
         die_on_bad_settings(e)
     configure_logging(settings.log_level, settings.log_format)
+    for note in their_settings(os.environ).notes:
+        log.warning("comfyui-api setting: %s", note)
+    try:
+        settings = fetch_warmup_prompt(settings)
+    except SettingsError as e:
+        die_on_bad_settings(e)
     try:
         app = create_app(settings)
     except SettingsError as e:  # a workflow module that cannot be loaded

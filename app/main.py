@@ -27,9 +27,10 @@ from app.edge.cors import add_cors
 from app.edge.errors import install_handlers
 from app.edge.request_metrics import RequestMetrics
 from app.gateway import Gateway
+from app.install import install
 from app.jobs.result_cache import ResultCache
 from app.registry.load import Registry
-from app.routes import docs, metrics, models, probes, prompt, workflows
+from app.routes import docs, download, metrics, models, probes, prompt, workflows
 from app.routes.json_body import StrictJsonRoute
 from app.startup import activate, fetch_models, run_warmup
 
@@ -54,6 +55,8 @@ def create_app(settings: Settings) -> FastAPI:
 
     async def start_or_exit() -> None:
         try:
+            # comfyui-api's manifest: packages and custom nodes before ComfyUI starts
+            app.state.custom_nodes = await asyncio.to_thread(install, settings)
             await gateway.lifecycle.start()
         except ComfyStartError as e:
             # One clear line instead of a framework traceback, then a prompt non-zero exit.
@@ -114,7 +117,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(RequestMetrics, metrics=gateway.metrics)  # 401s and 413s count too
     add_cors(app, settings.cors_allow_origins)
     log_edge(settings, keys)
-    for module in (probes, prompt, models, workflows, metrics, sdapi):
+    for module in (probes, prompt, models, download, workflows, metrics, sdapi):
         app.include_router(module.router)
     api_v1.install(app)
     api_v2.install(app)

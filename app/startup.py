@@ -2,7 +2,8 @@
 
 The manifest (MODELS_MANIFEST) comes first: the models the warmup and the workflows need.
 
-Warmup runs WARMUP_PROMPT_FILE. The first job on a fresh ComfyUI loads its models; the warmup
+Warmup runs WARMUP_PROMPT_FILE (or comfyui-api's WARMUP_PROMPT_URL, fetched into a file before
+anything starts). The first job on a fresh ComfyUI loads its models; the warmup
 prompt pays that before traffic arrives. It runs through the gateway's own job path, so a prompt
 that cannot run fails start-up with the reason instead of failing the first real request. The
 checkpoint it loads is the default checkpoint of the workflow endpoints.
@@ -17,15 +18,22 @@ availability and /docs follow without a restart.
 from __future__ import annotations
 
 import logging
+import tempfile
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import urljoin
 
+import httpx
 from fastapi import FastAPI
 
 from app.comfy.graph import checkpoint_of, load_graph
 from app.comfy.process import ComfyStartError
+from app.core.downloads import redact
 from app.core.errors import GatewayError
-from app.core.settings import Settings
+from app.core.settings import Settings, SettingsError, load_settings
+from app.models.credentials import Credentials
+from app.models.fetch import MAX_REDIRECTS
 from app.models.manifest import fetch_manifest
 from app.registry.load import Registry
 from app.routes.workflows import mount
@@ -41,15 +49,45 @@ def warmup_checkpoint(settings: Settings) -> str | None:
     return checkpoint_of(load_graph(path)) if path else None
 
 
+def fetch_warmup_prompt(settings: Settings) -> Settings:
+    """comfyui-api's WARMUP_PROMPT_URL: the graph fetched once, before anything starts, into a
+    file that becomes WARMUP_PROMPT_FILE; SettingsError saying why not. The URL is the
+    operator's (no address policy); their credentials go only where their prefixes cover it, on
+    every hop."""
+    url = settings.warmup_prompt_url
+    if url is None or settings.warmup_prompt_file is not None:
+        return settings
+    credentials = Credentials.from_settings(settings)
+    try:
+        with httpx.Client(timeout=60, follow_redirects=False) as client:
+            for _ in range(MAX_REDIRECTS + 1):
+                response = client.get(url, headers=credentials.headers(url))
+                if not response.is_redirect:
+                    break
+                url = urljoin(url, response.headers["location"])
+        response.raise_for_status()
+    except httpx.HTTPError as e:
+        raise SettingsError(f"WARMUP_PROMPT_URL={redact(url)} could not be fetched: {e}") from None
+    path = Path(tempfile.mkdtemp(prefix="comfy-gateway-warmup-")) / "warmup.json"
+    path.write_bytes(response.content)
+    log.info("WARMUP_PROMPT_URL %s fetched (%d bytes)", redact(url), len(response.content))
+    return load_settings(warmup_prompt_file=path)
+
+
 async def fetch_models(gateway: Gateway) -> None:
     """Start-up step: fetch MODELS_MANIFEST's models; raise ComfyStartError naming what failed."""
-    path = gateway.settings.models_manifest
-    if path is None:
+    settings = gateway.settings
+    if settings.manifest_json is not None:  # comfyui-api's MANIFEST_JSON wins, as theirs
+        source: Path | str | None = settings.manifest_json
+        name = "MANIFEST_JSON"
+    else:
+        source, name = settings.models_manifest, f"MODELS_MANIFEST={settings.models_manifest}"
+    if source is None:
         return
     try:
-        await fetch_manifest(gateway.models, path)
+        await fetch_manifest(gateway.models, source)
     except (GatewayError, ValueError) as e:
-        raise ComfyStartError(f"MODELS_MANIFEST={path}: {e}") from e
+        raise ComfyStartError(f"{name}: {e}") from e
 
 
 async def run_warmup(gateway: Gateway) -> None:

@@ -11,6 +11,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
+from app.core.download_auth import DownloadAuth
+
 URL_SCHEMES = ("http://", "https://", "s3://")
 # A file directly in a model folder: no path, no leading dot (temporary files are hidden), an
 # extension (ComfyUI lists only files whose extension the folder takes).
@@ -43,6 +45,21 @@ def without_userinfo(url: str) -> str:
     if "@" not in parts.netloc:
         return url
     return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+
+
+def model_url(value: str) -> str:
+    if not is_model_url(value) or not urlsplit(value).netloc:
+        raise ValueError("must be an http://, https:// or s3:// URL")
+    return value
+
+
+def file_name(value: str | None) -> str | None:
+    if value is not None and not FILENAME.match(value):
+        raise ValueError(
+            "must be a plain file name with an extension (letters, digits, `_.+-()[] `; "
+            "no folders, not starting with a dot), e.g. `style.safetensors`"
+        )
+    return value
 
 
 class ModelDownloadRequest(BaseModel):
@@ -96,22 +113,51 @@ class ModelDownloadRequest(BaseModel):
         "only: never sent to a redirect to another host, never logged or echoed",
     )
 
-    @field_validator("url")
-    @classmethod
-    def _model_url(cls, value: str) -> str:
-        if not is_model_url(value) or not urlsplit(value).netloc:
-            raise ValueError("must be an http://, https:// or s3:// URL")
-        return value
+    _url = field_validator("url")(model_url)
+    _filename = field_validator("filename")(file_name)
 
-    @field_validator("filename")
-    @classmethod
-    def _file_name(cls, value: str | None) -> str | None:
-        if value is not None and not FILENAME.match(value):
-            raise ValueError(
-                "must be a plain file name with an extension (letters, digits, `_.+-()[] `; "
-                "no folders, not starting with a dot), e.g. `style.safetensors`"
-            )
-        return value
+
+class DownloadRequest(BaseModel):
+    """comfyui-api's `POST /download`: a model into one of the model folders."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"url": "https://example.com/models/x.safetensors", "model_type": "loras",
+                 "wait": True}
+            ]
+        },
+    )  # fmt: skip
+
+    url: str = Field(max_length=8192, description="An `http(s)://` or `s3://` URL")
+    model_type: str = Field(
+        pattern=FOLDER_PATTERN,
+        description="The model folder (`checkpoints`, `loras`, …: `GET /models`)",
+    )
+    filename: str | None = Field(
+        None, description="The file's name; default the URL's last path segment"
+    )
+    wait: bool = Field(False, description="Answer 200 once the file is in place, not 202 at once")
+    auth: DownloadAuth | None = Field(
+        None,
+        description="Credentials for this URL (`bearer`, `basic`, `header`, `query`, `s3`): sent "
+        "to its own host only, never logged or echoed",
+    )
+
+    _url = field_validator("url")(model_url)
+    _filename = field_validator("filename")(file_name)
+
+
+class DownloadAnswer(BaseModel):
+    """comfyui-api's answer to `POST /download`."""
+
+    url: str = Field(description="The URL, as given (without user info)")
+    model_type: str = Field(description="The model folder")
+    filename: str = Field(description="The file's name in it")
+    status: Literal["started", "completed"] = Field(description="`started` (202), `completed`")
+    size: int | None = Field(None, description="With `wait`: the file's size in bytes")
+    duration: float | None = Field(None, description="With `wait`: seconds it took")
 
 
 class ModelDownloadState(BaseModel):

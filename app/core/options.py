@@ -6,9 +6,6 @@ act on them (app.media.convert, app.jobs.uploads, app.jobs.webhooks) import them
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
-
-from PIL import ImageColor
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -19,65 +16,12 @@ from pydantic import (
     model_validator,
 )
 
+from app.core.convert_options import ConvertOutput
+from app.core.convert_options import ConvertSpec as ConvertSpec  # re-exported: app.jobs.outputs
+from app.core.download_auth import CredentialRule
 from app.core.url_prefixes import prefix_problem
 
 REQUEST_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
-
-
-class _Options(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class PngOptions(_Options):
-    compress_level: int = Field(6, ge=0, le=9, description="zlib level, 0 (none) to 9 (smallest)")
-    optimize: bool = Field(False, description="Spend more time for a smaller file")
-
-
-class JpegOptions(_Options):
-    quality: int = Field(90, ge=1, le=100, description="1 (smallest) to 100 (best)")
-    progressive: bool = Field(False, description="Progressive JPEG")
-    optimize: bool = Field(False, description="Optimise the Huffman tables")
-    background: str = Field(
-        "#ffffff", description="Colour that transparent pixels become (JPEG has no alpha)"
-    )
-
-    @field_validator("background")
-    @classmethod
-    def _colour(cls, value: str) -> str:
-        try:
-            ImageColor.getrgb(value)
-        except ValueError:
-            raise ValueError("not a colour, e.g. #ffffff or white") from None
-        return value
-
-
-class WebpOptions(_Options):
-    quality: int = Field(80, ge=1, le=100, description="1 (smallest) to 100 (best)")
-    lossless: bool = Field(False, description="Lossless WebP")
-    method: int = Field(4, ge=0, le=6, description="0 (fast) to 6 (slower, smaller)")
-
-
-class PngConvert(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    format: Literal["png"] = Field(description="Re-encode images as PNG")
-    options: PngOptions = Field(default_factory=PngOptions, description="PNG options")
-
-
-class JpegConvert(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    format: Literal["jpeg"] = Field(description="Re-encode images as JPEG")
-    options: JpegOptions = Field(default_factory=JpegOptions, description="JPEG options")
-
-
-class WebpConvert(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    format: Literal["webp"] = Field(description="Re-encode images as WebP")
-    options: WebpOptions = Field(default_factory=WebpOptions, description="WebP options")
-
-
-ConvertOutput = Annotated[PngConvert | JpegConvert | WebpConvert, Field(discriminator="format")]
-
-ConvertSpec = PngConvert | JpegConvert | WebpConvert
 
 
 class S3Upload(BaseModel):
@@ -152,6 +96,16 @@ class JobOptions(BaseModel):
         '`{"https://models.example.com/private/": "TOKEN"}`; a value is a bearer token or a '
         "whole header (`Name: value`). Sent only to URLs under its prefix (same scheme, host "
         "and port), never to a redirect elsewhere; never logged or echoed",
+    )
+
+    credentials: list[CredentialRule] | None = Field(
+        None,
+        max_length=64,
+        description="comfyui-api's per-request credentials for the model URLs this request "
+        "names: `[{url_pattern, auth}]`, the first glob that matches a URL wins (`**` anything, "
+        "`*` anything but `/`, `?` one character); `auth` of type `bearer`, `basic`, `header`, "
+        "`query` or `s3`. Sent only to that URL's own host (never to a redirect elsewhere); "
+        "never logged, echoed or shown to another key",
     )
 
     @field_validator("model_credentials")

@@ -173,6 +173,15 @@ class InstanceInfo(BaseModel):
     comfyui_version: str | None = Field(description="Its ComfyUI's version")
 
 
+class CustomNode(BaseModel):
+    """A custom node the manifest installed."""
+
+    name: str = Field(description="Its folder in COMFY_HOME/custom_nodes")
+    url: str = Field(description="The repository it was cloned from")
+    ref: str | None = Field(description="The ref the manifest pins (null: its default branch)")
+    commit: str = Field(description="The commit checked out")
+
+
 class HealthResponse(BaseModel):
     status: Literal["healthy"] = Field(description="Start-up has completed")
     version: str = Field(description="The gateway's version")
@@ -180,6 +189,9 @@ class HealthResponse(BaseModel):
         description="The version of the ComfyUI the gateway talks to (null until it answers)"
     )
     instances: list[InstanceInfo] = Field(description="Each ComfyUI instance of the pool")
+    custom_nodes: list[CustomNode] = Field(
+        [], description="The custom nodes the manifest (MANIFEST) installed, with their commits"
+    )
 
 
 class ReadyResponse(BaseModel):

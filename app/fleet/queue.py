@@ -23,6 +23,7 @@ from redis.exceptions import RedisError
 
 from app.comfy.graph import Graph, check_graph
 from app.core.addresses import AddressPolicy, check_destinations
+from app.core.download_auth import revealed
 from app.core.errors import (
     Conflict,
     GatewayError,
@@ -207,7 +208,8 @@ class FleetQueue:
 
 def dump_options(options: JobOptions) -> dict[str, Any]:
     """A job's options as the fleet's queue carries them. Only the job's options: a request
-    model that extends them carries its input too. A job's `model_credentials` travel in clear
+    model that extends them carries its input too. A job's `model_credentials` and `credentials`
+    travel in clear
     (JSON would mask them): the gateway that runs the job sends them to the model hosts."""
     dumped = options.model_dump(
         mode="json", by_alias=True, exclude_none=True, include=set(JobOptions.model_fields)
@@ -217,6 +219,8 @@ def dump_options(options: JobOptions) -> dict[str, Any]:
             prefix: secret.get_secret_value()
             for prefix, secret in options.model_credentials.items()
         }
+    if options.credentials:
+        dumped["credentials"] = revealed(options.credentials)
     return dumped
 
 

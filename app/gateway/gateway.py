@@ -56,6 +56,8 @@ class Gateway:
         self.uploader = Uploader.from_settings(settings, addresses)
         self.grants = Grants(settings)  # what each key may spend of what keys share
         self.system_events = self._system_events(settings)
+        if self.system_events is not None:  # comfyui-api's storage.file_* events
+            self.inputs.on_event = self.uploader.on_event = self.system_events.announce
         # Downloads and their cache: ComfyUI's model listing is the first instance's (every
         # instance searches the same folders); jobs resolve model URLs where they run.
         self.models = ModelStore(

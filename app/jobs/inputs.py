@@ -1,9 +1,11 @@
-"""Input files: a loader node's value may be a file name, an http(s) URL, or base64.
+"""Input files: a loader node's value may be a file name, a URL (http(s), s3://, an Azure blob
+URL), or base64.
 
-URLs are downloaded (size cap, deadline, each redirect hop's address checked and pinned by
-app.core.addresses), base64 is decoded, both are sniffed from their bytes and held to the input caps
-(INPUT_MAX_MB; for an image its frames and pixels: app.media.caps), handed to ComfyUI
-through its upload endpoint into a per-job subfolder, and the graph is rewritten to point at them.
+URLs are downloaded (size cap, deadline; each http(s) redirect hop's address checked and pinned
+by app.core.addresses; s3:// and blob URLs from the operator's stores: app.media.stores), base64
+is decoded, both are sniffed from their bytes and held to the input caps (INPUT_MAX_MB; for an
+image its frames and pixels: app.media.caps), handed to ComfyUI through its upload endpoint into
+a per-job subfolder, and the graph is rewritten to point at them.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import contextlib
 import logging
 import re
 import shutil
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,10 +28,12 @@ import httpx
 
 from app.comfy.client import ComfyClient
 from app.core.addresses import AddressPolicy, AddressRefused, Pinned
+from app.core.downloads import without_userinfo
 from app.core.errors import InputError
 from app.core.metrics import MetricsHooks
 from app.core.settings import Settings
 from app.media.caps import InputCaps
+from app.media.stores import StoreInputs
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +118,10 @@ class InputFiles:
         self.http = httpx.AsyncClient(
             follow_redirects=False, timeout=httpx.Timeout(self.timeout_s, connect=10.0)
         )
+        self.stores = StoreInputs(settings, self.http)
         self.metrics = MetricsHooks()
+        # Told of each input downloaded from a URL (the gateway's system events).
+        self.on_event: Callable[[str, dict[str, Any]], None] | None = None
 
     async def aclose(self) -> None:
         await self.http.aclose()
@@ -154,11 +163,13 @@ class InputFiles:
         if value in fetched:
             return fetched[value]  # one download for a URL a graph names several times
         scheme = urlsplit(value).scheme.lower() if "://" in value[:12] else ""
-        if scheme in ("http", "https"):
+        started = time.monotonic()
+        if scheme in ("http", "https", "s3"):
             data = await self._download(value, where)
         elif scheme:
             raise InputError(
-                f"{where}: only http(s) URLs can be fetched, not {scheme}://", location=where
+                f"{where}: only http(s) and s3:// URLs can be fetched, not {scheme}://",
+                location=where,
             )
         elif FILENAME.match(value) and not looks_like_path(value):
             return value  # already in ComfyUI's input folder
@@ -184,11 +195,20 @@ class InputFiles:
         stored = await client.upload(data, name, job.subfolder)
         job.names.append(stored)
         fetched[value] = stored
+        if scheme and self.on_event is not None:
+            self.on_event("file_downloaded", {
+                "url": without_userinfo(value), "local_path": str(Path(self.input_dir) / stored),
+                "size": len(data), "duration": round(time.monotonic() - started, 3),
+            })  # fmt: skip
         return stored
 
     async def _download(self, url: str, where: str) -> bytes:
         try:
             async with asyncio.timeout(self.timeout_s):
+                if self.stores.handles(url):
+                    data = await self.stores.read(url, where, lambda: self._too_large(url, where))
+                    self.metrics.input_downloaded(len(data))
+                    return data
                 return await self._follow(url, where)
         except TimeoutError:
             raise InputError(

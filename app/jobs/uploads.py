@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -56,6 +58,7 @@ class Uploader:
         self.buckets = buckets or Buckets()
         self._s3: Any = None
         self.metrics = MetricsHooks()
+        self.on_event: Callable[[str, dict[str, Any]], None] | None = None  # system events
 
     @classmethod
     def from_settings(cls, settings: Settings, addresses: AddressPolicy) -> Uploader:
@@ -86,8 +89,18 @@ class Uploader:
 
     async def store(self, target: S3Upload | HttpUpload, filename: str, data: bytes) -> str:
         """Upload one file; raise UploadFailed naming it and the store's error."""
+        started = time.monotonic()
         if isinstance(target, S3Upload):
-            return await self._store_s3(target, filename, data)
+            where = await self._store_s3(target, filename, data)
+        else:
+            where = await self._put(target, filename, data)
+        if self.on_event is not None:  # comfyui-api's storage.file_uploaded
+            seconds = round(time.monotonic() - started, 3)
+            self.on_event("file_uploaded", {"url": where, "local_path": filename,
+                                            "size": len(data), "duration": seconds})  # fmt: skip
+        return where
+
+    async def _put(self, target: HttpUpload, filename: str, data: bytes) -> str:
         url = target.url_prefix + filename
         shown = without_userinfo(url)
         try:

@@ -19,20 +19,22 @@ import base64
 import contextlib
 import hashlib
 import hmac
-import json
 import logging
 import random
 import time
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 
 from app.core.addresses import AddressPolicy, AddressRefused, HostUnresolved
+from app.core.js_json import js_dumps
 from app.core.metrics import MetricsHooks
 from app.core.numbers import finite_number
 from app.core.outcome import JobOutcome
 from app.core.settings import Settings
+from app.core.system_events import comfy_event_data, event_name
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +109,7 @@ class WebhookSender:
 
         `trusted`: the operator set url (SYSTEM_WEBHOOK_URL), so its address is not checked.
         """
-        body = json.dumps(payload, separators=(",", ":")).encode()
+        body = js_dumps(payload)
         what = payload.get("type") or payload.get("event")
         last_error = "no attempt made"
         for attempt in range(1, self.attempts + 1):
@@ -174,16 +176,13 @@ class SystemEvents:
 
         `key_name`: the name of the API key whose job it is, sent as `metadata.key_name`.
         """
-        if kind not in self.kinds:
-            return
-        if request_id is not None:
-            data = {**data, "prompt_id": request_id}
-        self._queue(f"comfy.{kind}", data, key_name)
+        if kind in self.kinds:
+            self._queue(f"comfy.{kind}", comfy_event_data(kind, data, request_id), key_name)
 
     def announce(self, event: str, data: dict[str, Any]) -> None:
         """Queue one of the gateway's own events (`model.downloaded`), named as it is."""
         if event in self.kinds:
-            self._queue(event, data, None)
+            self._queue(event_name(event), data, None)
 
     def _queue(self, event: str, data: dict[str, Any], key_name: str | None) -> None:
         """Past the buffer the oldest event is dropped, so jobs never wait on the receiver."""
@@ -195,7 +194,7 @@ class SystemEvents:
             self.dropped += 1
             if self.dropped == 1 or self.dropped % 100 == 0:
                 log.warning("system webhook receiver is slow: %d event(s) dropped", self.dropped)
-        self.queue.put_nowait({"payload": payload, "id": f"evt-{self.sequence}"})
+        self.queue.put_nowait({"payload": payload, "id": str(uuid.uuid4())})
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="system-webhooks")

@@ -13,12 +13,12 @@ from typing import Any
 
 from PIL import Image, ImageColor
 
-from app.core.options import ConvertSpec, JpegConvert, WebpConvert
+from app.core.convert_options import ConvertSpec, JpegConvert, WebpConvert
 
 IMAGE_FORMATS = {"PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF", "MPO"}
 # The format's own name as the extension, as SaladTechnologies' comfyui-api names converted files
 # (clients match on `.jpeg`).
-EXTENSIONS = {"png": ".png", "jpeg": ".jpeg", "webp": ".webp"}
+EXTENSIONS = {"png": ".png", "jpeg": ".jpeg", "jpg": ".jpg", "webp": ".webp"}
 
 
 def converted_name(filename: str, spec: ConvertSpec) -> str:
@@ -37,15 +37,13 @@ def convert(data: bytes, spec: ConvertSpec) -> bytes | None:
         out = io.BytesIO()
         animated = getattr(image, "n_frames", 1) > 1
         if isinstance(spec, JpegConvert):
-            _flatten(image, spec.options.background).save(
-                out, "JPEG", **spec.options.model_dump(exclude={"background"})
-            )
+            _flatten(image, spec.options.background).save(out, "JPEG", **spec.options.pillow())
         elif isinstance(spec, WebpConvert):
             image.save(out, "WEBP", save_all=animated, **_frames(image, animated),
-                       **spec.options.model_dump())  # fmt: skip
+                       **spec.options.pillow())  # fmt: skip
         else:
             image.save(out, "PNG", save_all=animated, **_frames(image, animated),
-                       **spec.options.model_dump())  # fmt: skip
+                       **spec.options.pillow())  # fmt: skip
         return out.getvalue()
 
 

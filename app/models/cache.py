@@ -51,6 +51,7 @@ class Entry:
     last_used: float
     pinned: bool = False
     owner: str | None = None  # the id of the key whose request downloaded it (None: no keys)
+    auth_required: bool = False  # fetched with a client's own credentials (app.models.proof)
 
     @property
     def key(self) -> str:

@@ -38,6 +38,7 @@ class Spec:
     trusted: bool  # the operator's (the manifest): no address policy
     url_key: str  # sha256 of the URL
     fingerprint: str  # of the credentials it uses (downloads with different ones never merge)
+    authed: bool = False  # with a client's own credentials: a later request must prove its own
 
     @classmethod
     def of(
@@ -48,7 +49,7 @@ class Spec:
         return cls(
             url=url, folder=folder, filename=filename, sha256=sha256.lower() if sha256 else None,
             pin=False, trusted=False, url_key=hashlib.sha256(url.encode()).hexdigest(),
-            fingerprint=credentials.fingerprint(url),
+            fingerprint=credentials.fingerprint(url), authed=credentials.has_client_auth(url),
         )  # fmt: skip
 
     @property

@@ -119,14 +119,15 @@ class Fetcher:
         url = transfer.url
         for _ in range(MAX_REDIRECTS + 1):
             # Credentials are matched per hop: a redirect to another host gets none.
-            headers = {"Accept-Encoding": "identity", **transfer.credentials.headers(url)}
+            credentials = transfer.credentials
+            headers = {"Accept-Encoding": "identity", **credentials.headers(url, transfer.url)}
             if transfer.have:
                 headers["Range"] = f"bytes={transfer.have}-"
                 if transfer.validator:
                     headers["If-Range"] = transfer.validator
-            target, extensions = url, {}
+            target, extensions = credentials.url_for(url, transfer.url), {}
             if not transfer.trusted:
-                pinned = await self._pin(url, transfer.where)
+                pinned = await self.pin(target, transfer.where)
                 target, extensions = pinned.url, pinned.extensions
                 headers.update(pinned.headers)
                 transfer.private = pinned.private
@@ -181,7 +182,7 @@ class Fetcher:
         finally:
             await writer.flush()  # what was counted is on disk: the resume starts after it
 
-    async def _pin(self, url: str, where: str) -> Pinned:
+    async def pin(self, url: str, where: str) -> Pinned:
         try:
             return await self.addresses.pin(url)
         except AddressRefused as e:

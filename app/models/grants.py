@@ -13,13 +13,16 @@ from __future__ import annotations
 
 from app.comfy.graph import Graph
 from app.comfy.model_inputs import is_model_url, model_inputs
+from app.core.addresses import AddressPolicy, AddressRefused
+from app.core.download_auth import S3Auth, first_match
 from app.core.downloads import ModelDownloadRequest
-from app.core.errors import Forbidden
+from app.core.errors import Forbidden, InvalidRequest
 from app.core.keys import ANONYMOUS, UNNAMED_ID, Caller, split_entry
 from app.core.limits import ModelsGrant, limit_for, models_grant
 from app.core.options import JobOptions
 from app.core.s3 import Buckets
 from app.core.settings import Settings
+from app.models.credentials import Credentials
 
 OPENED_BY = "KEY_LIMITS `models` opens downloads per key; admin keys may download"
 
@@ -49,6 +52,12 @@ class Grants:
         """The caller's KEY_LIMITS max_downloads (0: no limit)."""
         return limit_for(self.limits, caller).max_downloads
 
+    def check_may_download(self, caller: Caller, where: str = "url") -> None:
+        """The key may download models (KEY_LIMITS `models`; admin keys; anyone without keys)."""
+        if self.models(caller) == "none":
+            raise Forbidden(f"{where}: this API key may not download models ({OPENED_BY})",
+                            location=where)  # fmt: skip
+
     def check_download(self, caller: Caller, body: ModelDownloadRequest) -> None:
         """POST /models/download: the key may download (and pin, when it asks), from a bucket
         the gateway serves."""
@@ -77,6 +86,25 @@ class Grants:
                     f"not a URL ({OPENED_BY})",
                     location=where,
                 )
-            self.buckets.check_url(value, where)
+            if not isinstance(first_match(options.credentials if options else None, value), S3Auth):
+                self.buckets.check_url(value, where)  # the operator's AWS credentials read it
         if options is not None and options.s3 is not None:
             self.buckets.check(options.s3.bucket, "s3.bucket")
+
+    async def check_s3(
+        self, url: str, credentials: Credentials, addresses: AddressPolicy, where: str
+    ) -> None:
+        """An `s3://` URL read with the operator's AWS credentials names a bucket they serve
+        (S3_BUCKETS); one read with a client's own `s3` auth is the client's business, but
+        the endpoint it names passes the address policy."""
+        if not url.lower().startswith("s3://"):
+            return
+        auth = credentials.s3_auth(url)
+        if auth is None:
+            self.buckets.check_url(url, where)
+        elif auth.endpoint:
+            try:
+                await addresses.check(auth.endpoint)
+            except AddressRefused as e:
+                message = f"{where}: the endpoint of its s3 auth: {e}"
+                raise InvalidRequest(message, location=where) from None

@@ -22,6 +22,7 @@ from app.models.cache import TEMP_SUFFIX, Entry, ModelCache, Reservation, size_t
 from app.models.credentials import Credentials
 from app.models.downloads import Download, Spec
 from app.models.fetch import Fetcher
+from app.models.proof import prove_access
 from app.models.transfer import Transfer, name_in
 from app.models.watch import ModelWatch
 
@@ -51,6 +52,8 @@ class Lander:
         ComfyUI."""
         spec, where, cache = download.spec, download.where, self.cache
         there = self.present(spec, where)
+        if there is not None and there[0] is not None and there[0].auth_required:
+            await self._prove(there[0], spec, where, credentials)
         if there is not None:
             entry, name, size = there
             if entry is not None:
@@ -78,6 +81,18 @@ class Lander:
                 entry.key, cache.root,
             )  # fmt: skip
         download.landed(entry, entry.filename, fetched=True, size=entry.bytes)
+
+    async def _prove(self, entry: Entry, spec: Spec, where: str, credentials: Credentials) -> None:
+        """A file first fetched with a client's credentials: this request proves its own."""
+        if spec.trusted:
+            return
+        if entry.url_key != spec.url_key:
+            raise Conflict(
+                f"{where}: {entry.key} is already there, downloaded from another source with "
+                "credentials; choose another filename",
+                location=where,
+            )
+        await prove_access(self.fetcher, spec.url, credentials, where)
 
     def present(self, spec: Spec, where: str) -> tuple[Entry | None, str, int] | None:
         """(entry, name, size) of a file that is already there for this spec, or None."""
@@ -163,6 +178,6 @@ class Lander:
         entry = Entry(
             folder=spec.folder, filename=target, bytes=transfer.have, sha256=digest,
             source=redact(spec.url), url_key=spec.url_key, downloaded_at=now, last_used=now,
-            pinned=spec.pin, owner=download.owner,
+            pinned=spec.pin, owner=download.owner, auth_required=spec.authed,
         )  # fmt: skip
         return entry, transfer

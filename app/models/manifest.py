@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 import yaml
@@ -40,12 +40,17 @@ AT_ONCE = 3
 REPORT_S = 10.0
 
 
-def read_manifest(path: Path) -> list[ModelDownloadRequest]:
-    """The manifest's entries; ValueError naming the first bad one."""
+def read_manifest(path: Path | str) -> list[ModelDownloadRequest]:
+    """The manifest's entries (from a file, or MANIFEST_JSON's text); ValueError naming the
+    first bad one."""
     try:
-        loaded: Any = yaml.safe_load(path.read_text())
+        loaded: Any = yaml.safe_load(path.read_text() if isinstance(path, Path) else path)
     except (OSError, yaml.YAMLError) as e:
         raise ValueError(f"cannot be read: {e}") from None
+    if isinstance(loaded, dict) and (
+        isinstance(loaded.get("models"), dict) or set(loaded) & {"apt", "pip", "custom_nodes"}
+    ):
+        loaded = their_models(loaded)  # comfyui-api's format
     items = loaded.get("models") if isinstance(loaded, dict) else loaded
     if not isinstance(items, list):
         raise ValueError("must hold a list of {url, folder, filename?, sha256?} (or `models:`)")
@@ -64,11 +69,34 @@ def read_manifest(path: Path) -> list[ModelDownloadRequest]:
     return entries
 
 
-async def fetch_manifest(store: ModelStore, path: Path) -> None:
+def their_models(manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    """comfyui-api's manifest (`models.before_start`/`after_start` of `{url, local_path}`) as
+    our entries: the folder is local_path's parent's name, the file its name. Both lists are in
+    place before `/ready` here (theirs fetches `after_start` in the background). Its `apt`,
+    `pip` and `custom_nodes` were installed before ComfyUI started (app.install)."""
+    unknown = set(manifest) - {"apt", "pip", "custom_nodes", "models"}
+    if unknown:
+        raise ValueError(f"unknown key(s) {', '.join(sorted(unknown))}")
+    models = manifest.get("models") or {}
+    entries = []
+    for phase in ("before_start", "after_start"):
+        for number, item in enumerate(models.get(phase) or [], 1):
+            path = str(item.get("local_path", "")) if isinstance(item, dict) else ""
+            if "/" not in path.strip("/"):
+                raise ValueError(
+                    f"models.{phase} entry {number}: local_path must be a file in a model "
+                    "folder, e.g. /opt/ComfyUI/models/checkpoints/x.safetensors"
+                )
+            parent, name = PurePosixPath(path).parent.name, PurePosixPath(path).name
+            entries.append({"url": item.get("url"), "folder": parent, "filename": name})
+    return entries
+
+
+async def fetch_manifest(store: ModelStore, path: Path | str) -> None:
     """Have every model of the manifest in place; a GatewayError or ValueError says which not."""
     entries = read_manifest(path)
     started = time.monotonic()
-    log.info("MODELS_MANIFEST %s: %d model(s)", path, len(entries))
+    log.info("manifest: %d model(s)", len(entries))
     at_once = asyncio.Semaphore(AT_ONCE)
     running: list[Download] = []
 

@@ -5,16 +5,22 @@ Credentials, region and endpoint come from the usual AWS variables, as for outpu
 operator's, so the address policy does not apply; a request names only a bucket (one of
 S3_BUCKETS, when set: app.core.s3) and a key. A failure shows its S3 error code only; the
 rest (which may name the operator's account, user or endpoint) goes to the log.
+
+A request that brings its own `s3` auth (comfyui-api's `credentials`, `/download`'s `auth`) gets
+a client of its own with those keys (path style, as theirs), never the operator's; its
+`endpoint`, when it names one, was checked by the address policy where the request came in.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
 from typing import IO, Any
 from urllib.parse import unquote, urlsplit
 
+from app.core.download_auth import S3Auth
 from app.core.s3 import s3_error_code
 from app.models.transfer import Broken, Transfer, Writer, failed
 
@@ -44,9 +50,42 @@ class S3Source:
             self._client = boto3.client("s3")
         return self._client
 
+    def client_for(self, auth: S3Auth | None) -> Any:
+        """The operator's client, or one with a request's own keys."""
+        if auth is None:
+            return self._s3()
+        import boto3
+        from botocore.config import Config  # type: ignore[import-untyped]
+
+        token = auth.session_token.get_secret_value() if auth.session_token else None
+        return boto3.client(
+            "s3",
+            aws_access_key_id=auth.access_key_id,
+            aws_secret_access_key=auth.secret_access_key.get_secret_value(),
+            aws_session_token=token,
+            region_name=auth.region or os.environ.get("AWS_REGION") or "us-east-1",
+            endpoint_url=auth.endpoint or None,
+            config=Config(s3={"addressing_style": "path"}, connect_timeout=10),
+        )
+
+    async def head(self, url: str, auth: S3Auth | None) -> str | None:
+        """Whether these credentials may read the object: None if so, else why not."""
+        from botocore.exceptions import BotoCoreError, ClientError  # type: ignore[import-untyped]
+
+        bucket, key = bucket_and_key(url)
+        try:
+            client = self.client_for(auth)
+            await asyncio.to_thread(client.head_object, Bucket=bucket, Key=key)
+        except ClientError as e:
+            code = s3_error_code(e)
+            return "S3 object not found" if code in ("404", "NoSuchKey") else "S3 access denied"
+        except BotoCoreError as e:
+            return f"S3 could not be reached ({type(e).__name__})"
+        return None
+
     async def receive(self, transfer: Transfer, file: IO[bytes]) -> None:
         """Append the rest of the object to file; Broken when resuming may help."""
-        from botocore.exceptions import BotoCoreError, ClientError  # type: ignore[import-untyped]
+        from botocore.exceptions import BotoCoreError, ClientError
 
         bucket, key = bucket_and_key(transfer.url)
         if not bucket or not key:
@@ -57,7 +96,8 @@ class S3Source:
             if transfer.validator:
                 ask["IfMatch"] = transfer.validator
         try:
-            answer = await asyncio.to_thread(self._s3().get_object, **ask)
+            client = self.client_for(transfer.credentials.s3_auth(transfer.url))
+            answer = await asyncio.to_thread(client.get_object, **ask)
         except ClientError as e:
             code = s3_error_code(e)
             if code in STARTS_OVER:

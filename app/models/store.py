@@ -29,6 +29,7 @@ from app.comfy.graph import Graph
 from app.comfy.model_inputs import model_inputs
 from app.core.addresses import AddressPolicy, AddressRefused
 from app.core.bounded import BoundedMap
+from app.core.download_auth import DownloadAuth
 from app.core.downloads import ModelDownloadRequest, redact
 from app.core.errors import (
     ComfyUnavailable,
@@ -118,17 +119,20 @@ class ModelStore:
         owner: str | None = None,
         trusted: bool = False,
         where: str = "url",
+        client_auth: DownloadAuth | None = None,
     ) -> Download:
         """Start (or join) a download for the key `owner`; a bad folder, bucket or refused
-        address raises at once. `trusted`: the operator's (the manifest)."""
+        address raises at once. `trusted`: the operator's (the manifest). `client_auth`:
+        comfyui-api's `auth`, for this URL's host."""
         if not self.enabled and not trusted:
             raise Forbidden("model downloads are off on this gateway (MODEL_DOWNLOADS=false)")
         await self.check_folder(body.folder, "folder")
-        if not trusted:
-            self.grants.buckets.check_url(body.url, where)
         credentials = self.credentials
         if body.auth is not None:
             credentials = Credentials.for_host_of(body.url, body.auth).before(credentials)
+        credentials = Credentials.of_client(None, client_auth, credentials)
+        if not trusted:
+            await self.grants.check_s3(body.url, credentials, self.addresses, where)
         if not trusted and not body.url.lower().startswith("s3://"):
             try:
                 await self.addresses.check(body.url)
@@ -193,12 +197,14 @@ class ModelStore:
         credentials = self.credentials
         if options is not None and options.model_credentials:
             credentials = Credentials.of(options.model_credentials).before(credentials)
+        if options is not None:
+            credentials = Credentials.of_client(options.credentials, None, credentials)
         started = []
         for ref in urls:
             _, _, folder, url = ref
             where = where_of(ref)
             await self.check_folder(folder, where)
-            self.grants.buckets.check_url(url, where)
+            await self.grants.check_s3(url, credentials, self.addresses, where)
             spec = Spec.of(url, folder, None, None, credentials)
             started.append((self.start(spec, credentials, where, owner), where))
         names = await asyncio.gather(*(d.outcome(where, hold) for d, where in started))
@@ -259,18 +265,23 @@ class ModelStore:
 
     def _evicted(self, entry: Entry) -> None:
         self.metrics.model_evicted()
-        self.announce("model.evicted", entry)
+        self.announce(entry, "model.evicted", "file_deleted")
         self.watch.wake()  # the enums lose it
 
     def _fetched(self, entry: Entry, seconds: float) -> None:
-        self.announce("model.downloaded", entry, seconds=round(seconds, 3))
+        self.announce(entry, "model.downloaded", "file_downloaded", seconds=round(seconds, 3))
 
-    def announce(self, event: str, entry: Entry, **more: Any) -> None:
-        """A system event about one model (`model.downloaded`, `model.evicted`)."""
-        if self.on_event is not None:
-            data = {"folder": entry.folder, "filename": entry.filename, "bytes": entry.bytes,
-                    "sha256": entry.sha256, "source": entry.source, **more}  # fmt: skip
-            self.on_event(event, data)
+    def announce(self, entry: Entry, ours: str, theirs: str, seconds: float | None = None) -> None:
+        """System events about one model: ours (`model.*`), and comfyui-api's `storage.file_*`."""
+        if self.on_event is None:
+            return
+        took = {} if seconds is None else {"seconds": seconds}
+        self.on_event(ours, {"folder": entry.folder, "filename": entry.filename,
+                             "bytes": entry.bytes, "sha256": entry.sha256, "source": entry.source,
+                             **took})  # fmt: skip
+        path = str(self.cache.path(entry.folder, entry.filename))
+        file = {"url": entry.source, "local_path": path, "size": entry.bytes}
+        self.on_event(theirs, file if seconds is None else {**file, "duration": seconds})
 
     def _tick(self) -> None:
         if self.cache.dirty:

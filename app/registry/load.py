@@ -170,6 +170,13 @@ def discover(directory: Path) -> list[tuple[str, Path]]:
                 f"{path}: maps to the same route as {clash} (/workflows/{name}); rename one"
             )
         found[name] = path
+    theirs = [p for p in sorted(directory.rglob("*")) if p.suffix in (".ts", ".js")]
+    for path in theirs:  # comfyui-api's workflow modules: named, never silently skipped
+        log.warning(
+            "%s: a comfyui-api workflow (TypeScript/JavaScript) is not loaded here: write it as a "
+            "Python module beside it (RequestSchema, generate_workflow; docs/workflows.md)",
+            path,
+        )
     return sorted(found.items())
 
 

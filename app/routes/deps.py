@@ -18,6 +18,7 @@ from fastapi import Depends
 from starlette.requests import HTTPConnection
 
 from app.core.keys import Caller, caller_of
+from app.core.schemas import CustomNode
 from app.core.settings import Settings
 from app.gateway import Gateway
 from app.jobs.result_cache import ResultCache
@@ -57,9 +58,16 @@ async def get_result_cache(connection: HTTPConnection) -> ResultCache | None:
     return cache
 
 
+async def get_custom_nodes(connection: HTTPConnection) -> list[CustomNode]:
+    """The custom nodes the manifest installed (app.install), once it has."""
+    nodes: list[CustomNode] = getattr(connection.app.state, "custom_nodes", [])
+    return nodes
+
+
 GatewayDep = Annotated[Gateway, Depends(get_gateway)]
 CallerDep = Annotated[Caller, Depends(get_caller)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 InputCapsDep = Annotated[InputCaps, Depends(get_input_caps)]
 RegistryDep = Annotated[Registry, Depends(get_registry)]
+CustomNodesDep = Annotated[list[CustomNode], Depends(get_custom_nodes)]
 ResultCacheDep = Annotated[ResultCache | None, Depends(get_result_cache)]

@@ -6,7 +6,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from app.core.schemas import HealthResponse, ReadyResponse
-from app.routes.deps import GatewayDep
+from app.routes.deps import CustomNodesDep, GatewayDep
 
 router = APIRouter(tags=["probes"])
 
@@ -16,13 +16,15 @@ router = APIRouter(tags=["probes"])
     response_model=HealthResponse,
     responses={503: {"description": "Start-up has not completed"}},
 )
-async def health(gateway: GatewayDep) -> JSONResponse:
+async def health(gateway: GatewayDep, custom_nodes: CustomNodesDep) -> JSONResponse:
     """200 once start-up has completed; stays 200 while ComfyUI is being restarted. `instances`
-    says what each ComfyUI instance of the pool is doing."""
+    says what each ComfyUI instance of the pool is doing; `custom_nodes` what the manifest
+    installed."""
     body = {
         "version": gateway.version,
         "comfyui_version": gateway.comfy.version,
         "instances": gateway.instances(),
+        "custom_nodes": [node.model_dump() for node in custom_nodes],
     }
     if not gateway.lifecycle.started:
         return JSONResponse({"status": "starting", **body}, status_code=503)

@@ -18,6 +18,7 @@ from app.core.schemas import (
     PromptResponse,
 )
 from app.core.status import STATUSES, JobProgress, JobStatus
+from app.routes.convert_warnings import name_ignored_options
 from app.routes.deps import CallerDep, GatewayDep, ResultCacheDep
 from app.routes.json_body import StrictJsonRoute
 from app.routes.respond import ERRORS, CacheAsk, event_stream, run_job
@@ -42,9 +43,11 @@ async def run_prompt(
     `GET /prompt/{id}/events`), ending with `complete` (the 200 body) or `failed`.
     With `"cache": true` an identical request answered before is answered from the result
     cache, without a job; the `Cache-Status` header says `hit`, `fwd=miss` or `fwd=bypass`.
+    `convert_output` options that cannot be honoured are named in `X-Convert-Output-Ignored`.
     """
     cache = CacheAsk(results, external_ok=body.cache_external_inputs) if body.cache else None
-    return await run_job(request, gateway, caller, body, body.graph(), cache=cache)
+    response = await run_job(request, gateway, caller, body, body.graph(), cache=cache)
+    return name_ignored_options(response, body)
 
 
 OWNER = Query(

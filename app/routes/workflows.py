@@ -18,6 +18,7 @@ from app.core.options import JobOptions
 from app.core.schemas import ErrorResponse, WorkflowResponse
 from app.registry.load import Registry, Workflow
 from app.registry.schema import schema_prefix
+from app.routes.convert_warnings import name_ignored_options
 from app.routes.deps import CallerDep, GatewayDep, RegistryDep
 from app.routes.respond import ERRORS, run_job
 
@@ -118,9 +119,10 @@ def endpoint(workflow: Workflow) -> Any:
         data: BaseModel = body.input
         graph = workflow.graph(data)
         echo_input = data.model_dump(mode="json")
-        return await run_job(
+        response = await run_job(
             request, gateway, caller, body, graph, echo_input=echo_input, workflow=workflow.name
         )
+        return name_ignored_options(response, body)
 
     # FastAPI reads the body's model from the annotation, which differs per workflow.
     run_workflow.__annotations__ = {

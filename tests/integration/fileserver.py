@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -67,9 +68,10 @@ class FileServer:
     """Serves `files[path]` (honouring `Range: bytes=N-`, with an ETag); `redirects[path]`
     answers 302; `cuts[path]` lists how many bytes each of the next answers sends before the
     connection drops (the full Content-Length announced); `rates[path]` caps bytes a second;
-    `announced[path]` answers 200 with that Content-Length and no body; `trickles[path]` lies
-    about its length and trickles (Trickle); /slow trickles; /chunked-big streams 4 MiB without
-    a length. `seen` records every request."""
+    `announced[path]` answers 200 with that Content-Length and no body; `guards[path]` answers
+    401 unless it accepts the request (a query string after the path is allowed; HEAD too);
+    `trickles[path]` lies about its length and trickles (Trickle); /slow trickles;
+    /chunked-big streams 4 MiB without a length. `seen` records every request."""
 
     def __init__(self, host: str = "127.0.0.1") -> None:
         self.files: dict[str, bytes] = {}
@@ -79,6 +81,8 @@ class FileServer:
         self.announced: dict[str, int] = {}
         self.trickles: dict[str, Trickle] = {}
         self.dispositions: dict[str, str] = {}
+        # Paths (without query) a request reaches only when its guard says yes: else 401.
+        self.guards: dict[str, Callable[[Seen], bool]] = {}
         self.hits: Counter[str] = Counter()
         self.seen: list[Seen] = []
         self.lock = threading.Lock()
@@ -87,11 +91,36 @@ class FileServer:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
+            def refused(self) -> bool:
+                """Answer 401 to a guarded path whose guard says no."""
+                guard = server.guards.get(self.path.split("?", 1)[0])
+                if guard is None or guard(Seen(self.path, dict(self.headers.items()))):
+                    return False
+                self.send_response(401)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return True
+
+            def do_HEAD(self) -> None:
+                with server.lock:
+                    server.seen.append(Seen(self.path, dict(self.headers.items())))
+                if self.refused():
+                    return
+                body = server.files.get(self.path.split("?", 1)[0])
+                self.send_response(200 if body is not None else 404)
+                self.send_header("Content-Length", str(len(body or b"")))
+                self.end_headers()
+
             def do_GET(self) -> None:
                 with server.lock:
                     server.hits[self.path] += 1
                     server.seen.append(Seen(self.path, dict(self.headers.items())))
-                if self.path in server.redirects:
+                if self.refused():
+                    return
+                bare = self.path.split("?", 1)[0]
+                if bare in server.guards and bare in server.files:
+                    self.send_file(server.files[bare])
+                elif self.path in server.redirects:
                     self.send_response(302)
                     self.send_header("Location", server.redirects[self.path])
                     self.send_header("Content-Length", "0")

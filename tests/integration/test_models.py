@@ -38,6 +38,7 @@ MIB = 2**20
 SECRET = "secret-token-7f3a9c"
 JOB_SECRET = "job-token-19c2d4"
 AUTH_SECRET = "auth-token-55e1b0"
+CLIENT_SECRET = "client-token-3b8e61"  # comfyui-api's `credentials` and `auth`
 
 
 def sha256(data: bytes) -> str:
@@ -133,7 +134,7 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
         "MODEL_DOWNLOAD_RETRIES": "3",
         "MODELS_MANIFEST": str(manifest),
         "SYSTEM_WEBHOOK_URL": hooks.url("/system"),
-        "SYSTEM_WEBHOOK_EVENTS": "model.downloaded,model.evicted",
+        "SYSTEM_WEBHOOK_EVENTS": "model.downloaded,model.evicted,file_downloaded,file_deleted",
         "WEBHOOK_TIMEOUT_S": "30",
         **aws,
     }
@@ -147,7 +148,7 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
             server.close()
         moto.stop()
     log = gateway.log_text()
-    for secret in (SECRET, JOB_SECRET, AUTH_SECRET):
+    for secret in (SECRET, JOB_SECRET, AUTH_SECRET, CLIENT_SECRET):
         assert secret not in log, "a credential reached the log"
 
 
@@ -414,10 +415,22 @@ def test_system_events_announce_downloads_and_evictions(rig: Rig) -> None:
     events = [d.json() for d in rig.hooks.wait_for("/system", 2)]
     kinds = {e["event"] for e in events}
     assert {"model.downloaded", "model.evicted"} <= kinds
-    landed = next(e for e in events if e["data"]["filename"] == "fresh-lora.safetensors")
+    models = [e for e in events if e["event"].startswith("model.")]
+    landed = next(e for e in models if e["data"]["filename"] == "fresh-lora.safetensors")
     assert landed["data"]["folder"] == "loras" and landed["data"]["bytes"] == LORA.stat().st_size
     evicted = [e["data"]["filename"] for e in events if e["event"] == "model.evicted"]
     assert "fill-2.safetensors" in evicted
+    # comfyui-api's names for the same: storage.file_downloaded / file_deleted
+    stored = next(
+        e["data"]
+        for e in events
+        if e["event"] == "storage.file_downloaded"
+        and e["data"]["local_path"].endswith("/loras/fresh-lora.safetensors")
+    )
+    assert stored["size"] == LORA.stat().st_size and stored["duration"] >= 0
+    assert stored["url"] == landed["data"]["source"]
+    deleted = [e["data"]["local_path"] for e in events if e["event"] == "storage.file_deleted"]
+    assert any(path.endswith("/fill-2.safetensors") for path in deleted)
     text = json.dumps(events)
     assert SECRET not in text and AUTH_SECRET not in text and JOB_SECRET not in text
 
@@ -444,3 +457,96 @@ def test_the_cli_pulls_a_model_with_progress_and_lists_the_folder(rig: Rig) -> N
     failed = cli("pull", rig.files.url("/m/none.safetensors"), "--folder", "loras",
                  "--url", rig.gateway.url)  # fmt: skip
     assert failed.returncode == 1 and "download_failed" in failed.stderr
+
+
+def test_their_download_endpoint(rig: Rig) -> None:
+    """comfyui-api's POST /download: their body, their answers."""
+    lora = LORA.read_bytes()
+    rig.files.files["/theirs/their-lora.safetensors"] = lora
+    url = rig.files.url("/theirs/their-lora.safetensors")
+    with rig.client() as client:
+
+        def ask(**body: Any) -> httpx.Response:
+            return client.post("/download", json={"url": url, "model_type": "loras", **body})
+
+        started = ask(filename="their-async.safetensors")
+        eventually(lambda: (rig.models / "loras" / "their-async.safetensors").exists())
+        named = ask(wait=True)  # the same URL: named after it all the same
+        checkpoint = ask(model_type="checkpoints", filename="their-ckpt.safetensors", wait=True)
+        unknown = ask(model_type="no_such_type", wait=True)
+        bad_url = ask(url="not-a-valid-url", wait=True)
+        failed = ask(url=rig.files.url("/theirs/none.safetensors"), wait=True)
+        escape = ask(filename="../escape.safetensors", wait=True)
+    assert started.status_code == 202, started.text
+    expected = {"url": url, "model_type": "loras", "filename": "their-async.safetensors"}
+    assert started.json() == {**expected, "status": "started"}
+    assert named.status_code == 200, named.text
+    body = named.json()
+    assert (body["status"], body["filename"]) == ("completed", "their-lora.safetensors")
+    assert body["size"] == len(lora)
+    assert body["duration"] >= 0 and body["url"] == url and body["model_type"] == "loras"
+    assert checkpoint.status_code == 200 and checkpoint.json()["model_type"] == "checkpoints"
+    assert (rig.models / "checkpoints" / "their-ckpt.safetensors").read_bytes() == lora
+    for refused, where in ((unknown, "model_type"), (bad_url, "url"), (escape, "filename")):
+        assert refused.status_code == 400, refused.text
+        assert isinstance(refused.json()["error"], str) and refused.json()["location"] == where
+    assert "loras" in unknown.json()["error"]  # it names the folders there are
+    assert failed.status_code == 400, failed.text
+    assert "could not be downloaded" in failed.json()["error"]  # a private server: no status
+    assert not (rig.models / "escape.safetensors").exists()
+
+
+def test_their_credentials_reach_the_source_and_guard_its_copy(rig: Rig) -> None:
+    """A job's comfyui-api `credentials` open a guarded source; another job naming the same URL
+    without them does not get the copy; none of it is echoed."""
+    rig.other.files["/guarded/client-lora.safetensors"] = LORA.read_bytes()
+    rig.other.guards["/guarded/client-lora.safetensors"] = lambda seen: (
+        seen.header("X-Client-Key") == CLIENT_SECRET
+    )
+    url = rig.other.url("/guarded/client-lora.safetensors")
+    prompt = graph("lora")
+    prompt["10"]["inputs"]["lora_name"] = url
+    key = {"type": "header", "header_name": "X-Client-Key", "header_value": CLIENT_SECRET}
+    credentials = [
+        {
+            "url_pattern": "http://127.0.0.2:*/elsewhere/**",
+            "auth": {"type": "bearer", "token": "x"},
+        },
+        {"url_pattern": "http://127.0.0.2:*/guarded/*", "auth": key},
+    ]
+    with rig.client() as client:
+        job = client.post("/prompt", json={"prompt": prompt, "credentials": credentials})
+        without = client.post("/prompt", json={"prompt": prompt})
+        wrong = client.post("/download", json={
+            "url": url, "model_type": "loras", "wait": True,
+            "auth": {"type": "header", "header_name": "X-Client-Key", "header_value": "guess"},
+        })  # fmt: skip
+        again = client.post("/download", json={
+            "url": url, "model_type": "loras", "wait": True, "auth": key,
+        })  # fmt: skip
+    assert job.status_code == 200, job.text[:500]
+    assert job.json()["prompt"]["10"]["inputs"]["lora_name"] == "client-lora.safetensors"
+    assert without.status_code == 403, without.text
+    assert without.json()["location"] == "prompt.10.inputs.lora_name"
+    assert "authentication required" in without.json()["error"]
+    assert wrong.status_code == 403 and "HTTP 401" in wrong.json()["error"], wrong.text
+    assert again.status_code == 200 and again.json()["filename"] == "client-lora.safetensors"
+    assert rig.other.hits["/guarded/client-lora.safetensors"] == 1  # fetched once, proven after
+    for answer in (job, without, wrong, again):
+        assert CLIENT_SECRET not in answer.text
+
+
+def test_their_s3_auth_reads_with_the_clients_own_keys(rig: Rig) -> None:
+    data = LORA.read_bytes()
+    rig.s3.put_object(Bucket="models", Key="theirs/s3-auth-lora.safetensors", Body=data)
+    endpoint = rig.gateway.env["AWS_ENDPOINT_URL"]
+    auth = {"type": "s3", "access_key_id": "client-key", "secret_access_key": CLIENT_SECRET,
+            "region": "us-east-1", "endpoint": endpoint}  # fmt: skip
+    with rig.client() as client:
+        response = client.post("/download", json={
+            "url": "s3://models/theirs/s3-auth-lora.safetensors", "model_type": "loras",
+            "wait": True, "auth": auth,
+        })  # fmt: skip
+    assert response.status_code == 200, response.text
+    assert (rig.models / "loras" / "s3-auth-lora.safetensors").read_bytes() == data
+    assert CLIENT_SECRET not in response.text

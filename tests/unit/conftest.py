@@ -5,9 +5,11 @@ from __future__ import annotations
 import pytest
 
 from app.core.settings import Settings
+from app.core.settings.theirs import THEIR_NAMES
 
-# Every variable a Settings reads, and CONFIG_FILE, which names a file of more.
-VARIABLES = [*(name.upper() for name in Settings.model_fields), "CONFIG_FILE"]
+# Every variable a Settings reads (comfyui-api's names too), and CONFIG_FILE, which names a file
+# of more.
+VARIABLES = [*(name.upper() for name in Settings.model_fields), *THEIR_NAMES, "CONFIG_FILE"]
 
 
 @pytest.fixture(autouse=True)

@@ -114,10 +114,10 @@ def test_non_images_are_left_alone(data: bytes) -> None:
         ({"format": "jpeg", "options": {"quality": 0}}, "quality"),
         ({"format": "jpeg", "options": {"quality": 101}}, "quality"),
         ({"format": "png", "options": {"compress_level": 10}}, "compress_level"),
-        ({"format": "png", "options": {"quality": 50}}, "quality"),
+        ({"format": "png", "options": {"qualty": 50}}, "qualty"),
         ({"format": "webp", "options": {"method": 7}}, "method"),
         ({"format": "jpeg", "options": {"background": "not-a-colour"}}, "background"),
-        ({"format": "jpeg", "options": {"lossless": True}}, "lossless"),
+        ({"format": "jpeg", "options": {"losless": True}}, "losless"),
         ({"format": "gif"}, "format"),
     ],
 )

@@ -131,3 +131,16 @@ def test_the_shipped_workflows_load() -> None:
         "upscale/image",
     ]
     assert len(Registry.load(PROJECT_ROOT / "workflows").workflows) == len(names)
+
+
+def test_a_comfyui_api_workflow_module_is_named_not_silently_skipped(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "sd15").mkdir()
+    (tmp_path / "sd15" / "txt2img.ts").write_text("export default {};\n")
+    (tmp_path / "img2img.py").write_text("")
+    with caplog.at_level("WARNING"):
+        found = discover(tmp_path)
+    assert [name for name, _ in found] == ["img2img"]
+    assert "txt2img.ts: a comfyui-api workflow" in caplog.text
+    assert "Python module" in caplog.text

@@ -70,8 +70,9 @@ async def test_system_event_buffer_drops_the_oldest_and_counts_them() -> None:
     queued = [events.queue.get_nowait()["payload"] for _ in range(events.queue.qsize())]
     assert [p["data"]["value"] for p in queued] == list(range(5, 15))  # newest, in order
     assert all(p["data"]["prompt_id"] == "job-1" for p in queued)
-    assert queued[0] == {"event": "comfy.progress", "data": {"value": 5, "prompt_id": "job-1"},
-                         "metadata": {"pod": "p1"}}  # fmt: skip
+    inner = {"value": 5, "prompt_id": "job-1"}  # ours at data, comfyui-api's at data.data
+    assert queued[0] == {"event": "comfy.progress", "data": {**inner, "type": "progress",
+                         "data": inner}, "metadata": {"pod": "p1"}}  # fmt: skip
     await sender.aclose()
 
 

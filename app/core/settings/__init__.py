@@ -8,6 +8,7 @@ their order for the generated reference (docs/settings.md, `make docs`).
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 from pydantic import ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from app.core.settings.azure import AzureSettings
 from app.core.settings.cache import CacheSettings
 from app.core.settings.comfyui import BUNDLED_COMFY_DIR, PROJECT_ROOT, ComfySettings
 from app.core.settings.fleet import FleetSettings
@@ -25,6 +27,7 @@ from app.core.settings.passthrough import PassthroughSettings
 from app.core.settings.server import LogFormat, LogLevel, PassthroughMode, ServerSettings
 from app.core.settings.sources import SettingsError, YamlConfigSource
 from app.core.settings.tenants import TenantSettings
+from app.core.settings.theirs import their_settings
 from app.core.settings.webhooks import SYSTEM_EVENT_TYPES, WebhookSettings
 
 __all__ = [
@@ -39,6 +42,7 @@ __all__ = [
     "SettingsError",
     "die_on_bad_settings",
     "load_settings",
+    "their_settings",
 ]
 
 SECTIONS = (
@@ -49,6 +53,7 @@ SECTIONS = (
     JobSettings,
     CacheSettings,
     MediaSettings,
+    AzureSettings,
     ModelSettings,
     WebhookSettings,
     FleetSettings,
@@ -64,6 +69,10 @@ SECRET_SETTINGS = frozenset(
         "HF_TOKEN",
         "CIVITAI_TOKEN",
         "HTTP_UPLOAD_AUTH_HEADER",
+        "HTTP_AUTH_HEADER_VALUE",
+        "AZURE_STORAGE_CONNECTION_STRING",
+        "AZURE_STORAGE_KEY",
+        "AZURE_STORAGE_SAS_TOKEN",
     }
 )
 
@@ -73,6 +82,7 @@ class Settings(
     FleetSettings,
     WebhookSettings,
     ModelSettings,
+    AzureSettings,
     MediaSettings,
     CacheSettings,
     JobSettings,
@@ -145,7 +155,9 @@ class Settings(
 
 
 def load_settings(**overrides: Any) -> Settings:
-    """Build Settings, turning validation failures into one line per bad variable."""
+    """Build Settings (comfyui-api's names mapped onto ours first: app.core.settings.theirs),
+    turning validation failures into one line per bad variable."""
+    overrides = {**their_settings(os.environ).values, **overrides}
     try:
         return Settings(**overrides)
     except ValidationError as e:

@@ -64,7 +64,14 @@ class JobSettings(BaseModel):
         "`CheckpointLoaderSimple` checkpoint is the workflows' default checkpoint",
     )
 
-    @field_validator("prompt_timeout_s", "warmup_prompt_file", mode="before")
+    warmup_prompt_url: str | None = Field(
+        None,
+        description="comfyui-api's: a URL of the warmup graph, fetched once at start-up (with "
+        "the operator's credentials only where their prefixes cover it); a failure stops "
+        "start-up. Ignored when `WARMUP_PROMPT_FILE` is set",
+    )
+
+    @field_validator("prompt_timeout_s", "warmup_prompt_file", "warmup_prompt_url", mode="before")
     @classmethod
     def _job_empty_is_unset(cls, value: Any) -> Any:
         return empty_is_unset(value)

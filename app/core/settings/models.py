@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import NoDecode
 
 from app.core.settings.sources import empty_is_unset
 from app.core.url_prefixes import prefix_problem
@@ -51,11 +52,35 @@ class ModelSettings(BaseModel):
         None,
         description="Civitai token, sent as a bearer token to `https://civitai.com/` only",
     )
+    http_auth_header_name: str | None = Field(
+        None,
+        description="comfyui-api's header for the operator's HTTP sources (with "
+        "`HTTP_AUTH_HEADER_VALUE`). Here it goes only to URLs under `HTTP_AUTH_HEADER_PREFIXES` "
+        "(model downloads, and `http_upload` PUTs unless `HTTP_UPLOAD_AUTH_HEADER` is set), "
+        "never to a URL a request names elsewhere: set without prefixes, the gateway does not "
+        "start",
+    )
+    http_auth_header_value: SecretStr | None = Field(
+        None, description="The value of `HTTP_AUTH_HEADER_NAME`; never logged"
+    )
+    http_auth_header_prefixes: Annotated[tuple[str, ...], NoDecode] = Field(
+        (),
+        description="A comma list of the URL prefixes `HTTP_AUTH_HEADER_NAME`/`VALUE` is for, "
+        "e.g. `https://files.example.com/models/` (same scheme, host and port, the path up to a "
+        "`/`). Required with the header",
+    )
     models_manifest: Path | None = Field(
         None,
         description="A YAML file of models to fetch before `/ready` turns 200: a list (or "
         "`models:` list) of `{url, folder, filename?, sha256?}`; files already there are not "
-        "fetched again. The operator's: its URLs skip the address policy",
+        "fetched again. The operator's: its URLs skip the address policy. comfyui-api's "
+        "`MANIFEST` names the same (their format: `models.before_start`/`after_start` of "
+        "`{url, local_path}`)",
+    )
+    manifest_json: str | None = Field(
+        None,
+        description="comfyui-api's manifest as JSON text (their format, or ours); wins over "
+        "`MODELS_MANIFEST`/`MANIFEST`",
     )
     model_download_timeout_s: float = Field(
         60.0,
@@ -94,7 +119,7 @@ class ModelSettings(BaseModel):
 
     @field_validator(
         "model_cache_dir", "model_cache_max_gb", "hf_token", "civitai_token", "models_manifest",
-        mode="before",
+        "http_auth_header_name", "http_auth_header_value", "manifest_json", mode="before",
     )  # fmt: skip
     @classmethod
     def _models_empty_is_unset(cls, value: Any) -> Any:
@@ -107,6 +132,30 @@ class ModelSettings(BaseModel):
         if problems:
             raise ValueError(problems[0])
         return value
+
+    @field_validator("http_auth_header_prefixes", mode="before")
+    @classmethod
+    def _header_prefixes(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = tuple(p.strip() for p in value.split(",") if p.strip())
+        problems = [problem for prefix in value or () if (problem := prefix_problem(prefix))]
+        if problems:
+            raise ValueError(problems[0])
+        return value
+
+    @model_validator(mode="after")
+    def _header_has_prefixes(self) -> ModelSettings:
+        name, value = self.http_auth_header_name, self.http_auth_header_value
+        if (name is None) != (value is None):
+            raise ValueError("set both HTTP_AUTH_HEADER_NAME and HTTP_AUTH_HEADER_VALUE")
+        if name is not None and not self.http_auth_header_prefixes:
+            raise ValueError(
+                "HTTP_AUTH_HEADER_NAME/VALUE is set but not HTTP_AUTH_HEADER_PREFIXES: here the "
+                "operator's header goes only to the URL prefixes listed there, never to any URL "
+                "a request names; set HTTP_AUTH_HEADER_PREFIXES=https://files.example.com/"
+                "models/,… (a comma list)"
+            )
+        return self
 
     @field_validator("models_manifest")
     @classmethod

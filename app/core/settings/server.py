@@ -14,6 +14,8 @@ from app.core.keys import entry_problem, read_key_file, split_entry, split_keys
 from app.core.settings.sources import BOOL_FALSE, BOOL_TRUE, empty_is_unset
 
 LogLevel = Literal["debug", "info", "warning", "error", "critical"]
+# comfyui-api's (pino's) level names that ours spell otherwise.
+THEIR_LEVELS = {"trace": "debug", "warn": "warning", "fatal": "critical"}
 LogFormat = Literal["text", "json"]
 # What a browser sends in Origin: scheme://host[:port], nothing after.
 ORIGIN = re.compile(r"[a-z][a-z0-9+.-]*://(\[[0-9a-fA-F:.]+\]|[^/:\s\[\]]+)(:\d{1,5})?")
@@ -56,7 +58,8 @@ class ServerSettings(BaseModel):
     )
     log_level: LogLevel = Field(
         "info",
-        description="debug, info, warning, error or critical",
+        description="debug, info, warning, error or critical (comfyui-api's `trace`, `warn` and "
+        "`fatal` are debug, warning and critical)",
     )
     log_format: LogFormat = Field(
         "text",
@@ -99,7 +102,9 @@ class ServerSettings(BaseModel):
     @field_validator("log_level", "log_format", mode="before")
     @classmethod
     def _lower_level(cls, value: Any) -> Any:
-        return value.lower() if isinstance(value, str) else value
+        if not isinstance(value, str):
+            return value
+        return THEIR_LEVELS.get(value.lower(), value.lower())
 
     @field_validator("api_keys", mode="before")
     @classmethod

@@ -15,7 +15,7 @@ SYSTEM_EVENT_TYPES = frozenset(
     {
         "status", "progress", "progress_state", "executing", "execution_start", "execution_cached",
         "executed", "execution_success", "execution_interrupted", "execution_error",
-        "model.downloaded", "model.evicted",
+        "model.downloaded", "model.evicted", "file_downloaded", "file_uploaded", "file_deleted",
     }
 )  # fmt: skip
 
