@@ -21,8 +21,6 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from app.core.errors import InvalidRequest
-from app.core.options import JobOptions
 from app.core.settings import Settings
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -178,13 +176,3 @@ class AddressPolicy:
             headers={"Host": parts.netloc.rpartition("@")[2]},
             extensions={"sni_hostname": host},
         )
-
-
-async def check_destinations(options: JobOptions, addresses: AddressPolicy) -> None:
-    """Refuse a webhook or upload URL the address policy refuses: a located 400, before the job
-    exists, so nothing runs and nothing is ever sent there."""
-    for location, url in options.destinations():
-        try:
-            await addresses.check(url)
-        except AddressRefused as e:
-            raise InvalidRequest(f"{location}: {e}", location=location) from None

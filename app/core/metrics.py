@@ -14,7 +14,7 @@ GatewayMetrics; so they can be built and tested without one.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from prometheus_client import (
     CollectorRegistry,
@@ -29,8 +29,21 @@ from app.core.key_metrics import KeyMetrics
 from app.core.keys import owner_label
 from app.core.readings import GatewayState, StateCollector
 
-if TYPE_CHECKING:
-    from app.core.records import JobRecord
+
+class EndedJob(Protocol):
+    """What the metrics read of a job that reached its outcome (app.jobs.records.JobRecord)."""
+
+    @property
+    def workflow(self) -> str: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def owner(self) -> str | None: ...
+    @property
+    def error(self) -> dict[str, Any] | None: ...
+    @property
+    def finished_at(self) -> float | None: ...
+
 
 # From a cached 64x64 image (~10 ms) to a long video job (an hour).
 JOB_BUCKETS_S = (
@@ -45,7 +58,7 @@ METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
 class MetricsHooks:
     """What other modules report as it happens. This base records nothing."""
 
-    def job_ended(self, record: JobRecord, started: float) -> None:
+    def job_ended(self, record: EndedJob, started: float) -> None:
         """A job reached its outcome (record.status); `started` is its monotonic start."""
 
     def webhook_delivered(self, job_id: str, *, delivered: bool) -> None:
@@ -174,7 +187,7 @@ class GatewayMetrics(MetricsHooks):
 
         ProcessCollector(namespace="comfyui", pid=first_pid, registry=self.registry)
 
-    def job_ended(self, record: JobRecord, started: float) -> None:
+    def job_ended(self, record: EndedJob, started: float) -> None:
         ended = record.finished_at if record.finished_at is not None else time.monotonic()
         self.job_duration.labels(record.workflow, record.status).observe(ended - started)
         if record.status != "succeeded":

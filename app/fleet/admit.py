@@ -14,11 +14,11 @@ import logging
 from typing import Any
 
 from app.core.errors import ComfyUnavailable
-from app.core.records import JobEvent
 from app.fleet.outcomes import Outcomes
 from app.fleet.queue import spec_of
 from app.fleet.store import FleetStore
 from app.fleet.stream import NOT_HELD, NOTHING_TO_START, Pulled
+from app.jobs.records import JobEvent
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from app.comfy.graph import Graph, check_graph
-from app.core.addresses import AddressPolicy, check_destinations
+from app.core.addresses import AddressPolicy
 from app.core.download_auth import revealed
 from app.core.errors import (
     Conflict,
@@ -34,11 +34,12 @@ from app.core.errors import (
 from app.core.keys import owner_label
 from app.core.options import JobOptions
 from app.core.outcome import JobOutcome
-from app.core.records import TERMINAL, JobEvent
 from app.fleet.records import RemoteRecord
 from app.fleet.results import from_redis
 from app.fleet.signals import POLL_S, wait
 from app.fleet.store import FleetStore, StillDelivering, fleet_key, split_key
+from app.jobs.destinations import check_destinations
+from app.jobs.records import TERMINAL, JobEvent
 from app.jobs.webhooks import WebhookSender, deliver_job_end
 
 log = logging.getLogger(__name__)

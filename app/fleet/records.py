@@ -13,11 +13,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from app.core.outcome import JobOutcome
-from app.core.records import TERMINAL, JobEvent
 from app.core.status import FINISHED, ended_status
 from app.fleet.results import from_redis, uploads
 from app.fleet.signals import POLL_S, wait
 from app.fleet.store import FleetStore, split_key
+from app.jobs.records import TERMINAL, JobEvent
 
 
 class RemoteRecord:

@@ -8,9 +8,9 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from app.core.records import TERMINAL, JobEvent, JobRecord
 from app.fleet.store import FleetStore
 from app.fleet.stream import Pulled
+from app.jobs.records import TERMINAL, JobEvent, JobRecord
 
 log = logging.getLogger(__name__)
 RETRY_S = 1.0  # between attempts to reach Redis

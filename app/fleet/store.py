@@ -35,11 +35,11 @@ from typing import Any
 
 from redis.exceptions import NoScriptError
 
-from app.core.records import TERMINAL, JobEvent
 from app.fleet import scripts
 from app.fleet.reachability import Reachability, connect
 from app.fleet.signals import Signals
 from app.fleet.stream import GROUP, JobStream, Pulled
+from app.jobs.records import TERMINAL, JobEvent
 
 
 def fleet_key(owner: str | None, request_id: str) -> str:

@@ -17,9 +17,9 @@ from typing import Any, Protocol
 from app.comfy.graph import Graph
 from app.core.limits import SharedRates
 from app.core.options import JobOptions
-from app.core.records import JobView
 from app.fleet.queue import FleetJob
 from app.jobs.job import Job
+from app.jobs.records import JobView
 
 AcceptedJob = Job | FleetJob  # what a start hands back: `id`, `record`, and `task`, its outcome
 

@@ -23,11 +23,11 @@ from app.core.errors import Conflict, NotFound
 from app.core.keys import Caller, owner_label
 from app.core.options import JobOptions
 from app.core.outcome import JobOutcome
-from app.core.records import JobView
 from app.gateway.backend import AcceptedJob, AtMaxJobs, JobBackend
 from app.gateway.quotas import Quotas
 from app.gateway.readiness import Readiness
 from app.jobs.input_names import check_names
+from app.jobs.records import JobView
 from app.jobs.runner import JobRunner
 from app.models.grants import Grants
 

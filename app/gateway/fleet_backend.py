@@ -8,10 +8,10 @@ from typing import Any
 from app.comfy.graph import Graph
 from app.core.limits import SharedRates
 from app.core.options import JobOptions
-from app.core.records import JobView
 from app.fleet.fleet import Fleet
 from app.fleet.store import MaxJobsReached
 from app.gateway.backend import AcceptedJob, AtMaxJobs
+from app.jobs.records import JobView
 from app.jobs.runner import JobRunner
 
 

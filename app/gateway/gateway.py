@@ -19,7 +19,6 @@ from app.core.keys import owner_label
 from app.core.metrics import GatewayMetrics
 from app.core.outcome import JobOutcome
 from app.core.readings import GatewayState
-from app.core.records import JobHistory
 from app.core.settings import Settings
 from app.fleet.fleet import Fleet
 from app.gateway.backend import JobBackend
@@ -33,6 +32,7 @@ from app.gateway.quotas import Quotas
 from app.gateway.readiness import Readiness
 from app.jobs.finish import Finisher
 from app.jobs.inputs import InputFiles
+from app.jobs.records import JobHistory
 from app.jobs.runner import JobRunner
 from app.jobs.uploads import Uploader
 from app.jobs.webhooks import SystemEvents, WebhookSender

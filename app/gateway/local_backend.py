@@ -8,9 +8,9 @@ from typing import Any
 from app.comfy.graph import Graph
 from app.core.limits import SharedRates
 from app.core.options import JobOptions
-from app.core.records import JobView
 from app.gateway.backend import AcceptedJob, AtMaxJobs
 from app.gateway.pool import Pool
+from app.jobs.records import JobView
 from app.jobs.runner import JobRunner
 
 

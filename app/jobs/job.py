@@ -12,8 +12,8 @@ from app.comfy.graph import Graph
 from app.comfy.instance import ComfyInstance
 from app.core.options import JobOptions
 from app.core.outcome import JobOutcome
-from app.core.records import JobKey, JobRecord
 from app.jobs.inputs import JobInputs
+from app.jobs.records import JobKey, JobRecord
 
 
 @dataclass(eq=False)

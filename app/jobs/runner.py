@@ -36,10 +36,10 @@ from app.core.errors import (
 from app.core.keys import owner_label
 from app.core.metrics import MetricsHooks
 from app.core.outcome import JobOutcome
-from app.core.records import JobHistory, JobKey
 from app.jobs.finish import Finisher
 from app.jobs.inputs import InputFiles
 from app.jobs.job import Job
+from app.jobs.records import JobHistory, JobKey
 from app.jobs.scheduler import Scheduler
 from app.jobs.start import JobStart
 from app.jobs.uploads import Uploader

@@ -19,14 +19,15 @@ from typing import Any
 
 from app.comfy.graph import Graph, check_graph, models_of, unique_prefixes
 from app.comfy.instance import ComfyInstance
-from app.core.addresses import AddressPolicy, check_destinations
+from app.core.addresses import AddressPolicy
 from app.core.errors import Conflict, GatewayError
 from app.core.logs import bind_request_id
 from app.core.options import JobOptions
 from app.core.outcome import JobOutcome
-from app.core.records import JobEvent, JobHistory, JobKey, JobRecord
+from app.jobs.destinations import check_destinations
 from app.jobs.inputs import InputFiles, JobInputs
 from app.jobs.job import Job
+from app.jobs.records import JobEvent, JobHistory, JobKey, JobRecord
 from app.jobs.scheduler import Scheduler
 from app.models.cache import Hold
 from app.models.store import ModelStore

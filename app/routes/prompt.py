@@ -7,7 +7,6 @@ from fastapi.responses import Response, StreamingResponse
 
 from app.core.errors import InvalidRequest
 from app.core.numbers import whole_number
-from app.core.records import JobView
 from app.core.schemas import (
     ErrorResponse,
     InterruptRequest,
@@ -18,6 +17,7 @@ from app.core.schemas import (
     PromptResponse,
 )
 from app.core.status import STATUSES, JobProgress, JobStatus
+from app.jobs.records import JobView
 from app.routes.convert_warnings import name_ignored_options
 from app.routes.deps import CallerDep, GatewayDep, ResultCacheDep
 from app.routes.json_body import StrictJsonRoute

@@ -23,11 +23,11 @@ from app.comfy.graph import Graph
 from app.core.keys import Caller
 from app.core.options import JobOptions
 from app.core.outcome import JobOutcome
-from app.core.records import JobView
 from app.core.schemas import Accepted, ErrorResponse, PromptResponse, Stats
 from app.gateway import Gateway
 from app.jobs.cacheable import external_reason, random_reason
 from app.jobs.canonical import digest
+from app.jobs.records import JobView
 from app.jobs.result_cache import CachedResult, ResultCache
 
 log = logging.getLogger(__name__)

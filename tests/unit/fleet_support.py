@@ -19,7 +19,6 @@ from typing import Any
 
 from app.core.errors import GatewayError, Interrupted
 from app.core.options import JobOptions
-from app.core.records import JobEvent, JobKey, JobRecord
 from app.core.settings import load_settings
 from app.fleet.results import from_redis
 from app.fleet.store import FleetStore, fleet_key
@@ -27,6 +26,7 @@ from app.fleet.stream import Pulled
 from app.fleet.worker import FleetWorker
 from app.jobs.inputs import JobInputs
 from app.jobs.job import Job
+from app.jobs.records import JobEvent, JobKey, JobRecord
 from app.jobs.scheduler import Scheduler
 from app.jobs.webhooks import WebhookSender, deliver_job_end
 from tests.integration.receiver import Receiver

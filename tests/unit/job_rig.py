@@ -29,11 +29,11 @@ from app.comfy.tracker import PromptTracker
 from app.core.addresses import AddressPolicy
 from app.core.errors import ComfyUnavailable
 from app.core.metrics import MetricsHooks
-from app.core.records import JobHistory, JobRecord
 from app.core.settings import load_settings
 from app.jobs.finish import Finisher
 from app.jobs.inputs import InputFiles
 from app.jobs.job import Job
+from app.jobs.records import JobHistory, JobRecord
 from app.jobs.runner import JobRunner
 from app.jobs.scheduler import Scheduler
 from app.jobs.uploads import Uploader

@@ -17,12 +17,12 @@ from app.core.addresses import (
     AddressRefused,
     HostUnresolved,
     Pinned,
-    check_destinations,
     forbidden_address,
 )
 from app.core.errors import InvalidRequest
 from app.core.options import JobOptions
 from app.core.settings import load_settings
+from app.jobs.destinations import check_destinations
 from tests.unit.fakedns import FakeDNS
 
 

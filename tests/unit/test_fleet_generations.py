@@ -15,12 +15,12 @@ import pytest
 
 from app.core.addresses import AddressPolicy
 from app.core.errors import NotFound
-from app.core.records import JobEvent
 from app.core.settings import load_settings
 from app.fleet.queue import FleetQueue
 from app.fleet.records import RemoteRecord
 from app.fleet.store import FleetStore, StillDelivering
 from app.fleet.stream import NOT_HELD, NOTHING_TO_START
+from app.jobs.records import JobEvent
 from tests.integration.receiver import Receiver
 from tests.redis_server import RedisServer
 from tests.unit.fleet_support import RESULT, Node, nodes, spec, submit, terminal_events

@@ -10,11 +10,11 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 from app.core.limits import KeyLimit
-from app.core.records import JobEvent
 from app.fleet.rates import FleetRates
 from app.fleet.records import RemoteRecord
 from app.fleet.store import FleetStore, MaxJobsReached, fleet_key, split_key
 from app.fleet.stream import GROUP, NOT_HELD, Pulled
+from app.jobs.records import JobEvent
 from tests.redis_server import RedisServer
 
 

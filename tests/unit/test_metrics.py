@@ -16,10 +16,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from app.core.metrics import JOB_BUCKETS_S, GatewayMetrics
 from app.core.outcome import JobOutcome
 from app.core.readings import GatewayState, InstanceReading
-from app.core.records import JobRecord
 from app.core.settings import load_settings
 from app.edge.request_metrics import RequestMetrics
 from app.gateway import Gateway
+from app.jobs.records import JobRecord
 from app.jobs.webhooks import WebhookSender
 from app.main import create_app
 

@@ -17,10 +17,10 @@ from app.compat.v2.jobs import live_progress, output_file, outputs, progress_of,
 from app.compat.v2.state import V2Job
 from app.core.keys import Caller
 from app.core.outcome import JobOutcome, ResultFile
-from app.core.records import JobRecord
 from app.core.schemas import Stats, WorkflowResponse
 from app.core.status import STATUSES, JobProgress, ended_status
 from app.fleet.results import from_redis, to_redis, uploads
+from app.jobs.records import JobRecord
 from app.jobs.result_cache import CachedResult
 from app.routes.prompt import STATUS as PROMPT_STATUS
 

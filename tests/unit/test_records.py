@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from app.core.outcome import JobOutcome, ResultFile
-from app.core.records import JobHistory, JobRecord
+from app.jobs.records import JobHistory, JobRecord
 
 
 def finished(request_id: str, image_bytes: int = 0, owner: str | None = None) -> JobRecord:

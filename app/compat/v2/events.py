@@ -20,7 +20,7 @@ from fastapi.responses import StreamingResponse
 
 from app.compat.v2.jobs import TERMINAL, live_progress, outputs, progress_of, status_of
 from app.compat.v2.state import V2Job
-from app.core.records import JobView
+from app.jobs.records import JobView
 
 HEARTBEAT_S = 15.0
 PROGRESS_EVERY_S = 0.5

@@ -33,8 +33,8 @@ from app.core.keys import Caller
 from app.core.numbers import whole_number
 from app.core.options import JobOptions
 from app.core.outcome import ResultFile
-from app.core.records import JobView
 from app.gateway import Gateway
+from app.jobs.records import JobView
 from app.routes.deps import CallerDep, GatewayDep
 
 log = logging.getLogger(__name__)

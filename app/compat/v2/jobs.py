@@ -15,8 +15,8 @@ from app.comfy.graph import Graph, node_order
 from app.compat.v2.envelope import RETENTION, iso, now
 from app.compat.v2.state import V2Job
 from app.core.outcome import ResultFile
-from app.core.records import JobView
 from app.core.status import JobProgress
+from app.jobs.records import JobView
 
 # The gateway's job statuses (app.core.status.STATUSES, every one) in v2's words.
 STATUSES: dict[str, str] = {

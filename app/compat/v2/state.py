@@ -16,7 +16,7 @@ from app.comfy.graph import Graph
 from app.compat.v2.assets import AssetStore
 from app.compat.v2.envelope import now
 from app.core.bounded import BoundedMap
-from app.core.records import JobView
+from app.jobs.records import JobView
 
 MAX_JOBS = 10_000  # as many v2 jobs as the proxy keeps Idempotency-Keys
 MAX_KEYS = 10_000
