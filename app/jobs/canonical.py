@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
-from decimal import Decimal
 from typing import Any
+
+from app.core.js_json import js_number as number
 
 
 def canonical_json(value: Any) -> bytes:
@@ -72,27 +72,3 @@ def _string(text: str) -> str:
     # json.dumps without ensure_ascii escapes exactly what JSON.stringify escapes, the same way
     # (short forms for \b \f \n \r \t, \u00xx in lower case for other control characters).
     return json.dumps(text, ensure_ascii=False)
-
-
-def number(value: float) -> str:
-    """A double as ECMAScript's Number.prototype.toString writes it (RFC 8785, 3.2.2.3)."""
-    if not math.isfinite(value):
-        raise ValueError(f"{value!r} is not a JSON number")
-    if value == 0:
-        return "0"  # -0 too
-    sign = "-" if value < 0 else ""
-    # repr is the shortest string that reads back as the same double, as ECMAScript's is.
-    digits_tuple, exponent = Decimal(repr(abs(value))).normalize().as_tuple()[1:]
-    assert isinstance(exponent, int)
-    digits = "".join(map(str, digits_tuple))
-    k, n = len(digits), len(digits) + exponent  # n: where the decimal point goes
-    if k <= n <= 21:
-        text = digits + "0" * (n - k)
-    elif 0 < n <= 21:
-        text = f"{digits[:n]}.{digits[n:]}"
-    elif -6 < n <= 0:
-        text = "0." + "0" * -n + digits
-    else:
-        mantissa = digits if k == 1 else f"{digits[0]}.{digits[1:]}"
-        text = f"{mantissa}e{'+' if n - 1 > 0 else '-'}{abs(n - 1)}"
-    return sign + text
