@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
 from app.core.settings import Settings
 from app.core.settings.theirs import THEIR_NAMES
+from tests.integration.receiver import Receiver
+from tests.redis_server import RedisServer
 
 # Every variable a Settings reads (comfyui-api's names too), and CONFIG_FILE, which names a file
 # of more.
@@ -17,3 +21,19 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """Settings built in a test see only what the test sets, never the machine's."""
     for name in VARIABLES:
         monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A real redis-server on a free port, one per test module (the fleet's tests)."""
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def receiver() -> Iterator[Receiver]:
+    """A real webhook receiver on loopback, one per test module."""
+    made = Receiver()
+    yield made
+    made.close()

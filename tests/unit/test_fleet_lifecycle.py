@@ -9,7 +9,7 @@ exactly one terminal event in Redis.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from itertools import pairwise
 
@@ -29,20 +29,6 @@ from tests.unit.job_rig import Rig, close_rig, graph, make_rig
 # the module's loop.
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 Gateways = Callable[[int], Awaitable[list[Node]]]
-
-
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def receiver() -> Iterator[Receiver]:
-    made = Receiver()
-    yield made
-    made.close()
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")

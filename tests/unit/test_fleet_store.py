@@ -5,7 +5,7 @@ events on any gateway, and coming back from a Redis that lost its data."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -16,13 +16,6 @@ from app.fleet.store import FleetStore, MaxJobsReached, fleet_key, split_key
 from app.fleet.stream import GROUP, NOT_HELD, Pulled
 from app.jobs.records import JobEvent
 from tests.redis_server import RedisServer
-
-
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ then the next job runs. Real redis-server, real webhook receiver, a fake runner 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -25,20 +25,6 @@ ERRORS: dict[str, BaseException] = {
     "redis_error": RedisConnectionError("injected"),
 }
 CASES = [(s, e) for s in STEPS for e in ERRORS if not (s == "ack" and e != "redis_error")]
-
-
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def receiver() -> Iterator[Receiver]:
-    made = Receiver()
-    yield made
-    made.close()
 
 
 @pytest.fixture
