@@ -73,27 +73,34 @@ class Azurite:
             self.proc.terminate()
             self.proc.wait(20)
 
-    def put(self, path: str, body: bytes = b"", *, query: str = "") -> None:
-        """PUT `/<path>?<query>` (a container with `restype=container`, or a blob)."""
+    def signed(self, method: str, path: str, body: bytes = b"", query: str = "") -> httpx.Response:
+        """`method /<path>?<query>` with a Shared Key signature of the test account's own."""
         headers = {
             "x-ms-date": formatdate(usegmt=True),
             "x-ms-version": "2021-08-06",
         }
-        if query != "restype=container":
+        if method == "PUT" and query != "restype=container":
             headers["x-ms-blob-type"] = "BlockBlob"
         length = str(len(body)) if body else ""
         canonical = "".join(f"{k}:{v}\n" for k, v in sorted(headers.items()))
         params = "".join(
             f"\n{k}:{v}" for k, v in sorted(p.split("=") for p in query.split("&") if p)
         )
-        to_sign = (
-            f"PUT\n\n\n{length}\n\n\n\n\n\n\n\n\n{canonical}/{ACCOUNT}/{ACCOUNT}/{path}{params}"
-        )
+        resource = f"/{ACCOUNT}/{ACCOUNT}/{path}{params}"
+        to_sign = f"{method}\n\n\n{length}\n\n\n\n\n\n\n\n\n{canonical}{resource}"
         signature = hmac.new(base64.b64decode(KEY), to_sign.encode(), hashlib.sha256).digest()
         headers["Authorization"] = f"SharedKey {ACCOUNT}:{base64.b64encode(signature).decode()}"
         url = f"{self.endpoint}/{path}" + (f"?{query}" if query else "")
-        response = httpx.put(url, content=body, headers=headers)
+        return httpx.request(method, url, content=body, headers=headers)
+
+    def put(self, path: str, body: bytes = b"", *, query: str = "") -> None:
+        """PUT `/<path>?<query>` (a container with `restype=container`, or a blob)."""
+        response = self.signed("PUT", path, body, query)
         assert response.status_code == 201, (response.status_code, response.text)
+
+    def get_blob(self, container: str, name: str) -> httpx.Response:
+        """GET a blob (its bytes and headers), or the error Azurite answers."""
+        return self.signed("GET", f"{container}/{name}")
 
     def put_blob(self, container: str, name: str, body: bytes) -> str:
         """Store a blob (its container made if new); its URL."""

@@ -20,7 +20,7 @@
     ├── TooManyDownloads        429 the key's max_downloads (KEY_LIMITS) in flight (Retry-After)
     ├── WorkflowFailed          500 a workflow module's generate_workflow has a bug
     ├── ExecutionFailed         502 a node raised while ComfyUI executed the graph
-    ├── UploadFailed            502 an output could not be stored in S3 or PUT to http_upload
+    ├── UploadFailed            502 an output could not be stored in S3 or Azure, or PUT
     ├── DownloadFailed          502 a model could not be downloaded, or its bytes were not the ones
     │                               named (size, sha256): nothing was kept
     ├── ComfyFailed             502 ComfyUI, though up, failed on the request (its HTTP 500)

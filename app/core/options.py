@@ -41,8 +41,30 @@ class S3Upload(BaseModel):
     )
 
 
+class AzureBlobUpload(BaseModel):
+    """Store each output as the block blob `<container>/<blob_prefix><filename>` in the
+    operator's Azure Storage account (AZURE_STORAGE_*), as comfyui-api does."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    container: str = Field(
+        min_length=3,
+        max_length=63,
+        pattern=r"^[a-z0-9]+(-[a-z0-9]+)*$",
+        description="Container name (one of AZURE_STORAGE_CONTAINERS when that is set)",
+    )
+    blob_prefix: str = Field(
+        "",
+        max_length=900,
+        description="Blob name prefix, e.g. `renders/2026/` (one leading `/` is dropped)",
+    )
+    async_: bool = Field(
+        False, alias="async", description="Answer 202 at once and upload in the background"
+    )
+
+
 class HttpUpload(BaseModel):
-    """PUT each output to `url_prefix + filename`."""
+    """PUT each output to `url_prefix` + `/` + filename."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -54,6 +76,10 @@ class HttpUpload(BaseModel):
     async_: bool = Field(
         False, alias="async", description="Answer 202 at once and upload in the background"
     )
+
+
+Upload = S3Upload | AzureBlobUpload | HttpUpload
+UPLOAD_KEYS = ("s3", "azure_blob_upload", "http_upload")
 
 
 class JobOptions(BaseModel):
@@ -86,8 +112,15 @@ class JobOptions(BaseModel):
     s3: S3Upload | None = Field(
         None, description="Store the outputs in S3 instead: `images` then hold `s3://` URIs"
     )
+    azure_blob_upload: AzureBlobUpload | None = Field(
+        None,
+        description="Store the outputs in Azure Blob Storage instead: `images` then hold the "
+        "blob URLs",
+    )
     http_upload: HttpUpload | None = Field(
-        None, description="PUT the outputs to `url_prefix + filename`; `images` hold the URLs"
+        None,
+        description="PUT the outputs to `url_prefix` (trailing `/` removed) + `/` + file name; "
+        "`images` hold the URLs",
     )
 
     model_credentials: dict[str, SecretStr] | None = Field(
@@ -118,13 +151,14 @@ class JobOptions(BaseModel):
 
     @model_validator(mode="after")
     def _one_store(self) -> JobOptions:
-        if self.s3 is not None and self.http_upload is not None:
-            raise ValueError("give s3 or http_upload, not both")
+        named = [name for name in UPLOAD_KEYS if getattr(self, name) is not None]
+        if len(named) > 1:
+            raise ValueError(f"give one of {', '.join(UPLOAD_KEYS)}, not {' and '.join(named)}")
         return self
 
     @property
-    def upload(self) -> S3Upload | HttpUpload | None:
-        return self.s3 or self.http_upload
+    def upload(self) -> Upload | None:
+        return self.s3 or self.azure_blob_upload or self.http_upload
 
     def destinations(self) -> list[tuple[str, str]]:
         """(location, URL) of every URL this request has the gateway send to."""

@@ -45,8 +45,8 @@ class Outcomes:
             return None
         return ResultTooLarge(
             f"the outputs are larger than FLEET_MAX_RESULT_MB ({self.max_result_bytes / 2**20:g} "
-            "MB), the most that travels through the fleet's queue: have them stored with `s3` or "
-            "`http_upload` instead"
+            "MB), the most that travels through the fleet's queue: have them stored with `s3`, "
+            "`azure_blob_upload` or `http_upload` instead"
         )
 
     async def record(

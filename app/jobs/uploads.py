@@ -1,10 +1,14 @@
-"""Uploads instead of base64: each output to S3 (or an S3-compatible store) or PUT over HTTP.
+"""Uploads instead of base64: each output to S3 (or an S3-compatible store), to Azure Blob
+Storage, or PUT over HTTP.
 
 S3 credentials, region and endpoint come from the usual AWS variables (AWS_ACCESS_KEY_ID,
 AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ENDPOINT_URL for S3-compatible stores): a request names
 only a bucket, never an endpoint, so there is no address of a client's to check; with S3_BUCKETS
 only a bucket listed there (app.core.s3). What S3 says of a failure beyond its error code
-(an AccessDenied names the operator's account and user) stays in the log.
+(an AccessDenied names the operator's account and user) stays in the log. Azure Blob is the
+same: the operator's account (AZURE_STORAGE_*, app.media.azure), a request names a container
+(one of AZURE_STORAGE_CONTAINERS when set) and a blob prefix, and the answer names the blob's
+URL, never the account's SAS token.
 
 An http_upload URL is a client's: it is checked when the request comes in and again, pinned, for
 every PUT (app.core.addresses). The operator's HTTP_UPLOAD_AUTH_HEADER goes only with PUTs to
@@ -29,11 +33,12 @@ from app.core.addresses import AddressPolicy, AddressRefused, Pinned
 from app.core.downloads import without_userinfo
 from app.core.errors import UploadFailed
 from app.core.metrics import MetricsHooks
-from app.core.options import HttpUpload, S3Upload
+from app.core.options import AzureBlobUpload, HttpUpload, S3Upload, Upload
 from app.core.outcome import content_type_of
 from app.core.s3 import Buckets, s3_error_code
 from app.core.settings import Settings
 from app.core.url_prefixes import UrlPrefix, parse_prefixes
+from app.media.azure import BlobAccount
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +54,7 @@ class Uploader:
         auth_header: SecretStr | None = None,
         auth_prefixes: list[UrlPrefix] | None = None,
         buckets: Buckets | None = None,
+        azure: BlobAccount | None = None,
     ) -> None:
         self.http = httpx.AsyncClient(timeout=timeout_s, follow_redirects=False)
         self.timeout_s = timeout_s
@@ -56,6 +62,7 @@ class Uploader:
         self.auth_header = auth_header
         self.auth_prefixes = auth_prefixes or []
         self.buckets = buckets or Buckets()
+        self.azure = azure
         self._s3: Any = None
         self.metrics = MetricsHooks()
         self.on_event: Callable[[str, dict[str, Any]], None] | None = None  # system events
@@ -68,6 +75,7 @@ class Uploader:
             auth_header=settings.http_upload_auth_header,
             auth_prefixes=parse_prefixes(settings.http_upload_auth_prefixes),
             buckets=Buckets.from_settings(settings),
+            azure=BlobAccount.from_settings(settings),
         )
 
     def auth_for(self, url: str) -> dict[str, str]:
@@ -87,11 +95,13 @@ class Uploader:
             self._s3 = boto3.client("s3")
         return self._s3
 
-    async def store(self, target: S3Upload | HttpUpload, filename: str, data: bytes) -> str:
+    async def store(self, target: Upload, filename: str, data: bytes) -> str:
         """Upload one file; raise UploadFailed naming it and the store's error."""
         started = time.monotonic()
         if isinstance(target, S3Upload):
             where = await self._store_s3(target, filename, data)
+        elif isinstance(target, AzureBlobUpload):
+            where = await self._store_blob(target, filename, data)
         else:
             where = await self._put(target, filename, data)
         if self.on_event is not None:  # comfyui-api's storage.file_uploaded
@@ -101,7 +111,7 @@ class Uploader:
         return where
 
     async def _put(self, target: HttpUpload, filename: str, data: bytes) -> str:
-        url = target.url_prefix + filename
+        url = target.url_prefix.rstrip("/") + "/" + filename  # comfyui-api's join
         shown = without_userinfo(url)
         try:
             pinned = await self.addresses.pin(url)  # again: DNS may have changed since the check
@@ -151,6 +161,35 @@ class Uploader:
                 f"output {filename} could not be stored at {where}: S3 answered {code}",
                 details={"filename": filename, "store_error": code},
             ) from None
+        self.metrics.output_uploaded(len(data))
+        return where
+
+    async def _store_blob(self, target: AzureBlobUpload, filename: str, data: bytes) -> str:
+        blob = target.blob_prefix.removeprefix("/") + filename  # comfyui-api drops one `/`
+        if self.azure is None:  # checked at the door too
+            raise UploadFailed(f"output {filename}: no AZURE_STORAGE_* is set",
+                               details={"filename": filename})  # fmt: skip
+        where = self.azure.blob_url(target.container, blob, signed=False)
+        url = self.azure.blob_url(target.container, blob)
+        kind = content_type_of(filename)
+        headers = self.azure.signed_headers(
+            "PUT", url, length=len(data), content_type=kind, blob_type="BlockBlob"
+        )
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                response = await self.http.put(url, content=data, headers=headers)
+        except (TimeoutError, httpx.HTTPError) as e:
+            log.warning("output %s: storing at %s failed: %r", filename, where, e)
+            problem = "no answer in time" if isinstance(e, TimeoutError) else type(e).__name__
+            raise UploadFailed(f"output {filename} could not be stored at {where}: {problem}",
+                               details={"filename": filename}) from None  # fmt: skip
+        if response.status_code >= 300:
+            code = response.headers.get("x-ms-error-code") or f"HTTP {response.status_code}"
+            log.warning("output %s: Azure refused %s: %s", filename, where, response.text[:500])
+            raise UploadFailed(
+                f"output {filename} could not be stored at {where}: Azure Blob answered {code}",
+                details={"filename": filename, "store_error": code},
+            )
         self.metrics.output_uploaded(len(data))
         return where
 

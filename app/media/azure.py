@@ -85,22 +85,40 @@ class BlobAccount:
             sas and sas.lstrip("?"),
         )
 
-    def blob_url(self, container: str, blob: str) -> str:
+    def blob_url(self, container: str, blob: str, *, signed: bool = True) -> str:
+        """The blob's URL; with the SAS token when that is the account's credential, unless
+        `signed` is False (a URL to show: the token is the operator's secret)."""
         url = f"{self.endpoint}/{quote(container)}/{quote(blob)}"
-        return f"{url}?{self.sas}" if self.sas and self.key is None else url
+        return f"{url}?{self.sas}" if signed and self.sas and self.key is None else url
 
-    def signed_headers(self, method: str, url: str) -> dict[str, str]:
-        """Headers for a body-less request to url: a Shared Key signature, or none with SAS."""
+    def signed_headers(
+        self, method: str, url: str, *, length: int = 0, content_type: str = "", **ms: str
+    ) -> dict[str, str]:
+        """Headers for a request to url with a body of `length` bytes (and more `x-ms-*`
+        headers, `_` for `-`): a Shared Key signature, or none with SAS."""
         headers = {"x-ms-date": formatdate(usegmt=True), "x-ms-version": API_VERSION}
+        headers |= {"x-ms-" + name.replace("_", "-"): value for name, value in ms.items()}
         if self.key is None:
-            return headers
+            return _with_body(headers, length, content_type)
         path = urlsplit(url).path
         canonical_headers = "".join(f"{k}:{v}\n" for k, v in sorted(headers.items()))
-        # method, then eleven standard headers (all empty here), then the x-ms-* and resource.
-        to_sign = f"{method}\n" + "\n" * 11 + canonical_headers + f"/{self.name}{path}"
+        # The verb, then the eleven standard headers in Azure's order (Content-Encoding,
+        # -Language, -Length (empty for none), -MD5, -Type, Date, four If-*, Range), then the
+        # x-ms-* headers and the resource.
+        standard = ["", "", str(length or ""), "", content_type] + [""] * 6
+        to_sign = f"{method}\n" + "".join(f"{v}\n" for v in standard) + canonical_headers
+        to_sign += f"/{self.name}{path}"
         digest = hmac.new(self.key, to_sign.encode(), hashlib.sha256).digest()
         headers["Authorization"] = f"SharedKey {self.name}:{base64.b64encode(digest).decode()}"
-        return headers
+        return _with_body(headers, length, content_type)
+
+
+def _with_body(headers: dict[str, str], length: int, content_type: str) -> dict[str, str]:
+    if content_type:
+        headers["Content-Type"] = content_type
+    if length:
+        headers["Content-Length"] = str(length)
+    return headers
 
 
 def is_blob_url(url: str) -> bool:

@@ -1,12 +1,13 @@
 """What a request may spend of what the operator shares among keys: the model cache (downloads
-and pins: KEY_LIMITS `models` and `max_downloads`) and the operator's S3 credentials
-(S3_BUCKETS).
+and pins: KEY_LIMITS `models` and `max_downloads`) and the operator's S3 and Azure credentials
+(S3_BUCKETS, AZURE_STORAGE_CONTAINERS).
 
 Checked where a request comes in, before anything is taken: by the job door for a graph and its
 options (a model URL in a graph, or in a workflow's field, which reaches the graph, is a
-download; an `s3` upload names a bucket), by the model routes for `POST /models/download`. A
-refusal is located at what asked: 403 for a grant the key lacks, 400 for a bucket the gateway
-does not serve. The model store and the uploader check buckets again where they use them.
+download; an `s3` upload names a bucket, an `azure_blob_upload` a container), by the model
+routes for `POST /models/download`. A refusal is located at what asked: 403 for a grant the key
+lacks, 400 for a bucket or container the gateway does not serve. The model store and the
+uploader check buckets again where they use them.
 """
 
 from __future__ import annotations
@@ -33,6 +34,10 @@ class Grants:
     def __init__(self, settings: Settings) -> None:
         self.limits = settings.key_limits
         self.buckets = Buckets.from_settings(settings)
+        self.azure = bool(
+            settings.azure_storage_connection_string or settings.azure_storage_account
+        )
+        self.containers = frozenset(settings.azure_storage_containers)
         self.admin_ids = frozenset(
             split_entry(key.get_secret_value()).id for key in settings.admin_api_keys
         )
@@ -90,6 +95,25 @@ class Grants:
                 self.buckets.check_url(value, where)  # the operator's AWS credentials read it
         if options is not None and options.s3 is not None:
             self.buckets.check(options.s3.bucket, "s3.bucket")
+        if options is not None and options.azure_blob_upload is not None:
+            self.check_container(options.azure_blob_upload.container)
+
+    def check_container(self, container: str) -> None:
+        """An `azure_blob_upload`: Azure is set up, and the container is one it serves."""
+        where = "azure_blob_upload.container"
+        if not self.azure:
+            raise InvalidRequest(
+                "azure_blob_upload: this gateway has no Azure Storage account (set "
+                "AZURE_STORAGE_CONNECTION_STRING or AZURE_STORAGE_ACCOUNT)",
+                location="azure_blob_upload",
+            )
+        if self.containers and container not in self.containers:
+            served = ", ".join(sorted(self.containers))
+            raise InvalidRequest(
+                f"{where}: the container {container!r} is not one this gateway's Azure "
+                f"credentials serve (AZURE_STORAGE_CONTAINERS: {served})",
+                location=where,
+            )
 
     async def check_s3(
         self, url: str, credentials: Credentials, addresses: AddressPolicy, where: str

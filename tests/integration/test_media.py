@@ -456,6 +456,21 @@ def test_http_upload_puts_with_the_configured_header(client: httpx.Client, store
     assert decode_image(base64.b64encode(put.body).decode()).size == (64, 64)
 
 
+def test_http_upload_joins_the_prefix_and_the_name_with_one_slash(
+    client: httpx.Client, store: Receiver
+) -> None:
+    """comfyui-api's join: `url_prefix` without its trailing `/`s, `/`, the file name."""
+    for prefix, folder in ((store.url("/bucket/joined"), "/bucket/joined/"),
+                           (store.url("/bucket/twice//"), "/bucket/twice/")):  # fmt: skip
+        body = {"prompt": empty_image(0x00FF00), "http_upload": {"url_prefix": prefix}}
+        response = client.post("/prompt", json=body)
+        assert response.status_code == 200, response.text
+        [name] = response.json()["filenames"]
+        assert response.json()["images"] == [store.url(folder + name)]
+        [put] = store.deliveries(folder + name)
+        assert put.headers["Authorization"] == "Bearer upload-token"
+
+
 def test_http_store_refusing_writes_is_a_502(
     client: httpx.Client, gateway: Gateway, store: Receiver
 ) -> None:

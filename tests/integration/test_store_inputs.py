@@ -4,6 +4,7 @@ system events as comfyui-api sends them (`storage.file_downloaded`, ComfyUI's me
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,7 +17,7 @@ from tests.azurite_server import Azurite
 from tests.integration.harness import Gateway, assert_capacity_whole, eventually, free_port, running
 from tests.integration.receiver import Receiver
 from tests.integration.test_media import PNG_BYTES, input_leftovers, load_and_scale
-from tests.integration.test_prompt import decode_image
+from tests.integration.test_prompt import decode_image, empty_image
 
 GREEN = (10, 200, 30)  # PNG_BYTES' colour
 
@@ -173,3 +174,70 @@ def test_an_upload_is_a_file_uploaded_event(
     event = next(e for e in events(receiver, uploaded) if e["data"]["url"] == url)
     assert event["data"]["size"] == len(stored)
     assert event["data"]["local_path"] == response.json()["filenames"][0]
+
+
+def test_azure_blob_upload_stores_each_output_and_answers_its_url(
+    client: httpx.Client, azurite: Azurite, receiver: Receiver
+) -> None:
+    """comfyui-api's `azure_blob_upload`: a batch of two, `blob_prefix` with its one leading
+    `/` dropped; the answer names each blob's URL, and Azure holds the very bytes."""
+    graph = empty_image(0x0000FF)
+    graph["1"]["inputs"]["batch_size"] = 2
+    upload = {"container": "pictures", "blob_prefix": "/renders/"}
+    response = client.post("/prompt", json={"prompt": graph, "azure_blob_upload": upload})
+    assert response.status_code == 200, response.text
+    names, urls = response.json()["filenames"], response.json()["images"]
+    assert len(names) == 2
+    assert urls == [f"{azurite.endpoint}/pictures/renders/{name}" for name in names]
+    for name in names:
+        blob = azurite.get_blob("pictures", f"renders/{name}")
+        assert blob.status_code == 200, blob.text
+        assert blob.headers["content-type"] == "image/png"
+        assert decode_image(base64.b64encode(blob.content).decode()).getpixel((1, 1))[:3] == (
+            0, 0, 255,
+        )  # fmt: skip
+    uploaded = [e["data"]["url"] for e in events(receiver, "storage.file_uploaded")]
+    eventually(lambda: all(url in uploaded for url in urls), what="storage.file_uploaded")
+
+
+def test_an_async_azure_blob_upload_answers_at_once_and_stores(
+    client: httpx.Client, azurite: Azurite
+) -> None:
+    upload = {"container": "pictures", "blob_prefix": "later-", "async": True}
+    body = {"prompt": empty_image(0x00FFFF, prefix="later"), "azure_blob_upload": upload}
+    response = client.post("/prompt", json=body)
+    assert response.status_code == 202, response.text
+    request_id = response.json()["id"]
+    eventually(lambda: client.get(f"/prompt/{request_id}").json()["status"] == "succeeded",
+               what="the job to succeed")  # fmt: skip
+    [url] = client.get(f"/prompt/{request_id}").json()["result"]["images"]
+    name = url.removeprefix(f"{azurite.endpoint}/pictures/")
+    assert name.startswith("later-later")
+    assert azurite.get_blob("pictures", name).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("upload", "location"),
+    [
+        ({"container": "private"}, "azure_blob_upload.container"),  # not AZURE_STORAGE_CONTAINERS
+        ({"container": "Pictures"}, "azure_blob_upload.container"),  # not a container name
+        ({"container": "pictures", "blob": "x"}, "azure_blob_upload.blob"),
+    ],
+)
+def test_an_azure_blob_upload_the_gateway_does_not_serve_is_a_located_400(
+    client: httpx.Client, gateway: Gateway, azurite: Azurite, upload: dict[str, str], location: str
+) -> None:
+    body = {"prompt": empty_image(0x123456, prefix="refused"), "azure_blob_upload": upload}
+    response = client.post("/prompt", json=body)
+    assert response.status_code == 400, response.text
+    assert response.json()["location"] == location
+    assert azurite.get_blob("private", "refused_00001_.png").status_code == 404
+    assert_capacity_whole(gateway)
+
+
+def test_two_stores_at_once_is_a_400(client: httpx.Client) -> None:
+    body = {"prompt": empty_image(1), "s3": {"bucket": "inputs"},
+            "azure_blob_upload": {"container": "pictures"}}  # fmt: skip
+    response = client.post("/prompt", json=body)
+    assert response.status_code == 400, response.text
+    assert "not s3 and azure_blob_upload" in response.json()["error"]

@@ -103,6 +103,41 @@ def test_the_operators_s3_credentials_serve_only_the_listed_buckets() -> None:
     )
 
 
+def test_an_azure_blob_upload_needs_an_account_and_a_listed_container() -> None:
+    upload = JobOptions.model_validate({"azure_blob_upload": {"container": "payroll"}})
+    with pytest.raises(InvalidRequest) as unset:
+        grants().check_job(ALICE, {}, upload)
+    assert located(unset) == (400, "azure_blob_upload")
+    assert "AZURE_STORAGE_CONNECTION_STRING" in unset.value.message
+    given = grants(
+        azure_storage_account="acct",
+        azure_storage_sas_token="sv=x",
+        azure_storage_containers="renders,pictures",
+    )
+    with pytest.raises(InvalidRequest) as elsewhere:
+        given.check_job(ALICE, {}, upload)
+    assert located(elsewhere) == (400, "azure_blob_upload.container")
+    assert "AZURE_STORAGE_CONTAINERS: pictures, renders" in elsewhere.value.message
+    listed = JobOptions.model_validate({"azure_blob_upload": {"container": "renders"}})
+    given.check_job(ALICE, {}, listed)
+    grants(azure_storage_account="acct", azure_storage_sas_token="sv=x").check_job(
+        ALICE, {}, upload
+    )  # no list: any container
+
+
+@pytest.mark.parametrize("name", ["ab", "Pictures", "-pics", "pics-", "pi--cs", "a" * 64, "pi_cs"])
+def test_an_azure_container_name_follows_azures_rules(name: str) -> None:
+    with pytest.raises(ValueError, match="container"):
+        JobOptions.model_validate({"azure_blob_upload": {"container": name}})
+    JobOptions.model_validate({"azure_blob_upload": {"container": "pics-2026-x"}})
+
+
+def test_one_store_per_request() -> None:
+    with pytest.raises(ValueError, match="not s3 and azure_blob_upload and http_upload"):
+        JobOptions.model_validate({"s3": {"bucket": "abc"}, "azure_blob_upload": {"container":
+            "abc"}, "http_upload": {"url_prefix": "https://x.example/"}})  # fmt: skip
+
+
 def test_a_jobs_owner_stands_for_its_key() -> None:
     given = grants()
     assert given.caller_of("alice") == ALICE

@@ -22,8 +22,8 @@ class AzureSettings(BaseModel):
         "`…;SharedAccessSignature=…`, optionally `BlobEndpoint=`, or "
         "`UseDevelopmentStorage=true` for Azurite). With any `AZURE_STORAGE_*` set, an input URL "
         "that is a blob URL (`https://…blob.core.windows.net/…`, or `http://` naming "
-        "`devstoreaccount` or `azurite`) is read from this account; without, it is a plain "
-        "HTTP(S) download. Never logged",
+        "`devstoreaccount` or `azurite`) is read from this account, and `azure_blob_upload` "
+        "stores outputs in it; without, a blob URL is a plain HTTP(S) download. Never logged",
     )
     azure_storage_account: str | None = Field(
         None,
@@ -42,7 +42,8 @@ class AzureSettings(BaseModel):
     azure_storage_containers: Annotated[tuple[str, ...], NoDecode] = Field(
         (),
         description="A comma list of the containers the operator's account serves to requests "
-        "(like `S3_BUCKETS`): a blob URL naming another is a located 400. Default: any",
+        "(like `S3_BUCKETS`): a blob URL or `azure_blob_upload.container` naming another is a "
+        "located 400. Default: any",
     )
 
     @field_validator(
