@@ -77,6 +77,11 @@ class RedisServer:
         """Stop answering, every socket left open (SIGSTOP)."""
         assert self.proc is not None
         os.kill(self.proc.pid, signal.SIGSTOP)
+        # The signal is delivered asynchronously: return once the process is stopped, so a
+        # test's outage has begun when pause() returns (a busy machine can take a moment).
+        deadline = time.monotonic() + 10
+        while stat_state(self.proc.pid) != "T" and time.monotonic() < deadline:
+            time.sleep(0.01)
 
     def resume(self) -> None:
         """Answer again (SIGCONT); harmless on a server that is not paused."""
@@ -86,3 +91,12 @@ class RedisServer:
     def log_tail(self) -> str:
         path = self.workdir / "redis.log"
         return path.read_text(errors="replace")[-2000:] if path.exists() else "(no log)"
+
+
+def stat_state(pid: int) -> str:
+    """A process's state letter in /proc (`R` running, `S` sleeping, `T` stopped, ...)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(") ", 1)[1][0]
+    except OSError:
+        return "?"

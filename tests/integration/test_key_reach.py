@@ -19,10 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import boto3  # type: ignore[import-untyped]
 import httpx
 import pytest
-from moto.server import ThreadedMotoServer
 
 from tests.integration.fileserver import FileServer, Trickle
 from tests.integration.harness import (
@@ -31,13 +29,13 @@ from tests.integration.harness import (
     Gateway,
     assert_capacity_whole,
     eventually,
-    free_port,
     graph,
     running,
 )
 from tests.integration.receiver import Receiver
 from tests.integration.tenants import ADMIN, ALICE, BOB, client
 from tests.integration.test_prompt import empty_image
+from tests.s3_server import S3Server
 
 MIB = 2**20
 CAP = 24 * MIB
@@ -66,14 +64,8 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
     except OSError:
         shutil.copy(TINY, models / "checkpoints" / TINY.name)
     files, store, elsewhere = FileServer(), Receiver(), Receiver()
-    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
-    moto.start()
-    host, port = moto.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
-                      aws_access_key_id="test", aws_secret_access_key="test")  # fmt: skip
-    for bucket in ("renders", "payroll"):
-        s3.create_bucket(Bucket=bucket)
+    moto = S3Server.start("renders", "payroll")
+    s3 = moto.client()
     s3.put_object(Bucket="payroll", Key="salaries.safetensors", Body=b"the operator's own")
     limits = {"alice": {"models": "download", "max_downloads": 2}}
     env = {
@@ -84,10 +76,7 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
         "HTTP_UPLOAD_AUTH_HEADER": f"Authorization: Bearer {UPLOAD_TOKEN}",
         "HTTP_UPLOAD_AUTH_PREFIXES": store.url("/outputs/"),
         "S3_BUCKETS": "renders",
-        "AWS_ENDPOINT_URL": endpoint,
-        "AWS_ACCESS_KEY_ID": "test",
-        "AWS_SECRET_ACCESS_KEY": "test",
-        "AWS_REGION": "us-east-1",
+        **moto.env,
         "MODEL_DIR": str(models),
         "MODEL_CACHE_MAX_GB": str(CAP / 2**30),
         "MODEL_DOWNLOAD_TIMEOUT_S": "2",

@@ -11,17 +11,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3  # type: ignore[import-untyped]
 import httpx
 import pytest
-from moto.server import ThreadedMotoServer
 from PIL import Image
 
 from tests.integration.fileserver import FileServer
-from tests.integration.harness import Gateway, free_port, running
+from tests.integration.harness import Gateway, running
 from tests.integration.receiver import Receiver, loopback_traps
 from tests.integration.test_addresses import SPELLINGS
 from tests.integration.test_prompt import decode_image, empty_image
+from tests.s3_server import s3_server
 
 
 def encoded(image: Image.Image, fmt: str) -> bytes:
@@ -70,16 +69,8 @@ def files() -> Iterator[FileServer]:
 @pytest.fixture(scope="module")
 def s3() -> Iterator[Any]:
     """A real S3-compatible server (moto) on loopback, and a boto3 client for it."""
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    client = boto3.client(
-        "s3", endpoint_url=f"http://{host}:{port}", region_name="us-east-1",
-        aws_access_key_id="test", aws_secret_access_key="test",
-    )  # fmt: skip
-    client.create_bucket(Bucket="renders")
-    yield client
-    server.stop()
+    with s3_server("renders") as server:
+        yield server.client()
 
 
 @pytest.fixture(scope="module")

@@ -21,14 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import boto3  # type: ignore[import-untyped]
 import httpx
 import pytest
-from moto.server import ThreadedMotoServer
 
 from tests.integration.fileserver import FileServer
-from tests.integration.harness import MODELS, ROOT, Gateway, eventually, free_port, graph
+from tests.integration.harness import MODELS, ROOT, Gateway, eventually, graph
 from tests.integration.receiver import Receiver
+from tests.s3_server import S3Server
 
 TINY = MODELS / "checkpoints" / "tiny-sd15-random.safetensors"
 LORA = MODELS / "loras" / "tiny-lora.safetensors"
@@ -101,14 +100,8 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
     place(LORA, models / "loras" / LORA.name)
     files, other = FileServer("127.0.0.1"), FileServer("127.0.0.2")
     trap, hooks = Receiver(host="127.0.0.3"), Receiver(host="127.0.0.1")
-    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
-    moto.start()
-    host, port = moto.get_host_and_port()
-    aws = {"AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_ACCESS_KEY_ID": "test",
-           "AWS_SECRET_ACCESS_KEY": "test", "AWS_REGION": "us-east-1"}  # fmt: skip
-    s3 = boto3.client("s3", endpoint_url=aws["AWS_ENDPOINT_URL"], region_name="us-east-1",
-                      aws_access_key_id="test", aws_secret_access_key="test")  # fmt: skip
-    s3.create_bucket(Bucket="models")
+    moto = S3Server.start("models")
+    aws, s3 = moto.env, moto.client()
     lora = LORA.read_bytes()
     files.files["/m/ckpt/" + TINY.name] = TINY.read_bytes()
     for name in ("fresh", "crowd", "manifest", "tiny", "cli", "events"):

@@ -8,36 +8,28 @@ import base64
 from collections.abc import Iterator
 from typing import Any
 
-import boto3  # type: ignore[import-untyped]
 import httpx
 import pytest
-from moto.server import ThreadedMotoServer
 
 from tests.azurite_server import Azurite
-from tests.integration.harness import Gateway, assert_capacity_whole, eventually, free_port, running
+from tests.integration.harness import Gateway, assert_capacity_whole, eventually, running
 from tests.integration.receiver import Receiver
 from tests.integration.test_media import PNG_BYTES, input_leftovers, load_and_scale
 from tests.integration.test_prompt import decode_image, empty_image
+from tests.s3_server import s3_server
 
 GREEN = (10, 200, 30)  # PNG_BYTES' colour
 
 
 @pytest.fixture(scope="module")
 def s3() -> Iterator[Any]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    client = boto3.client(
-        "s3", endpoint_url=f"http://{host}:{port}", region_name="us-east-1",
-        aws_access_key_id="test", aws_secret_access_key="test",
-    )  # fmt: skip
-    for bucket in ("inputs", "elsewhere"):
-        client.create_bucket(Bucket=bucket)
-    client.put_object(Bucket="inputs", Key="pics/green.png", Body=PNG_BYTES)
-    client.put_object(Bucket="inputs", Key="big.png", Body=b"\x89PNG\r\n\x1a\n" + bytes(2**21))
-    client.put_object(Bucket="elsewhere", Key="green.png", Body=PNG_BYTES)
-    yield client
-    server.stop()
+    with s3_server("inputs", "elsewhere") as server:
+        client = server.client()
+        client.put_object(Bucket="inputs", Key="pics/green.png", Body=PNG_BYTES)
+        big = b"\x89PNG\r\n\x1a\n" + bytes(2**21)
+        client.put_object(Bucket="inputs", Key="big.png", Body=big)
+        client.put_object(Bucket="elsewhere", Key="green.png", Body=PNG_BYTES)
+        yield client
 
 
 @pytest.fixture(scope="module")

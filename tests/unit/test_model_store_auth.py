@@ -12,7 +12,6 @@ from typing import Any
 
 import boto3  # type: ignore[import-untyped]
 import pytest
-from moto.server import ThreadedMotoServer
 from pydantic import TypeAdapter
 
 from app.core.download_auth import DownloadAuth
@@ -20,8 +19,8 @@ from app.core.downloads import ModelDownloadRequest
 from app.core.errors import DownloadFailed, Forbidden, InvalidRequest
 from app.core.options import JobOptions
 from app.models.store import ModelStore
-from tests.gateway_process import free_port
 from tests.integration.fileserver import FileServer
+from tests.s3_server import s3_server
 from tests.unit.test_model_store import made_store
 
 DATA = os.urandom(200_000)
@@ -115,11 +114,8 @@ async def test_a_clients_auth_does_not_follow_a_redirect_to_another_host(
 
 @pytest.fixture
 def moto() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
+    with s3_server() as server:
+        yield server.endpoint
 
 
 async def test_a_clients_own_s3_keys_read_a_bucket_the_operator_does_not_serve(
