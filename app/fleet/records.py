@@ -17,6 +17,7 @@ from app.core.status import FINISHED, ended_status
 from app.fleet.results import from_redis, uploads
 from app.fleet.signals import POLL_S, wait
 from app.fleet.store import FleetStore, split_key
+from app.jobs.preview import Preview
 from app.jobs.records import TERMINAL, JobEvent
 
 
@@ -96,6 +97,11 @@ class RemoteRecord:
     @property
     def finished(self) -> bool:
         return self.status in FINISHED
+
+    @property
+    def preview(self) -> Preview | None:
+        """None: previews do not reach a fleet's followers yet."""
+        return None
 
     async def follow(
         self, after: int = 0, *, idle_s: float | None = None
