@@ -100,15 +100,17 @@ class RemoteRecord:
 
     @property
     def preview(self) -> Preview | None:
-        """None: previews do not reach a fleet's followers yet."""
-        return None
+        """The job's newest preview, when a follower on this gateway hears them (pub/sub)."""
+        return self.store.signals.preview(self.key, self.generation or "")[1]
 
     async def follow(
         self, after: int = 0, *, idle_s: float | None = None
     ) -> AsyncIterator[JobEvent | None]:
         """Yield the events numbered above `after`, then each new one, until the last; with
-        idle_s, yield None whenever that long passes without one."""
+        idle_s, yield None whenever that long passes without one. Between them, the newest
+        preview whenever this gateway hears of a newer one (as JobRecord.follow)."""
         stream_id = "0-0"
+        last_id, previews_seen = after, 0
         quiet_since = time.monotonic()
         with self.store.signals.watch(self.key) as changed:
             while True:
@@ -121,13 +123,18 @@ class RemoteRecord:
                     event = JobEvent(int(fields["n"]), fields["type"], json.loads(fields["data"]))
                     if event.id <= after:
                         continue
-                    quiet_since = time.monotonic()
+                    quiet_since, last_id = time.monotonic(), event.id
                     if event.type in TERMINAL:
                         self._ended(event)
                         yield event
                         return
                     yield event
                 if backlog:
+                    continue
+                heard, preview = self.store.signals.preview(self.key, self.generation or "")
+                if preview is not None and heard > previews_seen:
+                    previews_seen = heard
+                    yield JobEvent(last_id, "preview", preview.event_data())
                     continue
                 if not await self.store.state(self.key):
                     return  # it expired
