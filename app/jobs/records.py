@@ -189,6 +189,7 @@ class JobRecord:
             self.emit("progress", {"id": self.id, **self.progress, "node_name": node_name})
 
     def name_of(self, node: Any) -> str | None:
+        """A node of the job's graph as people call it (node_names), or None."""
         return self.node_names.get(str(node)) if node is not None else None
 
     def succeed(self, outcome: JobOutcome) -> None:
