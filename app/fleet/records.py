@@ -100,7 +100,8 @@ class RemoteRecord:
 
     @property
     def preview(self) -> Preview | None:
-        """The job's newest preview, when a follower on this gateway hears them (pub/sub)."""
+        """The job's newest preview, while someone on this gateway watches the job (a follower,
+        or the request that waits for it), else None (app.fleet.signals)."""
         return self.store.signals.preview(self.key, self.generation or "")[1]
 
     async def follow(

@@ -8,7 +8,8 @@ every POLL_S, so a message lost while Redis was away delays them, never strands 
 
 `preview` carries a running job's newest latent preview (app.jobs.preview), already throttled
 by the gateway that runs it: previews never go into Redis streams. A gateway keeps the newest
-one of each job that one of its followers watches, and forgets it when the last one leaves.
+one of each job that someone here watches (an SSE stream, or a request waiting for the job's end,
+whose /sdapi/v1/progress shows it), and forgets it when the last one leaves.
 
 A subscription waits for messages without a deadline of its own, so a quiet one is PINGed every
 PING_S: one that gets no answer within QUEUE_TIMEOUT_S (a partition, a paused VM) is given up

@@ -200,6 +200,9 @@ async def test_previews_reach_a_follower_on_another_gateway_over_pubsub_only(
         assert seen.data["image"] == "data:image/jpeg;base64,anBlZy1ieXRlcw=="
         assert (seen.data["node"], seen.data["node_name"]) == ("4", "SaveImage")
         assert record.preview is not None and record.preview.image == b"jpeg-bytes"
+        # a record read afresh while it is watched here (as /sdapi/v1/progress reads it)
+        fresh = await RemoteRecord.load(follows.store, key)
+        assert fresh is not None and fresh.preview == record.preview
         await finished(runs, job)
         rest = [event.type async for event in stream if event is not None]
         assert rest[-1] == "complete" and "preview" not in rest
