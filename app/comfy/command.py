@@ -32,16 +32,20 @@ class CommandLine:
         self._model_paths: Path | None = None  # the YAML written for MODEL_DIR, MODEL_CACHE_DIR
 
     def argv(self) -> list[str]:
-        """The argv that starts ComfyUI: CMD with its {port}, {gpu} and {index} filled in, or the
-        bundled CPU install."""
+        """The argv that starts ComfyUI: CMD with its {port}, {gpu}, {index} and
+        {preview_method} filled in, or the bundled CPU install."""
         s = self.settings
         if s.cmd:
-            fields = {"port": self.port, "gpu": self.gpu or "", "index": self.index}
+            fields = {
+                "port": self.port, "gpu": self.gpu or "", "index": self.index,
+                "preview_method": s.preview_method,
+            }  # fmt: skip
             return [part.format_map(fields) for part in shlex.split(s.cmd)]
         argv = [
             str(self.python()), "main.py", "--cpu",
             "--listen", s.direct_address, "--port", str(self.port),
             "--disable-auto-launch", "--disable-api-nodes",
+            "--preview-method", s.preview_method,
         ]  # fmt: skip
         if self.pooled:
             # ComfyUI empties its temp folder at start: one each, or a restart would delete

@@ -14,11 +14,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from app.comfy.previews import PreviewFrame
 from app.core.errors import ComfyUnavailable, ExecutionFailed, GatewayError, Interrupted
 
 Outputs = dict[str, dict[str, Any]]  # node id -> what the node reported in `executed`
 
 EventListener = Callable[[str, dict[str, Any]], None]  # (event type, event data)
+PreviewListener = Callable[[PreviewFrame, str | None], None]  # (preview, its node id or None)
 
 LostError = Callable[[], GatewayError]  # the error of a prompt ComfyUI no longer knows
 
@@ -43,6 +45,7 @@ class PromptWaiter:
     started_at: float | None = None  # monotonic time of execution_start
     succeeded: bool = False  # execution_success seen: it has left ComfyUI's queue
     on_event: EventListener | None = None  # told of each of this prompt's events
+    on_preview: PreviewListener | None = None  # told of each of its latent previews
 
     @property
     def outstanding(self) -> bool:

@@ -183,3 +183,14 @@ def models_of(graph: Graph) -> frozenset[str]:
         for name, value in (node.get("inputs") or {}).items()
         if name in MODEL_INPUTS and isinstance(value, str)
     )
+
+
+def node_names(graph: Graph) -> dict[str, str]:
+    """What a person calls each node: its title (`_meta.title`), else its class_type."""
+    names = {}
+    for node_id, node in graph.items():
+        meta = node.get("_meta")
+        title = meta.get("title") if isinstance(meta, dict) else None
+        name = title if isinstance(title, str) and title.strip() else node.get("class_type")
+        names[node_id] = str(name)[:200]
+    return names

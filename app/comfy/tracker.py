@@ -15,6 +15,9 @@ are finished or gone:
 - when the stream has been silent for `silence_s` while prompts are pending. A websocket can stay
   open and stop delivering (SaladTechnologies/comfyui-api #186); if the check finds that ComfyUI
   made progress the stream did not report, the stream is dropped and reconnected.
+
+Binary frames are latent previews (app.comfy.previews): each goes to its prompt's waiter, the
+prompt it names or else the one executing on this instance.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from app.comfy.events import (
     lost_by_comfyui,
     removed_behind_gateway,
 )
+from app.comfy.previews import FEATURE_FLAGS, decode
 from app.core.errors import ComfyUnavailable, GatewayError
 
 log = logging.getLogger(__name__)
@@ -67,6 +71,7 @@ class PromptTracker:
         self.generation = 0  # bumped at each (re)connect
         self.listeners: list[EventListener] = []  # told of every event, e.g. system webhooks
         self.last_event_at = time.monotonic()
+        self.executing: str | None = None  # the prompt ComfyUI runs now, as its events said
         self.reconnects_forced = 0  # silent streams dropped by the watchdog
         self._task: asyncio.Task[None] | None = None
         self._watchdog: asyncio.Task[None] | None = None
@@ -133,6 +138,7 @@ class PromptTracker:
                     backoff_s = 0.05
                     self.generation += 1
                     self._ws = ws
+                    await ws.send(FEATURE_FLAGS)  # ComfyUI reads it only as the first message
                     self.last_event_at = time.monotonic()
                     self.connected.set()
                     log.info("connected to ComfyUI's event stream (client_id %s)", self.client_id)
@@ -154,7 +160,8 @@ class PromptTracker:
         async for message in ws:
             self.last_event_at = time.monotonic()
             if isinstance(message, bytes):
-                continue  # binary frames are latent previews
+                self._preview(message)
+                continue
             try:
                 event = json.loads(message)
             except ValueError:
@@ -179,9 +186,20 @@ class PromptTracker:
                 self.queue_depth = remaining
                 self._watch_queue_shrink()
             return
+        if kind == "execution_start" or (kind == "executing" and data.get("node") is not None):
+            self.executing = str(data.get("prompt_id"))
+        elif kind == "executing":
+            self.executing = None  # the prompt is done
         waiter = self.waiters.get(str(data.get("prompt_id")))
         if waiter is not None and (ending := waiter.apply(kind, data)) is not None:
             self.settle(waiter.prompt_id, ending.error)
+
+    def _preview(self, message: bytes) -> None:
+        frame = decode(message)
+        prompt_id = frame and (frame.prompt_id or self.executing)
+        waiter = self.waiters.get(prompt_id) if frame and prompt_id else None
+        if frame and waiter is not None and waiter.on_preview is not None:
+            waiter.on_preview(frame, frame.node or waiter.progress.node)
 
     def _fewer_queued_than_outstanding(self) -> list[PromptWaiter]:
         """The outstanding prompts, when ComfyUI's queue holds fewer than that; else []."""

@@ -17,6 +17,7 @@ from app.core.status import FINISHED, ended_status
 from app.fleet.results import from_redis, uploads
 from app.fleet.signals import POLL_S, wait
 from app.fleet.store import FleetStore, split_key
+from app.jobs.preview import Preview
 from app.jobs.records import TERMINAL, JobEvent
 
 
@@ -97,12 +98,20 @@ class RemoteRecord:
     def finished(self) -> bool:
         return self.status in FINISHED
 
+    @property
+    def preview(self) -> Preview | None:
+        """The job's newest preview, while someone on this gateway watches the job (a follower,
+        or the request that waits for it), else None (app.fleet.signals)."""
+        return self.store.signals.preview(self.key, self.generation or "")[1]
+
     async def follow(
         self, after: int = 0, *, idle_s: float | None = None
     ) -> AsyncIterator[JobEvent | None]:
         """Yield the events numbered above `after`, then each new one, until the last; with
-        idle_s, yield None whenever that long passes without one."""
+        idle_s, yield None whenever that long passes without one. Between them, the newest
+        preview whenever this gateway hears of a newer one (as JobRecord.follow)."""
         stream_id = "0-0"
+        last_id, previews_seen = after, 0
         quiet_since = time.monotonic()
         with self.store.signals.watch(self.key) as changed:
             while True:
@@ -115,13 +124,18 @@ class RemoteRecord:
                     event = JobEvent(int(fields["n"]), fields["type"], json.loads(fields["data"]))
                     if event.id <= after:
                         continue
-                    quiet_since = time.monotonic()
+                    quiet_since, last_id = time.monotonic(), event.id
                     if event.type in TERMINAL:
                         self._ended(event)
                         yield event
                         return
                     yield event
                 if backlog:
+                    continue
+                heard, preview = self.store.signals.preview(self.key, self.generation or "")
+                if preview is not None and heard > previews_seen:
+                    previews_seen = heard
+                    yield JobEvent(last_id, "preview", preview.event_data())
                     continue
                 if not await self.store.state(self.key):
                     return  # it expired

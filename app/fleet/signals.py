@@ -6,6 +6,11 @@ that job, an SSE stream on any change, a waiting request only at the end. `cance
 key of a job to interrupt, for the gateway that runs it. Followers also read again on their own
 every POLL_S, so a message lost while Redis was away delays them, never strands them.
 
+`preview` carries a running job's newest latent preview (app.jobs.preview), already throttled
+by the gateway that runs it: previews never go into Redis streams. A gateway keeps the newest
+one of each job that someone here watches (an SSE stream, or a request waiting for the job's end,
+whose /sdapi/v1/progress shows it), and forgets it when the last one leaves.
+
 A subscription waits for messages without a deadline of its own, so a quiet one is PINGed every
 PING_S: one that gets no answer within QUEUE_TIMEOUT_S (a partition, a paused VM) is given up
 and made again, and Redis counts as out of reach meanwhile.
@@ -14,13 +19,17 @@ and made again, and Redis counts as out of reach meanwhile.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 from redis.exceptions import RedisError
+
+from app.jobs.preview import Preview
 
 log = logging.getLogger(__name__)
 RETRY_S = 1.0  # between attempts to subscribe again
@@ -37,10 +46,13 @@ class Signals:
         self.changed_channel = f"{name}:changed"
         self.ended_channel = f"{name}:ended"
         self.cancel_channel = f"{name}:cancel"
+        self.preview_channel = f"{name}:preview"
         self.reachability = reachability  # app.fleet.reachability.Reachability
         self.on_cancel: Callable[[str], Awaitable[None]] | None = None
         # key -> the events of its followers, each with whether it waits for the end only
         self._watchers: dict[str, dict[asyncio.Event, bool]] = {}
+        # key -> (how many it has heard, the job generation, its newest preview), watched only
+        self._previews: dict[str, tuple[int, str, Preview]] = {}
         self._task: asyncio.Task[None] | None = None
         self.subscribed = False  # and answering, as of the last message or PING
 
@@ -67,6 +79,22 @@ class Signals:
                 watchers.pop(event, None)
                 if not watchers:
                     del self._watchers[key]
+                    self._previews.pop(key, None)
+
+    def preview(self, key: str, generation: str | None) -> tuple[int, Preview | None]:
+        """How many previews of the job this gateway has heard while watched, and the newest."""
+        count, of, preview = self._previews.get(key, (0, "", None))
+        return (count, preview) if of == generation else (0, None)
+
+    async def publish_preview(self, key: str, generation: str, preview: Preview) -> None:
+        """Send a job's preview to every gateway; one that does not arrive is not missed long."""
+        message = {
+            "key": key, "g": generation, "image": base64.b64encode(preview.image).decode(),
+            "media_type": preview.media_type, "node": preview.node,
+            "node_name": preview.node_name, "step": preview.step, "max": preview.max,
+            "at": preview.at,
+        }  # fmt: skip
+        await self.redis.publish(self.preview_channel, json.dumps(message))
 
     def _wake(self, key: str | None = None, *, ended: bool = True) -> None:
         groups = self._watchers.values() if key is None else [self._watchers.get(key, {})]
@@ -76,7 +104,9 @@ class Signals:
                     event.set()
 
     async def _listen(self) -> None:
-        channels = (self.changed_channel, self.ended_channel, self.cancel_channel)
+        channels = (
+            self.changed_channel, self.ended_channel, self.cancel_channel, self.preview_channel,
+        )  # fmt: skip
         while True:
             try:
                 async with self.redis.pubsub() as pubsub:
@@ -115,11 +145,29 @@ class Signals:
             self._wake(key, ended=False)
         elif channel == self.ended_channel:
             self._wake(key)
+        elif channel == self.preview_channel:
+            self._keep_preview(key)
         elif self.on_cancel is not None:
             try:
                 await self.on_cancel(key)
             except Exception:  # a bug there must not end the subscription
                 log.exception("fleet: interrupting job %s failed", key)
+
+    def _keep_preview(self, message: str) -> None:
+        try:
+            m = json.loads(message)
+            key = str(m["key"])
+            preview = Preview(
+                base64.b64decode(m["image"]), str(m["media_type"]), m["node"], m["node_name"],
+                int(m["step"]), int(m["max"]), float(m["at"]),
+            )  # fmt: skip
+        except (ValueError, KeyError, TypeError):
+            log.warning("fleet: ignored a malformed preview message")
+            return
+        if key in self._watchers:  # kept only for a follower here
+            count = self._previews.get(key, (0, "", None))[0]
+            self._previews[key] = (count + 1, str(m.get("g")), preview)
+            self._wake(key, ended=False)
 
 
 async def wait(event: asyncio.Event, timeout_s: float) -> None:

@@ -1,4 +1,5 @@
-"""EventSink: copies one fleet job's events into Redis as the job runs on this gateway."""
+"""EventSink: copies one fleet job's events into Redis as the job runs on this gateway, and
+sends its previews over pub/sub (app.fleet.signals), never into the stream."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from redis.exceptions import RedisError
 
 from app.fleet.store import FleetStore
 from app.fleet.stream import Pulled
+from app.jobs.preview import Preview
 from app.jobs.records import TERMINAL, JobEvent, JobRecord
 
 log = logging.getLogger(__name__)
@@ -26,11 +28,29 @@ class EventSink:
         self.consumer = consumer
         self.pending: asyncio.Queue[tuple[JobEvent, str, Any] | None] = asyncio.Queue()
         self.writer = asyncio.create_task(self._write(), name=f"fleet-events-{pulled.key}")
+        self._preview: Preview | None = None  # the newest not yet sent; one at most
+        self._sending: asyncio.Task[None] | None = None
 
     def offer(self, event: JobEvent, record: JobRecord) -> None:
         # `queued` was written when the job was accepted; the end is written with the outcome.
         if event.type != "queued" and event.type not in TERMINAL:
             self.pending.put_nowait((event, record.status, dict(record.progress)))
+
+    def offer_preview(self, preview: Preview, record: JobRecord) -> None:
+        """Send a published preview; one that comes while Redis is slow replaces the unsent."""
+        self._preview = preview
+        if self._sending is None or self._sending.done():
+            self._sending = asyncio.create_task(self._send_previews())
+
+    async def _send_previews(self) -> None:
+        while (preview := self._preview) is not None:
+            self._preview = None
+            try:
+                await self.store.signals.publish_preview(
+                    self.pulled.key, self.pulled.message_id, preview
+                )
+            except (RedisError, OSError) as e:  # a preview is not worth a retry
+                log.debug("fleet: job %s: a preview was not sent: %r", self.pulled.key, e)
 
     async def _write(self) -> None:
         closing = False
@@ -59,3 +79,5 @@ class EventSink:
     def abort(self) -> None:
         """Stop at once, dropping what is pending (the job never ran)."""
         self.writer.cancel()
+        if self._sending is not None:
+            self._sending.cancel()

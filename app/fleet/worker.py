@@ -190,6 +190,7 @@ class FleetWorker:
         except BaseException:
             sink.abort()
             raise
+        job.record.preview_listeners.append(sink.offer_preview)
         entry = Running(pulled, spec, job, sink)
         self.running[pulled.message_id] = entry
         assert job.task is not None

@@ -91,6 +91,7 @@ class Gateway:
             retries=settings.job_retries,
         )
         self.jobs.metrics = self.webhooks.metrics = self.metrics
+        self.jobs.preview_max_per_s = settings.preview_max_per_s
         self.inputs.metrics = self.uploader.metrics = self.metrics
         self.backend = self._job_backend(settings, addresses)
         self.comfy = ComfyAccess(self.pool, lambda: self.lifecycle.stopping, settings)

@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from app.comfy.graph import Graph, check_graph, models_of, unique_prefixes
+from app.comfy.graph import Graph, check_graph, models_of, node_names, unique_prefixes
 from app.comfy.instance import ComfyInstance
 from app.core.addresses import AddressPolicy
 from app.core.errors import Conflict, GatewayError
@@ -47,6 +47,7 @@ class JobStart:
     preparing: set[JobKey]
     by_prompt: dict[str, JobKey]
     tasks: set[asyncio.Task[JobOutcome]]
+    preview_max_per_s: float = 4.0  # PREVIEW_MAX_PER_S
 
     async def start(
         self,
@@ -108,6 +109,7 @@ class JobStart:
             graph, held = await self.models.prepare(graph, options, owner)
             graph, inputs = await self.inputs.prepare(graph, uuid.uuid4().hex, self._uploads_via())
             record = JobRecord(request_id, "", workflow, owner=owner)
+            record.preview_max_per_s = self.preview_max_per_s
             if listener is not None:
                 record.listeners.append(listener)
             job = Job(record, graph, options, echo_input, inputs, models_of(graph))
@@ -169,6 +171,8 @@ class JobStart:
             job.submitted = unique_prefixes(job.graph, prompt_id)
             job.waiter = instance.tracker.watch(prompt_id)
             job.waiter.on_event = job.record.on_comfy_event
+            job.waiter.on_preview = job.record.on_preview
+            job.record.node_names = node_names(job.submitted)
             job.record.prompt_id, job.record.instance = prompt_id, instance.index
             self.by_prompt[prompt_id] = job.key
             of = f" of key {job.record.owner}" if job.record.owner is not None else ""

@@ -56,15 +56,37 @@ class ProgressView:
             value, total = data["value"], data["max"]
             filled = BAR_WIDTH * value // total
             bar = "#" * filled + "." * (BAR_WIDTH - filled)
-            line = f"[{bar}] {value}/{total} node {data.get('node')}"
+            line = f"[{bar}] step {value}/{total} {node_label(data)}"
             if self.live:
                 self.out.write("\r" + line)
             elif value == total:
                 self.out.write(line + "\n")
         elif event in ("queued", "running", "executing"):
-            detail = f" node {data['node']}" if event == "executing" else ""
+            detail = f" {node_label(data)}" if event == "executing" else ""
             self.out.write(("\r\x1b[K" if self.live else "") + f"{event}{detail}\n")
         self.out.flush()
+
+
+def node_label(data: dict[str, Any]) -> str:
+    """A node as people call it (its title or class_type), else by its id."""
+    return str(data.get("node_name") or f"node {data.get('node')}")
+
+
+PREVIEW_NAME = "preview"  # --previews writes DIR/preview.jpg (or .png, as ComfyUI sent it)
+
+
+def write_preview(data: dict[str, Any], folder: Path) -> Path | None:
+    """Write a `preview` event's image as folder/preview.<ext>, replacing the last one whole."""
+    head, _, encoded = str(data.get("image", "")).partition(";base64,")
+    ext = {"data:image/jpeg": "jpg", "data:image/png": "png"}.get(head)
+    if ext is None:
+        return None
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{PREVIEW_NAME}.{ext}"
+    partial = path.with_name(path.name + ".part")
+    partial.write_bytes(base64.b64decode(encoded))
+    partial.replace(path)  # a viewer never reads half a file
+    return path
 
 
 def write_outputs(result: dict[str, Any], out_dir: Path) -> list[Path]:
@@ -101,6 +123,8 @@ def run(args: argparse.Namespace, err: TextIO = sys.stderr) -> int:
                 return 1
             for event, data in read_events(response):
                 view.show(event, data)
+                if event == "preview" and args.previews:
+                    write_preview(data, Path(args.previews))
                 if event == "complete":
                     for written in write_outputs(data, Path(args.out)):
                         print(written)
@@ -137,6 +161,12 @@ def main(argv: list[str] | None = None) -> int:
         help="the gateway's API key (default: $COMFY_GATEWAY_API_KEY)",
     )
     run_parser.add_argument("--out", default="out", help="folder for the outputs (default out/)")
+    run_parser.add_argument(
+        "--previews",
+        metavar="DIR",
+        help=f"while the job runs, write its newest latent preview to DIR/{PREVIEW_NAME}.jpg "
+        f"(or {PREVIEW_NAME}.png, as ComfyUI sends it), replaced as newer ones arrive",
+    )
     run_parser.set_defaults(handler=run)
     model_commands.add_commands(commands)
     scaffold.add_command(commands)

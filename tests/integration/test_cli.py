@@ -26,15 +26,23 @@ def test_cli_runs_a_graph_shows_progress_and_writes_outputs(
     prompt["5"]["inputs"].update(steps=5, seed=51)
     graph_file = tmp_path / "graph.json"
     graph_file.write_text(json.dumps(prompt))
-    out = tmp_path / "out"
-    done = cli("--url", gateway.url, "--graph", str(graph_file), "--out", str(out), "--id", "cli-1")
+    out, previews = tmp_path / "out", tmp_path / "previews"
+    done = cli(
+        "--url", gateway.url, "--graph", str(graph_file), "--out", str(out), "--id", "cli-1",
+        "--previews", str(previews),
+    )  # fmt: skip
     assert done.returncode == 0, done.stderr
     [written] = [Path(line) for line in done.stdout.splitlines()]
     assert written.parent == out
     with Image.open(written) as image:
         assert image.size == (64, 64)
-    assert "5/5" in done.stderr
+    assert "step 5/5 KSampler" in done.stderr  # the node by its name, not its id
+    assert "executing VAEDecode" in done.stderr
     assert "queued" in done.stderr
+    # the newest latent preview, written whole
+    assert [p.name for p in previews.iterdir()] == ["preview.jpg"]
+    with Image.open(previews / "preview.jpg") as preview:
+        assert preview.format == "JPEG" and preview.width == preview.height
 
 
 def test_cli_reports_a_failed_job(gateway: Gateway, tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ does nothing (the tests clean up through ComfyUI and assert that this is what ha
 
 from __future__ import annotations
 
+import base64
 import io
 import uuid
 from collections.abc import Iterator
@@ -238,11 +239,23 @@ def test_live_events_end_with_the_job(pair: Pair) -> None:
     proxy, gateway = sse(pair.proxy, ids[0]), sse(pair.gateway, ids[1])
     statuses = [data["status"] for kind, data in gateway if kind == "status"]
     assert statuses[-1] == "succeeded" and "running" in statuses
-    assert {kind for kind, _ in gateway} == {"status", "progress", "output"}
+    assert {kind for kind, _ in gateway} == {"status", "progress", "preview", "output"}
     assert gateway[-1][0] == "output"
     assert all(0 <= data["value"] <= 1 for kind, data in gateway if kind == "progress")
     p_kinds = {kind for kind, _ in proxy}
     assert p_kinds <= {"status", "progress", "output", "preview"}
+    # previews (PREVIEW_METHOD auto: latent2rgb on CPU) in the proxy's shape, while it runs
+    p_previews = [data for kind, data in proxy if kind == "preview"]
+    g_previews = [data for kind, data in gateway if kind == "preview"]
+    assert p_previews and g_previews
+    kinds = [kind for kind, _ in gateway]
+    assert kinds.index("preview") < len(kinds) - 1 - kinds[::-1].index("status")
+    for p_preview, g_preview in zip(p_previews, g_previews, strict=False):
+        pair.same_shape(p_preview, g_preview)
+    for data in p_previews + g_previews:
+        assert (data["node_id"], data["content_type"]) == ("5", "image/jpeg")
+        with Image.open(io.BytesIO(base64.b64decode(data["data_base64"]))) as image:
+            assert image.width == image.height  # a 64x64 latent's preview
     proxy_last = [data["status"] for kind, data in proxy if kind == "status"][-1]
     if proxy_last not in ("succeeded",):  # the proxy's terminal race: poll, as its docs say
         assert proxy_last == "running"

@@ -9,6 +9,7 @@ exactly one terminal event in Redis.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from itertools import pairwise
@@ -16,6 +17,7 @@ from itertools import pairwise
 import pytest
 import pytest_asyncio
 
+from app.comfy.previews import PreviewFrame
 from app.core.errors import ComfyUnavailable, GatewayError
 from app.fleet.records import RemoteRecord
 from app.fleet.stream import GROUP
@@ -24,6 +26,7 @@ from tests.integration.receiver import Receiver
 from tests.redis_server import RedisServer
 from tests.unit.fleet_support import Node, nodes, submit, terminal_events
 from tests.unit.job_rig import Rig, close_rig, graph, make_rig
+from tests.unit.test_tracker import eventually
 
 # The rigs serve the module (their HTTP clients take a while to make), so every test here runs on
 # the module's loop.
@@ -174,3 +177,37 @@ async def test_a_job_whose_gateways_keep_dying_ends_after_its_max_attempts(
     assert record is not None and record.status == "failed"
     assert "JOB_MAX_ATTEMPTS=3" in str(record.error)
     assert await pending(last) == 0
+
+
+async def test_previews_reach_a_follower_on_another_gateway_over_pubsub_only(
+    pair: list[Node],
+) -> None:
+    runs, follows = pair
+    key = await submit(runs.store, "previewed", graph=graph(filename_prefix="p"))
+    await runs.take()
+    job = running_job(runs)
+    follows.store.signals.start()
+    try:
+        record = await RemoteRecord.load(follows.store, key)
+        assert record is not None
+        stream = record.follow()
+        assert (await anext(stream)) is not None  # `queued`: it watches from here
+        await eventually(lambda: follows.store.signals.subscribed)
+        assert job.waiter is not None and job.waiter.on_preview is not None
+        job.waiter.on_preview(PreviewFrame(b"jpeg-bytes", "image/jpeg"), "4")
+        seen = await asyncio.wait_for(anext(stream), 5)
+        assert seen is not None and seen.type == "preview"
+        assert seen.data["image"] == "data:image/jpeg;base64,anBlZy1ieXRlcw=="
+        assert (seen.data["node"], seen.data["node_name"]) == ("4", "SaveImage")
+        assert record.preview is not None and record.preview.image == b"jpeg-bytes"
+        # a record read afresh while it is watched here (as /sdapi/v1/progress reads it)
+        fresh = await RemoteRecord.load(follows.store, key)
+        assert fresh is not None and fresh.preview == record.preview
+        await finished(runs, job)
+        rest = [event.type async for event in stream if event is not None]
+        assert rest[-1] == "complete" and "preview" not in rest
+        assert not follows.store.signals._previews  # forgotten with its last follower
+        stored = await runs.store.redis.xrange(runs.store.events_key(key))
+        assert "preview" not in [fields["type"] for _, fields in stored]  # never in a stream
+    finally:
+        await follows.store.signals.close()

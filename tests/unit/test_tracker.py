@@ -21,8 +21,10 @@ from fastapi.responses import JSONResponse
 
 from app.comfy.client import ComfyClient
 from app.comfy.events import Progress, PromptWaiter
+from app.comfy.previews import FEATURE_FLAGS, PreviewFrame
 from app.comfy.tracker import PromptTracker
 from app.core.errors import ComfyUnavailable, ExecutionFailed, GatewayError, Interrupted
+from tests.unit.test_previews import jpeg, metadata_frame, plain_frame
 
 # One fake ComfyUI serves the whole module (uvicorn takes ~0.1 s to stop); each test gets it
 # with its script cleared and its own tracker, so all tests here share the module's loop.
@@ -48,6 +50,7 @@ class FakeComfy:
         self.app = FastAPI()
         self.base_url = ""
         self.client_ids: list[str | None] = []  # the clientId of each websocket connection
+        self.received: list[str] = []  # text messages from the tracker, in order
         self.requests: list[str] = []  # HTTP paths asked for, in order
         self.history: dict[str, dict[str, Any]] = {}
         self.queue_running: list[str] = []
@@ -60,6 +63,7 @@ class FakeComfy:
 
     def reset(self) -> None:
         self.client_ids.clear()
+        self.received.clear()
         self.requests.clear()
         self.history.clear()
         self.queue_running.clear()
@@ -100,8 +104,9 @@ class FakeComfy:
         await websocket.send_text(json.dumps(status(0, sid=sid)))
         pump = asyncio.create_task(self._pump(websocket, outbox))
         try:
-            while (await websocket.receive())["type"] != "websocket.disconnect":
-                pass
+            while (message := await websocket.receive())["type"] != "websocket.disconnect":
+                if message.get("text") is not None:
+                    self.received.append(message["text"])
         finally:
             pump.cancel()
             await asyncio.gather(pump, return_exceptions=True)
@@ -587,3 +592,49 @@ async def test_a_silent_stream_is_checked_and_replaced(comfy: FakeComfy) -> None
     finally:
         await tracker.close()
         await client.aclose()
+
+
+# -- the tracker ------------------------------------------------------------------------------
+
+
+def listen(waiter: PromptWaiter) -> list[tuple[PreviewFrame, str | None]]:
+    heard: list[tuple[PreviewFrame, str | None]] = []
+    waiter.on_preview = lambda frame, node: heard.append((frame, node))
+    return heard
+
+
+async def test_tracker_asks_for_previews_with_metadata_first(
+    comfy: FakeComfy, tracker: PromptTracker
+) -> None:
+    await eventually(lambda: bool(comfy.received))
+    assert comfy.received[0] == FEATURE_FLAGS
+
+
+async def test_a_preview_with_metadata_goes_to_its_prompt(
+    comfy: FakeComfy, tracker: PromptTracker
+) -> None:
+    mine, other = submitted(tracker, "p1"), submitted(tracker, "p2")
+    heard, theirs = listen(mine), listen(other)
+    image = jpeg()
+    comfy.send(metadata_frame(image, prompt_id="p1", node_id="3", display_node_id="3"))
+    await eventually(lambda: bool(heard))
+    assert heard == [(PreviewFrame(image, "image/jpeg", "p1", "3"), "3")]
+    assert theirs == []
+
+
+async def test_a_plain_preview_goes_to_the_prompt_executing(
+    comfy: FakeComfy, tracker: PromptTracker
+) -> None:
+    mine, other = submitted(tracker, "p1"), submitted(tracker, "p2")
+    heard, theirs = listen(mine), listen(other)
+    image = jpeg()
+    comfy.send(event("execution_start", "p1"), event("executing", "p1", node="5"))
+    comfy.send(plain_frame(image))
+    await eventually(lambda: bool(heard))
+    assert heard == [(PreviewFrame(image, "image/jpeg"), "5")]
+    # once the prompt is done, a frame names no prompt and goes nowhere
+    comfy.send(event("executing", "p1", node=None), plain_frame(image))
+    comfy.send(event("execution_start", "p2"), event("executing", "p2", node="9"))
+    comfy.send(plain_frame(image))
+    await eventually(lambda: bool(theirs))
+    assert len(heard) == 1 and theirs[0][1] == "9"

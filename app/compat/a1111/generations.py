@@ -8,6 +8,7 @@ by the gateway's JobRunner, like `POST /workflows/...`. Each image is its own jo
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import io
@@ -219,12 +220,14 @@ async def progress(gateway: Gateway, caller: Caller, states: list[SdapiState]) -
     running = sorted((g for state in states for g in state.running), key=lambda g: g.started)
     generation = running[0] if running else None
     value, step, steps, job_count = 0.0, 0, 0, gateway.door.running_jobs(caller)
-    eta = 0.0
+    eta, image = 0.0, None
     if generation is not None:
         record = await gateway.door.running_job(generation.job_id or "", caller, generation.owner)
         if record is not None:
             progress = JobProgress.of(record.progress)
             step, steps = int(progress.step), int(progress.max)
+            if (preview := record.preview) is not None:
+                image = await asyncio.to_thread(png_base64, preview.image)
         within = step / steps if steps else 0.0
         value = min((generation.done + within) / generation.total, 1.0)
         elapsed = time.monotonic() - generation.started
@@ -242,6 +245,17 @@ async def progress(gateway: Gateway, caller: Caller, states: list[SdapiState]) -
             "sampling_step": step,
             "sampling_steps": steps,
         },
-        "current_image": None,
+        "current_image": image,
         "textinfo": None,
     }
+
+
+def png_base64(image: bytes) -> str | None:
+    """A preview as A1111's current_image: base64 PNG (ComfyUI sends JPEG); None if unreadable."""
+    buffer = io.BytesIO()
+    try:
+        with Image.open(io.BytesIO(image)) as picture:
+            picture.save(buffer, format="PNG", compress_level=1)
+    except (OSError, ValueError):
+        return None
+    return base64.b64encode(buffer.getvalue()).decode("ascii")

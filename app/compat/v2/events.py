@@ -4,7 +4,9 @@ Frames are comfy-api-proxy's: `event: <name>` and compact JSON `data:`, no `id:`
 `: keepalive` comment every 15 s of silence. On connect a `status` (with `queue_position` while
 queued), and `progress` if running; a finished job's stream then sends its `output` events and
 ends. After that, `status` on every change (the proxy sends none until the end), `progress` per
-sampler step (at most every 0.5 s, as the proxy), and at the end `status` then one `output` per
+sampler step (at most every 0.5 s, as the proxy), `preview` with the job's newest latent
+preview when one is published (`{node_id, content_type, data_base64}`, as the proxy; at most
+PREVIEW_MAX_PER_S, newest wins where the proxy drops), and at the end `status` then one `output` per
 file. The stream ends with the job, never early: it follows the gateway's own record, which
 learns the outcome once, so it cannot end on a stale `running` as the proxy's can.
 """
@@ -28,6 +30,12 @@ PROGRESS_EVERY_S = 0.5
 
 def frame(event: str, data: dict[str, Any]) -> str:
     return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
+
+
+def v2_preview(data: dict[str, Any]) -> dict[str, Any]:
+    """A `preview` event of the gateway's stream (app.jobs.preview) as v2's `preview`."""
+    media_type, _, encoded = str(data["image"]).removeprefix("data:").partition(";base64,")
+    return {"node_id": data.get("node") or "", "content_type": media_type, "data_base64": encoded}
 
 
 def status_event(status: str, queue_position: int | None) -> dict[str, Any]:
@@ -67,6 +75,8 @@ async def _frames(
         elif event.type == "progress" and time.monotonic() - last_progress >= PROGRESS_EVERY_S:
             last_progress = time.monotonic()
             yield frame("progress", live_progress(event.data))
+        elif event.type == "preview":
+            yield frame("preview", v2_preview(event.data))
         elif event.type == "complete":
             yield frame("status", {"status": "succeeded"})
             for output in outputs(job, record, base):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shlex
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import NoDecode
@@ -121,6 +121,19 @@ class ComfySettings(BaseModel):
         30.0,
         gt=0,
         description="Longest wait between two restarts of ComfyUI",
+    )
+    preview_method: Literal["none", "auto", "latent2rgb", "taesd"] = Field(
+        "auto",
+        description="ComfyUI's `--preview-method` for sampler nodes: `auto` (TAESD when its "
+        "model is in `vae_approx`, else latent2rgb, which needs no model), `latent2rgb`, "
+        "`taesd`, or `none` (no previews). Given to the bundled ComfyUI; a `CMD` names it as "
+        "`{preview_method}`",
+    )
+    preview_max_per_s: float = Field(
+        4.0,
+        gt=0,
+        description="Most previews per second a job publishes (SSE, v2, fleet pub/sub); one "
+        "arriving sooner replaces the kept one and goes out when the window opens",
     )
 
     @property
