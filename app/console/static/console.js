@@ -266,7 +266,7 @@ function renderFinished(finished) {
   fill(
     "failures",
     finished
-      .filter((job) => job.error)
+      .filter((job) => job.status === "failed" && job.error)
       .map((job) => {
         const e = job.error;
         const message = e.node_id ? `${e.exception_type}: ${e.exception_message}` : e.message;
