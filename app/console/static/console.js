@@ -118,7 +118,7 @@ function renderInstances(instances) {
       const gpu = gpus.join(", ") || (i.gpu == null ? "–" : `GPU ${i.gpu}`);
       const state = i.draining ? `${i.state} (draining)` : i.state;
       const rss = i.rss_mb == null ? "–" : `${i.rss_mb.toFixed(0)} MB`;
-      return row([i.index, state, gpu, i.comfyui_version, i.jobs_run, i.restarts, rss,
+      return row([i.index, state, gpu, i.comfyui_version ?? "–", i.jobs_run, i.restarts, rss,
         i.jobs.join(", ") || "–"]);
     }),
   );
