@@ -59,7 +59,7 @@ comfyui:  ## Install a ComfyUI (COMFYUI_SOURCE, default the bundled 0.3.75) into
 
 models: $(TINY_MODELS)  ## Generate the tiny random-weight test checkpoint into .cache/
 
-chromium:  ## Debian's chromium, for the test that loads /docs (installed only if missing)
+chromium:  ## Debian's chromium, for the tests of /docs and /console (installed only if missing)
 	command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends \
 		chromium >/dev/null; }

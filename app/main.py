@@ -19,6 +19,7 @@ from app.compat.a1111 import routes as sdapi
 from app.compat.a1111.state import SdapiStates
 from app.compat.comfy import proxy as comfy_proxy
 from app.compat.v1 import routes as api_v1
+from app.console import routes as console
 from app.core.settings import PassthroughMode, Settings
 from app.edge.api_keys import ApiKeys
 from app.edge.auth import OPEN_PATHS, ApiKeyAuth, document_api_keys
@@ -108,7 +109,7 @@ def create_app(settings: Settings) -> FastAPI:
         app.add_middleware(
             ApiKeyAuth,
             keys=keys,
-            open_paths=OPEN_PATHS | api_v2.OPEN_PATHS,
+            open_paths=OPEN_PATHS | api_v2.OPEN_PATHS | console.OPEN_PATHS,
             limits=settings.key_limits,
             metrics=gateway.metrics,
             shared=gateway.backend.shared_rates,
@@ -124,6 +125,7 @@ def create_app(settings: Settings) -> FastAPI:
     if settings.comfy_passthrough is not PassthroughMode.OFF:
         comfy_proxy.install(app, settings.comfy_passthrough)
     docs.install(app)
+    console.install(app, settings, gateway)
     app.openapi = lambda: openapi_without_422(app, keys is not None)  # type: ignore[method-assign]
     return app
 

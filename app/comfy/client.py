@@ -42,6 +42,7 @@ class ComfyClient:
         self.base_url = base_url
         self.version: str | None = None  # ComfyUI's, once probed
         self.jobs_api = False
+        self.devices: list[dict[str, Any]] = []  # its /system_stats `devices`, once probed
         # A pool sized for bursts of concurrent jobs; loopback calls are cheap to keep alive.
         limits = httpx.Limits(max_connections=64, max_keepalive_connections=32)
         self.http = httpx.AsyncClient(base_url=base_url, timeout=timeout_s, limits=limits)
@@ -69,7 +70,12 @@ class ComfyClient:
 
     async def probe(self) -> None:
         """Learn ComfyUI's version and whether it has the jobs API (a capability, not a version)."""
-        system = (await self.system_stats()).get("system") or {}
+        stats = await self.system_stats()
+        system = stats.get("system") or {}
+        devices = stats.get("devices")
+        self.devices = (
+            [d for d in devices if isinstance(d, dict)] if isinstance(devices, list) else []
+        )
         self.version = str(system.get("comfyui_version") or "unknown")
         response = await self._call(
             "GET /api/jobs", lambda: self.http.get("/api/jobs", params={"limit": "1"})

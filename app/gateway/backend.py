@@ -12,6 +12,7 @@ id of the API key that made the job; None without keys).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from app.comfy.graph import Graph
@@ -22,6 +23,16 @@ from app.jobs.job import Job
 from app.jobs.records import JobView
 
 AcceptedJob = Job | FleetJob  # what a start hands back: `id`, `record`, and `task`, its outcome
+
+
+@dataclass(frozen=True)
+class Peer:
+    """A gateway of the fleet, as its shared queue knows it."""
+
+    name: str  # its consumer name: host, process id and a random tail
+    holding: int  # jobs it has taken and not yet acknowledged (running, or their webhooks)
+    idle_s: float  # since it last read the queue or heartbeat its jobs
+    this: bool  # this gateway
 
 
 class AtMaxJobs(Exception):
@@ -89,6 +100,19 @@ class JobBackend(Protocol):
 
     async def interrupt(self, record: JobView) -> None:
         """Cancel this queued or running job; its own request then answers 409."""
+        ...
+
+    async def waiting(self, limit: int) -> list[JobView]:
+        """Every owner's queued jobs (at most limit), first to run first (the operator page)."""
+        ...
+
+    async def finished(self, limit: int) -> list[JobView]:
+        """Every owner's last finished jobs (at most limit), newest first (the operator page);
+        a fleet's without their results (read one with `record`)."""
+        ...
+
+    async def peers(self) -> list[Peer]:
+        """The other gateways taking this mode's jobs, as far as it knows them (none alone)."""
         ...
 
     async def start(self) -> None:

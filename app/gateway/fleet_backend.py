@@ -3,16 +3,22 @@ has a free ComfyUI (app.fleet.worker), read and interrupted from any."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, TypeVar
+
+from redis.exceptions import RedisError
 
 from app.comfy.graph import Graph
 from app.core.limits import SharedRates
 from app.core.options import JobOptions
+from app.fleet import listing
 from app.fleet.fleet import Fleet
 from app.fleet.store import MaxJobsReached
-from app.gateway.backend import AcceptedJob, AtMaxJobs
+from app.gateway.backend import AcceptedJob, AtMaxJobs, Peer
 from app.jobs.records import JobView
 from app.jobs.runner import JobRunner
+
+T = TypeVar("T")
 
 
 class FleetBackend:
@@ -74,6 +80,27 @@ class FleetBackend:
 
     async def interrupt(self, record: JobView) -> None:
         await self.fleet.queue.interrupt(record.id, record.owner)
+
+    async def waiting(self, limit: int) -> list[JobView]:
+        return list(await self._read(listing.waiting(self.fleet.store, limit)))
+
+    async def finished(self, limit: int) -> list[JobView]:
+        return list(await self._read(listing.finished(self.fleet.store, limit)))
+
+    async def peers(self) -> list[Peer]:
+        found = await self._read(listing.consumers(self.fleet.store))
+        this = self.fleet.worker.consumer
+        return [
+            Peer(str(c["name"]), int(c["pending"]), int(c["idle"]) / 1000, c["name"] == this)
+            for c in found
+        ]
+
+    async def _read(self, reading: Awaitable[T]) -> T:
+        """A listing's answer; 503 (Redis out of reach) when Redis does not give it."""
+        try:
+            return await reading
+        except RedisError as e:
+            raise self.fleet.store.reachability.unavailable(e) from e
 
     async def start(self) -> None:
         await self.fleet.start()

@@ -8,7 +8,7 @@ from typing import Any
 from app.comfy.graph import Graph
 from app.core.limits import SharedRates
 from app.core.options import JobOptions
-from app.gateway.backend import AcceptedJob, AtMaxJobs
+from app.gateway.backend import AcceptedJob, AtMaxJobs, Peer
 from app.gateway.pool import Pool
 from app.jobs.records import JobView
 from app.jobs.runner import JobRunner
@@ -79,6 +79,20 @@ class LocalBackend:
 
     async def interrupt(self, record: JobView) -> None:
         await self.runner.interrupt((record.owner, record.id))
+
+    async def waiting(self, limit: int) -> list[JobView]:
+        # The runner's jobs in the order they came: the gateway's queue and ComfyUI's are FIFO.
+        queued: list[JobView] = [
+            job.record for job in self.runner.active.values() if job.record.status == "queued"
+        ]
+        return queued[:limit]
+
+    async def finished(self, limit: int) -> list[JobView]:
+        found: list[JobView] = [*self.runner.history.finished(limit)]
+        return found
+
+    async def peers(self) -> list[Peer]:
+        return []  # a lone gateway
 
     async def start(self) -> None:
         pass  # the runner takes jobs as they are submitted

@@ -258,6 +258,13 @@ class JobHistory:
         self.prune()
         return [r for (_, rid), r in self._records.items() if rid == request_id]
 
+    def finished(self, limit: int) -> list[JobRecord]:
+        """The last finished records (at most limit), newest first, every owner's."""
+        self.prune()
+        ended = [r for r in self._records.values() if r.finished_at is not None]
+        ended.sort(key=lambda r: r.finished_at or 0.0, reverse=True)
+        return ended[:limit]
+
     def prune(self) -> None:
         now = time.monotonic()
         finished = [r for r in self._records.values() if r.finished_at is not None]

@@ -172,6 +172,35 @@ def test_sixty_jobs_round_robin_each_answered_with_its_own_outputs_once(
         assert client.xlen(f"{NAME}:jobs") == 0  # every job acknowledged and removed
 
 
+def test_every_gateways_console_shows_the_fleets_finished_jobs_and_its_gateways(
+    trio: list[Gateway],
+) -> None:
+    with ThreadPoolExecutor(3) as threads:  # one job through each gateway
+        answers = list(
+            threads.map(
+                lambda n: submit(trio[n], empty_image(n, width=96, height=48), f"console-{n}"),
+                range(3),
+            )
+        )
+    assert [a.status_code for a in answers] == [200, 200, 200]
+    views = []
+    for gateway in trio:
+        with gateway.client() as c:
+            views.append(c.get("/console/state.json").json())
+    for view in views:
+        finished = {job["id"]: job for job in view["finished"]}
+        assert {"console-0", "console-1", "console-2"} <= set(finished)  # the fleet's, all
+        assert finished["console-1"]["status"] == "succeeded" and finished["console-1"]["thumbnail"]
+        # The gateways that took the fleet's jobs, each once; this one says it is itself.
+        assert [p["this"] for p in view["peers"]].count(True) <= 1
+    names = {p["name"] for view in views for p in view["peers"]}
+    assert names and all({p["name"] for p in view["peers"]} == names for view in views)
+    with trio[2].client() as c:  # a job another gateway accepted, its image read from Redis
+        thumb = c.get("/console/jobs/console-0/thumbnail")
+    assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/jpeg"
+    assert Image.open(io.BytesIO(thumb.content)).size == (96, 48)
+
+
 @contextlib.contextmanager
 def redis_client(gateways: list[Gateway]) -> Iterator[Any]:
     import redis as redis_py

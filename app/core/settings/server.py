@@ -94,6 +94,13 @@ class ServerSettings(BaseModel):
         description="Which shipped workflows `/sdapi/v1` runs: `sd15` (txt2img, img2img, inpaint) "
         "or `sdxl` (txt2img with LoRAs, img2img)",
     )
+    console_enabled: bool = Field(
+        True,
+        description="The operator page at `/console` (docs/console.md): the instances, the "
+        "queue, running and finished jobs, the model cache, the fleet's gateways. With API "
+        "keys, its data needs an admin key (`ADMIN_API_KEYS`; another key gets 403); without "
+        "keys, whoever reaches the port sees it, like the rest of the API. `false`: 404",
+    )
 
     @property
     def max_body_size_bytes(self) -> int:
