@@ -106,6 +106,12 @@ def test_the_console_follows_a_running_job_then_shows_a_thumbnail(
                 .map(([, value]) => value).filter((value) => value > 0)).size >= 2""",
             timeout=120_000,
         )  # the bar moved, step by step, as the job's events came
+        # The newest latent preview, from the job's SSE `preview` events, as an image.
+        preview = '#running .card[data-job="console-watch"] img'
+        page.wait_for_function(
+            f"""() => (document.querySelector('{preview}')?.src || "").startsWith("data:image/")""",
+            timeout=120_000,
+        )
     finally:
         with client(tenant_gateway, ALICE) as c:
             c.post("/interrupt", json={"id": "console-watch"})
