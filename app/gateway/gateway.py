@@ -54,7 +54,7 @@ class Gateway:
         self.webhooks = WebhookSender(settings)
         # Progress webhooks have a sender (and connections) of their own: never in the way.
         self.progress = ProgressHooks(
-            WebhookSender(settings),
+            WebhookSender(settings, routine=True),
             per_s=settings.progress_webhook_per_s,
             concurrency=settings.progress_webhook_concurrency,
         )
