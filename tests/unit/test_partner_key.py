@@ -18,11 +18,14 @@ from app.compat.comfy.submit import check_partner_key
 from app.compat.v2.submission import extra_data_problem, job_options
 from app.core.addresses import AddressPolicy
 from app.core.errors import InvalidRequest
+from app.core.keys import Caller
 from app.core.options import JobOptions
 from app.core.settings import load_settings
 from app.fleet.queue import dump_options
 from app.jobs.progress_hooks import ProgressHooks
+from app.jobs.result_cache import ResultCache
 from app.jobs.webhooks import WebhookSender
+from app.routes.respond import CacheAsk, CacheUse
 from tests.integration.receiver import Receiver
 from tests.unit.job_rig import Rig, close_rig, graph, make_rig
 
@@ -59,6 +62,17 @@ def test_a_bad_key_is_a_located_error_that_never_repeats_it(value: str, words: s
         check_partner_key({"api_key_comfy_org": value})
     assert passthrough.value.location == "extra_data.api_key_comfy_org"
     assert (value or "\0") not in passthrough.value.message
+
+
+def test_the_result_cache_never_sees_the_key() -> None:
+    """Its key is the graph and convert_output; its record, the files."""
+    ask = CacheAsk(ResultCache(1 << 20))
+    graph = {"1": {"class_type": "SaveImage", "inputs": {"filename_prefix": "x"}}}
+    keyed = JobOptions(api_key_comfy_org=KEY)  # type: ignore[arg-type]
+    uses = [CacheUse.decide(Caller("alice"), o, graph, ask, streaming=False)
+            for o in (keyed, JobOptions())]  # fmt: skip
+    assert uses[0].key is not None and uses[0].key == uses[1].key
+    assert KEY not in uses[0].key
 
 
 def test_v2_passes_its_extra_data_key_on() -> None:
