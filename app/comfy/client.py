@@ -82,9 +82,20 @@ class ComfyClient:
         )
         self.jobs_api = response.status_code == 200 and "jobs" in _json_or_empty(response)
 
-    async def submit(self, graph: Graph, *, prompt_id: str, client_id: str) -> None:
-        """Queue a graph; ComfyUI's refusal becomes PromptRejected with its node_errors."""
-        body = {"prompt": graph, "prompt_id": prompt_id, "client_id": client_id}
+    async def submit(
+        self,
+        graph: Graph,
+        *,
+        prompt_id: str,
+        client_id: str,
+        extra_data: dict[str, str] | None = None,
+    ) -> None:
+        """Queue a graph; ComfyUI's refusal becomes PromptRejected with its node_errors.
+
+        `extra_data` (a partner-node key) ComfyUI keeps out of its queue and history views."""
+        body: dict[str, Any] = {"prompt": graph, "prompt_id": prompt_id, "client_id": client_id}
+        if extra_data:
+            body["extra_data"] = extra_data
         response = await self._call("POST /prompt", lambda: self.http.post("/prompt", json=body))
         if response.status_code == 200:
             return

@@ -22,6 +22,17 @@ from app.core.download_auth import CredentialRule
 from app.core.url_prefixes import prefix_problem
 
 REQUEST_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
+PARTNER_KEY_MAX = 512
+
+
+def partner_key_problem(value: str) -> str | None:
+    """Why a Comfy.org API key cannot be one (it travels as an HTTP header); None if it can.
+    The message never repeats the value."""
+    if not 1 <= len(value) <= PARTNER_KEY_MAX:
+        return f"must be 1-{PARTNER_KEY_MAX} characters"
+    if not all("!" <= c <= "~" for c in value):
+        return "must be printable ASCII without spaces"
+    return None
 
 
 class S3Upload(BaseModel):
@@ -103,6 +114,17 @@ class JobOptions(BaseModel):
         description="Answer 202 at once, then POST one signed `prompt.complete` (the full 200 "
         "body) or `prompt.failed` here when the job ends (Standard Webhooks headers)",
     )
+    progress_webhook: HttpUrl | None = Field(
+        None,
+        description="POST signed `job.started` (once) and `job.progress` events (node, "
+        "node_name, step, max, percent; throttled, newest wins) of this job here while it "
+        "runs; best effort: never delays the job or its outcome, and not exactly-once",
+    )
+    api_key_comfy_org: SecretStr | None = Field(
+        None,
+        description="A Comfy.org API key for ComfyUI's partner (API) nodes, passed to ComfyUI "
+        "as `extra_data.api_key_comfy_org` of this job; never logged, stored or echoed",
+    )
     convert_output: ConvertOutput | None = Field(
         None,
         description='Re-encode image outputs: `{"format": "png"|"jpeg"|"webp", '
@@ -149,6 +171,13 @@ class JobOptions(BaseModel):
             raise ValueError(problems[0])
         return value
 
+    @field_validator("api_key_comfy_org")
+    @classmethod
+    def _partner_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and (problem := partner_key_problem(value.get_secret_value())):
+            raise ValueError(problem)
+        return value
+
     @model_validator(mode="after")
     def _one_store(self) -> JobOptions:
         named = [name for name in UPLOAD_KEYS if getattr(self, name) is not None]
@@ -165,10 +194,16 @@ class JobOptions(BaseModel):
         urls: list[tuple[str, HttpUrl | str | None]] = [
             ("webhook", self.webhook),
             ("webhook_v2", self.webhook_v2),
+            ("progress_webhook", self.progress_webhook),
         ]
         if self.http_upload is not None:
             urls.append(("http_upload.url_prefix", self.http_upload.url_prefix))
         return [(location, str(url)) for location, url in urls if url is not None]
+
+    def comfy_extra_data(self) -> dict[str, str]:
+        """What ComfyUI's POST /prompt gets as `extra_data` for this job (revealed here only)."""
+        key = self.api_key_comfy_org
+        return {"api_key_comfy_org": key.get_secret_value()} if key is not None else {}
 
     @property
     def answered_at_once(self) -> bool:

@@ -209,9 +209,9 @@ class FleetQueue:
 
 def dump_options(options: JobOptions) -> dict[str, Any]:
     """A job's options as the fleet's queue carries them. Only the job's options: a request
-    model that extends them carries its input too. A job's `model_credentials` and `credentials`
-    travel in clear
-    (JSON would mask them): the gateway that runs the job sends them to the model hosts."""
+    model that extends them carries its input too. A job's `model_credentials`, `credentials`
+    and `api_key_comfy_org` travel in clear (JSON would mask them): the gateway that runs the
+    job sends them to the model hosts, or its ComfyUI (docs/threat-model.md: Redis is trusted)."""
     dumped = options.model_dump(
         mode="json", by_alias=True, exclude_none=True, include=set(JobOptions.model_fields)
     )
@@ -222,6 +222,7 @@ def dump_options(options: JobOptions) -> dict[str, Any]:
         }
     if options.credentials:
         dumped["credentials"] = revealed(options.credentials)
+    dumped.update(options.comfy_extra_data())
     return dumped
 
 

@@ -32,6 +32,7 @@ from app.gateway.quotas import Quotas
 from app.gateway.readiness import Readiness
 from app.jobs.finish import Finisher
 from app.jobs.inputs import InputFiles
+from app.jobs.progress_hooks import ProgressHooks
 from app.jobs.records import JobHistory
 from app.jobs.runner import JobRunner
 from app.jobs.uploads import Uploader
@@ -51,6 +52,12 @@ class Gateway:
         self.metrics = GatewayMetrics(self.version)
         self.pool = Pool(settings)
         self.webhooks = WebhookSender(settings)
+        # Progress webhooks have a sender (and connections) of their own: never in the way.
+        self.progress = ProgressHooks(
+            WebhookSender(settings, routine=True),
+            per_s=settings.progress_webhook_per_s,
+            concurrency=settings.progress_webhook_concurrency,
+        )
         self.inputs = InputFiles(settings, self.pool.first.client)
         addresses = AddressPolicy.from_settings(settings)
         self.uploader = Uploader.from_settings(settings, addresses)
@@ -89,6 +96,7 @@ class Gateway:
             self.models,
             timeout_s=settings.prompt_timeout_s,
             retries=settings.job_retries,
+            progress=self.progress,
         )
         self.jobs.metrics = self.webhooks.metrics = self.metrics
         self.jobs.preview_max_per_s = settings.preview_max_per_s
@@ -102,7 +110,14 @@ class Gateway:
             self.backend,
             self.webhooks,
             self.system_events,
-            closing=[self.webhooks, self.inputs, self.uploader, self.models, self.comfy],
+            closing=[
+                self.webhooks,
+                self.progress,
+                self.inputs,
+                self.uploader,
+                self.models,
+                self.comfy,
+            ],
         )
         self.readiness = Readiness(
             self.lifecycle, self.backend, self.pool, settings.max_queue_depth

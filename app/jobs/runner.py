@@ -39,6 +39,7 @@ from app.core.outcome import JobOutcome
 from app.jobs.finish import Finisher
 from app.jobs.inputs import InputFiles
 from app.jobs.job import Job
+from app.jobs.progress_hooks import ProgressHooks
 from app.jobs.records import JobHistory, JobKey
 from app.jobs.scheduler import Scheduler
 from app.jobs.start import JobStart
@@ -68,6 +69,7 @@ class JobRunner(JobStart):
         *,
         timeout_s: float | None,
         retries: int,
+        progress: ProgressHooks | None = None,
     ) -> None:
         self.scheduler = scheduler
         self.inputs = inputs
@@ -78,6 +80,7 @@ class JobRunner(JobStart):
         self.addresses = addresses
         self.models = models
         self.timeout_s = timeout_s
+        self.progress = progress
         self.retries = retries if scheduler.pooled else 0  # "on another instance": a pool's
         self.metrics = MetricsHooks()  # the Gateway hands in its GatewayMetrics
         # Asked before a job's webhooks go out (a fleet records the outcome in Redis, once):

@@ -21,12 +21,14 @@ from app.comfy.graph import Graph, check_graph, models_of, node_names, unique_pr
 from app.comfy.instance import ComfyInstance
 from app.core.addresses import AddressPolicy
 from app.core.errors import Conflict, GatewayError
+from app.core.keys import owner_label
 from app.core.logs import bind_request_id
 from app.core.options import JobOptions
 from app.core.outcome import JobOutcome
 from app.jobs.destinations import check_destinations
 from app.jobs.inputs import InputFiles, JobInputs
 from app.jobs.job import Job
+from app.jobs.progress_hooks import ProgressHooks
 from app.jobs.records import JobEvent, JobHistory, JobKey, JobRecord
 from app.jobs.scheduler import Scheduler
 from app.models.cache import Hold
@@ -47,6 +49,7 @@ class JobStart:
     preparing: set[JobKey]
     by_prompt: dict[str, JobKey]
     tasks: set[asyncio.Task[JobOutcome]]
+    progress: ProgressHooks | None  # sends progress webhooks; None: a runner without them
     preview_max_per_s: float = 4.0  # PREVIEW_MAX_PER_S
 
     async def start(
@@ -113,6 +116,7 @@ class JobStart:
             if listener is not None:
                 record.listeners.append(listener)
             job = Job(record, graph, options, echo_input, inputs, models_of(graph))
+            self._follow_progress(job)
             self.active[key] = job
             self.preparing.discard(key)
             record.emit("queued", {"id": request_id})
@@ -129,6 +133,15 @@ class JobStart:
         task.add_done_callback(self._task_done)
         task.add_done_callback(lambda _: held.release())
         return job
+
+    def _follow_progress(self, job: Job) -> None:
+        """The job's progress_webhook hears of its start and progress (app.jobs.progress_hooks)."""
+        url, owner = job.options.progress_webhook, job.record.owner
+        if url is None or self.progress is None:
+            return
+        label = owner_label(owner) if owner is not None else None
+        feed = self.progress.feed(str(url), job.id, lambda: job.prompt, key_name=label)
+        job.record.listeners.append(feed.on_event)
 
     async def _run(self, job: Job, only: ComfyInstance | None) -> JobOutcome:
         raise NotImplementedError  # the JobRunner's: the job from its start to its outcome
@@ -181,7 +194,10 @@ class JobStart:
                 job.id, of, prompt_id, instance.name, len(job.submitted),
             )  # fmt: skip
             await instance.client.submit(
-                job.submitted, prompt_id=prompt_id, client_id=instance.tracker.client_id
+                job.submitted,
+                prompt_id=prompt_id,
+                client_id=instance.tracker.client_id,
+                extra_data=job.options.comfy_extra_data(),
             )
             queued = True
             instance.tracker.submitted(job.waiter)

@@ -61,7 +61,10 @@ def now_iso() -> str:
 class WebhookSender:
     """POSTs JSON to receivers: signed when WEBHOOK_SECRET is set, retried when it is worth it."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, routine: bool = False) -> None:
+        # Routine deliveries (progress) log success at DEBUG and failure as a warning.
+        self.ok_level = logging.DEBUG if routine else logging.INFO
+        self.failed_level = logging.WARNING if routine else logging.ERROR
         self.attempts = settings.prompt_webhook_retries
         self.timeout_s = settings.webhook_timeout_s
         self.base_backoff_s = settings.webhook_backoff_s
@@ -130,7 +133,8 @@ class WebhookSender:
                 last_error = f"{type(e).__name__}: {e}"
             else:
                 if response.status_code < 300:
-                    log.info("job %s: delivered %s to %s (attempt %d)", job_id, what, url, attempt)
+                    log.log(self.ok_level, "job %s: delivered %s to %s (attempt %d)",
+                            job_id, what, url, attempt)  # fmt: skip
                     self.metrics.webhook_delivered(job_id, delivered=True)
                     return True
                 last_error = f"HTTP {response.status_code}"
@@ -141,8 +145,8 @@ class WebhookSender:
                 backoff_s = self.base_backoff_s * 2 ** (attempt - 1)
                 delay_s = retry_after if retry_after is not None else backoff_s
                 await asyncio.sleep(min(delay_s, 60) * random.uniform(0.8, 1.2))
-        log.error(
-            "job %s: could not deliver %s to %s after %d attempt(s): %s",
+        log.log(
+            self.failed_level, "job %s: could not deliver %s to %s after %d attempt(s): %s",
             job_id, what, url, attempt, last_error,
         )  # fmt: skip
         self.metrics.webhook_delivered(job_id, delivered=False)

@@ -488,3 +488,73 @@ def test_sigterm_with_a_job_in_flight_delivers_one_failure(
     assert payload["type"] == "prompt.failed"
     assert payload["code"] == "comfy_unavailable"
     assert "shut down" in payload["error"]
+
+
+# --- progress webhooks ---------------------------------------------------------------------------
+
+
+def sampling(steps: int, seed: int) -> dict[str, Any]:
+    """txt2img at 256 px: a step takes about 250 ms here, so the throttle lets several through."""
+    prompt = graph("t2i")
+    prompt["5"]["inputs"].update(steps=steps, seed=seed)
+    prompt["4"]["inputs"].update(width=256, height=256)
+    return prompt
+
+
+@pytest.mark.timeout(300)  # two jobs of 6 steps at 256 px: slow on a busy machine
+def test_progress_webhooks_each_job_its_own_signed_and_the_outcome_once(
+    client: httpx.Client, receiver: Receiver
+) -> None:
+    for seed, job in enumerate(("pw-a", "pw-b")):  # b waits while a runs: both are in flight
+        # seeds of their own: ComfyUI would answer the same graph again from its cache, unrun
+        body = {"prompt": sampling(6, 31 + seed), "id": job,
+                "webhook_v2": receiver.url(f"/{job}/end"),
+                "progress_webhook": receiver.url(f"/{job}/progress")}  # fmt: skip
+        accepted(client.post("/prompt", json=body), job)
+    for job in ("pw-a", "pw-b"):
+        receiver.wait_for(f"/{job}/end", 1, timeout_s=120)
+    time.sleep(1.0)  # a second outcome delivery, or a late progress one, would be here by now
+    for job in ("pw-a", "pw-b"):
+        assert verified(receiver.deliveries(f"/{job}/end")[0])["type"] == "prompt.complete"
+        assert len(receiver.deliveries(f"/{job}/end")) == 1  # exactly once
+        heard = [verified(d) for d in receiver.deliveries(f"/{job}/progress")]
+        assert {h["id"] for h in heard} == {job}  # its own job's, only
+        assert [h["type"] for h in heard][:1] == ["job.started"]
+        assert [h["type"] for h in heard].count("job.started") == 1
+        steps = [h for h in heard if h["type"] == "job.progress" and h["node"] == "5"]
+        assert steps, heard
+        assert {(h["node_name"], h["max"]) for h in steps} == {("KSampler", 6)}
+        assert [h["step"] for h in steps] == sorted({h["step"] for h in steps})  # increasing
+        assert all(h["percent"] == round(100 * h["step"] / 6, 1) for h in steps)
+        ids = [d.headers["webhook-id"] for d in receiver.deliveries(f"/{job}/progress")]
+        assert len(set(ids)) == len(ids)
+
+
+@pytest.mark.parametrize("answer", ["hang", "500"])
+def test_a_progress_receiver_that_hangs_or_fails_delays_no_outcome_and_no_job(
+    client: httpx.Client, receiver: Receiver, answer: str
+) -> None:
+    # The job's job.started is tried 5 times (WEBHOOK_TIMEOUT_S=1, back-off 0.5, 1, 2, 4 s):
+    # its last attempt comes 7 s (500) or 11 s (hang) after its first, and the job, the next
+    # job and both their outcome webhooks come in between.
+    path = f"/bad-progress-{answer}"
+    if answer == "hang":
+        url = receiver.script(path, delays_s=(5.0,) * 5)
+    else:
+        url = receiver.script(path, *(500,) * 5)
+    first, second = f"slowpw-{answer}-1", f"slowpw-{answer}-2"
+    body = {"prompt": graph("g1_empty_save"), "id": first, "progress_webhook": url,
+            "webhook_v2": receiver.url(f"/{first}/end")}  # fmt: skip
+    accepted(client.post("/prompt", json=body), first)
+    [ended] = receiver.wait_for(f"/{first}/end", 1)
+    plain = {"prompt": graph("g1_empty_save"), "id": second,
+             "webhook_v2": receiver.url(f"/{second}/end")}  # fmt: skip
+    accepted(client.post("/prompt", json=plain), second)
+    [next_ended] = receiver.wait_for(f"/{second}/end", 1)
+    attempts = receiver.wait_for(path, 5, timeout_s=30)
+    assert attempts[0].at < ended.at < next_ended.at < attempts[-1].at
+    assert {verified(a)["type"] for a in attempts} == {"job.started"}
+    assert verified(ended)["type"] == verified(next_ended)["type"] == "prompt.complete"
+    time.sleep(1.0)  # dropped after its attempts; nothing waits, the job has ended
+    assert len(receiver.deliveries(path)) == 5
+    assert len(receiver.deliveries(f"/{first}/end")) == 1

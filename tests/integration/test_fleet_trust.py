@@ -5,7 +5,9 @@ A Redis that stops answering with its socket open (SIGSTOP: a partition, a pause
 jobs a 503 with Retry-After within seconds and /ready says why; once it answers again every job
 accepted before ends exactly once. A job cancelled while queued and its id used again runs once.
 A webhook receiver that answers a byte at a time is cut off at WEBHOOK_TIMEOUT_S, retried, and
-reported, and the gateway holds nothing of it. After each, both gateways' capacity is whole.
+reported, and the gateway holds nothing of it. A job's progress webhook is sent by the gateway
+that runs it, and its partner-node key reaches that gateway's ComfyUI and no answer or log.
+After each, both gateways' capacity is whole.
 """
 
 from __future__ import annotations
@@ -172,3 +174,32 @@ def webhooks_failed(gateway: Gateway) -> float:
     )
     assert found is not None, "the webhook delivery counter is missing"
     return float(found.group(1))
+
+
+def test_progress_webhooks_and_the_partner_key_go_with_the_job_to_the_gateway_that_runs_it(
+    pair: list[Gateway], receiver: Receiver, redis: RedisServer
+) -> None:
+    """The job's progress webhook is sent by the gateway that runs it; its partner-node key
+    crosses Redis to that gateway's ComfyUI, and no gateway says it."""
+    key = "comfyui-" + "f1" * 24
+    prompt = txt2img(12, 75)
+    prompt["4"]["inputs"].update(width=256, height=256)  # a step a quarter second: several sent
+    body = {"progress_webhook": receiver.url("/fleet-progress"), "api_key_comfy_org": key,
+            "webhook_v2": receiver.url("/fleet-progress-end")}  # fmt: skip
+    assert submit(pair[0], prompt, "fleet-pw", **body).status_code == 202
+    runner = running_on(pair, redis, "fleet-pw")
+    if runner is not pair[0]:  # run elsewhere: the key crossed Redis, and came back to no one
+        assert "fleet-pw" in runner.log_text()
+    receiver.wait_for("/fleet-progress-end", 1, timeout_s=300)
+    heard = [d.json() for d in receiver.deliveries("/fleet-progress")]
+    assert [h["type"] for h in heard][:1] == ["job.started"] and {h["id"] for h in heard} == {
+        "fleet-pw"
+    }
+    steps = [h["step"] for h in heard if h["type"] == "job.progress" and h["node"] == "5"]
+    assert steps and steps == sorted(set(steps)), heard
+    assert len(receiver.deliveries("/fleet-progress-end")) == 1
+    said = [g.log_text() for g in pair]
+    for gateway in pair:
+        with gateway.client() as c:
+            said += [c.get("/prompt/fleet-pw").text, c.get("/prompt/fleet-pw/events").text]
+    assert all(key not in text for text in said)

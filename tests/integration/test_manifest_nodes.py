@@ -6,14 +6,17 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import json
 import os
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from PIL import Image
 
@@ -33,7 +36,33 @@ class GatewayTestInvert:
         return (1.0 - image,)
 
 
-NODE_CLASS_MAPPINGS = {"GatewayTestInvert": GatewayTestInvert}
+# An image whose colour is the first bytes of the SHA-256 of the partner-node key ComfyUI
+# handed in (black without one): the key's arrival, seen without the key.
+class GatewayTestPartnerKey:
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {}, "hidden": {"key": "API_KEY_COMFY_ORG"}}
+
+    RETURN_TYPES = ("IMAGE",)
+    FUNCTION = "run"
+    CATEGORY = "testing"
+
+    @classmethod
+    def IS_CHANGED(cls, **kwargs):
+        return float("nan")  # run every time: ComfyUI's cache does not know the hidden key
+
+    def run(self, key=None):
+        import hashlib
+
+        import torch
+
+        rgb = hashlib.sha256(key.encode()).digest()[:3] if key else bytes(3)
+        return (torch.tensor([c / 255 for c in rgb]).expand(1, 8, 8, 3).clone(),)
+
+
+NODE_CLASS_MAPPINGS = {"GatewayTestInvert": GatewayTestInvert,
+                       "GatewayTestPartnerKey": GatewayTestPartnerKey}
 """
 GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
            "GIT_COMMITTER_EMAIL": "t@t"}  # fmt: skip
@@ -98,3 +127,76 @@ def test_a_graph_runs_the_installed_node(gateway: tuple[Gateway, str]) -> None:
     [image] = response.json()["images"]
     with Image.open(io.BytesIO(base64.b64decode(image))) as decoded:
         assert decoded.convert("RGB").getpixel((10, 10)) == (255, 255, 255)  # black, inverted
+
+
+PARTNER_KEY = "comfyui-" + "5e" * 24
+KEY_GRAPH = {
+    "1": {"class_type": "GatewayTestPartnerKey", "inputs": {}},
+    "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "key"}},
+}
+
+
+def colour(image_b64: str) -> tuple[int, ...]:
+    with Image.open(io.BytesIO(base64.b64decode(image_b64))) as decoded:
+        return tuple(decoded.convert("RGB").getpixel((4, 4)))
+
+
+def test_the_partner_key_reaches_comfyuis_nodes_and_nothing_else(
+    gateway: tuple[Gateway, str],
+) -> None:
+    """`api_key_comfy_org` on /prompt, and `extra_data.api_key_comfy_org` on v2 and ComfyUI's
+    own /prompt, reach the node's hidden input; the gateway never says it: not in its answers,
+    its job's state and events, ComfyUI's history as the gateway serves it, or its log."""
+    started, _ = gateway
+    expected = tuple(hashlib.sha256(PARTNER_KEY.encode()).digest()[:3])
+    heard: list[str] = []
+    with started.client() as client:
+        body = {"prompt": KEY_GRAPH, "id": "keyed", "api_key_comfy_org": PARTNER_KEY}
+        answer = client.post("/prompt", json=body)
+        assert answer.status_code == 200, answer.text[:500]
+        assert colour(answer.json()["images"][0]) == expected
+        plain = client.post("/prompt", json={"prompt": KEY_GRAPH, "id": "plain"})
+        assert colour(plain.json()["images"][0]) == (0, 0, 0)  # without it: no key at all
+        heard += [answer.text, client.get("/prompt/keyed").text]
+        heard.append(client.get("/prompt/keyed/events").text)
+        # v2: the job's output, once it succeeded
+        v2 = client.post(
+            "/api/v2/jobs",
+            json={"workflow": KEY_GRAPH, "extra_data": {"api_key_comfy_org": PARTNER_KEY}},
+        )
+        assert v2.status_code == 201, v2.text
+        job = v2.json()["id"]
+        for _ in range(600):
+            state = client.get(f"/api/v2/jobs/{job}").json()
+            if state["status"] in ("succeeded", "failed", "canceled", "expired"):
+                break
+            time.sleep(0.1)
+        assert state["status"] == "succeeded", state
+        [output] = state["outputs"]
+        content = client.get(httpx.URL(output["url"]).path)
+        assert content.status_code == 200
+        with Image.open(io.BytesIO(content.content)) as decoded:
+            assert tuple(decoded.convert("RGB").getpixel((4, 4))) == expected
+        heard += [v2.text, json.dumps(state)]
+        # ComfyUI's own /prompt, through the passthrough: extra_data goes on as it is
+        raw = client.post(
+            "/comfy/prompt",
+            json={"prompt": KEY_GRAPH, "extra_data": {"api_key_comfy_org": PARTNER_KEY}},
+        )
+        assert raw.status_code == 200, raw.text
+        prompt_id = raw.json()["prompt_id"]
+        for _ in range(600):
+            history = client.get(f"/comfy/history/{prompt_id}").json()
+            if history.get(prompt_id, {}).get("status", {}).get("completed"):
+                break
+            time.sleep(0.1)
+        [saved] = history[prompt_id]["outputs"]["2"]["images"]
+        view = client.get("/comfy/view", params=saved)
+        with Image.open(io.BytesIO(view.content)) as decoded:
+            assert tuple(decoded.convert("RGB").getpixel((4, 4))) == expected
+        heard += [raw.text, json.dumps(history), client.get("/comfy/queue").text]
+        bad = client.post("/prompt", json={**body, "api_key_comfy_org": "no spaces " + "x" * 8})
+    assert bad.status_code == 400 and bad.json()["location"] == "api_key_comfy_org"
+    heard += [bad.text, started.log_text()]
+    assert all(PARTNER_KEY not in text for text in heard)
+    assert "no spaces" not in bad.text

@@ -55,6 +55,7 @@ class FakeComfy:
 
     def __init__(self, input_dir: Path) -> None:
         self.prompts: list[str] = []
+        self.extra_data: dict[str, Any] = {}  # by prompt id: what each was sent besides
         self.cancelled: list[str] = []
         self.app = FastAPI()
 
@@ -71,6 +72,8 @@ class FakeComfy:
         async def prompt(request: Request) -> dict[str, Any]:
             body = await request.json()
             self.prompts.append(body["prompt_id"])
+            if "extra_data" in body:
+                self.extra_data[body["prompt_id"]] = body["extra_data"]
             return {"prompt_id": body["prompt_id"], "number": len(self.prompts), "node_errors": {}}
 
         @self.app.post("/queue")
@@ -131,6 +134,7 @@ class Rig:
         runner.retries = retries if runner.scheduler.pooled else 0  # as JobRunner sets it
         runner.timeout_s = runner.finisher.timeout_s = timeout_s
         self.comfy.prompts.clear()
+        self.comfy.extra_data.clear()
         self.comfy.cancelled.clear()
         self.outcomes.ended.clear()
         for instance in self.instances:

@@ -16,6 +16,8 @@ caller but an admin key (COMFY_PASSTHROUGH=true):
 - `number` and a true `front` are 400s: they would run the prompt before other keys' and the
   gateway's jobs.
 - the graph's file names pass app.jobs.input_names, as every job's graph does.
+- `extra_data.api_key_comfy_org` (a partner-node key) is a short printable string (400); it
+  goes on with the rest of `extra_data`, which ComfyUI keeps out of its queue and history.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from app.compat.comfy.rules import Unreadable, read_json
 from app.compat.comfy.state import Passthrough
 from app.core.errors import Conflict, InvalidRequest
 from app.core.keys import Caller
+from app.core.options import partner_key_problem
 from app.gateway import Gateway
 from app.jobs.input_names import check_names
 
@@ -104,7 +107,19 @@ def client_of(data: dict[str, Any]) -> tuple[str | None, str]:
     given = data["client_id"] if "client_id" in data else extra.get("client_id")
     if given is not None and not isinstance(given, str):
         raise InvalidRequest(f"{where} must be a string", location=where)
+    check_partner_key(extra)
     return given, where
+
+
+def check_partner_key(extra: dict[str, Any]) -> None:
+    """A partner-node key goes on to ComfyUI as it is, if it can be one (its value never echoed)."""
+    where = "extra_data.api_key_comfy_org"
+    key = extra.get("api_key_comfy_org")
+    if key is None:
+        return
+    problem = "must be a string" if not isinstance(key, str) else partner_key_problem(key)
+    if problem is not None:
+        raise InvalidRequest(f"{where} {problem}", location=where)
 
 
 def canonical_id(given: Any) -> str:

@@ -9,7 +9,6 @@ key's job is a 404 and is not listed (an admin key's list holds every key's jobs
 from __future__ import annotations
 
 import asyncio
-import logging
 import uuid
 from typing import Any
 
@@ -31,13 +30,10 @@ from app.core.errors import (
 )
 from app.core.keys import Caller
 from app.core.numbers import whole_number
-from app.core.options import JobOptions
 from app.core.outcome import ResultFile
 from app.gateway import Gateway
 from app.jobs.records import JobView
 from app.routes.deps import CallerDep, GatewayDep
-
-log = logging.getLogger(__name__)
 
 router = APIRouter(prefix=envelope.PREFIX, tags=["Comfy API v2"])
 
@@ -132,11 +128,9 @@ async def submit(
                 "This Idempotency-Key has already been used. Keys are single-use; poll or list "
                 "your jobs instead of resubmitting with the same key.",
             )
-    if (body.get("extra_data") or {}).get("api_key_comfy_org"):
-        log.warning("job %s: extra_data.api_key_comfy_org is not passed on to ComfyUI", job_id)
     try:
         job = await gateway.door.start_job(
-            job_id, resolved, JobOptions(), caller=caller, workflow="api/v2"
+            job_id, resolved, submission.job_options(body), caller=caller, workflow="api/v2"
         )
     except ComfyUnavailable:
         # The outcome is unknown (ComfyUI may hold the prompt): the key stays claimed.

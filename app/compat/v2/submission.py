@@ -13,9 +13,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from pydantic import SecretStr
+
 from app.compat.v2.assets import AssetStore
 from app.core.keys import Caller
 from app.core.numbers import whole_number
+from app.core.options import JobOptions, partner_key_problem
 from app.core.outcome import ResultFile
 
 MAX_METADATA_BYTES = 1024
@@ -65,9 +68,18 @@ def extra_data_problem(body: dict[str, Any]) -> Problem | None:
         return None
     if not isinstance(extra, dict) or set(extra) - {"api_key_comfy_org"}:
         return 400, "invalid_request", "'extra_data' accepts only the 'api_key_comfy_org' field."
-    if "api_key_comfy_org" in extra and not isinstance(extra["api_key_comfy_org"], str):
+    key = extra.get("api_key_comfy_org")
+    if key is not None and not isinstance(key, str):
         return 400, "invalid_request", "'extra_data.api_key_comfy_org' must be a string."
+    if key and (problem := partner_key_problem(key)):
+        return 400, "invalid_request", f"'extra_data.api_key_comfy_org' {problem}."
     return None
+
+
+def job_options(body: dict[str, Any]) -> JobOptions:
+    """The gateway's options of a v2 submission: its partner-node key, if it gives one."""
+    key = (body.get("extra_data") or {}).get("api_key_comfy_org")
+    return JobOptions(api_key_comfy_org=SecretStr(key)) if key else JobOptions()
 
 
 def is_reference(value: Any) -> bool:

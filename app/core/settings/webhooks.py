@@ -41,6 +41,20 @@ class WebhookSettings(BaseModel):
         ge=0,
         description="Wait before the first retry (doubling, ±20 % jitter)",
     )
+    progress_webhook_per_s: float = Field(
+        2.0,
+        gt=0,
+        le=100,
+        description="At most this many `job.progress` deliveries per second to one job's "
+        "`progress_webhook` (newest wins: the ones in between are never sent)",
+    )
+    progress_webhook_concurrency: int = Field(
+        16,
+        ge=1,
+        le=1000,
+        description="Progress webhook deliveries in flight at once, over all jobs (each job has "
+        "at most one, plus its newest event waiting); outcome webhooks never wait on them",
+    )
     webhook_secret: str | None = Field(
         None,
         description="Standard Webhooks secret (base64, `whsec_` prefix allowed) that signs "
