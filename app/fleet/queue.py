@@ -26,7 +26,6 @@ from app.core.addresses import AddressPolicy
 from app.core.download_auth import revealed
 from app.core.errors import (
     Conflict,
-    GatewayError,
     Interrupted,
     NotFound,
     error_from_body,
@@ -191,7 +190,8 @@ class FleetQueue:
             raise NotFound(f"no queued or running job has id {request_id!r}", location="id")
         if ended:
             log.info("job %s: interrupted before any gateway took it", request_id)
-            task = asyncio.create_task(deliver_ending(self.sender, ended, None, error))
+            outcome = JobOutcome.failed(request_id, ended["graph"], error)
+            task = asyncio.create_task(deliver_ending(self.sender, ended, outcome))
             self._deliveries.add(task)
             task.add_done_callback(self._deliveries.discard)
 
@@ -233,12 +233,7 @@ def spec_of(state: dict[str, str]) -> dict[str, Any]:
     return spec
 
 
-async def deliver_ending(
-    sender: WebhookSender,
-    spec: dict[str, Any],
-    outcome: JobOutcome | None,
-    error: GatewayError | None,
-) -> None:
+async def deliver_ending(sender: WebhookSender, spec: dict[str, Any], outcome: JobOutcome) -> None:
     """A job's terminal webhooks, for whoever recorded its outcome (only they deliver)."""
     options = JobOptions.model_validate(spec.get("options") or {})
     if options.webhook or options.webhook_v2:
@@ -246,9 +241,7 @@ async def deliver_ending(
             sender,
             webhook=str(options.webhook) if options.webhook else None,
             webhook_v2=str(options.webhook_v2) if options.webhook_v2 else None,
-            job_id=spec["id"],
             graph=spec["graph"],
             outcome=outcome,
-            error=error.body() if error is not None else None,
             key_name=owner_label(owner) if (owner := spec.get("owner")) is not None else None,
         )

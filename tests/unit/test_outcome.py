@@ -84,7 +84,7 @@ def test_the_prompt_answer_renders_every_file_in_order() -> None:
 def test_a_record_holds_its_outcome_and_its_complete_event_is_the_prompt_body() -> None:
     record = JobRecord("job-1", "p-1")
     done = outcome(ResultFile.of_bytes("a.png", b"abc"))
-    record.succeed(done)
+    record.end(done)
     assert record.status == "succeeded" and record.outcome is done
     assert record.events[-1].type == "complete" and record.events[-1].data == done.body()
     assert record.result == done.body()
@@ -162,7 +162,7 @@ def test_v2_renders_status_progress_and_outputs_from_the_record() -> None:
         "value": 0.25, "nodes_done": 0, "nodes_total": 0,
         "current_node": "3", "step": 1, "steps": 4,
     }  # fmt: skip
-    record.succeed(outcome(ResultFile.of_bytes("out_00001_.png", PNG, node="9")))
+    record.end(outcome(ResultFile.of_bytes("out_00001_.png", PNG, node="9")))
     [output] = outputs(v2_job(), record, "http://gw")
     assert output["name"] == "out_00001_.png" and output["node_id"] == "9"
     assert (output["type"], output["content_type"]) == ("image", "image/png")
@@ -174,7 +174,7 @@ def test_v2_renders_status_progress_and_outputs_from_the_record() -> None:
 
 def test_v2_has_no_bytes_of_an_uploaded_output() -> None:
     record = JobRecord("job-1", "p-1")
-    record.succeed(outcome(ResultFile("out_00001_.png", 3, location="https://host/x.png")))
+    record.end(outcome(ResultFile("out_00001_.png", 3, location="https://host/x.png")))
     assert output_file(record, 0) is None
 
 
