@@ -12,6 +12,7 @@ id of the API key that made the job; None without keys).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from app.comfy.graph import Graph
@@ -22,6 +23,18 @@ from app.jobs.job import Job
 from app.jobs.records import JobView
 
 AcceptedJob = Job | FleetJob  # what a start hands back: `id`, `record`, and `task`, its outcome
+
+
+@dataclass(frozen=True)
+class QueuedJob:
+    """A job waiting to run, as the queue shows it (the operator's console): `position` jobs
+    run before it."""
+
+    id: str
+    owner: str | None
+    priority: int
+    position: int
+    waited_s: float
 
 
 class AtMaxJobs(Exception):
@@ -85,6 +98,10 @@ class JobBackend(Protocol):
 
     async def position(self, record: JobView) -> int | None:
         """How many jobs are ahead of this queued one, or None once it runs."""
+        ...
+
+    async def queued(self, limit: int) -> list[QueuedJob]:
+        """The jobs waiting to run, in the order they will (at most `limit`), every owner's."""
         ...
 
     async def interrupt(self, record: JobView) -> None:

@@ -3,14 +3,15 @@ has a free ComfyUI (app.fleet.worker), read and interrupted from any."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from app.comfy.graph import Graph
 from app.core.limits import SharedRates
 from app.core.options import JobOptions
 from app.fleet.fleet import Fleet
-from app.fleet.store import MaxJobsReached
-from app.gateway.backend import AcceptedJob, AtMaxJobs
+from app.fleet.store import MaxJobsReached, split_key
+from app.gateway.backend import AcceptedJob, AtMaxJobs, QueuedJob
 from app.jobs.records import JobView
 from app.jobs.runner import JobRunner
 
@@ -71,6 +72,16 @@ class FleetBackend:
 
     async def position(self, record: JobView) -> int | None:
         return await self.fleet.queue.position(record.id, record.owner)
+
+    async def queued(self, limit: int) -> list[QueuedJob]:
+        now = time.time()  # when each was queued is the accepting gateway's clock
+        return [
+            QueuedJob(request_id, owner, priority, position, round(max(now - created, 0.0), 3))
+            for position, (key, priority, created) in enumerate(
+                await self.fleet.queue.queued(limit)
+            )
+            for owner, request_id in [split_key(key)]
+        ]
 
     async def interrupt(self, record: JobView) -> None:
         await self.fleet.queue.interrupt(record.id, record.owner)

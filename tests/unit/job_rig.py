@@ -55,6 +55,8 @@ class FakeComfy:
 
     def __init__(self, input_dir: Path) -> None:
         self.prompts: list[str] = []
+        self.numbers: dict[str, float] = {}  # the `number` each prompt was queued with
+        self.ended: set[str] = set()  # prompts the test finished or failed
         self.cancelled: list[str] = []
         self.app = FastAPI()
 
@@ -71,7 +73,15 @@ class FakeComfy:
         async def prompt(request: Request) -> dict[str, Any]:
             body = await request.json()
             self.prompts.append(body["prompt_id"])
+            self.numbers[body["prompt_id"]] = body.get("number", len(self.prompts))
             return {"prompt_id": body["prompt_id"], "number": len(self.prompts), "node_errors": {}}
+
+        @self.app.get("/queue")
+        async def queue_now() -> dict[str, Any]:
+            """The first unended prompt runs; the rest are listed as ComfyUI does: unsorted."""
+            left = [p for p in self.prompts if p not in self.ended and p not in self.cancelled]
+            items = [[self.numbers[p], p, {}, {}, []] for p in left]
+            return {"queue_running": items[:1], "queue_pending": items[1:]}
 
         @self.app.post("/queue")
         async def queue(request: Request) -> dict[str, Any]:
@@ -131,6 +141,8 @@ class Rig:
         runner.retries = retries if runner.scheduler.pooled else 0  # as JobRunner sets it
         runner.timeout_s = runner.finisher.timeout_s = timeout_s
         self.comfy.prompts.clear()
+        self.comfy.numbers.clear()
+        self.comfy.ended.clear()
         self.comfy.cancelled.clear()
         self.outcomes.ended.clear()
         for instance in self.instances:
@@ -140,6 +152,7 @@ class Rig:
     def finish(self, job: Job) -> None:
         """ComfyUI is done with the job's prompt (its last `executing` event)."""
         assert job.instance is not None and job.waiter is not None, "the job is not placed"
+        self.comfy.ended.add(job.waiter.prompt_id)
         job.instance.tracker.handle("executing", {"prompt_id": job.waiter.prompt_id, "node": None})
 
     def fail(self, job: Job) -> None:

@@ -136,7 +136,11 @@ async def submit(
         log.warning("job %s: extra_data.api_key_comfy_org is not passed on to ComfyUI", job_id)
     try:
         job = await gateway.door.start_job(
-            job_id, resolved, JobOptions(), caller=caller, workflow="api/v2"
+            job_id,
+            resolved,
+            JobOptions(priority=body.get("priority") or 0),
+            caller=caller,
+            workflow="api/v2",
         )
     except ComfyUnavailable:
         # The outcome is unknown (ComfyUI may hold the prompt): the key stays claimed.

@@ -17,9 +17,11 @@ from app.compat.v2.assets import AssetStore
 from app.core.keys import Caller
 from app.core.numbers import whole_number
 from app.core.outcome import ResultFile
+from app.core.priority import PRIORITY_MAX, PRIORITY_MIN
 
 MAX_METADATA_BYTES = 1024
-PRIORITY_RANGE = (-1_000_000, 1_000_000)
+# The proxy takes -1e6..1e6 and ignores it; here it orders the queue, in the gateway's range.
+PRIORITY_RANGE = (PRIORITY_MIN, PRIORITY_MAX)
 
 Problem = tuple[int, str, str]  # status, code, message
 OutputLookup = Callable[[str], ResultFile | None]  # output id -> the file
@@ -41,7 +43,7 @@ def workflow_problem(workflow: Any) -> Problem | None:
 
 
 def extras_problem(body: dict[str, Any]) -> Problem | None:
-    """`metadata` (a string of at most 1 KiB) and `priority` (an advisory integer)."""
+    """`metadata` (a string of at most 1 KiB) and `priority` (an integer: higher runs first)."""
     metadata = body.get("metadata")
     if metadata is not None:
         if not isinstance(metadata, str):
@@ -51,7 +53,7 @@ def extras_problem(body: dict[str, Any]) -> Problem | None:
     priority = body.get("priority")
     if priority is not None:
         if isinstance(priority, bool) or not isinstance(priority, int):
-            return 422, "invalid_request", "'priority' must be an integer (advisory)."
+            return 422, "invalid_request", "'priority' must be an integer."
         low, high = PRIORITY_RANGE
         if not low <= priority <= high:
             return 422, "invalid_request", f"'priority' must be between {low} and {high}."
