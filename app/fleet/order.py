@@ -11,7 +11,9 @@ message is held, heartbeated, taken over and acknowledged as before (app.fleet.s
 
 from __future__ import annotations
 
-QUEUED = "~queued"  # the consumer that holds the messages of waiting jobs (no gateway's name)
+# The consumer that holds the messages of waiting jobs (no gateway's name: those are host-pid-
+# suffix, and a host name has no `~`); the scripts below name it as this.
+QUEUED = "~queued"
 
 # Shared by ENQUEUE and RELEASE (app.fleet.scripts): the message just added to the jobs stream
 # goes to `~queued`, and its job to the waiting set. Messages queued by a gateway of an earlier

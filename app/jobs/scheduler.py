@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
 from app.core.errors import GatewayError, Interrupted
-from app.core.priority import rank
+from app.core.priority import rank as rank_of
 
 
 class Instance(Protocol):
@@ -86,7 +86,7 @@ class Scheduler(Generic[InstanceT]):
     def rank(self, priority: int, queued_at: float) -> float:
         """A job's place in the queue (lower first), from its priority and when it was queued
         (this scheduler's clock); fixed while it waits (app.core.priority)."""
-        return rank(priority, queued_at - self._epoch, self.age_step_s)
+        return rank_of(priority, queued_at - self._epoch, self.age_step_s)
 
     @property
     def pooled(self) -> bool:

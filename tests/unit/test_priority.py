@@ -17,6 +17,7 @@ import httpx
 import pytest
 import pytest_asyncio
 
+from app.compat.v2.submission import extras_problem
 from app.core.limits import parse_key_limits
 from app.core.options import JobOptions
 from app.core.settings import load_settings
@@ -255,3 +256,24 @@ async def test_key_limits_take_a_max_priority_and_refuse_one_out_of_range() -> N
     assert parse_key_limits('{"any": {"max_jobs": 1}}')["any"].max_priority is None
     with pytest.raises(ValueError, match=r"batch\.max_priority"):
         parse_key_limits('{"batch": {"max_priority": 500}}')
+
+
+@pytest.mark.parametrize(
+    ("priority", "problem"),
+    [
+        (9, None),
+        (-100, None),
+        (101, "between -100 and 100"),
+        (True, "an integer"),
+        (1.0, "an integer"),
+    ],
+)
+async def test_v2s_priority_field_takes_the_same_range(
+    priority: object, problem: str | None
+) -> None:
+    """Comfy's v2 field of the same name (the proxy takes -1e6..1e6 and ignores it)."""
+    found = extras_problem({"workflow": {}, "priority": priority})
+    if problem is None:
+        assert found is None
+    else:
+        assert found is not None and found[:2] == (422, "invalid_request") and problem in found[2]
