@@ -106,8 +106,9 @@ class FleetQueue:
         hooks = bool(options.webhook or options.webhook_v2)
         try:
             queued = await self.store.enqueue(
-                key, spec, {"id": request_id}, max_jobs=max_jobs, hooks=hooks
-            )
+                key, spec, {"id": request_id}, max_jobs=max_jobs, hooks=hooks,
+                priority=options.priority,
+            )  # fmt: skip
         except RedisError as e:
             raise self.store.reachability.unavailable(e) from e
         except StillDelivering:
@@ -205,6 +206,13 @@ class FleetQueue:
             return await self.store.position(self.key(request_id, owner))
         except RedisError:
             return None
+
+    async def queued(self, limit: int) -> list[tuple[str, int, float]]:
+        """The first `limit` waiting jobs, in order: (key, priority, when it was queued)."""
+        try:
+            return await self.store.queued(limit)
+        except RedisError as e:
+            raise self.store.reachability.unavailable(e) from e
 
 
 def dump_options(options: JobOptions) -> dict[str, Any]:

@@ -119,7 +119,14 @@ class JobRunner(JobStart):
         avoid: ComfyInstance | None = None
         while True:
             if job.instance is None:
-                placed = self.scheduler.place(job.slot, job.models, only=only, avoid=avoid)
+                placed = self.scheduler.place(
+                    job.slot,
+                    job.models,
+                    only=only,
+                    avoid=avoid,
+                    rank=job.rank,
+                    priority=job.options.priority,
+                )
                 instance = await self._in_time(placed, deadline, job)
                 await self._submit(job, instance)
             try:
