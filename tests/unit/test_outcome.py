@@ -172,6 +172,21 @@ def test_v2_renders_status_progress_and_outputs_from_the_record() -> None:
     assert output_file(record, 1) is None
 
 
+def test_v2_names_the_node_that_wrote_each_file_even_where_prefixes_agree() -> None:
+    """Two save nodes with one prefix: the outcome knows which wrote what; a name cannot say."""
+    save = {"class_type": "SaveImage", "inputs": {"filename_prefix": "out"}}
+    job = V2Job("job-1", {"7": save, "9": save}, datetime(2026, 1, 1, tzinfo=UTC))
+    record = JobRecord("job-1", "p-1")
+    record.end(outcome(ResultFile.of_bytes("out_00001_.png", PNG, node="7"),
+                       ResultFile.of_bytes("out_00002_.png", PNG, node="9")))  # fmt: skip
+    assert [o["node_id"] for o in outputs(job, record, "http://gw")] == ["7", "9"]
+    # Read back from a fleet's Redis, a file has no node: the prefix names the first.
+    assert record.outcome is not None
+    fleet = JobRecord("job-1", "p-1")
+    fleet.end(from_redis(to_redis(record.outcome), uploaded=False))
+    assert [o["node_id"] for o in outputs(job, fleet, "http://gw")] == ["7", "7"]
+
+
 def test_v2_has_no_bytes_of_an_uploaded_output() -> None:
     record = JobRecord("job-1", "p-1")
     record.end(outcome(ResultFile("out_00001_.png", 3, location="https://host/x.png")))
