@@ -13,15 +13,6 @@ from app.fleet.store import FleetStore
 from app.fleet.stream import GROUP
 
 
-async def waiting(store: FleetStore, limit: int) -> list[RemoteRecord]:
-    """The jobs no gateway has taken yet (at most limit), first to run first."""
-    groups = await store.redis.xinfo_groups(store.stream)
-    delivered = next((g["last-delivered-id"] for g in groups if g["name"] == GROUP), "0-0")
-    entries = await store.redis.xrange(store.stream, min=f"({delivered}", count=limit)
-    records = await _records(store, [fields.get("key", "") for _, fields in entries])
-    return [record for record in records if record.status == "queued"]
-
-
 async def finished(store: FleetStore, limit: int) -> list[RemoteRecord]:
     """The last finished jobs the fleet keeps (at most limit), newest first, without results."""
     keys = await store.redis.zrevrange(store.history[0], 0, max(limit - 1, 0))

@@ -118,10 +118,6 @@ class JobBackend(Protocol):
         """Cancel this queued or running job; its own request then answers 409."""
         ...
 
-    async def waiting(self, limit: int) -> list[JobView]:
-        """Every owner's queued jobs (at most limit), first to run first (the operator page)."""
-        ...
-
     async def finished(self, limit: int) -> list[JobView]:
         """Every owner's last finished jobs (at most limit), newest first (the operator page);
         a fleet's without their results (read one with `record`)."""

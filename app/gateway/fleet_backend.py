@@ -92,9 +92,6 @@ class FleetBackend:
     async def interrupt(self, record: JobView) -> None:
         await self.fleet.queue.interrupt(record.id, record.owner)
 
-    async def waiting(self, limit: int) -> list[JobView]:
-        return list(await self._read(listing.waiting(self.fleet.store, limit)))
-
     async def finished(self, limit: int) -> list[JobView]:
         return list(await self._read(listing.finished(self.fleet.store, limit)))
 

@@ -112,13 +112,6 @@ class LocalBackend:
     async def interrupt(self, record: JobView) -> None:
         await self.runner.interrupt((record.owner, record.id))
 
-    async def waiting(self, limit: int) -> list[JobView]:
-        # The runner's jobs in the order they came: the gateway's queue and ComfyUI's are FIFO.
-        queued: list[JobView] = [
-            job.record for job in self.runner.active.values() if job.record.status == "queued"
-        ]
-        return queued[:limit]
-
     async def finished(self, limit: int) -> list[JobView]:
         found: list[JobView] = [*self.runner.history.finished(limit)]
         return found

@@ -129,13 +129,9 @@ async def test_every_keys_queued_jobs_are_listed_in_order_with_positions(console
     await submit(console, "second", "bob")
     await submit(console, "third", "alice")
     state = await fresh(console)
-    queue = [(job["position"], job["id"], job["owner"], job["status"]) for job in state["queue"]]
-    assert queue == [
-        (0, "first", "alice", "queued"),
-        (1, "second", "bob", "queued"),
-        (2, "third", "alice", "queued"),
-    ]
-    assert "priority" not in state["queue"][0]  # no job has one until priorities land
+    queue = [(job["position"], job["id"], job["owner"], job["priority"]) for job in state["queue"]]
+    assert queue == [(0, "first", "alice", 0), (1, "second", "bob", 0), (2, "third", "alice", 0)]
+    assert all(job["waited_s"] >= 0 for job in state["queue"])
     assert state["running"] == [] and state["finished"] == []
 
 
