@@ -52,10 +52,9 @@ class ConsoleState:
         queued, finished, peers = await asyncio.gather(
             backend.queued(QUEUE_SHOWN), backend.finished(FINISHED_SHOWN), backend.peers()
         )
-        running = [
-            job.record
-            for job in gateway.jobs.active.values()  # the jobs on this gateway's instances
-            if job.record.status != "queued"
+        waiting = {(job.owner, job.id) for job in queued}
+        running = [  # the jobs on this gateway's instances that wait no more
+            job.record for job in gateway.jobs.active.values() if job.key not in waiting
         ]
         return {
             "version": gateway.version,
