@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 
 import httpx
 import pytest
@@ -29,22 +28,11 @@ from app.jobs.scheduler import Scheduler
 from app.main import create_app
 from tests.redis_server import RedisServer
 from tests.unit.job_rig import Rig, close_rig, graph, make_rig
+from tests.unit.test_scheduler import Box
 
 # Submitted while every instance is busy, in this order; they run as RUN_ORDER says.
 SUBMITTED = [("first-0", 0), ("five", 5), ("second-0", 0), ("nine", 9)]
 RUN_ORDER = ["nine", "five", "first-0", "second-0"]
-
-
-@dataclass(eq=False)
-class Box:
-    """An instance as the scheduler sees one."""
-
-    index: int
-    jobs: set[str] = field(default_factory=set)
-    models: frozenset[str] = frozenset()
-    idle_since: float = 0.0
-    accepting: bool = True
-    comfy_queue: int = 0
 
 
 class Clock:
