@@ -31,6 +31,14 @@ from tests.integration.test_prompt import (
 
 SECRET = "whsec_" + base64.b64encode(b"comfy-gateway test secret 32 by").decode()
 META = {"SYSTEM_META_REGION": "test-region", "SYSTEM_META_POD": "pod-1"}
+# comfyui-api's SaladCloud variables: `salad_*` metadata on every system event, in their order.
+SALAD = {"SALAD_MACHINE_ID": "machine-7", "SALAD_ORGANIZATION_NAME": "acme"}
+EVENT_METADATA = {
+    "REGION": "test-region",
+    "POD": "pod-1",
+    "salad_organization_name": "acme",
+    "salad_machine_id": "machine-7",
+}
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +54,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory, receiver: Receiver) -> Ite
         "SHUTDOWN_GRACE_S": "3",
         "ALLOWED_PRIVATE_NETWORKS": "127.0.0.1/32",  # the receivers; refused by default
         **META,
+        **SALAD,
     }
     with running(tmp_path_factory.mktemp("delivery"), **env) as gw:
         yield gw
@@ -252,7 +261,9 @@ def test_system_events_carry_the_request_id_and_metadata(
     kinds = [e["event"] for e in ours()]
     assert {"comfy.executed", "comfy.execution_success", "comfy.progress"} <= set(kinds)
     assert kinds.index("comfy.execution_start") < kinds.index("comfy.execution_success")
-    assert all(e["metadata"] == {"REGION": "test-region", "POD": "pod-1"} for e in ours())
+    assert all(e["metadata"] == EVENT_METADATA for e in ours())
+    salad_order = [k for k in ours()[0]["metadata"] if k.startswith("salad_")]
+    assert salad_order == ["salad_organization_name", "salad_machine_id"]  # after SYSTEM_META_*
     progress = [e["data"] for e in ours() if e["event"] == "comfy.progress"]
     assert progress[-1]["max"] == 3
 
