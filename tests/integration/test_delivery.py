@@ -125,7 +125,37 @@ def test_webhook_v2_success_is_signed_and_complete(
     datetime.fromisoformat(payload["timestamp"])
     assert payload["id"] == "v2-ok"
     assert set(payload) >= {"prompt", "images", "filenames", "stats"}
+    assert "warnings" not in payload  # nothing was ignored
     assert decode_image(payload["images"][0]).size == (64, 64)
+
+
+def test_ignored_convert_options_are_named_in_every_answer_of_an_async_job(
+    client: httpx.Client, receiver: Receiver
+) -> None:
+    """The header is lost to a 202: the webhooks and GET /prompt/{id} carry `warnings`."""
+    body = {
+        "prompt": graph("g1_empty_save"),
+        "id": "warned",
+        "webhook": receiver.url("/warned-v1"),
+        "webhook_v2": receiver.url("/warned-v2"),
+        "convert_output": {"format": "jpeg", "options": {"quality": 80, "mozjpeg": True}},
+    }
+    response = client.post("/prompt", json=body)
+    accepted(response, "warned")
+    named = ["convert_output.options.mozjpeg (no Pillow equivalent)"]
+    assert response.headers["x-convert-output-ignored"] == named[0]
+    [v2] = receiver.wait_for("/warned-v2", 1)
+    payload = verified(v2)
+    assert payload["warnings"] == named
+    assert decode_image(payload["images"][0]).format == "JPEG"
+    [legacy] = receiver.wait_for("/warned-v1", 1)
+    assert verified(legacy)["warnings"] == named
+    assert client.get("/prompt/warned").json()["result"]["warnings"] == named
+    del body["webhook"], body["webhook_v2"]
+    body["id"] = "warned-sync"
+    answer = client.post("/prompt", json=body)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["warnings"] == named
 
 
 def test_webhook_v2_and_legacy_failure(client: httpx.Client, receiver: Receiver) -> None:
