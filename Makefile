@@ -22,14 +22,15 @@ comfy_home = $$(bash scripts/install_comfyui.sh $(1) | tail -n 1)
 run: $(BIN)/.installed  ## Start the gateway on :3000 with its ComfyUI on :8188
 	home=$(call comfy_home,$(COMFYUI_SOURCE)); COMFY_HOME=$${COMFY_HOME:-$$home} $(BIN)/comfy-gateway
 
-test: $(BIN)/.installed $(BUNDLED_STAMP) $(TINY_MODELS) chromium redis $(NODE_DEPS)  ## Every test: unit once, integration per ComfyUI
+test: $(BIN)/.installed $(BUNDLED_STAMP) $(TINY_MODELS) chromium redis $(NODE_DEPS)  ## Every test: unit once, integration per ComfyUI (both at once)
 	$(BIN)/pytest tests/unit tests/deploy --durations=5
-	$(MAKE) --no-print-directory integration COMFYUI_SOURCE=bundled
+	homes=$(call comfy_home,bundled); \
 	if [[ -f $(CURRENT_COMFYUI) ]]; then \
-		$(MAKE) --no-print-directory integration COMFYUI_SOURCE=$(CURRENT_COMFYUI); \
+		homes="$$homes $(call comfy_home,$(CURRENT_COMFYUI))"; \
 	else \
-		echo "NOTE: $(CURRENT_COMFYUI) is missing: the integration suite ran against 0.3.75 only"; \
-	fi
+		echo "NOTE: $(CURRENT_COMFYUI) is missing: the integration suite runs against 0.3.75 only"; \
+	fi; \
+	bash scripts/integration_suites.sh $$homes
 
 unit: $(BIN)/.installed $(NODE_DEPS)  ## Only the tests that need no ComfyUI
 	$(BIN)/pytest tests/unit tests/deploy
@@ -46,7 +47,7 @@ check: $(BIN)/.installed  ## Lint, format check, type check, the layers of app/,
 	$(BIN)/python scripts/check_workflow_imports.py workflows
 	$(BIN)/python scripts/check_module_size.py app
 	$(BIN)/hadolint Dockerfile docker/*.Dockerfile
-	$(BIN)/shellcheck docker/build.sh scripts/install_comfyui.sh
+	$(BIN)/shellcheck docker/build.sh scripts/install_comfyui.sh scripts/integration_suites.sh
 
 bench: $(BIN)/.installed  ## Gateway overhead against direct ComfyUI (COMFYUI_SOURCE picks the version)
 	home=$(call comfy_home,$(COMFYUI_SOURCE)); TEST_COMFY_HOME=$$home $(BIN)/python -m bench.overhead

@@ -89,13 +89,17 @@ class ComfyClient:
         prompt_id: str,
         client_id: str,
         extra_data: dict[str, str] | None = None,
+        number: float | None = None,
     ) -> None:
-        """Queue a graph; ComfyUI's refusal becomes PromptRejected with its node_errors.
+        """Queue a graph (before those of a higher `number`: ComfyUI's own order, by default
+        its count of prompts); ComfyUI's refusal becomes PromptRejected with its node_errors.
 
         `extra_data` (a partner-node key) ComfyUI keeps out of its queue and history views."""
         body: dict[str, Any] = {"prompt": graph, "prompt_id": prompt_id, "client_id": client_id}
         if extra_data:
             body["extra_data"] = extra_data
+        if number is not None:
+            body["number"] = number
         response = await self._call("POST /prompt", lambda: self.http.post("/prompt", json=body))
         if response.status_code == 200:
             return
@@ -123,10 +127,11 @@ class ComfyClient:
         return entry
 
     async def queue(self) -> tuple[list[str], list[str]]:
-        """The prompt ids running and pending, in that order."""
+        """The prompt ids running and pending, in that order (pending in the order they run:
+        ComfyUI lists its queue as the heap it keeps)."""
         data = await self._get_json("/queue")
         running = [item[1] for item in data.get("queue_running", [])]
-        pending = [item[1] for item in data.get("queue_pending", [])]
+        pending = [item[1] for item in sorted(data.get("queue_pending", []), key=_number)]
         return running, pending
 
     async def lookup(self, prompt_ids: list[str]) -> dict[str, PromptLookup]:
@@ -233,6 +238,11 @@ class ComfyClient:
         """The files of one model folder (`checkpoints`, `loras`), as ComfyUI lists them now."""
         listed = await self._get_json(f"/models/{folder}")
         return [str(name) for name in listed] if isinstance(listed, list) else []
+
+
+def _number(item: list[Any]) -> float:
+    """The number ComfyUI orders a queue item by (its first field)."""
+    return float(item[0]) if item and isinstance(item[0], int | float) else 0.0
 
 
 def _json_or_empty(response: httpx.Response) -> Any:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import asdict
 from typing import Any
 
 from app.comfy.instance import ComfyInstance
@@ -48,14 +49,12 @@ class ConsoleState:
     async def _build(self) -> dict[str, Any]:
         gateway = self.gateway
         backend = gateway.backend
-        waiting, finished, peers = await asyncio.gather(
-            backend.waiting(QUEUE_SHOWN), backend.finished(FINISHED_SHOWN), backend.peers()
+        queued, finished, peers = await asyncio.gather(
+            backend.queued(QUEUE_SHOWN), backend.finished(FINISHED_SHOWN), backend.peers()
         )
-        queued = {(r.owner, r.id) for r in waiting}
-        running = [
-            job.record
-            for job in gateway.jobs.active.values()  # the jobs on this gateway's instances
-            if (job.record.owner, job.record.id) not in queued
+        waiting = {(job.owner, job.id) for job in queued}
+        running = [  # the jobs on this gateway's instances that wait no more
+            job.record for job in gateway.jobs.active.values() if job.key not in waiting
         ]
         return {
             "version": gateway.version,
@@ -64,10 +63,7 @@ class ConsoleState:
             "not_ready": gateway.readiness.not_ready_reason(),
             "queue_depth": gateway.readiness.queue_depth,
             "instances": [instance_view(i) for i in gateway.pool.instances],
-            "queue": [
-                {**job_view(record), "position": position}
-                for position, record in enumerate(waiting)
-            ],
+            "queue": [asdict(job) for job in queued],  # id, owner, priority, position, waited_s
             "running": [running_view(record) for record in running],
             "finished": [finished_view(record) for record in finished],
             "models": gateway.models.cache.state(OPERATOR).model_dump(),
@@ -108,16 +104,13 @@ def job_view(record: JobView) -> dict[str, Any]:
             "percent": progress.percent,
         },
     }
-    priority = getattr(record, "priority", None)  # hook: priority (issue 22), once jobs have one
-    if priority is not None:
-        view["priority"] = priority
     return view
 
 
 def running_view(record: JobView) -> dict[str, Any]:
     """A running job, with what is known of its newest preview (the image comes by its events)."""
     view = job_view(record)
-    preview = getattr(record, "preview", None)  # hook: previews (issue 22), once records have one
+    preview = record.preview
     if preview is not None:
         view["preview"] = {
             name: getattr(preview, name, None) for name in ("node", "node_name", "step", "max")

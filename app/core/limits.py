@@ -6,9 +6,11 @@ keys (which are limited only under a name of their own):
 
     default: {requests_per_minute: 120, max_jobs: 4}
     acme: {requests_per_minute: 600, burst: 60, max_jobs: 16, models: download, max_downloads: 2}
+    batch: {max_priority: 0}
 
 Given as that mapping in CONFIG_FILE, or in the environment as inline YAML or JSON (a value that
-starts with `{`) or as the path of a YAML file holding it. A limit that is 0 or missing is no limit.
+starts with `{`) or as the path of a YAML file holding it. A limit that is 0 or missing is no limit
+(but `max_priority`, the highest job priority the key may ask for: missing is none, 0 is one).
 `models` is a grant, not a limit: missing is `none`, so a key downloads models (which may evict
 others from the cache every key shares) only where the operator says so; admin keys, and every
 request while API keys are off, may download and pin.
@@ -30,6 +32,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from app.core.keys import NAME_PATTERN, Caller
+from app.core.priority import PRIORITY_MAX, PRIORITY_MIN
 
 DEFAULT = "default"
 PRUNE_AT = 10_000  # bucket states kept before the full ones (nothing to remember) are dropped
@@ -50,6 +53,10 @@ class KeyLimit(BaseModel):
         "none", description="Model downloads: `none`, `download`, or `pin` (download and pin)"
     )
     max_downloads: int = Field(0, ge=0, description="Model downloads it started in flight at once")
+    # Unlike the others, 0 is a limit (normal priority at most): missing is none.
+    max_priority: int | None = Field(
+        None, ge=PRIORITY_MIN, le=PRIORITY_MAX, description="Highest job priority it may ask for"
+    )
 
     @property
     def bucket(self) -> int:
@@ -87,7 +94,7 @@ def parse_key_limits(value: Any) -> dict[str, KeyLimit]:
         if not isinstance(given, dict):
             raise ValueError(
                 f"{name}: must be a mapping of requests_per_minute, burst, max_jobs, models, "
-                "max_downloads"
+                "max_downloads, max_priority"
             )
         try:
             limits[str(name)] = KeyLimit.model_validate(given)

@@ -1,4 +1,5 @@
-"""What every job request may carry besides its graph: id, webhooks, output conversion, uploads.
+"""What every job request may carry besides its graph: id, priority, webhooks, output conversion,
+uploads.
 
 These are request models (pydantic), shared by every route that runs a job; the services that
 act on them (app.media.convert, app.jobs.uploads, app.jobs.webhooks) import them from here.
@@ -19,6 +20,7 @@ from pydantic import (
 from app.core.convert_options import ConvertOutput
 from app.core.convert_options import ConvertSpec as ConvertSpec  # re-exported: app.jobs.outputs
 from app.core.download_auth import CredentialRule
+from app.core.priority import PRIORITY_MAX, PRIORITY_MIN
 from app.core.url_prefixes import prefix_problem
 
 REQUEST_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
@@ -124,6 +126,14 @@ class JobOptions(BaseModel):
         None,
         description="A Comfy.org API key for ComfyUI's partner (API) nodes, passed to ComfyUI "
         "as `extra_data.api_key_comfy_org` of this job; never logged, stored or echoed",
+    )
+    priority: int = Field(
+        0,
+        strict=True,
+        ge=PRIORITY_MIN,
+        le=PRIORITY_MAX,
+        description=f"Higher runs first ({PRIORITY_MIN} to {PRIORITY_MAX}); a waiting job gains "
+        "1 per QUEUE_AGE_STEP_S, so none starves. A key's KEY_LIMITS max_priority caps it",
     )
     convert_output: ConvertOutput | None = Field(
         None,

@@ -1,4 +1,4 @@
-"""JobOutcome: what one job made, as data: its files and its stats.
+"""JobOutcome: how one job ended, as data: its files and its stats, or its error.
 
 The Finisher (app.jobs.finish) makes it once, from what ComfyUI wrote; in a fleet, the gateway
 that waits for a job another one ran reads it back from Redis (app.fleet.results). The job's
@@ -20,6 +20,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
+from app.core.errors import GatewayError
 from app.core.schemas import PromptResponse, Stats, WorkflowResponse
 
 FileKind = Literal["image", "video", "audio", "other"]
@@ -99,8 +100,10 @@ class ResultFile:
 
 @dataclass(frozen=True, eq=False)
 class JobOutcome:
-    """A succeeded job's files and stats, as the /prompt answer reports them. (A failed job
-    has none: its task raises the GatewayError, and its record keeps the error's body.)"""
+    """How a job ended: a succeeded job's files and stats, as the /prompt answer reports them,
+    or a failed (or interrupted) one's error, with no files. The runner makes one for every
+    job, its record and its webhooks take it; the job's task returns a succeeded one and
+    raises a failed one's error, so a waiting request answers with that error."""
 
     id: str
     prompt: dict[str, Any]  # the graph as submitted to ComfyUI
@@ -110,6 +113,15 @@ class JobOutcome:
     )
     input: dict[str, Any] | None = None  # a workflow's input, defaults filled in
     warnings: tuple[str, ...] = ()  # what the request asked for and the job did not honour
+    error: GatewayError | None = None  # why it failed; None: it succeeded
+
+    @classmethod
+    def failed(cls, id: str, prompt: dict[str, Any], error: GatewayError) -> JobOutcome:
+        return cls(id, prompt, error=error)
+
+    @property
+    def succeeded(self) -> bool:
+        return self.error is None
 
     @property
     def filenames(self) -> list[str]:

@@ -43,6 +43,7 @@ class Fleet:
             timeout_s=settings.queue_timeout_s,
             history_max=settings.fleet_history_max,
             history_max_bytes=int(settings.fleet_history_max_mb * 2**20),
+            age_step_s=settings.queue_age_step_s,
         )
         self.queue = FleetQueue(self.store, addresses, sender)
         self.rates = FleetRates(self.store)

@@ -8,18 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from app.fleet.order import QUEUED
 from app.fleet.records import RemoteRecord
 from app.fleet.store import FleetStore
 from app.fleet.stream import GROUP
-
-
-async def waiting(store: FleetStore, limit: int) -> list[RemoteRecord]:
-    """The jobs no gateway has taken yet (at most limit), first to run first."""
-    groups = await store.redis.xinfo_groups(store.stream)
-    delivered = next((g["last-delivered-id"] for g in groups if g["name"] == GROUP), "0-0")
-    entries = await store.redis.xrange(store.stream, min=f"({delivered}", count=limit)
-    records = await _records(store, [fields.get("key", "") for _, fields in entries])
-    return [record for record in records if record.status == "queued"]
 
 
 async def finished(store: FleetStore, limit: int) -> list[RemoteRecord]:
@@ -29,9 +21,10 @@ async def finished(store: FleetStore, limit: int) -> list[RemoteRecord]:
 
 
 async def consumers(store: FleetStore) -> list[dict[str, Any]]:
-    """The gateways that ever read the queue: `name`, `pending` (jobs held), `idle` (ms)."""
+    """The gateways that ever read the queue: `name`, `pending` (jobs held), `idle` (ms). Not
+    `~queued`, which holds the waiting jobs' messages and is no gateway (app.fleet.order)."""
     found: list[dict[str, Any]] = await store.redis.xinfo_consumers(store.stream, GROUP)
-    return found
+    return [consumer for consumer in found if consumer["name"] != QUEUED]
 
 
 async def _records(store: FleetStore, keys: list[str]) -> list[RemoteRecord]:

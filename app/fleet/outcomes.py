@@ -49,24 +49,17 @@ class Outcomes:
             "`azure_blob_upload` or `http_upload` instead"
         )
 
-    async def record(
-        self,
-        pulled: Pulled,
-        request_id: str,
-        outcome: JobOutcome | None,
-        error: GatewayError | None,
-    ) -> bool:
+    async def record(self, pulled: Pulled, outcome: JobOutcome) -> bool:
         """Record the outcome of the message's job: True for the gateway that recorded it (it
         delivers the webhooks). Redis may be away for a while: the outcome waits for it."""
         while True:
             try:
-                if error is None:
-                    assert outcome is not None
+                if (error := outcome.error) is None:
                     data = to_redis(outcome)
                     return await self.store.finish(pulled, "succeeded", "complete", data)
                 body = error.body()
                 status = ended_status(body)
-                data, shown = {"id": request_id, **body}, {**body, "status": error.status}
+                data, shown = {"id": outcome.id, **body}, {**body, "status": error.status}
                 return await self.store.finish(pulled, status, "failed", data, shown)
             except (RedisError, OSError) as e:
                 if self.abandoning or self.closed:
@@ -92,8 +85,9 @@ class Outcomes:
     ) -> None:
         """A job that never ran here ends with this error; its webhooks learn it, once."""
         log.warning("job %s failed: %s %s: %s", spec["id"], error.status, error.code, error.message)
-        if await self.record(pulled, spec["id"], None, error):
-            await deliver_ending(self.sender, spec, None, error)
+        outcome = JobOutcome.failed(spec["id"], spec["graph"], error)
+        if await self.record(pulled, outcome):
+            await deliver_ending(self.sender, spec, outcome)
         await self.ack(pulled)
 
     async def fail_broken(self, pulled: Pulled, spec: dict[str, Any] | None, what: str) -> None:
@@ -105,9 +99,9 @@ class Outcomes:
             except Exception:  # its webhooks cannot be known; the failure is still recorded
                 log.exception("fleet: job %s: its request cannot be read", pulled.key)
         request_id = spec["id"] if spec else split_key(pulled.key)[1]
-        error = internal_error(what)
-        if await self.record(pulled, request_id, None, error) and spec:
-            await deliver_ending(self.sender, spec, None, error)
+        outcome = JobOutcome.failed(request_id, spec["graph"] if spec else {}, internal_error(what))
+        if await self.record(pulled, outcome) and spec:
+            await deliver_ending(self.sender, spec, outcome)
         await self.ack(pulled)
 
     async def redeliver(self, key: str, state: dict[str, str]) -> None:
@@ -119,5 +113,10 @@ class Outcomes:
         if record is None:
             return
         log.warning("job %s: delivering the webhooks of a gateway that stopped", record.id)
-        error = error_from_body(record.error_status, record.error) if record.error else None
-        await deliver_ending(self.sender, spec, record.outcome, error)
+        if record.error is not None:
+            error = error_from_body(record.error_status, record.error)
+            outcome = JobOutcome.failed(record.id, spec["graph"], error)
+        else:
+            assert record.outcome is not None  # a recorded end: its result or its error
+            outcome = record.outcome
+        await deliver_ending(self.sender, spec, outcome)

@@ -26,7 +26,6 @@ from app.core.addresses import AddressPolicy
 from app.core.download_auth import revealed
 from app.core.errors import (
     Conflict,
-    GatewayError,
     Interrupted,
     NotFound,
     error_from_body,
@@ -107,8 +106,9 @@ class FleetQueue:
         hooks = bool(options.webhook or options.webhook_v2)
         try:
             queued = await self.store.enqueue(
-                key, spec, {"id": request_id}, max_jobs=max_jobs, hooks=hooks
-            )
+                key, spec, {"id": request_id}, max_jobs=max_jobs, hooks=hooks,
+                priority=options.priority,
+            )  # fmt: skip
         except RedisError as e:
             raise self.store.reachability.unavailable(e) from e
         except StillDelivering:
@@ -191,7 +191,8 @@ class FleetQueue:
             raise NotFound(f"no queued or running job has id {request_id!r}", location="id")
         if ended:
             log.info("job %s: interrupted before any gateway took it", request_id)
-            task = asyncio.create_task(deliver_ending(self.sender, ended, None, error))
+            outcome = JobOutcome.failed(request_id, ended["graph"], error)
+            task = asyncio.create_task(deliver_ending(self.sender, ended, outcome))
             self._deliveries.add(task)
             task.add_done_callback(self._deliveries.discard)
 
@@ -205,6 +206,13 @@ class FleetQueue:
             return await self.store.position(self.key(request_id, owner))
         except RedisError:
             return None
+
+    async def queued(self, limit: int) -> list[tuple[str, int, float]]:
+        """The first `limit` waiting jobs, in order: (key, priority, when it was queued)."""
+        try:
+            return await self.store.queued(limit)
+        except RedisError as e:
+            raise self.store.reachability.unavailable(e) from e
 
 
 def dump_options(options: JobOptions) -> dict[str, Any]:
@@ -233,12 +241,7 @@ def spec_of(state: dict[str, str]) -> dict[str, Any]:
     return spec
 
 
-async def deliver_ending(
-    sender: WebhookSender,
-    spec: dict[str, Any],
-    outcome: JobOutcome | None,
-    error: GatewayError | None,
-) -> None:
+async def deliver_ending(sender: WebhookSender, spec: dict[str, Any], outcome: JobOutcome) -> None:
     """A job's terminal webhooks, for whoever recorded its outcome (only they deliver)."""
     options = JobOptions.model_validate(spec.get("options") or {})
     if options.webhook or options.webhook_v2:
@@ -246,9 +249,7 @@ async def deliver_ending(
             sender,
             webhook=str(options.webhook) if options.webhook else None,
             webhook_v2=str(options.webhook_v2) if options.webhook_v2 else None,
-            job_id=spec["id"],
             graph=spec["graph"],
             outcome=outcome,
-            error=error.body() if error is not None else None,
             key_name=owner_label(owner) if (owner := spec.get("owner")) is not None else None,
         )

@@ -15,6 +15,8 @@ keys account for them, the oldest is dropped first, and a queued or running job 
 
 from __future__ import annotations
 
+from app.fleet.order import WAIT_IN_LINE
+
 # KEYS (history): the finished jobs by finish time (zset), their sizes (hash), the sum (string).
 FORGET = """
 local function forget(history, sizes, total, key)
@@ -90,9 +92,10 @@ return finish()
 """
 )
 
-# Interrupt a job. KEYS and ARGV[1..14] as END (ARGV[10] unused), then KEYS[8]: jobs stream;
-# ARGV[15]: group, ARGV[16]: cancel channel. A job no gateway has started ends here, its message
-# leaves the stream with it, and the caller delivers its webhooks: {1, spec}. One that runs is
+# Interrupt a job. KEYS and ARGV[1..14] as END (ARGV[10] unused), then KEYS[8]: jobs stream,
+# KEYS[9]: waiting set; ARGV[15]: group, ARGV[16]: cancel channel. A job no gateway has started
+# ends here, its message leaves the stream (and the waiting set) with it, and the caller delivers
+# its webhooks: {1, spec}. One that runs is
 # signalled to its gateway: {2}. {0}: no such job, or it has ended.
 CANCEL = (
     END
@@ -104,6 +107,7 @@ local state = redis.call('HMGET', KEYS[1], 'status', 'gateway', 'msg', 'spec')
 if state[1] == 'queued' and not state[2] then
   finish()
   redis.call('HSET', KEYS[1], 'delivered', '1')
+  redis.call('ZREM', KEYS[9], ARGV[8])
   if state[3] then
     redis.call('XACK', KEYS[8], ARGV[15], state[3])
     redis.call('XDEL', KEYS[8], state[3])
@@ -116,13 +120,15 @@ return {2}
 )
 
 # KEYS: job hash, events stream, jobs stream, owners of the id, the owner's active jobs, then the
-# three history keys. ARGV: spec json, queued event data, now, job key, owner ('' none),
-# max_jobs (0: no limit), the prefix of job hashes, '1' when the job has webhooks.
+# three history keys, then the waiting set. ARGV: spec json, queued event data, now, job key,
+# owner ('' none), max_jobs (0: no limit), the prefix of job hashes, '1' when the job has
+# webhooks, its priority, QUEUE_AGE_STEP_S, the group. The job waits at its rank (app.fleet.order).
 # Returns {1, message id} queued; {0, 0} when a job with this key is still queued or running;
 # {3, 0} when it ended but its webhooks have not gone out yet (a takeover still needs its
 # record); {2, n} when the owner has n >= max_jobs jobs queued or running already.
 ENQUEUE = (
     FORGET
+    + WAIT_IN_LINE
     + """
 local owner, most = ARGV[5], tonumber(ARGV[6])
 if owner ~= '' and most > 0 then
@@ -146,8 +152,11 @@ if status and state[2] == '1' and state[3] ~= '1' then return {3, 0} end
 redis.call('DEL', KEYS[1], KEYS[2])
 forget(KEYS[6], KEYS[7], KEYS[8], ARGV[4])
 local id = redis.call('XADD', KEYS[3], '*', 'key', ARGV[4])
+local rank = rank_of(id, tonumber(ARGV[9]), tonumber(ARGV[10]))
 redis.call('HSET', KEYS[1], 'spec', ARGV[1], 'status', 'queued', 'created', ARGV[3],
-           'progress', '{"value":0,"max":0,"node":null}', 'msg', id, 'hooks', ARGV[8])
+           'progress', '{"value":0,"max":0,"node":null}', 'msg', id, 'hooks', ARGV[8],
+           'priority', ARGV[9], 'rank', rank)
+wait_in_line(KEYS[3], KEYS[9], ARGV[11], ARGV[4], id, rank, tonumber(ARGV[10]))
 redis.call('XADD', KEYS[2], '*', 'n', 1, 'type', 'queued', 'data', ARGV[2], 'g', id)
 if owner ~= '' then
   redis.call('SADD', KEYS[5], ARGV[4])
@@ -216,10 +225,13 @@ redis.call('XDEL', KEYS[1], ARGV[2])
 return 1
 """
 
-# KEYS: jobs stream, job hash. ARGV: group, message id, job key, consumer. A job handed back
-# goes to the end of the queue as a new message, its new generation, queued again; only by the
-# gateway that holds the message, and only while its job has not ended. 1 if queued again.
-RELEASE = """
+# KEYS: jobs stream, job hash, waiting set. ARGV: group, message id, job key, consumer,
+# QUEUE_AGE_STEP_S. A job handed back is queued again as a new message, its new generation, at
+# its place (its rank as first queued); only by the gateway that holds the message, and only
+# while its job has not ended. 1 if queued again.
+RELEASE = (
+    WAIT_IN_LINE
+    + """
 local held = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)[1]
 if not held or held[2] ~= ARGV[4] then return 0 end
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
@@ -229,10 +241,14 @@ if redis.call('EXISTS', KEYS[2]) == 0 or state[2] or (state[1] and state[1] ~= A
   return 0
 end
 local id = redis.call('XADD', KEYS[1], '*', 'key', ARGV[3])
+local age_step = tonumber(ARGV[5])
+local rank = redis.call('HGET', KEYS[2], 'rank') or rank_of(id, 0, age_step)
 redis.call('HSET', KEYS[2], 'msg', id, 'status', 'queued')
 redis.call('HDEL', KEYS[2], 'gateway')
+wait_in_line(KEYS[1], KEYS[3], ARGV[1], ARGV[3], id, rank, age_step)
 return 1
 """
+)
 
 # One request from an API key's bucket of requests_per_minute, as GCRA keeps it: KEYS[1] holds
 # when the bucket is next full (µs, Redis's own clock, so the gateways' clocks do not matter).

@@ -2,7 +2,10 @@
 per job, and a channel for interrupts.
 
     <name>:jobs              stream: one entry per accepted job (its generation), read by the
-                             group `gateways`
+                             group `gateways`; a waiting job's entry is held by its consumer
+                             `~queued` (app.fleet.order)
+    <name>:waiting           sorted set: the keys of the jobs no gateway has taken, by rank
+                             (priority and age: app.core.priority); lowest is taken first
     <name>:job:<key>         hash: the request, status, progress, result or error, attempts, and
                              `msg`, the id of the one message that may start it
     <name>:events:<key>      stream: the job's events, each with its number `n` (SSE ids)
@@ -35,7 +38,7 @@ from typing import Any
 
 from redis.exceptions import NoScriptError
 
-from app.fleet import scripts
+from app.fleet import order, scripts
 from app.fleet.reachability import Reachability, connect
 from app.fleet.signals import Signals
 from app.fleet.stream import GROUP, JobStream, Pulled
@@ -78,12 +81,15 @@ class FleetStore(JobStream):
         timeout_s: float = 3.0,
         history_max: int = 10_000,
         history_max_bytes: int = 2**30,
+        age_step_s: float = 30.0,
     ) -> None:
         # Typed loosely on purpose: redis-py's annotations cover bytes and str replies at once;
         # what comes back is parsed here, at the boundary.
         self.redis: Any = connect(url, timeout_s)
         self.name = name
         self.stream = f"{name}:jobs"
+        self.waiting = f"{name}:waiting"
+        self.age_step_s = age_step_s
         self.ttl_s = max(int(ttl_s), 1)
         self.timeout_s = timeout_s
         self.history = [f"{name}:finished", f"{name}:finished:bytes", f"{name}:finished:total"]
@@ -94,6 +100,7 @@ class FleetStore(JobStream):
         self._start, self._release = register(scripts.START), register(scripts.RELEASE)
         self._ack, self._heartbeat = register(scripts.ACK), register(scripts.HEARTBEAT)
         self._rate = register(scripts.RATE)
+        self._pull, self._reclaim = register(order.PULL), register(order.RECLAIM)
         self.reachability = Reachability(timeout_s)
         self.signals = Signals(self.redis, name, self.reachability)
 
@@ -130,15 +137,18 @@ class FleetStore(JobStream):
         *,
         max_jobs: int = 0,
         hooks: bool = False,
+        priority: int = 0,
     ) -> str | None:
         """Store the job and queue it: its generation (the id of its message); None when a job
         with this key is still running. MaxJobsReached (and nothing stored) when its owner has
         max_jobs (if not 0) queued or running already; StillDelivering when the key's last job
         has webhooks still to go."""
         owned, owner = self._owner_keys(key)
-        keys = [self.job_key(key), self.events_key(key), self.stream, *owned, *self.history]
+        keys = [self.job_key(key), self.events_key(key), self.stream, *owned, *self.history,
+                self.waiting]  # fmt: skip
         args = [_dump(spec), _dump(queued), f"{time.time():.3f}", key, owner, str(max_jobs),
-                self.job_key(""), "1" if hooks else ""]  # fmt: skip
+                self.job_key(""), "1" if hooks else "", str(priority), repr(self.age_step_s),
+                GROUP]  # fmt: skip
         outcome, found = await self._enqueue(keys=keys, args=args)
         if int(outcome) == 2:
             raise MaxJobsReached(int(found))
@@ -194,16 +204,6 @@ class FleetStore(JobStream):
         error = await self.redis.hget(self.job_key(key), "error")
         return int(json.loads(error).get("status", 500)) if error else 500
 
-    async def position(self, key: str) -> int | None:
-        """Jobs queued before this one that no gateway has taken yet, or None."""
-        groups = await self.redis.xinfo_groups(self.stream)
-        delivered = next((g["last-delivered-id"] for g in groups if g["name"] == GROUP), "0-0")
-        waiting = await self.redis.xrange(self.stream, min=f"({delivered}", count=1000)
-        for ahead, (_, fields) in enumerate(waiting):
-            if fields.get("key") == key:
-                return ahead
-        return None
-
     async def cancel(
         self, key: str, error: dict[str, Any], data: dict[str, Any]
     ) -> dict[str, Any] | None:
@@ -211,7 +211,7 @@ class FleetStore(JobStream):
         (its spec is returned: the caller delivers its webhooks), else tell the one that has
         (an empty dict). None when there is no such job, or it has ended already."""
         args = self._end_args(key, "interrupted", "failed", data, error, "")
-        keys = [*self._end_keys(key), self.stream]
+        keys = [*self._end_keys(key), self.stream, self.waiting]
         answer = await self._cancel(keys=keys, args=[*args, GROUP, self.signals.cancel_channel])
         if int(answer[0]) == 0:
             return None

@@ -1,7 +1,8 @@
 """JobStream: the fleet's queue as messages, `<name>:jobs` read by the consumer group
 `gateways` (part of app.fleet.store's FleetStore).
 
-A gateway pulls a message when one of its ComfyUIs is free, holds it (pending) while it starts and
+A gateway pulls a message when one of its ComfyUIs is free (the job that waited with the lowest
+rank, claimed from the consumer `~queued`: app.fleet.order), holds it (pending) while it starts and
 runs the job, heartbeats it, and acknowledges it once the job's webhooks went out; a message a
 gateway stopped heartbeating is taken over by another. A message's id is its job's generation:
 only the message the record names may start the job, and only the gateway holding it may.
@@ -37,6 +38,10 @@ class JobStream:
     _release: Any
     _start: Any
     _heartbeat: Any
+    _pull: Any
+    _reclaim: Any
+    waiting: str
+    age_step_s: float
 
     def job_key(self, key: str) -> str:
         raise NotImplementedError
@@ -49,32 +54,56 @@ class JobStream:
                 raise
 
     async def pull(self, consumer: str, block_ms: int) -> Pulled | None:
-        """The next job no gateway has taken, waiting up to block_ms (at most half the call's
-        deadline, so a blocked read is never taken for a Redis that stopped); None if none."""
+        """The waiting job that goes next, waiting up to block_ms for one to be queued (at most
+        half the call's deadline, so a blocked read is never taken for a Redis that stopped);
+        None if none."""
         block_ms = max(min(block_ms, int(self.timeout_s * 500)), 1)
         try:
-            answer = await self.redis.xreadgroup(
-                GROUP, consumer, {self.stream: ">"}, count=1, block=block_ms
-            )
+            message_id, found = await self._take(consumer)
+            if not message_id:  # none waits: until a message is added after the last one
+                await self.redis.xread({self.stream: found}, count=1, block=block_ms)
+                message_id, found = await self._take(consumer)
         except ResponseError as e:
             if "NOGROUP" not in str(e):
                 raise
             await self.ensure_group()  # Redis restarted without its data
             return None
-        if not answer or not answer[0][1]:
-            return None
-        message_id, fields = answer[0][1][0]
-        return Pulled(message_id, fields.get("key", ""))
+        return Pulled(message_id, found) if message_id else None
+
+    async def _take(self, consumer: str) -> tuple[str, str]:
+        args = [GROUP, consumer, self.job_key("")]
+        message_id, found = await self._pull(keys=[self.waiting, self.stream], args=args)
+        return str(message_id), str(found)
 
     async def reclaim(self, consumer: str, idle_ms: int) -> Pulled | None:
         """A job whose gateway stopped heartbeating for idle_ms, taken over; None if none."""
-        _, claimed, _ = await self.redis.xautoclaim(
-            self.stream, GROUP, consumer, min_idle_time=idle_ms, count=1
-        )
+        try:
+            claimed = await self._reclaim(keys=[self.stream], args=[GROUP, consumer, idle_ms])
+        except ResponseError as e:
+            if "NOGROUP" not in str(e) and "no such key" not in str(e):
+                raise
+            return None
         if not claimed:
             return None
-        message_id, fields = claimed[0]
-        return Pulled(message_id, (fields or {}).get("key", ""), reclaimed=True)
+        return Pulled(str(claimed[0]), str(claimed[1]), reclaimed=True)
+
+    async def position(self, key: str) -> int | None:
+        """Jobs that run before this one, which no gateway has taken yet; None once taken."""
+        ahead = await self.redis.zrank(self.waiting, key)
+        return None if ahead is None else int(ahead)
+
+    async def queued(self, limit: int) -> list[tuple[str, int, float]]:
+        """The first `limit` jobs no gateway has taken, in the order they will be: (key,
+        priority, when it was queued)."""
+        keys = await self.redis.zrange(self.waiting, 0, max(limit, 1) - 1)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.hmget(self.job_key(key), "priority", "created")
+            found = await pipe.execute()
+        return [
+            (key, int(priority or 0), float(created or 0))
+            for key, (priority, created) in zip(keys, found, strict=True)
+        ]
 
     async def heartbeat(self, consumer: str, message_ids: list[str]) -> list[str]:
         """Still working on these: reset their idle time, so nobody takes them over. Those
@@ -91,10 +120,10 @@ class JobStream:
         )
 
     async def release(self, pulled: Pulled, consumer: str) -> bool:
-        """Hand a job this gateway holds and will not run back to the queue (at its end, as a
+        """Hand a job this gateway holds and will not run back to the queue (at its place, as a
         new generation), for another; False when it had ended, or was not this gateway's."""
-        keys = [self.stream, self.job_key(pulled.key)]
-        args = [GROUP, pulled.message_id, pulled.key, consumer]
+        keys = [self.stream, self.job_key(pulled.key), self.waiting]
+        args = [GROUP, pulled.message_id, pulled.key, consumer, repr(self.age_step_s)]
         return bool(await self._release(keys=keys, args=args))
 
     async def start(self, pulled: Pulled, consumer: str) -> int:

@@ -36,7 +36,7 @@ from app.fleet.sink import EventSink
 from app.fleet.store import FleetStore
 from app.fleet.stream import Pulled
 from app.jobs.job import Job
-from app.jobs.runner import Ending, JobRunner
+from app.jobs.runner import JobRunner
 from app.jobs.scheduler import Scheduler
 from app.jobs.webhooks import WebhookSender
 
@@ -221,25 +221,23 @@ class FleetWorker:
         task.add_done_callback(self._finishing.discard)
 
     # -- outcomes -------------------------------------------------------------------------------
-    async def record_outcome(
-        self, job: Job, result: JobOutcome | None, error: GatewayError | None
-    ) -> Ending | None:
+    async def record_outcome(self, job: Job, outcome: JobOutcome) -> JobOutcome | None:
         """The runner's hook before it delivers a job's webhooks: record the outcome in Redis,
         once. What to deliver, or None when another gateway recorded it first (or this one is
         leaving the job to others). A job this gateway did not take from the fleet (the
         warmup) is delivered as it is."""
         entry = next((r for r in self.running.values() if r.job is job), None)
         if entry is None:
-            return result, error
+            return outcome
         await entry.sink.close()
         if self.outcomes.abandoning:
             entry.settled = True
             return None
-        if result is not None and (too_large := self.outcomes.too_large(result)):
-            error, result = too_large, None
-        recorded = await self.outcomes.record(entry.pulled, job.id, result, error)
+        if outcome.error is None and (too_large := self.outcomes.too_large(outcome)):
+            outcome = JobOutcome.failed(outcome.id, outcome.prompt, too_large)
+        recorded = await self.outcomes.record(entry.pulled, outcome)
         entry.settled = True
-        return (result, error) if recorded else None
+        return outcome if recorded else None
 
     # -- keeping jobs ---------------------------------------------------------------------------
     async def _heartbeat(self) -> None:

@@ -35,6 +35,18 @@ class Peer:
     this: bool  # this gateway
 
 
+@dataclass(frozen=True)
+class QueuedJob:
+    """A job waiting to run, as the queue shows it (the operator's console): `position` jobs
+    run before it."""
+
+    id: str
+    owner: str | None
+    priority: int
+    position: int
+    waited_s: float
+
+
 class AtMaxJobs(Exception):
     """The owner has its KEY_LIMITS max_jobs queued or running already (`have` of them)."""
 
@@ -98,12 +110,12 @@ class JobBackend(Protocol):
         """How many jobs are ahead of this queued one, or None once it runs."""
         ...
 
-    async def interrupt(self, record: JobView) -> None:
-        """Cancel this queued or running job; its own request then answers 409."""
+    async def queued(self, limit: int) -> list[QueuedJob]:
+        """The jobs waiting to run, in the order they will (at most `limit`), every owner's."""
         ...
 
-    async def waiting(self, limit: int) -> list[JobView]:
-        """Every owner's queued jobs (at most limit), first to run first (the operator page)."""
+    async def interrupt(self, record: JobView) -> None:
+        """Cancel this queued or running job; its own request then answers 409."""
         ...
 
     async def finished(self, limit: int) -> list[JobView]:

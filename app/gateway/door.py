@@ -23,7 +23,7 @@ from app.core.errors import Conflict, NotFound
 from app.core.keys import Caller, owner_label
 from app.core.options import JobOptions
 from app.core.outcome import JobOutcome
-from app.gateway.backend import AcceptedJob, AtMaxJobs, JobBackend
+from app.gateway.backend import AcceptedJob, AtMaxJobs, JobBackend, QueuedJob
 from app.gateway.quotas import Quotas
 from app.gateway.readiness import Readiness
 from app.jobs.input_names import check_names
@@ -66,6 +66,7 @@ class JobDoor:
         # Before anything is taken: what the graph names is the caller's to name.
         check_names(graph, caller)
         self.grants.check_job(caller, graph, options)  # model URLs, S3 buckets
+        self.quotas.check_priority(caller, options.priority if options is not None else 0)
         most = self.quotas.max_jobs(caller)
         try:
             return await self.backend.submit(
@@ -130,6 +131,11 @@ class JobDoor:
         if record.status != "queued":
             return None
         return await self.backend.position(record)
+
+    async def queued(self, caller: Caller, limit: int = 100) -> list[QueuedJob]:
+        """The jobs waiting to run, in order, with their positions: those the caller may see
+        (an admin: every key's; positions count every job)."""
+        return [job for job in await self.backend.queued(limit) if caller.sees(job.owner)]
 
     async def interrupt(self, request_id: str, caller: Caller, owner: str | None = None) -> None:
         """Cancel a queued or running job the caller may see; its own request then answers 409

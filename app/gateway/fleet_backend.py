@@ -3,6 +3,7 @@ has a free ComfyUI (app.fleet.worker), read and interrupted from any."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
@@ -13,8 +14,8 @@ from app.core.limits import SharedRates
 from app.core.options import JobOptions
 from app.fleet import listing
 from app.fleet.fleet import Fleet
-from app.fleet.store import MaxJobsReached
-from app.gateway.backend import AcceptedJob, AtMaxJobs, Peer
+from app.fleet.store import MaxJobsReached, split_key
+from app.gateway.backend import AcceptedJob, AtMaxJobs, Peer, QueuedJob
 from app.jobs.records import JobView
 from app.jobs.runner import JobRunner
 
@@ -78,11 +79,18 @@ class FleetBackend:
     async def position(self, record: JobView) -> int | None:
         return await self.fleet.queue.position(record.id, record.owner)
 
+    async def queued(self, limit: int) -> list[QueuedJob]:
+        now = time.time()  # when each was queued is the accepting gateway's clock
+        return [
+            QueuedJob(request_id, owner, priority, position, round(max(now - created, 0.0), 3))
+            for position, (key, priority, created) in enumerate(
+                await self.fleet.queue.queued(limit)
+            )
+            for owner, request_id in [split_key(key)]
+        ]
+
     async def interrupt(self, record: JobView) -> None:
         await self.fleet.queue.interrupt(record.id, record.owner)
-
-    async def waiting(self, limit: int) -> list[JobView]:
-        return list(await self._read(listing.waiting(self.fleet.store, limit)))
 
     async def finished(self, limit: int) -> list[JobView]:
         return list(await self._read(listing.finished(self.fleet.store, limit)))

@@ -3,13 +3,16 @@ ComfyUI's, and the runner's history."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from app.comfy.graph import Graph
+from app.core.errors import ComfyUnavailable
 from app.core.limits import SharedRates
 from app.core.options import JobOptions
-from app.gateway.backend import AcceptedJob, AtMaxJobs, Peer
+from app.gateway.backend import AcceptedJob, AtMaxJobs, Peer, QueuedJob
 from app.gateway.pool import Pool
+from app.jobs.job import Job
 from app.jobs.records import JobView
 from app.jobs.runner import JobRunner
 
@@ -77,15 +80,37 @@ class LocalBackend:
         _, pending = await job.instance.client.queue()
         return pending.index(record.prompt_id) if record.prompt_id in pending else None
 
+    async def queued(self, limit: int) -> list[QueuedJob]:
+        """Those in ComfyUI's queue (a lone instance takes jobs at once), then those in the
+        gateway's (a pool's, or while the instance restarts); prompts of the /comfy passthrough
+        count for the positions but are not listed."""
+        now, active = time.monotonic(), self.runner.active
+        found: list[QueuedJob] = []
+
+        def add(job: Job, position: int) -> None:
+            if len(found) < limit:
+                waited_s = round(now - job.started, 3)
+                found.append(QueuedJob(job.id, job.record.owner, job.options.priority,
+                                       position, waited_s))  # fmt: skip
+
+        for instance in self.pool.scheduler.instances:
+            if not instance.jobs:
+                continue  # none of ours there
+            try:
+                _, pending = await instance.client.queue()
+            except ComfyUnavailable:
+                continue  # it restarts: its jobs wait again in the gateway's queue
+            for position, prompt_id in enumerate(pending):
+                if (key := self.runner.by_prompt.get(prompt_id)) in active:
+                    add(active[key], position)
+        by_slot = {job.slot: job for job in active.values()}
+        for position, entry in enumerate(self.pool.scheduler.waiting):
+            if (job := by_slot.get(entry.request_id)) is not None:
+                add(job, position)
+        return found
+
     async def interrupt(self, record: JobView) -> None:
         await self.runner.interrupt((record.owner, record.id))
-
-    async def waiting(self, limit: int) -> list[JobView]:
-        # The runner's jobs in the order they came: the gateway's queue and ComfyUI's are FIFO.
-        queued: list[JobView] = [
-            job.record for job in self.runner.active.values() if job.record.status == "queued"
-        ]
-        return queued[:limit]
 
     async def finished(self, limit: int) -> list[JobView]:
         found: list[JobView] = [*self.runner.history.finished(limit)]

@@ -30,7 +30,11 @@ class Pool:
         self.settings = settings
         self.instances = [ComfyInstance(settings, i) for i in range(settings.instance_count)]
         # In a fleet, jobs are pulled only for a free instance: one at a time on each.
-        self.scheduler = Scheduler(self.instances, one_at_a_time=settings.queue_url is not None)
+        self.scheduler = Scheduler(
+            self.instances,
+            one_at_a_time=settings.queue_url is not None,
+            age_step_s=settings.queue_age_step_s,
+        )
         self.scheduler.after_release.append(self.after_job)
         self._recycles: set[asyncio.Task[None]] = set()
         for instance in self.instances:

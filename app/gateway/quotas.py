@@ -1,4 +1,5 @@
-"""Quotas: the jobs each key may have queued or running at once (KEY_LIMITS max_jobs).
+"""Quotas: the jobs each key may have queued or running at once (KEY_LIMITS max_jobs), and the
+highest priority it may give them (max_priority).
 
 Counted where the job mode keeps its jobs (app.gateway.backend): on a lone gateway those it
 holds, in a fleet those the fleet holds (counted in Redis as they are queued, so every gateway
@@ -7,7 +8,7 @@ refuses the same 429).
 
 from __future__ import annotations
 
-from app.core.errors import TooManyJobs
+from app.core.errors import Forbidden, TooManyJobs
 from app.core.keys import Caller
 from app.core.limits import KeyLimit, limit_for
 from app.core.metrics import GatewayMetrics
@@ -29,6 +30,19 @@ class Quotas:
     def max_jobs(self, caller: Caller) -> int:
         """The caller's KEY_LIMITS max_jobs (0: no limit)."""
         return limit_for(self.limits, caller).max_jobs
+
+    def check_priority(self, caller: Caller, priority: int) -> None:
+        """Refuse (403) a priority above the key's KEY_LIMITS max_priority: the job would run
+        later than its client believes if it were lowered quietly."""
+        most = limit_for(self.limits, caller).max_priority
+        if most is not None and priority > most:
+            self.metrics.key_limited(caller.label, "max_priority")
+            raise Forbidden(
+                f"priority: this API key may ask for priority {most} at most (its KEY_LIMITS "
+                f"max_priority), not {priority}",
+                location="priority",
+                details={"limit": "max_priority", "max_priority": most},
+            )
 
     async def check(self, caller: Caller, others: int = 0) -> None:
         """Refuse (429) new work of a key that has its max_jobs queued or running already (in a

@@ -25,6 +25,7 @@ class Job:
     inputs: JobInputs
     models: frozenset[str]  # the checkpoints it loads: it prefers an instance that has them
     started: float = field(default_factory=time.monotonic)
+    rank: float = 0.0  # its place in the queues (app.core.priority), fixed when accepted
     task: asyncio.Task[JobOutcome] | None = None
     instance: ComfyInstance | None = None  # while placed on one
     waiter: PromptWaiter | None = None  # of the current attempt

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from app.comfy.previews import PreviewFrame
+from app.core.errors import Interrupted
 from app.core.outcome import JobOutcome
 from app.core.status import JobStatus
 from app.jobs.preview import Preview, PreviewThrottle
@@ -97,7 +98,7 @@ class JobRecord:
     status: JobStatus = "queued"
     progress: dict[str, Any] = field(default_factory=lambda: {"value": 0, "max": 0, "node": None})
     error: dict[str, Any] | None = None
-    outcome: JobOutcome | None = None  # once it succeeded
+    outcome: JobOutcome | None = None  # once it ended (succeeded, or failed with its error)
     result: dict[str, Any] | None = None  # the outcome's /prompt body (its `complete` event)
     events: list[JobEvent] = field(default_factory=list)
     finished_at: float | None = None  # monotonic
@@ -192,18 +193,18 @@ class JobRecord:
         """A node of the job's graph as people call it (node_names), or None."""
         return self.node_names.get(str(node)) if node is not None else None
 
-    def succeed(self, outcome: JobOutcome) -> None:
-        body = outcome.body()
-        self.status, self.outcome, self.result = "succeeded", outcome, body
-        self.finished_at = time.monotonic()
+    def end(self, outcome: JobOutcome) -> None:
+        """The job ended as its outcome says: `complete` with the 200 body, or `failed` with
+        the error's body (status `interrupted` for an interrupt)."""
+        self.outcome, self.finished_at = outcome, time.monotonic()
         self._end_previews()
-        self.emit("complete", body)
-
-    def fail(self, body: dict[str, Any], *, interrupted: bool = False) -> None:
-        self.status = "interrupted" if interrupted else "failed"
-        self.error, self.finished_at = body, time.monotonic()
-        self._end_previews()
-        self.emit("failed", {"id": self.id, **body})
+        if outcome.error is None:
+            self.status, self.result = "succeeded", outcome.body()
+            self.emit("complete", self.result)
+            return
+        self.status = "interrupted" if isinstance(outcome.error, Interrupted) else "failed"
+        self.error = outcome.error.body()
+        self.emit("failed", {"id": self.id, **self.error})
 
     async def follow(
         self, after: int = 0, *, idle_s: float | None = None

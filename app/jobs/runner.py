@@ -48,8 +48,8 @@ from app.jobs.webhooks import WebhookSender, deliver_job_end
 from app.models.store import ModelStore
 
 log = logging.getLogger(__name__)
-Ending = tuple[JobOutcome | None, GatewayError | None]  # (a success's outcome, or the error)
-OutcomeHook = Callable[[Job, JobOutcome | None, GatewayError | None], Awaitable[Ending | None]]
+# Asked with a job's outcome before its webhooks go out: the outcome to deliver, or None.
+OutcomeHook = Callable[[Job, JobOutcome], Awaitable[JobOutcome | None]]
 
 
 class JobRunner(JobStart):
@@ -93,26 +93,25 @@ class JobRunner(JobStart):
         self.tasks: set[asyncio.Task[JobOutcome]] = set()  # until deliveries are done
 
     async def _run(self, job: Job, only: ComfyInstance | None) -> JobOutcome:
-        record = job.record
+        """The job's task: run it, end its record and deliver its webhooks with its one
+        outcome; return it, or raise its error."""
         try:
             try:
-                result = await self._attempts(job, only)
+                outcome = await self._attempts(job, only)
             finally:
                 self._release(job)
         except GatewayError as e:
             log.warning("job %s failed: %s %s: %s", job.id, e.status, e.code, e.message)
-            record.fail(e.body(), interrupted=isinstance(e, Interrupted))
-            await self._deliver(job, None, e)
-            raise
-        except Exception as e:
+            outcome = JobOutcome.failed(job.id, job.prompt, e)
+        except Exception:
             log.exception("job %s: unexpected error", job.id)
             error = GatewayError("internal error while finishing the job; see the gateway's log")
-            record.fail(error.body())
-            await self._deliver(job, None, error)
-            raise error from e
-        record.succeed(result)
-        await self._deliver(job, result, None)
-        return result
+            outcome = JobOutcome.failed(job.id, job.prompt, error)
+        job.record.end(outcome)
+        await self._deliver(job, outcome)
+        if outcome.error is not None:
+            raise outcome.error
+        return outcome
 
     async def _attempts(self, job: Job, only: ComfyInstance | None) -> JobOutcome:
         """Place, submit and finish the job; again on another instance if its instance died."""
@@ -120,7 +119,14 @@ class JobRunner(JobStart):
         avoid: ComfyInstance | None = None
         while True:
             if job.instance is None:
-                placed = self.scheduler.place(job.slot, job.models, only=only, avoid=avoid)
+                placed = self.scheduler.place(
+                    job.slot,
+                    job.models,
+                    only=only,
+                    avoid=avoid,
+                    rank=job.rank,
+                    priority=job.options.priority,
+                )
                 instance = await self._in_time(placed, deadline, job)
                 await self._submit(job, instance)
             try:
@@ -147,15 +153,13 @@ class JobRunner(JobStart):
         except TimeoutError:
             raise PromptTimeout.after(self.timeout_s) from None
 
-    async def _deliver(
-        self, job: Job, result: JobOutcome | None, failure: GatewayError | None
-    ) -> None:
+    async def _deliver(self, job: Job, outcome: JobOutcome) -> None:
         self.metrics.job_ended(job.record, job.started)  # every outcome passes here, once
         if self.outcome is not None:
-            decided = await self.outcome(job, result, failure)
+            decided = await self.outcome(job, outcome)
             if decided is None:
                 return
-            result, failure = decided
+            outcome = decided
         if job.options.webhook or job.options.webhook_v2:
             webhook, webhook_v2 = job.options.webhook, job.options.webhook_v2
             owner = job.record.owner
@@ -163,10 +167,8 @@ class JobRunner(JobStart):
                 self.sender,
                 webhook=str(webhook) if webhook else None,
                 webhook_v2=str(webhook_v2) if webhook_v2 else None,
-                job_id=job.id,
                 graph=job.prompt,
-                outcome=result,
-                error=failure.body() if failure is not None else None,
+                outcome=outcome,
                 key_name=owner_label(owner) if owner is not None else None,
             )
 

@@ -7,19 +7,23 @@ restarts or recycles).
 
 Among the free instances a job prefers one whose last job loaded the same model (a model load
 costs seconds on a GPU), then one that has loaded nothing, then the one idle longest. Jobs are
-placed strictly in the order they came, so affinity never starves one.
+placed strictly in their queue's order, so affinity never starves one: by rank (app.core.priority:
+higher priority first, a waiting job gaining 1 per QUEUE_AGE_STEP_S), the earlier on a tie.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
+import itertools
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
 from app.core.errors import GatewayError, Interrupted
+from app.core.priority import rank as rank_of
 
 
 class Instance(Protocol):
@@ -49,14 +53,27 @@ class Waiting(Generic[InstanceT]):
     placed: asyncio.Future[InstanceT]
     only: InstanceT | None = None  # pinned: the warmup of each instance
     avoid: InstanceT | None = None  # the instance a retried job just died on
+    priority: int = 0
+    order: tuple[float, int] = (0.0, 0)  # (rank, arrival): lower goes first (app.core.priority)
     since: float = field(default_factory=time.monotonic)
 
 
 class Scheduler(Generic[InstanceT]):
     """Places jobs on instances: at once when one is free, else in order as they free up."""
 
-    def __init__(self, instances: Iterable[InstanceT], *, one_at_a_time: bool = False) -> None:
+    def __init__(
+        self,
+        instances: Iterable[InstanceT],
+        *,
+        one_at_a_time: bool = False,
+        age_step_s: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.instances = list(instances)
+        self.age_step_s = age_step_s
+        self.clock = clock
+        self._epoch = clock()  # ranks count from here: small numbers, as ComfyUI's own
+        self._arrivals = itertools.count()
         # One job at a time on an instance when there are several (or when a fleet pulls jobs
         # only for free instances); else ComfyUI's queue orders them.
         self.one_at_a_time = one_at_a_time or len(self.instances) > 1
@@ -65,6 +82,11 @@ class Scheduler(Generic[InstanceT]):
         self.after_release: list[
             Callable[[InstanceT], None]
         ] = []  # e.g. the pool's recycling check
+
+    def rank(self, priority: int, queued_at: float) -> float:
+        """A job's place in the queue (lower first), from its priority and when it was queued
+        (this scheduler's clock); fixed while it waits (app.core.priority)."""
+        return rank_of(priority, queued_at - self._epoch, self.age_step_s)
 
     @property
     def pooled(self) -> bool:
@@ -96,11 +118,20 @@ class Scheduler(Generic[InstanceT]):
         *,
         only: InstanceT | None = None,
         avoid: InstanceT | None = None,
+        rank: float | None = None,
+        priority: int = 0,
     ) -> InstanceT:
-        """Wait in the gateway's queue for an instance; withdraw() or fail_waiting() end it."""
+        """Wait in the gateway's queue for an instance, at its rank (default: as queued now
+        with this priority); withdraw() or fail_waiting() end it."""
         loop = asyncio.get_running_loop()
-        entry: Waiting[InstanceT] = Waiting(request_id, models, loop.create_future(), only, avoid)
-        self.waiting.append(entry)
+        if rank is None:
+            rank = self.rank(priority, self.clock())
+        entry: Waiting[InstanceT] = Waiting(
+            request_id, models, loop.create_future(), only, avoid, priority,
+            (rank, next(self._arrivals)), self.clock(),
+        )  # fmt: skip
+        # One insertion keeps the queue in order: ranks are fixed while jobs wait.
+        bisect.insort(self.waiting, entry, key=lambda waiting: waiting.order)
         self.dispatch()
         try:
             return await asyncio.shield(entry.placed)

@@ -117,6 +117,7 @@ class JobStart:
                 record.listeners.append(listener)
             job = Job(record, graph, options, echo_input, inputs, models_of(graph))
             self._follow_progress(job)
+            job.rank = self.scheduler.rank(options.priority, job.started)
             self.active[key] = job
             self.preparing.discard(key)
             record.emit("queued", {"id": request_id})
@@ -193,11 +194,13 @@ class JobStart:
                 "job %s%s: submitting as prompt %s to %s (%d nodes)",
                 job.id, of, prompt_id, instance.name, len(job.submitted),
             )  # fmt: skip
+            # ComfyUI's queue runs the lowest number first: ours is the job's rank.
             await instance.client.submit(
                 job.submitted,
                 prompt_id=prompt_id,
                 client_id=instance.tracker.client_id,
                 extra_data=job.options.comfy_extra_data(),
+                number=job.rank,
             )
             queued = True
             instance.tracker.submitted(job.waiter)

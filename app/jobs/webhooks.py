@@ -227,10 +227,8 @@ async def deliver_job_end(
     *,
     webhook: str | None,
     webhook_v2: str | None,
-    job_id: str,
     graph: dict[str, Any],
-    outcome: JobOutcome | None,
-    error: dict[str, Any] | None,
+    outcome: JobOutcome,
     key_name: str | None = None,
 ) -> None:
     """The terminal deliveries of one job: legacy per output (or one failure), and v2 once.
@@ -238,23 +236,23 @@ async def deliver_job_end(
     `key_name`: the name of the API key whose job it is, sent as `metadata.key_name`.
     """
     meta = {"metadata": {"key_name": key_name}} if key_name is not None else {}
+    job_id = outcome.id
+    error = outcome.error.body() if outcome.error is not None else None
     if webhook:
-        if outcome is not None:
+        if error is None:
             warned = {"warnings": list(outcome.warnings)} if outcome.warnings else {}
             for index, file in enumerate(outcome.files):
                 payload = {"event": "output.complete", "image": file.content, "id": job_id,
                            "filename": file.name, "prompt": graph, **warned, **meta}  # fmt: skip
                 await sender.deliver(webhook, payload, msg_id=f"{job_id}.{index}", job_id=job_id)
         else:
-            assert error is not None
             payload = {"event": "prompt.failed", **error, "id": job_id, "prompt": graph, **meta}
             await sender.deliver(webhook, payload, msg_id=job_id, job_id=job_id)
     if webhook_v2:
-        if outcome is not None:
+        if error is None:
             body = outcome.body()
             payload = {"type": "prompt.complete", "timestamp": now_iso(), **body, **meta}
         else:
-            assert error is not None
             payload = {"type": "prompt.failed", "timestamp": now_iso(), "id": job_id,
                        "prompt": graph, **error, **meta}  # fmt: skip
         await sender.deliver(webhook_v2, payload, msg_id=job_id, job_id=job_id)

@@ -21,7 +21,10 @@ ENV = {
     "API_KEYS": f"alice:{ALICE},bob:{BOB},metered:{METERED},solo:{SOLO}",
     "ADMIN_API_KEYS": f"ops:{ADMIN}",
     "KEY_LIMITS": json.dumps(
-        {"metered": {"requests_per_minute": 60, "burst": 5}, "solo": {"max_jobs": 1}}
+        {
+            "metered": {"requests_per_minute": 60, "burst": 5},
+            "solo": {"max_jobs": 1, "max_priority": 0},
+        }
     ),
     "MAX_INPUT_PIXELS": str(MAX_INPUT_PIXELS),
     "INPUT_MAX_MB": "1",

@@ -92,10 +92,12 @@ def test_native_client_runs_a_graph_through_comfy(gateway: Gateway) -> None:
         assert first["type"] == "status"
         prompt_id = client.queue_prompt(img2img_graph(uploaded["name"]))["prompt_id"]
         seen: list[dict[str, Any]] = []
+        previews = 0
         while True:
             message = ws.recv(timeout=60)
             if isinstance(message, bytes):
-                continue  # previews
+                previews += 1  # the gateway starts ComfyUI with previews (PREVIEW_METHOD)
+                continue
             event = json.loads(message)
             seen.append(event)
             data = event["data"]
@@ -107,6 +109,7 @@ def test_native_client_runs_a_graph_through_comfy(gateway: Gateway) -> None:
                 break
     steps = [e["data"] for e in seen if e["type"] == "progress"]
     assert [(s["value"], s["max"]) for s in steps] == [(1, 2), (2, 2)]
+    assert previews > 0  # its own prompt's latent previews, as ComfyUI sends them
     assert all(s["prompt_id"] == prompt_id for s in steps)
 
     history = json.loads(client.get(f"/history/{prompt_id}"))[prompt_id]
@@ -121,6 +124,38 @@ def test_native_client_runs_a_graph_through_comfy(gateway: Gateway) -> None:
     # sharing this gateway expect an empty output folder.
     (gateway.output_dir / image["subfolder"] / image["filename"]).unlink()
     (gateway.input_dir / uploaded["name"]).unlink()
+
+
+@pytest.mark.parametrize("path", ["/comfy/ws", "/ws"])
+def test_a_socket_without_a_client_id_gets_text_only(gateway: Gateway, path: str) -> None:
+    """ComfyUI sends a prompt's previews to every socket when it has no client_id; a client
+    that named no clientId (ComfyClient.mjs parses every frame as JSON) gets its events only."""
+    client = NativeClient(f"{gateway.url}/comfy")
+    g = graph("t2i")
+    g["5"]["inputs"].update(steps=3, seed=int(uuid.uuid4().int % 10**6))
+    with connect(f"ws://127.0.0.1:{gateway.port}{path}", open_timeout=10) as ws:
+        body = json.dumps({"prompt": g}).encode()  # no client_id
+        request = urllib.request.Request(f"{client.base}/prompt", data=body)
+        with urllib.request.urlopen(request) as response:
+            prompt_id = json.loads(response.read())["prompt_id"]
+        kinds: list[str] = []
+        done = False
+        while not done:  # until its history is written (`executing` goes to a client_id only)
+            try:
+                message = ws.recv(timeout=2)
+            except TimeoutError:
+                message = None
+            assert not isinstance(message, bytes), "a binary frame reached it"
+            if message is not None:
+                event = json.loads(message)
+                if (event.get("data") or {}).get("prompt_id") == prompt_id:
+                    kinds.append(event["type"])
+            done = prompt_id in json.loads(client.get(f"/history/{prompt_id}"))
+    assert "progress" in kinds
+    history = json.loads(client.get(f"/history/{prompt_id}"))[prompt_id]
+    for output in history["outputs"].values():
+        for image in output.get("images", []):
+            (gateway.output_dir / image["subfolder"] / image["filename"]).unlink()
 
 
 def test_comfy_endpoints_answer_as_comfyui_does(gateway: Gateway) -> None:

@@ -97,6 +97,7 @@ def test_the_console_follows_a_running_job_then_shows_a_thumbnail(
     assert page.inner_text("#instances tbody tr td:nth-child(2)") == "ready"
     # A job that runs until it is interrupted: the page sees it running, whatever the CPU.
     posted = in_background(tenant_gateway, ALICE, t2i("console-watch", steps=5000))
+    waiting: list[threading.Thread] = []
     try:
         running = page.wait_for_selector('#running .card[data-job="console-watch"]')
         assert running.inner_text().startswith("console-watch\nalice · prompt")
@@ -112,10 +113,22 @@ def test_the_console_follows_a_running_job_then_shows_a_thumbnail(
             f"""() => (document.querySelector('{preview}')?.src || "").startsWith("data:image/")""",
             timeout=120_000,
         )
+        # Two jobs wait behind it: the queue lists the higher priority first, with positions.
+        for job_id, level in (("console-low", 0), ("console-high", 7)):
+            body = {**t2i(job_id, 1), "priority": level}
+            waiting.append(in_background(tenant_gateway, ALICE, body))
+        page.wait_for_function(
+            "() => document.querySelectorAll('#queue tbody tr').length === 2", timeout=60_000
+        )
+        rows = [r.inner_text().split("\t")[:3] for r in page.query_selector_all("#queue tbody tr")]
+        assert rows == [["0", "7", "console-high"], ["1", "0", "console-low"]]
     finally:
         with client(tenant_gateway, ALICE) as c:
-            c.post("/interrupt", json={"id": "console-watch"})
+            for job_id in ("console-high", "console-low", "console-watch"):
+                c.post("/interrupt", json={"id": job_id})
         posted.join(60)
+        for thread in waiting:
+            thread.join(60)
     page.wait_for_selector('#finished .card.interrupted[data-job="console-watch"]')
     assert page.query_selector('#running .card[data-job="console-watch"]') is None
     # A finished job's first image, as a thumbnail; its file name (the tenant's) as text.

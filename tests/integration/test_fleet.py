@@ -34,6 +34,13 @@ from tests.integration.conftest import seed_inputs
 from tests.integration.fileserver import FileServer
 from tests.integration.harness import GRAPHS, MODELS, ROOT, Gateway, eventually, graph
 from tests.integration.receiver import Receiver
+from tests.integration.test_priority import (
+    RUN_ORDER,
+    SUBMITTED,
+    color_of,
+    run_behind_a_busy_job,
+    started_order,
+)
 from tests.integration.test_prompt import empty_image
 from tests.redis_server import RedisServer
 
@@ -445,6 +452,23 @@ def pair(tmp_path_factory: pytest.TempPathFactory, aof_redis: RedisServer) -> It
     stop_all(fleet.gateways)
 
 
+def test_priorities_0_5_0_9_run_9_5_0_0_across_the_fleet(pair: Pair) -> None:
+    """Both gateways busy; jobs of priorities 0, 5, 0, 9 queued through either; the one freed
+    first takes them from Redis in the order 9, 5, 0, 0 (ComfyUI's history says when each began)."""
+    first, second = pair.gateways
+    with ThreadPoolExecutor(2) as pool, first.client() as c:
+        slow = [txt2img(2000, 120 + n) for n in (0, 1)]
+        busy = [pool.submit(submit, first, slow[n], f"prio-busy-{n}") for n in (0, 1)]
+        runners = [running_on(pair.gateways, pair.redis, f"prio-busy-{n}") for n in (0, 1)]
+        assert {g.pid for g in runners} == {first.pid, second.pid}
+        positions = run_behind_a_busy_job(first, "prio-busy-0", c, [first, second])
+        assert c.post("/interrupt", json={"id": "prio-busy-1"}).status_code == 200
+        assert [b.result(timeout=60).status_code for b in busy] == [409, 409]
+    assert positions == {name: place for place, name in enumerate(RUN_ORDER)}
+    colors = {color_of(name): name for name, _ in SUBMITTED}
+    assert started_order(runners[0].comfy_url, colors) == RUN_ORDER  # all ran there, in order
+
+
 def test_kill_9_of_the_gateway_running_a_job_it_completes_on_the_other(
     pair: Pair, receiver: Receiver
 ) -> None:
@@ -542,9 +566,8 @@ def test_redis_killed_and_restarted_from_its_aof_the_queued_jobs_run(
     for n in range(4):
         answer = submit(pair.gateways[0], txt2img(30, 130 + n), f"aof-{n}", webhook=hook)
         assert answer.status_code == 202, answer.text
-    with pair.redis.client() as client:
-        taken = client.xpending(f"{NAME}:jobs", "gateways")["pending"]
-        assert client.xlen(f"{NAME}:jobs") - taken >= 2, "no job was still queued"
+    with pair.redis.client() as client:  # the jobs no gateway has taken (app.fleet.order)
+        assert client.zcard(f"{NAME}:waiting") >= 2, "no job was still queued"
     pair.redis.stop(kill=True)
     time.sleep(2)
     pair.redis.start()

@@ -19,6 +19,7 @@ from typing import Any
 
 from app.core.errors import GatewayError, Interrupted
 from app.core.options import JobOptions
+from app.core.outcome import JobOutcome
 from app.core.settings import load_settings
 from app.fleet.results import from_redis
 from app.fleet.store import FleetStore, fleet_key
@@ -96,22 +97,20 @@ class FakeRunner:
             outcome = await ended
         finally:
             self.scheduler.release(instance, job.slot)
-        result, error = (None, outcome) if isinstance(outcome, GatewayError) else (outcome, None)
-        if error is not None:
-            job.record.fail(error.body(), interrupted=isinstance(error, Interrupted))
+        if isinstance(outcome, GatewayError):
+            ending = JobOutcome.failed(job.id, job.graph, outcome)
         else:
-            result = from_redis({"id": job.id, **result}, uploaded=False)
-            job.record.succeed(result)
-        decided = await self.outcome(job, result, error)
+            ending = from_redis({"id": job.id, **outcome}, uploaded=False)
+        job.record.end(ending)
+        decided = await self.outcome(job, ending)
         if decided is None:
             return None
-        result, error = decided
         if job.options.webhook:
             await deliver_job_end(
-                self.sender, webhook=str(job.options.webhook), webhook_v2=None, job_id=job.id,
-                graph=job.graph, outcome=result, error=error.body() if error else None,
+                self.sender, webhook=str(job.options.webhook), webhook_v2=None,
+                graph=job.graph, outcome=decided,
             )  # fmt: skip
-        return result
+        return decided if decided.error is None else None
 
     def end(self, request_id: str, outcome: Any, owner: str | None = None) -> None:
         """End the job: a result, or a GatewayError."""

@@ -56,6 +56,8 @@ class FakeComfy:
     def __init__(self, input_dir: Path) -> None:
         self.prompts: list[str] = []
         self.extra_data: dict[str, Any] = {}  # by prompt id: what each was sent besides
+        self.numbers: dict[str, float] = {}  # the `number` each prompt was queued with
+        self.ended: set[str] = set()  # prompts the test finished or failed
         self.cancelled: list[str] = []
         self.app = FastAPI()
 
@@ -74,7 +76,15 @@ class FakeComfy:
             self.prompts.append(body["prompt_id"])
             if "extra_data" in body:
                 self.extra_data[body["prompt_id"]] = body["extra_data"]
+            self.numbers[body["prompt_id"]] = body.get("number", len(self.prompts))
             return {"prompt_id": body["prompt_id"], "number": len(self.prompts), "node_errors": {}}
+
+        @self.app.get("/queue")
+        async def queue_now() -> dict[str, Any]:
+            """The first unended prompt runs; the rest are listed as ComfyUI does: unsorted."""
+            left = [p for p in self.prompts if p not in self.ended and p not in self.cancelled]
+            items = [[self.numbers[p], p, {}, {}, []] for p in left]
+            return {"queue_running": items[:1], "queue_pending": items[1:]}
 
         @self.app.post("/queue")
         async def queue(request: Request) -> dict[str, Any]:
@@ -135,6 +145,8 @@ class Rig:
         runner.timeout_s = runner.finisher.timeout_s = timeout_s
         self.comfy.prompts.clear()
         self.comfy.extra_data.clear()
+        self.comfy.numbers.clear()
+        self.comfy.ended.clear()
         self.comfy.cancelled.clear()
         self.outcomes.ended.clear()
         for instance in self.instances:
@@ -144,6 +156,7 @@ class Rig:
     def finish(self, job: Job) -> None:
         """ComfyUI is done with the job's prompt (its last `executing` event)."""
         assert job.instance is not None and job.waiter is not None, "the job is not placed"
+        self.comfy.ended.add(job.waiter.prompt_id)
         job.instance.tracker.handle("executing", {"prompt_id": job.waiter.prompt_id, "node": None})
 
     def fail(self, job: Job) -> None:

@@ -5,7 +5,9 @@ ComfyUI) and with FleetBackend (the same runner, and the fleet's queue in a real
 no worker pulls, so the fleet's jobs stay queued). The door (app.gateway.door) does not know
 which it has: a key's job is its own (another key's id is a 404, the same as an unknown one),
 an admin finds any key's job by id (409 while two keys have it, until `owner` names one), a
-key's max_jobs is counted where the backend counts (429), and a gateway not started refuses.
+key's max_jobs is counted where the backend counts (429), a gateway not started refuses, the
+queue runs higher priorities first (its read lists it so, with positions, every key's for an
+admin and its own for a key), and a priority above a key's max_priority is a 403.
 """
 
 from __future__ import annotations
@@ -21,10 +23,11 @@ import pytest
 import pytest_asyncio
 
 from app.core.addresses import AddressPolicy
-from app.core.errors import ComfyUnavailable, Conflict, NotFound, TooManyJobs
+from app.core.errors import ComfyUnavailable, Conflict, Forbidden, NotFound, TooManyJobs
 from app.core.keys import Caller
 from app.core.limits import KeyLimit
 from app.core.metrics import GatewayMetrics
+from app.core.options import JobOptions
 from app.core.settings import load_settings
 from app.fleet.fleet import Fleet
 from app.gateway.backend import JobBackend
@@ -82,7 +85,7 @@ async def house(
         backend = FleetBackend(fleet, runner)
     lifecycle = SimpleNamespace(started=True, stopping=False)
     readiness = Readiness(lifecycle, backend, pool, max_queue_depth=0)  # type: ignore[arg-type]
-    limits = {"alice": KeyLimit(max_jobs=2)}
+    limits = {"alice": KeyLimit(max_jobs=2), "carol": KeyLimit(max_priority=5)}
     quotas = Quotas(limits, backend, GatewayMetrics("test"))
     door = JobDoor(backend, readiness, quotas, Grants(load_settings()), runner)
     yield House(door, backend, rig, lifecycle)
@@ -167,3 +170,41 @@ async def test_a_gateway_not_started_or_stopping_takes_no_job(house: House, phas
     assert phase.replace("stopping", "shutting down") in refused.value.message
     with pytest.raises(NotFound):
         await house.door.job("early", ALICE)  # nothing of it was kept
+
+
+async def test_the_queue_runs_higher_priority_first_and_shows_positions(house: House) -> None:
+    """Behind a job that holds the instance (local: ComfyUI runs it; fleet: nobody takes it,
+    so it waits too), jobs of priorities 0, 5, 0, 9 wait as 9, 5, 0, 0."""
+    door = house.door
+    await start(house, "busy", BOB)
+    submitted = [("first-0", 0, BOB), ("five", 5, CAROL), ("second-0", 0, BOB), ("nine", 9, BOB)]
+    for request_id, priority, caller in submitted:
+        await door.start_job(request_id, graph(filename_prefix="door"),
+                             JobOptions(priority=priority), caller=caller)  # fmt: skip
+    queued = [job for job in await door.queued(ADMIN) if job.id != "busy"]
+    assert [(job.id, job.priority) for job in queued] == [
+        ("nine", 9), ("five", 5), ("first-0", 0), ("second-0", 0),
+    ]  # fmt: skip
+    assert [job.owner for job in queued] == ["bob", "carol", "bob", "bob"]
+    assert all(job.waited_s >= 0 for job in queued)
+    positions = [job.position for job in queued]
+    assert positions == sorted(positions) and len(set(positions)) == 4
+    for job in queued:  # /prompt/{id} and v2 read the same place
+        caller = CAROL if job.owner == "carol" else BOB
+        assert await door.queue_position(await door.job(job.id, caller)) == job.position
+    # A key sees its own jobs only, at their places in the whole queue.
+    assert [(job.id, job.position) for job in await door.queued(CAROL)] == [
+        ("five", queued[1].position)
+    ]
+
+
+async def test_a_priority_above_the_keys_max_priority_is_a_403(house: House) -> None:
+    door = house.door
+    await door.start_job("at-cap", graph(), JobOptions(priority=5), caller=CAROL)
+    with pytest.raises(Forbidden) as refused:
+        await door.start_job("over-cap", graph(), JobOptions(priority=6), caller=CAROL)
+    assert refused.value.location == "priority"
+    assert refused.value.details == {"limit": "max_priority", "max_priority": 5}
+    with pytest.raises(NotFound):
+        await door.job("over-cap", CAROL)  # nothing of it was kept
+    await door.start_job("admin", graph(), JobOptions(priority=100), caller=ADMIN)  # no cap

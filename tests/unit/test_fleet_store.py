@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from app.core.limits import KeyLimit
+from app.fleet.order import QUEUED
 from app.fleet.rates import FleetRates
 from app.fleet.records import RemoteRecord
 from app.fleet.store import FleetStore, MaxJobsReached, fleet_key, split_key
@@ -148,18 +149,20 @@ async def test_a_job_is_taken_by_one_gateway_and_taken_over_when_it_goes_quiet(
     assert await store.redis.hget(store.job_key("c"), "delivered") == "1"
 
 
-async def test_a_job_handed_back_goes_to_the_end_of_the_queue(store: FleetStore) -> None:
+async def test_a_job_handed_back_keeps_its_place_in_the_queue(store: FleetStore) -> None:
     for key in ("d1", "d2"):
         await store.enqueue(key, spec(key), {"id": key})
     pulled = await store.pull("gateway-1", block_ms=100)
     assert pulled is not None and pulled.key == "d1"
     assert await store.position("d2") == 0
     assert await store.release(pulled, "gateway-1")
-    assert await store.position("d1") == 1
-    pending = await store.redis.xpending(store.stream, GROUP)
-    assert pending["pending"] == 0
+    # Its rank is from when it was first queued: it goes before d2 again, as a new generation.
+    assert await store.position("d1") == 0 and await store.position("d2") == 1
+    held = await store.redis.xpending_range(store.stream, GROUP, "-", "+", 10)
+    assert {entry["consumer"] for entry in held} == {QUEUED}  # nobody runs either
+    assert len(held) == 2 and pulled.message_id not in {entry["message_id"] for entry in held}
     order = [(await store.pull("gateway-2", block_ms=100)) for _ in range(2)]
-    assert [p.key for p in order if p is not None] == ["d2", "d1"]
+    assert [p.key for p in order if p is not None] == ["d1", "d2"]
 
 
 async def test_cancel_ends_a_job_nobody_took_and_signals_one_that_runs(

@@ -13,6 +13,7 @@ from fastapi import APIRouter, FastAPI
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from app.core.errors import GatewayError, Interrupted
 from app.core.metrics import JOB_BUCKETS_S, GatewayMetrics
 from app.core.outcome import JobOutcome
 from app.core.readings import GatewayState, InstanceReading
@@ -176,9 +177,11 @@ async def test_request_duration_lands_in_the_right_bucket() -> None:
 def finished(workflow: str, status: str, duration_s: float, code: str | None = None) -> JobRecord:
     record = JobRecord(f"job-{time.monotonic_ns()}", "p", workflow)
     if status == "succeeded":
-        record.succeed(JobOutcome(record.id, {}))
+        record.end(JobOutcome(record.id, {}))
     else:
-        record.fail({"error": "x", "code": code}, interrupted=status == "interrupted")
+        kind = Interrupted if status == "interrupted" else GatewayError
+        error = type("Failure", (kind,), {"code": code or kind.code})("x")
+        record.end(JobOutcome.failed(record.id, {}, error))
     assert record.finished_at is not None
     record.finished_at = time.monotonic()
     return record

@@ -84,7 +84,7 @@ def test_the_prompt_answer_renders_every_file_in_order() -> None:
 def test_a_record_holds_its_outcome_and_its_complete_event_is_the_prompt_body() -> None:
     record = JobRecord("job-1", "p-1")
     done = outcome(ResultFile.of_bytes("a.png", b"abc"))
-    record.succeed(done)
+    record.end(done)
     assert record.status == "succeeded" and record.outcome is done
     assert record.events[-1].type == "complete" and record.events[-1].data == done.body()
     assert record.result == done.body()
@@ -162,7 +162,7 @@ def test_v2_renders_status_progress_and_outputs_from_the_record() -> None:
         "value": 0.25, "nodes_done": 0, "nodes_total": 0,
         "current_node": "3", "step": 1, "steps": 4,
     }  # fmt: skip
-    record.succeed(outcome(ResultFile.of_bytes("out_00001_.png", PNG, node="9")))
+    record.end(outcome(ResultFile.of_bytes("out_00001_.png", PNG, node="9")))
     [output] = outputs(v2_job(), record, "http://gw")
     assert output["name"] == "out_00001_.png" and output["node_id"] == "9"
     assert (output["type"], output["content_type"]) == ("image", "image/png")
@@ -172,9 +172,24 @@ def test_v2_renders_status_progress_and_outputs_from_the_record() -> None:
     assert output_file(record, 1) is None
 
 
+def test_v2_names_the_node_that_wrote_each_file_even_where_prefixes_agree() -> None:
+    """Two save nodes with one prefix: the outcome knows which wrote what; a name cannot say."""
+    save = {"class_type": "SaveImage", "inputs": {"filename_prefix": "out"}}
+    job = V2Job("job-1", {"7": save, "9": save}, datetime(2026, 1, 1, tzinfo=UTC))
+    record = JobRecord("job-1", "p-1")
+    record.end(outcome(ResultFile.of_bytes("out_00001_.png", PNG, node="7"),
+                       ResultFile.of_bytes("out_00002_.png", PNG, node="9")))  # fmt: skip
+    assert [o["node_id"] for o in outputs(job, record, "http://gw")] == ["7", "9"]
+    # Read back from a fleet's Redis, a file has no node: the prefix names the first.
+    assert record.outcome is not None
+    fleet = JobRecord("job-1", "p-1")
+    fleet.end(from_redis(to_redis(record.outcome), uploaded=False))
+    assert [o["node_id"] for o in outputs(job, fleet, "http://gw")] == ["7", "7"]
+
+
 def test_v2_has_no_bytes_of_an_uploaded_output() -> None:
     record = JobRecord("job-1", "p-1")
-    record.succeed(outcome(ResultFile("out_00001_.png", 3, location="https://host/x.png")))
+    record.end(outcome(ResultFile("out_00001_.png", 3, location="https://host/x.png")))
     assert output_file(record, 0) is None
 
 

@@ -20,6 +20,7 @@ from app.comfy.graph import node_names
 from app.comfy.previews import PreviewFrame, decode
 from app.compat.a1111.generations import png_base64
 from app.compat.v2.events import v2_preview
+from app.core.errors import GatewayError
 from app.core.outcome import JobOutcome
 from app.core.settings import Settings
 from app.jobs.preview import PreviewThrottle
@@ -158,7 +159,7 @@ async def test_a_late_follower_gets_only_the_newest_preview_then_none_after_the_
     following = asyncio.create_task(previews_of(rec, after=1))  # resumed after `queued`
     await asyncio.sleep(0)  # it reads what is there
     rec.on_preview(frame("white"), "9")  # due when the window opens, after the job ended
-    rec.succeed(JobOutcome("job-1", {}))
+    rec.end(JobOutcome("job-1", {}))
     assert rec.preview is None  # nothing held once it ended
     got = await asyncio.wait_for(following, 5)
     kinds = [e.type for e in got]
@@ -184,7 +185,7 @@ async def test_a_slow_follower_gets_the_newest_not_a_backlog() -> None:
     nxt = await anext(stream)
     assert nxt is not None and nxt.type == "preview"
     assert nxt.data["image"].endswith(base64.b64encode(jpeg(color="white")).decode())
-    rec.fail({"error": "x"})
+    rec.end(JobOutcome.failed("job-1", {}, GatewayError("x")))
     last = await anext(stream)
     assert last is not None and last.type == "failed"
     await stream.aclose()
@@ -193,7 +194,7 @@ async def test_a_slow_follower_gets_the_newest_not_a_backlog() -> None:
 @aio
 async def test_a_finished_job_takes_no_preview() -> None:
     rec = record()
-    rec.succeed(JobOutcome("job-1", {}))
+    rec.end(JobOutcome("job-1", {}))
     rec.on_preview(frame("red"), "3")
     assert rec.preview is None and rec.previews_published == 0
 

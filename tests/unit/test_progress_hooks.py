@@ -12,6 +12,7 @@ from typing import Any
 import pytest_asyncio
 from standardwebhooks import Webhook
 
+from app.core.errors import GatewayError
 from app.core.outcome import JobOutcome
 from app.core.settings import load_settings
 from app.jobs.progress_hooks import ProgressFeed, ProgressHooks
@@ -114,7 +115,7 @@ async def test_the_jobs_end_drops_what_waits(receiver: Receiver, made: list[Prog
     record.on_comfy_event("execution_start", {})
     await arrived(receiver, "/p/end", 1)
     step(record, 1)  # waits for the throttle
-    record.fail({"error": "no", "code": "failed"})
+    record.end(JobOutcome.failed(record.id, {}, GatewayError("no")))
     assert feed.progress is None and feed.started is None
     await settled(feed)
     step(record, 2)  # a straggler after the end: never sent
@@ -138,8 +139,8 @@ async def test_a_hanging_receiver_holds_neither_the_outcome_webhook_nor_memory(
     outcome_sender = WebhookSender(load_settings(allow_private_urls=True))
     try:
         await deliver_job_end(
-            outcome_sender, webhook=None, webhook_v2=receiver.url("/p/outcome"), job_id="slow",
-            graph={}, outcome=JobOutcome("slow", {}, ()), error=None,
+            outcome_sender, webhook=None, webhook_v2=receiver.url("/p/outcome"),
+            graph={}, outcome=JobOutcome("slow", {}, ()),
         )  # fmt: skip
     finally:
         await outcome_sender.aclose()
@@ -148,7 +149,7 @@ async def test_a_hanging_receiver_holds_neither_the_outcome_webhook_nor_memory(
     assert feed.task is not None and receiver.deliveries("/p/other") == []
     assert feed.started is None and feed.progress is not None  # one waits: the newest
     assert feed.progress["step"] == 1000
-    record.succeed(JobOutcome("slow", {}, ()))
+    record.end(JobOutcome("slow", {}, ()))
     await arrived(receiver, "/p/other", 1)  # the slot came back after the timeout
     await settled(feed)
     assert len(receiver.deliveries("/p/hang")) == 1  # nothing after the end

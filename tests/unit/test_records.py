@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+from app.core.errors import ExecutionFailed, Interrupted
 from app.core.outcome import JobOutcome, ResultFile
 from app.jobs.records import JobHistory, JobRecord
 
@@ -12,7 +13,7 @@ def finished(request_id: str, image_bytes: int = 0, owner: str | None = None) ->
     record = JobRecord(request_id, f"p-{request_id}", owner=owner)
     # An uploaded file: its content in the answer is its URL, `image_bytes` long.
     output = ResultFile("a.png", image_bytes, location="A" * image_bytes)
-    record.succeed(JobOutcome(request_id, {}, (output,)))
+    record.end(JobOutcome(request_id, {}, (output,)))
     return record
 
 
@@ -68,7 +69,7 @@ async def test_follow_replays_then_waits_for_the_end() -> None:
     task = asyncio.create_task(follow())
     await asyncio.sleep(0.12)
     record.on_comfy_event("progress", {"value": 1, "max": 2, "node": "5"})
-    record.succeed(JobOutcome("j", {}))
+    record.end(JobOutcome("j", {}))
     await asyncio.wait_for(task, 2)
     assert seen[0] == "queued"
     assert "idle" in seen
@@ -82,3 +83,18 @@ async def test_follow_of_a_finished_job_ends_once_the_client_has_everything() ->
         replayed = [event async for event in record.follow(after, idle_s=0.05)]
         assert replayed == []
     assert [event.type async for event in record.follow(0) if event] == ["complete"]
+
+
+def test_a_failed_outcome_ends_the_record_with_its_error() -> None:
+    failed = JobRecord("f", "p-f")
+    error = ExecutionFailed("node 3 (KSampler) raised", details={"node_id": "3"})
+    failed.end(JobOutcome.failed("f", {"3": {}}, error))
+    assert failed.status == "failed" and failed.finished
+    assert failed.outcome is not None and failed.outcome.error is error
+    assert not failed.outcome.succeeded and failed.outcome.files == ()
+    assert failed.error == error.body()
+    assert failed.events[-1].type == "failed" and failed.events[-1].data["id"] == "f"
+    assert failed.result is None and failed.result_bytes == 0
+    stopped = JobRecord("i", "p-i")
+    stopped.end(JobOutcome.failed("i", {}, Interrupted("the job was interrupted on request")))
+    assert stopped.status == "interrupted"

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 import pytest
 from standardwebhooks import Webhook
 
+from app.core.errors import PromptTimeout
 from app.core.outcome import JobOutcome, ResultFile
 from app.core.settings import SettingsError, load_settings
 from app.jobs.webhooks import SystemEvents, WebhookSender, decode_secret, deliver_job_end
@@ -93,14 +94,14 @@ async def test_a_keyed_jobs_webhooks_name_its_key() -> None:
     sender = WebhookSender(load_settings(allow_private_urls=True))
     result = JobOutcome("job-1", {}, (ResultFile.of_bytes("a.png", b"hi"),))
     try:
-        failure = {"error": "no", "code": "timeout"}
-        for outcome in ({"outcome": result, "error": None}, {"outcome": None, "error": failure}):
+        failure = JobOutcome.failed("job-1", {}, PromptTimeout("no"))
+        for outcome in (result, failure):
             await deliver_job_end(
                 sender, webhook=receiver.url("/legacy"), webhook_v2=receiver.url("/v2"),
-                job_id="job-1", graph={}, key_name="acme", **outcome,
+                graph={}, key_name="acme", outcome=outcome,
             )  # fmt: skip
         await deliver_job_end(sender, webhook=None, webhook_v2=receiver.url("/anon"),
-                              job_id="job-2", graph={}, outcome=result, error=None)  # fmt: skip
+                              graph={}, outcome=JobOutcome("job-2", {}))  # fmt: skip
     finally:
         await sender.aclose()
         receiver.close()

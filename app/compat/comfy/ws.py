@@ -10,6 +10,12 @@ admin key) passes on only events of the key's own prompts and those that name no
 queue's size). ComfyUI runs one prompt at a time and sends a socket its events in order, so a
 binary frame (a preview) belongs to the prompt the socket last heard of, and goes to the key's
 socket only when that prompt is the key's.
+
+Previews go only to a socket that named its clientId. The gateway starts ComfyUI with previews
+(PREVIEW_METHOD, default `auto`), where a default ComfyUI sends none, and ComfyUI sends the
+previews of a prompt without a client_id to every socket: a client that connects without a
+clientId and reads every frame as JSON (ComfyClient.mjs of this project's first deployment)
+would break on them. Clients that show previews (ComfyUI's frontend) name their clientId.
 """
 
 from __future__ import annotations
@@ -71,7 +77,7 @@ async def relay_events(
     owned = passthrough.submitted.of(caller.id) if caller.tenant else None
     async with upstream:
         await websocket.accept()
-        await relay(websocket, upstream, owned)
+        await relay(websocket, upstream, owned, previews=bool(client_id))
 
 
 async def deny(websocket: WebSocket, error: GatewayError) -> None:
@@ -103,15 +109,22 @@ class EventFilter:
 
 
 async def relay(
-    websocket: WebSocket, upstream: ClientConnection, owned: Container[str] | None = None
+    websocket: WebSocket,
+    upstream: ClientConnection,
+    owned: Container[str] | None = None,
+    *,
+    previews: bool = True,
 ) -> None:
     """Copy frames both ways until either side closes; then close the other. With `owned`,
-    only the frames of those prompts (and of none) go down."""
+    only the frames of those prompts (and of none) go down; without `previews`, no binary
+    frame does."""
     events = EventFilter(owned) if owned is not None else None
 
     async def down() -> None:
         async for message in upstream:
             if events is not None and not events.passes(message):
+                continue
+            if isinstance(message, bytes) and not previews:
                 continue
             if isinstance(message, bytes):
                 await websocket.send_bytes(message)  # latent previews

@@ -84,7 +84,7 @@ class Answers:
             outcome = (await gateway.door.job(request_id, caller)).outcome
         except NotFound:
             outcome = None
-        if outcome is None:
+        if outcome is None or outcome.error is not None:
             raise NotFound(f"no result for {key} here (failed, or no longer kept)")
         found: CachedResult = await cached(outcome)
         return found.files

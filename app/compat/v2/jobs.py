@@ -80,7 +80,8 @@ def output_kind(content_type: str) -> str:
 
 
 def node_of(name: str, graph: Graph) -> str:
-    """The save node that wrote a file: the one whose filename_prefix it starts with."""
+    """The save node that wrote a file, where the outcome does not say (one read back from a
+    fleet's Redis): the one whose filename_prefix the file's name starts with."""
     best, best_length = "", -1
     for node_id in sorted(graph, key=node_order):
         prefix = (graph[node_id].get("inputs") or {}).get("filename_prefix")
@@ -102,7 +103,7 @@ def outputs(job: V2Job, record: JobView | None, base: str) -> list[dict[str, Any
         output_id = f"{job.id}.{index}"
         found.append(
             {
-                "node_id": node_of(file.name, job.workflow),
+                "node_id": file.node or node_of(file.name, job.workflow),
                 "name": file.name,
                 "type": output_kind(file.content_type),
                 "content_type": file.content_type,

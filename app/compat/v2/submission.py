@@ -20,9 +20,11 @@ from app.core.keys import Caller
 from app.core.numbers import whole_number
 from app.core.options import JobOptions, partner_key_problem
 from app.core.outcome import ResultFile
+from app.core.priority import PRIORITY_MAX, PRIORITY_MIN
 
 MAX_METADATA_BYTES = 1024
-PRIORITY_RANGE = (-1_000_000, 1_000_000)
+# The proxy takes -1e6..1e6 and ignores it; here it orders the queue, in the gateway's range.
+PRIORITY_RANGE = (PRIORITY_MIN, PRIORITY_MAX)
 
 Problem = tuple[int, str, str]  # status, code, message
 OutputLookup = Callable[[str], ResultFile | None]  # output id -> the file
@@ -44,7 +46,7 @@ def workflow_problem(workflow: Any) -> Problem | None:
 
 
 def extras_problem(body: dict[str, Any]) -> Problem | None:
-    """`metadata` (a string of at most 1 KiB) and `priority` (an advisory integer)."""
+    """`metadata` (a string of at most 1 KiB) and `priority` (an integer: higher runs first)."""
     metadata = body.get("metadata")
     if metadata is not None:
         if not isinstance(metadata, str):
@@ -54,7 +56,7 @@ def extras_problem(body: dict[str, Any]) -> Problem | None:
     priority = body.get("priority")
     if priority is not None:
         if isinstance(priority, bool) or not isinstance(priority, int):
-            return 422, "invalid_request", "'priority' must be an integer (advisory)."
+            return 422, "invalid_request", "'priority' must be an integer."
         low, high = PRIORITY_RANGE
         if not low <= priority <= high:
             return 422, "invalid_request", f"'priority' must be between {low} and {high}."
@@ -77,9 +79,13 @@ def extra_data_problem(body: dict[str, Any]) -> Problem | None:
 
 
 def job_options(body: dict[str, Any]) -> JobOptions:
-    """The gateway's options of a v2 submission: its partner-node key, if it gives one."""
+    """The gateway's options of a v2 submission: its priority, and its partner-node key if it
+    gives one."""
     key = (body.get("extra_data") or {}).get("api_key_comfy_org")
-    return JobOptions(api_key_comfy_org=SecretStr(key)) if key else JobOptions()
+    priority = body.get("priority") or 0
+    if key:
+        return JobOptions(priority=priority, api_key_comfy_org=SecretStr(key))
+    return JobOptions(priority=priority)
 
 
 def is_reference(value: Any) -> bool:

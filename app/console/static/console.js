@@ -128,8 +128,8 @@ function renderQueue(queue, depth) {
   document.getElementById("queue-count").textContent = `(${queue.length} waiting, ${depth} in all)`;
   fill(
     "queue",
-    queue.map((job) => row([job.position, "priority" in job ? job.priority : "–", job.id,
-      owner(job), job.workflow])),
+    queue.map((job) => row([job.position, job.priority, job.id, owner(job),
+      `${job.waited_s.toFixed(0)} s`])),
   );
 }
 

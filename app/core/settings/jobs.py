@@ -21,6 +21,12 @@ class JobSettings(BaseModel):
         description="Refuse new jobs with 429 and report not ready at this many queued and running "
         "jobs (0: no cap)",
     )
+    queue_age_step_s: float = Field(
+        30.0,
+        gt=0,
+        description="A waiting job gains 1 priority per this many seconds waited, so a stream "
+        "of higher-priority jobs never starves it (also across a fleet)",
+    )
     job_retries: int = Field(
         1,
         ge=0,

@@ -26,7 +26,8 @@ class TenantSettings(BaseModel):
         "`requests_per_minute`, `burst`, `max_jobs` (queued or running at once), "
         "`max_downloads` (model downloads in flight); 429 with `Retry-After` past one. And "
         "`models`, what the key may do to the shared model cache: `none` (the default), "
-        "`download` or `pin`; admin keys may all. Inline YAML/JSON (`{default: "
+        "`download` or `pin`; admin keys may all. `max_priority`: the highest job priority "
+        "the key may give (403 above it; 0 is a limit). Inline YAML/JSON (`{default: "
         "{requests_per_minute: 120}}`), or the path of a YAML file; counted per gateway "
         "process, or fleet-wide in a fleet (QUEUE_URL; downloads: per gateway)",
     )
