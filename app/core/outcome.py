@@ -112,6 +112,7 @@ class JobOutcome:
         default_factory=lambda: Stats(queue=0, execution=0, postprocess=0, total=0)
     )
     input: dict[str, Any] | None = None  # a workflow's input, defaults filled in
+    warnings: tuple[str, ...] = ()  # what the request asked for and the job did not honour
     error: GatewayError | None = None  # why it failed; None: it succeeded
 
     @classmethod
@@ -136,6 +137,7 @@ class JobOutcome:
             images=[f.content for f in self.files],
             filenames=self.filenames,
             stats=self.stats,
+            warnings=list(self.warnings) or None,
         )
         if self.input is not None:
             return WorkflowResponse(**fields, input=self.input)

@@ -96,6 +96,12 @@ class PromptResponse(BaseModel):
     )
     filenames: list[str] = Field(description="The output file names, in the order of `images`")
     stats: Stats = Field(description="Where the time went, in milliseconds")
+    warnings: list[str] | None = Field(
+        None,
+        exclude_if=lambda value: value is None,
+        description="What the request asked for that the job did not honour (`convert_output` "
+        "options Pillow has no equivalent for), each as `<field> (why)`; absent when none",
+    )
 
 
 class WorkflowResponse(PromptResponse):

@@ -36,6 +36,7 @@ def from_redis(body: dict[str, Any], *, uploaded: bool) -> JobOutcome:
         files=files,
         stats=Stats.model_validate(stats) if stats is not None else no_time(),
         input=body.get("input"),
+        warnings=tuple(body.get("warnings") or ()),
     )
 
 

@@ -151,7 +151,7 @@ class Gateway:
             self.webhooks,
             str(settings.system_webhook_url),
             settings.system_webhook_events,
-            settings.system_meta,
+            settings.system_event_metadata(),
         )
         for instance in self.pool.instances:
             instance.tracker.listeners.append(self._forward_system_event)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from app.comfy.events import PromptWaiter
+from app.core.convert_options import ignored_options
 from app.core.errors import GatewayError, PromptTimeout
 from app.core.options import JobOptions
 from app.core.outcome import JobOutcome, ResultFile
@@ -66,6 +67,7 @@ class Finisher:
             files=tuple(results),
             stats=stats,
             input=job.echo_input,
+            warnings=tuple(ignored_options(job.options.convert_output)),
         )
 
     async def _collect(

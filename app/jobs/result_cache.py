@@ -32,17 +32,20 @@ class CachedResult:
     """The output files of one answered request, in the order the answer gave them."""
 
     files: tuple[CachedFile, ...]
+    warnings: tuple[str, ...] = ()  # the same request's: its convert_output is in the key
 
     @classmethod
     def of(cls, outcome: JobOutcome) -> CachedResult:
         """A succeeded job's files (its bytes: a job whose outputs were uploaded is never
         cached)."""
-        return cls(tuple(CachedFile(f.name, f.read()) for f in outcome.files))
+        return cls(tuple(CachedFile(f.name, f.read()) for f in outcome.files), outcome.warnings)
 
     def outcome(self, request_id: str, prompt: dict[str, Any], stats: Stats) -> JobOutcome:
         """The outcome of a request answered from the cache."""
         files = tuple(ResultFile.of_bytes(f.name, f.data) for f in self.files)
-        return JobOutcome(id=request_id, prompt=prompt, files=files, stats=stats)
+        return JobOutcome(
+            id=request_id, prompt=prompt, files=files, stats=stats, warnings=self.warnings
+        )
 
     @property
     def size(self) -> int:

@@ -240,9 +240,10 @@ async def deliver_job_end(
     error = outcome.error.body() if outcome.error is not None else None
     if webhook:
         if error is None:
+            warned = {"warnings": list(outcome.warnings)} if outcome.warnings else {}
             for index, file in enumerate(outcome.files):
                 payload = {"event": "output.complete", "image": file.content, "id": job_id,
-                           "filename": file.name, "prompt": graph, **meta}  # fmt: skip
+                           "filename": file.name, "prompt": graph, **warned, **meta}  # fmt: skip
                 await sender.deliver(webhook, payload, msg_id=f"{job_id}.{index}", job_id=job_id)
         else:
             payload = {"event": "prompt.failed", **error, "id": job_id, "prompt": graph, **meta}

@@ -134,6 +134,10 @@ class CacheUse:
             return cls(status=f"{CACHE_NAME}; fwd=bypass; detail=off")
         if streaming or options.answered_at_once or options.upload is not None:
             return cls(status=f"{CACHE_NAME}; fwd=bypass; detail=not-synchronous")
+        if options.credentials or options.model_credentials:
+            # What it makes may come from a source only its own credentials open: kept, it would
+            # reach a later request that never proved access (app.models.proof).
+            return cls(status=f"{CACHE_NAME}; fwd=bypass; detail=credentials")
         convert = options.convert_output.model_dump(mode="json") if options.convert_output else None
         key = digest({"prompt": graph, "convert_output": convert})
         return cls.consult(store, graph, cache_key(key, caller), external_ok=ask.external_ok)

@@ -31,6 +31,14 @@ from tests.integration.test_prompt import (
 
 SECRET = "whsec_" + base64.b64encode(b"comfy-gateway test secret 32 by").decode()
 META = {"SYSTEM_META_REGION": "test-region", "SYSTEM_META_POD": "pod-1"}
+# comfyui-api's SaladCloud variables: `salad_*` metadata on every system event, in their order.
+SALAD = {"SALAD_MACHINE_ID": "machine-7", "SALAD_ORGANIZATION_NAME": "acme"}
+EVENT_METADATA = {
+    "REGION": "test-region",
+    "POD": "pod-1",
+    "salad_organization_name": "acme",
+    "salad_machine_id": "machine-7",
+}
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +54,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory, receiver: Receiver) -> Ite
         "SHUTDOWN_GRACE_S": "3",
         "ALLOWED_PRIVATE_NETWORKS": "127.0.0.1/32",  # the receivers; refused by default
         **META,
+        **SALAD,
     }
     with running(tmp_path_factory.mktemp("delivery"), **env) as gw:
         yield gw
@@ -127,7 +136,37 @@ def test_webhook_v2_success_is_signed_and_complete(
     datetime.fromisoformat(payload["timestamp"])
     assert payload["id"] == "v2-ok"
     assert set(payload) >= {"prompt", "images", "filenames", "stats"}
+    assert "warnings" not in payload  # nothing was ignored
     assert decode_image(payload["images"][0]).size == (64, 64)
+
+
+def test_ignored_convert_options_are_named_in_every_answer_of_an_async_job(
+    client: httpx.Client, receiver: Receiver
+) -> None:
+    """The header is lost to a 202: the webhooks and GET /prompt/{id} carry `warnings`."""
+    body = {
+        "prompt": graph("g1_empty_save"),
+        "id": "warned",
+        "webhook": receiver.url("/warned-v1"),
+        "webhook_v2": receiver.url("/warned-v2"),
+        "convert_output": {"format": "jpeg", "options": {"quality": 80, "mozjpeg": True}},
+    }
+    response = client.post("/prompt", json=body)
+    accepted(response, "warned")
+    named = ["convert_output.options.mozjpeg (no Pillow equivalent)"]
+    assert response.headers["x-convert-output-ignored"] == named[0]
+    [v2] = receiver.wait_for("/warned-v2", 1)
+    payload = verified(v2)
+    assert payload["warnings"] == named
+    assert decode_image(payload["images"][0]).format == "JPEG"
+    [legacy] = receiver.wait_for("/warned-v1", 1)
+    assert verified(legacy)["warnings"] == named
+    assert client.get("/prompt/warned").json()["result"]["warnings"] == named
+    del body["webhook"], body["webhook_v2"]
+    body["id"] = "warned-sync"
+    answer = client.post("/prompt", json=body)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["warnings"] == named
 
 
 def test_webhook_v2_and_legacy_failure(client: httpx.Client, receiver: Receiver) -> None:
@@ -263,7 +302,9 @@ def test_system_events_carry_the_request_id_and_metadata(
     kinds = [e["event"] for e in ours()]
     assert {"comfy.executed", "comfy.execution_success", "comfy.progress"} <= set(kinds)
     assert kinds.index("comfy.execution_start") < kinds.index("comfy.execution_success")
-    assert all(e["metadata"] == {"REGION": "test-region", "POD": "pod-1"} for e in ours())
+    assert all(e["metadata"] == EVENT_METADATA for e in ours())
+    salad_order = [k for k in ours()[0]["metadata"] if k.startswith("salad_")]
+    assert salad_order == ["salad_organization_name", "salad_machine_id"]  # after SYSTEM_META_*
     progress = [e["data"] for e in ours() if e["event"] == "comfy.progress"]
     assert progress[-1]["max"] == 3
 

@@ -121,6 +121,7 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
         "WARMUP_PROMPT_FILE": str(ROOT / "tests" / "graphs" / "t2i.json"),
         "ALLOWED_PRIVATE_NETWORKS": "127.0.0.1/32,127.0.0.2/32",
         "MODEL_CACHE_MAX_GB": str(CAP_GIB),
+        "RESULT_CACHE_MAX_MB": "16",  # a job's own credentials keep its result out of it
         "MODEL_CREDENTIALS": json.dumps({files.url("/private/"): SECRET}),
         "MODEL_WATCH_INTERVAL_S": "1",
         "MODEL_DOWNLOAD_TIMEOUT_S": "5",
@@ -507,9 +508,10 @@ def test_their_credentials_reach_the_source_and_guard_its_copy(rig: Rig) -> None
         },
         {"url_pattern": "http://127.0.0.2:*/guarded/*", "auth": key},
     ]
+    cached = {"cache": True, "cache_external_inputs": True}  # no API keys: one cache for all
     with rig.client() as client:
-        job = client.post("/prompt", json={"prompt": prompt, "credentials": credentials})
-        without = client.post("/prompt", json={"prompt": prompt})
+        job = client.post("/prompt", json={"prompt": prompt, "credentials": credentials, **cached})
+        without = client.post("/prompt", json={"prompt": prompt, **cached})
         wrong = client.post("/download", json={
             "url": url, "model_type": "loras", "wait": True,
             "auth": {"type": "header", "header_name": "X-Client-Key", "header_value": "guess"},
@@ -518,6 +520,7 @@ def test_their_credentials_reach_the_source_and_guard_its_copy(rig: Rig) -> None
             "url": url, "model_type": "loras", "wait": True, "auth": key,
         })  # fmt: skip
     assert job.status_code == 200, job.text[:500]
+    assert job.headers["cache-status"] == "comfy-gateway; fwd=bypass; detail=credentials"
     assert job.json()["prompt"]["10"]["inputs"]["lora_name"] == "client-lora.safetensors"
     assert without.status_code == 403, without.text
     assert without.json()["location"] == "prompt.10.inputs.lora_name"

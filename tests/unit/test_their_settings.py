@@ -130,3 +130,27 @@ def test_settings_without_effect_are_named_with_why() -> None:
     for name in env:
         assert any(name in note for note in notes), name
     assert their_settings({}).notes == []
+
+
+def test_their_salad_variables_are_system_event_metadata_in_their_order(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SYSTEM_META_REGION", "eu")
+    monkeypatch.setenv("SALAD_MACHINE_ID", "m-1")
+    monkeypatch.setenv("SALAD_ORGANIZATION_NAME", "acme")
+    monkeypatch.setenv("SALAD_PROJECT_ID", "")  # unset for theirs too: not sent
+    monkeypatch.setenv("SALAD_CONTAINER_GROUP_ID", "cg-9")
+    meta = load_settings().system_event_metadata()
+    assert list(meta.items()) == [
+        ("REGION", "eu"),
+        ("salad_organization_name", "acme"),
+        ("salad_container_group_id", "cg-9"),
+        ("salad_machine_id", "m-1"),
+    ]
+
+
+def test_without_salad_variables_system_event_metadata_is_system_meta_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SYSTEM_META_POD", "p1")
+    assert load_settings().system_event_metadata() == {"POD": "p1"}

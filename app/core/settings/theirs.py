@@ -81,8 +81,8 @@ def their_settings(environ: Mapping[str, str]) -> Theirs:
     salad = sorted(k for k in env if k.startswith(SALAD_PREFIX) and env[k].strip())
     if salad:
         theirs.notes.append(
-            f"{', '.join(salad)}: not supported here (no `salad_*` fields on system events, no "
-            "Salad deletion cost): give system events metadata with SYSTEM_META_<key>"
+            f"{', '.join(salad)}: sent as `salad_*` metadata with system events; the deletion "
+            "cost is not sent to SaladCloud's instance metadata service here"
         )
     return theirs
 

@@ -18,6 +18,19 @@ SYSTEM_EVENT_TYPES = frozenset(
         "model.downloaded", "model.evicted", "file_downloaded", "file_uploaded", "file_deleted",
     }
 )  # fmt: skip
+# comfyui-api's `SALAD_*` variables (SaladCloud sets them in its containers), in the order their
+# system events list them in `metadata`.
+SALAD_METADATA = tuple(
+    f"salad_{name}"
+    for name in (
+        "organization_name", "organization_id", "project_name", "project_id",
+        "container_group_name", "container_group_id", "instance_id", "machine_id",
+    )
+)  # fmt: skip
+SALAD_DESCRIPTION = (
+    "Sent, when set, as `metadata.<its name in lower case>` with every system event, as "
+    "comfyui-api does (SaladCloud sets it in its containers)"
+)
 
 
 class WebhookSettings(BaseModel):
@@ -78,6 +91,21 @@ class WebhookSettings(BaseModel):
         description="`SYSTEM_META_<key>` variables: each is sent as `metadata.<key>` with every "
         "system event",
     )
+
+    salad_organization_name: str | None = Field(None, description=SALAD_DESCRIPTION)
+    salad_organization_id: str | None = Field(None, description=SALAD_DESCRIPTION)
+    salad_project_name: str | None = Field(None, description=SALAD_DESCRIPTION)
+    salad_project_id: str | None = Field(None, description=SALAD_DESCRIPTION)
+    salad_container_group_name: str | None = Field(None, description=SALAD_DESCRIPTION)
+    salad_container_group_id: str | None = Field(None, description=SALAD_DESCRIPTION)
+    salad_instance_id: str | None = Field(None, description=SALAD_DESCRIPTION)
+    salad_machine_id: str | None = Field(None, description=SALAD_DESCRIPTION)
+
+    def system_event_metadata(self) -> dict[str, str]:
+        """Every system event's `metadata`: the `SYSTEM_META_<key>` values, then each `SALAD_*`
+        variable that is set as `salad_<name>`, in comfyui-api's order (event-emitters.ts)."""
+        salad = {name: getattr(self, name) for name in SALAD_METADATA}
+        return {**self.system_meta, **{k: v for k, v in salad.items() if v}}
 
     @field_validator("webhook_secret", mode="before")
     @classmethod

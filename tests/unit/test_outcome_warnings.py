@@ -1,0 +1,38 @@
+"""`warnings`: what a request asked for and its job did not honour, in the answer's body (so a
+202's webhooks and GET /prompt/{id} say it too), absent when there is nothing to say."""
+
+from __future__ import annotations
+
+import json
+
+from app.core.outcome import JobOutcome, ResultFile
+from app.fleet.results import from_redis, to_redis
+from app.jobs.result_cache import CachedResult
+from app.routes.respond import json_chunks
+
+NAMED = ("convert_output.options.mozjpeg (no Pillow equivalent)",)
+
+
+def outcome(warnings: tuple[str, ...] = ()) -> JobOutcome:
+    files = (ResultFile.of_bytes("a.jpg", b"\xff\xd8jpeg"),)
+    return JobOutcome(id="r1", prompt={"1": {}}, files=files, warnings=warnings)
+
+
+def test_the_body_names_what_was_not_honoured() -> None:
+    assert outcome(NAMED).body()["warnings"] == list(NAMED)
+    streamed = json.loads(b"".join(json_chunks(outcome(NAMED).response)))
+    assert streamed["warnings"] == list(NAMED)
+    assert streamed["images"] == outcome().body()["images"]
+
+
+def test_without_warnings_the_body_has_no_such_field() -> None:
+    assert "warnings" not in outcome().body()
+    assert "warnings" not in json.loads(b"".join(json_chunks(outcome().response)))
+
+
+def test_warnings_survive_the_fleet_and_the_result_cache() -> None:
+    back = from_redis(to_redis(outcome(NAMED)), uploaded=False)
+    assert back.warnings == NAMED
+    assert from_redis(to_redis(outcome()), uploaded=False).warnings == ()
+    cached = CachedResult.of(outcome(NAMED))
+    assert cached.outcome("r2", {}, outcome().stats).body()["warnings"] == list(NAMED)
