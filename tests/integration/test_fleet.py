@@ -225,7 +225,9 @@ def jobs_run(gateway: Gateway) -> int:
 
 
 def sse_events(gateway: Gateway, job_id: str, last_event_id: int | None = None) -> list[Any]:
-    """The job's SSE stream read to its end: [(id, type, data)]."""
+    """The job's event log, read from its SSE stream to its end: [(id, type, data)]. Latent
+    previews are left out: they are not in the log (a late reader gets none), and a reader
+    gets them only while the job runs."""
     headers = {"Last-Event-ID": str(last_event_id)} if last_event_id is not None else {}
     events: list[Any] = []
     with (
@@ -239,7 +241,8 @@ def sse_events(gateway: Gateway, job_id: str, last_event_id: int | None = None) 
                 field, _, value = line.partition(": ")
                 frame[field.rstrip(":")] = value
             elif not line and "event" in frame:
-                events.append((int(frame["id"]), frame["event"], json.loads(frame["data"])))
+                if frame["event"] != "preview":
+                    events.append((int(frame["id"]), frame["event"], json.loads(frame["data"])))
                 frame = {}
     return events
 
