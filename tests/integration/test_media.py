@@ -498,4 +498,4 @@ def test_one_store_at_a_time(client: httpx.Client) -> None:
             "http_upload": {"url_prefix": "http://127.0.0.1:9/"}}  # fmt: skip
     response = client.post("/prompt", json=body)
     assert response.status_code == 400
-    assert "not both" in response.json()["error"]
+    assert "not s3 and http_upload" in response.json()["error"]
