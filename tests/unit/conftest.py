@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
+import pytest_asyncio
 
 from app.core.settings import Settings
 from app.core.settings.theirs import THEIR_NAMES
 from tests.integration.receiver import Receiver
 from tests.redis_server import RedisServer
+from tests.unit.job_rig import Rig, close_rig, make_rig
 
 # Every variable a Settings reads (comfyui-api's names too), and CONFIG_FILE, which names a file
 # of more.
@@ -37,3 +39,13 @@ def receiver() -> Iterator[Receiver]:
     made = Receiver()
     yield made
     made.close()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def pool_rigs(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[dict[int, Rig]]:
+    """A fake-ComfyUI job rig of one instance and one of two, for the module (its tests run on
+    the module's loop); a test takes one with `pool_rigs[n].reset()`."""
+    made = {n: await make_rig(n, tmp_path_factory.mktemp(f"rig{n}")) for n in (1, 2)}
+    yield made
+    for rig in made.values():
+        await close_rig(rig)

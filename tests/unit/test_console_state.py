@@ -29,7 +29,7 @@ from app.gateway.local_backend import LocalBackend
 from app.jobs.job import Job
 from app.jobs.records import JobHistory
 from tests.redis_server import RedisServer
-from tests.unit.job_rig import Rig, close_rig, graph, make_rig
+from tests.unit.job_rig import Rig, graph
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -57,18 +57,11 @@ class Instance:
         return 1234.56
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def built(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Rig]:
-    rig = await make_rig(1, tmp_path_factory.mktemp("rig"))
-    yield rig
-    await close_rig(rig)
-
-
 @pytest_asyncio.fixture(params=["local", "fleet"], loop_scope="module")
 async def console(
-    request: pytest.FixtureRequest, built: Rig, redis_server: RedisServer
+    request: pytest.FixtureRequest, pool_rigs: dict[int, Rig], redis_server: RedisServer
 ) -> AsyncIterator[Console]:
-    rig = built.reset()
+    rig = pool_rigs[1].reset()
     runner = rig.runner
     runner.history = JobHistory(max_finished=100, ttl_s=600)  # no job of an earlier test
     fleet: Fleet | None = None

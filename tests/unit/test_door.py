@@ -38,7 +38,7 @@ from app.gateway.quotas import Quotas
 from app.gateway.readiness import Readiness
 from app.models.grants import Grants
 from tests.redis_server import RedisServer
-from tests.unit.job_rig import Rig, close_rig, graph, make_rig
+from tests.unit.job_rig import Rig, graph
 
 # The rig serves the module (its HTTP clients take a while to make): one loop for every test.
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -59,18 +59,11 @@ class House:
     lifecycle: Any  # started, stopping: what readiness reads of the lifecycle
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def built(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Rig]:
-    rig = await make_rig(1, tmp_path_factory.mktemp("rig"))
-    yield rig
-    await close_rig(rig)
-
-
 @pytest_asyncio.fixture(params=["local", "fleet"], loop_scope="module")
 async def house(
-    request: pytest.FixtureRequest, built: Rig, redis_server: RedisServer
+    request: pytest.FixtureRequest, pool_rigs: dict[int, Rig], redis_server: RedisServer
 ) -> AsyncIterator[House]:
-    rig = built.reset()
+    rig = pool_rigs[1].reset()
     runner = rig.runner
     pool: Any = SimpleNamespace(serving=True, comfy_queue=0, scheduler=runner.scheduler)
     fleet: Fleet | None = None

@@ -11,12 +11,11 @@ running) and the shutdown's drain (app.gateway.lifecycle).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
-import pytest_asyncio
 
 from app.core.errors import (
     ComfyUnavailable,
@@ -30,7 +29,7 @@ from app.core.settings import load_settings
 from app.gateway.lifecycle import Lifecycle
 from app.gateway.local_backend import LocalBackend
 from app.jobs.job import Job
-from tests.unit.job_rig import Rig, close_rig, graph, make_rig
+from tests.unit.job_rig import Rig, graph
 
 MakeRig = Callable[..., Rig]
 
@@ -38,20 +37,12 @@ MakeRig = Callable[..., Rig]
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def built(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[dict[int, Rig]]:
-    made = {n: await make_rig(n, tmp_path_factory.mktemp(f"rig{n}")) for n in (1, 2)}
-    yield made
-    for rig in made.values():
-        await close_rig(rig)
-
-
 @pytest.fixture
-def rigs(built: dict[int, Rig]) -> MakeRig:
+def rigs(pool_rigs: dict[int, Rig]) -> MakeRig:
     """rigs(instance_count, retries=, timeout_s=): the module's rig of that size, reset."""
 
     def make(count: int, **options: Any) -> Rig:
-        return built[count].reset(**options)
+        return pool_rigs[count].reset(**options)
 
     return make
 

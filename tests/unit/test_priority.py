@@ -27,7 +27,7 @@ from app.jobs.job import Job
 from app.jobs.scheduler import Scheduler
 from app.main import create_app
 from tests.redis_server import RedisServer
-from tests.unit.job_rig import Rig, close_rig, graph, make_rig
+from tests.unit.job_rig import Rig, graph
 from tests.unit.test_scheduler import Box
 
 # Submitted while every instance is busy, in this order; they run as RUN_ORDER says.
@@ -94,14 +94,6 @@ async def test_the_age_bonus_lets_an_old_job_pass_newer_higher_ones() -> None:
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def rigs(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[dict[int, Rig]]:
-    made = {n: await make_rig(n, tmp_path_factory.mktemp(f"prio{n}")) for n in (1, 2)}
-    yield made
-    for rig in made.values():
-        await close_rig(rig)
-
-
 async def start(rig: Rig, request_id: str, priority: int = 0) -> Job:
     return await rig.runner.start(
         request_id, graph(filename_prefix=request_id), JobOptions(priority=priority), owner="al"
@@ -120,8 +112,8 @@ async def next_placed(jobs: dict[str, Job], seen: list[str]) -> str:
     raise AssertionError("no job was placed")
 
 
-async def test_a_busy_pool_runs_the_waiting_jobs_by_priority(rigs: dict[int, Rig]) -> None:
-    rig = rigs[2].reset()
+async def test_a_busy_pool_runs_the_waiting_jobs_by_priority(pool_rigs: dict[int, Rig]) -> None:
+    rig = pool_rigs[2].reset()
     busy = [await start(rig, f"busy-{n}") for n in range(2)]
     jobs = {name: await start(rig, name, priority) for name, priority in SUBMITTED}
     for _ in range(1000):  # each job's own task queues it
@@ -144,11 +136,11 @@ async def test_a_busy_pool_runs_the_waiting_jobs_by_priority(rigs: dict[int, Rig
 
 
 async def test_a_lone_instance_gets_each_jobs_rank_as_comfyuis_number(
-    rigs: dict[int, Rig],
+    pool_rigs: dict[int, Rig],
 ) -> None:
     """A lone instance takes jobs at once: ComfyUI's queue (lowest `number` first) orders them,
     and the gateway reads its queue in that order for the positions."""
-    rig = rigs[1].reset()
+    rig = pool_rigs[1].reset()
     busy = await start(rig, "busy")
     jobs = {name: await start(rig, name, priority) for name, priority in SUBMITTED}
     numbers = {name: rig.comfy.numbers[job.record.prompt_id] for name, job in jobs.items()}
