@@ -7,6 +7,7 @@ import logging
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import httpx
@@ -184,14 +185,27 @@ class ComfyClient:
             lambda: self.http.post("/interrupt", json={"prompt_id": prompt_id}),
         )
 
-    async def view(self, filename: str, subfolder: str, folder_type: str) -> bytes:
+    async def view_into(self, filename: str, subfolder: str, folder_type: str, target: Path) -> int:
+        """Stream an output file from /view into target, a piece at a time; its size."""
         params = {"filename": filename, "subfolder": subfolder, "type": folder_type}
-        response = await self._call("GET /view", lambda: self.http.get("/view", params=params))
-        if response.status_code != 200:
-            raise ComfyUnavailable(
-                f"ComfyUI answered {response.status_code} for output file {filename!r}"
-            )
-        return response.content
+
+        async def fetch() -> int:
+            async with self.http.stream("GET", "/view", params=params) as response:
+                if response.status_code != 200:
+                    raise ComfyUnavailable(
+                        f"ComfyUI answered {response.status_code} for output file {filename!r}"
+                    )
+                size = 0
+                f = await asyncio.to_thread(open, target, "wb")
+                try:
+                    async for piece in response.aiter_bytes(1 << 20):
+                        await asyncio.to_thread(f.write, piece)
+                        size += len(piece)
+                finally:
+                    f.close()
+                return size
+
+        return await self._call("GET /view", fetch)
 
     async def models(self) -> dict[str, list[str]]:
         """Every model folder ComfyUI knows, with its files; a folder that errors lists none."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -22,10 +23,11 @@ ARRAY_INDEX = re.compile(r"^(0|[1-9][0-9]{0,9})$")
 SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-def js_dumps(value: Any) -> bytes:
-    """The bytes `JSON.stringify(value)` would give, compact; ValueError for NaN or Infinity."""
+def js_dumps(value: Any, default: Callable[[Any], Any] | None = None) -> bytes:
+    """The bytes `JSON.stringify(value)` would give, compact; ValueError for NaN or Infinity.
+    `default`: what to write for a value JSON has no form of (as json.dumps's)."""
     out: list[str] = []
-    _write(value, out)
+    _write(value, out, default)
     return "".join(out).encode()
 
 
@@ -66,7 +68,7 @@ def _key_order(keys: list[str]) -> list[str]:
     return indexes + [k for k in keys if k not in chosen]
 
 
-def _write(value: Any, out: list[str]) -> None:
+def _write(value: Any, out: list[str], default: Callable[[Any], Any] | None) -> None:
     if value is None:
         out.append("null")
     elif value is True or value is False:
@@ -84,14 +86,16 @@ def _write(value: Any, out: list[str]) -> None:
             if not isinstance(key, str):
                 raise TypeError(f"keys must be str, not {type(key).__name__}")
             out.append(("," if i else "") + js_string(key) + ":")
-            _write(items[key], out)
+            _write(items[key], out, default)
         out.append("}")
     elif isinstance(value, list | tuple):
         out.append("[")
         for i, item in enumerate(value):
             if i:
                 out.append(",")
-            _write(item, out)
+            _write(item, out, default)
         out.append("]")
+    elif default is not None:
+        _write(default(value), out, None)
     else:
         raise TypeError(f"{type(value).__name__} is not JSON serializable")

@@ -2,19 +2,23 @@
 
 The Finisher (app.jobs.finish) makes it once, from what ComfyUI wrote; in a fleet, the gateway
 that waits for a job another one ran reads it back from Redis (app.fleet.results). The job's
-task returns it and its record holds it. Every facade renders its own answer from it: base64
-is made only where an answer carries it (`ResultFile.content`, computed once per file), and
-none decodes base64 the gateway made itself.
+task returns it and its record holds it. Every facade renders its own answer from it, and none
+holds a whole file, or its base64, in memory to do so: a file is read in chunks (`chunks`,
+`iter_chunks`) and its base64 made in aligned pieces as it goes out (`base64_chunks`);
+app.core.streamed_json splices those pieces into a JSON body.
 
-A file is in memory (`data`), on disk (`path`, read when asked), wherever an upload put it
-(`location`, a URL: then the gateway holds no bytes of it), or, read back from a fleet's Redis,
-as the base64 that travelled there (`encoded`, decoded only when its bytes are asked for).
+A file is in memory (`data`: small ones, and those a test or the result cache made), on disk
+(`path`: a job's outputs, in the gateway's spool, kept there while anything refers to them:
+`keeper`), wherever an upload put it (`location`, a URL: then the gateway holds no bytes of
+it), or, read back from a fleet's Redis, as the base64 that travelled there (`encoded`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import mimetypes
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -24,6 +28,12 @@ from app.core.errors import GatewayError
 from app.core.schemas import PromptResponse, Stats, WorkflowResponse
 
 FileKind = Literal["image", "video", "audio", "other"]
+
+# A file goes out in pieces of this many bytes: a multiple of 3, so that each piece's base64 is
+# whole (no padding inside) and the pieces' base64 joined is the file's (1 MiB of base64 each).
+CHUNK_BYTES = 3 << 18
+# Reading a piece this small inline is cheaper than a hop to a worker thread.
+INLINE_READ_MAX_BYTES = 1 << 20
 
 
 def content_type_of(name: str) -> str:
@@ -59,6 +69,7 @@ class ResultFile:
     location: str | None = None  # or where an upload put it (then the gateway has no bytes)
     encoded: str | None = None  # or its base64, as it came through the fleet's Redis
     content_type: str = ""  # "" is filled in from the name
+    keeper: object | None = None  # keeps a spooled path on disk while this file is referred to
 
     def __post_init__(self) -> None:
         if not self.content_type:
@@ -77,9 +88,19 @@ class ResultFile:
         """Whether an upload holds it (its content is a URL, not bytes)."""
         return self.location is not None
 
+    @property
+    def base64_size(self) -> int:
+        """The length of its base64 (or of its URL, for an uploaded file), unread."""
+        if self.location is not None:
+            return len(self.location)
+        if self.encoded is not None:
+            return len(self.encoded)
+        return 4 * -(-self.size // 3)
+
     def read(self) -> bytes:
-        """Its bytes (from disk when it lies there; a blocking read). An uploaded file has
-        none here: ValueError."""
+        """All its bytes at once (from disk when it lies there; a blocking read): only for
+        what needs them whole (a thumbnail, a format conversion). An uploaded file has none
+        here: ValueError."""
         if self.data is not None:
             return self.data
         if self.path is not None:
@@ -88,9 +109,61 @@ class ResultFile:
             return base64.b64decode(self.encoded)
         raise ValueError(f"{self.name} was uploaded to {self.location}; the gateway holds none")
 
+    def iter_chunks(self, size: int = CHUNK_BYTES) -> Iterator[bytes]:
+        """Its bytes in pieces of `size` (the last one shorter), read as they are asked for:
+        for a worker thread (the reads block)."""
+        if self.path is not None and self.data is None:
+            with open(self.path, "rb") as f:
+                while piece := f.read(size):
+                    yield piece
+            return
+        if self.encoded is not None and self.data is None:
+            step = size // 3 * 4
+            for start in range(0, len(self.encoded), step):
+                yield base64.b64decode(self.encoded[start : start + step])
+            return
+        data = self.read()
+        for start in range(0, len(data), size):
+            yield data[start : start + size]
+
+    async def chunks(self, size: int = CHUNK_BYTES) -> AsyncIterator[bytes]:
+        """Its bytes in pieces of `size`, a large file's read in a worker thread piece by
+        piece: the event loop never waits on the disk, and one piece is in memory at a time."""
+        if self.path is None or self.data is not None or self.size <= INLINE_READ_MAX_BYTES:
+            for piece in self.iter_chunks(size):
+                yield piece
+            return
+        f = await asyncio.to_thread(open, self.path, "rb")
+        try:
+            while piece := await asyncio.to_thread(f.read, size):
+                yield piece
+        finally:
+            f.close()
+
+    def iter_base64(self) -> Iterator[bytes]:
+        """Its base64 (or its URL) in pieces, ASCII, for a worker thread."""
+        if self.location is not None or self.encoded is not None:
+            text = self.location if self.location is not None else self.encoded
+            assert text is not None
+            for start in range(0, len(text), CHUNK_BYTES):
+                yield text[start : start + CHUNK_BYTES].encode("ascii")
+            return
+        for piece in self.iter_chunks(CHUNK_BYTES):
+            yield base64.b64encode(piece)
+
+    async def base64_chunks(self) -> AsyncIterator[bytes]:
+        """Its base64 (or its URL) in pieces, ASCII, made as they are asked for."""
+        if self.location is not None or self.encoded is not None:
+            for piece in self.iter_base64():
+                yield piece
+            return
+        async for piece in self.chunks(CHUNK_BYTES):
+            yield base64.b64encode(piece)
+
     @cached_property
     def content(self) -> str:
-        """What a /prompt answer carries for it: its base64, or where an upload put it."""
+        """Its base64 (or where an upload put it) as one string: only for small files and
+        tests; answers stream it with base64_chunks."""
         if self.location is not None:
             return self.location
         if self.encoded is not None:
@@ -128,13 +201,13 @@ class JobOutcome:
         return [f.name for f in self.files]
 
     @cached_property
-    def response(self) -> PromptResponse:
-        """The /prompt (or workflow endpoint's) 200 body: each file's content as base64. Made
-        once (the job's record and its HTTP answer both render it)."""
+    def head(self) -> PromptResponse:
+        """The /prompt (or workflow endpoint's) 200 body without its images (`images` empty):
+        what body() fills them into."""
         fields: dict[str, Any] = dict(
             id=self.id,
             prompt=self.prompt,
-            images=[f.content for f in self.files],
+            images=[],
             filenames=self.filenames,
             stats=self.stats,
             warnings=list(self.warnings) or None,
@@ -144,11 +217,19 @@ class JobOutcome:
         return PromptResponse(**fields)
 
     def body(self) -> dict[str, Any]:
-        """The /prompt 200 body as JSON data (the SSE `complete` event, GET /prompt/{id}, the
-        v2 webhook, the fleet's record)."""
-        return self.response.model_dump(mode="json")
+        """The /prompt 200 body as JSON data (the HTTP answer, the SSE `complete` event,
+        GET /prompt/{id}, the v2 webhook), each of `images` the ResultFile itself: rendered
+        with app.core.streamed_json, which streams its base64 (or writes its URL)."""
+        body = self.head.model_dump(mode="json")
+        body["images"] = list(self.files)
+        return body
 
     @property
     def content_bytes(self) -> int:
         """What the /prompt body's contents weigh: the length of each file's base64 (or URL)."""
-        return sum(len(f.content) for f in self.files)
+        return sum(f.base64_size for f in self.files)
+
+    @property
+    def held_bytes(self) -> int:
+        """What its files hold in this process's memory (not what lies on disk)."""
+        return sum(len(f.data) if f.data is not None else len(f.encoded or "") for f in self.files)

@@ -19,7 +19,9 @@ from app.core.schemas import Stats
 
 def to_redis(outcome: JobOutcome) -> dict[str, Any]:
     """The outcome of a succeeded job as Redis keeps it (its `complete` event's data)."""
-    return outcome.body()
+    body = outcome.body()
+    body["images"] = [f.content for f in outcome.files]
+    return body
 
 
 def from_redis(body: dict[str, Any], *, uploaded: bool) -> JobOutcome:

@@ -35,6 +35,7 @@ from app.jobs.inputs import InputFiles
 from app.jobs.progress_hooks import ProgressHooks
 from app.jobs.records import JobHistory
 from app.jobs.runner import JobRunner
+from app.jobs.spool import Spool
 from app.jobs.uploads import Uploader
 from app.jobs.webhooks import SystemEvents, WebhookSender
 from app.models.grants import Grants
@@ -75,9 +76,11 @@ class Gateway:
             grants=self.grants,
             metrics=self.metrics,
         )
+        self.spool = Spool(settings.output_spool_dir)
         finisher = Finisher(
             settings.comfy_output_dir,
             self.uploader,
+            self.spool,
             keep_outputs=settings.keep_outputs,
             timeout_s=settings.prompt_timeout_s,
         )
@@ -117,6 +120,7 @@ class Gateway:
                 self.uploader,
                 self.models,
                 self.comfy,
+                self.spool,
             ],
         )
         self.readiness = Readiness(

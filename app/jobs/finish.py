@@ -1,8 +1,9 @@
 """Finishing a job's attempt: wait for ComfyUI, read and remove the outputs, and make the job's
 outcome (app.core.outcome.JobOutcome), the one every answer is rendered from.
 
-Outputs are read from the output folder the instances share (or through the instance's /view),
-converted or uploaded as the request asked, and removed, whatever happened.
+Outputs are taken from the output folder the instances share (or through the instance's /view)
+into memory (small ones) or the spool (app.jobs.spool), converted or uploaded as the request
+asked, and removed from ComfyUI's folder, whatever happened.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from app.core.outcome import JobOutcome, ResultFile
 from app.core.schemas import Stats
 from app.jobs.job import Job
 from app.jobs.outputs import OutputFile, OutputStore, output_files
+from app.jobs.spool import Spool
 from app.jobs.uploads import Uploader
 
 log = logging.getLogger(__name__)
@@ -31,10 +33,17 @@ class Finisher:
     """Waits for a placed job's prompt and turns its outputs into its outcome."""
 
     def __init__(
-        self, output_dir: Path, uploader: Uploader, *, keep_outputs: bool, timeout_s: float | None
+        self,
+        output_dir: Path,
+        uploader: Uploader,
+        spool: Spool,
+        *,
+        keep_outputs: bool,
+        timeout_s: float | None,
     ) -> None:
         self.output_dir = output_dir
         self.uploader = uploader
+        self.spool = spool
         self.keep_outputs = keep_outputs
         self.timeout_s = timeout_s
 
@@ -42,7 +51,7 @@ class Finisher:
         """Wait for ComfyUI, read and remove the outputs, and make the outcome."""
         waiter, instance = job.waiter, job.instance
         assert waiter is not None and instance is not None
-        outputs = OutputStore(self.output_dir, instance.client)
+        outputs = OutputStore(self.output_dir, instance.client, self.spool, keep=self.keep_outputs)
         files: list[OutputFile] = []
         try:
             result = await self._wait(waiter, instance.client, deadline)
@@ -73,19 +82,17 @@ class Finisher:
     async def _collect(
         self, outputs: OutputStore, files: list[OutputFile], options: JobOptions
     ) -> list[ResultFile]:
-        """Each file in memory, or where the upload put it."""
+        """Each file in memory or in the spool, or where the upload put it."""
         target = options.upload
         if target is None:
-            read = await outputs.read_all(files, options.convert_output)
-            return [
-                ResultFile.of_bytes(name, data, file.node_id)
-                for file, (name, data) in zip(files, read, strict=True)
-            ]
+            return list(
+                await asyncio.gather(*(outputs.take(f, options.convert_output) for f in files))
+            )
         stored = []
-        for file in files:  # one at a time: never more than one output in memory
-            name, data = await outputs.read(file, options.convert_output)
-            location = await self.uploader.store(target, name, data)
-            stored.append(ResultFile(name, len(data), file.node_id, location=location))
+        for file in files:  # one at a time: never more than one output on its way
+            taken = await outputs.take(file, options.convert_output)
+            location = await self.uploader.store(target, taken)
+            stored.append(ResultFile(taken.name, taken.size, taken.node, location=location))
         return stored
 
     async def _wait(self, waiter: PromptWaiter, client: Any, deadline: float | None) -> Any:

@@ -1,4 +1,4 @@
-"""Output files: find them in a prompt's outputs, read them, remove them."""
+"""Output files: find them in a prompt's outputs, take them into the outcome, remove them."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ from typing import Any
 from app.comfy.client import ComfyClient
 from app.comfy.graph import node_order
 from app.core.options import ConvertSpec
+from app.core.outcome import INLINE_READ_MAX_BYTES, ResultFile, content_type_of
+from app.jobs.spool import Spool, Spooled
 from app.media.convert import convert, converted_name
 
 log = logging.getLogger(__name__)
@@ -47,18 +49,19 @@ def output_files(outputs: dict[str, dict[str, Any]]) -> list[OutputFile]:
     return files
 
 
-# Reading a small file inline is ~15x cheaper than a hop to a worker thread; larger ones would
-# hold up the event loop.
-INLINE_READ_MAX_BYTES = 1 << 20
-
-
 class OutputStore:
-    """Reads output files from ComfyUI's output folder when it is local, else through /view."""
+    """Reads output files from ComfyUI's output folder when it is local, else through /view,
+    and hands each on as a ResultFile: a small one in memory, a larger one moved into the
+    spool (app.jobs.spool), never read whole."""
 
-    def __init__(self, output_dir: Path, client: ComfyClient) -> None:
+    def __init__(
+        self, output_dir: Path, client: ComfyClient, spool: Spool, *, keep: bool = False
+    ) -> None:
         self.output_dir = output_dir.resolve()
         self._inside = str(self.output_dir) + os.sep
         self.client = client
+        self.spool = spool
+        self.keep = keep  # KEEP_OUTPUTS: leave ComfyUI's copy where it is
 
     def local_path(self, file: OutputFile) -> str | None:
         """Where the file lies in the output folder, or None for a name that escapes it."""
@@ -66,30 +69,51 @@ class OutputStore:
         path = os.path.normpath(os.path.join(self._inside, file.subfolder, file.filename))
         return path if path.startswith(self._inside) else None
 
-    async def read(
-        self, file: OutputFile, convert_to: ConvertSpec | None = None
-    ) -> tuple[str, bytes]:
-        """The file's name and bytes, re-encoded first when asked and an image."""
+    async def take(self, file: OutputFile, convert_to: ConvertSpec | None = None) -> ResultFile:
+        """The file as the outcome holds it, re-encoded first when asked and an image (a
+        conversion holds the file and one decoded image in memory)."""
         path = self.local_path(file)
         size = _size(path) if path is not None else None
-        if path is not None and size is not None:
-            if size <= INLINE_READ_MAX_BYTES:
-                data = _read(path)
-            else:
-                data = await asyncio.to_thread(_read, path)
-        else:
-            data = await self.client.view(file.filename, file.subfolder, file.folder_type)
-        if convert_to is not None:
-            converted = await asyncio.to_thread(convert, data, convert_to)
+        if path is None or size is None:
+            return await self._fetch(file, convert_to)
+        if convert_to is not None and content_type_of(file.filename).startswith("image/"):
+            data = await asyncio.to_thread(_read, path)
+            converted = await self._converted(file, data, convert_to)
             if converted is not None:
-                return converted_name(file.filename, convert_to), converted
-        return file.filename, data
+                return converted
+            del data  # not an image Pillow reads: handed on as it is
+        if size <= INLINE_READ_MAX_BYTES:
+            return ResultFile.of_bytes(file.filename, _read(path), file.node_id)
+        spooled = await asyncio.to_thread(
+            self.spool.take, path, file.filename, keep_source=self.keep
+        )
+        return ResultFile(file.filename, size, file.node_id, path=spooled.path, keeper=spooled)
 
-    async def read_all(
-        self, files: list[OutputFile], convert_to: ConvertSpec | None = None
-    ) -> list[tuple[str, bytes]]:
-        """(name, bytes) of each file, in order."""
-        return list(await asyncio.gather(*(self.read(f, convert_to) for f in files)))
+    async def _fetch(self, file: OutputFile, convert_to: ConvertSpec | None) -> ResultFile:
+        """A file ComfyUI serves from elsewhere: streamed from its /view into the spool."""
+        target = self.spool.place(file.filename)
+        spooled = Spooled(target)
+        size = await self.client.view_into(file.filename, file.subfolder, file.folder_type, target)
+        if convert_to is not None and content_type_of(file.filename).startswith("image/"):
+            data = await asyncio.to_thread(target.read_bytes)
+            converted = await self._converted(file, data, convert_to)
+            if converted is not None:
+                return converted
+        return ResultFile(file.filename, size, file.node_id, path=target, keeper=spooled)
+
+    async def _converted(
+        self, file: OutputFile, data: bytes, convert_to: ConvertSpec
+    ) -> ResultFile | None:
+        converted = await asyncio.to_thread(convert, data, convert_to)
+        if converted is None:
+            return None
+        name = converted_name(file.filename, convert_to)
+        if len(converted) <= INLINE_READ_MAX_BYTES:
+            return ResultFile.of_bytes(name, converted, file.node_id)
+        target = self.spool.place(name)
+        spooled = Spooled(target)
+        await asyncio.to_thread(target.write_bytes, converted)
+        return ResultFile(name, len(converted), file.node_id, path=target, keeper=spooled)
 
     def remove(self, files: list[OutputFile]) -> None:
         for file in files:

@@ -127,11 +127,10 @@ class JobRecord:
 
     @property
     def result_bytes(self) -> int:
-        """Roughly what the kept outcome costs in memory: its files' bytes and their base64."""
+        """Roughly what the kept outcome costs: its files' bytes, in memory or in the spool."""
         if self.outcome is None:
             return 0
-        held = sum(len(f.data) for f in self.outcome.files if f.data is not None)
-        return held + self.outcome.content_bytes
+        return sum(f.size for f in self.outcome.files if not f.stored)
 
     def emit(self, kind: str, data: dict[str, Any]) -> None:
         event = JobEvent(len(self.events) + 1, kind, data)

@@ -34,7 +34,7 @@ from app.core.downloads import without_userinfo
 from app.core.errors import UploadFailed
 from app.core.metrics import MetricsHooks
 from app.core.options import AzureBlobUpload, HttpUpload, S3Upload, Upload
-from app.core.outcome import content_type_of
+from app.core.outcome import ResultFile, content_type_of
 from app.core.s3 import Buckets, s3_error_code
 from app.core.settings import Settings
 from app.core.url_prefixes import UrlPrefix, parse_prefixes
@@ -95,9 +95,11 @@ class Uploader:
             self._s3 = boto3.client("s3")
         return self._s3
 
-    async def store(self, target: Upload, filename: str, data: bytes) -> str:
+    async def store(self, target: Upload, file: ResultFile) -> str:
         """Upload one file; raise UploadFailed naming it and the store's error."""
         started = time.monotonic()
+        filename = file.name
+        data = await asyncio.to_thread(file.read)
         if isinstance(target, S3Upload):
             where = await self._store_s3(target, filename, data)
         elif isinstance(target, AzureBlobUpload):

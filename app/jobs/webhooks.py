@@ -29,11 +29,11 @@ from typing import Any
 import httpx
 
 from app.core.addresses import AddressPolicy, AddressRefused, HostUnresolved
-from app.core.js_json import js_dumps
 from app.core.metrics import MetricsHooks
 from app.core.numbers import finite_number
 from app.core.outcome import JobOutcome
 from app.core.settings import Settings
+from app.core.streamed_json import StreamedJson
 from app.core.system_events import comfy_event_data, event_name
 
 log = logging.getLogger(__name__)
@@ -52,6 +52,18 @@ def sign(key: bytes, msg_id: str, timestamp: int, body: bytes) -> str:
     """The `webhook-signature` value: `v1,` + base64 HMAC-SHA256 of `id.timestamp.body`."""
     signed = f"{msg_id}.{timestamp}.".encode() + body
     return "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+
+
+async def sign_streamed(key: bytes, msg_id: str, timestamp: int, body: StreamedJson) -> str:
+    """sign() of a body with files in it: a first pass over the body, in a worker thread when
+    it reads files (hashlib lets go of the GIL), so the send is a second pass over the same
+    bytes and no file is ever whole in memory."""
+    prefix = f"{msg_id}.{timestamp}.".encode()
+    if len(body.parts) == 1:
+        digest = body.hmac_sha256(key, prefix)
+    else:
+        digest = await asyncio.to_thread(body.hmac_sha256, key, prefix)
+    return "v1," + base64.b64encode(digest).decode()
 
 
 def now_iso() -> str:
@@ -77,26 +89,30 @@ class WebhookSender:
     async def aclose(self) -> None:
         await self.http.aclose()
 
-    def headers(self, msg_id: str, body: bytes) -> dict[str, str]:
+    async def headers(self, msg_id: str, body: StreamedJson) -> dict[str, str]:
         timestamp = int(time.time())
         headers = {
             "content-type": "application/json",
+            "content-length": str(body.size),
             "webhook-id": msg_id,
             "webhook-timestamp": str(timestamp),
         }
         if self.key is not None:
-            headers["webhook-signature"] = sign(self.key, msg_id, timestamp, body)
+            headers["webhook-signature"] = await sign_streamed(self.key, msg_id, timestamp, body)
         return headers
 
-    async def _request(self, url: str, body: bytes, msg_id: str, trusted: bool) -> httpx.Request:
+    async def _request(
+        self, url: str, body: StreamedJson, msg_id: str, trusted: bool
+    ) -> httpx.Request:
         """One attempt's POST, to the address just checked unless the operator set url."""
-        headers = self.headers(msg_id, body)  # per attempt: the signature covers a fresh time
+        headers = await self.headers(msg_id, body)  # per attempt: it signs a fresh time
+        content = body.whole() if len(body.parts) == 1 else body.chunks()
         if trusted:
-            return self.http.build_request("POST", url, content=body, headers=headers)
+            return self.http.build_request("POST", url, content=content, headers=headers)
         pinned = await self.addresses.pin(url)
         headers.update(pinned.headers)
         return self.http.build_request(
-            "POST", pinned.url, content=body, headers=headers, extensions=pinned.extensions
+            "POST", pinned.url, content=content, headers=headers, extensions=pinned.extensions
         )
 
     async def deliver(
@@ -110,9 +126,11 @@ class WebhookSender:
     ) -> bool:
         """POST payload to url until it is accepted or the attempts run out; True if accepted.
 
+        A ResultFile in payload is written as its base64, streamed (app.core.streamed_json);
+        the body is JSON.stringify's bytes, so a Node receiver's check of its signature holds.
         `trusted`: the operator set url (SYSTEM_WEBHOOK_URL), so its address is not checked.
         """
-        body = js_dumps(payload)
+        body = StreamedJson.of(payload, javascript=True)
         what = payload.get("type") or payload.get("event")
         last_error = "no attempt made"
         for attempt in range(1, self.attempts + 1):
@@ -242,7 +260,7 @@ async def deliver_job_end(
         if error is None:
             warned = {"warnings": list(outcome.warnings)} if outcome.warnings else {}
             for index, file in enumerate(outcome.files):
-                payload = {"event": "output.complete", "image": file.content, "id": job_id,
+                payload = {"event": "output.complete", "image": file, "id": job_id,
                            "filename": file.name, "prompt": graph, **warned, **meta}  # fmt: skip
                 await sender.deliver(webhook, payload, msg_id=f"{job_id}.{index}", job_id=job_id)
         else:

@@ -17,6 +17,7 @@ from app.core.schemas import (
     PromptResponse,
 )
 from app.core.status import STATUSES, JobProgress, JobStatus
+from app.core.streamed_json import StreamedJson
 from app.jobs.records import JobView
 from app.routes.convert_warnings import name_ignored_options
 from app.routes.deps import CallerDep, GatewayDep, ResultCacheDep
@@ -64,22 +65,26 @@ NOT_KNOWN = {
 @router.get("/prompt/{id}", response_model=JobState, responses={404: NOT_KNOWN})
 async def job_state(
     id: str, gateway: GatewayDep, caller: CallerDep, owner: str | None = OWNER
-) -> JobState:
+) -> Response:
     """The state of a job this gateway process ran: status, progress, and its result or error.
     Each API key sees only its own jobs (another key's id is a 404); admin keys see all."""
     record = await gateway.door.job(id, caller, owner)
     position = await gateway.door.queue_position(record)
     progress = JobProgress.of(record.progress)
-    return JobState(
+    state = JobState(
         id=record.id,
         status=STATUS[record.status],
         progress=Progress(value=int(progress.step), max=int(progress.max), node=progress.node),
         queue_position=position,
         instance=record.instance,
         error=record.error,
-        result=record.result,
+        result=None,
         owner=record.owner if caller.admin else None,
-    )
+    ).model_dump(mode="json")
+    state["result"] = record.result  # its files' base64 streamed, never whole in memory
+    body = StreamedJson.of(state)
+    headers = {"Content-Length": str(body.size)}
+    return StreamingResponse(body.chunks(), media_type="application/json", headers=headers)
 
 
 @router.get(

@@ -8,11 +8,10 @@ A request that asks for the result cache may be answered from it instead, withou
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +22,8 @@ from app.comfy.graph import Graph
 from app.core.keys import Caller
 from app.core.options import JobOptions
 from app.core.outcome import JobOutcome
-from app.core.schemas import Accepted, ErrorResponse, PromptResponse, Stats
+from app.core.schemas import Accepted, ErrorResponse, Stats
+from app.core.streamed_json import StreamedJson
 from app.gateway import Gateway
 from app.jobs.cacheable import external_reason, random_reason
 from app.jobs.canonical import digest
@@ -90,9 +90,15 @@ async def run_job(
     outcome = await job.task
     if use.store is not None:
         use.keep(await cached(outcome))
-    return StreamingResponse(
-        json_chunks(outcome.response), media_type="application/json", headers=use.headers()
-    )
+    return streamed_answer(outcome, use.headers())
+
+
+def streamed_answer(outcome: JobOutcome, headers: dict[str, str]) -> StreamingResponse:
+    """A succeeded job's 200 body, its files' base64 made in pieces as it goes out: never a
+    whole file's in memory. Its length is known, so it is sent with Content-Length."""
+    body = StreamedJson.of(outcome.body())
+    headers = {**headers, "Content-Length": str(body.size)}
+    return StreamingResponse(body.chunks(), media_type="application/json", headers=headers)
 
 
 CACHE_NAME = "comfy-gateway"  # this cache's name in Cache-Status (RFC 9211)
@@ -200,46 +206,20 @@ def cached_answer(options: JobOptions, graph: Graph, use: CacheUse, started: flo
     elapsed_ms = round((time.monotonic() - started) * 1000, 1)
     stats = Stats(queue=0, execution=0, postprocess=elapsed_ms, total=elapsed_ms)
     outcome = use.hit.outcome(options.id or str(uuid.uuid4()), graph, stats)
-    return StreamingResponse(
-        json_chunks(outcome.response), media_type="application/json", headers=use.headers()
-    )
-
-
-STREAM_CHUNK = 1 << 20
-
-
-def json_chunks(result: PromptResponse) -> Iterator[bytes]:
-    """The response JSON in pieces, so a large output is never copied whole into the body.
-
-    Serialising at once would add a full copy of every base64 output, and the socket's send
-    buffer another: a 50 MB video would cost three copies instead of one.
-    """
-    head = result.model_dump_json(exclude={"images"})
-    yield head[:-1].encode() + b',"images":['
-    for index, content in enumerate(result.images):
-        yield b',"' if index else b'"'
-        # base64 and URLs need no JSON escaping; anything else goes through the encoder
-        if _plain(content):
-            for start in range(0, len(content), STREAM_CHUNK):
-                yield content[start : start + STREAM_CHUNK].encode("ascii")
-        else:
-            yield json.dumps(content)[1:-1].encode()
-        yield b'"'
-    yield b"]}"
-
-
-def _plain(text: str) -> bool:
-    return text.isascii() and text.isprintable() and not any(c in text for c in '"\\')
+    return streamed_answer(outcome, use.headers())
 
 
 def event_stream(record: JobView, after: int = 0) -> StreamingResponse:
-    async def frames() -> AsyncIterator[str]:
+    async def frames() -> AsyncIterator[bytes]:
         async for event in record.follow(after, idle_s=SSE_HEARTBEAT_S):
             if event is None:
-                yield ": keep-alive\n\n"  # a comment keeps proxies from closing a quiet stream
+                yield b": keep-alive\n\n"  # a comment keeps proxies from closing a quiet stream
                 continue
-            data = json.dumps(event.data, separators=(",", ":"))
-            yield f"id: {event.id}\nevent: {event.type}\ndata: {data}\n\n"
+            yield f"id: {event.id}\nevent: {event.type}\ndata: ".encode()
+            # a `complete` event carries the files' base64: streamed, never whole in memory
+            async for piece in StreamedJson.of(event.data).chunks():
+                yield piece
+            yield b"\n\n"
 
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     return StreamingResponse(frames(), media_type="text/event-stream", headers=headers)

@@ -524,27 +524,6 @@ def test_comfyui_crash_mid_job_is_one_prompt_failed(
     assert len(receiver.deliveries("/crash")) == 1
 
 
-def test_sigterm_with_a_job_in_flight_delivers_one_failure(
-    gateway: Gateway, client: httpx.Client, receiver: Receiver
-) -> None:
-    """Runs last in this module: it stops the module's gateway."""
-    url = receiver.url("/shutdown")
-    accepted(
-        client.post(
-            "/prompt", json={"prompt": slow_graph(seed=41), "id": "shut", "webhook_v2": url}
-        ),
-        "shut",
-    )
-    wait_for_comfy_queue(gateway, running=1)
-    os.kill(gateway.pid, signal.SIGTERM)
-    assert gateway.wait_exit(60) == 0
-    [delivery] = receiver.wait_for("/shutdown", 1, timeout_s=5)
-    payload = verified(delivery)
-    assert payload["type"] == "prompt.failed"
-    assert payload["code"] == "comfy_unavailable"
-    assert "shut down" in payload["error"]
-
-
 # --- progress webhooks ---------------------------------------------------------------------------
 
 
@@ -613,3 +592,24 @@ def test_a_progress_receiver_that_hangs_or_fails_delays_no_outcome_and_no_job(
     time.sleep(1.0)  # dropped after its attempts; nothing waits, the job has ended
     assert len(receiver.deliveries(path)) == 5
     delivered_once(receiver.deliveries(f"/{first}/end"))
+
+
+def test_sigterm_with_a_job_in_flight_delivers_one_failure(
+    gateway: Gateway, client: httpx.Client, receiver: Receiver
+) -> None:
+    """Runs last in this module: it stops the module's gateway."""
+    url = receiver.url("/shutdown")
+    accepted(
+        client.post(
+            "/prompt", json={"prompt": slow_graph(seed=41), "id": "shut", "webhook_v2": url}
+        ),
+        "shut",
+    )
+    wait_for_comfy_queue(gateway, running=1)
+    os.kill(gateway.pid, signal.SIGTERM)
+    assert gateway.wait_exit(60) == 0
+    [delivery] = receiver.wait_for("/shutdown", 1, timeout_s=5)
+    payload = verified(delivery)
+    assert payload["type"] == "prompt.failed"
+    assert payload["code"] == "comfy_unavailable"
+    assert "shut down" in payload["error"]

@@ -36,6 +36,7 @@ from app.jobs.job import Job
 from app.jobs.records import JobHistory, JobRecord
 from app.jobs.runner import JobRunner
 from app.jobs.scheduler import Scheduler
+from app.jobs.spool import Spool
 from app.jobs.uploads import Uploader
 from app.jobs.webhooks import WebhookSender
 from app.models.cache import Entry
@@ -235,7 +236,13 @@ async def make_rig(
     runner = JobRunner(
         Scheduler(instances, one_at_a_time=one_at_a_time),  # type: ignore[arg-type]
         InputFiles(settings, instances[0].client),
-        Finisher(settings.comfy_output_dir, uploader, keep_outputs=False, timeout_s=timeout_s),
+        Finisher(
+            settings.comfy_output_dir,
+            uploader,
+            Spool(settings.comfy_output_dir.parent),
+            keep_outputs=False,
+            timeout_s=timeout_s,
+        ),
         JobHistory(max_finished=100, ttl_s=600),
         WebhookSender(settings),
         uploader,

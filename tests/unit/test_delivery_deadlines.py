@@ -15,6 +15,7 @@ import pytest
 from app.core.addresses import AddressPolicy
 from app.core.errors import DownloadFailed, UploadFailed
 from app.core.options import HttpUpload
+from app.core.outcome import ResultFile
 from app.core.settings import load_settings
 from app.jobs.uploads import Uploader
 from app.jobs.webhooks import SystemEvents, WebhookSender
@@ -105,7 +106,9 @@ async def test_an_output_put_that_trickles_fails_the_upload_at_its_deadline(
     target = HttpUpload(url_prefix=slow.url("/out/"))
     try:
         with pytest.raises(UploadFailed) as failed:
-            await asyncio.wait_for(uploader.store(target, "a.png", b"x" * (8 << 20)), 30)
+            await asyncio.wait_for(
+                uploader.store(target, ResultFile.of_bytes("a.png", b"x" * (8 << 20))), 30
+            )
     finally:
         await uploader.aclose()
     assert failed.value.details == {"filename": "a.png"}  # a private store's answer: the log's

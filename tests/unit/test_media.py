@@ -13,6 +13,7 @@ import pytest
 from app.comfy.client import ComfyClient
 from app.comfy.graph import unique_prefixes
 from app.jobs.outputs import INLINE_READ_MAX_BYTES, OutputFile, OutputStore, output_files
+from app.jobs.spool import Spool
 
 
 def image(filename: str, folder_type: str | None = "output", subfolder: str = "") -> dict[str, Any]:
@@ -123,8 +124,10 @@ async def store(tmp_path: Path) -> AsyncIterator[OutputStore]:
     # Nothing listens at this address: a local file must be read without asking ComfyUI.
     client = ComfyClient("http://127.0.0.1:9", timeout_s=1)
     (tmp_path / "output").mkdir()
-    yield OutputStore(tmp_path / "output", client)
+    spool = Spool(tmp_path / "spool")
+    yield OutputStore(tmp_path / "output", client, spool)
     await client.aclose()
+    await spool.aclose()
 
 
 @pytest.mark.parametrize(
@@ -148,23 +151,39 @@ def test_local_path_inside(store: OutputStore, filename: str, subfolder: str) ->
     assert Path(path) == store.output_dir / subfolder / filename
 
 
-async def test_large_file_is_read_whole(store: OutputStore) -> None:
-    content = os.urandom(INLINE_READ_MAX_BYTES + 12345)  # read in a worker thread
+async def test_a_large_file_is_moved_into_the_spool_never_read(store: OutputStore) -> None:
+    content = os.urandom(INLINE_READ_MAX_BYTES + 12345)
     (store.output_dir / "big.bin").write_bytes(content)
-    [(name, data)] = await store.read_all([OutputFile("1", "big.bin", "", "output")])
-    assert name == "big.bin"
-    assert data == content
+    taken = await store.take(OutputFile("1", "big.bin", "", "output"))
+    assert taken.name == "big.bin" and taken.size == len(content) and taken.data is None
+    assert taken.path is not None and taken.path.parent == store.spool.root
+    assert not (store.output_dir / "big.bin").exists()  # moved: ComfyUI's folder keeps none
+    assert b"".join(taken.iter_chunks()) == content
+    assert b"".join([piece async for piece in taken.chunks()]) == content
+    spooled = taken.path
+    del taken
+    assert not spooled.exists()  # nothing refers to it any more: removed
 
 
-async def test_read_and_remove(store: OutputStore) -> None:
+async def test_with_keep_outputs_the_spool_gets_a_link_and_comfyuis_copy_stays(
+    store: OutputStore,
+) -> None:
+    content = os.urandom(INLINE_READ_MAX_BYTES + 1)
+    (store.output_dir / "kept.bin").write_bytes(content)
+    kept = OutputStore(store.output_dir, store.client, store.spool, keep=True)
+    taken = await kept.take(OutputFile("1", "kept.bin", "", "output"))
+    assert (store.output_dir / "kept.bin").read_bytes() == content == taken.read()
+
+
+async def test_take_and_remove(store: OutputStore) -> None:
     content = bytes(range(256)) * 3
     (store.output_dir / "sub").mkdir()
     (store.output_dir / "sub" / "a.png").write_bytes(content)
     (store.output_dir / "b.png").write_bytes(b"second")
     files = [OutputFile("1", "a.png", "sub", "output"), OutputFile("2", "b.png", "", "output")]
-    read = await store.read_all(files)
-    assert [name for name, _ in read] == ["a.png", "b.png"]
-    assert [data for _, data in read] == [content, b"second"]
+    taken = [await store.take(f) for f in files]
+    assert [f.name for f in taken] == ["a.png", "b.png"]
+    assert [f.data for f in taken] == [content, b"second"]  # small ones: in memory
     store.remove([*files, OutputFile("3", "gone.png", "", "output")])
     assert not (store.output_dir / "sub" / "a.png").exists()
     assert not (store.output_dir / "b.png").exists()

@@ -4,6 +4,7 @@ progress), without a ComfyUI."""
 from __future__ import annotations
 
 import base64
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from app.core.keys import Caller
 from app.core.outcome import JobOutcome, ResultFile
 from app.core.schemas import Stats, WorkflowResponse
 from app.core.status import STATUSES, JobProgress, ended_status
+from app.core.streamed_json import StreamedJson
 from app.fleet.results import from_redis, to_redis, uploads
 from app.jobs.records import JobRecord
 from app.jobs.result_cache import CachedResult
@@ -30,6 +32,12 @@ PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(40))
 
 def outcome(*files: ResultFile, input: dict[str, Any] | None = None) -> JobOutcome:
     return JobOutcome("job-1", {"9": {"class_type": "SaveImage"}}, files, STATS, input=input)
+
+
+def rendered(done: JobOutcome) -> dict[str, Any]:
+    """The /prompt 200 body as a client reads it."""
+    body: dict[str, Any] = json.loads(StreamedJson.of(done.body()).whole())
+    return body
 
 
 # -- the outcome ------------------------------------------------------------------------------
@@ -72,13 +80,15 @@ def test_base64_is_made_once_per_file() -> None:
 
 def test_the_prompt_answer_renders_every_file_in_order() -> None:
     files = (ResultFile.of_bytes("a.png", b"one"), ResultFile("b.png", 3, location="s3://b"))
-    answer = outcome(*files).response
-    assert answer.filenames == ["a.png", "b.png"]
-    assert answer.images == [base64.b64encode(b"one").decode(), "s3://b"]
-    assert answer.stats == STATS and answer.id == "job-1"
-    workflow = outcome(*files, input={"seed": 1}).response
-    assert isinstance(workflow, WorkflowResponse) and workflow.input == {"seed": 1}
-    assert outcome(*files).body() == answer.model_dump(mode="json")
+    answer = rendered(outcome(*files))
+    assert answer["filenames"] == ["a.png", "b.png"]
+    assert answer["images"] == [base64.b64encode(b"one").decode(), "s3://b"]
+    assert answer["stats"] == STATS.model_dump(mode="json") and answer["id"] == "job-1"
+    workflow = outcome(*files, input={"seed": 1})
+    assert isinstance(workflow.head, WorkflowResponse) and rendered(workflow)["input"] == {
+        "seed": 1
+    }
+    assert outcome(*files).body()["images"] == list(files)  # each rendered when it goes out
 
 
 def test_a_record_holds_its_outcome_and_its_complete_event_is_the_prompt_body() -> None:
@@ -88,7 +98,7 @@ def test_a_record_holds_its_outcome_and_its_complete_event_is_the_prompt_body() 
     assert record.status == "succeeded" and record.outcome is done
     assert record.events[-1].type == "complete" and record.events[-1].data == done.body()
     assert record.result == done.body()
-    assert record.result_bytes == 3 + len(base64.b64encode(b"abc"))  # the bytes and their base64
+    assert record.result_bytes == 3  # its bytes: their base64 is made only as it goes out
 
 
 # -- through a fleet's Redis ------------------------------------------------------------------
@@ -97,7 +107,7 @@ def test_a_record_holds_its_outcome_and_its_complete_event_is_the_prompt_body() 
 def test_the_fleet_keeps_the_prompt_body_and_reads_it_back_without_decoding() -> None:
     done = outcome(ResultFile.of_bytes("a.png", PNG, node="9"), input={"seed": 2})
     kept = to_redis(done)
-    assert kept == done.body()
+    assert kept == rendered(done)
     back = from_redis(kept, uploaded=False)
     assert back.filenames == ["a.png"] and back.stats == STATS and back.input == {"seed": 2}
     [file] = back.files
@@ -119,8 +129,8 @@ def test_the_result_cache_keeps_the_outcomes_bytes() -> None:
     done = outcome(ResultFile.of_bytes("a.png", b"abc"))
     kept = CachedResult.of(done)
     assert [(f.name, f.data) for f in kept.files] == [("a.png", b"abc")]
-    again = kept.outcome("job-2", {}, STATS).response
-    assert again.images == [base64.b64encode(b"abc").decode()] and again.id == "job-2"
+    again = rendered(kept.outcome("job-2", {}, STATS))
+    assert again["images"] == [base64.b64encode(b"abc").decode()] and again["id"] == "job-2"
 
 
 # -- one status and progress vocabulary, one table per facade ---------------------------------

@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 
 from app.core.outcome import JobOutcome, ResultFile
+from app.core.streamed_json import StreamedJson
 from app.fleet.results import from_redis, to_redis
 from app.jobs.result_cache import CachedResult
-from app.routes.respond import json_chunks
 
 NAMED = ("convert_output.options.mozjpeg (no Pillow equivalent)",)
 
@@ -20,14 +20,14 @@ def outcome(warnings: tuple[str, ...] = ()) -> JobOutcome:
 
 def test_the_body_names_what_was_not_honoured() -> None:
     assert outcome(NAMED).body()["warnings"] == list(NAMED)
-    streamed = json.loads(b"".join(json_chunks(outcome(NAMED).response)))
+    streamed = json.loads(StreamedJson.of(outcome(NAMED).body()).whole())
     assert streamed["warnings"] == list(NAMED)
-    assert streamed["images"] == outcome().body()["images"]
+    assert streamed["images"] == [f.content for f in outcome().files]
 
 
 def test_without_warnings_the_body_has_no_such_field() -> None:
     assert "warnings" not in outcome().body()
-    assert "warnings" not in json.loads(b"".join(json_chunks(outcome().response)))
+    assert "warnings" not in json.loads(StreamedJson.of(outcome().body()).whole())
 
 
 def test_warnings_survive_the_fleet_and_the_result_cache() -> None:

@@ -11,8 +11,8 @@ from app.jobs.records import JobHistory, JobRecord
 
 def finished(request_id: str, image_bytes: int = 0, owner: str | None = None) -> JobRecord:
     record = JobRecord(request_id, f"p-{request_id}", owner=owner)
-    # An uploaded file: its content in the answer is its URL, `image_bytes` long.
-    output = ResultFile("a.png", image_bytes, location="A" * image_bytes)
+    # Its file is what the history counts against its size (an uploaded one's URL is not).
+    output = ResultFile.of_bytes("a.png", b"A" * image_bytes)
     record.end(JobOutcome(request_id, {}, (output,)))
     return record
 

@@ -147,8 +147,8 @@ def test_a_result_is_built_from_a_jobs_outcome() -> None:
     outcome = JobOutcome("j", {}, (ResultFile.of_bytes("a.png", b"hello"),))
     built = CachedResult.of(outcome)
     assert built.files == (CachedFile("a.png", b"hello"),)
-    answered = built.outcome("k", {}, outcome.stats).response
-    assert (answered.filenames, answered.images) == (["a.png"], ["aGVsbG8="])
+    answered = built.outcome("k", {}, outcome.stats)
+    assert [(f.name, f.content) for f in answered.files] == [("a.png", "aGVsbG8=")]
 
 
 # -- what may be cached ------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from pydantic import SecretStr
 from app.core.addresses import AddressPolicy, Pinned
 from app.core.errors import UploadFailed
 from app.core.options import HttpUpload, S3Upload
+from app.core.outcome import ResultFile
 from app.core.s3 import Buckets, s3_error_code
 from app.core.settings import load_settings
 from app.core.url_prefixes import parse_prefixes
@@ -51,7 +52,9 @@ def uploader(
 
 async def put(store: Uploader, url_prefix: str, filename: str = "out_00001_.png") -> str:
     try:
-        return await store.store(HttpUpload(url_prefix=url_prefix), filename, PNG)
+        return await store.store(
+            HttpUpload(url_prefix=url_prefix), ResultFile.of_bytes(filename, PNG)
+        )
     finally:
         await store.aclose()
 
@@ -205,7 +208,9 @@ async def test_a_bucket_the_operator_did_not_list_is_never_asked() -> None:
     )
     try:
         with pytest.raises(UploadFailed) as caught:
-            await store.store(S3Upload(bucket="someone-elses"), "out_00001_.png", PNG)
+            await store.store(
+                S3Upload(bucket="someone-elses"), ResultFile.of_bytes("out_00001_.png", PNG)
+            )
     finally:
         await store.aclose()
     assert "S3_BUCKETS: renders" in caught.value.message

@@ -5,9 +5,10 @@ a job's webhook goes only to an address the policy allows, pinned, and never fol
 from __future__ import annotations
 
 import base64
-import json
 import logging
+import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from standardwebhooks import Webhook
@@ -15,6 +16,7 @@ from standardwebhooks import Webhook
 from app.core.errors import PromptTimeout
 from app.core.outcome import JobOutcome, ResultFile
 from app.core.settings import SettingsError, load_settings
+from app.core.streamed_json import StreamedJson
 from app.jobs.webhooks import SystemEvents, WebhookSender, decode_secret, deliver_job_end
 from tests.integration.receiver import Receiver, loopback_traps
 from tests.unit.fakedns import FakeDNS
@@ -22,20 +24,42 @@ from tests.unit.fakedns import FakeDNS
 SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
 
 
-def test_signature_verifies_with_the_standard_library() -> None:
+async def test_signature_verifies_with_the_standard_library() -> None:
     sender = WebhookSender(load_settings(webhook_secret=SECRET))
-    body = json.dumps({"type": "prompt.complete", "id": "j1"}).encode()
-    headers = sender.headers("j1", body)
-    assert headers["webhook-id"] == "j1"
-    assert Webhook(SECRET).verify(body, headers) == {"type": "prompt.complete", "id": "j1"}
-    tampered = body.replace(b"j1", b"j2")
+    payload = {"type": "prompt.complete", "id": "j1"}
+    body = StreamedJson.of(payload, javascript=True)
+    headers = await sender.headers("j1", body)
+    assert headers["webhook-id"] == "j1" and headers["content-length"] == str(len(body.whole()))
+    assert Webhook(SECRET).verify(body.whole(), headers) == payload
+    tampered = body.whole().replace(b"j1", b"j2")
     with pytest.raises(Exception, match="signature"):
         Webhook(SECRET).verify(tampered, headers)
 
 
-def test_without_a_secret_nothing_is_signed() -> None:
+async def test_a_body_with_files_is_signed_in_a_first_pass_over_the_bytes_it_sends(
+    tmp_path: Path,
+) -> None:
+    """Over 3 MiB of incompressible bytes from disk: read in pieces twice, the same bytes."""
+    data = os.urandom((3 << 20) + 5)
+    (tmp_path / "v.mp4").write_bytes(data)
+    files = [
+        ResultFile("v.mp4", len(data), path=tmp_path / "v.mp4"),
+        ResultFile.of_bytes("a", b"x"),
+    ]
+    payload = {"type": "prompt.complete", "images": files, "filenames": ["v.mp4", "a"]}
+    sender = WebhookSender(load_settings(webhook_secret=SECRET))
+    body = StreamedJson.of(payload, javascript=True)
+    headers = await sender.headers("j1", body)
+    sent = b"".join([piece async for piece in body.chunks()])
+    assert int(headers["content-length"]) == len(sent) == body.size
+    verified = Webhook(SECRET).verify(sent, headers)
+    assert base64.b64decode(verified["images"][0]) == data
+    assert verified["images"][1] == "eA=="
+
+
+async def test_without_a_secret_nothing_is_signed() -> None:
     sender = WebhookSender(load_settings(webhook_secret=None))
-    assert "webhook-signature" not in sender.headers("j1", b"{}")
+    assert "webhook-signature" not in await sender.headers("j1", StreamedJson.of({}))
 
 
 @pytest.mark.parametrize("secret", [SECRET, SECRET.removeprefix("whsec_"), SECRET.rstrip("=")])

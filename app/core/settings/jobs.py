@@ -43,6 +43,13 @@ class JobSettings(BaseModel):
         False,
         description="Keep output files after they are returned",
     )
+    output_spool_dir: Path | None = Field(
+        None,
+        description="Where finished outputs over 1 MiB wait on disk until their answers have "
+        "gone out (each gateway process makes a folder of its own in it). Unset: the system's "
+        "temporary folder. On the output folder's filesystem they are moved, not copied; never "
+        "on a tmpfs, whose files take memory",
+    )
     job_history_max: int = Field(
         100,
         ge=0,
@@ -56,7 +63,7 @@ class JobSettings(BaseModel):
     job_history_max_mb: float = Field(
         256.0,
         ge=0,
-        description="Memory the kept results (their base64 outputs) may take",
+        description="What the kept results' files may take, in memory or in the spool",
     )
     workflow_dir: Path = Field(
         PROJECT_ROOT / "workflows",
