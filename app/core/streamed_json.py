@@ -9,6 +9,7 @@ and sends it in a second, so no more than one piece of a file is ever in memory.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -22,6 +23,7 @@ from app.core.js_json import js_dumps
 from app.core.outcome import ResultFile
 
 Part = bytes | ResultFile
+INLINE_HASH_MAX_BYTES = 1 << 16
 
 
 def compact_dumps(value: Any, default: Callable[[Any], Any]) -> bytes:
@@ -89,11 +91,15 @@ class StreamedJson:
             else:
                 yield from part.iter_base64()
 
-    def hmac_sha256(self, key: bytes, prefix: bytes) -> bytes:
-        """HMAC-SHA256 of prefix + the body, in one pass over it (blocking: a worker thread's)."""
+    async def hmac_sha256(self, key: bytes, prefix: bytes) -> bytes:
+        """HMAC-SHA256 of prefix + the body, in one pass over it: a large piece is hashed in a
+        worker thread (hashlib lets go of the GIL), so the event loop is never held."""
         mac = hmac.new(key, prefix, hashlib.sha256)
-        for piece in self.iter_chunks():
-            mac.update(piece)
+        async for piece in self.chunks():
+            if len(piece) > INLINE_HASH_MAX_BYTES:
+                await asyncio.to_thread(mac.update, piece)
+            else:
+                mac.update(piece)
         return mac.digest()
 
     def whole(self) -> bytes:
