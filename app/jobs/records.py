@@ -111,6 +111,7 @@ class JobRecord:
     preview_listeners: list[Callable[[Preview, JobRecord], None]] = field(default_factory=list)
     previews_published: int = 0
     _throttle: PreviewThrottle | None = None
+    _result_bytes: int = 0
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
@@ -127,10 +128,9 @@ class JobRecord:
 
     @property
     def result_bytes(self) -> int:
-        """Roughly what the kept outcome costs: its files' bytes, in memory or in the spool."""
-        if self.outcome is None:
-            return 0
-        return sum(f.size for f in self.outcome.files if not f.stored)
+        """Roughly what the kept outcome costs: its files' bytes, in memory or in the spool
+        (counted once, when it ends: the history sums it on every look)."""
+        return self._result_bytes
 
     def emit(self, kind: str, data: dict[str, Any]) -> None:
         event = JobEvent(len(self.events) + 1, kind, data)
@@ -196,6 +196,7 @@ class JobRecord:
         """The job ended as its outcome says: `complete` with the 200 body, or `failed` with
         the error's body (status `interrupted` for an interrupt)."""
         self.outcome, self.finished_at = outcome, time.monotonic()
+        self._result_bytes = sum(f.size for f in outcome.files if not f.stored)
         self._end_previews()
         if outcome.error is None:
             self.status, self.result = "succeeded", outcome.body()

@@ -93,10 +93,16 @@ async def run_job(
     return streamed_answer(outcome, use.headers())
 
 
-def streamed_answer(outcome: JobOutcome, headers: dict[str, str]) -> StreamingResponse:
+SMALL_ANSWER_BYTES = 1 << 20
+
+
+def streamed_answer(outcome: JobOutcome, headers: dict[str, str]) -> Response:
     """A succeeded job's 200 body, its files' base64 made in pieces as it goes out: never a
-    whole file's in memory. Its length is known, so it is sent with Content-Length."""
+    whole file's in memory. A small one, whose files are in memory already, is sent whole (a
+    stream costs a task per answer)."""
     body = StreamedJson.of(outcome.body())
+    if body.size <= SMALL_ANSWER_BYTES and all(f.path is None for f in outcome.files):
+        return Response(body.whole(), media_type="application/json", headers=headers)
     headers = {**headers, "Content-Length": str(body.size)}
     return StreamingResponse(body.chunks(), media_type="application/json", headers=headers)
 
