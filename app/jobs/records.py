@@ -271,9 +271,12 @@ class JobHistory:
         finished = [r for r in self._records.values() if r.finished_at is not None]
         excess = len(finished) - self.max_finished
         kept_bytes = sum(r.result_bytes for r in finished)
+        newest = max(finished, key=lambda r: r.finished_at or 0.0, default=None)
         for record in finished:  # oldest first: insertion order
             assert record.finished_at is not None
-            if excess > 0 or kept_bytes > self.max_bytes or now - record.finished_at > self.ttl_s:
+            # The newest is kept whatever its size: a job's result is readable once it ends.
+            too_big = kept_bytes > self.max_bytes and record is not newest
+            if excess > 0 or too_big or now - record.finished_at > self.ttl_s:
                 del self._records[record.key]
                 excess -= 1
                 kept_bytes -= record.result_bytes
