@@ -18,19 +18,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import json
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable
+from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
 
 from bench.large_fleet import Fleet, fleet, fleet_sync
-from bench.large_paths import PATHS, TIMEOUT, direct, drain
+from bench.large_paths import PATHS, TIMEOUT, direct, drain, sync_prompt
 from bench.large_report import Row, print_report
 from bench.latent_noise import latent_graph, link_input, noise_latent
 from bench.measure import progress
@@ -88,38 +89,54 @@ def prefix() -> str:
     return f"bench_{uuid.uuid4().hex[:12]}"
 
 
-async def lone_paths(args: argparse.Namespace, workdir: Path, inputs: dict[int, Path]) -> list[Row]:
-    """Every path but the fleet's, on one gateway; then the concurrent answers."""
-    rows: list[Row] = []
-    gateway = GatewayProcess(workdir / "lone", **SETTINGS)
+@contextlib.asynccontextmanager
+async def lone_gateway(
+    workdir: Path, inputs: dict[int, Path]
+) -> AsyncIterator[tuple[GatewayProcess, dict[int, str]]]:
+    """A fresh gateway, its inputs linked; each path gets one, so that no path's figures rest
+    on memory an earlier path left to the allocator. With it, the name LoadLatent reads for
+    each output size."""
+    gateway = GatewayProcess(workdir / f"lone-{uuid.uuid4().hex[:8]}", **SETTINGS)
     names = {mib: link_input(gateway.input_dir, path) for mib, path in inputs.items()}
-    sink = await WebhookSink(base64.b64decode(SECRET)).start()
     await asyncio.to_thread(gateway.start, timeout_s=300)
+    try:
+        yield gateway, names
+    finally:
+        await asyncio.to_thread(gateway.stop)
+
+
+async def lone_paths(args: argparse.Namespace, workdir: Path, inputs: dict[int, Path]) -> list[Row]:
+    """Every path but the fleet's, each on a fresh gateway; then the concurrent answers."""
+    rows: list[Row] = []
+    sink = await WebhookSink(base64.b64decode(SECRET)).start()
     http = httpx.AsyncClient(timeout=TIMEOUT)
     try:
-        paths = [p for p in args.paths if p in PATHS]
-        for name in paths:
-            await PATHS[name](http, gateway.url, latent_graph(names[WARM_MIB], prefix()), sink)
-        for mib in args.sizes:
-            direct_s = await direct_twice(gateway, names[mib])
-            for name in paths:
-                progress(f"  {name}, {mib} MiB")
-                graph = latent_graph(names[mib], prefix())
-                (growth,), wall, _ = await measured(
-                    [gateway.pid], PATHS[name](http, gateway.url, graph, sink)
-                )
-                rows.append(Row(name, mib, growth, wall, direct_s))
+        for name in [p for p in args.paths if p in PATHS]:
+            async with lone_gateway(workdir, inputs) as (gateway, names):
+                answer = PATHS[name]
+                await answer(http, gateway.url, latent_graph(names[WARM_MIB], prefix()), sink)
+                for mib in args.sizes:
+                    direct_s = await direct_twice(gateway, names[mib])
+                    progress(f"  {name}, {mib} MiB")
+                    graph = latent_graph(names[mib], prefix())
+                    (growth,), wall, _ = await measured(
+                        [gateway.pid], answer(http, gateway.url, graph, sink)
+                    )
+                    rows.append(Row(name, mib, growth, wall, direct_s))
         if args.concurrent:
-            progress(f"  {args.concurrent} x {args.concurrent_mib} MiB at once")
-            graphs = [
-                latent_graph(names[args.concurrent_mib], prefix()) for _ in range(args.concurrent)
-            ]
-            (growth,), wall, _ = await measured([gateway.pid], at_once(http, gateway.url, graphs))
-            rows.append(Row(f"sync x{args.concurrent}", args.concurrent_mib, growth, wall, None))
+            mib = args.concurrent_mib
+            async with lone_gateway(workdir, inputs) as (gateway, names):
+                await sync_prompt(http, gateway.url, latent_graph(names[WARM_MIB], prefix()), sink)
+                direct_s = await direct_twice(gateway, names[mib])
+                progress(f"  {args.concurrent} x {mib} MiB at once")
+                graphs = [latent_graph(names[mib], prefix()) for _ in range(args.concurrent)]
+                (growth,), wall, _ = await measured(
+                    [gateway.pid], at_once(http, gateway.url, graphs)
+                )
+                rows.append(Row(f"sync x{args.concurrent}", mib, growth, wall, direct_s))
     finally:
         await http.aclose()
         await sink.stop()
-        await asyncio.to_thread(gateway.stop)
     return rows
 
 
