@@ -20,6 +20,7 @@ import asyncio
 import base64
 import contextlib
 import json
+import math
 import sys
 import tempfile
 import time
@@ -31,7 +32,7 @@ from typing import Any, TypeVar
 import httpx
 
 from bench.large_fleet import Fleet, fleet, fleet_sync
-from bench.large_paths import PATHS, TIMEOUT, direct, drain, sync_prompt
+from bench.large_paths import PATHS, TIMEOUT, PathFailed, direct, drain, sync_prompt
 from bench.large_report import Row, print_report
 from bench.latent_noise import latent_graph, link_input, noise_latent
 from bench.measure import progress
@@ -47,6 +48,8 @@ SETTINGS = {
     "WEBHOOK_SECRET": f"whsec_{SECRET}",
     "WEBHOOK_TIMEOUT_S": "900",
     "JOB_TIMEOUT_S": "1800",
+    # The default (256) drops a 256 MiB output's job at once, and v2 then answers `expired`.
+    "JOB_HISTORY_MAX_MB": "4096",
 }
 WARM_MIB = 1  # each path answers one output of this size first, unmeasured
 
@@ -119,9 +122,13 @@ async def lone_paths(args: argparse.Namespace, workdir: Path, inputs: dict[int, 
                     direct_s = await direct_twice(gateway, names[mib])
                     progress(f"  {name}, {mib} MiB")
                     graph = latent_graph(names[mib], prefix())
-                    (growth,), wall, _ = await measured(
-                        [gateway.pid], answer(http, gateway.url, graph, sink)
-                    )
+                    try:
+                        (growth,), wall, _ = await measured(
+                            [gateway.pid], answer(http, gateway.url, graph, sink)
+                        )
+                    except PathFailed as e:
+                        rows.append(Row(name, mib, math.nan, math.nan, direct_s, f"failed: {e}"))
+                        continue
                     rows.append(Row(name, mib, growth, wall, direct_s))
         if args.concurrent:
             mib = args.concurrent_mib
