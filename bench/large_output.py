@@ -140,7 +140,9 @@ async def lone_paths(args: argparse.Namespace, workdir: Path, inputs: dict[int, 
                 (growth,), wall, _ = await measured(
                     [gateway.pid], at_once(http, gateway.url, graphs)
                 )
-                rows.append(Row(f"sync x{args.concurrent}", mib, growth, wall, direct_s))
+                one_by_one = args.concurrent * direct_s  # ComfyUI runs them one after another
+                note = "direct: the same outputs one after another"
+                rows.append(Row(f"sync x{args.concurrent}", mib, growth, wall, one_by_one, note))
     finally:
         await http.aclose()
         await sink.stop()
