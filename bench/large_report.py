@@ -34,14 +34,14 @@ class Row:
 def print_report(rows: list[Row], *, load_before: str, load_after: str) -> None:
     print("\nPeak RSS growth of the answering gateway (VmHWM after - RSS before), one job each")
     print(
-        f"  {'path':<12}{'output':>8}{'growth':>10}{'x output':>10}{'wall':>9}"
+        f"  {'path':<12}{'output':>8}{'growth':>12}{'x output':>10}{'wall':>9}"
         f"{'direct':>9}{'x direct':>10}  target"
     )
     for row in rows:
         direct = f"{row.direct_s:8.2f}s" if row.direct_s is not None else f"{'-':>9}"
         ratio = f"{row.wall_s / row.direct_s:9.2f}x" if row.direct_s else f"{'-':>10}"
         print(
-            f"  {row.path:<12}{row.output_mib:>5} MiB{row.growth_mib:>6.1f} MiB"
+            f"  {row.path:<12}{row.output_mib:>5} MiB{row.growth_mib:>8.1f} MiB"
             f"{row.growth_mib / row.output_mib:>9.2f}x{row.wall_s:>8.2f}s{direct}{ratio}"
             f"  {row.verdict}"
         )
