@@ -61,6 +61,8 @@ async def by_webhook(
     received = await asyncio.wait_for(delivered, TIMEOUT.read)
     if received.signature_ok is False:
         raise PathFailed(f"{field}: the signature did not match the body")
+    if field == "webhook_v2" and received.signature_ok is None:
+        raise PathFailed("webhook_v2: unsigned, with WEBHOOK_SECRET set")
     return received.size
 
 
