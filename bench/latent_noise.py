@@ -5,13 +5,14 @@ memory, and slowly on 2 cores. A latent costs it little: LoadLatent reads a safe
 of random float32 from the input folder and SaveLatent writes it back out, uncompressed, as
 `<prefix>_00001_.latent`: the output is the tensor's bytes plus a header of a few hundred
 bytes. The noise files are made once and kept in a cache folder (git-ignored), so reruns are
-fast; the gateway's input folder gets a symbolic link to each.
+fast; the gateway's input folder gets a hard link to each.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import struct
 from pathlib import Path
 from typing import Any
@@ -59,10 +60,15 @@ def noise_latent(cache: Path, mib: int) -> Path:
 
 
 def link_input(input_dir: Path, source: Path) -> str:
-    """Link `source` into a gateway's input folder; the name LoadLatent is given."""
+    """Put `source` into a gateway's input folder, a hard link (a copy on another filesystem);
+    the name LoadLatent is given. Not a symbolic link: ComfyUI 0.33 refuses a file whose real
+    path is outside its input folder."""
     target = input_dir / source.name
     if not target.exists():
-        target.symlink_to(source.resolve())
+        try:
+            os.link(source, target)
+        except OSError:
+            shutil.copyfile(source, target)
     return source.name
 
 
