@@ -116,6 +116,7 @@ class ResultFile:
             with open(self.path, "rb") as f:
                 while piece := f.read(size):
                     yield piece
+                    del piece  # not held while the next one is read
             return
         if self.encoded is not None and self.data is None:
             step = size // 3 * 4
@@ -137,6 +138,7 @@ class ResultFile:
         try:
             while piece := await asyncio.to_thread(f.read, size):
                 yield piece
+                del piece  # not held while the next one is read
         finally:
             f.close()
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+from collections.abc import AsyncIterator
 from urllib.parse import urlencode
 
 import httpx
@@ -77,6 +78,15 @@ async def _put(
     **ms: str,
 ) -> None:
     headers = account.signed_headers("PUT", url, length=len(body), content_type=content_type, **ms)
-    response = await http.put(url, content=body, headers=headers)
+    content = _handed_over([body]) if body else b""  # empty: Content-Length 0, not chunked
+    del body
+    response = await http.put(url, content=content, headers=headers)
     if response.status_code >= 300:
         raise BlobRefused(response)
+
+
+async def _handed_over(pieces: list[bytes]) -> AsyncIterator[bytes]:
+    """The one piece, let go of once sent. httpx keeps a request's body as long as the request,
+    which a reference cycle with its response keeps until the garbage collector runs: given a
+    block itself, a blob's blocks would pile up in memory until then."""
+    yield pieces.pop()
