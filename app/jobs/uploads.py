@@ -16,6 +16,11 @@ URLs under HTTP_UPLOAD_AUTH_PREFIXES (app.core.url_prefixes), never to a store a
 elsewhere. A failed upload is never hidden: it fails the job with 502 (or `prompt.failed` when
 the request was asynchronous), though what a private store answered stays in the log; URLs are
 shown and logged without their user info.
+
+Every upload streams the file from where it lies (memory, or the spool on disk), never the
+whole of a large one in memory: S3 in parts (app.jobs.upload_s3), Azure in blocks
+(app.jobs.upload_blob), an HTTP PUT as one request with its Content-Length, its body read in
+pieces as it goes.
 """
 
 from __future__ import annotations
