@@ -15,9 +15,15 @@ from app.core.errors import UploadFailed
 from app.core.options import AzureBlobUpload
 from app.core.outcome import ResultFile
 from app.core.settings import SettingsError, load_settings
-from app.jobs.upload_blob import BLOCK_BYTES
+from app.jobs.upload_blob import BLOCK_BYTES, with_query
 from app.jobs.uploads import Uploader
-from app.media.azure import BlobAccount, BlobUrlError, container_and_blob, is_blob_url
+from app.media.azure import (
+    BlobAccount,
+    BlobUrlError,
+    canonical_resource,
+    container_and_blob,
+    is_blob_url,
+)
 from tests.azurite_server import Azurite
 
 
@@ -146,3 +152,13 @@ async def test_a_large_upload_to_a_missing_container_names_azures_code(
     finally:
         await store.aclose()
     assert caught.value.details == {"filename": "big.png", "store_error": "ContainerNotFound"}
+
+
+def test_a_blocks_query_follows_a_sas_token_and_is_signed_decoded_and_sorted() -> None:
+    sas = BlobAccount("acct", "https://acct.blob.core.windows.net", sas="sv=1&sig=x")
+    block = with_query(sas.blob_url("box", "a.png"), comp="block", blockid="MDAwMDAx+/=")
+    assert block == (
+        "https://acct.blob.core.windows.net/box/a.png?sv=1&sig=x&comp=block&blockid=MDAwMDAx%2B%2F%3D"
+    )
+    keyed = with_query("https://acct.blob.core.windows.net/box/a.png", comp="block", blockid="QQ==")
+    assert canonical_resource("acct", keyed) == "/acct/box/a.png\nblockid:QQ==\ncomp:block"
