@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import mimetypes
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -116,6 +116,7 @@ class ResultFile:
             with open(self.path, "rb") as f:
                 while piece := f.read(size):
                     yield piece
+                    del piece  # not held while the next one is read
             return
         if self.encoded is not None and self.data is None:
             step = size // 3 * 4
@@ -126,7 +127,7 @@ class ResultFile:
         for start in range(0, len(data), size):
             yield data[start : start + size]
 
-    async def chunks(self, size: int = CHUNK_BYTES) -> AsyncIterator[bytes]:
+    async def chunks(self, size: int = CHUNK_BYTES) -> AsyncGenerator[bytes, None]:
         """Its bytes in pieces of `size`, a large file's read in a worker thread piece by
         piece: the event loop never waits on the disk, and one piece is in memory at a time."""
         if self.path is None or self.data is not None or self.size <= INLINE_READ_MAX_BYTES:
@@ -137,6 +138,7 @@ class ResultFile:
         try:
             while piece := await asyncio.to_thread(f.read, size):
                 yield piece
+                del piece  # not held while the next one is read
         finally:
             f.close()
 
