@@ -1,7 +1,8 @@
 """An output of a few MiB that does not compress (a noise PNG: LoadImage -> SaveImage, no
 model) arrives byte-identical on every facade that answers with it, streamed from the gateway's
 spool: POST /prompt, a workflow endpoint, A1111's txt2img, /api/v1/prompts (the file body, the
-images URLs, an answer from the result cache) and v2 asset content (whole, a range, HEAD).
+images URLs, an answer from the result cache) and v2 asset content (whole, a range, HEAD); used
+as a v2 input, an output over INPUT_MAX_MB is refused before its base64 is built.
 
 Each answer is compared with the file ComfyUI wrote (KEEP_OUTPUTS leaves it in the output
 folder). The gateway's WORKFLOW_DIR holds one model-free module, `sd15/txt2img`, that loads the
@@ -158,3 +159,11 @@ def test_v2_asset_content_whole_ranged_and_head(client: httpx.Client, large: Gat
     assert tail.status_code == 206 and tail.content == data[-100:]
     head = client.head(url)
     assert head.status_code == 200 and head.headers["content-length"] == str(len(data))
+
+    # Used as an input, the output is over INPUT_MAX_MB: refused before its base64 is built.
+    reference = {"__type": "core/ASSET", "info": {"id": output["id"]}}
+    graph = noise_graph(unique("v2again"))
+    graph["1"]["inputs"]["image"] = reference
+    refused = client.post("/api/v2/jobs", json={"workflow": graph})
+    assert refused.status_code == 422, refused.text
+    assert "INPUT_MAX_MB" in refused.text and output["id"] in refused.text
