@@ -60,6 +60,7 @@ def large(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     env = {
         "KEEP_OUTPUTS": "true",
         "RESULT_CACHE_MAX_MB": "64",
+        "INPUT_MAX_MB": "2",  # the output is larger: refused as a v2 input
         "WORKFLOW_DIR": str(module.parents[1]),
     }
     with running(workdir, **env) as gateway:
