@@ -1,7 +1,11 @@
 """ResultCache: the output files of answered requests, by the digest of their canonical body.
 
-A bounded LRU in this process's memory (RESULT_CACHE_MAX_MB), counted in the bytes of the files
-and their names. The routes consult and fill it (app.routes.respond for POST /prompt with
+A bounded LRU (RESULT_CACHE_MAX_MB), counted in the bytes of the files and their names. It keeps
+the outcome's files themselves (app.core.outcome.ResultFile), not copies of their bytes: a file
+over 1 MiB lies in the gateway's spool on disk, and the entry holds its keeper, so the spooled
+file stays there while the cache holds it and is removed when the entry goes (and nothing else
+refers to it). Memory holds only the small files (and the base64 of files read back from a
+fleet's Redis). The routes consult and fill it (app.routes.respond for POST /prompt with
 `cache`, app.compat.v1.routes for /api/v1/prompts); what may be cached at all is
 app.jobs.cacheable's call. A hit runs no job: ComfyUI never sees the request.
 """
@@ -22,34 +26,29 @@ ENTRY_OVERHEAD_BYTES = 512
 
 
 @dataclass(frozen=True)
-class CachedFile:
-    name: str
-    data: bytes
-
-
-@dataclass(frozen=True)
 class CachedResult:
     """The output files of one answered request, in the order the answer gave them."""
 
-    files: tuple[CachedFile, ...]
+    files: tuple[ResultFile, ...]  # by reference: a spooled file's keeper comes with it
     warnings: tuple[str, ...] = ()  # the same request's: its convert_output is in the key
 
     @classmethod
     def of(cls, outcome: JobOutcome) -> CachedResult:
-        """A succeeded job's files (its bytes: a job whose outputs were uploaded is never
-        cached)."""
-        return cls(tuple(CachedFile(f.name, f.read()) for f in outcome.files), outcome.warnings)
+        """A succeeded job's files, as they are (a job whose outputs were uploaded is never
+        cached): nothing is read or copied."""
+        return cls(outcome.files, outcome.warnings)
 
     def outcome(self, request_id: str, prompt: dict[str, Any], stats: Stats) -> JobOutcome:
         """The outcome of a request answered from the cache."""
-        files = tuple(ResultFile.of_bytes(f.name, f.data) for f in self.files)
         return JobOutcome(
-            id=request_id, prompt=prompt, files=files, stats=stats, warnings=self.warnings
+            id=request_id, prompt=prompt, files=self.files, stats=stats, warnings=self.warnings
         )
 
     @property
     def size(self) -> int:
-        files = sum(len(f.data) + len(f.name.encode()) for f in self.files)
+        """What the entry counts against the bound: its files' bytes (in memory or on disk;
+        base64 from a fleet's Redis by its length) and names."""
+        files = sum(_weight(f) + len(f.name.encode()) for f in self.files)
         return files + ENTRY_OVERHEAD_BYTES
 
 
@@ -96,3 +95,7 @@ class ResultCache:
 
 def _size(result: CachedResult) -> int:
     return result.size
+
+
+def _weight(file: ResultFile) -> int:
+    return len(file.encoded) if file.encoded is not None and file.data is None else file.size

@@ -23,6 +23,7 @@ from app.compat.a1111 import terms
 from app.compat.a1111.state import Generation, SdapiState
 from app.core.errors import ComfyUnavailable, Interrupted, InvalidRequest
 from app.core.keys import Caller
+from app.core.outcome import ResultFile
 from app.core.status import JobProgress
 from app.gateway import Gateway
 from app.media.caps import InputCaps
@@ -174,11 +175,13 @@ def module_input(flow: Workflow, values: dict[str, Any]) -> BaseModel:
 async def run_images(
     gateway: Gateway, caller: Caller, state: SdapiState, flow: Workflow,
     inputs: list[dict[str, Any]], loras: list[tuple[str, terms.LoraTag]], warnings: list[str],
-) -> list[str]:  # fmt: skip
-    """Run one job per input, in order; an interrupt keeps the images made so far."""
+) -> list[ResultFile]:  # fmt: skip
+    """Run one job per input, in order; an interrupt keeps the images made so far. The images
+    are the jobs' files themselves (a large one on disk, in the spool): the answer streams
+    their base64 (app.core.streamed_json), never building it whole."""
     generation = Generation(total=len(inputs), owner=caller.id)
     state.running.append(generation)
-    images: list[str] = []
+    images: list[ResultFile] = []
     try:
         for values in inputs:
             if generation.interrupted:
@@ -195,7 +198,7 @@ async def run_images(
             except Interrupted:
                 generation.interrupted = True
                 break
-            images.extend(file.content for file in outcome.files)
+            images.extend(outcome.files)
             generation.done += 1
     finally:
         state.running.remove(generation)
