@@ -77,7 +77,9 @@ def test_cancelling_a_running_job(pair: Pair, gateway: Gateway) -> None:
     idle(gateway)
 
     theirs = cancel(pair.proxy, start(pair.proxy, 202, "running"))
-    assert theirs["status"] == "canceling"
+    # Theirs answers `canceling`, or, where ComfyUI has a jobs API and stopped the job before
+    # the proxy read its status back (a busy machine), already `canceled`.
+    assert theirs["status"] == "canceling" or (jobs_api(gateway) and theirs["status"] == "canceled")
     pair.same_shape(theirs, ours, DIFFERS)
     pair.seen.add("canceled at once")
     if jobs_api(gateway):
