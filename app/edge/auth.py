@@ -28,11 +28,14 @@ from app.core.logs import bind_api_key
 from app.core.metrics import MetricsHooks
 from app.edge.api_keys import ApiKeys
 from app.edge.errors import render_error
+from app.fleet.shelf import FILES_PATH
 
 OPEN_PATHS = frozenset(
     {"/health", "/ready", "/metrics", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
 )
-OPEN_PREFIXES = ("/docs/static/",)  # Swagger UI's own files, served by the gateway
+# Swagger UI's own files, served by the gateway; and the fleet's internal files endpoint, which
+# asks for the fleet's secret instead of a key (app.routes.fleet_files).
+OPEN_PREFIXES = ("/docs/static/", FILES_PATH)
 
 
 class ApiKeyAuth:

@@ -11,7 +11,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from app.core.errors import GatewayError, ResultTooLarge, error_from_body
+from app.core.errors import GatewayError, error_from_body
 from app.core.outcome import JobOutcome
 from app.core.status import ended_status
 from app.fleet.queue import deliver_ending, spec_of
@@ -32,22 +32,11 @@ def internal_error(what: str) -> GatewayError:
 class Outcomes:
     """Records outcomes and acknowledges messages for the worker (app.fleet.worker)."""
 
-    def __init__(self, store: FleetStore, sender: WebhookSender, max_result_bytes: int) -> None:
+    def __init__(self, store: FleetStore, sender: WebhookSender) -> None:
         self.store = store
         self.sender = sender
-        self.max_result_bytes = max_result_bytes
         self.abandoning = False  # shutting down past the grace period: leave jobs to others
         self.closed = False  # the worker stopped: nothing waits for Redis any more
-
-    def too_large(self, outcome: JobOutcome) -> ResultTooLarge | None:
-        """The error of an outcome too large to travel through Redis, or None."""
-        if outcome.content_bytes <= self.max_result_bytes:
-            return None
-        return ResultTooLarge(
-            f"the outputs are larger than FLEET_MAX_RESULT_MB ({self.max_result_bytes / 2**20:g} "
-            "MB), the most that travels through the fleet's queue: have them stored with `s3`, "
-            "`azure_blob_upload` or `http_upload` instead"
-        )
 
     async def record(self, pulled: Pulled, outcome: JobOutcome) -> bool:
         """Record the outcome of the message's job: True for the gateway that recorded it (it
@@ -55,7 +44,7 @@ class Outcomes:
         while True:
             try:
                 if (error := outcome.error) is None:
-                    data = to_redis(outcome)
+                    data = to_redis(outcome, self.store.shelf)
                     return await self.store.finish(pulled, "succeeded", "complete", data)
                 body = error.body()
                 status = ended_status(body)

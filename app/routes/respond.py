@@ -188,14 +188,10 @@ def cache_key(key: str, caller: Caller) -> str:
     return key if caller.id is None else f"{caller.id}/{key}"
 
 
-INLINE_DECODE_MAX = 1 << 20  # larger outcomes read back from a fleet are decoded in a thread
-
-
 async def cached(outcome: JobOutcome) -> CachedResult:
-    """A job's files as the result cache keeps them. A fleet's outcome holds them as the base64
-    that came through Redis: decoded off the loop when large."""
-    from_fleet = any(f.encoded is not None for f in outcome.files)
-    if from_fleet and outcome.content_bytes > INLINE_DECODE_MAX:
+    """A job's files as the result cache keeps them. A fleet's outcome may have them on the
+    gateway that ran the job: fetched (blocking reads) off the loop."""
+    if any(f.remote is not None for f in outcome.files):
         return await asyncio.to_thread(CachedResult.of, outcome)
     return CachedResult.of(outcome)
 

@@ -3,7 +3,6 @@ upload placement, byte ranges, which node saved a file."""
 
 from __future__ import annotations
 
-import base64
 import json
 from typing import Any
 
@@ -14,9 +13,8 @@ from app.compat.v1.request import file_name, inline_files, unwrap
 from app.compat.v1.routes import node_failed
 from app.compat.v2.asset_routes import ranged
 from app.compat.v2.assets import PlacementError, placement
-from app.compat.v2.jobs import job_error, node_of
+from app.compat.v2.jobs import job_error
 from app.core.errors import ExecutionFailed, InvalidRequest
-from app.fleet.results import decoded_size
 
 
 @pytest.mark.parametrize(
@@ -125,21 +123,6 @@ def test_byte_ranges(header: str | None, status: int, body: bytes, content_range
     assert answer.status_code == status and bytes(answer.body) == body
     assert answer.headers.get("content-range") == content_range
     assert answer.headers["accept-ranges"] == "bytes"
-
-
-def test_a_file_belongs_to_the_save_node_with_the_longest_matching_prefix() -> None:
-    graph = {
-        "9": {"class_type": "SaveImage", "inputs": {"filename_prefix": "out"}},
-        "12": {"class_type": "SaveImage", "inputs": {"filename_prefix": "sub/out_mask"}},
-    }
-    assert node_of("out_abc_00001_.png", graph) == "9"
-    assert node_of("out_mask_abc_00001_.png", graph) == "12"
-    assert node_of("other_00001_.png", graph) == ""
-
-
-def test_output_sizes_come_from_base64_without_decoding() -> None:
-    for size in range(7):
-        assert decoded_size(base64.b64encode(b"x" * size).decode()) == size
 
 
 def test_a_node_failure_is_a_node_execution_error_and_others_keep_their_code() -> None:
