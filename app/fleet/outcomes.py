@@ -11,12 +11,12 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from app.core.errors import GatewayError, error_from_body
+from app.core.errors import GatewayError, OutputsUnavailable, error_from_body
 from app.core.outcome import JobOutcome
 from app.core.status import ended_status
 from app.fleet.queue import deliver_ending, spec_of
 from app.fleet.records import RemoteRecord
-from app.fleet.results import to_redis
+from app.fleet.results import check_available, to_redis
 from app.fleet.store import FleetStore, split_key
 from app.fleet.stream import Pulled
 from app.jobs.webhooks import WebhookSender
@@ -108,4 +108,9 @@ class Outcomes:
         else:
             assert record.outcome is not None  # a recorded end: its result or its error
             outcome = record.outcome
+            try:  # its files lay with that gateway: gone with it, unless uploaded
+                await check_available(outcome)
+            except OutputsUnavailable as e:
+                log.warning("job %s: %s", record.id, e.message)
+                outcome = JobOutcome.failed(record.id, spec["graph"], e)
         await deliver_ending(self.sender, spec, outcome)

@@ -121,6 +121,26 @@ async def test_a_reuse_waits_until_the_last_jobs_webhooks_went_out(
     assert alive.runner.started == []
 
 
+async def test_webhooks_taken_over_from_a_gateway_that_died_say_its_outputs_went_with_it(
+    pair: list[Node], receiver: Receiver
+) -> None:
+    """Its files lay with it (not uploaded): the webhook says so, once, instead of failing."""
+    dead, alive = pair
+    hook = receiver.url("/outputs-gone")
+    key = await submit(dead.store, "gone", hook)
+    pulled = await dead.store.pull(dead.worker.consumer, block_ms=100)
+    assert pulled is not None and await dead.store.start(pulled, dead.worker.consumer) == 1
+    meta = {"name": "out.png", "size": 2, "url": "http://127.0.0.1:9/internal/fleet/files/t"}
+    data = {"id": "gone", "filenames": ["out.png"], "files": [meta]}  # port 9: nobody there
+    assert await dead.store.finish(pulled, "succeeded", "complete", data)
+    await alive.take(reclaim=True)  # redelivers, then acknowledges
+    [delivery] = receiver.deliveries("/outputs-gone")
+    assert delivery.json()["event"] == "prompt.failed"
+    assert delivery.json()["code"] == "outputs_unavailable"
+    assert "http://127.0.0.1:9" in delivery.json()["error"]
+    assert await alive.store.enqueue(key, spec("gone"), {"id": "gone"})
+
+
 async def test_an_overtaken_gateway_neither_starts_nor_writes_to_the_job(pair: list[Node]) -> None:
     slow, fresh = pair
     key = await submit(slow.store, "overtaken")

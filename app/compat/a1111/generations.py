@@ -23,6 +23,7 @@ from app.compat.a1111 import terms
 from app.compat.a1111.state import Generation, SdapiState
 from app.core.errors import ComfyUnavailable, Interrupted, InvalidRequest
 from app.core.keys import Caller
+from app.core.outcome import JobOutcome
 from app.core.status import JobProgress
 from app.gateway import Gateway
 from app.media.caps import InputCaps
@@ -195,7 +196,8 @@ async def run_images(
             except Interrupted:
                 generation.interrupted = True
                 break
-            images.extend(file.content for file in outcome.files)
+            # off the loop: a fleet's file may be fetched from the gateway that ran the job
+            images.extend(await asyncio.to_thread(contents, outcome))
             generation.done += 1
     finally:
         state.running.remove(generation)
@@ -259,3 +261,8 @@ def png_base64(image: bytes) -> str | None:
     except (OSError, ValueError):
         return None
     return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def contents(outcome: JobOutcome) -> list[str]:
+    """Each file's base64 (blocking reads: for a worker thread)."""
+    return [f.content for f in outcome.files]

@@ -219,7 +219,9 @@ async def content(
     if found is None:
         message = f"Output bytes are no longer kept by the gateway. {UNAVAILABLE}"
         return error(404, "output_unavailable", message)
-    return ranged(found.read(), found.content_type, request.headers.get("range"))
+    # off the loop: a fleet's file may be fetched from the gateway that ran the job
+    data = await asyncio.to_thread(found.read)
+    return ranged(data, found.content_type, request.headers.get("range"))
 
 
 def ranged(data: bytes, media_type: str, header: str | None) -> Response:
