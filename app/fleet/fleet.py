@@ -122,7 +122,8 @@ def advertise_url(settings: Settings) -> str:
 def log_file_sharing(settings: Settings, shelf: FileShelf) -> None:
     """Say at start-up how the fleet's gateways fetch each other's outputs, and what is amiss."""
     log.info("fleet: other gateways fetch the outputs of jobs run here from %s", shelf.base)
-    if shelf.base.startswith(("http://127.", "http://[::1]", "http://localhost")):
+    loopback = shelf.base.startswith(("http://127.", "http://[::1]", "http://localhost"))
+    if loopback and not settings.fleet_advertise_url:  # the machine's name resolved to loopback
         log.warning(
             "fleet: %s is a loopback address, which gateways on other machines cannot reach: "
             "set FLEET_ADVERTISE_URL to an address they can",
