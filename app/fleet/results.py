@@ -11,6 +11,7 @@ so nothing bounds their size there.
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 from app.core.outcome import JobOutcome, ResultFile, no_time
@@ -46,7 +47,7 @@ def from_redis(body: dict[str, Any], shelf: FileShelf) -> JobOutcome:
     return JobOutcome(
         id=str(body.get("id", "")),
         prompt=body.get("prompt") or {},
-        files=tuple(_file(f, shelf) for f in body.get("files") or ()),
+        files=tuple(_file(f, shelf) for f in body.get("files") or ()) or _earlier(body),
         stats=Stats.model_validate(stats) if stats is not None else no_time(),
         input=body.get("input"),
         warnings=tuple(body.get("warnings") or ()),
@@ -63,6 +64,18 @@ def _file(meta: dict[str, Any], shelf: FileShelf) -> ResultFile:
         return here
     remote = RemoteFile(url, shelf.secret)
     return ResultFile(name, size, node, remote=remote, content_type=content_type)
+
+
+def _earlier(body: dict[str, Any]) -> tuple[ResultFile, ...]:
+    """The files of a result recorded by a gateway of an earlier version (a rolling upgrade):
+    in `images`, each one's base64 or, uploaded, its URL."""
+    names, contents = body.get("filenames") or [], body.get("images") or []
+    return tuple(
+        ResultFile(name, 0, location=content)
+        if "://" in content
+        else ResultFile.of_bytes(name, base64.b64decode(content))
+        for name, content in zip(names, contents, strict=False)
+    )
 
 
 async def check_available(outcome: JobOutcome) -> None:

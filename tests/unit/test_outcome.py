@@ -260,3 +260,11 @@ async def test_sdapi_progress_counts_images_done_and_the_running_steps() -> None
     assert answer["progress"] == 0.75  # one image of two, and half of the second
     assert (answer["state"]["sampling_step"], answer["state"]["sampling_steps"]) == (5, 10)
     assert answer["state"]["job"] == "sdapi-1" and answer["state"]["job_no"] == 1
+
+
+def test_a_result_recorded_by_an_earlier_version_reads_back_with_its_files() -> None:
+    """During a rolling upgrade Redis may hold results with their base64 (or URLs) inline."""
+    kept = {"id": "j", "filenames": ["a.png", "b.png"], "images": [
+        base64.b64encode(PNG).decode(), "https://host/b.png"]}  # fmt: skip
+    here, uploaded = from_redis(kept, FileShelf("http://gw", SECRET)).files
+    assert here.read() == PNG and uploaded.location == "https://host/b.png"
