@@ -2,7 +2,8 @@
 
 Made in a worker thread, a few at a time (a page listing many jobs asks for many at once; the
 event loop and the jobs' own threads come first), and kept in a BoundedMap of at most
-CACHE_BYTES, so showing the page again costs nothing.
+CACHE_BYTES, so showing the page again costs nothing. An image file over MAX_FILE_BYTES gets
+none: it is never read whole (nor decoded) for a glance.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from app.media.thumbnail import NoThumbnail, thumbnail
 
 CACHE_BYTES = 4 * 2**20  # about 400 thumbnails
 AT_ONCE = 2  # thumbnails made at the same time
+MAX_FILE_BYTES = 8 * 2**20  # a larger image file is not read into memory for a thumbnail
 # (owner, request id, file name, size): a later job of the same id has other files.
 ThumbKey = tuple[str | None, str, str, int]
 
@@ -32,6 +34,9 @@ class Thumbnails:
         image = first_image(outcome)
         if image is None:
             raise NotFound(f"the job {request_id!r} has no image output here", location="id")
+        if image.size > MAX_FILE_BYTES:
+            message = f"{image.name} is {image.size / 2**20:.1f} MiB: too large for a thumbnail"
+            raise NotFound(message, location="id")
         key = (owner, request_id, image.name, image.size)
         if (made := self._made.touch(key)) is not None:
             return made

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import mimetypes
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -116,6 +116,7 @@ class ResultFile:
             with open(self.path, "rb") as f:
                 while piece := f.read(size):
                     yield piece
+                    del piece  # not held while the next one is read
             return
         if self.remote is not None and self.data is None:
             yield from self.remote.iter_chunks(size)
@@ -124,7 +125,7 @@ class ResultFile:
         for start in range(0, len(data), size):
             yield data[start : start + size]
 
-    async def chunks(self, size: int = CHUNK_BYTES) -> AsyncIterator[bytes]:
+    async def chunks(self, size: int = CHUNK_BYTES) -> AsyncGenerator[bytes, None]:
         """Its bytes in pieces of `size`, a large file's read in a worker thread piece by
         piece: the event loop never waits on the disk, and one piece is in memory at a time.
         A remote file's come over HTTP, cut to `size` too."""
@@ -140,6 +141,7 @@ class ResultFile:
         try:
             while piece := await asyncio.to_thread(f.read, size):
                 yield piece
+                del piece  # not held while the next one is read
         finally:
             f.close()
 

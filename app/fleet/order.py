@@ -20,8 +20,11 @@ QUEUED = "~queued"
 # version (never handed to `~queued`) are handed over and queued by their time, at priority 0.
 WAIT_IN_LINE = """
 local function rank_of(message_id, priority, age_step)
-  return string.format('%.6f', tonumber(string.match(message_id, '^(%d+)')) / 1000 / age_step
-                       - priority)
+  -- The id's sequence orders jobs queued in one millisecond: FIFO within a priority (a tie
+  -- would go by the job's key). Written in full: a double holds it, `%.6f` did not.
+  local ms, seq = string.match(message_id, '^(%d+)-(%d+)')
+  local at_ms = tonumber(ms) + math.min(tonumber(seq), 999) / 1000
+  return string.format('%.17g', at_ms / 1000 / age_step - priority)
 end
 
 local function wait_in_line(stream, waiting, group, key, message_id, rank, age_step)

@@ -111,6 +111,7 @@ class JobRecord:
     preview_listeners: list[Callable[[Preview, JobRecord], None]] = field(default_factory=list)
     previews_published: int = 0
     _throttle: PreviewThrottle | None = None
+    _result_bytes: int = 0
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
@@ -127,10 +128,9 @@ class JobRecord:
 
     @property
     def result_bytes(self) -> int:
-        """Roughly what the kept outcome costs: its files' bytes, in memory or in the spool."""
-        if self.outcome is None:
-            return 0
-        return sum(f.size for f in self.outcome.files if not f.stored)
+        """Roughly what the kept outcome costs: its files' bytes, in memory or in the spool
+        (counted once, when it ends: the history sums it on every look)."""
+        return self._result_bytes
 
     def emit(self, kind: str, data: dict[str, Any]) -> None:
         event = JobEvent(len(self.events) + 1, kind, data)
@@ -196,6 +196,7 @@ class JobRecord:
         """The job ended as its outcome says: `complete` with the 200 body, or `failed` with
         the error's body (status `interrupted` for an interrupt)."""
         self.outcome, self.finished_at = outcome, time.monotonic()
+        self._result_bytes = sum(f.size for f in outcome.files if not f.stored)
         self._end_previews()
         if outcome.error is None:
             self.status, self.result = "succeeded", outcome.body()
@@ -270,9 +271,12 @@ class JobHistory:
         finished = [r for r in self._records.values() if r.finished_at is not None]
         excess = len(finished) - self.max_finished
         kept_bytes = sum(r.result_bytes for r in finished)
+        newest = max(finished, key=lambda r: r.finished_at or 0.0, default=None)
         for record in finished:  # oldest first: insertion order
             assert record.finished_at is not None
-            if excess > 0 or kept_bytes > self.max_bytes or now - record.finished_at > self.ttl_s:
+            # The newest is kept whatever its size: a job's result is readable once it ends.
+            too_big = kept_bytes > self.max_bytes and record is not newest
+            if excess > 0 or too_big or now - record.finished_at > self.ttl_s:
                 del self._records[record.key]
                 excess -= 1
                 kept_bytes -= record.result_bytes

@@ -1,9 +1,14 @@
 """ResultCache: the output files of answered requests, by the digest of their canonical body.
 
-A bounded LRU in this process's memory (RESULT_CACHE_MAX_MB), counted in the bytes of the files
-and their names. The routes consult and fill it (app.routes.respond for POST /prompt with
-`cache`, app.compat.v1.routes for /api/v1/prompts); what may be cached at all is
-app.jobs.cacheable's call. A hit runs no job: ComfyUI never sees the request.
+A bounded LRU (RESULT_CACHE_MAX_MB), counted in the bytes of the files and their names. It keeps
+the outcome's files themselves (app.core.outcome.ResultFile), not copies of their bytes: a file
+over 1 MiB lies in the gateway's spool on disk, and the entry holds its keeper, so the spooled
+file stays there while the cache holds it and is removed when the entry goes (and nothing else
+refers to it). Memory holds only the small files. In a fleet, an answer whose files lie with
+another gateway (the one that ran the job) is not kept: they are that gateway's to let go. The
+routes consult and fill it (app.routes.respond for POST /prompt with `cache`,
+app.compat.v1.routes for /api/v1/prompts); what may be cached at all is app.jobs.cacheable's
+call. A hit runs no job: ComfyUI never sees the request.
 """
 
 from __future__ import annotations
@@ -22,34 +27,29 @@ ENTRY_OVERHEAD_BYTES = 512
 
 
 @dataclass(frozen=True)
-class CachedFile:
-    name: str
-    data: bytes
-
-
-@dataclass(frozen=True)
 class CachedResult:
     """The output files of one answered request, in the order the answer gave them."""
 
-    files: tuple[CachedFile, ...]
+    files: tuple[ResultFile, ...]  # by reference: a spooled file's keeper comes with it
     warnings: tuple[str, ...] = ()  # the same request's: its convert_output is in the key
 
     @classmethod
     def of(cls, outcome: JobOutcome) -> CachedResult:
-        """A succeeded job's files (its bytes: a job whose outputs were uploaded is never
-        cached)."""
-        return cls(tuple(CachedFile(f.name, f.read()) for f in outcome.files), outcome.warnings)
+        """A succeeded job's files, as they are (a job whose outputs were uploaded is never
+        cached): nothing is read or copied."""
+        return cls(outcome.files, outcome.warnings)
 
     def outcome(self, request_id: str, prompt: dict[str, Any], stats: Stats) -> JobOutcome:
         """The outcome of a request answered from the cache."""
-        files = tuple(ResultFile.of_bytes(f.name, f.data) for f in self.files)
         return JobOutcome(
-            id=request_id, prompt=prompt, files=files, stats=stats, warnings=self.warnings
+            id=request_id, prompt=prompt, files=self.files, stats=stats, warnings=self.warnings
         )
 
     @property
     def size(self) -> int:
-        files = sum(len(f.data) + len(f.name.encode()) for f in self.files)
+        """What the entry counts against the bound: its files' bytes (in memory or on disk;
+        and names."""
+        files = sum(f.size + len(f.name.encode()) for f in self.files)
         return files + ENTRY_OVERHEAD_BYTES
 
 
@@ -86,8 +86,9 @@ class ResultCache:
         self.metrics.result_cache_lookup("bypass")
 
     def put(self, key: str, result: CachedResult) -> bool:
-        """Keep a result, evicting the least recently used; False if it alone is over the bound."""
-        if result.size > self.max_bytes:
+        """Keep a result, evicting the least recently used; False if it alone is over the bound,
+        or if its files lie with another gateway of the fleet."""
+        if result.size > self.max_bytes or any(f.remote is not None for f in result.files):
             return False
         self._entries.put(key, result)
         self.metrics.result_cache_size(self.bytes, len(self._entries))

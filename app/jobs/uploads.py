@@ -16,11 +16,17 @@ URLs under HTTP_UPLOAD_AUTH_PREFIXES (app.core.url_prefixes), never to a store a
 elsewhere. A failed upload is never hidden: it fails the job with 502 (or `prompt.failed` when
 the request was asynchronous), though what a private store answered stays in the log; URLs are
 shown and logged without their user info.
+
+Every upload streams the file from where it lies (memory, or the spool on disk), never the
+whole of a large one in memory: S3 in parts (app.jobs.upload_s3), Azure in blocks
+(app.jobs.upload_blob), an HTTP PUT as one request with its Content-Length, its body read in
+pieces as it goes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -38,6 +44,8 @@ from app.core.outcome import ResultFile, content_type_of
 from app.core.s3 import Buckets, s3_error_code
 from app.core.settings import Settings
 from app.core.url_prefixes import UrlPrefix, parse_prefixes
+from app.jobs.upload_blob import BlobRefused, put_blob
+from app.jobs.upload_s3 import put_s3_object
 from app.media.azure import BlobAccount
 
 log = logging.getLogger(__name__)
@@ -98,21 +106,22 @@ class Uploader:
     async def store(self, target: Upload, file: ResultFile) -> str:
         """Upload one file; raise UploadFailed naming it and the store's error."""
         started = time.monotonic()
-        filename = file.name
-        data = await asyncio.to_thread(file.read)
         if isinstance(target, S3Upload):
-            where = await self._store_s3(target, filename, data)
+            where = await self._store_s3(target, file)
         elif isinstance(target, AzureBlobUpload):
-            where = await self._store_blob(target, filename, data)
+            where = await self._store_blob(target, file)
         else:
-            where = await self._put(target, filename, data)
+            where = await self._put(target, file)
+        self.metrics.output_uploaded(file.size)
         if self.on_event is not None:  # comfyui-api's storage.file_uploaded
             seconds = round(time.monotonic() - started, 3)
-            self.on_event("file_uploaded", {"url": where, "local_path": filename,
-                                            "size": len(data), "duration": seconds})  # fmt: skip
+            self.on_event("file_uploaded", {"url": where, "local_path": file.name,
+                                            "size": file.size, "duration": seconds})  # fmt: skip
         return where
 
-    async def _put(self, target: HttpUpload, filename: str, data: bytes) -> str:
+    async def _put(self, target: HttpUpload, file: ResultFile) -> str:
+        """One PUT, its body streamed from wherever the file lies, with its Content-Length."""
+        filename = file.name
         url = target.url_prefix.rstrip("/") + "/" + filename  # comfyui-api's join
         shown = without_userinfo(url)
         try:
@@ -124,14 +133,18 @@ class Uploader:
             ) from None
         headers = {
             "content-type": content_type_of(filename),
+            "content-length": str(file.size),  # not chunked: not every store takes that
             **self.auth_for(url),
             **pinned.headers,
         }
-        request = self.http.build_request(
-            "PUT", pinned.url, content=data, headers=headers, extensions=pinned.extensions
-        )
         try:
-            async with asyncio.timeout(self.timeout_s):  # all of it: a trickle cannot hold it
+            async with (
+                asyncio.timeout(self.timeout_s),  # all of it: a trickle cannot hold it
+                contextlib.aclosing(file.chunks()) as body,  # its file closed, however it ends
+            ):
+                request = self.http.build_request(
+                    "PUT", pinned.url, content=body, headers=headers, extensions=pinned.extensions
+                )
                 response = await self.http.send(request, stream=True)
                 await response.aclose()  # the store's body is not wanted
         except TimeoutError:
@@ -142,20 +155,18 @@ class Uploader:
         if response.status_code >= 300:
             status = response.status_code
             raise put_failed(filename, shown, pinned, f"HTTP {status}", {"store_status": status})
-        self.metrics.output_uploaded(len(data))
         return shown
 
-    async def _store_s3(self, target: S3Upload, filename: str, data: bytes) -> str:
+    async def _store_s3(self, target: S3Upload, file: ResultFile) -> str:
+        filename = file.name
         key = target.prefix + filename
         where = f"s3://{target.bucket}/{key}"
         if refusal := self.buckets.refusal(target.bucket):  # checked at the door too
             raise UploadFailed(f"output {filename} could not be stored at {where}: {refusal}",
                                details={"filename": filename})  # fmt: skip
         try:
-            await asyncio.to_thread(
-                self._s3_client().put_object,
-                Bucket=target.bucket, Key=key, Body=data, ContentType=content_type_of(filename),
-            )  # fmt: skip
+            client = self._s3_client()
+            await put_s3_object(client, target.bucket, key, file, content_type_of(filename))
         except Exception as e:  # botocore raises many unrelated classes
             code = s3_error_code(e)
             log.warning("output %s: storing at %s failed: %s", filename, where, e)
@@ -163,36 +174,30 @@ class Uploader:
                 f"output {filename} could not be stored at {where}: S3 answered {code}",
                 details={"filename": filename, "store_error": code},
             ) from None
-        self.metrics.output_uploaded(len(data))
         return where
 
-    async def _store_blob(self, target: AzureBlobUpload, filename: str, data: bytes) -> str:
+    async def _store_blob(self, target: AzureBlobUpload, file: ResultFile) -> str:
+        filename = file.name
         blob = target.blob_prefix.removeprefix("/") + filename  # comfyui-api drops one `/`
         if self.azure is None:  # checked at the door too
             raise UploadFailed(f"output {filename}: no AZURE_STORAGE_* is set",
                                details={"filename": filename})  # fmt: skip
         where = self.azure.blob_url(target.container, blob, signed=False)
-        url = self.azure.blob_url(target.container, blob)
-        kind = content_type_of(filename)
-        headers = self.azure.signed_headers(
-            "PUT", url, length=len(data), content_type=kind, blob_type="BlockBlob"
-        )
         try:
-            async with asyncio.timeout(self.timeout_s):
-                response = await self.http.put(url, content=data, headers=headers)
+            async with asyncio.timeout(self.timeout_s):  # all of it, blocks and their list
+                await put_blob(self.http, self.azure, target.container, blob, file,
+                               content_type_of(filename))  # fmt: skip
         except (TimeoutError, httpx.HTTPError) as e:
             log.warning("output %s: storing at %s failed: %r", filename, where, e)
             problem = "no answer in time" if isinstance(e, TimeoutError) else type(e).__name__
             raise UploadFailed(f"output {filename} could not be stored at {where}: {problem}",
                                details={"filename": filename}) from None  # fmt: skip
-        if response.status_code >= 300:
-            code = response.headers.get("x-ms-error-code") or f"HTTP {response.status_code}"
-            log.warning("output %s: Azure refused %s: %s", filename, where, response.text[:500])
+        except BlobRefused as e:
+            log.warning("output %s: Azure refused %s: %s", filename, where, e.text)
             raise UploadFailed(
-                f"output {filename} could not be stored at {where}: Azure Blob answered {code}",
-                details={"filename": filename, "store_error": code},
-            )
-        self.metrics.output_uploaded(len(data))
+                f"output {filename} could not be stored at {where}: Azure Blob answered {e.code}",
+                details={"filename": filename, "store_error": e.code},
+            ) from None
         return where
 
 

@@ -15,7 +15,7 @@ import hashlib
 import hmac
 from dataclasses import dataclass
 from email.utils import formatdate
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 from app.core.settings import Settings
 
@@ -100,17 +100,27 @@ class BlobAccount:
         headers |= {"x-ms-" + name.replace("_", "-"): value for name, value in ms.items()}
         if self.key is None:
             return _with_body(headers, length, content_type)
-        path = urlsplit(url).path
         canonical_headers = "".join(f"{k}:{v}\n" for k, v in sorted(headers.items()))
         # The verb, then the eleven standard headers in Azure's order (Content-Encoding,
         # -Language, -Length (empty for none), -MD5, -Type, Date, four If-*, Range), then the
         # x-ms-* headers and the resource.
         standard = ["", "", str(length or ""), "", content_type] + [""] * 6
         to_sign = f"{method}\n" + "".join(f"{v}\n" for v in standard) + canonical_headers
-        to_sign += f"/{self.name}{path}"
+        to_sign += canonical_resource(self.name, url)
         digest = hmac.new(self.key, to_sign.encode(), hashlib.sha256).digest()
         headers["Authorization"] = f"SharedKey {self.name}:{base64.b64encode(digest).decode()}"
         return _with_body(headers, length, content_type)
+
+
+def canonical_resource(account: str, url: str) -> str:
+    """What a Shared Key signature says of the resource: the account, the URL's path, then each
+    query parameter (`comp`, `blockid`) on a line of its own, sorted, its value decoded."""
+    parts = urlsplit(url)
+    params: dict[str, list[str]] = {}
+    for name, value in parse_qsl(parts.query, keep_blank_values=True):
+        params.setdefault(name.lower(), []).append(value)
+    lines = "".join(f"\n{k}:{','.join(sorted(v))}" for k, v in sorted(params.items()))
+    return f"/{account}{parts.path}{lines}"
 
 
 def _with_body(headers: dict[str, str], length: int, content_type: str) -> dict[str, str]:

@@ -7,7 +7,6 @@ A request that asks for the result cache may be answered from it instead, withou
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 import uuid
@@ -21,7 +20,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from app.comfy.graph import Graph
 from app.core.keys import Caller
 from app.core.options import JobOptions
-from app.core.outcome import JobOutcome
+from app.core.outcome import JobOutcome, ResultFile
 from app.core.schemas import Accepted, ErrorResponse, Stats
 from app.core.streamed_json import StreamedJson
 from app.gateway import Gateway
@@ -88,16 +87,34 @@ async def run_job(
         return JSONResponse(accepted.model_dump(), status_code=202)
     assert job.task is not None
     outcome = await job.task
-    if use.store is not None:
-        use.keep(await cached(outcome))
+    use.keep(CachedResult.of(outcome))  # its files by reference: nothing is read
     return streamed_answer(outcome, use.headers())
 
 
-def streamed_answer(outcome: JobOutcome, headers: dict[str, str]) -> StreamingResponse:
+SMALL_ANSWER_BYTES = 1 << 20
+
+
+def streamed_answer(outcome: JobOutcome, headers: dict[str, str]) -> Response:
     """A succeeded job's 200 body, its files' base64 made in pieces as it goes out: never a
-    whole file's in memory. Its length is known, so it is sent with Content-Length."""
-    body = StreamedJson.of(outcome.body())
-    headers = {**headers, "Content-Length": str(body.size)}
+    whole file's in memory. A small one, whose files are in memory already, is sent whole (a
+    stream costs a task per answer)."""
+    return streamed_json(outcome.body(), headers)
+
+
+def streamed_json(payload: Any, headers: dict[str, str] | None = None) -> Response:
+    """A JSON body whose ResultFile leaves are written as their base64, made in pieces as it
+    goes out (app.core.streamed_json), with its Content-Length; a small one whose files are all
+    in memory, whole."""
+    body = StreamedJson.of(payload)
+    headers = dict(headers or {})
+    # A file on disk, or on the fleet's gateway that ran the job, is never read on the loop.
+    elsewhere = any(
+        isinstance(p, ResultFile) and (p.path is not None or p.remote is not None)
+        for p in body.parts
+    )
+    if body.size <= SMALL_ANSWER_BYTES and not elsewhere:
+        return Response(body.whole(), media_type="application/json", headers=headers)
+    headers["Content-Length"] = str(body.size)
     return StreamingResponse(body.chunks(), media_type="application/json", headers=headers)
 
 
@@ -186,14 +203,6 @@ def cache_key(key: str, caller: Caller) -> str:
     """A result cache key in the caller's own part of the cache: one key never gets another's
     answer, nor learns (from a hit) that another key ran the same graph."""
     return key if caller.id is None else f"{caller.id}/{key}"
-
-
-async def cached(outcome: JobOutcome) -> CachedResult:
-    """A job's files as the result cache keeps them. A fleet's outcome may have them on the
-    gateway that ran the job: fetched (blocking reads) off the loop."""
-    if any(f.remote is not None for f in outcome.files):
-        return await asyncio.to_thread(CachedResult.of, outcome)
-    return CachedResult.of(outcome)
 
 
 def cached_answer(options: JobOptions, graph: Graph, use: CacheUse, started: float) -> Response:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import math
+import os
 import struct
 import wave
 from collections.abc import Iterator
@@ -106,6 +107,7 @@ def gateway(
         "AWS_REGION": "us-east-1",
         "HTTP_UPLOAD_AUTH_HEADER": "Authorization: Bearer upload-token",
         "HTTP_UPLOAD_AUTH_PREFIXES": store.url("/bucket/"),  # the header goes there only
+        "KEEP_OUTPUTS": "true",  # ComfyUI's own copy stays, for an upload to be compared with
     }
     with running(tmp_path_factory.mktemp("media"), **env) as gw:
         yield gw
@@ -127,6 +129,20 @@ def load_and_scale(*sources: str, width: int = 24, height: int = 20) -> dict[str
             "inputs": {"images": [str(base + 1), 0], "filename_prefix": "in"},
         }
     return graph
+
+
+def noise_png(path: Path, side: int) -> None:
+    """A PNG of side x side random RGB pixels: incompressible, about 3 bytes a pixel."""
+    pixels = Image.frombytes("RGB", (side, side), os.urandom(side * side * 3))
+    pixels.save(path, compress_level=1)
+
+
+def load_and_save(image: str, prefix: str) -> dict[str, Any]:
+    """LoadImage → SaveImage: ComfyUI writes the input's pixels again, as large as they are."""
+    return {
+        "1": {"class_type": "LoadImage", "inputs": {"image": image}},
+        "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": prefix}},
+    }
 
 
 def input_leftovers(gateway: Gateway) -> list[Path]:
@@ -445,6 +461,25 @@ def test_http_upload_puts_with_the_configured_header(client: httpx.Client, store
     assert put.headers["Authorization"] == "Bearer upload-token"
     assert put.headers["content-type"] == "image/png"
     assert decode_image(base64.b64encode(put.body).decode()).size == (64, 64)
+
+
+def test_a_large_output_is_put_whole_with_its_length(
+    client: httpx.Client, gateway: Gateway, store: Receiver
+) -> None:
+    """A few MiB of noise, streamed from the gateway's spool in pieces: one PUT, not chunked,
+    the very bytes ComfyUI wrote."""
+    noise_png(gateway.input_dir / "noise.png", 1024)
+    body = {"prompt": load_and_save("noise.png", "noise"),
+            "http_upload": {"url_prefix": store.url("/large/")}}  # fmt: skip
+    response = client.post("/prompt", json=body)
+    assert response.status_code == 200, response.text
+    [name] = response.json()["filenames"]
+    written = (gateway.output_dir / name).read_bytes()  # KEEP_OUTPUTS: ComfyUI's own file
+    assert len(written) > 3 * 2**20
+    [put] = store.deliveries(f"/large/{name}")
+    headers = {key.lower(): value for key, value in put.headers.items()}
+    assert (headers["content-length"], "transfer-encoding" in headers) == (str(len(written)), False)
+    assert put.body == written
 
 
 def test_http_upload_joins_the_prefix_and_the_name_with_one_slash(

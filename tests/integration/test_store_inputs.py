@@ -11,10 +11,18 @@ from typing import Any
 import httpx
 import pytest
 
+from app.jobs.upload_blob import BLOCK_BYTES
+from app.jobs.upload_s3 import PART_BYTES
 from tests.azurite_server import Azurite
 from tests.integration.harness import Gateway, assert_capacity_whole, eventually, running
 from tests.integration.receiver import Receiver
-from tests.integration.test_media import PNG_BYTES, input_leftovers, load_and_scale
+from tests.integration.test_media import (
+    PNG_BYTES,
+    input_leftovers,
+    load_and_save,
+    load_and_scale,
+    noise_png,
+)
 from tests.integration.test_prompt import decode_image, empty_image
 from tests.s3_server import s3_server
 
@@ -56,6 +64,7 @@ def gateway(
         "AZURE_STORAGE_CONTAINERS": "pictures",
         "SYSTEM_WEBHOOK_URL": receiver.url("/system"),
         "SYSTEM_WEBHOOK_EVENTS": "execution_success,file_downloaded,file_uploaded",
+        "KEEP_OUTPUTS": "true",  # ComfyUI's own copy stays, for an upload to be compared with
     }  # no ALLOWED_PRIVATE_NETWORKS: the stores are the operator's, not a request's address
     with running(tmp_path_factory.mktemp("stores"), **env) as gw:
         yield gw
@@ -190,6 +199,47 @@ def test_azure_blob_upload_stores_each_output_and_answers_its_url(
         )  # fmt: skip
     uploaded = [e["data"]["url"] for e in events(receiver, "storage.file_uploaded")]
     eventually(lambda: all(url in uploaded for url in urls), what="storage.file_uploaded")
+
+
+@pytest.mark.parametrize("kind", ["s3", "azure"])
+def test_a_large_output_is_stored_whole_in_parts(
+    client: httpx.Client,
+    gateway: Gateway,
+    s3: Any,
+    azurite: Azurite,
+    receiver: Receiver,
+    kind: str,
+) -> None:
+    """12 MiB of noise: S3 gets it as a multipart upload of 8 MiB parts, Azure as 4 MiB blocks
+    and their list; each holds the very bytes ComfyUI wrote, and file_uploaded their size."""
+    source = gateway.input_dir / "noise.png"
+    if not source.exists():  # one for both: LoadImage's result is ComfyUI's to cache
+        noise_png(source, 2048)
+    upload: dict[str, Any] = (
+        {"s3": {"bucket": "inputs", "prefix": "large/"}}
+        if kind == "s3"
+        else {"azure_blob_upload": {"container": "pictures", "blob_prefix": "large/"}}
+    )
+    response = client.post("/prompt", json={"prompt": load_and_save("noise.png", kind), **upload})
+    assert response.status_code == 200, response.text
+    [name], [url] = response.json()["filenames"], response.json()["images"]
+    written = (gateway.output_dir / name).read_bytes()  # KEEP_OUTPUTS: ComfyUI's own file
+    assert 8 << 20 < len(written) <= 16 << 20
+    if kind == "s3":
+        stored = s3.get_object(Bucket="inputs", Key=f"large/{name}")
+        assert stored["ETag"].strip('"').endswith(f"-{-(-len(written) // PART_BYTES)}")
+        assert stored["Body"].read() == written
+        assert s3.list_multipart_uploads(Bucket="inputs").get("Uploads", []) == []
+    else:
+        blob = azurite.get_blob("pictures", f"large/{name}")
+        assert blob.content == written
+        listing = azurite.signed("GET", f"pictures/large/{name}", query="comp=blocklist")
+        assert listing.text.count("<Block>") == -(-len(written) // BLOCK_BYTES)
+    uploaded = "storage.file_uploaded"
+    eventually(lambda: any(e["data"]["url"] == url for e in events(receiver, uploaded)),
+               what=uploaded)  # fmt: skip
+    event = next(e for e in events(receiver, uploaded) if e["data"]["url"] == url)
+    assert event["data"]["size"] == len(written)
 
 
 def test_an_async_azure_blob_upload_answers_at_once_and_stores(

@@ -1,17 +1,15 @@
 """The pure parts of the /api/v1 and /api/v2 facades: Accept, files in a graph, a full disk,
-upload placement, byte ranges, which node saved a file."""
+upload placement, which node saved a file (byte ranges: test_file_body)."""
 
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import pytest
 
 from app.compat.v1.answer import wants_file
 from app.compat.v1.request import file_name, inline_files, unwrap
 from app.compat.v1.routes import node_failed
-from app.compat.v2.asset_routes import ranged
 from app.compat.v2.assets import PlacementError, placement
 from app.compat.v2.jobs import job_error
 from app.core.errors import ExecutionFailed, InvalidRequest
@@ -102,27 +100,6 @@ def test_upload_paths_are_placed_as_the_proxy_places_them(
 def test_upload_paths_the_proxy_refuses_are_refused(file_path: str) -> None:
     with pytest.raises(PlacementError):
         placement(file_path)
-
-
-@pytest.mark.parametrize(
-    ("header", "status", "body", "content_range"),
-    [
-        (None, 200, b"0123456789", None),
-        ("bytes=2-5", 206, b"2345", "bytes 2-5/10"),
-        ("bytes=7-", 206, b"789", "bytes 7-9/10"),
-        ("bytes=-3", 206, b"789", "bytes 7-9/10"),
-        ("bytes=8-100", 206, b"89", "bytes 8-9/10"),
-        ("bytes=10-", 416, b"", "bytes */10"),
-        ("bytes=5-2", 416, b"", "bytes */10"),
-        ("bytes=0-1,4-5", 200, b"0123456789", None),  # several ranges: the whole file
-        ("items=1-2", 200, b"0123456789", None),
-    ],
-)
-def test_byte_ranges(header: str | None, status: int, body: bytes, content_range: Any) -> None:
-    answer = ranged(b"0123456789", "image/png", header)
-    assert answer.status_code == status and bytes(answer.body) == body
-    assert answer.headers.get("content-range") == content_range
-    assert answer.headers["accept-ranges"] == "bytes"
 
 
 def test_a_node_failure_is_a_node_execution_error_and_others_keep_their_code() -> None:

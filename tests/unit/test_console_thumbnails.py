@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from app.console.state import TEXT_MAX, error_view
-from app.console.thumbnails import CACHE_BYTES, Thumbnails
+from app.console.thumbnails import CACHE_BYTES, MAX_FILE_BYTES, Thumbnails
 from app.core.errors import NotFound
 from app.core.outcome import JobOutcome, ResultFile
 from app.media.thumbnail import MAX_PIXELS, SIDE_PX, NoThumbnail, thumbnail
@@ -109,6 +109,13 @@ async def test_a_job_without_an_image_here_is_a_404(files: tuple[ResultFile, ...
     with pytest.raises(NotFound) as missing:
         await Thumbnails().of(None, "job", outcome(*files))
     assert missing.value.location == "id"
+
+
+async def test_an_image_file_too_large_is_never_read(tmp_path: Path) -> None:
+    path = tmp_path / "huge.png"  # absent: reading it would be an OSError, not this 404
+    with pytest.raises(NotFound, match="too large for a thumbnail"):
+        huge = ResultFile("huge.png", MAX_FILE_BYTES + 1, "9", path=path)
+        await Thumbnails().of(None, "job", outcome(huge))
 
 
 async def test_a_job_without_an_outcome_is_a_404() -> None:

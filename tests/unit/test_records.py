@@ -36,6 +36,16 @@ def test_size_cap_drops_the_oldest_results() -> None:
     assert history.get((None, "b")) is not None and history.get((None, "c")) is not None
 
 
+def test_the_newest_result_is_kept_even_when_it_alone_is_over_the_size_cap() -> None:
+    history = JobHistory(max_finished=100, ttl_s=3600, max_bytes=250)
+    history.add(finished("small", image_bytes=100))
+    history.add(finished("video", image_bytes=1000))  # a job's result is readable once it ends
+    assert history.get((None, "video")) is not None
+    assert history.get((None, "small")) is None
+    history.add(finished("next", image_bytes=10))
+    assert history.get((None, "video")) is None and history.get((None, "next")) is not None
+
+
 def test_age_cap() -> None:
     history = JobHistory(max_finished=100, ttl_s=0)
     history.add(finished("a"))

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import struct
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from app.core.metrics import GatewayMetrics
 from app.core.outcome import JobOutcome, ResultFile
+from app.core.remote_file import RemoteFile
 from app.jobs.cacheable import external_reason, random_reason, uncacheable_reason
 from app.jobs.canonical import canonical_json, digest, number
-from app.jobs.result_cache import ENTRY_OVERHEAD_BYTES, CachedFile, CachedResult, ResultCache
+from app.jobs.result_cache import ENTRY_OVERHEAD_BYTES, CachedResult, ResultCache
+from app.jobs.spool import Spooled
 
 # -- canonical JSON (RFC 8785) ----------------------------------------------------------------
 
@@ -92,11 +96,13 @@ def test_what_json_cannot_carry_is_refused(bad: Any) -> None:
 
 
 def result(size: int, name: str = "a.png") -> CachedResult:
-    return CachedResult((CachedFile(name, b"x" * size),))
+    return CachedResult((ResultFile.of_bytes(name, b"x" * size),))
 
 
 def test_a_result_costs_its_bytes_its_names_and_a_fixed_overhead() -> None:
-    entry = CachedResult((CachedFile("a.png", b"12345"), CachedFile("bb.png", b"1")))
+    entry = CachedResult(
+        (ResultFile.of_bytes("a.png", b"12345"), ResultFile.of_bytes("bb.png", b"1"))
+    )
     assert entry.size == 5 + 5 + 1 + 6 + ENTRY_OVERHEAD_BYTES
 
 
@@ -146,9 +152,39 @@ def test_lookups_and_size_are_counted_in_the_metrics() -> None:
 def test_a_result_is_built_from_a_jobs_outcome() -> None:
     outcome = JobOutcome("j", {}, (ResultFile.of_bytes("a.png", b"hello"),))
     built = CachedResult.of(outcome)
-    assert built.files == (CachedFile("a.png", b"hello"),)
+    assert built.files == outcome.files  # the same files, by reference: nothing copied
     answered = built.outcome("k", {}, outcome.stats)
     assert [(f.name, f.content) for f in answered.files] == [("a.png", "aGVsbG8=")]
+
+
+def test_a_spooled_file_lives_while_the_cache_holds_it_and_counts_by_its_size(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "big.png"
+    path.write_bytes(b"x" * 5000)
+    file = ResultFile("big.png", 5000, path=path, keeper=Spooled(path))
+    cache = ResultCache(max_bytes=2 * (5000 + 7 + ENTRY_OVERHEAD_BYTES))
+    cache.put("k", CachedResult.of(JobOutcome("j", {}, (file,))))
+    assert cache.bytes == 5000 + len("big.png") + ENTRY_OVERHEAD_BYTES
+    del file  # the job's record let go: the cache alone keeps the spooled file
+    gc.collect()
+    hit = cache.get("k")
+    assert hit is not None and path.exists()
+    assert b"".join(hit.files[0].iter_chunks()) == b"x" * 5000
+    del hit
+    cache.put("l", result(5000))
+    cache.put("m", result(5000))  # "k" is evicted: its file goes with it
+    gc.collect()
+    assert "k" not in cache and not path.exists()
+
+
+def test_an_answer_whose_files_lie_with_another_gateway_of_the_fleet_is_not_kept() -> None:
+    remote = RemoteFile("http://10.0.0.5:3000/internal/fleet/files/t", "fleet-secret-0123456789")
+    cache = ResultCache(1 << 20)
+    assert not cache.put("k", CachedResult((ResultFile("a.png", 3, remote=remote),)))
+    assert "k" not in cache and cache.put(
+        "k", CachedResult((ResultFile.of_bytes("a.png", b"abc"),))
+    )
 
 
 # -- what may be cached ------------------------------------------------------------------------

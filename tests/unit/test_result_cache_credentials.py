@@ -10,7 +10,8 @@ import pytest
 
 from app.core.keys import Caller
 from app.core.options import JobOptions
-from app.jobs.result_cache import CachedFile, CachedResult, ResultCache
+from app.core.outcome import ResultFile
+from app.jobs.result_cache import CachedResult, ResultCache
 from app.routes.respond import CacheAsk, CacheUse
 
 MODEL_URL = "https://models.example.com/private/lora.safetensors"
@@ -34,16 +35,16 @@ def test_a_request_with_its_own_credentials_is_neither_served_nor_kept(
     store = ResultCache(1 << 20)
     plain = decide(store)
     assert plain.key is not None and plain.status == "comfy-gateway; fwd=miss"
-    result = CachedResult((CachedFile("a.png", b"made with credentials"),))
+    result = CachedResult((ResultFile.of_bytes("a.png", b"made with credentials"),))
     use = decide(store, **credentials)
     assert use.status == "comfy-gateway; fwd=bypass; detail=credentials"
     use.keep(result)
     assert len(store) == 0 and decide(store).hit is None  # a later request finds nothing
-    plain.keep(CachedResult((CachedFile("a.png", b"public"),)))
+    plain.keep(CachedResult((ResultFile.of_bytes("a.png", b"public"),)))
     assert decide(store, **credentials).hit is None  # nor does it read another's answer
 
 
 def test_without_credentials_the_same_graph_is_cached() -> None:
     store = ResultCache(1 << 20)
-    decide(store).keep(CachedResult((CachedFile("a.png", b"x"),)))
+    decide(store).keep(CachedResult((ResultFile.of_bytes("a.png", b"x"),)))
     assert decide(store).hit is not None

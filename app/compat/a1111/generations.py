@@ -23,7 +23,7 @@ from app.compat.a1111 import terms
 from app.compat.a1111.state import Generation, SdapiState
 from app.core.errors import ComfyUnavailable, Interrupted, InvalidRequest
 from app.core.keys import Caller
-from app.core.outcome import JobOutcome
+from app.core.outcome import ResultFile
 from app.core.status import JobProgress
 from app.gateway import Gateway
 from app.media.caps import InputCaps
@@ -175,11 +175,13 @@ def module_input(flow: Workflow, values: dict[str, Any]) -> BaseModel:
 async def run_images(
     gateway: Gateway, caller: Caller, state: SdapiState, flow: Workflow,
     inputs: list[dict[str, Any]], loras: list[tuple[str, terms.LoraTag]], warnings: list[str],
-) -> list[str]:  # fmt: skip
-    """Run one job per input, in order; an interrupt keeps the images made so far."""
+) -> list[ResultFile]:  # fmt: skip
+    """Run one job per input, in order; an interrupt keeps the images made so far. The images
+    are the jobs' files themselves (a large one on disk, in the spool): the answer streams
+    their base64 (app.core.streamed_json), never building it whole."""
     generation = Generation(total=len(inputs), owner=caller.id)
     state.running.append(generation)
-    images: list[str] = []
+    images: list[ResultFile] = []
     try:
         for values in inputs:
             if generation.interrupted:
@@ -196,8 +198,7 @@ async def run_images(
             except Interrupted:
                 generation.interrupted = True
                 break
-            # off the loop: a fleet's file may be fetched from the gateway that ran the job
-            images.extend(await asyncio.to_thread(contents, outcome))
+            images.extend(outcome.files)
             generation.done += 1
     finally:
         state.running.remove(generation)
@@ -261,8 +262,3 @@ def png_base64(image: bytes) -> str | None:
     except (OSError, ValueError):
         return None
     return base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
-def contents(outcome: JobOutcome) -> list[str]:
-    """Each file's base64 (blocking reads: for a worker thread)."""
-    return [f.content for f in outcome.files]

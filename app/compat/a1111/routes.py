@@ -14,6 +14,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from fastapi import APIRouter
+from fastapi.responses import Response
 from pydantic import BaseModel
 
 from app.compat.a1111 import generations, terms
@@ -23,13 +24,14 @@ from app.core.errors import InvalidRequest
 from app.media.caps import InputCaps
 from app.routes.deps import CallerDep, GatewayDep, InputCapsDep
 from app.routes.json_body import StrictJsonRoute
-from app.routes.respond import ERRORS
+from app.routes.respond import ERRORS, streamed_json
 
 router = APIRouter(prefix="/sdapi/v1", tags=["automatic1111"], route_class=StrictJsonRoute)
 
 
 async def generate(sdapi: Sdapi, caps: InputCaps, req: Txt2ImgRequest, kind: str) -> dict[str, Any]:
-    """Run an A1111 request on the family's workflow: one job per image; A1111's answer."""
+    """Run an A1111 request on the family's workflow: one job per image; A1111's answer, each
+    of `images` the job's ResultFile (streamed as its base64 by the route)."""
     gateway, registry, state, family = sdapi.gateway, sdapi.registry, sdapi.state, sdapi.family
     fields = req.model_dump()
     warnings = terms.unsupported(fields)
@@ -150,16 +152,17 @@ def checkpoint_for(model: type[BaseModel], override: Any, state: SdapiState) -> 
     return found
 
 
-@router.post("/txt2img", responses=ERRORS)
-async def txt2img(body: Txt2ImgRequest, sdapi: SdapiDep, caps: InputCapsDep) -> dict[str, Any]:
+# The answers stream: each image's base64 is made in pieces as the body goes out.
+@router.post("/txt2img", responses=ERRORS, response_model=dict[str, Any])
+async def txt2img(body: Txt2ImgRequest, sdapi: SdapiDep, caps: InputCapsDep) -> Response:
     """Text to image, as AUTOMATIC1111 answers it: `images` (base64), `parameters`, `info`."""
-    return await generate(sdapi, caps, body, "txt2img")
+    return streamed_json(await generate(sdapi, caps, body, "txt2img"))
 
 
-@router.post("/img2img", responses=ERRORS)
-async def img2img(body: Img2ImgRequest, sdapi: SdapiDep, caps: InputCapsDep) -> dict[str, Any]:
+@router.post("/img2img", responses=ERRORS, response_model=dict[str, Any])
+async def img2img(body: Img2ImgRequest, sdapi: SdapiDep, caps: InputCapsDep) -> Response:
     """Image to image (inpainting with `mask`), as AUTOMATIC1111 answers it."""
-    return await generate(sdapi, caps, body, "img2img")
+    return streamed_json(await generate(sdapi, caps, body, "img2img"))
 
 
 @router.get("/sd-models")

@@ -13,9 +13,9 @@ from urllib.parse import quote
 
 from fastapi.responses import JSONResponse, Response
 
+from app.compat.file_body import FileBody
 from app.core.numbers import finite_number
-from app.core.outcome import content_type_of
-from app.jobs.result_cache import CachedFile
+from app.core.outcome import ResultFile, content_type_of
 
 
 def accept_ranges(accept: str) -> list[tuple[str, float]]:
@@ -64,13 +64,15 @@ def disposition(name: str) -> str:
     return f'filename="{clean}"'
 
 
-def file_response(file: CachedFile, headers: dict[str, str]) -> Response:
+def file_response(file: ResultFile, headers: dict[str, str]) -> Response:
+    """The file itself, streamed from where it lies (the spool, for a large one), with its
+    Content-Length: never whole in memory."""
     headers = {**headers, "Content-Disposition": disposition(file.name)}
-    return Response(file.data, media_type=content_type_of(file.name), headers=headers)
+    return FileBody(file, headers)
 
 
 def answer(
-    files: tuple[CachedFile, ...], digest: str, accept: str | None, headers: dict[str, str]
+    files: tuple[ResultFile, ...], digest: str, accept: str | None, headers: dict[str, str]
 ) -> Response:
     """200 with the main file or the URLs of every file; 204 when the job saved none."""
     if not files:

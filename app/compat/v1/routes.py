@@ -24,9 +24,9 @@ from app.core.errors import (
 from app.core.options import JobOptions
 from app.core.schemas import ErrorResponse
 from app.jobs.canonical import digest
-from app.jobs.result_cache import ResultCache
+from app.jobs.result_cache import CachedResult, ResultCache
 from app.routes.deps import CallerDep, GatewayDep, InputCapsDep, ResultCacheDep
-from app.routes.respond import CacheUse, cache_key, cached
+from app.routes.respond import CacheUse, cache_key
 
 router = APIRouter(prefix="/api/v1", tags=["blocking API (/api/v1)"])
 
@@ -96,10 +96,9 @@ async def generate(
         outcome = await asyncio.shield(job.task)  # a client that leaves does not cancel the job
     except ExecutionFailed as e:
         return node_failed(e, headers)
-    files = await cached(outcome)
-    use.keep(files)
+    use.keep(CachedResult.of(outcome))  # the files by reference: nothing is read or copied
     headers.update(use.headers())
-    return answer(files.files, key, accept, headers)
+    return answer(outcome.files, key, accept, headers)
 
 
 def consult(

@@ -16,10 +16,11 @@ from app.comfy.graph import Graph
 from app.core.bounded import BoundedMap
 from app.core.errors import InvalidRequest, NotFound
 from app.core.keys import Caller
+from app.core.outcome import ResultFile
 from app.gateway import Gateway
-from app.jobs.result_cache import CachedFile, CachedResult, ResultCache
+from app.jobs.result_cache import ResultCache
 from app.routes.deps import CallerDep, GatewayDep, ResultCacheDep
-from app.routes.respond import cache_key, cached
+from app.routes.respond import cache_key
 
 DIGEST = re.compile(r"^[0-9a-f]{64}$")
 KEEP_DIGESTS = 1000  # digest -> the job that answered it, for GET /api/v1/images
@@ -63,7 +64,7 @@ class Answers:
     caller: Caller
     results: ResultCache | None
 
-    async def files(self, key: str) -> tuple[CachedFile, ...]:
+    async def files(self, key: str) -> tuple[ResultFile, ...]:
         """The files answered for a digest: from the cache, else from a job this process
         kept."""
         key = key.lower()
@@ -86,8 +87,7 @@ class Answers:
             outcome = None
         if outcome is None or outcome.error is not None:
             raise NotFound(f"no result for {key} here (failed, or no longer kept)")
-        found: CachedResult = await cached(outcome)
-        return found.files
+        return outcome.files
 
 
 async def answers(

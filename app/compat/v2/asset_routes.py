@@ -3,14 +3,14 @@
 Uploads go to ComfyUI's input folder through its upload endpoint, as the proxy sends them (with
 API keys, into the key's own folder there, as the passthrough's uploads: no key's workflow can
 name another's files); their content streams back from ComfyUI's `/view`. A job's outputs are
-assets too (`<job id>.<n>`): the gateway serves them from the job's answer, with Range.
+assets too (`<job id>.<n>`): the gateway serves them from the job's outcome, with Range,
+streamed from the file (the spool on disk, for a large one; a range read from its first byte).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import re
 from typing import Any
 from urllib.parse import urlencode
 
@@ -23,6 +23,7 @@ from app.compat.comfy.parse import plain_name
 from app.compat.comfy.proxy import RelayResponse
 from app.compat.comfy.upload import folder_of
 from app.compat.comfy.ws import check_running
+from app.compat.file_body import ranged
 from app.compat.v2 import envelope
 from app.compat.v2.assets import PlacementError, content_hash, placement
 from app.compat.v2.envelope import V2JSON, base_url, error, get_and_head, iso, now
@@ -38,7 +39,6 @@ from app.routes.deps import CallerDep, GatewayDep, InputCapsDep
 router = APIRouter(prefix=envelope.PREFIX, tags=["Comfy API v2"])
 
 UNAVAILABLE = "Retrying cannot help; re-execute with a changed prompt hash."
-RANGE = re.compile(r"^bytes=([0-9]{0,18})-([0-9]{0,18})$")  # ASCII; longer: ignored
 
 
 @router.post("/assets", response_class=V2JSON)
@@ -219,28 +219,7 @@ async def content(
     if found is None:
         message = f"Output bytes are no longer kept by the gateway. {UNAVAILABLE}"
         return error(404, "output_unavailable", message)
-    # off the loop: a fleet's file may be fetched from the gateway that ran the job
-    data = await asyncio.to_thread(found.read)
-    return ranged(data, found.content_type, request.headers.get("range"))
-
-
-def ranged(data: bytes, media_type: str, header: str | None) -> Response:
-    """The bytes, or the one range a `Range: bytes=a-b` asks for (others: the whole file)."""
-    size = len(data)
-    headers = {"Accept-Ranges": "bytes"}
-    match = RANGE.match(header.strip()) if header else None
-    if match is None or match.groups() == ("", ""):
-        return Response(data, media_type=media_type, headers=headers)
-    first, last = match.groups()
-    if first:
-        start, end = int(first), min(int(last), size - 1) if last else size - 1
-    else:
-        start, end = max(size - int(last), 0), size - 1
-    if start >= size or start > end:
-        headers["Content-Range"] = f"bytes */{size}"
-        return Response(status_code=416, headers=headers)
-    headers["Content-Range"] = f"bytes {start}-{end}/{size}"
-    return Response(data[start : end + 1], status_code=206, media_type=media_type, headers=headers)
+    return ranged(found, request.headers.get("range"))  # streamed from the file, a range seeked
 
 
 async def view(gateway: Gateway, range_: str | None, target: str) -> Response:

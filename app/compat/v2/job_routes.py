@@ -24,6 +24,7 @@ from app.core.errors import (
     ComfyFailed,
     ComfyUnavailable,
     GatewayError,
+    InputError,
     InvalidRequest,
     NotFound,
     QueueFull,
@@ -33,7 +34,7 @@ from app.core.numbers import whole_number
 from app.core.outcome import ResultFile
 from app.gateway import Gateway
 from app.jobs.records import JobView
-from app.routes.deps import CallerDep, GatewayDep
+from app.routes.deps import CallerDep, GatewayDep, InputCapsDep
 
 router = APIRouter(prefix=envelope.PREFIX, tags=["Comfy API v2"])
 
@@ -90,7 +91,7 @@ async def health(gateway: GatewayDep) -> Response:
 
 @router.post("/jobs", status_code=201, response_class=V2JSON)
 async def submit(
-    request: Request, gateway: GatewayDep, state: V2StateDep, caller: CallerDep
+    request: Request, gateway: GatewayDep, state: V2StateDep, caller: CallerDep, caps: InputCapsDep
 ) -> Response:
     """Submit `{"workflow": <API-format graph>, "metadata"?, "priority"?, "extra_data"?}`;
     `core/ASSET` references resolve to uploaded assets or earlier outputs. 201 with the Job."""
@@ -111,6 +112,15 @@ async def submit(
     outputs = {
         i: await output_of(gateway, state, caller, i) for i in submission.reference_ids(workflow)
     }
+    try:  # an output becomes an input (its base64 in the graph): first held to the input caps
+        for output_id, found in outputs.items():
+            if found is not None:
+                caps.check_bytes(found.size, f"workflow.{output_id}")
+    except InputError as e:
+        return error(422, "invalid_workflow", e.message, {"location": e.location})
+    for found in outputs.values():  # a fleet's file is fetched off the loop, before resolving
+        if found is not None and found.remote is not None:
+            await asyncio.to_thread(getattr, found, "content")
     resolved = submission.resolve(workflow, state.assets, caller, outputs.get, missing)
     if missing:
         message = f"Unresolvable core/ASSET reference(s): {', '.join(missing)}"

@@ -133,7 +133,9 @@ def _reference(
     asset_id = info.get("id")
     asset = assets.get(asset_id, caller) if isinstance(asset_id, str) else None
     if asset is None and isinstance(asset_id, str) and (found := output(asset_id)) is not None:
-        return found.content  # its base64, made once for every answer that carries it
+        # Its base64, as the input pipeline takes it (the graph carries it): the route has held
+        # the file to INPUT_MAX_MB before, so no output larger than an input is encoded whole.
+        return found.content
     if asset is None and isinstance(info.get("hash"), str):
         asset = assets.by_hash(info["hash"], caller)  # as the proxy: a hash also finds it
     return asset.comfy_name if asset is not None else None

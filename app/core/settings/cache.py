@@ -11,10 +11,12 @@ class CacheSettings(BaseModel):
     result_cache_max_mb: float = Field(
         0.0,
         ge=0,
-        description="Memory for the content-addressed result cache (0: off). On, "
-        "`/api/v1/prompts` serves a request whose canonical body was answered before from it, "
-        'and so does `POST /prompt` with `"cache": true`; never for a graph with a random seed, '
-        "nor, unless the request asks, one that reads URLs or input files",
+        description="Size of the content-addressed result cache, counted in its files' bytes "
+        "(0: off): it keeps the job's own files, those over 1 MiB on disk in the spool "
+        "(OUTPUT_SPOOL_DIR) and the rest in memory. On, `/api/v1/prompts` serves a request "
+        "whose canonical body was answered before from it, and so does `POST /prompt` with "
+        '`"cache": true`; never for a graph with a random seed, nor, unless the request asks, '
+        "one that reads URLs or input files",
     )
 
     @property

@@ -61,9 +61,11 @@ class JobSettings(BaseModel):
         description="How long a finished job is kept",
     )
     job_history_max_mb: float = Field(
-        256.0,
+        4096.0,
         ge=0,
-        description="What the kept results' files may take, in memory or in the spool",
+        description="What the kept results' files may take, in memory (up to 1 MiB each) or, "
+        "mostly, on disk in the spool (`OUTPUT_SPOOL_DIR`); the oldest go first, never the "
+        "newest",
     )
     workflow_dir: Path = Field(
         PROJECT_ROOT / "workflows",
