@@ -11,8 +11,10 @@ differs) is an OutputsUnavailable naming it, never a hang: every read has a dead
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass, field
+from functools import cache
 from urllib.parse import urlsplit
 
 import httpx
@@ -22,6 +24,12 @@ from app.core.errors import OutputsUnavailable
 SECRET_HEADER = "X-Fleet-Secret"
 # Connecting to a live gateway is quick; between two pieces of a file it reads from its disk.
 TIMEOUT = httpx.Timeout(30.0, connect=5.0)
+
+
+@cache
+def tls() -> ssl.SSLContext:
+    """httpx's TLS context, made once: a client makes its own otherwise (25 ms, every fetch)."""
+    return httpx.create_ssl_context()
 
 
 @dataclass(frozen=True)
@@ -60,7 +68,7 @@ class RemoteFile:
     async def check(self) -> None:
         """Raise OutputsUnavailable unless the gateway still has the file (a HEAD request)."""
         try:
-            async with httpx.AsyncClient(timeout=TIMEOUT) as client:
+            async with httpx.AsyncClient(timeout=TIMEOUT, verify=tls()) as client:
                 answer = await client.head(self.url, headers=self.headers)
         except httpx.HTTPError as e:
             raise self.unavailable(f"it cannot be reached ({type(e).__name__})") from e
@@ -68,7 +76,7 @@ class RemoteFile:
 
     async def chunks(self, size: int) -> AsyncIterator[bytes]:
         """Its bytes, in pieces of exactly `size` (the last one shorter)."""
-        async with httpx.AsyncClient(timeout=TIMEOUT) as client:
+        async with httpx.AsyncClient(timeout=TIMEOUT, verify=tls()) as client:
             try:
                 async with client.stream("GET", self.url, headers=self.headers) as answer:
                     self._check(answer.status_code)
@@ -79,7 +87,7 @@ class RemoteFile:
 
     def iter_chunks(self, size: int) -> Iterator[bytes]:
         """As chunks, blocking: for a worker thread."""
-        with httpx.Client(timeout=TIMEOUT) as client:
+        with httpx.Client(timeout=TIMEOUT, verify=tls()) as client:
             try:
                 with client.stream("GET", self.url, headers=self.headers) as answer:
                     self._check(answer.status_code)
