@@ -31,7 +31,7 @@ from app.gateway import Gateway
 from app.install import install
 from app.jobs.result_cache import ResultCache
 from app.registry.load import Registry
-from app.routes import docs, download, metrics, models, probes, prompt, workflows
+from app.routes import docs, download, fleet_files, metrics, models, probes, prompt, workflows
 from app.routes.json_body import StrictJsonRoute
 from app.startup import activate, fetch_models, run_warmup
 
@@ -118,7 +118,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(RequestMetrics, metrics=gateway.metrics)  # 401s and 413s count too
     add_cors(app, settings.cors_allow_origins)
     log_edge(settings, keys)
-    for module in (probes, prompt, models, download, workflows, metrics, sdapi):
+    for module in (probes, prompt, models, download, workflows, metrics, sdapi, fleet_files):
         app.include_router(module.router)
     api_v1.install(app)
     api_v2.install(app)

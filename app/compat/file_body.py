@@ -96,6 +96,16 @@ class FileBody(StreamingResponse):
 async def range_chunks(file: ResultFile, part: ByteRange) -> AsyncIterator[bytes]:
     """The bytes of one range of the file, in pieces: a file on disk is read from the range's
     first byte (in a worker thread when large); one in memory is sliced."""
+    if file.remote is not None and file.data is None:  # a fleet's, on the gateway that ran it
+        at = 0
+        async for piece in file.chunks():  # as skipped(), over pieces that come over HTTP
+            lo, hi = max(part.start - at, 0), min(part.end + 1 - at, len(piece))
+            if lo < hi:
+                yield piece[lo:hi]
+            at += len(piece)
+            if at > part.end:
+                return
+        return
     if file.path is None or file.data is not None:
         for piece in skipped(file.iter_chunks(), part):
             yield piece

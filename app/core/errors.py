@@ -23,15 +23,16 @@
     ├── UploadFailed            502 an output could not be stored in S3 or Azure, or PUT
     ├── DownloadFailed          502 a model could not be downloaded, or its bytes were not the ones
     │                               named (size, sha256): nothing was kept
+    ├── OutputsUnavailable      502 in a fleet, the gateway that ran the job no longer has its
+    │                               outputs (it stopped, or its history let them go)
     ├── ComfyFailed             502 ComfyUI, though up, failed on the request (its HTTP 500)
     ├── ComfyUnavailable        503 ComfyUI is down, restarting or unreachable (Retry-After);
     │                               `instance_lost` when the instance running the job died
     ├── WorkflowUnavailable     503 the workflow needs nodes or models this ComfyUI lacks
     ├── PromptTimeout           504 the job ran past PROMPT_TIMEOUT_S
-    ├── InsufficientStorage     507 a disk filled up while the request's files were written, or no
-    │                               room for a model: MODEL_CACHE_MAX_GB or the disk is full of
-    │                               models in use or put there by hand
-    └── ResultTooLarge          507 outputs past FLEET_MAX_RESULT_MB, the fleet queue's limit
+    └── InsufficientStorage     507 a disk filled up while the request's files were written, or no
+                                    room for a model: MODEL_CACHE_MAX_GB or the disk is full of
+                                    models in use or put there by hand
 
 Every class renders as `{"error", "code", "location"?, "details"?}`; app.edge.errors does that
 for HTTP, and webhooks carry the same body.
@@ -211,6 +212,14 @@ class DownloadFailed(GatewayError):
     code = "download_failed"
 
 
+class OutputsUnavailable(GatewayError):
+    """In a fleet, a job's outputs cannot be fetched from the gateway that ran it: it stopped,
+    or it no longer keeps them (its job history's bounds), or the fleet's secret differs."""
+
+    status = 502
+    code = "outputs_unavailable"
+
+
 class ComfyFailed(GatewayError):
     """ComfyUI answered, but with a server error of its own (a bug it hit on this graph)."""
 
@@ -261,13 +270,6 @@ class InsufficientStorage(GatewayError):
 
     status = 507
     code = "insufficient_storage"
-
-
-class ResultTooLarge(GatewayError):
-    """A job's outputs are larger than FLEET_MAX_RESULT_MB, the most the fleet's queue carries."""
-
-    status = 507
-    code = "result_too_large"
 
 
 def error_from_body(status: int, body: dict[str, Any]) -> GatewayError:

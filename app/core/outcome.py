@@ -10,7 +10,8 @@ app.core.streamed_json splices those pieces into a JSON body.
 A file is in memory (`data`: small ones, and those a test or the result cache made), on disk
 (`path`: a job's outputs, in the gateway's spool, kept there while anything refers to them:
 `keeper`), wherever an upload put it (`location`, a URL: then the gateway holds no bytes of
-it), or, read back from a fleet's Redis, as the base64 that travelled there (`encoded`).
+it), or, read back from a fleet's Redis, on the gateway that ran the job (`remote`: fetched
+from there over HTTP as it goes out, app.core.remote_file).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from app.core.errors import GatewayError
+from app.core.remote_file import RemoteFile
 from app.core.schemas import PromptResponse, Stats, WorkflowResponse
 
 FileKind = Literal["image", "video", "audio", "other"]
@@ -63,11 +65,11 @@ class ResultFile:
 
     name: str
     size: int  # bytes; an uploaded file's as it was sent
-    node: str | None = None  # the node that wrote it; None where that is not known (a fleet's)
+    node: str | None = None  # the node that wrote it; None where that is not known
     data: bytes | None = None  # its bytes, in memory
     path: Path | None = None  # or where its bytes lie on disk
     location: str | None = None  # or where an upload put it (then the gateway has no bytes)
-    encoded: str | None = None  # or its base64, as it came through the fleet's Redis
+    remote: RemoteFile | None = None  # or on the gateway of the fleet that ran the job
     content_type: str = ""  # "" is filled in from the name
     keeper: object | None = None  # keeps a spooled path on disk while this file is referred to
 
@@ -93,8 +95,6 @@ class ResultFile:
         """The length of its base64 (or of its URL, for an uploaded file), unread."""
         if self.location is not None:
             return len(self.location)
-        if self.encoded is not None:
-            return len(self.encoded)
         return 4 * -(-self.size // 3)
 
     def read(self) -> bytes:
@@ -105,8 +105,8 @@ class ResultFile:
             return self.data
         if self.path is not None:
             return self.path.read_bytes()
-        if self.encoded is not None:
-            return base64.b64decode(self.encoded)
+        if self.remote is not None:
+            return b"".join(self.remote.iter_chunks(CHUNK_BYTES))
         raise ValueError(f"{self.name} was uploaded to {self.location}; the gateway holds none")
 
     def iter_chunks(self, size: int = CHUNK_BYTES) -> Iterator[bytes]:
@@ -118,10 +118,8 @@ class ResultFile:
                     yield piece
                     del piece  # not held while the next one is read
             return
-        if self.encoded is not None and self.data is None:
-            step = size // 3 * 4
-            for start in range(0, len(self.encoded), step):
-                yield base64.b64decode(self.encoded[start : start + step])
+        if self.remote is not None and self.data is None:
+            yield from self.remote.iter_chunks(size)
             return
         data = self.read()
         for start in range(0, len(data), size):
@@ -129,7 +127,12 @@ class ResultFile:
 
     async def chunks(self, size: int = CHUNK_BYTES) -> AsyncGenerator[bytes, None]:
         """Its bytes in pieces of `size`, a large file's read in a worker thread piece by
-        piece: the event loop never waits on the disk, and one piece is in memory at a time."""
+        piece: the event loop never waits on the disk, and one piece is in memory at a time.
+        A remote file's come over HTTP, cut to `size` too."""
+        if self.remote is not None and self.data is None:
+            async for piece in self.remote.chunks(size):
+                yield piece
+            return
         if self.path is None or self.data is not None or self.size <= INLINE_READ_MAX_BYTES:
             for piece in self.iter_chunks(size):
                 yield piece
@@ -144,18 +147,16 @@ class ResultFile:
 
     def iter_base64(self) -> Iterator[bytes]:
         """Its base64 (or its URL) in pieces, ASCII, for a worker thread."""
-        if self.location is not None or self.encoded is not None:
-            text = self.location if self.location is not None else self.encoded
-            assert text is not None
-            for start in range(0, len(text), CHUNK_BYTES):
-                yield text[start : start + CHUNK_BYTES].encode("ascii")
+        if self.location is not None:
+            for start in range(0, len(self.location), CHUNK_BYTES):
+                yield self.location[start : start + CHUNK_BYTES].encode("ascii")
             return
         for piece in self.iter_chunks(CHUNK_BYTES):
             yield base64.b64encode(piece)
 
     async def base64_chunks(self) -> AsyncIterator[bytes]:
         """Its base64 (or its URL) in pieces, ASCII, made as they are asked for."""
-        if self.location is not None or self.encoded is not None:
+        if self.location is not None:
             for piece in self.iter_base64():
                 yield piece
             return
@@ -168,8 +169,6 @@ class ResultFile:
         tests; answers stream it with base64_chunks."""
         if self.location is not None:
             return self.location
-        if self.encoded is not None:
-            return self.encoded
         return base64.b64encode(self.read()).decode("ascii")
 
 
@@ -234,4 +233,4 @@ class JobOutcome:
     @property
     def held_bytes(self) -> int:
         """What its files hold in this process's memory (not what lies on disk)."""
-        return sum(len(f.data) if f.data is not None else len(f.encoded or "") for f in self.files)
+        return sum(len(f.data) for f in self.files if f.data is not None)

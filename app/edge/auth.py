@@ -4,7 +4,8 @@ the gateway accepts), and the keys' place in the OpenAPI document.
 With API_KEYS, API_KEYS_FILE and/or ADMIN_API_KEYS set, every HTTP request and websocket needs
 `Authorization: Bearer <key>` or `X-API-Key: <key>`, except the OPEN_PATHS: the probes, the
 metrics (for orchestrators and scrapers, which carry no key) and the API documentation (so a
-person can read it and enter a key in its Authorize dialog). A missing or unknown key is a 401
+person can read it and enter a key in its Authorize dialog); and the fleet's files endpoint,
+which asks for the fleet's secret instead, and which no key opens. A missing or unknown key is a 401
 in the contract's error shape. The middleware sits in front of the router, so routes mounted
 later (the workflow endpoints) are covered without naming them.
 
@@ -28,11 +29,14 @@ from app.core.logs import bind_api_key
 from app.core.metrics import MetricsHooks
 from app.edge.api_keys import ApiKeys
 from app.edge.errors import render_error
+from app.fleet.shelf import FILES_PATH
 
 OPEN_PATHS = frozenset(
     {"/health", "/ready", "/metrics", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
 )
-OPEN_PREFIXES = ("/docs/static/",)  # Swagger UI's own files, served by the gateway
+# Swagger UI's own files, served by the gateway; and the fleet's internal files endpoint, which
+# asks for the fleet's secret instead of a key (app.routes.fleet_files).
+OPEN_PREFIXES = ("/docs/static/", FILES_PATH)
 
 
 class ApiKeyAuth:

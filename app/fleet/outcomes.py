@@ -11,12 +11,12 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from app.core.errors import GatewayError, ResultTooLarge, error_from_body
+from app.core.errors import GatewayError, OutputsUnavailable, error_from_body
 from app.core.outcome import JobOutcome
 from app.core.status import ended_status
 from app.fleet.queue import deliver_ending, spec_of
 from app.fleet.records import RemoteRecord
-from app.fleet.results import to_redis
+from app.fleet.results import check_available, to_redis
 from app.fleet.store import FleetStore, split_key
 from app.fleet.stream import Pulled
 from app.jobs.webhooks import WebhookSender
@@ -32,22 +32,11 @@ def internal_error(what: str) -> GatewayError:
 class Outcomes:
     """Records outcomes and acknowledges messages for the worker (app.fleet.worker)."""
 
-    def __init__(self, store: FleetStore, sender: WebhookSender, max_result_bytes: int) -> None:
+    def __init__(self, store: FleetStore, sender: WebhookSender) -> None:
         self.store = store
         self.sender = sender
-        self.max_result_bytes = max_result_bytes
         self.abandoning = False  # shutting down past the grace period: leave jobs to others
         self.closed = False  # the worker stopped: nothing waits for Redis any more
-
-    def too_large(self, outcome: JobOutcome) -> ResultTooLarge | None:
-        """The error of an outcome too large to travel through Redis, or None."""
-        if outcome.content_bytes <= self.max_result_bytes:
-            return None
-        return ResultTooLarge(
-            f"the outputs are larger than FLEET_MAX_RESULT_MB ({self.max_result_bytes / 2**20:g} "
-            "MB), the most that travels through the fleet's queue: have them stored with `s3`, "
-            "`azure_blob_upload` or `http_upload` instead"
-        )
 
     async def record(self, pulled: Pulled, outcome: JobOutcome) -> bool:
         """Record the outcome of the message's job: True for the gateway that recorded it (it
@@ -55,7 +44,7 @@ class Outcomes:
         while True:
             try:
                 if (error := outcome.error) is None:
-                    data = to_redis(outcome)
+                    data = to_redis(outcome, self.store.shelf)
                     return await self.store.finish(pulled, "succeeded", "complete", data)
                 body = error.body()
                 status = ended_status(body)
@@ -119,4 +108,9 @@ class Outcomes:
         else:
             assert record.outcome is not None  # a recorded end: its result or its error
             outcome = record.outcome
+            try:  # its files lay with that gateway: gone with it, unless uploaded
+                await check_available(outcome)
+            except OutputsUnavailable as e:
+                log.warning("job %s: %s", record.id, e.message)
+                outcome = JobOutcome.failed(record.id, spec["graph"], e)
         await deliver_ending(self.sender, spec, outcome)

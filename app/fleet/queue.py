@@ -34,7 +34,7 @@ from app.core.keys import owner_label
 from app.core.options import JobOptions
 from app.core.outcome import JobOutcome
 from app.fleet.records import RemoteRecord
-from app.fleet.results import from_redis
+from app.fleet.results import check_available, from_redis
 from app.fleet.signals import POLL_S, wait
 from app.fleet.store import FleetStore, StillDelivering, fleet_key, split_key
 from app.jobs.destinations import check_destinations
@@ -52,14 +52,13 @@ class FleetJob:
     record: RemoteRecord
     prompt: Graph
     queue: FleetQueue
-    uploaded: bool = False  # its outputs go to an upload: Redis holds their URLs
     _task: asyncio.Task[JobOutcome] | None = field(default=None, repr=False)
 
     @property
     def task(self) -> asyncio.Task[JobOutcome]:
         """The job's outcome, read from Redis; started when a request first waits for it."""
         if self._task is None:
-            outcome = self.queue.outcome(self.record.key, self.record.generation, self.uploaded)
+            outcome = self.queue.outcome(self.record.key, self.record.generation)
             self._task = asyncio.create_task(outcome)
         return self._task
 
@@ -123,7 +122,7 @@ class FleetQueue:
         record = RemoteRecord.queued(self.store, key, request_id, workflow, owner, queued)
         of = f" of key {owner}" if owner is not None else ""
         log.info("job %s%s: queued in the fleet (%d nodes)", request_id, of, len(graph))
-        return FleetJob(request_id, record, graph, self, uploaded=options.upload is not None)
+        return FleetJob(request_id, record, graph, self)
 
     async def record(self, request_id: str, owner: str | None) -> RemoteRecord | None:
         """The owner's job with this id, or None when the fleet knows none (or no longer)."""
@@ -146,7 +145,7 @@ class FleetQueue:
         except RedisError as e:
             raise self.store.reachability.unavailable(e) from e
 
-    async def outcome(self, key: str, generation: str | None, uploaded: bool = False) -> JobOutcome:
+    async def outcome(self, key: str, generation: str | None) -> JobOutcome:
         """Wait for the job's end: its result, or its error raised. Woken only by the end (not
         by each event), and reading only the last event, whatever the job did before."""
         with self.store.signals.watch(key, ends_only=True) as ended:
@@ -162,16 +161,18 @@ class FleetQueue:
                             location="id",
                         )
                     if last.type in TERMINAL:
-                        return await self._answer(key, last, uploaded)
+                        return await self._answer(key, last)
                 except RedisError as e:  # Redis restarts: keep waiting for the job's outcome
                     self.store.reachability.failed(e)
                     await asyncio.sleep(1)
                     continue
                 await wait(ended, POLL_S)
 
-    async def _answer(self, key: str, last: JobEvent, uploaded: bool) -> JobOutcome:
+    async def _answer(self, key: str, last: JobEvent) -> JobOutcome:
         if last.type == "complete":
-            return from_redis(last.data, uploaded=uploaded)
+            outcome = from_redis(last.data, self.store.shelf)
+            await check_available(outcome)  # a clear error now, not an answer cut short
+            return outcome
         status = await self.store.error_status(key)
         raise error_from_body(status, {k: v for k, v in last.data.items() if k != "id"})
 

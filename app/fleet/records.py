@@ -14,7 +14,7 @@ from typing import Any
 
 from app.core.outcome import JobOutcome
 from app.core.status import FINISHED, ended_status
-from app.fleet.results import from_redis, uploads
+from app.fleet.results import from_redis
 from app.fleet.signals import POLL_S, wait
 from app.fleet.store import FleetStore, split_key
 from app.jobs.preview import Preview
@@ -42,8 +42,7 @@ class RemoteRecord:
         # The HTTP status an error answered with where the job ran: not part of the body.
         self.error_status: int = int(error.pop("status", 500)) if error else 500
         self.error: dict[str, Any] | None = error
-        self.result: dict[str, Any] | None = None  # the /prompt body, as Redis holds it
-        self.uploaded = uploads(spec)  # its files' contents are URLs, not base64
+        self.stored: dict[str, Any] | None = None  # its result as Redis holds it (metadata)
         self._outcome: JobOutcome | None = None
         self.instance: int | None = None  # an index on another gateway would mislead
         self.gateway: str | None = state.get("gateway")
@@ -76,23 +75,30 @@ class RemoteRecord:
         if record.status == "succeeded":
             last = await store.redis.xrevrange(store.events_key(key), count=1)
             if last:
-                record.result = json.loads(last[0][1].get("data") or "null")
+                record.stored = json.loads(last[0][1].get("data") or "null")
         return record
 
     def _ended(self, event: JobEvent) -> None:
         """Take the outcome in, so the snapshot answers as the job ended."""
         if event.type == "complete":
-            self.status, self.result = "succeeded", event.data
+            self.status, self.stored = "succeeded", event.data
         else:
             self.error = {k: v for k, v in event.data.items() if k != "id"}
             self.status = ended_status(self.error)
 
     @property
     def outcome(self) -> JobOutcome | None:
-        """A succeeded job's outcome, read from its result."""
-        if self._outcome is None and self.result is not None:
-            self._outcome = from_redis(self.result, uploaded=self.uploaded)
+        """A succeeded job's outcome, read from its result: its files fetched, as they go out,
+        from the gateway that ran it."""
+        if self._outcome is None and self.stored is not None:
+            self._outcome = from_redis(self.stored, self.store.shelf)
         return self._outcome
+
+    @property
+    def result(self) -> dict[str, Any] | None:
+        """A succeeded job's /prompt body, each of its images a ResultFile (as JobRecord's)."""
+        outcome = self.outcome
+        return outcome.body() if outcome is not None else None
 
     @property
     def finished(self) -> bool:
@@ -127,6 +133,8 @@ class RemoteRecord:
                     quiet_since, last_id = time.monotonic(), event.id
                     if event.type in TERMINAL:
                         self._ended(event)
+                        if (body := self.result) is not None:  # files, not their metadata
+                            event = JobEvent(event.id, event.type, body)
                         yield event
                         return
                     yield event

@@ -19,6 +19,7 @@ per job, and a channel for interrupts.
     <name>:changed           channel: the key of a job that has a new event (app.fleet.signals)
     <name>:ended             channel: the key of a job whose outcome was just recorded
     <name>:cancel            channel: interrupts for the gateway that runs the job
+    <name>:secret            string: the fleet's secret, without FLEET_SECRET (app.fleet.shelf)
 
 A job's key is `<owner>/<request id>`, owner being the id of the API key that made it
 (app.core.keys), or its request id alone while API keys are off: two keys may both use
@@ -40,6 +41,7 @@ from redis.exceptions import NoScriptError
 
 from app.fleet import order, scripts
 from app.fleet.reachability import Reachability, connect
+from app.fleet.shelf import FileShelf
 from app.fleet.signals import Signals
 from app.fleet.stream import GROUP, JobStream, Pulled
 from app.jobs.records import TERMINAL, JobEvent
@@ -82,6 +84,7 @@ class FleetStore(JobStream):
         history_max: int = 10_000,
         history_max_bytes: int = 2**30,
         age_step_s: float = 30.0,
+        shelf: FileShelf | None = None,
     ) -> None:
         # Typed loosely on purpose: redis-py's annotations cover bytes and str replies at once;
         # what comes back is parsed here, at the boundary.
@@ -103,6 +106,9 @@ class FleetStore(JobStream):
         self._pull, self._reclaim = register(order.PULL), register(order.RECLAIM)
         self.reachability = Reachability(timeout_s)
         self.signals = Signals(self.redis, name, self.reachability)
+        # The files of jobs run here, for the other gateways, and the fleet's secret.
+        self.shelf = shelf or FileShelf()
+        self.secret_key = f"{name}:secret"
 
     def job_key(self, key: str) -> str:
         return f"{self.name}:job:{key}"

@@ -69,7 +69,7 @@ class FleetWorker:
         self.store = store
         self.runner = runner
         self.scheduler = scheduler
-        self.outcomes = Outcomes(store, sender, int(settings.fleet_max_result_mb * 2**20))
+        self.outcomes = Outcomes(store, sender)
         self.visibility_ms = int(settings.job_visibility_timeout_s * 1000)
         self.max_attempts = settings.job_max_attempts
         self.consumer = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
@@ -233,8 +233,6 @@ class FleetWorker:
         if self.outcomes.abandoning:
             entry.settled = True
             return None
-        if outcome.error is None and (too_large := self.outcomes.too_large(outcome)):
-            outcome = JobOutcome.failed(outcome.id, outcome.prompt, too_large)
         recorded = await self.outcomes.record(entry.pulled, outcome)
         entry.settled = True
         return outcome if recorded else None

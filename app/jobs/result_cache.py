@@ -4,10 +4,11 @@ A bounded LRU (RESULT_CACHE_MAX_MB), counted in the bytes of the files and their
 the outcome's files themselves (app.core.outcome.ResultFile), not copies of their bytes: a file
 over 1 MiB lies in the gateway's spool on disk, and the entry holds its keeper, so the spooled
 file stays there while the cache holds it and is removed when the entry goes (and nothing else
-refers to it). Memory holds only the small files (and the base64 of files read back from a
-fleet's Redis). The routes consult and fill it (app.routes.respond for POST /prompt with
-`cache`, app.compat.v1.routes for /api/v1/prompts); what may be cached at all is
-app.jobs.cacheable's call. A hit runs no job: ComfyUI never sees the request.
+refers to it). Memory holds only the small files. In a fleet, an answer whose files lie with
+another gateway (the one that ran the job) is not kept: they are that gateway's to let go. The
+routes consult and fill it (app.routes.respond for POST /prompt with `cache`,
+app.compat.v1.routes for /api/v1/prompts); what may be cached at all is app.jobs.cacheable's
+call. A hit runs no job: ComfyUI never sees the request.
 """
 
 from __future__ import annotations
@@ -47,8 +48,8 @@ class CachedResult:
     @property
     def size(self) -> int:
         """What the entry counts against the bound: its files' bytes (in memory or on disk;
-        base64 from a fleet's Redis by its length) and names."""
-        files = sum(_weight(f) + len(f.name.encode()) for f in self.files)
+        and names."""
+        files = sum(f.size + len(f.name.encode()) for f in self.files)
         return files + ENTRY_OVERHEAD_BYTES
 
 
@@ -85,8 +86,9 @@ class ResultCache:
         self.metrics.result_cache_lookup("bypass")
 
     def put(self, key: str, result: CachedResult) -> bool:
-        """Keep a result, evicting the least recently used; False if it alone is over the bound."""
-        if result.size > self.max_bytes:
+        """Keep a result, evicting the least recently used; False if it alone is over the bound,
+        or if its files lie with another gateway of the fleet."""
+        if result.size > self.max_bytes or any(f.remote is not None for f in result.files):
             return False
         self._entries.put(key, result)
         self.metrics.result_cache_size(self.bytes, len(self._entries))
@@ -95,7 +97,3 @@ class ResultCache:
 
 def _size(result: CachedResult) -> int:
     return result.size
-
-
-def _weight(file: ResultFile) -> int:
-    return len(file.encoded) if file.encoded is not None and file.data is None else file.size

@@ -18,6 +18,7 @@ from app.core.schemas import (
 )
 from app.core.status import STATUSES, JobProgress, JobStatus
 from app.core.streamed_json import StreamedJson
+from app.fleet.results import check_available
 from app.jobs.records import JobView
 from app.routes.convert_warnings import name_ignored_options
 from app.routes.deps import CallerDep, GatewayDep, ResultCacheDep
@@ -69,6 +70,8 @@ async def job_state(
     """The state of a job this gateway process ran: status, progress, and its result or error.
     Each API key sees only its own jobs (another key's id is a 404); admin keys see all."""
     record = await gateway.door.job(id, caller, owner)
+    if record.outcome is not None:  # a fleet's files: still with the gateway that ran it?
+        await check_available(record.outcome)
     position = await gateway.door.queue_position(record)
     progress = JobProgress.of(record.progress)
     state = JobState(
@@ -117,6 +120,8 @@ async def job_events(
     after = resume_point(last_event_id, record)
     if record.finished and after >= record.last_event_id:
         return Response(status_code=204, headers={"Cache-Control": "no-cache"})
+    if record.outcome is not None:  # a fleet's files: still with the gateway that ran it?
+        await check_available(record.outcome)
     return event_stream(record, after=after)
 
 

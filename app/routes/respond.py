@@ -107,8 +107,12 @@ def streamed_json(payload: Any, headers: dict[str, str] | None = None) -> Respon
     in memory, whole."""
     body = StreamedJson.of(payload)
     headers = dict(headers or {})
-    on_disk = any(isinstance(p, ResultFile) and p.path is not None for p in body.parts)
-    if body.size <= SMALL_ANSWER_BYTES and not on_disk:
+    # A file on disk, or on the fleet's gateway that ran the job, is never read on the loop.
+    elsewhere = any(
+        isinstance(p, ResultFile) and (p.path is not None or p.remote is not None)
+        for p in body.parts
+    )
+    if body.size <= SMALL_ANSWER_BYTES and not elsewhere:
         return Response(body.whole(), media_type="application/json", headers=headers)
     headers["Content-Length"] = str(body.size)
     return StreamingResponse(body.chunks(), media_type="application/json", headers=headers)

@@ -22,6 +22,7 @@ from app.core.options import JobOptions
 from app.core.outcome import JobOutcome
 from app.core.settings import load_settings
 from app.fleet.results import from_redis
+from app.fleet.shelf import FileShelf
 from app.fleet.store import FleetStore, fleet_key
 from app.fleet.stream import Pulled
 from app.fleet.worker import FleetWorker
@@ -33,7 +34,11 @@ from app.jobs.webhooks import WebhookSender, deliver_job_end
 from tests.integration.receiver import Receiver
 from tests.unit.job_rig import Rig
 
-RESULT = {"images": ["aGk="], "filenames": ["out.png"]}
+# A job's result as Redis holds it (app.fleet.results): its file's metadata, here an uploaded one.
+RESULT = {
+    "filenames": ["out.png"],
+    "files": [{"name": "out.png", "size": 2, "node": "9", "location": "s3://bucket/out.png"}],
+}
 
 
 class FakeInstance:
@@ -100,7 +105,7 @@ class FakeRunner:
         if isinstance(outcome, GatewayError):
             ending = JobOutcome.failed(job.id, job.graph, outcome)
         else:
-            ending = from_redis({"id": job.id, **outcome}, uploaded=False)
+            ending = from_redis({"id": job.id, **outcome}, FileShelf())
         job.record.end(ending)
         decided = await self.outcome(job, ending)
         if decided is None:

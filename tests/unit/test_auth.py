@@ -398,3 +398,14 @@ def test_docs_without_keys_have_no_security() -> None:
     spec = create_app(load_settings()).openapi()
     assert "securitySchemes" not in spec.get("components", {})
     assert "security" not in spec["paths"]["/prompt"]["post"]
+
+
+async def test_an_api_key_does_not_open_the_fleets_files_endpoint(
+    client: httpx.AsyncClient,
+) -> None:
+    """It wants the fleet's secret instead (app.routes.fleet_files), and is not in /docs."""
+    for headers in ({}, {"Authorization": f"Bearer {KEY}"}, {"X-Fleet-Secret": KEY}):
+        refused = await client.get("/internal/fleet/files/some-token", headers=headers)
+        assert refused.status_code == 401 and "fleet's secret" in refused.json()["error"]
+    schema = await client.get("/openapi.json")
+    assert "/internal/" not in schema.text

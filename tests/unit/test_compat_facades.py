@@ -3,7 +3,6 @@ upload placement, which node saved a file (byte ranges: test_file_body)."""
 
 from __future__ import annotations
 
-import base64
 import json
 
 import pytest
@@ -12,9 +11,8 @@ from app.compat.v1.answer import wants_file
 from app.compat.v1.request import file_name, inline_files, unwrap
 from app.compat.v1.routes import node_failed
 from app.compat.v2.assets import PlacementError, placement
-from app.compat.v2.jobs import job_error, node_of
+from app.compat.v2.jobs import job_error
 from app.core.errors import ExecutionFailed, InvalidRequest
-from app.fleet.results import decoded_size
 
 
 @pytest.mark.parametrize(
@@ -102,21 +100,6 @@ def test_upload_paths_are_placed_as_the_proxy_places_them(
 def test_upload_paths_the_proxy_refuses_are_refused(file_path: str) -> None:
     with pytest.raises(PlacementError):
         placement(file_path)
-
-
-def test_a_file_belongs_to_the_save_node_with_the_longest_matching_prefix() -> None:
-    graph = {
-        "9": {"class_type": "SaveImage", "inputs": {"filename_prefix": "out"}},
-        "12": {"class_type": "SaveImage", "inputs": {"filename_prefix": "sub/out_mask"}},
-    }
-    assert node_of("out_abc_00001_.png", graph) == "9"
-    assert node_of("out_mask_abc_00001_.png", graph) == "12"
-    assert node_of("other_00001_.png", graph) == ""
-
-
-def test_output_sizes_come_from_base64_without_decoding() -> None:
-    for size in range(7):
-        assert decoded_size(base64.b64encode(b"x" * size).decode()) == size
 
 
 def test_a_node_failure_is_a_node_execution_error_and_others_keep_their_code() -> None:

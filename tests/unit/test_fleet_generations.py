@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from app.core.addresses import AddressPolicy
-from app.core.errors import NotFound
+from app.core.errors import NotFound, OutputsUnavailable
 from app.core.settings import load_settings
 from app.fleet.queue import FleetQueue
 from app.fleet.records import RemoteRecord
@@ -119,6 +119,30 @@ async def test_a_reuse_waits_until_the_last_jobs_webhooks_went_out(
     ]
     assert await alive.store.enqueue(key, spec("hooked"), {"id": "hooked"})
     assert alive.runner.started == []
+
+
+async def test_webhooks_taken_over_from_a_gateway_that_died_say_its_outputs_went_with_it(
+    pair: list[Node], receiver: Receiver
+) -> None:
+    """Its files lay with it (not uploaded): a request that waits for the job, and the webhook,
+    say so (naming that gateway), instead of failing half-way or hanging."""
+    dead, alive = pair
+    hook = receiver.url("/outputs-gone")
+    key = await submit(dead.store, "gone", hook)
+    pulled = await dead.store.pull(dead.worker.consumer, block_ms=100)
+    assert pulled is not None and await dead.store.start(pulled, dead.worker.consumer) == 1
+    meta = {"name": "out.png", "size": 2, "url": "http://127.0.0.1:9/internal/fleet/files/t"}
+    data = {"id": "gone", "filenames": ["out.png"], "files": [meta]}  # port 9: nobody there
+    assert await dead.store.finish(pulled, "succeeded", "complete", data)
+    queue = FleetQueue(alive.store, AddressPolicy.from_settings(load_settings()), alive.sender)
+    with pytest.raises(OutputsUnavailable, match=r"127\.0\.0\.1:9\), and it cannot be reached"):
+        await queue.outcome(key, pulled.message_id)  # a synchronous /prompt's answer
+    await alive.take(reclaim=True)  # redelivers, then acknowledges
+    [delivery] = receiver.deliveries("/outputs-gone")
+    assert delivery.json()["event"] == "prompt.failed"
+    assert delivery.json()["code"] == "outputs_unavailable"
+    assert "http://127.0.0.1:9" in delivery.json()["error"]
+    assert await alive.store.enqueue(key, spec("gone"), {"id": "gone"})
 
 
 async def test_an_overtaken_gateway_neither_starts_nor_writes_to_the_job(pair: list[Node]) -> None:

@@ -117,7 +117,7 @@ async def test_an_outcome_is_recorded_once_and_then_no_event_is_added(store: Fle
     await store.append_all(await current(store, "b"), "gateway-1", [(late, "running", None)])
     record = await RemoteRecord.load(store, "b")
     assert record is not None
-    assert (record.status, record.result, record.error) == ("succeeded", {"images": ["x"]}, None)
+    assert (record.status, record.stored, record.error) == ("succeeded", {"images": ["x"]}, None)
     assert record.last_event_id == 2  # queued, complete: nothing after the end
     assert 0 < await store.redis.ttl(store.job_key("b")) <= 60
 
@@ -217,7 +217,7 @@ async def test_a_follower_on_any_gateway_sees_each_event_then_the_end(store: Fle
     await store.finish(await current(store, "f"), "succeeded", "complete", {"images": []})
     await asyncio.wait_for(follower, 3)  # woken by the signal, not by the 5 s poll
     assert seen == [(1, "queued"), (2, "running"), (3, "progress"), (4, "complete")]
-    assert (record.status, record.result) == ("succeeded", {"images": []})
+    assert (record.status, record.stored) == ("succeeded", {"images": []})
     resumed = [e.id async for e in record.follow(after=2) if e is not None]
     assert resumed == [3, 4]
 

@@ -4,6 +4,7 @@ progress), without a ComfyUI."""
 from __future__ import annotations
 
 import base64
+import gc
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,10 +19,12 @@ from app.compat.v2.jobs import live_progress, output_file, outputs, progress_of,
 from app.compat.v2.state import V2Job
 from app.core.keys import Caller
 from app.core.outcome import JobOutcome, ResultFile
+from app.core.remote_file import RemoteFile
 from app.core.schemas import Stats, WorkflowResponse
 from app.core.status import STATUSES, JobProgress, ended_status
 from app.core.streamed_json import StreamedJson
-from app.fleet.results import from_redis, to_redis, uploads
+from app.fleet.results import from_redis, to_redis
+from app.fleet.shelf import FileShelf
 from app.jobs.records import JobRecord
 from app.jobs.result_cache import CachedResult
 from app.routes.prompt import STATUS as PROMPT_STATUS
@@ -104,22 +107,54 @@ def test_a_record_holds_its_outcome_and_its_complete_event_is_the_prompt_body() 
 # -- through a fleet's Redis ------------------------------------------------------------------
 
 
-def test_the_fleet_keeps_the_prompt_body_and_reads_it_back_without_decoding() -> None:
-    done = outcome(ResultFile.of_bytes("a.png", PNG, node="9"), input={"seed": 2})
-    kept = to_redis(done)
-    assert kept == rendered(done)
-    back = from_redis(kept, uploaded=False)
-    assert back.filenames == ["a.png"] and back.stats == STATS and back.input == {"seed": 2}
-    [file] = back.files
-    assert file.encoded == kept["images"][0] and file.content is file.encoded
-    assert file.size == len(PNG) and file.read() == PNG and file.kind == "image"
+SECRET = "fleet-secret-0123456789"
 
 
-def test_an_uploaded_jobs_contents_read_back_as_locations() -> None:
-    kept = to_redis(outcome(ResultFile("a.png", 3, location="https://host/a.png")))
-    [file] = from_redis(kept, uploaded=True).files
+def test_the_fleet_keeps_each_files_metadata_and_where_to_fetch_it_never_its_bytes() -> None:
+    here = FileShelf("http://10.0.0.5:3000/", SECRET)
+    file = ResultFile.of_bytes("a.png", PNG, node="9")
+    done = outcome(file, input={"seed": 2})
+    kept = json.loads(json.dumps(to_redis(done, here)))  # as Redis holds it
+    assert "images" not in kept and base64.b64encode(PNG).decode() not in json.dumps(kept)
+    [meta] = kept["files"]
+    assert {k: meta[k] for k in ("name", "size", "node", "content_type")} == {
+        "name": "a.png", "size": len(PNG), "node": "9", "content_type": "image/png",
+    }  # fmt: skip
+    assert meta["url"].startswith("http://10.0.0.5:3000/internal/fleet/files/")
+    # Read back on the gateway that ran it: the file itself, no fetch.
+    back = from_redis(kept, here)
+    assert back.files == (file,) and back.stats == STATS and back.input == {"seed": 2}
+    # On another gateway: fetched from the one that ran it, with the fleet's secret.
+    [far] = from_redis(kept, FileShelf("http://10.0.0.6:3000", SECRET)).files
+    assert far.remote == RemoteFile(meta["url"], SECRET)
+    assert (far.name, far.size, far.node, far.kind) == ("a.png", len(PNG), "9", "image")
+    assert far.base64_size == len(base64.b64encode(PNG))  # known without a fetch
+
+
+def test_the_shelf_keeps_a_file_exactly_while_the_job_record_does() -> None:
+    shelf = FileShelf("http://gw", SECRET)
+    record = JobRecord("job-1", "p-1")
+    record.end(outcome(ResultFile.of_bytes("a.png", PNG)))
+    assert record.outcome is not None
+    url = to_redis(record.outcome, shelf)["files"][0]["url"]
+    assert shelf.local(url) is record.outcome.files[0]
+    del record
+    gc.collect()
+    assert shelf.local(url) is None  # its record let go: the token is unknown
+
+
+def test_the_shelf_asks_for_the_fleets_secret() -> None:
+    shelf = FileShelf("http://gw", SECRET)
+    assert shelf.allows(SECRET)
+    assert not shelf.allows(None) and not shelf.allows("") and not shelf.allows(SECRET + "x")
+
+
+def test_an_uploaded_jobs_files_read_back_as_locations() -> None:
+    shelf = FileShelf("http://gw", SECRET)
+    kept = to_redis(outcome(ResultFile("a.png", 3, "9", location="https://host/a.png")), shelf)
+    [file] = from_redis(kept, shelf).files
     assert file.stored and file.content == "https://host/a.png"
-    assert uploads({"options": {"upload": {"type": "s3"}}}) and not uploads({"options": {}})
+    assert (file.size, file.node) == (3, "9")
 
 
 # -- the result cache keeps files, not base64 --------------------------------------------------
@@ -190,11 +225,12 @@ def test_v2_names_the_node_that_wrote_each_file_even_where_prefixes_agree() -> N
     record.end(outcome(ResultFile.of_bytes("out_00001_.png", PNG, node="7"),
                        ResultFile.of_bytes("out_00002_.png", PNG, node="9")))  # fmt: skip
     assert [o["node_id"] for o in outputs(job, record, "http://gw")] == ["7", "9"]
-    # Read back from a fleet's Redis, a file has no node: the prefix names the first.
+    # Read back from a fleet's Redis on another gateway, each file keeps its node.
     assert record.outcome is not None
     fleet = JobRecord("job-1", "p-1")
-    fleet.end(from_redis(to_redis(record.outcome), uploaded=False))
-    assert [o["node_id"] for o in outputs(job, fleet, "http://gw")] == ["7", "7"]
+    kept = to_redis(record.outcome, FileShelf("http://gw-1", SECRET))
+    fleet.end(from_redis(kept, FileShelf("http://gw-2", SECRET)))
+    assert [o["node_id"] for o in outputs(job, fleet, "http://gw")] == ["7", "9"]
 
 
 def test_v2_has_no_bytes_of_an_uploaded_output() -> None:
@@ -224,3 +260,11 @@ async def test_sdapi_progress_counts_images_done_and_the_running_steps() -> None
     assert answer["progress"] == 0.75  # one image of two, and half of the second
     assert (answer["state"]["sampling_step"], answer["state"]["sampling_steps"]) == (5, 10)
     assert answer["state"]["job"] == "sdapi-1" and answer["state"]["job_no"] == 1
+
+
+def test_a_result_recorded_by_an_earlier_version_reads_back_with_its_files() -> None:
+    """During a rolling upgrade Redis may hold results with their base64 (or URLs) inline."""
+    kept = {"id": "j", "filenames": ["a.png", "b.png"], "images": [
+        base64.b64encode(PNG).decode(), "https://host/b.png"]}  # fmt: skip
+    here, uploaded = from_redis(kept, FileShelf("http://gw", SECRET)).files
+    assert here.read() == PNG and uploaded.location == "https://host/b.png"

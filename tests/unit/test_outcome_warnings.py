@@ -8,6 +8,7 @@ import json
 from app.core.outcome import JobOutcome, ResultFile
 from app.core.streamed_json import StreamedJson
 from app.fleet.results import from_redis, to_redis
+from app.fleet.shelf import FileShelf
 from app.jobs.result_cache import CachedResult
 
 NAMED = ("convert_output.options.mozjpeg (no Pillow equivalent)",)
@@ -31,8 +32,9 @@ def test_without_warnings_the_body_has_no_such_field() -> None:
 
 
 def test_warnings_survive_the_fleet_and_the_result_cache() -> None:
-    back = from_redis(to_redis(outcome(NAMED)), uploaded=False)
+    shelf = FileShelf()
+    back = from_redis(to_redis(outcome(NAMED), shelf), shelf)
     assert back.warnings == NAMED
-    assert from_redis(to_redis(outcome()), uploaded=False).warnings == ()
+    assert from_redis(to_redis(outcome(), shelf), shelf).warnings == ()
     cached = CachedResult.of(outcome(NAMED))
     assert cached.outcome("r2", {}, outcome().stats).body()["warnings"] == list(NAMED)

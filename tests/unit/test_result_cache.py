@@ -12,6 +12,7 @@ import pytest
 
 from app.core.metrics import GatewayMetrics
 from app.core.outcome import JobOutcome, ResultFile
+from app.core.remote_file import RemoteFile
 from app.jobs.cacheable import external_reason, random_reason, uncacheable_reason
 from app.jobs.canonical import canonical_json, digest, number
 from app.jobs.result_cache import ENTRY_OVERHEAD_BYTES, CachedResult, ResultCache
@@ -177,9 +178,13 @@ def test_a_spooled_file_lives_while_the_cache_holds_it_and_counts_by_its_size(
     assert "k" not in cache and not path.exists()
 
 
-def test_base64_from_a_fleet_counts_by_its_length() -> None:
-    encoded = ResultFile("a.png", 3, encoded="YWJj")
-    assert CachedResult((encoded,)).size == 4 + 5 + ENTRY_OVERHEAD_BYTES
+def test_an_answer_whose_files_lie_with_another_gateway_of_the_fleet_is_not_kept() -> None:
+    remote = RemoteFile("http://10.0.0.5:3000/internal/fleet/files/t", "fleet-secret-0123456789")
+    cache = ResultCache(1 << 20)
+    assert not cache.put("k", CachedResult((ResultFile("a.png", 3, remote=remote),)))
+    assert "k" not in cache and cache.put(
+        "k", CachedResult((ResultFile.of_bytes("a.png", b"abc"),))
+    )
 
 
 # -- what may be cached ------------------------------------------------------------------------

@@ -18,6 +18,8 @@ from app.core.settings import (
     SettingsError,
     load_settings,
 )
+from app.fleet.fleet import log_file_sharing
+from app.fleet.shelf import FileShelf
 from tests.unit.conftest import VARIABLES
 
 # Every variable the gateway reads, so that a developer's shell cannot leak into a test.
@@ -286,3 +288,32 @@ def test_prefixes_and_buckets_are_comma_lists(monkeypatch: pytest.MonkeyPatch) -
     assert settings.http_upload_auth_prefixes == ("https://a.example/out/", "http://b:9000/")
     assert settings.s3_buckets == ("renders", "models")
     assert "X-Store-Key" not in repr(settings)  # a SecretStr: no repr shows it
+
+
+def test_fleet_max_result_mb_still_starts_and_says_it_is_ignored(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("FLEET_MAX_RESULT_MB", "0.5")
+    settings = load_settings(queue_url="redis://127.0.0.1:6379/0")
+    with caplog.at_level("INFO", logger="app.fleet.fleet"):
+        log_file_sharing(settings, FileShelf("http://10.0.0.5:3000"))
+    said = caplog.text
+    assert "FLEET_MAX_RESULT_MB is deprecated and ignored" in said
+    assert "FLEET_SECRET is unset" in said and "comfy-gateway:secret" in said
+    assert "loopback" not in said
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "words"),
+    [
+        ("FLEET_SECRET", "too-short", "at least 16 characters"),
+        ("FLEET_ADVERTISE_URL", "10.0.0.5:3000", "http:// or https:// URL"),
+    ],
+)
+def test_fleet_file_sharing_settings_are_checked(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str, words: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError, match=words) as raised:
+        load_settings()
+    assert name != "FLEET_SECRET" or value not in str(raised.value)

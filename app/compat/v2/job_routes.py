@@ -118,6 +118,9 @@ async def submit(
                 caps.check_bytes(found.size, f"workflow.{output_id}")
     except InputError as e:
         return error(422, "invalid_workflow", e.message, {"location": e.location})
+    for found in outputs.values():  # a fleet's file is fetched off the loop, before resolving
+        if found is not None and found.remote is not None:
+            await asyncio.to_thread(getattr, found, "content")
     resolved = submission.resolve(workflow, state.assets, caller, outputs.get, missing)
     if missing:
         message = f"Unresolvable core/ASSET reference(s): {', '.join(missing)}"

@@ -8,10 +8,8 @@ Outputs are the files of the job's outcome (app.core.outcome), which the gateway
 
 from __future__ import annotations
 
-import posixpath
 from typing import Any
 
-from app.comfy.graph import Graph, node_order
 from app.compat.v2.envelope import RETENTION, iso, now
 from app.compat.v2.state import V2Job
 from app.core.outcome import ResultFile
@@ -79,19 +77,6 @@ def output_kind(content_type: str) -> str:
     return kind if kind in ("image", "video", "audio", "text") else "file"
 
 
-def node_of(name: str, graph: Graph) -> str:
-    """The save node that wrote a file, where the outcome does not say (one read back from a
-    fleet's Redis): the one whose filename_prefix the file's name starts with."""
-    best, best_length = "", -1
-    for node_id in sorted(graph, key=node_order):
-        prefix = (graph[node_id].get("inputs") or {}).get("filename_prefix")
-        if isinstance(prefix, str):
-            base = posixpath.basename(prefix)
-            if name.startswith(f"{base}_") and len(base) > best_length:
-                best, best_length = node_id, len(base)
-    return best
-
-
 def outputs(job: V2Job, record: JobView | None, base: str) -> list[dict[str, Any]]:
     """The Output objects of a succeeded job (none before, or once the gateway let it go)."""
     outcome = record.outcome if record is not None else None
@@ -103,7 +88,7 @@ def outputs(job: V2Job, record: JobView | None, base: str) -> list[dict[str, Any
         output_id = f"{job.id}.{index}"
         found.append(
             {
-                "node_id": file.node or node_of(file.name, job.workflow),
+                "node_id": file.node or "",
                 "name": file.name,
                 "type": output_kind(file.content_type),
                 "content_type": file.content_type,

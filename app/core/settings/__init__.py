@@ -65,6 +65,7 @@ SECRET_SETTINGS = frozenset(
         "ADMIN_API_KEYS",
         "WEBHOOK_SECRET",
         "QUEUE_URL",
+        "FLEET_SECRET",
         "MODEL_CREDENTIALS",
         "HF_TOKEN",
         "CIVITAI_TOKEN",

@@ -60,16 +60,42 @@ class FleetSettings(BaseModel):
         description="Bytes the finished jobs Redis keeps may take (each one's request and "
         "result); past it the oldest finished one is dropped first, as with `FLEET_HISTORY_MAX`",
     )
-    fleet_max_result_mb: float = Field(
-        64.0,
-        gt=0,
-        description="Largest result (its base64 outputs) that travels through Redis; past it "
-        "the job fails and says to use `s3` or `http_upload`",
+    fleet_secret: SecretStr | None = Field(
+        None,
+        description="Shared by the fleet's gateways: one fetches a job's output files from the "
+        "gateway that ran it (`/internal/fleet/files/`, refused without it), at least 16 "
+        "characters. Unset: the gateways share one generated in Redis (`<QUEUE_NAME>:secret`), "
+        "as whoever reaches the fleet's Redis is trusted with its jobs anyway",
+    )
+    fleet_advertise_url: str | None = Field(
+        None,
+        description="Where the fleet's other gateways reach this one for the outputs of the "
+        "jobs it ran, e.g. `http://10.0.3.7:3000`. Unset: `http://<this host's address>:<PORT>` "
+        "(HOST when it names one address, else the address this machine's name resolves to)",
+    )
+    fleet_max_result_mb: float | None = Field(
+        None,
+        description="Deprecated and ignored (a warning at start-up): a job's outputs no longer "
+        "travel through Redis, which holds only where to fetch them, so no size bounds them",
     )
 
-    @field_validator("queue_url", mode="before")
+    @field_validator("fleet_secret")
     @classmethod
-    def _no_queue(cls, value: Any) -> Any:
+    def _long_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("must be at least 16 characters")
+        return value
+
+    @field_validator("fleet_advertise_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return value
+
+    @field_validator("queue_url", "fleet_secret", "fleet_advertise_url", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
         return empty_is_unset(value)
 
     @field_validator("queue_url")
