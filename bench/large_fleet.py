@@ -43,9 +43,6 @@ async def fleet(workdir: Path, **env: str) -> AsyncIterator[Fleet]:
     settings = {
         "QUEUE_URL": redis.url,
         "OMP_NUM_THREADS": "1",
-        # Until the fleet streams files, a result travels through Redis as base64: let it.
-        "FLEET_MAX_RESULT_MB": "4096",
-        "FLEET_HISTORY_MAX_MB": "8192",
         **env,
     }
     runner = GatewayProcess(workdir / "fleet-runner", **settings)

@@ -48,8 +48,6 @@ SETTINGS = {
     "WEBHOOK_SECRET": f"whsec_{SECRET}",
     "WEBHOOK_TIMEOUT_S": "900",
     "JOB_TIMEOUT_S": "1800",
-    # The default (256) drops a 256 MiB output's job at once, and v2 then answers `expired`.
-    "JOB_HISTORY_MAX_MB": "4096",
 }
 WARM_MIB = 1  # each path answers one output of this size first, unmeasured
 
