@@ -5,8 +5,10 @@ delivered again).
 Redis holds the /prompt body without its images (the job's `complete` event) and, in `files`,
 each file's metadata: its name, size, node and content type, and where its bytes are: the URL
 an upload gave (`location`), or its URL on the gateway that ran the job (`url`,
-app.fleet.shelf), fetched from there as an answer sends it. No file's bytes go through Redis,
-so nothing bounds their size there.
+app.fleet.shelf), fetched from there as an answer sends it. Only a small file (one held in
+memory, up to 1 MiB) travels inline, as base64 (`base64`): the common image output costs no
+second fetch, and reaches gateways that cannot reach each other. Nothing else bounds a file's
+size.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-from app.core.outcome import JobOutcome, ResultFile, no_time
+from app.core.outcome import INLINE_READ_MAX_BYTES, JobOutcome, ResultFile, no_time
 from app.core.remote_file import RemoteFile
 from app.core.schemas import Stats
 from app.fleet.shelf import FileShelf
@@ -30,7 +32,13 @@ def to_redis(outcome: JobOutcome, shelf: FileShelf) -> dict[str, Any]:
 
 
 def _metadata(file: ResultFile, shelf: FileShelf) -> dict[str, Any]:
-    where = {"location": file.location} if file.location is not None else {"url": shelf.put(file)}
+    where: dict[str, Any]
+    if file.location is not None:
+        where = {"location": file.location}
+    elif file.data is not None and len(file.data) <= INLINE_READ_MAX_BYTES:
+        where = {"base64": base64.b64encode(file.data).decode("ascii")}
+    else:
+        where = {"url": shelf.put(file)}
     return {
         "name": file.name,
         "size": file.size,
@@ -59,6 +67,9 @@ def _file(meta: dict[str, Any], shelf: FileShelf) -> ResultFile:
     content_type = str(meta.get("content_type") or "")
     if (location := meta.get("location")) is not None:
         return ResultFile(name, size, node, location=location, content_type=content_type)
+    if (inline := meta.get("base64")) is not None:
+        data = base64.b64decode(inline)
+        return ResultFile(name, len(data), node, data=data, content_type=content_type)
     url = str(meta["url"])
     if (here := shelf.local(url)) is not None:
         return here

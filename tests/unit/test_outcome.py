@@ -110,9 +110,12 @@ def test_a_record_holds_its_outcome_and_its_complete_event_is_the_prompt_body() 
 SECRET = "fleet-secret-0123456789"
 
 
-def test_the_fleet_keeps_each_files_metadata_and_where_to_fetch_it_never_its_bytes() -> None:
+def test_the_fleet_keeps_each_files_metadata_and_where_to_fetch_it_never_its_bytes(
+    tmp_path: Path,
+) -> None:
     here = FileShelf("http://10.0.0.5:3000/", SECRET)
-    file = ResultFile.of_bytes("a.png", PNG, node="9")
+    (tmp_path / "a.png").write_bytes(PNG)  # a spooled output: on disk, not in memory
+    file = ResultFile("a.png", len(PNG), "9", path=tmp_path / "a.png")
     done = outcome(file, input={"seed": 2})
     kept = json.loads(json.dumps(to_redis(done, here)))  # as Redis holds it
     assert "images" not in kept and base64.b64encode(PNG).decode() not in json.dumps(kept)
@@ -131,10 +134,23 @@ def test_the_fleet_keeps_each_files_metadata_and_where_to_fetch_it_never_its_byt
     assert far.base64_size == len(base64.b64encode(PNG))  # known without a fetch
 
 
-def test_the_shelf_keeps_a_file_exactly_while_the_job_record_does() -> None:
+def test_a_small_file_in_memory_travels_inline_and_reads_back_anywhere() -> None:
+    """An output of up to 1 MiB (the gateway holds it in memory anyway) goes through Redis as
+    base64: no second fetch, and gateways that cannot reach each other still answer it."""
+    here = FileShelf("http://10.0.0.5:3000/", SECRET)
+    kept = json.loads(json.dumps(to_redis(outcome(ResultFile.of_bytes("a.png", PNG, "9")), here)))
+    [meta] = kept["files"]
+    assert "url" not in meta and base64.b64decode(meta["base64"]) == PNG
+    [far] = from_redis(kept, FileShelf("http://10.0.0.6:3000", SECRET)).files
+    assert far.remote is None and far.read() == PNG
+    assert (far.name, far.size, far.node, far.content_type) == ("a.png", len(PNG), "9", "image/png")
+
+
+def test_the_shelf_keeps_a_file_exactly_while_the_job_record_does(tmp_path: Path) -> None:
     shelf = FileShelf("http://gw", SECRET)
     record = JobRecord("job-1", "p-1")
-    record.end(outcome(ResultFile.of_bytes("a.png", PNG)))
+    (tmp_path / "a.png").write_bytes(PNG)
+    record.end(outcome(ResultFile("a.png", len(PNG), path=tmp_path / "a.png")))
     assert record.outcome is not None
     url = to_redis(record.outcome, shelf)["files"][0]["url"]
     assert shelf.local(url) is record.outcome.files[0]
