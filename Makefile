@@ -10,6 +10,7 @@ COMFYUI_SOURCE ?= bundled
 # The current ComfyUI the integration suite also runs against, where this machine has it.
 CURRENT_COMFYUI := ../shared/comfyui/comfyui-0.33.0.tar.gz
 BUNDLED_STAMP := .comfyui/0.3.75/.installed
+CURRENT_LOG := .cache/install-current-comfyui.log
 TINY_MODELS := .cache/models/checkpoints/tiny-sd15-random.safetensors
 # The npm packages of the Node test drivers (tests/node/package-lock.json pins them).
 NODE_DEPS := tests/node/node_modules/.installed
@@ -23,12 +24,21 @@ run: $(BIN)/.installed  ## Start the gateway on :3000 with its ComfyUI on :8188
 	home=$(call comfy_home,$(COMFYUI_SOURCE)); COMFY_HOME=$${COMFY_HOME:-$$home} $(BIN)/comfy-gateway
 
 test: $(BIN)/.installed $(BUNDLED_STAMP) $(TINY_MODELS) chromium redis $(NODE_DEPS)  ## Every test: unit once, integration per ComfyUI (both at once)
-	$(BIN)/pytest tests/unit tests/deploy --durations=5
-	homes=$(call comfy_home,bundled); \
+	@# The current ComfyUI installs (mostly network and disk) while the unit tests run (CPU).
+	current=; \
 	if [[ -f $(CURRENT_COMFYUI) ]]; then \
-		homes="$$homes $(call comfy_home,$(CURRENT_COMFYUI))"; \
+		mkdir -p .cache; \
+		bash scripts/install_comfyui.sh $(CURRENT_COMFYUI) >$(CURRENT_LOG) 2>$(CURRENT_LOG).err & \
+		current=$$!; \
 	else \
 		echo "NOTE: $(CURRENT_COMFYUI) is missing: the integration suite runs against 0.3.75 only"; \
+	fi; \
+	$(BIN)/pytest tests/unit tests/deploy --durations=5; \
+	homes=$(call comfy_home,bundled); \
+	if [[ -n $$current ]]; then \
+		wait $$current || { cat $(CURRENT_LOG).err; echo "installing $(CURRENT_COMFYUI) failed"; exit 1; }; \
+		cat $(CURRENT_LOG).err; \
+		homes="$$homes $$(tail -n 1 $(CURRENT_LOG))"; \
 	fi; \
 	bash scripts/integration_suites.sh $$homes
 
