@@ -500,58 +500,6 @@ def test_priorities_0_5_0_9_run_9_5_0_0_across_the_fleet(pair: Pair) -> None:
     assert started_order(runners[0].comfy_url, colors) == RUN_ORDER  # all ran there, in order
 
 
-def test_kill_9_of_the_gateway_running_a_job_it_completes_on_the_other(
-    pair: Pair, receiver: Receiver
-) -> None:
-    answer = submit(
-        pair.gateways[0], txt2img(150, 101), "orphan-1", webhook=receiver.url("/orphan")
-    )
-    assert answer.status_code == 202
-    victim = running_on(pair.gateways, pair.redis, "orphan-1")
-    survivor = next(g for g in pair.gateways if g is not victim)
-    with ThreadPoolExecutor(1) as threads:
-        # A synchronous client of the same job, on the gateway that survives.
-        waiting = threads.submit(sse_events, survivor, "orphan-1")
-        time.sleep(0.5)
-        os.kill(victim.pid, signal.SIGKILL)
-        victim.wait_exit(30)
-        events = waiting.result(timeout=300)
-    assert events[-1][1] == "complete"
-    assert any(kind == "queued" and data.get("attempt") == 2 for _, kind, data in events)
-    assert runner_of(pair.redis, "orphan-1") == survivor.pid
-    [delivered] = receiver.wait_for("/orphan", 1, timeout_s=120)
-    assert delivered.json()["event"] == "output.complete"
-    time.sleep(1.0)
-    assert len(receiver.deliveries("/orphan")) == 1
-    with pair.redis.client() as client:
-        assert client.hget(f"{NAME}:job:orphan-1", "attempts") == "2"
-    pair.replace(victim)
-
-
-def test_sigterm_finishes_the_running_job_and_leaves_queued_ones_to_the_other(
-    pair: Pair, receiver: Receiver
-) -> None:
-    first, second = pair.gateways
-    hook = receiver.url("/term")
-    for n in range(3):  # one each running, one queued
-        assert submit(first, txt2img(50, 110 + n), f"term-{n}", webhook=hook).status_code == 202
-    runners = [running_on(pair.gateways, pair.redis, f"term-{n}") for n in range(2)]
-    assert {g.pid for g in runners} == {first.pid, second.pid}
-    leaving = runners[0]
-    os.kill(leaving.pid, signal.SIGTERM)
-    assert leaving.wait_exit(180) == 0
-    # It finished its job before leaving: that job's webhook came from it, not a takeover.
-    with pair.redis.client() as client:
-        assert client.hget(f"{NAME}:job:term-0", "attempts") == "1"
-        assert client.hget(f"{NAME}:job:term-0", "status") == "succeeded"
-    receiver.wait_for("/term", 3, timeout_s=240)
-    time.sleep(1.0)
-    assert ended_webhooks(receiver, "/term") == Counter(f"term-{n}" for n in range(3))
-    own = [line for line in leaving.log_text().splitlines() if " comfyui: " not in line]
-    assert not [line for line in own if "Traceback" in line or " ERROR " in line]
-    pair.replace(leaving)
-
-
 def test_redis_down_for_10_s_503s_meanwhile_and_every_accepted_job_ends(
     pair: Pair, receiver: Receiver
 ) -> None:
@@ -607,3 +555,55 @@ def test_redis_killed_and_restarted_from_its_aof_the_queued_jobs_run(
     assert ended_webhooks(receiver, "/aof") == Counter(f"aof-{n}" for n in range(4))
     for n in range(4):
         assert status(pair.gateways[1], f"aof-{n}") == "succeeded"
+
+
+def test_kill_9_of_the_gateway_running_a_job_it_completes_on_the_other(
+    pair: Pair, receiver: Receiver
+) -> None:
+    answer = submit(
+        pair.gateways[0], txt2img(150, 101), "orphan-1", webhook=receiver.url("/orphan")
+    )
+    assert answer.status_code == 202
+    victim = running_on(pair.gateways, pair.redis, "orphan-1")
+    survivor = next(g for g in pair.gateways if g is not victim)
+    with ThreadPoolExecutor(1) as threads:
+        # A synchronous client of the same job, on the gateway that survives.
+        waiting = threads.submit(sse_events, survivor, "orphan-1")
+        time.sleep(0.5)
+        os.kill(victim.pid, signal.SIGKILL)
+        victim.wait_exit(30)
+        events = waiting.result(timeout=300)
+    assert events[-1][1] == "complete"
+    assert any(kind == "queued" and data.get("attempt") == 2 for _, kind, data in events)
+    assert runner_of(pair.redis, "orphan-1") == survivor.pid
+    [delivered] = receiver.wait_for("/orphan", 1, timeout_s=120)
+    assert delivered.json()["event"] == "output.complete"
+    time.sleep(1.0)
+    assert len(receiver.deliveries("/orphan")) == 1
+    with pair.redis.client() as client:
+        assert client.hget(f"{NAME}:job:orphan-1", "attempts") == "2"
+    pair.replace(victim)
+
+
+def test_sigterm_finishes_the_running_job_and_leaves_queued_ones_to_the_other(
+    pair: Pair, receiver: Receiver
+) -> None:
+    """Runs last in this module: the gateway it stops is not replaced."""
+    first, second = pair.gateways
+    hook = receiver.url("/term")
+    for n in range(3):  # one each running, one queued
+        assert submit(first, txt2img(50, 110 + n), f"term-{n}", webhook=hook).status_code == 202
+    runners = [running_on(pair.gateways, pair.redis, f"term-{n}") for n in range(2)]
+    assert {g.pid for g in runners} == {first.pid, second.pid}
+    leaving = runners[0]
+    os.kill(leaving.pid, signal.SIGTERM)
+    assert leaving.wait_exit(180) == 0
+    # It finished its job before leaving: that job's webhook came from it, not a takeover.
+    with pair.redis.client() as client:
+        assert client.hget(f"{NAME}:job:term-0", "attempts") == "1"
+        assert client.hget(f"{NAME}:job:term-0", "status") == "succeeded"
+    receiver.wait_for("/term", 3, timeout_s=240)
+    time.sleep(1.0)
+    assert ended_webhooks(receiver, "/term") == Counter(f"term-{n}" for n in range(3))
+    own = [line for line in leaving.log_text().splitlines() if " comfyui: " not in line]
+    assert not [line for line in own if "Traceback" in line or " ERROR " in line]
