@@ -99,9 +99,8 @@ async def range_chunks(file: ResultFile, part: ByteRange) -> AsyncIterator[bytes
     if file.remote is not None and file.data is None:  # a fleet's, on the gateway that ran it
         at = 0
         async for piece in file.chunks():  # as skipped(), over pieces that come over HTTP
-            lo, hi = max(part.start - at, 0), min(part.end + 1 - at, len(piece))
-            if lo < hi:
-                yield piece[lo:hi]
+            if kept := within(piece, at, part):
+                yield kept
             at += len(piece)
             if at > part.end:
                 return
@@ -136,9 +135,14 @@ def skipped(pieces: Iterator[bytes], part: ByteRange) -> Iterator[bytes]:
     """The pieces of a whole file cut down to one range (for a file held in memory)."""
     at = 0
     for piece in pieces:
-        lo, hi = max(part.start - at, 0), min(part.end + 1 - at, len(piece))
-        if lo < hi:
-            yield piece[lo:hi]
+        if kept := within(piece, at, part):
+            yield kept
         at += len(piece)
         if at > part.end:
             return
+
+
+def within(piece: bytes, at: int, part: ByteRange) -> bytes:
+    """What of a piece (the file's bytes from `at` on) lies in the range; b"" if nothing."""
+    lo, hi = max(part.start - at, 0), min(part.end + 1 - at, len(piece))
+    return piece[lo:hi] if lo < hi else b""
