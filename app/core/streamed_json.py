@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.core.js_json import js_dumps
-from app.core.outcome import ResultFile
+from app.core.outcome import JobOutcome, ResultFile
 
 Part = bytes | ResultFile
 INLINE_HASH_MAX_BYTES = 1 << 16
@@ -105,3 +105,20 @@ class StreamedJson:
     def whole(self) -> bytes:
         """The whole body at once: only for small ones (tests, a body with no file)."""
         return b"".join(self.iter_chunks())
+
+
+def prompt_answer(outcome: JobOutcome) -> StreamedJson:
+    """The /prompt (or workflow endpoint's) 200 body: the rest written once by pydantic's own
+    serialiser, `images` last, each file's base64 spliced in as it goes out. The job path's
+    answer: a third of the cost of StreamedJson.of over the body's dict."""
+    head = outcome.head.model_dump_json(exclude={"images"}).encode()
+    parts: list[Part] = [head[:-1] + b',"images":[']
+    for index, file in enumerate(outcome.files):
+        if index:
+            parts.append(b",")
+        if file.location is not None:
+            parts.append(json.dumps(file.location, ensure_ascii=False).encode())
+        else:
+            parts += [b'"', file, b'"']
+    parts.append(b"]}")
+    return StreamedJson(tuple(parts))

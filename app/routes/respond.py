@@ -22,7 +22,7 @@ from app.core.keys import Caller
 from app.core.options import JobOptions
 from app.core.outcome import JobOutcome, ResultFile
 from app.core.schemas import Accepted, ErrorResponse, Stats
-from app.core.streamed_json import StreamedJson
+from app.core.streamed_json import StreamedJson, prompt_answer
 from app.gateway import Gateway
 from app.jobs.cacheable import external_reason, random_reason
 from app.jobs.canonical import digest
@@ -98,14 +98,17 @@ def streamed_answer(outcome: JobOutcome, headers: dict[str, str]) -> Response:
     """A succeeded job's 200 body, its files' base64 made in pieces as it goes out: never a
     whole file's in memory. A small one, whose files are in memory already, is sent whole (a
     stream costs a task per answer)."""
-    return streamed_json(outcome.body(), headers)
+    return streamed_body(prompt_answer(outcome), headers)
 
 
 def streamed_json(payload: Any, headers: dict[str, str] | None = None) -> Response:
     """A JSON body whose ResultFile leaves are written as their base64, made in pieces as it
     goes out (app.core.streamed_json), with its Content-Length; a small one whose files are all
     in memory, whole."""
-    body = StreamedJson.of(payload)
+    return streamed_body(StreamedJson.of(payload), headers)
+
+
+def streamed_body(body: StreamedJson, headers: dict[str, str] | None = None) -> Response:
     headers = dict(headers or {})
     # A file on disk, or on the fleet's gateway that ran the job, is never read on the loop.
     elsewhere = any(
