@@ -76,44 +76,42 @@ class OutputStore:
         size = _size(path) if path is not None else None
         if path is None or size is None:
             return await self._fetch(file, convert_to)
-        if convert_to is not None and content_type_of(file.filename).startswith("image/"):
-            data = await asyncio.to_thread(_read, path)
-            converted = await self._converted(file, data, convert_to)
-            if converted is not None:
-                return converted
-            del data  # not an image Pillow reads: handed on as it is
+        if (converted := await self._converted(file, path, convert_to)) is not None:
+            return converted
         if size <= INLINE_READ_MAX_BYTES:
             return ResultFile.of_bytes(file.filename, _read(path), file.node_id)
         spooled = await asyncio.to_thread(
             self.spool.take, path, file.filename, keep_source=self.keep
         )
-        return ResultFile(file.filename, size, file.node_id, path=spooled.path, keeper=spooled)
+        return _on_disk(file.filename, size, file.node_id, spooled)
 
     async def _fetch(self, file: OutputFile, convert_to: ConvertSpec | None) -> ResultFile:
         """A file ComfyUI serves from elsewhere: streamed from its /view into the spool."""
-        target = self.spool.place(file.filename)
-        spooled = Spooled(target)
-        size = await self.client.view_into(file.filename, file.subfolder, file.folder_type, target)
-        if convert_to is not None and content_type_of(file.filename).startswith("image/"):
-            data = await asyncio.to_thread(target.read_bytes)
-            converted = await self._converted(file, data, convert_to)
-            if converted is not None:
-                return converted
-        return ResultFile(file.filename, size, file.node_id, path=target, keeper=spooled)
+        spooled = self.spool.new(file.filename)
+        size = await self.client.view_into(
+            file.filename, file.subfolder, file.folder_type, spooled.path
+        )
+        if (converted := await self._converted(file, str(spooled.path), convert_to)) is not None:
+            return converted
+        return _on_disk(file.filename, size, file.node_id, spooled)
 
     async def _converted(
-        self, file: OutputFile, data: bytes, convert_to: ConvertSpec
+        self, file: OutputFile, path: str, convert_to: ConvertSpec | None
     ) -> ResultFile | None:
+        """The file re-encoded as asked; None when not asked, or not an image Pillow reads."""
+        if convert_to is None or not content_type_of(file.filename).startswith("image/"):
+            return None
+        data = await asyncio.to_thread(_read, path)
         converted = await asyncio.to_thread(convert, data, convert_to)
+        del data  # not held while the result is spooled
         if converted is None:
             return None
         name = converted_name(file.filename, convert_to)
         if len(converted) <= INLINE_READ_MAX_BYTES:
             return ResultFile.of_bytes(name, converted, file.node_id)
-        target = self.spool.place(name)
-        spooled = Spooled(target)
-        await asyncio.to_thread(target.write_bytes, converted)
-        return ResultFile(name, len(converted), file.node_id, path=target, keeper=spooled)
+        spooled = self.spool.new(name)
+        await asyncio.to_thread(spooled.path.write_bytes, converted)
+        return _on_disk(name, len(converted), file.node_id, spooled)
 
     def remove(self, files: list[OutputFile]) -> None:
         for file in files:
@@ -121,6 +119,10 @@ class OutputStore:
             if path is not None:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(path)
+
+
+def _on_disk(name: str, size: int, node: str, spooled: Spooled) -> ResultFile:
+    return ResultFile(name, size, node, path=spooled.path, keeper=spooled)
 
 
 def _size(path: str) -> int | None:

@@ -62,6 +62,10 @@ class Spool:
         """A fresh path in the spool for a file called name (the name kept for its suffix)."""
         return self.root / f"{uuid.uuid4().hex}-{os.path.basename(name)}"
 
+    def new(self, name: str) -> Spooled:
+        """A fresh file in the spool, to be written: removed with its last reference."""
+        return Spooled(self.place(name))
+
     def take(self, source: str, name: str, *, keep_source: bool) -> Spooled:
         """Move an output file into the spool (or copy it, when `keep_source` or when the
         spool is on another filesystem): never read into memory."""
