@@ -92,9 +92,7 @@ class ResultFile:
 
     @property
     def base64_size(self) -> int:
-        """The length of its base64 (or of its URL, for an uploaded file), unread."""
-        if self.location is not None:
-            return len(self.location)
+        """The length of its base64, unread."""
         return 4 * -(-self.size // 3)
 
     def read(self) -> bytes:
@@ -146,20 +144,13 @@ class ResultFile:
             f.close()
 
     def iter_base64(self) -> Iterator[bytes]:
-        """Its base64 (or its URL) in pieces, ASCII, for a worker thread."""
-        if self.location is not None:
-            for start in range(0, len(self.location), CHUNK_BYTES):
-                yield self.location[start : start + CHUNK_BYTES].encode("ascii")
-            return
+        """Its base64 in pieces, ASCII, for a worker thread (an uploaded file's answer is its
+        URL, which app.core.streamed_json writes as text)."""
         for piece in self.iter_chunks(CHUNK_BYTES):
             yield base64.b64encode(piece)
 
     async def base64_chunks(self) -> AsyncIterator[bytes]:
-        """Its base64 (or its URL) in pieces, ASCII, made as they are asked for."""
-        if self.location is not None:
-            for piece in self.iter_base64():
-                yield piece
-            return
+        """Its base64 in pieces, ASCII, made as they are asked for."""
         async for piece in self.chunks(CHUNK_BYTES):
             yield base64.b64encode(piece)
 
@@ -224,13 +215,3 @@ class JobOutcome:
         body = self.head.model_dump(mode="json")
         body["images"] = list(self.files)
         return body
-
-    @property
-    def content_bytes(self) -> int:
-        """What the /prompt body's contents weigh: the length of each file's base64 (or URL)."""
-        return sum(f.base64_size for f in self.files)
-
-    @property
-    def held_bytes(self) -> int:
-        """What its files hold in this process's memory (not what lies on disk)."""
-        return sum(len(f.data) for f in self.files if f.data is not None)

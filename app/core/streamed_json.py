@@ -24,6 +24,8 @@ from app.core.outcome import JobOutcome, ResultFile
 
 Part = bytes | ResultFile
 INLINE_HASH_MAX_BYTES = 1 << 16
+# A body up to this size whose files are all in memory goes out whole: a stream costs a task.
+SMALL_BODY_BYTES = 1 << 20
 
 
 def compact_dumps(value: Any, default: Callable[[Any], Any]) -> bytes:
@@ -74,6 +76,13 @@ class StreamedJson:
     def size(self) -> int:
         """The body's length in bytes, without reading a file."""
         return sum(len(p) if isinstance(p, bytes) else p.base64_size for p in self.parts)
+
+    @property
+    def small(self) -> bool:
+        """Whether it may be sent whole: at most SMALL_BODY_BYTES, every file in memory (one on
+        disk or on the fleet's gateway that ran the job is never read on the event loop)."""
+        in_memory = all(isinstance(p, bytes) or p.data is not None for p in self.parts)
+        return in_memory and self.size <= SMALL_BODY_BYTES
 
     async def chunks(self) -> AsyncIterator[bytes]:
         for part in self.parts:

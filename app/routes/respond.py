@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from app.comfy.graph import Graph
 from app.core.keys import Caller
 from app.core.options import JobOptions
-from app.core.outcome import JobOutcome, ResultFile
+from app.core.outcome import JobOutcome
 from app.core.schemas import Accepted, ErrorResponse, Stats
 from app.core.streamed_json import StreamedJson, prompt_answer
 from app.gateway import Gateway
@@ -91,9 +91,6 @@ async def run_job(
     return streamed_answer(outcome, use.headers())
 
 
-SMALL_ANSWER_BYTES = 1 << 20
-
-
 def streamed_answer(outcome: JobOutcome, headers: dict[str, str]) -> Response:
     """A succeeded job's 200 body, its files' base64 made in pieces as it goes out: never a
     whole file's in memory. A small one, whose files are in memory already, is sent whole (a
@@ -110,12 +107,7 @@ def streamed_json(payload: Any, headers: dict[str, str] | None = None) -> Respon
 
 def streamed_body(body: StreamedJson, headers: dict[str, str] | None = None) -> Response:
     headers = dict(headers or {})
-    # A file on disk, or on the fleet's gateway that ran the job, is never read on the loop.
-    elsewhere = any(
-        isinstance(p, ResultFile) and (p.path is not None or p.remote is not None)
-        for p in body.parts
-    )
-    if body.size <= SMALL_ANSWER_BYTES and not elsewhere:
+    if body.small:
         return Response(body.whole(), media_type="application/json", headers=headers)
     headers["Content-Length"] = str(body.size)
     return StreamingResponse(body.chunks(), media_type="application/json", headers=headers)
