@@ -19,6 +19,7 @@ from app.comfy.graph import Graph
 from app.core.limits import SharedRates
 from app.core.options import JobOptions
 from app.fleet.queue import FleetJob
+from app.fleet.shelf import FileShelf
 from app.jobs.job import Job
 from app.jobs.records import JobView
 
@@ -62,6 +63,8 @@ class JobBackend(Protocol):
     who_knows: str
     # Rate-limit buckets every gateway shares (a fleet's), or None: each gateway counts alone.
     shared_rates: SharedRates | None
+    # The output files other gateways may fetch from this one (a fleet's), or None.
+    shelf: FileShelf | None
     # Whether a full queue makes this gateway not ready: a lone gateway's queue is its own; a
     # fleet's is every gateway's, so sending traffic elsewhere would not help.
     full_queue_means_not_ready: bool

@@ -14,6 +14,7 @@ from app.core.limits import SharedRates
 from app.core.options import JobOptions
 from app.fleet import listing
 from app.fleet.fleet import Fleet
+from app.fleet.shelf import FileShelf
 from app.fleet.store import MaxJobsReached, split_key
 from app.gateway.backend import AcceptedJob, AtMaxJobs, Peer, QueuedJob
 from app.jobs.records import JobView
@@ -32,6 +33,7 @@ class FleetBackend:
         self.fleet = fleet
         self.runner = runner
         self.shared_rates: SharedRates | None = fleet.rates
+        self.shelf: FileShelf | None = fleet.shelf
 
     @property
     def depth(self) -> int:

@@ -10,6 +10,7 @@ from app.comfy.graph import Graph
 from app.core.errors import ComfyUnavailable
 from app.core.limits import SharedRates
 from app.core.options import JobOptions
+from app.fleet.shelf import FileShelf
 from app.gateway.backend import AcceptedJob, AtMaxJobs, Peer, QueuedJob
 from app.gateway.pool import Pool
 from app.jobs.job import Job
@@ -22,6 +23,7 @@ class LocalBackend:
 
     who_knows = "this gateway process knows"
     shared_rates: SharedRates | None = None
+    shelf: FileShelf | None = None
     full_queue_means_not_ready = True
 
     def __init__(self, runner: JobRunner, pool: Pool) -> None:

@@ -16,8 +16,7 @@ from fastapi.responses import Response, StreamingResponse
 
 from app.core.errors import NotFound, Unauthorized
 from app.core.remote_file import SECRET_HEADER
-from app.fleet.shelf import FILES_PATH, FileShelf
-from app.gateway.fleet_backend import FleetBackend
+from app.fleet.shelf import FILES_PATH
 from app.routes.deps import GatewayDep
 
 router = APIRouter(include_in_schema=False)
@@ -31,8 +30,7 @@ async def fleet_file(
     secret: str | None = Header(None, alias=SECRET_HEADER),
 ) -> Response:
     """The file's bytes, with its length and media type; HEAD: whether it is still here."""
-    backend = gateway.backend
-    shelf: FileShelf | None = backend.fleet.shelf if isinstance(backend, FleetBackend) else None
+    shelf = gateway.backend.shelf
     if shelf is None or not shelf.allows(secret):
         raise Unauthorized(f"needs the fleet's secret ({SECRET_HEADER})")
     file = shelf.get(token)
