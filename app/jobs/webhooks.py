@@ -101,7 +101,7 @@ class WebhookSender:
     ) -> httpx.Request:
         """One attempt's POST, to the address just checked unless the operator set url."""
         headers = await self.headers(msg_id, body)  # per attempt: it signs a fresh time
-        content = body.whole() if body.small else body.chunks()
+        content = body.whole() if len(body.parts) == 1 else body.chunks()
         if trusted:
             return self.http.build_request("POST", url, content=content, headers=headers)
         pinned = await self.addresses.pin(url)
