@@ -12,6 +12,7 @@ from typing import Any, Literal, TypeVar
 
 import httpx
 
+from app.comfy.wire import Wire, WireError, WireResponse
 from app.core.errors import ComfyFailed, ComfyUnavailable, NoOutputs, NotFound, PromptRejected
 
 log = logging.getLogger(__name__)
@@ -44,21 +45,23 @@ class ComfyClient:
         self.version: str | None = None  # ComfyUI's, once probed
         self.jobs_api = False
         self.devices: list[dict[str, Any]] = []  # its /system_stats `devices`, once probed
-        # A pool sized for bursts of concurrent jobs; loopback calls are cheap to keep alive.
-        limits = httpx.Limits(max_connections=64, max_keepalive_connections=32)
-        self.http = httpx.AsyncClient(base_url=base_url, timeout=timeout_s, limits=limits)
+        # Calls with a JSON answer go over Wire (a job's submit is on its critical path);
+        # httpx streams output files and sends the multipart uploads.
+        self.wire = Wire(base_url, timeout_s=timeout_s)
+        self.http = httpx.AsyncClient(base_url=base_url, timeout=timeout_s)
 
     async def aclose(self) -> None:
+        await self.wire.aclose()
         await self.http.aclose()
 
     async def _call(self, what: str, send: Callable[[], Awaitable[T]]) -> T:
         try:
             return await send()
-        except httpx.TransportError as e:
+        except (httpx.TransportError, WireError) as e:
             raise ComfyUnavailable(f"ComfyUI is not reachable ({what}: {e!r})") from e
 
     async def _get_json(self, path: str, **params: str) -> Any:
-        response = await self._call(f"GET {path}", lambda: self.http.get(path, params=params))
+        response = await self._call(f"GET {path}", lambda: self.wire.get(path, params))
         if response.status_code == 404:
             raise NotFound(f"ComfyUI has no {path}")
         if response.status_code >= 400:
@@ -79,7 +82,7 @@ class ComfyClient:
         )
         self.version = str(system.get("comfyui_version") or "unknown")
         response = await self._call(
-            "GET /api/jobs", lambda: self.http.get("/api/jobs", params={"limit": "1"})
+            "GET /api/jobs", lambda: self.wire.get("/api/jobs", {"limit": "1"})
         )
         self.jobs_api = response.status_code == 200 and "jobs" in _json_or_empty(response)
 
@@ -101,7 +104,7 @@ class ComfyClient:
             body["extra_data"] = extra_data
         if number is not None:
             body["number"] = number
-        response = await self._call("POST /prompt", lambda: self.http.post("/prompt", json=body))
+        response = await self._call("POST /prompt", lambda: self.wire.post("/prompt", body))
         if response.status_code == 200:
             return
         if response.status_code == 400:
@@ -156,7 +159,7 @@ class ComfyClient:
 
     async def _job(self, prompt_id: str) -> PromptLookup:
         path = f"/api/jobs/{prompt_id}"
-        response = await self._call(f"GET {path}", lambda: self.http.get(path))
+        response = await self._call(f"GET {path}", lambda: self.wire.get(path))
         if response.status_code == 404:
             return PromptLookup("unknown")
         if response.status_code != 200:
@@ -174,15 +177,15 @@ class ComfyClient:
         """Remove a pending prompt from the queue and interrupt it if it is running."""
         if self.jobs_api:  # one call, and it interrupts only this prompt, never the next one
             path = f"/api/jobs/{prompt_id}/cancel"
-            await self._call(f"POST {path}", lambda: self.http.post(path))
+            await self._call(f"POST {path}", lambda: self.wire.post(path))
             return
         await self._call(
             "POST /queue",
-            lambda: self.http.post("/queue", json={"delete": [prompt_id]}),
+            lambda: self.wire.post("/queue", {"delete": [prompt_id]}),
         )
         await self._call(
             "POST /interrupt",
-            lambda: self.http.post("/interrupt", json={"prompt_id": prompt_id}),
+            lambda: self.wire.post("/interrupt", {"prompt_id": prompt_id}),
         )
 
     async def view_into(self, filename: str, subfolder: str, folder_type: str, target: Path) -> int:
@@ -259,7 +262,7 @@ def _number(item: list[Any]) -> float:
     return float(item[0]) if item and isinstance(item[0], int | float) else 0.0
 
 
-def _json_or_empty(response: httpx.Response) -> Any:
+def _json_or_empty(response: WireResponse) -> Any:
     try:
         return response.json()
     except ValueError:

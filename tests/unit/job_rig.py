@@ -3,8 +3,9 @@ test_job_start.py, test_job_lifecycle.py, test_fleet_lifecycle.py).
 
 The runner is the gateway's own (app.jobs.runner, app.jobs.start) with its real input files,
 model cache (holding one checkpoint), scheduler, history and trackers; ComfyUI is a small
-FastAPI app over httpx.ASGITransport that queues prompts, stores uploads in a temporary input
-folder and counts cancels; there is one instance, or a pool of several. Nothing reads a
+FastAPI app on a loopback server (uvicorn, in this process) that queues prompts, stores uploads
+in a temporary input folder and counts cancels; there is one instance, or a pool of several.
+Nothing reads a
 websocket: the test says how a prompt ends (`finish`, `fail`), or that an instance died
 (`crash`), by handing its tracker what ComfyUI (or the pool) would. Every outcome a job reaches
 passes the runner's metrics hook, which counts them (`Outcomes`): exactly one per job.
@@ -12,15 +13,17 @@ passes the runner's metrics hook, which counts them (`Outcomes`): exactly one pe
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
+import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-import httpx
+import uvicorn
 from fastapi import FastAPI, Form, Request, UploadFile
 from PIL import Image
 
@@ -135,6 +138,8 @@ class Rig:
     comfy: FakeComfy
     instances: list[FakeInstance]
     input_dir: Path
+    server: uvicorn.Server
+    serving: asyncio.Task[None]
     outcomes: Outcomes = field(default_factory=Outcomes)
 
     def reset(self, *, retries: int = 0, timeout_s: float | None = None) -> Rig:
@@ -216,13 +221,10 @@ async def make_rig(
     assert input_dir == tmp_path / "input"  # never ComfyUI's own folder
     input_dir.mkdir(parents=True)
     comfy = FakeComfy(input_dir)
+    server, serving, url = await serve(comfy.app)
     instances = []
     for index in range(instance_count):
-        client = ComfyClient("http://comfy")
-        await client.http.aclose()
-        client.http = httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=comfy.app), base_url="http://comfy"
-        )
+        client = ComfyClient(url)
         tracker = PromptTracker(client, client_id=f"gw-{index}", silence_s=60)
         instances.append(FakeInstance(index, client, tracker, name=f"comfyui-{index}"))
     addresses = AddressPolicy.from_settings(settings)
@@ -251,7 +253,7 @@ async def make_rig(
         timeout_s=timeout_s,
         retries=retries,
     )
-    rig = Rig(runner, comfy, instances, input_dir)
+    rig = Rig(runner, comfy, instances, input_dir, server, serving)
     runner.metrics = rig.outcomes
     return rig
 
@@ -263,3 +265,18 @@ async def close_rig(rig: Rig) -> None:
     await runner.sender.aclose()
     await runner.uploader.aclose()
     await runner.models.aclose()
+    rig.server.should_exit = True
+    await rig.serving
+
+
+async def serve(app: FastAPI) -> tuple[uvicorn.Server, asyncio.Task[None], str]:
+    """The app on a loopback port of its own: the server, its task and its URL."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    config = uvicorn.Config(app, log_level="warning", lifespan="off")
+    server = uvicorn.Server(config)
+    serving = asyncio.create_task(server.serve(sockets=[sock]))
+    while not server.started:
+        assert not serving.done(), "the fake ComfyUI's server did not start"
+        await asyncio.sleep(0.005)
+    return server, serving, f"http://127.0.0.1:{sock.getsockname()[1]}"
