@@ -147,10 +147,16 @@ class FleetQueue:
 
     async def outcome(self, key: str, generation: str | None) -> JobOutcome:
         """Wait for the job's end: its result, or its error raised. Woken only by the end (not
-        by each event), and reading only the last event, whatever the job did before."""
-        with self.store.signals.watch(key, ends_only=True) as ended:
+        by each event), and reading only the last event, whatever the job did before; a job
+        this gateway ran hands its outcome over as it is (app.fleet.signals)."""
+        signals = self.store.signals
+        with signals.watch(key, ends_only=True) as ended:
             while True:
                 ended.clear()  # before reading: an end from here on is not missed
+                if (here := signals.settled(key, generation)) is not None:
+                    if here.error is not None:
+                        raise here.error
+                    return here
                 try:
                     last = await self.store.last_event(key, generation)
                     if last is None:

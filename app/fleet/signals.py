@@ -11,6 +11,10 @@ by the gateway that runs it: previews never go into Redis streams. A gateway kee
 one of each job that someone here watches (an SSE stream, or a request waiting for the job's end,
 whose /sdapi/v1/progress shows it), and forgets it when the last one leaves.
 
+A job this gateway ran and recorded the outcome of is handed to its followers here as it is
+(`settle`): a request waiting for it on this gateway answers without a read of Redis or a fetch
+of its files from the shelf. Followers on other gateways read it back from Redis.
+
 A subscription waits for messages without a deadline of its own, so a quiet one is PINGed every
 PING_S: one that gets no answer within QUEUE_TIMEOUT_S (a partition, a paused VM) is given up
 and made again, and Redis counts as out of reach meanwhile.
@@ -29,6 +33,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
+from app.core.outcome import JobOutcome
 from app.jobs.preview import Preview
 
 log = logging.getLogger(__name__)
@@ -53,6 +58,8 @@ class Signals:
         self._watchers: dict[str, dict[asyncio.Event, bool]] = {}
         # key -> (how many it has heard, the job generation, its newest preview), watched only
         self._previews: dict[str, tuple[int, str, Preview]] = {}
+        # key -> (the job generation, its outcome) of a job run here, watched only
+        self._settled: dict[str, tuple[str, JobOutcome]] = {}
         self._task: asyncio.Task[None] | None = None
         self.subscribed = False  # and answering, as of the last message or PING
 
@@ -80,11 +87,26 @@ class Signals:
                 if not watchers:
                     del self._watchers[key]
                     self._previews.pop(key, None)
+                    self._settled.pop(key, None)
 
     def preview(self, key: str, generation: str | None) -> tuple[int, Preview | None]:
         """How many previews of the job this gateway has heard while watched, and the newest."""
         count, of, preview = self._previews.get(key, (0, "", None))
         return (count, preview) if of == generation else (0, None)
+
+    def settle(self, key: str, generation: str, outcome: JobOutcome) -> None:
+        """A job this gateway ran ended with this outcome, which it recorded in Redis: its
+        followers here that wait for the end take it as it is."""
+        if key in self._watchers:
+            self._settled[key] = (generation, outcome)
+            self._wake(key)
+
+    def settled(self, key: str, generation: str | None) -> JobOutcome | None:
+        """The outcome of this generation of the job, when it ran here and is watched."""
+        generation_and_outcome = self._settled.get(key)
+        if generation_and_outcome is None or generation_and_outcome[0] != generation:
+            return None
+        return generation_and_outcome[1]
 
     async def publish_preview(self, key: str, generation: str, preview: Preview) -> None:
         """Send a job's preview to every gateway; one that does not arrive is not missed long."""

@@ -235,7 +235,10 @@ class FleetWorker:
             return None
         recorded = await self.outcomes.record(entry.pulled, outcome)
         entry.settled = True
-        return outcome if recorded else None
+        if not recorded:
+            return None
+        self.store.signals.settle(entry.pulled.key, entry.pulled.message_id, outcome)
+        return outcome
 
     # -- keeping jobs ---------------------------------------------------------------------------
     async def _heartbeat(self) -> None:

@@ -18,7 +18,11 @@ import pytest
 import pytest_asyncio
 
 from app.comfy.previews import PreviewFrame
+from app.core.addresses import AddressPolicy
 from app.core.errors import ComfyUnavailable, GatewayError
+from app.core.outcome import JobOutcome
+from app.core.settings import load_settings
+from app.fleet.queue import FleetQueue
 from app.fleet.records import RemoteRecord
 from app.fleet.stream import GROUP
 from app.jobs.job import Job
@@ -177,6 +181,52 @@ async def test_a_job_whose_gateways_keep_dying_ends_after_its_max_attempts(
     assert record is not None and record.status == "failed"
     assert "JOB_MAX_ATTEMPTS=3" in str(record.error)
     assert await pending(last) == 0
+
+
+def waiting_for(node: Node, record: RemoteRecord) -> asyncio.Task[JobOutcome]:
+    """A request on this gateway waiting for the job's outcome (as a synchronous /prompt)."""
+    queue = FleetQueue(node.store, AddressPolicy.from_settings(load_settings()), node.sender)
+    return asyncio.create_task(queue.outcome(record.key, record.generation))
+
+
+@pytest.mark.parametrize("ends", ["succeeds", "fails"])
+async def test_the_gateway_that_ran_a_job_hands_its_outcome_to_its_waiter_as_it_is(
+    pair: list[Node], ends: str
+) -> None:
+    # The waiter on the gateway that ran the job takes the runner's own outcome (no read of
+    # Redis, no fetch from the shelf); the one on the other gateway reads an equal one back.
+    runs, other = pair
+    key = await submit(runs.store, f"handed-{ends}", graph=graph(filename_prefix="h"))
+    record = await RemoteRecord.load(runs.store, key)
+    assert record is not None and record.generation is not None
+    for node in pair:
+        node.store.signals.start()
+    try:
+        await eventually(lambda: all(n.store.signals.subscribed for n in pair))
+        here, there = waiting_for(runs, record), waiting_for(other, record)
+        await runs.take()
+        job = running_job(runs)
+        assert job.task is not None and runs.rig is not None
+        (runs.rig.finish if ends == "succeeds" else runs.rig.fail)(job)
+        answers = await asyncio.gather(here, there, return_exceptions=True)
+        await runs.settle()
+        if ends == "succeeds":
+            outcome = await job.task
+            assert answers[0] is outcome
+            assert isinstance(answers[1], JobOutcome) and answers[1] is not outcome
+            assert answers[1].head == outcome.head
+        else:
+            error = job.task.exception()
+            assert isinstance(error, GatewayError) and answers[0] is error
+            assert isinstance(answers[1], GatewayError) and answers[1] is not error
+            assert answers[1].body() == error.body() and answers[1].status == error.status
+        assert await terminal_events(runs.store, key) == [
+            "complete" if ends == "succeeds" else "failed"
+        ]
+        assert not runs.store.signals._settled  # forgotten with its last follower
+    finally:
+        for node in pair:
+            await node.store.signals.close()
 
 
 async def test_previews_reach_a_follower_on_another_gateway_over_pubsub_only(
