@@ -28,7 +28,7 @@ async def admit(
 ) -> dict[str, Any] | None:
     """The job's spec when it starts here (its start counted), else None (settled or left to
     the gateway that holds it). Redis errors are raised: the job stays pending."""
-    state = await store.state(pulled.key)
+    state = pulled.state if pulled.state is not None else await store.state(pulled.key)
     current = state.get("msg", pulled.message_id) == pulled.message_id
     if not state or "done" in state or not current:  # ended, expired, or not its generation
         if current and pulled.reclaimed and "done" in state and "delivered" not in state:

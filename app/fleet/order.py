@@ -45,7 +45,8 @@ end
 
 # KEYS: waiting set, jobs stream. ARGV: group, consumer, the prefix of job hashes. The job
 # with the lowest rank, its message claimed from `~queued` by this consumer: {message id, job
-# key}; {'', the stream's last id} when none waits (to block on new messages after it).
+# key, the job's hash (HGETALL's list: what starting it reads first, in the same round trip)};
+# {'', the stream's last id} when none waits (to block on new messages after it).
 PULL = """
 local group, consumer = ARGV[1], ARGV[2]
 local fresh = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', 1,
@@ -63,7 +64,7 @@ for _ = 1, 100 do
     local held = redis.call('XPENDING', KEYS[2], group, message_id, message_id, 1)[1]
     if held and held[2] == '~queued' then
       redis.call('XCLAIM', KEYS[2], group, consumer, 0, message_id, 'JUSTID')
-      return {message_id, best}
+      return {message_id, best, redis.call('HGETALL', ARGV[3] .. best)}
     end
   end  -- ended or taken meanwhile: not waiting any more
 end

@@ -10,7 +10,7 @@ only the message the record names may start the job, and only the gateway holdin
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from redis.exceptions import ResponseError
@@ -26,6 +26,8 @@ class Pulled:
     message_id: str
     key: str
     reclaimed: bool = False  # taken over from a gateway that stopped heartbeating
+    # The job's hash as the pull read it, in the same script (None: to be read)
+    state: dict[str, str] | None = field(default=None, compare=False, repr=False)
 
 
 class JobStream:
@@ -59,21 +61,24 @@ class JobStream:
         None if none."""
         block_ms = max(min(block_ms, int(self.timeout_s * 500)), 1)
         try:
-            message_id, found = await self._take(consumer)
-            if not message_id:  # none waits: until a message is added after the last one
-                await self.redis.xread({self.stream: found}, count=1, block=block_ms)
-                message_id, found = await self._take(consumer)
+            taken = await self._take(consumer)
+            if not taken[0]:  # none waits: until a message is added after the last one
+                await self.redis.xread({self.stream: taken[1]}, count=1, block=block_ms)
+                taken = await self._take(consumer)
         except ResponseError as e:
             if "NOGROUP" not in str(e):
                 raise
             await self.ensure_group()  # Redis restarted without its data
             return None
-        return Pulled(message_id, found) if message_id else None
+        message_id, found, *state = taken
+        if not message_id:
+            return None
+        return Pulled(message_id, found, state=_hash(state[0]) if state else None)
 
-    async def _take(self, consumer: str) -> tuple[str, str]:
+    async def _take(self, consumer: str) -> list[Any]:
         args = [GROUP, consumer, self.job_key("")]
-        message_id, found = await self._pull(keys=[self.waiting, self.stream], args=args)
-        return str(message_id), str(found)
+        taken: list[Any] = await self._pull(keys=[self.waiting, self.stream], args=args)
+        return [str(taken[0]), str(taken[1]), *taken[2:]]
 
     async def reclaim(self, consumer: str, idle_ms: int) -> Pulled | None:
         """A job whose gateway stopped heartbeating for idle_ms, taken over; None if none."""
@@ -132,3 +137,8 @@ class JobStream:
         the job ended or the message is of an earlier generation (only to be acknowledged)."""
         keys = [self.job_key(pulled.key), self.stream]
         return int(await self._start(keys=keys, args=[GROUP, consumer, pulled.message_id]))
+
+
+def _hash(flat: list[str]) -> dict[str, str]:
+    """HGETALL's reply as a script returns it (field, value, field, value...) as a dict."""
+    return dict(zip(flat[::2], flat[1::2], strict=True))

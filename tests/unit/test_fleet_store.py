@@ -51,6 +51,16 @@ async def test_a_running_id_cannot_be_queued_twice_but_a_finished_one_can(
     assert (record.status, record.last_event_id) == ("queued", 1)
 
 
+async def test_a_pull_claims_the_next_job_with_its_hash_in_one_round_trip(
+    store: FleetStore,
+) -> None:
+    assert await store.enqueue("p", spec("p"), {"id": "p"})
+    pulled = await store.pull("gateway-1", block_ms=1)
+    assert pulled is not None and pulled.key == "p"
+    assert pulled.state == await store.state("p")
+    assert pulled.state is not None and pulled.state["msg"] == pulled.message_id
+
+
 def test_a_jobs_key_is_its_owner_and_its_id() -> None:
     assert fleet_key("alice", "order-1") == "alice/order-1"
     assert fleet_key(None, "order-1") == "order-1"  # API keys off: the id, as before owners

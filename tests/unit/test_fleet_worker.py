@@ -7,6 +7,7 @@ then the next job runs. Real redis-server, real webhook receiver, a fake runner 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -14,6 +15,7 @@ import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from app.core.errors import GatewayError
+from app.fleet.stream import Pulled
 from tests.integration.receiver import Receiver
 from tests.redis_server import RedisServer
 from tests.unit.fleet_support import RESULT, Node, failing_once, nodes, submit, terminal_events
@@ -44,6 +46,14 @@ def expected(step: str, error: str) -> str:
 
 def inject(node: Node, step: str, error: BaseException, monkeypatch: pytest.MonkeyPatch) -> None:
     store, runner, worker = node.store, node.runner, node.worker
+    if step == "state":  # a pull reads it in its script; a takeover's start reads it apart
+        pull = store.pull
+
+        async def pull_without_state(consumer: str, block_ms: int) -> Pulled | None:
+            pulled = await pull(consumer, block_ms)
+            return None if pulled is None else dataclasses.replace(pulled, state=None)
+
+        monkeypatch.setattr(store, "pull", pull_without_state)
     if step in ("state", "start", "outcome", "ack"):
         method = {"outcome": "finish"}.get(step, step)
         monkeypatch.setattr(store, method, failing_once(getattr(store, method), error))
