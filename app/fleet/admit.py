@@ -6,6 +6,8 @@ generation (it is acknowledged; one whose gateway stopped between recording the 
 the webhooks has them delivered again), when gateways that stopped have started it
 JOB_MAX_ATTEMPTS times (it ends failed), or when another gateway took the message over
 meanwhile. Otherwise its start is counted in Redis; a takeover says so in the job's events.
+A job pulled from the waiting set comes with its hash and, when these checks held, its start
+made in the pull's own script (app.fleet.order.PULL): then nothing here asks Redis again.
 """
 
 from __future__ import annotations
@@ -45,7 +47,8 @@ async def admit(
         )
         await outcomes.end_unstarted(pulled, spec, lost)
         return None
-    attempt = await store.start(pulled, consumer)
+    # A pull started the job already, in its script, when the checks above held there.
+    attempt = pulled.started or await store.start(pulled, consumer)
     if attempt == NOT_HELD:
         return None  # another gateway took the message over meanwhile: it is that one's now
     if attempt == NOTHING_TO_START:

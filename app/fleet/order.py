@@ -43,10 +43,12 @@ local function wait_in_line(stream, waiting, group, key, message_id, rank, age_s
 end
 """
 
-# KEYS: waiting set, jobs stream. ARGV: group, consumer, the prefix of job hashes. The job
-# with the lowest rank, its message claimed from `~queued` by this consumer: {message id, job
-# key, the job's hash (HGETALL's list: what starting it reads first, in the same round trip)};
-# {'', the stream's last id} when none waits (to block on new messages after it).
+# KEYS: waiting set, jobs stream. ARGV: group, consumer, the prefix of job hashes, the most
+# starts a job may have had (JOB_MAX_ATTEMPTS; 0: start none here). The job with the lowest
+# rank, its message claimed from `~queued` by this consumer: {message id, job key, the job's
+# hash before this start (HGETALL's list), which start this is (as START answers; 0: not
+# started here, for app.fleet.admit to settle)}; {'', the stream's last id} when none waits
+# (to block on new messages after it). The message is the job's current one (its `msg`).
 PULL = """
 local group, consumer = ARGV[1], ARGV[2]
 local fresh = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', 1,
@@ -64,7 +66,16 @@ for _ = 1, 100 do
     local held = redis.call('XPENDING', KEYS[2], group, message_id, message_id, 1)[1]
     if held and held[2] == '~queued' then
       redis.call('XCLAIM', KEYS[2], group, consumer, 0, message_id, 'JUSTID')
-      return {message_id, best, redis.call('HGETALL', ARGV[3] .. best)}
+      local job = ARGV[3] .. best
+      local state = redis.call('HGETALL', job)
+      local ended_and_starts = redis.call('HMGET', job, 'done', 'attempts')
+      local started = 0
+      if not ended_and_starts[1]
+          and tonumber(ended_and_starts[2] or '0') < tonumber(ARGV[4] or '0') then
+        redis.call('HSET', job, 'gateway', consumer)  -- as START does
+        started = redis.call('HINCRBY', job, 'attempts', 1)
+      end
+      return {message_id, best, state, started}
     end
   end  -- ended or taken meanwhile: not waiting any more
 end

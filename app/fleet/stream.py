@@ -28,6 +28,7 @@ class Pulled:
     reclaimed: bool = False  # taken over from a gateway that stopped heartbeating
     # The job's hash as the pull read it, in the same script (None: to be read)
     state: dict[str, str] | None = field(default=None, compare=False, repr=False)
+    started: int = 0  # which start of the job the pull made, in the same script (0: none)
 
 
 class JobStream:
@@ -55,28 +56,31 @@ class JobStream:
             if "BUSYGROUP" not in str(e):
                 raise
 
-    async def pull(self, consumer: str, block_ms: int) -> Pulled | None:
+    async def pull(self, consumer: str, block_ms: int, max_attempts: int = 0) -> Pulled | None:
         """The waiting job that goes next, waiting up to block_ms for one to be queued (at most
         half the call's deadline, so a blocked read is never taken for a Redis that stopped);
-        None if none."""
+        None if none. With max_attempts, a job started fewer times than that (and not ended) is
+        started here in the same script, as start() would (`Pulled.started`)."""
         block_ms = max(min(block_ms, int(self.timeout_s * 500)), 1)
         try:
-            taken = await self._take(consumer)
+            taken = await self._take(consumer, max_attempts)
             if not taken[0]:  # none waits: until a message is added after the last one
                 await self.redis.xread({self.stream: taken[1]}, count=1, block=block_ms)
-                taken = await self._take(consumer)
+                taken = await self._take(consumer, max_attempts)
         except ResponseError as e:
             if "NOGROUP" not in str(e):
                 raise
             await self.ensure_group()  # Redis restarted without its data
             return None
-        message_id, found, *state = taken
+        message_id, found, *read = taken
         if not message_id:
             return None
-        return Pulled(message_id, found, state=_hash(state[0]) if state else None)
+        if not read:  # a message queued by a gateway of an earlier version
+            return Pulled(message_id, found)
+        return Pulled(message_id, found, state=_hash(read[0]), started=int(read[1]))
 
-    async def _take(self, consumer: str) -> list[Any]:
-        args = [GROUP, consumer, self.job_key("")]
+    async def _take(self, consumer: str, max_attempts: int) -> list[Any]:
+        args = [GROUP, consumer, self.job_key(""), str(max_attempts)]
         taken: list[Any] = await self._pull(keys=[self.waiting, self.stream], args=args)
         return [str(taken[0]), str(taken[1]), *taken[2:]]
 

@@ -130,7 +130,7 @@ class FleetWorker:
             pulled = await self.store.reclaim(self.consumer, self.visibility_ms)
             if pulled is not None:  # there may be more: look again next time round
                 self._next_reclaim = 0.0
-        pulled = pulled or await self.store.pull(self.consumer, block_ms=1000)
+        pulled = pulled or await self.store.pull(self.consumer, 1000, self.max_attempts)
         self.store.reachability.answered()
         if pulled is None or pulled.message_id in {*self.starting, *self.running}:
             return  # nothing came, or our own job back from a late heartbeat

@@ -51,14 +51,27 @@ async def test_a_running_id_cannot_be_queued_twice_but_a_finished_one_can(
     assert (record.status, record.last_event_id) == ("queued", 1)
 
 
-async def test_a_pull_claims_the_next_job_with_its_hash_in_one_round_trip(
+async def test_a_pull_claims_reads_and_starts_the_next_job_in_one_round_trip(
     store: FleetStore,
 ) -> None:
     assert await store.enqueue("p", spec("p"), {"id": "p"})
-    pulled = await store.pull("gateway-1", block_ms=1)
+    before = await store.state("p")
+    pulled = await store.pull("gateway-1", block_ms=1, max_attempts=2)
     assert pulled is not None and pulled.key == "p"
-    assert pulled.state == await store.state("p")
-    assert pulled.state is not None and pulled.state["msg"] == pulled.message_id
+    assert pulled.state == before and before["msg"] == pulled.message_id  # as it was
+    assert pulled.started == 1  # as START would have answered
+    after = await store.state("p")
+    assert (after["attempts"], after["gateway"]) == ("1", "gateway-1")
+    # One started as often as it may be is only claimed: admit ends it (JOB_MAX_ATTEMPTS).
+    assert await store.enqueue("q", spec("q"), {"id": "q"})
+    await store.redis.hset(store.job_key("q"), "attempts", 2)
+    tired = await store.pull("gateway-1", block_ms=1, max_attempts=2)
+    assert tired is not None and tired.key == "q" and tired.started == 0
+    assert (await store.state("q"))["attempts"] == "2" and "gateway" not in await store.state("q")
+    # Without max_attempts a pull starts nothing (admit starts it apart).
+    assert await store.enqueue("r", spec("r"), {"id": "r"})
+    plain = await store.pull("gateway-1", block_ms=1)
+    assert plain is not None and plain.started == 0 and "attempts" not in await store.state("r")
 
 
 def test_a_jobs_key_is_its_owner_and_its_id() -> None:

@@ -20,13 +20,13 @@ from tests.integration.receiver import Receiver
 from tests.redis_server import RedisServer
 from tests.unit.fleet_support import RESULT, Node, failing_once, nodes, submit, terminal_events
 
-STEPS = ["state", "start", "takeover", "runner", "events", "interrupt", "outcome", "ack"]
+STEPS = ["pull", "state", "start", "takeover", "runner", "events", "interrupt", "outcome", "ack"]
 ERRORS: dict[str, BaseException] = {
     "exception": RuntimeError("injected"),
     "gateway_error": GatewayError("injected"),
     "redis_error": RedisConnectionError("injected"),
 }
-CASES = [(s, e) for s in STEPS for e in ERRORS if not (s == "ack" and e != "redis_error")]
+CASES = [(s, e) for s in STEPS for e in ERRORS if s not in ("pull", "ack") or e == "redis_error"]
 
 
 @pytest.fixture
@@ -38,7 +38,7 @@ async def pair(redis_server: RedisServer, receiver: Receiver) -> AsyncIterator[l
 def expected(step: str, error: str) -> str:
     """How a job ends when this step of its start fails so."""
     if error == "redis_error":
-        if step in ("state", "start", "takeover"):
+        if step in ("pull", "state", "start", "takeover"):
             return "taken over"  # left pending: Redis failed under the start
         return "failed" if step == "runner" else "succeeded"  # the rest is retried
     return "succeeded" if step in ("events", "interrupt") else "failed"
@@ -46,15 +46,23 @@ def expected(step: str, error: str) -> str:
 
 def inject(node: Node, step: str, error: BaseException, monkeypatch: pytest.MonkeyPatch) -> None:
     store, runner, worker = node.store, node.runner, node.worker
-    if step == "state":  # a pull reads it in its script; a takeover's start reads it apart
-        pull = store.pull
+    if step in ("state", "start"):  # a pull reads and starts the job in its script; a
+        pull = store.pull  # takeover does both apart, as here
 
-        async def pull_without_state(consumer: str, block_ms: int) -> Pulled | None:
-            pulled = await pull(consumer, block_ms)
+        async def pull_apart(consumer: str, block_ms: int, max_attempts: int = 0) -> Pulled | None:
+            pulled = await pull(consumer, block_ms)  # starting nothing
             return None if pulled is None else dataclasses.replace(pulled, state=None)
 
-        monkeypatch.setattr(store, "pull", pull_without_state)
-    if step in ("state", "start", "outcome", "ack"):
+        monkeypatch.setattr(store, "pull", pull_apart)
+    if step == "pull":  # its script ran (the job claimed and started here); its answer was lost
+        take = store._take
+
+        async def answer_lost(consumer: str, max_attempts: int) -> list[Any]:
+            await take(consumer, max_attempts)
+            raise error
+
+        monkeypatch.setattr(store, "_take", answer_lost)
+    elif step in ("state", "start", "outcome", "ack"):
         method = {"outcome": "finish"}.get(step, step)
         monkeypatch.setattr(store, method, failing_once(getattr(store, method), error))
     elif step in ("takeover", "events"):  # the takeover's `queued` event, or the job's first
@@ -86,7 +94,11 @@ async def test_a_failure_at_any_step_of_a_fleet_start_gives_everything_back(
     if step == "takeover":  # a gateway started it before and died: this is its second start
         await node.store.redis.hset(node.store.job_key(key), "attempts", 1)
     inject(node, step, ERRORS[error], monkeypatch)
-    await node.take()
+    if step == "pull":  # the worker's pull loop logs it and pulls again later
+        with pytest.raises(RedisConnectionError):
+            await node.take()
+    else:
+        await node.take()
     if node.worker.running:  # it runs: it ends as the runner says
         node.runner.end("job-1", RESULT)
         await node.settle()
