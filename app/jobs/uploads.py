@@ -59,6 +59,7 @@ class Uploader:
         addresses: AddressPolicy,
         *,
         timeout_s: float,
+        min_mb_per_s: float = 1.0,
         auth_header: SecretStr | None = None,
         auth_prefixes: list[UrlPrefix] | None = None,
         buckets: Buckets | None = None,
@@ -66,6 +67,7 @@ class Uploader:
     ) -> None:
         self.http = httpx.AsyncClient(timeout=timeout_s, follow_redirects=False)
         self.timeout_s = timeout_s
+        self.min_bytes_per_s = min_mb_per_s * 2**20
         self.addresses = addresses
         self.auth_header = auth_header
         self.auth_prefixes = auth_prefixes or []
@@ -80,6 +82,7 @@ class Uploader:
         return cls(
             addresses,
             timeout_s=settings.upload_timeout_s,
+            min_mb_per_s=settings.upload_min_mb_per_s,
             auth_header=settings.http_upload_auth_header,
             auth_prefixes=parse_prefixes(settings.http_upload_auth_prefixes),
             buckets=Buckets.from_settings(settings),
@@ -95,6 +98,18 @@ class Uploader:
 
     async def aclose(self) -> None:
         await self.http.aclose()
+
+    def deadline_s(self, file: ResultFile) -> float:
+        """How long the upload of this file may take in all: UPLOAD_TIMEOUT_S, plus its size
+        at UPLOAD_MIN_MB_PER_S."""
+        return self.timeout_s + file.size / self.min_bytes_per_s
+
+    def too_slow(self, file: ResultFile) -> str:
+        extra = file.size / self.min_bytes_per_s
+        return (
+            f"no answer within UPLOAD_TIMEOUT_S ({self.timeout_s:g}s) plus {extra:.1f}s for its "
+            f"{file.size / 2**20:.1f} MB at UPLOAD_MIN_MB_PER_S ({self.min_bytes_per_s / 2**20:g})"
+        )
 
     def _s3_client(self) -> Any:
         if self._s3 is None:
@@ -139,16 +154,17 @@ class Uploader:
         }
         try:
             async with (
-                asyncio.timeout(self.timeout_s),  # all of it: a trickle cannot hold it
+                asyncio.timeout(self.deadline_s(file)),  # all of it: a trickle cannot hold it
                 contextlib.aclosing(file.chunks()) as body,  # its file closed, however it ends
             ):
                 request = self.http.build_request(
-                    "PUT", pinned.url, content=body, headers=headers, extensions=pinned.extensions
-                )
+                    "PUT", pinned.url, content=body, headers=headers, extensions=pinned.extensions,
+                    timeout=self.deadline_s(file) + 1,  # its answer may come late in it
+                )  # fmt: skip
                 response = await self.http.send(request, stream=True)
                 await response.aclose()  # the store's body is not wanted
         except TimeoutError:
-            problem = f"no answer within UPLOAD_TIMEOUT_S ({self.timeout_s:g}s)"
+            problem = self.too_slow(file)
             raise put_failed(filename, shown, pinned, problem, {"store_error": problem}) from None
         except httpx.HTTPError as e:
             raise put_failed(filename, shown, pinned, repr(e), {"store_error": repr(e)}) from e
@@ -166,7 +182,14 @@ class Uploader:
                                details={"filename": filename})  # fmt: skip
         try:
             client = self._s3_client()
-            await put_s3_object(client, target.bucket, key, file, content_type_of(filename))
+            async with asyncio.timeout(self.deadline_s(file)):  # its parts, all of them
+                await put_s3_object(client, target.bucket, key, file, content_type_of(filename))
+        except TimeoutError:
+            log.warning("output %s: storing at %s failed: %s", filename, where, self.too_slow(file))
+            raise UploadFailed(
+                f"output {filename} could not be stored at {where}: {self.too_slow(file)}",
+                details={"filename": filename, "store_error": "timeout"},
+            ) from None
         except Exception as e:  # botocore raises many unrelated classes
             code = s3_error_code(e)
             log.warning("output %s: storing at %s failed: %s", filename, where, e)
@@ -184,12 +207,12 @@ class Uploader:
                                details={"filename": filename})  # fmt: skip
         where = self.azure.blob_url(target.container, blob, signed=False)
         try:
-            async with asyncio.timeout(self.timeout_s):  # all of it, blocks and their list
+            async with asyncio.timeout(self.deadline_s(file)):  # all of it, blocks and list
                 await put_blob(self.http, self.azure, target.container, blob, file,
                                content_type_of(filename))  # fmt: skip
         except (TimeoutError, httpx.HTTPError) as e:
             log.warning("output %s: storing at %s failed: %r", filename, where, e)
-            problem = "no answer in time" if isinstance(e, TimeoutError) else type(e).__name__
+            problem = self.too_slow(file) if isinstance(e, TimeoutError) else type(e).__name__
             raise UploadFailed(f"output {filename} could not be stored at {where}: {problem}",
                                details={"filename": filename}) from None  # fmt: skip
         except BlobRefused as e:

@@ -6,6 +6,10 @@ real loopback peer that answers, or reads, a byte at a time (tests.trickle)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import socket
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +18,7 @@ import pytest
 
 from app.core.addresses import AddressPolicy
 from app.core.errors import DownloadFailed, UploadFailed
-from app.core.options import HttpUpload
+from app.core.options import HttpUpload, S3Upload
 from app.core.outcome import ResultFile
 from app.core.settings import load_settings
 from app.jobs.uploads import Uploader
@@ -25,6 +29,50 @@ from app.models.transfer import Transfer
 from tests.trickle import Trickle, held
 
 DEADLINE_S = 0.5
+
+
+class Paced:
+    """A loopback store that reads each PUT's body at about 6 MiB/s (64 KiB every 10 ms), then
+    answers 201; `bodies` holds what it read, by path."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.bodies: dict[str, bytes] = {}
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                peer, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(peer,), daemon=True).start()
+
+    def _serve(self, peer: socket.socket) -> None:
+        with peer, contextlib.suppress(OSError):
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += peer.recv(1)
+            lines = head.decode().split("\r\n")
+            path = lines[0].split(" ")[1]
+            length = next(int(v) for k, _, v in (x.partition(":") for x in lines[1:])
+                          if k.lower() == "content-length")  # fmt: skip
+            body = b""
+            while len(body) < length:
+                piece = peer.recv(min(65536, length - len(body)))
+                if not piece:
+                    return  # given up by the uploader
+                body += piece
+                time.sleep(0.01)
+            self.bodies[path] = body
+            peer.sendall(b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n")
+
+    def close(self) -> None:
+        self.sock.close()
 
 
 @pytest.fixture
@@ -102,7 +150,8 @@ async def test_an_output_put_that_trickles_fails_the_upload_at_its_deadline(
 ) -> None:
     slow: Trickle = request.getfixturevalue(peer)
     addresses = AddressPolicy.from_settings(load_settings(allow_private_urls=True))
-    uploader = Uploader(addresses, timeout_s=DEADLINE_S)
+    # 8 MiB at 64 MiB/s: its deadline is 0.5 + 0.125 s.
+    uploader = Uploader(addresses, timeout_s=DEADLINE_S, min_mb_per_s=64)
     target = HttpUpload(url_prefix=slow.url("/out/"))
     try:
         with pytest.raises(UploadFailed) as failed:
@@ -112,8 +161,70 @@ async def test_an_output_put_that_trickles_fails_the_upload_at_its_deadline(
     finally:
         await uploader.aclose()
     assert failed.value.details == {"filename": "a.png"}  # a private store's answer: the log's
-    assert "UPLOAD_TIMEOUT_S (0.5s)" in caplog.text
+    assert "UPLOAD_TIMEOUT_S (0.5s) plus 0.1s for its 8.0 MB at UPLOAD_MIN_MB_PER_S (64)" in (
+        caplog.text
+    )
     await let_go(slow)
+
+
+@pytest.fixture
+def paced() -> Iterator[Paced]:
+    store = Paced()
+    yield store
+    store.close()
+
+
+async def test_a_large_output_has_its_size_at_the_least_rate_on_top_of_the_deadline(
+    paced: Paced,
+) -> None:
+    # 4 MiB read at about 6 MiB/s takes about 0.65 s, past UPLOAD_TIMEOUT_S (0.3 s) but well
+    # within 0.3 s plus 4 MiB at 1 MiB/s (4.3 s): it is stored. At 64 MiB/s it had 0.36 s.
+    addresses = AddressPolicy.from_settings(load_settings(allow_private_urls=True))
+    data = os.urandom(4 << 20)
+    for rate, stored in ((1.0, True), (64.0, False)):
+        uploader = Uploader(addresses, timeout_s=0.3, min_mb_per_s=rate)
+        target = HttpUpload(url_prefix=paced.url(f"/out/{rate:g}/"))
+        began = time.monotonic()
+        try:
+            if stored:
+                file = ResultFile.of_bytes("v.mp4", data)
+                await asyncio.wait_for(uploader.store(target, file), 30)
+                assert time.monotonic() - began > 0.3  # it did take longer than the deadline alone
+            else:
+                with pytest.raises(UploadFailed):
+                    await asyncio.wait_for(
+                        uploader.store(target, ResultFile.of_bytes("v.mp4", data)), 30
+                    )
+        finally:
+            await uploader.aclose()
+    assert paced.bodies == {"/out/1/v.mp4": data}  # the one stored arrived whole
+
+
+async def test_an_s3_upload_that_trickles_fails_at_its_deadline(answers: Trickle) -> None:
+    # Real boto3 against a loopback peer that answers a byte at a time: boto's own read timeout
+    # never fires (never silent for 60 s), the upload's deadline does.
+    import boto3  # type: ignore[import-untyped]
+    from botocore.config import Config  # type: ignore[import-untyped]
+
+    settings = load_settings(allow_private_urls=True)
+    uploader = Uploader(AddressPolicy.from_settings(settings), timeout_s=DEADLINE_S)
+    uploader._s3 = boto3.client(
+        "s3", endpoint_url=answers.url(""), region_name="us-east-1",
+        aws_access_key_id="test", aws_secret_access_key="test",
+        config=Config(retries={"max_attempts": 1}),
+    )  # fmt: skip
+    began = time.monotonic()
+    try:
+        with pytest.raises(UploadFailed) as failed:
+            await asyncio.wait_for(
+                uploader.store(S3Upload(bucket="out"), ResultFile.of_bytes("a.png", b"x")), 30
+            )
+    finally:
+        await uploader.aclose()
+        answers.close()  # boto's thread, still reading, ends with it (the loop waits for it)
+    assert time.monotonic() - began < 5
+    assert failed.value.details == {"filename": "a.png", "store_error": "timeout"}
+    assert "UPLOAD_TIMEOUT_S (0.5s)" in failed.value.message
 
 
 async def test_a_model_download_that_trickles_fails_at_model_download_max_s(

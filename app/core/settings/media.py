@@ -76,7 +76,15 @@ class MediaSettings(BaseModel):
         60.0,
         gt=0,
         description="Time one output upload may take, all of it (connecting, sending, the "
-        "store's answer): a store that reads or answers a byte at a time is cut off there",
+        "store's answer), plus its size at UPLOAD_MIN_MB_PER_S: a store that reads or answers "
+        "a byte at a time is cut off there",
+    )
+    upload_min_mb_per_s: float = Field(
+        1.0,
+        gt=0,
+        description="The slowest an output upload may go: a file of N MB may take "
+        "UPLOAD_TIMEOUT_S plus N seconds divided by this (a 300 MB video at 1: 60 + 300 s), "
+        "so a large output has time to go, and a store slower than this is still cut off",
     )
 
     @property
