@@ -53,6 +53,7 @@ class Fleet:
         self.queue = FleetQueue(self.store, addresses, sender)
         self.rates = FleetRates(self.store)
         self.worker = FleetWorker(self.store, runner, scheduler, sender, settings)
+        self.queue.taker = self.worker  # a job accepted while this gateway has room runs here
         self.depth = 0  # jobs queued or running in the fleet, as of the last check
         self._watch: asyncio.Task[None] | None = None
         log_file_sharing(settings, self.shelf)

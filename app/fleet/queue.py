@@ -17,7 +17,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from redis.exceptions import RedisError
 
@@ -37,11 +37,20 @@ from app.fleet.records import RemoteRecord
 from app.fleet.results import check_available, from_redis
 from app.fleet.signals import POLL_S, wait
 from app.fleet.store import FleetStore, StillDelivering, fleet_key, split_key
+from app.fleet.stream import Pulled
 from app.jobs.destinations import check_destinations
 from app.jobs.records import TERMINAL, JobEvent
 from app.jobs.webhooks import WebhookSender, deliver_job_end
 
 log = logging.getLogger(__name__)
+
+
+class Taker(Protocol):
+    """What the accepting side asks of this gateway's worker (app.fleet.worker)."""
+
+    def reserve(self) -> str | None: ...
+    def unreserve(self) -> None: ...
+    def take(self, pulled: Pulled) -> None: ...
 
 
 @dataclass(eq=False)
@@ -71,6 +80,7 @@ class FleetQueue:
         self.addresses = addresses
         self.sender = sender
         self._deliveries: set[asyncio.Task[None]] = set()
+        self.taker: Taker | None = None  # this gateway's worker, when it runs jobs
 
     def key(self, request_id: str, owner: str | None) -> str:
         """The job's key in Redis: its owner's id and its request id."""
@@ -103,10 +113,13 @@ class FleetQueue:
         }
         key = self.key(request_id, owner)
         hooks = bool(options.webhook or options.webhook_v2)
+        # A free ComfyUI here takes the job in its enqueue when it is next in line: no pull.
+        take_as = self.taker.reserve() if self.taker is not None else None
+        taken = None
         try:
-            queued = await self.store.enqueue(
+            queued, taken = await self.store.queue_job(
                 key, spec, {"id": request_id}, max_jobs=max_jobs, hooks=hooks,
-                priority=options.priority,
+                priority=options.priority, take_as=take_as,
             )  # fmt: skip
         except RedisError as e:
             raise self.store.reachability.unavailable(e) from e
@@ -117,6 +130,12 @@ class FleetQueue:
                 location="id",
                 headers={"Retry-After": "5"},
             ) from None
+        finally:
+            if self.taker is not None and take_as is not None:
+                if taken is not None:
+                    self.taker.take(taken)
+                else:
+                    self.taker.unreserve()
         if queued is None:
             raise Conflict(f"a job with id {request_id!r} is already running", location="id")
         record = RemoteRecord.queued(self.store, key, request_id, workflow, owner, queued)

@@ -122,7 +122,10 @@ return {2}
 # KEYS: job hash, events stream, jobs stream, owners of the id, the owner's active jobs, then the
 # three history keys, then the waiting set. ARGV: spec json, queued event data, now, job key,
 # owner ('' none), max_jobs (0: no limit), the prefix of job hashes, '1' when the job has
-# webhooks, its priority, QUEUE_AGE_STEP_S, the group. The job waits at its rank (app.fleet.order).
+# webhooks, its priority, QUEUE_AGE_STEP_S, the group, the consumer of the accepting gateway
+# when it has a free ComfyUI ('' when not). The job waits at its rank (app.fleet.order); when it
+# is next in line and the accepting gateway is free, that gateway takes and starts it here, as
+# PULL would: {1, message id, the job's hash before the start, 1}.
 # Returns {1, message id} queued; {0, 0} when a job with this key is still queued or running;
 # {3, 0} when it ended but its webhooks have not gone out yet (a takeover still needs its
 # record); {2, n} when the owner has n >= max_jobs jobs queued or running already.
@@ -162,6 +165,13 @@ if owner ~= '' then
   redis.call('SADD', KEYS[5], ARGV[4])
   redis.call('HSET', KEYS[4], owner, '1')
   redis.call('PERSIST', KEYS[4])
+end
+if ARGV[12] ~= '' and redis.call('ZRANGE', KEYS[9], 0, 0)[1] == ARGV[4] then
+  redis.call('ZREM', KEYS[9], ARGV[4])
+  redis.call('XCLAIM', KEYS[3], ARGV[11], ARGV[12], 0, id, 'JUSTID')
+  local before = redis.call('HGETALL', KEYS[1])
+  redis.call('HSET', KEYS[1], 'gateway', ARGV[12])
+  return {1, id, before, redis.call('HINCRBY', KEYS[1], 'attempts', 1)}
 end
 return {1, id}
 """

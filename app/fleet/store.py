@@ -43,7 +43,7 @@ from app.fleet import order, scripts
 from app.fleet.reachability import Reachability, connect
 from app.fleet.shelf import FileShelf
 from app.fleet.signals import Signals
-from app.fleet.stream import GROUP, JobStream, Pulled
+from app.fleet.stream import GROUP, JobStream, Pulled, hash_of
 from app.jobs.records import TERMINAL, JobEvent
 
 
@@ -149,18 +149,41 @@ class FleetStore(JobStream):
         with this key is still running. MaxJobsReached (and nothing stored) when its owner has
         max_jobs (if not 0) queued or running already; StillDelivering when the key's last job
         has webhooks still to go."""
+        generation, _ = await self.queue_job(
+            key, spec, queued, max_jobs=max_jobs, hooks=hooks, priority=priority
+        )
+        return generation
+
+    async def queue_job(
+        self,
+        key: str,
+        spec: dict[str, Any],
+        queued: dict[str, Any],
+        *,
+        max_jobs: int = 0,
+        hooks: bool = False,
+        priority: int = 0,
+        take_as: str | None = None,
+    ) -> tuple[str | None, Pulled | None]:
+        """enqueue(), and with take_as (the consumer of this gateway, which has a free ComfyUI)
+        the job taken and started by it in the same script when it is next in line: then its
+        message, as a pull would have given it, comes back too."""
         owned, owner = self._owner_keys(key)
         keys = [self.job_key(key), self.events_key(key), self.stream, *owned, *self.history,
                 self.waiting]  # fmt: skip
         args = [_dump(spec), _dump(queued), f"{time.time():.3f}", key, owner, str(max_jobs),
                 self.job_key(""), "1" if hooks else "", str(priority), repr(self.age_step_s),
-                GROUP]  # fmt: skip
-        outcome, found = await self._enqueue(keys=keys, args=args)
+                GROUP, take_as or ""]  # fmt: skip
+        outcome, found, *taken = await self._enqueue(keys=keys, args=args)
         if int(outcome) == 2:
             raise MaxJobsReached(int(found))
         if int(outcome) == 3:
             raise StillDelivering
-        return str(found) if int(outcome) == 1 else None
+        if int(outcome) != 1:
+            return None, None
+        if not taken:
+            return str(found), None
+        return str(found), Pulled(str(found), key, state=hash_of(taken[0]), started=int(taken[1]))
 
     async def owners(self, request_id: str) -> list[str]:
         """The API keys (ids) that have a job of this request id the fleet still knows."""

@@ -57,16 +57,18 @@ class JobStream:
                 raise
 
     async def pull(self, consumer: str, block_ms: int, max_attempts: int = 0) -> Pulled | None:
-        """The waiting job that goes next, waiting up to block_ms for one to be queued (at most
-        half the call's deadline, so a blocked read is never taken for a Redis that stopped);
-        None if none. With max_attempts, a job started fewer times than that (and not ended) is
-        started here in the same script, as start() would (`Pulled.started`)."""
+        """The waiting job that goes next, else None once one was queued (ask again) or after
+        block_ms (at most half the call's deadline, so a blocked read is never taken for a
+        Redis that stopped). With max_attempts, a job started fewer times than that (and not
+        ended) is started here in the same script, as start() would (`Pulled.started`)."""
         block_ms = max(min(block_ms, int(self.timeout_s * 500)), 1)
         try:
             taken = await self._take(consumer, max_attempts)
-            if not taken[0]:  # none waits: until a message is added after the last one
+            if not taken[0]:  # none waits: until a message is added after the last one (the
+                # caller looks again, once it knows it still has room: the gateway that
+                # accepted that job may have taken it, and room here, meanwhile)
                 await self.redis.xread({self.stream: taken[1]}, count=1, block=block_ms)
-                taken = await self._take(consumer, max_attempts)
+                return None
         except ResponseError as e:
             if "NOGROUP" not in str(e):
                 raise
@@ -77,7 +79,7 @@ class JobStream:
             return None
         if not read:  # a message queued by a gateway of an earlier version
             return Pulled(message_id, found)
-        return Pulled(message_id, found, state=_hash(read[0]), started=int(read[1]))
+        return Pulled(message_id, found, state=hash_of(read[0]), started=int(read[1]))
 
     async def _take(self, consumer: str, max_attempts: int) -> list[Any]:
         args = [GROUP, consumer, self.job_key(""), str(max_attempts)]
@@ -143,6 +145,6 @@ class JobStream:
         return int(await self._start(keys=keys, args=[GROUP, consumer, pulled.message_id]))
 
 
-def _hash(flat: list[str]) -> dict[str, str]:
+def hash_of(flat: list[str]) -> dict[str, str]:
     """HGETALL's reply as a script returns it (field, value, field, value...) as a dict."""
     return dict(zip(flat[::2], flat[1::2], strict=True))

@@ -78,7 +78,8 @@ class FleetWorker:
         self.running: dict[str, Running] = {}  # until its task is done and its message acked
         self.cancelled: set[str] = set()  # interrupted while being started
         self.overtaken: set[str] = set()  # running here, and taken over by another gateway
-        self.pulling = True
+        self.pulling = False  # from start() until stop_pulling()
+        self.reserved = 0  # free instances held for jobs being accepted here (reserve())
         self._next_reclaim = 0.0  # monotonic: when to look for jobs of stopped gateways again
         self._tasks: list[asyncio.Task[None]] = []
         self._finishing: set[asyncio.Task[None]] = set()  # starts, and acks after a job's end
@@ -90,6 +91,7 @@ class FleetWorker:
         self.outcomes.abandoning = True
 
     def start(self) -> None:
+        self.pulling = True
         self._tasks = [
             asyncio.create_task(self._pull(), name="fleet-pull"),
             asyncio.create_task(self._heartbeat(), name="fleet-heartbeat"),
@@ -119,10 +121,33 @@ class FleetWorker:
                 log.exception("fleet: pulling a job failed")
                 await asyncio.sleep(RETRY_S)
 
-    async def _pull_one(self) -> None:
+    def _has_room(self) -> bool:
+        """A free instance that no job being started or accepted here has claimed yet."""
         free = sum(1 for i in self.scheduler.instances if self.scheduler.free(i))
-        if free <= len(self.starting):  # each job being started takes one of them
-            await self.scheduler.wait_free(timeout_s=0.2 if self.starting else 1.0)
+        return free > len(self.starting) + self.reserved
+
+    def reserve(self) -> str | None:
+        """For a job being accepted here: this gateway's consumer name when it has room for the
+        job (held for it until take() or unreserve()), so that the job's enqueue can hand it
+        straight to this gateway; None when it has none, or is leaving the fleet."""
+        if not self.pulling or self.outcomes.abandoning or not self._has_room():
+            return None
+        self.reserved += 1
+        return self.consumer
+
+    def unreserve(self) -> None:
+        self.reserved -= 1
+
+    def take(self, pulled: Pulled) -> None:
+        """Start a job its enqueue gave this gateway (reserve()), as a pulled one."""
+        self.reserved -= 1
+        self.starting[pulled.message_id] = pulled
+        self._track(self._start(pulled))
+
+    async def _pull_one(self) -> None:
+        if not self._has_room():  # each job being started (or accepted) takes an instance
+            busy = self.starting or self.reserved
+            await self.scheduler.wait_free(timeout_s=0.2 if busy else 1.0)
             return
         pulled = None
         if time.monotonic() >= self._next_reclaim:  # jobs of stopped gateways first

@@ -20,6 +20,7 @@ import pytest_asyncio
 from app.comfy.previews import PreviewFrame
 from app.core.addresses import AddressPolicy
 from app.core.errors import ComfyUnavailable, GatewayError
+from app.core.options import JobOptions
 from app.core.outcome import JobOutcome
 from app.core.settings import load_settings
 from app.fleet.queue import FleetQueue
@@ -181,6 +182,59 @@ async def test_a_job_whose_gateways_keep_dying_ends_after_its_max_attempts(
     assert record is not None and record.status == "failed"
     assert "JOB_MAX_ATTEMPTS=3" in str(record.error)
     assert await pending(last) == 0
+
+
+def accepting(node: Node) -> FleetQueue:
+    """This gateway's accepting side, its worker taking a job it has room for in its enqueue."""
+    queue = FleetQueue(node.store, AddressPolicy.from_settings(load_settings()), node.sender)
+    queue.taker = node.worker
+    node.worker.pulling = True  # as once started (its pull loop is the test's to drive)
+    return queue
+
+
+async def test_a_gateway_with_room_takes_the_job_it_accepts_in_its_enqueue(
+    pair: list[Node],
+) -> None:
+    runs, other = pair
+    queue = accepting(runs)
+    first = await queue.submit("mine", graph(filename_prefix="m"), JobOptions(), owner=None,
+                               echo_input=None, workflow="prompt")  # fmt: skip
+    # Started here with no pull: claimed, started and out of the line in its enqueue.
+    await eventually(lambda: bool(runs.worker.running))
+    state = await runs.store.state(first.record.key)
+    assert (state["attempts"], state["gateway"]) == ("1", runs.worker.consumer)
+    assert await runs.store.redis.zcard(runs.store.waiting) == 0
+    assert runs.worker.reserved == 0 and not runs.worker.starting
+    # Its one instance busy, the next job accepted here waits in line, for any gateway.
+    second = await queue.submit("theirs", graph(filename_prefix="t"), JobOptions(), owner=None,
+                                echo_input=None, workflow="prompt")  # fmt: skip
+    assert runs.worker.reserved == 0 and len(runs.worker.running) == 1
+    assert await runs.store.position(second.record.key) == 0
+    await other.take()
+    await finished(runs, running_job(runs))
+    await finished(other, running_job(other))
+    for key in (first.record.key, second.record.key):
+        assert await terminal_events(runs.store, key) == ["complete"]
+    assert await pending(runs) == 0 and runs.idle() and other.idle()
+
+
+async def test_a_job_accepted_behind_others_waits_its_turn_even_with_room_here(
+    pair: list[Node],
+) -> None:
+    runs, other = pair
+    older = await submit(other.store, "older", graph=graph(filename_prefix="o"))
+    queue = accepting(runs)
+    later = await queue.submit("later", graph(filename_prefix="l"), JobOptions(), owner=None,
+                               echo_input=None, workflow="prompt")  # fmt: skip
+    assert not runs.worker.running and not runs.worker.starting and runs.worker.reserved == 0
+    assert [await runs.store.position(k) for k in (older, later.record.key)] == [0, 1]
+    await runs.take()  # the one first in line, as any pull
+    job = running_job(runs)
+    assert job.id == "older"
+    await finished(runs, job)
+    await other.take()
+    await finished(other, running_job(other))
+    assert await pending(runs) == 0 and runs.idle() and other.idle()
 
 
 def waiting_for(node: Node, record: RemoteRecord) -> asyncio.Task[JobOutcome]:
