@@ -19,6 +19,7 @@ from app.fleet.records import RemoteRecord
 from app.fleet.results import check_available, to_redis
 from app.fleet.store import FleetStore, split_key
 from app.fleet.stream import Pulled
+from app.jobs.records import JobEvent
 from app.jobs.webhooks import WebhookSender
 
 log = logging.getLogger(__name__)
@@ -38,18 +39,29 @@ class Outcomes:
         self.abandoning = False  # shutting down past the grace period: leave jobs to others
         self.closed = False  # the worker stopped: nothing waits for Redis any more
 
-    async def record(self, pulled: Pulled, outcome: JobOutcome) -> bool:
-        """Record the outcome of the message's job: True for the gateway that recorded it (it
-        delivers the webhooks). Redis may be away for a while: the outcome waits for it."""
+    async def record(
+        self,
+        pulled: Pulled,
+        outcome: JobOutcome,
+        events: list[tuple[JobEvent, str, Any]] | None = None,
+        consumer: str = "",
+    ) -> bool:
+        """Record the outcome of the message's job (after its events not stored yet, the
+        consumer's): True for the gateway that recorded it (it delivers the webhooks). Redis
+        may be away for a while: the outcome waits for it."""
         while True:
             try:
                 if (error := outcome.error) is None:
                     data = to_redis(outcome, self.store.shelf)
-                    return await self.store.finish(pulled, "succeeded", "complete", data)
+                    return await self.store.finish(
+                        pulled, "succeeded", "complete", data, events=events, consumer=consumer
+                    )
                 body = error.body()
                 status = ended_status(body)
                 data, shown = {"id": outcome.id, **body}, {**body, "status": error.status}
-                return await self.store.finish(pulled, status, "failed", data, shown)
+                return await self.store.finish(
+                    pulled, status, "failed", data, shown, events=events, consumer=consumer
+                )
             except (RedisError, OSError) as e:
                 if self.abandoning or self.closed:
                     return False

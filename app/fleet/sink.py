@@ -4,6 +4,7 @@ sends its previews over pub/sub (app.fleet.signals), never into the stream."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any
 
@@ -16,17 +17,23 @@ from app.jobs.records import TERMINAL, JobEvent, JobRecord
 
 log = logging.getLogger(__name__)
 RETRY_S = 1.0  # between attempts to reach Redis
+LINGER_S = 0.025  # how long an event waits for the next ones before it is written
 
 
 class EventSink:
     """Copies one job's events into Redis in order, retrying while Redis is away; only the
-    gateway that started the job's current generation has them added (app.fleet.scripts)."""
+    gateway that started the job's current generation has them added (app.fleet.scripts).
+
+    Events linger up to LINGER_S before they are written, so the events of a moment go in one
+    round trip, and a short job's go with its outcome (close() hands over what is left)."""
 
     def __init__(self, store: FleetStore, pulled: Pulled, consumer: str) -> None:
         self.store = store
         self.pulled = pulled
         self.consumer = consumer
-        self.pending: asyncio.Queue[tuple[JobEvent, str, Any] | None] = asyncio.Queue()
+        self._buffer: list[tuple[JobEvent, str, Any]] = []
+        self._offered = asyncio.Event()
+        self._closed = asyncio.Event()
         self.writer = asyncio.create_task(self._write(), name=f"fleet-events-{pulled.key}")
         self._preview: Preview | None = None  # the newest not yet sent; one at most
         self._sending: asyncio.Task[None] | None = None
@@ -34,7 +41,8 @@ class EventSink:
     def offer(self, event: JobEvent, record: JobRecord) -> None:
         # `queued` was written when the job was accepted; the end is written with the outcome.
         if event.type != "queued" and event.type not in TERMINAL:
-            self.pending.put_nowait((event, record.status, dict(record.progress)))
+            self._buffer.append((event, record.status, dict(record.progress)))
+            self._offered.set()
 
     def offer_preview(self, preview: Preview, record: JobRecord) -> None:
         """Send a published preview; one that comes while Redis is slow replaces the unsent."""
@@ -53,13 +61,14 @@ class EventSink:
                 log.debug("fleet: job %s: a preview was not sent: %r", self.pulled.key, e)
 
     async def _write(self) -> None:
-        closing = False
-        while not closing:
-            batch = [await self.pending.get()]
-            while not self.pending.empty():  # whatever piled up goes in one round trip
-                batch.append(self.pending.get_nowait())
-            closing = None in batch
-            events = [item for item in batch if item is not None]
+        while not self._closed.is_set():
+            await self._offered.wait()
+            with contextlib.suppress(TimeoutError):  # the events of the next moments join
+                await asyncio.wait_for(self._closed.wait(), LINGER_S)
+            if self._closed.is_set():
+                return  # what is left goes with the outcome (close())
+            self._offered.clear()
+            events, self._buffer = self._buffer, []
             while events:
                 try:
                     await self.store.append_all(self.pulled, self.consumer, events)
@@ -71,10 +80,14 @@ class EventSink:
                     log.exception("fleet: job %s: events could not be stored", self.pulled.key)
                     break
 
-    async def close(self) -> None:
-        """Write what is pending, then stop."""
-        self.pending.put_nowait(None)
+    async def close(self) -> list[tuple[JobEvent, str, Any]]:
+        """Stop (after a write under way), and hand over the events not written yet, for the
+        outcome's own round trip (FleetStore.finish)."""
+        self._closed.set()
+        self._offered.set()
         await self.writer
+        events, self._buffer = self._buffer, []
+        return events
 
     def abort(self) -> None:
         """Stop at once, dropping what is pending (the job never ran)."""

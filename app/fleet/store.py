@@ -255,13 +255,7 @@ class FleetStore(JobStream):
     ) -> None:
         """Add events (with the status and progress after each) in order, in one round trip;
         only while this gateway runs the job's current generation and it has not ended."""
-        key = pulled.key
-        keys = [self.job_key(key), self.events_key(key)]
-        calls = [
-            [event.type, _dump(event.data), status, _dump(progress) if progress else "",
-             self.signals.changed_channel, key, pulled.message_id, consumer]
-            for event, status, progress in events
-        ]  # fmt: skip
+        keys, calls = self._append_calls(pulled, consumer, events)
         if len(calls) == 1:
             await self._append(keys=keys, args=calls[0])
             return
@@ -270,6 +264,18 @@ class FleetStore(JobStream):
         except NoScriptError:  # a restarted Redis forgot the script: load it, go again
             await self.redis.script_load(scripts.APPEND)
             await self._append_pipelined(keys, calls)
+
+    def _append_calls(
+        self, pulled: Pulled, consumer: str, events: list[tuple[JobEvent, str, Any]]
+    ) -> tuple[list[str], list[list[str]]]:
+        """The keys and the arguments of each event's APPEND."""
+        key = pulled.key
+        calls = [
+            [event.type, _dump(event.data), status, _dump(progress) if progress else "",
+             self.signals.changed_channel, key, pulled.message_id, consumer]
+            for event, status, progress in events
+        ]  # fmt: skip
+        return [self.job_key(key), self.events_key(key)], calls
 
     async def _append_pipelined(self, keys: list[str], calls: list[list[str]]) -> None:
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -284,12 +290,39 @@ class FleetStore(JobStream):
         event_type: str,
         data: dict[str, Any],
         error: dict[str, Any] | None = None,
+        *,
+        events: list[tuple[JobEvent, str, Any]] | None = None,
+        consumer: str = "",
     ) -> bool:
         """Record the outcome of the message's job, once: True for the caller that recorded it;
-        False too when another generation of the id is current."""
+        False too when another generation of the id is current. Its events not stored yet
+        (the consumer's, app.fleet.sink) go first, in the same round trip and transaction."""
         assert event_type in TERMINAL
         args = self._end_args(pulled.key, status, event_type, data, error, pulled.message_id)
-        return bool(await self._finish(keys=self._end_keys(pulled.key), args=args))
+        if not events:
+            return bool(await self._finish(keys=self._end_keys(pulled.key), args=args))
+        try:
+            return await self._finish_after(pulled, consumer, events, args)
+        except NoScriptError:  # a restarted Redis forgot the scripts: nothing ran; again
+            await self.redis.script_load(scripts.APPEND)
+            await self.redis.script_load(self._finish.script)
+            return await self._finish_after(pulled, consumer, events, args)
+
+    async def _finish_after(
+        self,
+        pulled: Pulled,
+        consumer: str,
+        events: list[tuple[JobEvent, str, Any]],
+        finish_args: list[str],
+    ) -> bool:
+        keys, calls = self._append_calls(pulled, consumer, events)
+        end_keys = self._end_keys(pulled.key)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            for args in calls:
+                pipe.evalsha(self._append.sha, len(keys), *keys, *args)
+            pipe.evalsha(self._finish.sha, len(end_keys), *end_keys, *finish_args)
+            results = await pipe.execute()
+        return bool(results[-1])
 
     def _end_keys(self, key: str) -> list[str]:
         owned, _ = self._owner_keys(key)

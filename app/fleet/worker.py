@@ -254,11 +254,11 @@ class FleetWorker:
         entry = next((r for r in self.running.values() if r.job is job), None)
         if entry is None:
             return outcome
-        await entry.sink.close()
+        events = await entry.sink.close()  # those not written yet go with the outcome
         if self.outcomes.abandoning:
             entry.settled = True
             return None
-        recorded = await self.outcomes.record(entry.pulled, outcome)
+        recorded = await self.outcomes.record(entry.pulled, outcome, events, self.consumer)
         entry.settled = True
         if not recorded:
             return None

@@ -25,6 +25,7 @@ from app.core.outcome import JobOutcome
 from app.core.settings import load_settings
 from app.fleet.queue import FleetQueue
 from app.fleet.records import RemoteRecord
+from app.fleet.sink import LINGER_S
 from app.fleet.stream import GROUP
 from app.jobs.job import Job
 from tests.integration.receiver import Receiver
@@ -182,6 +183,42 @@ async def test_a_job_whose_gateways_keep_dying_ends_after_its_max_attempts(
     assert record is not None and record.status == "failed"
     assert "JOB_MAX_ATTEMPTS=3" in str(record.error)
     assert await pending(last) == 0
+
+
+async def stored_events(node: Node, key: str) -> list[tuple[int, str]]:
+    return [(int(f["n"]), f["type"]) for _, f in await node.store.redis.xrange(
+        node.store.events_key(key))]  # fmt: skip
+
+
+STARTED = ["queued", "running", "executing"]
+
+
+@pytest.mark.parametrize("lasts", ["a moment", "a while"])
+async def test_a_jobs_events_are_stored_in_order_once_whether_they_go_with_its_end_or_before(
+    pair: list[Node], lasts: str
+) -> None:
+    # Events linger LINGER_S before they are written: a short job's go with its outcome, in
+    # its round trip; a longer job's are stored while it runs. Either way: in order, each once.
+    node = pair[0]
+    key = await submit(node.store, f"events-{lasts.replace(' ', '-')}", graph=graph())
+    await node.take()
+    job = running_job(node)
+    assert job.instance is not None and job.waiter is not None
+    prompt_id = job.waiter.prompt_id
+    job.instance.tracker.handle("execution_start", {"prompt_id": prompt_id})
+    job.instance.tracker.handle("executing", {"prompt_id": prompt_id, "node": "2"})
+    if lasts == "a while":
+        await asyncio.sleep(LINGER_S * 4)
+        assert [t for _, t in await stored_events(node, key)] == STARTED  # written meanwhile
+    else:
+        assert [t for _, t in await stored_events(node, key)] == ["queued"]  # lingering
+    node.rig.finish(job)  # type: ignore[union-attr]
+    assert job.task is not None
+    await job.task
+    await node.settle()
+    stored = await stored_events(node, key)
+    assert [n for n, _ in stored] == list(range(1, len(stored) + 1))
+    assert [t for _, t in stored] == [*STARTED, "complete"]
 
 
 def accepting(node: Node) -> FleetQueue:
