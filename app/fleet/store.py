@@ -37,14 +37,13 @@ import json
 import time
 from typing import Any
 
-from redis.exceptions import NoScriptError
-
 from app.fleet import order, scripts
 from app.fleet.reachability import Reachability, connect
 from app.fleet.shelf import FileShelf
 from app.fleet.signals import Signals
 from app.fleet.stream import GROUP, JobStream, Pulled, hash_of
-from app.jobs.records import TERMINAL, JobEvent
+from app.fleet.writes import JobWrites, packed
+from app.jobs.records import JobEvent
 
 
 def fleet_key(owner: str | None, request_id: str) -> str:
@@ -71,7 +70,7 @@ class StillDelivering(Exception):
     out yet (a gateway that takes it over needs its record to send them)."""
 
 
-class FleetStore(JobStream):
+class FleetStore(JobStream, JobWrites):
     """The fleet's shared state, over one Redis connection pool."""
 
     def __init__(
@@ -171,7 +170,7 @@ class FleetStore(JobStream):
         owned, owner = self._owner_keys(key)
         keys = [self.job_key(key), self.events_key(key), self.stream, *owned, *self.history,
                 self.waiting]  # fmt: skip
-        args = [_dump(spec), _dump(queued), f"{time.time():.3f}", key, owner, str(max_jobs),
+        args = [packed(spec), packed(queued), f"{time.time():.3f}", key, owner, str(max_jobs),
                 self.job_key(""), "1" if hooks else "", str(priority), repr(self.age_step_s),
                 GROUP, take_as or ""]  # fmt: skip
         outcome, found, *taken = await self._enqueue(keys=keys, args=args)
@@ -248,100 +247,3 @@ class FleetStore(JobStream):
             return {}
         spec: dict[str, Any] = json.loads(answer[1] or "{}")
         return spec
-
-    # -- the running side (taking messages: app.fleet.stream) ---------------------------------
-    async def append_all(
-        self, pulled: Pulled, consumer: str, events: list[tuple[JobEvent, str, Any]]
-    ) -> None:
-        """Add events (with the status and progress after each) in order, in one round trip;
-        only while this gateway runs the job's current generation and it has not ended."""
-        keys, calls = self._append_calls(pulled, consumer, events)
-        if len(calls) == 1:
-            await self._append(keys=keys, args=calls[0])
-            return
-        try:
-            await self._append_pipelined(keys, calls)
-        except NoScriptError:  # a restarted Redis forgot the script: load it, go again
-            await self.redis.script_load(scripts.APPEND)
-            await self._append_pipelined(keys, calls)
-
-    def _append_calls(
-        self, pulled: Pulled, consumer: str, events: list[tuple[JobEvent, str, Any]]
-    ) -> tuple[list[str], list[list[str]]]:
-        """The keys and the arguments of each event's APPEND."""
-        key = pulled.key
-        calls = [
-            [event.type, _dump(event.data), status, _dump(progress) if progress else "",
-             self.signals.changed_channel, key, pulled.message_id, consumer]
-            for event, status, progress in events
-        ]  # fmt: skip
-        return [self.job_key(key), self.events_key(key)], calls
-
-    async def _append_pipelined(self, keys: list[str], calls: list[list[str]]) -> None:
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for args in calls:
-                pipe.evalsha(self._append.sha, len(keys), *keys, *args)
-            await pipe.execute()
-
-    async def finish(
-        self,
-        pulled: Pulled,
-        status: str,
-        event_type: str,
-        data: dict[str, Any],
-        error: dict[str, Any] | None = None,
-        *,
-        events: list[tuple[JobEvent, str, Any]] | None = None,
-        consumer: str = "",
-    ) -> bool:
-        """Record the outcome of the message's job, once: True for the caller that recorded it;
-        False too when another generation of the id is current. Its events not stored yet
-        (the consumer's, app.fleet.sink) go first, in the same round trip and transaction."""
-        assert event_type in TERMINAL
-        args = self._end_args(pulled.key, status, event_type, data, error, pulled.message_id)
-        if not events:
-            return bool(await self._finish(keys=self._end_keys(pulled.key), args=args))
-        try:
-            return await self._finish_after(pulled, consumer, events, args)
-        except NoScriptError:  # a restarted Redis forgot the scripts: nothing ran; again
-            await self.redis.script_load(scripts.APPEND)
-            await self.redis.script_load(self._finish.script)
-            return await self._finish_after(pulled, consumer, events, args)
-
-    async def _finish_after(
-        self,
-        pulled: Pulled,
-        consumer: str,
-        events: list[tuple[JobEvent, str, Any]],
-        finish_args: list[str],
-    ) -> bool:
-        keys, calls = self._append_calls(pulled, consumer, events)
-        end_keys = self._end_keys(pulled.key)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            for args in calls:
-                pipe.evalsha(self._append.sha, len(keys), *keys, *args)
-            pipe.evalsha(self._finish.sha, len(end_keys), *end_keys, *finish_args)
-            results = await pipe.execute()
-        return bool(results[-1])
-
-    def _end_keys(self, key: str) -> list[str]:
-        owned, _ = self._owner_keys(key)
-        return [self.job_key(key), self.events_key(key), *owned, *self.history]
-
-    def _end_args(
-        self,
-        key: str,
-        status: str,
-        event_type: str,
-        data: dict[str, Any],
-        error: dict[str, Any] | None,
-        generation: str,
-    ) -> list[str]:
-        shown = _dump(error) if error is not None else ""
-        return [status, event_type, _dump(data), shown, str(self.ttl_s), f"{time.time():.3f}",
-                self.signals.ended_channel, key, self._owner_keys(key)[1], generation,
-                *self.bounds, self.job_key(""), self.events_key("")]  # fmt: skip
-
-
-def _dump(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"))

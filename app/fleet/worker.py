@@ -127,9 +127,8 @@ class FleetWorker:
         return free > len(self.starting) + self.reserved
 
     def reserve(self) -> str | None:
-        """For a job being accepted here: this gateway's consumer name when it has room for the
-        job (held for it until take() or unreserve()), so that the job's enqueue can hand it
-        straight to this gateway; None when it has none, or is leaving the fleet."""
+        """This gateway's consumer name, for the enqueue of a job accepted here to hand it over,
+        when it has room for it (held until take() or unreserve()); else None."""
         if not self.pulling or self.outcomes.abandoning or not self._has_room():
             return None
         self.reserved += 1
@@ -146,8 +145,7 @@ class FleetWorker:
 
     async def _pull_one(self) -> None:
         if not self._has_room():  # each job being started (or accepted) takes an instance
-            busy = self.starting or self.reserved
-            await self.scheduler.wait_free(timeout_s=0.2 if busy else 1.0)
+            await self.scheduler.wait_free(timeout_s=0.2 if self.starting or self.reserved else 1)
             return
         pulled = None
         if time.monotonic() >= self._next_reclaim:  # jobs of stopped gateways first

@@ -31,9 +31,9 @@ from app.gateway.pool import Pool
 from app.gateway.quotas import Quotas
 from app.gateway.readiness import Readiness
 from app.jobs.finish import Finisher
+from app.jobs.history import JobHistory
 from app.jobs.inputs import InputFiles
 from app.jobs.progress_hooks import ProgressHooks
-from app.jobs.records import JobHistory
 from app.jobs.runner import JobRunner
 from app.jobs.spool import Spool
 from app.jobs.uploads import Uploader

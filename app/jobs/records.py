@@ -1,4 +1,4 @@
-"""JobRecord: one job's status, progress and event log; JobHistory: the records this process keeps.
+"""JobRecord: one job's status, progress and event log (app.jobs.history keeps them).
 
 A running job also keeps its newest latent preview (`JobRecord.preview`, app.jobs.preview),
 outside the event log: followers get a `preview` event when one is published, never a backlog.
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -233,50 +232,3 @@ class JobRecord:
                 await asyncio.wait_for(changed.wait(), idle_s)
             except TimeoutError:
                 yield None
-
-
-class JobHistory:
-    """Records by (owner, request id): running ones always, finished ones up to a count and an
-    age (counted over every owner: the memory is the gateway's)."""
-
-    def __init__(self, *, max_finished: int, ttl_s: float, max_bytes: int = 1 << 62) -> None:
-        self.max_finished = max_finished
-        self.ttl_s = ttl_s
-        self.max_bytes = max_bytes  # kept results past this are dropped, oldest first
-        self._records: OrderedDict[JobKey, JobRecord] = OrderedDict()
-
-    def add(self, record: JobRecord) -> None:
-        self._records.pop(record.key, None)  # a reused id replaces the finished record
-        self._records[record.key] = record
-        self.prune()
-
-    def get(self, key: JobKey) -> JobRecord | None:
-        self.prune()
-        return self._records.get(key)
-
-    def with_id(self, request_id: str) -> list[JobRecord]:
-        """Every owner's job with this id (what an admin key may mean by it)."""
-        self.prune()
-        return [r for (_, rid), r in self._records.items() if rid == request_id]
-
-    def finished(self, limit: int) -> list[JobRecord]:
-        """The last finished records (at most limit), newest first, every owner's."""
-        self.prune()
-        ended = [r for r in self._records.values() if r.finished_at is not None]
-        ended.sort(key=lambda r: r.finished_at or 0.0, reverse=True)
-        return ended[:limit]
-
-    def prune(self) -> None:
-        now = time.monotonic()
-        finished = [r for r in self._records.values() if r.finished_at is not None]
-        excess = len(finished) - self.max_finished
-        kept_bytes = sum(r.result_bytes for r in finished)
-        newest = max(finished, key=lambda r: r.finished_at or 0.0, default=None)
-        for record in finished:  # oldest first: insertion order
-            assert record.finished_at is not None
-            # The newest is kept whatever its size: a job's result is readable once it ends.
-            too_big = kept_bytes > self.max_bytes and record is not newest
-            if excess > 0 or too_big or now - record.finished_at > self.ttl_s:
-                del self._records[record.key]
-                excess -= 1
-                kept_bytes -= record.result_bytes

@@ -37,10 +37,11 @@ from app.core.keys import owner_label
 from app.core.metrics import MetricsHooks
 from app.core.outcome import JobOutcome
 from app.jobs.finish import Finisher
+from app.jobs.history import JobHistory
 from app.jobs.inputs import InputFiles
 from app.jobs.job import Job
 from app.jobs.progress_hooks import ProgressHooks
-from app.jobs.records import JobHistory, JobKey
+from app.jobs.records import JobKey
 from app.jobs.scheduler import Scheduler
 from app.jobs.start import JobStart
 from app.jobs.uploads import Uploader

@@ -26,10 +26,11 @@ from app.core.logs import bind_request_id
 from app.core.options import JobOptions
 from app.core.outcome import JobOutcome
 from app.jobs.destinations import check_destinations
+from app.jobs.history import JobHistory
 from app.jobs.inputs import InputFiles, JobInputs
 from app.jobs.job import Job
 from app.jobs.progress_hooks import ProgressHooks
-from app.jobs.records import JobEvent, JobHistory, JobKey, JobRecord
+from app.jobs.records import JobEvent, JobKey, JobRecord
 from app.jobs.scheduler import Scheduler
 from app.models.cache import Hold
 from app.models.store import ModelStore

@@ -34,9 +34,10 @@ from app.core.errors import ComfyUnavailable
 from app.core.metrics import MetricsHooks
 from app.core.settings import load_settings
 from app.jobs.finish import Finisher
+from app.jobs.history import JobHistory
 from app.jobs.inputs import InputFiles
 from app.jobs.job import Job
-from app.jobs.records import JobHistory, JobRecord
+from app.jobs.records import JobRecord
 from app.jobs.runner import JobRunner
 from app.jobs.scheduler import Scheduler
 from app.jobs.spool import Spool

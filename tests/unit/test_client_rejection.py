@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from app.comfy.client import rejection
+from app.comfy.rejection import rejection
 from app.core.errors import NoOutputs, PromptRejected
 
 

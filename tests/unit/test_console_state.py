@@ -26,8 +26,8 @@ from app.fleet.fleet import Fleet
 from app.gateway.backend import JobBackend
 from app.gateway.fleet_backend import FleetBackend
 from app.gateway.local_backend import LocalBackend
+from app.jobs.history import JobHistory
 from app.jobs.job import Job
-from app.jobs.records import JobHistory
 from tests.redis_server import RedisServer
 from tests.unit.job_rig import Rig, graph
 

@@ -6,7 +6,8 @@ import asyncio
 
 from app.core.errors import ExecutionFailed, Interrupted
 from app.core.outcome import JobOutcome, ResultFile
-from app.jobs.records import JobHistory, JobRecord
+from app.jobs.history import JobHistory
+from app.jobs.records import JobRecord
 
 
 def finished(request_id: str, image_bytes: int = 0, owner: str | None = None) -> JobRecord:
@@ -108,3 +109,18 @@ def test_a_failed_outcome_ends_the_record_with_its_error() -> None:
     stopped = JobRecord("i", "p-i")
     stopped.end(JobOutcome.failed("i", {}, Interrupted("the job was interrupted on request")))
     assert stopped.status == "interrupted"
+
+
+def test_the_first_to_finish_goes_first_whenever_it_started() -> None:
+    history = JobHistory(max_finished=2, ttl_s=3600)
+    long, short = JobRecord("long", "p-long"), JobRecord("short", "p-short")
+    history.add(long)
+    history.add(short)  # started later, ends first
+    short.end(JobOutcome("short", {}))
+    long.end(JobOutcome("long", {}))
+    assert [r.id for r in history.finished(5)] == ["long", "short"]  # newest first
+    third = finished("third")
+    history.add(third)
+    assert history.get((None, "short")) is None  # the first to finish went first
+    assert [r.id for r in history.finished(5)] == ["third", "long"]
+    assert [r.id for r in history.finished(1)] == ["third"]
