@@ -193,6 +193,8 @@ class Signals:
 
 
 async def wait(event: asyncio.Event, timeout_s: float) -> None:
-    """Until the event is set, at most timeout_s."""
+    """Until the event is set, at most timeout_s (a deadline on this task: wait_for would
+    start another task for every wait)."""
     with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(event.wait(), timeout_s)
+        async with asyncio.timeout(timeout_s):
+            await event.wait()

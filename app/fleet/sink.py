@@ -64,7 +64,8 @@ class EventSink:
         while not self._closed.is_set():
             await self._offered.wait()
             with contextlib.suppress(TimeoutError):  # the events of the next moments join
-                await asyncio.wait_for(self._closed.wait(), LINGER_S)
+                async with asyncio.timeout(LINGER_S):
+                    await self._closed.wait()
             if self._closed.is_set():
                 return  # what is left goes with the outcome (close())
             self._offered.clear()
