@@ -135,22 +135,10 @@ class FleetStore(JobStream, JobWrites):
 
     # -- the accepting side ---------------------------------------------------------------------
     async def enqueue(
-        self,
-        key: str,
-        spec: dict[str, Any],
-        queued: dict[str, Any],
-        *,
-        max_jobs: int = 0,
-        hooks: bool = False,
-        priority: int = 0,
+        self, key: str, spec: dict[str, Any], queued: dict[str, Any], **options: Any
     ) -> str | None:
-        """Store the job and queue it: its generation (the id of its message); None when a job
-        with this key is still running. MaxJobsReached (and nothing stored) when its owner has
-        max_jobs (if not 0) queued or running already; StillDelivering when the key's last job
-        has webhooks still to go."""
-        generation, _ = await self.queue_job(
-            key, spec, queued, max_jobs=max_jobs, hooks=hooks, priority=priority
-        )
+        """queue_job() without taking the job here: its generation."""
+        generation, _ = await self.queue_job(key, spec, queued, **options)
         return generation
 
     async def queue_job(
@@ -164,9 +152,12 @@ class FleetStore(JobStream, JobWrites):
         priority: int = 0,
         take_as: str | None = None,
     ) -> tuple[str | None, Pulled | None]:
-        """enqueue(), and with take_as (the consumer of this gateway, which has a free ComfyUI)
-        the job taken and started by it in the same script when it is next in line: then its
-        message, as a pull would have given it, comes back too."""
+        """Store the job and queue it: its generation (the id of its message); None when a job
+        with this key is still running. MaxJobsReached (and nothing stored) when its owner has
+        max_jobs (if not 0) queued or running already; StillDelivering when the key's last job
+        has webhooks still to go. With take_as (the consumer of this gateway, which has a free
+        ComfyUI) the job is taken and started by it in the same script when it is next in line:
+        then its message, as a pull would have given it, comes back too."""
         owned, owner = self._owner_keys(key)
         keys = [self.job_key(key), self.events_key(key), self.stream, *owned, *self.history,
                 self.waiting]  # fmt: skip
