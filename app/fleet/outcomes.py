@@ -45,23 +45,26 @@ class Outcomes:
         outcome: JobOutcome,
         events: list[tuple[JobEvent, str, Any]] | None = None,
         consumer: str = "",
+        ack: bool = False,
     ) -> bool:
         """Record the outcome of the message's job (after its events not stored yet, the
-        consumer's): True for the gateway that recorded it (it delivers the webhooks). Redis
-        may be away for a while: the outcome waits for it."""
+        consumer's): True for the gateway that recorded it (it delivers the webhooks); with ack,
+        its message acknowledged with it. Redis may be away for a while: the outcome waits."""
         while True:
             try:
                 if (error := outcome.error) is None:
                     data = to_redis(outcome, self.store.shelf)
                     return await self.store.finish(
-                        pulled, "succeeded", "complete", data, events=events, consumer=consumer
-                    )
+                        pulled, "succeeded", "complete", data,
+                        events=events, consumer=consumer, ack=ack,
+                    )  # fmt: skip
                 body = error.body()
                 status = ended_status(body)
                 data, shown = {"id": outcome.id, **body}, {**body, "status": error.status}
                 return await self.store.finish(
-                    pulled, status, "failed", data, shown, events=events, consumer=consumer
-                )
+                    pulled, status, "failed", data, shown,
+                    events=events, consumer=consumer, ack=ack,
+                )  # fmt: skip
             except (RedisError, OSError) as e:
                 if self.abandoning or self.closed:
                     return False

@@ -82,13 +82,21 @@ end
 """
 )
 
-# The outcome of the generation ARGV[10] ('' any): 0 when another generation is current.
+# The outcome of the generation ARGV[10] ('' any): 0 when another generation is current. With
+# KEYS[8] (the jobs stream) and ARGV[15] (the group), a job with no webhooks to wait for has its
+# message acknowledged here too, as ACK would.
 FINISH = (
     END
     + """
 local current = redis.call('HGET', KEYS[1], 'msg')
 if ARGV[10] ~= '' and current and current ~= ARGV[10] then return 0 end
-return finish()
+local recorded = finish()
+if recorded == 1 and ARGV[15] and ARGV[10] ~= '' then
+  redis.call('HSET', KEYS[1], 'delivered', '1')
+  redis.call('XACK', KEYS[8], ARGV[15], ARGV[10])
+  redis.call('XDEL', KEYS[8], ARGV[10])
+end
+return recorded
 """
 )
 

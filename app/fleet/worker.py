@@ -53,6 +53,7 @@ class Running:
     job: Job
     sink: EventSink
     settled: bool = False  # its outcome was recorded (or left to others) by the runner's hook
+    acked: bool = False  # acknowledged with its outcome (no webhooks to wait for)
 
 
 class FleetWorker:
@@ -232,7 +233,7 @@ class FleetWorker:
                 with contextlib.suppress(RedisError, OSError):
                     await self.store.release(pulled, self.consumer)
                 log.warning("job %s: handed back to the fleet's queue at shutdown", entry.job.id)
-            else:
+            elif not entry.acked:
                 await self.outcomes.ack(pulled)
         finally:
             self.running.pop(pulled.message_id, None)
@@ -256,12 +257,12 @@ class FleetWorker:
         if self.outcomes.abandoning:
             entry.settled = True
             return None
-        recorded = await self.outcomes.record(entry.pulled, outcome, events, self.consumer)
-        entry.settled = True
-        if not recorded:
-            return None
-        self.store.signals.settle(entry.pulled.key, entry.pulled.message_id, outcome)
-        return outcome
+        ack = not (job.options.webhook or job.options.webhook_v2)  # none to wait for
+        recorded = await self.outcomes.record(entry.pulled, outcome, events, self.consumer, ack)
+        entry.settled, entry.acked = True, recorded and ack
+        if recorded:
+            self.store.signals.settle(entry.pulled.key, entry.pulled.message_id, outcome)
+        return outcome if recorded else None
 
     # -- keeping jobs ---------------------------------------------------------------------------
     async def _heartbeat(self) -> None:

@@ -11,7 +11,7 @@ from redis.exceptions import NoScriptError
 
 from app.fleet import scripts
 from app.fleet.signals import Signals
-from app.fleet.stream import Pulled
+from app.fleet.stream import GROUP, Pulled
 from app.jobs.records import TERMINAL, JobEvent
 
 
@@ -20,6 +20,7 @@ class JobWrites:
     rest)."""
 
     redis: Any
+    stream: str
     signals: Signals
     ttl_s: int
     bounds: list[str]
@@ -80,30 +81,35 @@ class JobWrites:
         *,
         events: list[tuple[JobEvent, str, Any]] | None = None,
         consumer: str = "",
+        ack: bool = False,
     ) -> bool:
         """Record the outcome of the message's job, once: True for the caller that recorded it;
         False too when another generation of the id is current. Its events not stored yet
-        (the consumer's, app.fleet.sink) go first, in the same round trip and transaction."""
+        (the consumer's, app.fleet.sink) go first, in the same round trip and transaction;
+        with ack (the job has no webhooks to wait for), its message is acknowledged in it too."""
         assert event_type in TERMINAL
         args = self._end_args(pulled.key, status, event_type, data, error, pulled.message_id)
+        end_keys = self._end_keys(pulled.key)
+        if ack:
+            end_keys, args = [*end_keys, self.stream], [*args, GROUP]
         if not events:
-            return bool(await self._finish(keys=self._end_keys(pulled.key), args=args))
+            return bool(await self._finish(keys=end_keys, args=args))
         try:
-            return await self._finish_after(pulled, consumer, events, args)
+            return await self._finish_after(pulled, consumer, events, end_keys, args)
         except NoScriptError:  # a restarted Redis forgot the scripts: nothing ran; again
             await self.redis.script_load(scripts.APPEND)
             await self.redis.script_load(self._finish.script)
-            return await self._finish_after(pulled, consumer, events, args)
+            return await self._finish_after(pulled, consumer, events, end_keys, args)
 
     async def _finish_after(
         self,
         pulled: Pulled,
         consumer: str,
         events: list[tuple[JobEvent, str, Any]],
+        end_keys: list[str],
         finish_args: list[str],
     ) -> bool:
         keys, calls = self._append_calls(pulled, consumer, events)
-        end_keys = self._end_keys(pulled.key)
         async with self.redis.pipeline(transaction=True) as pipe:
             for args in calls:
                 pipe.evalsha(self._append.sha, len(keys), *keys, *args)

@@ -141,3 +141,30 @@ async def test_a_runner_refusal_ends_the_job_with_its_own_error(
     assert record["status"] == "failed"
     [delivered] = receiver.deliveries("/refused")
     assert delivered.json()["error"] == "ComfyUI refused the graph"
+
+
+@pytest.mark.parametrize("hooked", [False, True], ids=["no-webhook", "webhook"])
+async def test_a_job_without_webhooks_is_acknowledged_with_its_outcome(
+    pair: list[Node], receiver: Receiver, hooked: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    node = pair[0]
+    acks: list[str] = []
+    ack = node.store.ack
+
+    async def counted(pulled: Pulled) -> None:
+        acks.append(pulled.key)
+        await ack(pulled)
+
+    monkeypatch.setattr(node.store, "ack", counted)
+    hook = receiver.url(f"/acked/{hooked}") if hooked else None
+    key = await submit(node.store, f"acked-{hooked}", hook)
+    await node.take()
+    node.runner.end(f"acked-{hooked}", RESULT)
+    await node.settle()
+    assert await terminal_events(node.store, key) == ["complete"]
+    assert await node.store.redis.xlen(node.store.stream) == 0  # acknowledged, and gone
+    assert (await node.store.state(key))["delivered"] == "1"
+    # With a webhook, once it went out, in a round trip of its own; without, in FINISH's.
+    assert acks == ([key] if hooked else [])
+    delivered = [d.json()["event"] for d in receiver.deliveries(f"/acked/{hooked}")]
+    assert delivered == (["output.complete"] if hooked else [])
