@@ -1,9 +1,10 @@
 """FleetQueue: accepting jobs into the fleet's queue, and reading them back, on any gateway.
 
 A job is checked here as on a lone gateway (the graph's shape, the URLs it names), then stored
-in Redis and queued; whichever gateway has a free ComfyUI runs it (app.fleet.worker), and that
-gateway downloads the models the graph names by URL (app.jobs.runner). A synchronous request
-waits here for the job's outcome, read from its event stream.
+in Redis and queued; whichever gateway has a free ComfyUI runs it (app.fleet.worker; this one,
+taken in the enqueue itself, when it has room and the job is next in line), and that gateway
+downloads the models the graph names by URL (app.jobs.runner). A synchronous request waits here
+for the job's outcome, read from its event stream (or handed over, when it ran here).
 
 A job is its owner's (the id of the API key that made it): the owner is part of its key in Redis
 (app.fleet.store), so two keys' jobs of the same id are two jobs. Which caller may see which job
