@@ -277,7 +277,7 @@ class FleetWorker:
                 log.exception("fleet: heartbeat failed")
                 continue
             for message_id, entry in self.running.items():
-                if message_id in lost and message_id not in self.overtaken:
+                if message_id in lost and not entry.acked and message_id not in self.overtaken:
                     self.overtaken.add(message_id)  # both run it; the first outcome counts
                     log.warning("job %s: taken over by another gateway while it ran here "
                                 "(Redis was out of reach longer than JOB_VISIBILITY_TIMEOUT_S)",
