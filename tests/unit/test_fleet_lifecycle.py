@@ -23,9 +23,9 @@ from app.core.errors import ComfyUnavailable, GatewayError
 from app.core.options import JobOptions
 from app.core.outcome import JobOutcome
 from app.core.settings import load_settings
+from app.fleet import sink
 from app.fleet.queue import FleetQueue
 from app.fleet.records import RemoteRecord
-from app.fleet.sink import LINGER_S
 from app.fleet.stream import GROUP
 from app.jobs.job import Job
 from tests.integration.receiver import Receiver
@@ -195,10 +195,13 @@ STARTED = ["queued", "running", "executing"]
 
 @pytest.mark.parametrize("lasts", ["a moment", "a while"])
 async def test_a_jobs_events_are_stored_in_order_once_whether_they_go_with_its_end_or_before(
-    pair: list[Node], lasts: str
+    pair: list[Node], lasts: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Events linger LINGER_S before they are written: a short job's go with its outcome, in
     # its round trip; a longer job's are stored while it runs. Either way: in order, each once.
+    # (A job that lasts "a moment" is one that ends within LINGER_S, here made long.)
+    if lasts == "a moment":
+        monkeypatch.setattr(sink, "LINGER_S", 30.0)
     node = pair[0]
     key = await submit(node.store, f"events-{lasts.replace(' ', '-')}", graph=graph())
     await node.take()
@@ -207,9 +210,12 @@ async def test_a_jobs_events_are_stored_in_order_once_whether_they_go_with_its_e
     prompt_id = job.waiter.prompt_id
     job.instance.tracker.handle("execution_start", {"prompt_id": prompt_id})
     job.instance.tracker.handle("executing", {"prompt_id": prompt_id, "node": "2"})
-    if lasts == "a while":
-        await asyncio.sleep(LINGER_S * 4)
-        assert [t for _, t in await stored_events(node, key)] == STARTED  # written meanwhile
+    if lasts == "a while":  # written meanwhile
+        for _ in range(200):
+            if [t for _, t in await stored_events(node, key)] == STARTED:
+                break
+            await asyncio.sleep(sink.LINGER_S)
+        assert [t for _, t in await stored_events(node, key)] == STARTED
     else:
         assert [t for _, t in await stored_events(node, key)] == ["queued"]  # lingering
     node.rig.finish(job)  # type: ignore[union-attr]
