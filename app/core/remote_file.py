@@ -12,7 +12,7 @@ differs) is an OutputsUnavailable naming it, never a hang: every read has a dead
 from __future__ import annotations
 
 import ssl
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from functools import cache
 from urllib.parse import urlsplit
@@ -80,7 +80,7 @@ class RemoteFile:
             try:
                 async with client.stream("GET", self.url, headers=self.headers) as answer:
                     self._check(answer.status_code)
-                    async for piece in fixed_pieces(answer.aiter_bytes(), size):
+                    async for piece in answer.aiter_bytes(size):  # exact: httpx re-cuts them
                         yield piece
             except httpx.HTTPError as e:
                 raise self.unavailable(f"reading from it failed ({type(e).__name__})") from e
@@ -91,30 +91,6 @@ class RemoteFile:
             try:
                 with client.stream("GET", self.url, headers=self.headers) as answer:
                     self._check(answer.status_code)
-                    yield from iter_fixed_pieces(answer.iter_bytes(), size)
+                    yield from answer.iter_bytes(size)
             except httpx.HTTPError as e:
                 raise self.unavailable(f"reading from it failed ({type(e).__name__})") from e
-
-
-async def fixed_pieces(pieces: AsyncIterable[bytes], size: int) -> AsyncIterator[bytes]:
-    """The same bytes, cut into pieces of exactly `size` (the last one shorter)."""
-    pending = bytearray()
-    async for piece in pieces:
-        pending += piece
-        while len(pending) >= size:
-            yield bytes(pending[:size])
-            del pending[:size]
-    if pending:
-        yield bytes(pending)
-
-
-def iter_fixed_pieces(pieces: Iterable[bytes], size: int) -> Iterator[bytes]:
-    """fixed_pieces, for a plain iterable."""
-    pending = bytearray()
-    for piece in pieces:
-        pending += piece
-        while len(pending) >= size:
-            yield bytes(pending[:size])
-            del pending[:size]
-    if pending:
-        yield bytes(pending)

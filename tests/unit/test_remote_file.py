@@ -13,28 +13,11 @@ import pytest
 
 from app.core.errors import OutputsUnavailable
 from app.core.outcome import CHUNK_BYTES, ResultFile
-from app.core.remote_file import SECRET_HEADER, RemoteFile, fixed_pieces, iter_fixed_pieces
+from app.core.remote_file import SECRET_HEADER, RemoteFile
 
 SECRET = "fleet-secret-0123456789"
 DATA = os.urandom(2 * CHUNK_BYTES + 12_345)  # three pieces, the last not a multiple of 3
 ODD_SIZES = (1, 7, 4097, 65_537, 100_003, 1_000_001)
-
-
-async def pieces_of(sizes: tuple[int, ...], data: bytes) -> AsyncIterator[bytes]:
-    start, turn = 0, 0
-    while start < len(data):
-        size = sizes[turn % len(sizes)]
-        yield data[start : start + size]
-        start, turn = start + size, turn + 1
-
-
-@pytest.mark.parametrize("size", [3, CHUNK_BYTES])
-async def test_any_pieces_are_cut_again_to_the_size_asked_for(size: int) -> None:
-    out = [p async for p in fixed_pieces(pieces_of(ODD_SIZES, DATA), size)]
-    assert b"".join(out) == DATA
-    assert all(len(p) == size for p in out[:-1]) and 0 < len(out[-1]) <= size
-    again = list(iter_fixed_pieces([DATA[:5], DATA[5:]], size))
-    assert b"".join(again) == DATA and len(again[0]) == size
 
 
 async def serve(writer: asyncio.StreamWriter, status: int, body: bytes) -> None:
@@ -80,6 +63,19 @@ async def test_a_remote_files_base64_is_whole_piece_by_piece_over_odd_http_piece
     assert [len(p) for p in pieces[:-1]] == [len(base64.b64encode(b"x" * CHUNK_BYTES))] * 2
     assert b"".join(await asyncio.to_thread(lambda: list(file.iter_base64()))) == b"".join(pieces)
     assert seen == [SECRET, SECRET]
+
+
+@pytest.mark.parametrize("size", [4097, CHUNK_BYTES])
+async def test_any_http_pieces_are_cut_again_to_the_size_asked_for(
+    gateway: tuple[str, list[str]], size: int
+) -> None:
+    url, _ = gateway
+    remote = RemoteFile(f"{url}/f", SECRET)
+    out = [p async for p in remote.chunks(size)]
+    assert b"".join(out) == DATA
+    assert all(len(p) == size for p in out[:-1]) and 0 < len(out[-1]) <= size
+    again = await asyncio.to_thread(lambda: list(remote.iter_chunks(size)))
+    assert again == out
 
 
 async def test_a_file_the_gateway_no_longer_has_or_a_gateway_gone_is_a_clear_error(
