@@ -24,6 +24,7 @@ class JobWrites:
     signals: Signals
     ttl_s: int
     bounds: list[str]
+    history: list[str]
     _append: Any
     _finish: Any
 
@@ -35,8 +36,6 @@ class JobWrites:
 
     def _owner_keys(self, key: str) -> tuple[list[str], str]:
         raise NotImplementedError
-
-    history: list[str]
 
     async def append_all(
         self, pulled: Pulled, consumer: str, events: list[tuple[JobEvent, str, Any]]

@@ -128,7 +128,7 @@ class JobRecord:
     @property
     def result_bytes(self) -> int:
         """Roughly what the kept outcome costs: its files' bytes, in memory or in the spool
-        (counted once, when it ends: the history sums it on every look)."""
+        (counted once, when it ends; app.jobs.history adds it up as records finish)."""
         return self._result_bytes
 
     def emit(self, kind: str, data: dict[str, Any]) -> None:
