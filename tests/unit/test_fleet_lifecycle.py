@@ -19,7 +19,7 @@ import pytest_asyncio
 
 from app.comfy.previews import PreviewFrame
 from app.core.addresses import AddressPolicy
-from app.core.errors import ComfyUnavailable, GatewayError
+from app.core.errors import ComfyUnavailable, Conflict, GatewayError
 from app.core.options import JobOptions
 from app.core.outcome import JobOutcome
 from app.core.settings import load_settings
@@ -248,6 +248,11 @@ async def test_a_gateway_with_room_takes_the_job_it_accepts_in_its_enqueue(
     assert (state["attempts"], state["gateway"]) == ("1", runs.worker.consumer)
     assert await runs.store.redis.zcard(runs.store.waiting) == 0
     assert runs.worker.reserved == 0 and not runs.worker.starting
+    # Refused (its id runs) by a gateway with room: the room it held for it is free again.
+    with pytest.raises(Conflict):
+        await accepting(other).submit("mine", graph(filename_prefix="m"), JobOptions(),
+                                      owner=None, echo_input=None, workflow="prompt")  # fmt: skip
+    assert other.worker.reserved == 0 and other.idle() and other.worker._has_room()
     # Its one instance busy, the next job accepted here waits in line, for any gateway.
     second = await queue.submit("theirs", graph(filename_prefix="t"), JobOptions(), owner=None,
                                 echo_input=None, workflow="prompt")  # fmt: skip
