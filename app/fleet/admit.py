@@ -17,7 +17,7 @@ from typing import Any
 
 from app.core.errors import ComfyUnavailable
 from app.fleet.outcomes import Outcomes
-from app.fleet.queue import spec_of
+from app.fleet.spec import spec_of
 from app.fleet.store import FleetStore
 from app.fleet.stream import NOT_HELD, NOTHING_TO_START, Pulled
 from app.jobs.records import JobEvent
@@ -38,7 +38,7 @@ async def admit(
             await outcomes.redeliver(pulled.key, state)
         await outcomes.ack(pulled)
         return None
-    spec = spec_of(state)
+    spec = pulled.spec if pulled.spec is not None else spec_of(state)
     started = int(state.get("attempts") or 0)
     if started >= max_attempts:
         lost = ComfyUnavailable(

@@ -47,8 +47,8 @@ end
 # starts a job may have had (JOB_MAX_ATTEMPTS; 0: start none here). The job with the lowest
 # rank, its message claimed from `~queued` by this consumer: {message id, job key, the job's
 # hash before this start (HGETALL's list), which start this is (as START answers; 0: not
-# started here, for app.fleet.admit to settle)}; {'', the stream's last id} when none waits
-# (to block on new messages after it). The message is the job's current one (its `msg`).
+# started here, for app.fleet.admit to settle)}; {'', ''} when none waits. The message is the
+# job's current one (its `msg`).
 PULL = """
 local group, consumer = ARGV[1], ARGV[2]
 local fresh = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', 1,
@@ -79,11 +79,7 @@ for _ = 1, 100 do
     end
   end  -- ended or taken meanwhile: not waiting any more
 end
-local info = redis.call('XINFO', 'STREAM', KEYS[2])
-for i = 1, #info, 2 do
-  if info[i] == 'last-generated-id' then return {'', info[i + 1]} end
-end
-return {'', '0-0'}
+return {'', ''}
 """
 
 # KEYS: jobs stream. ARGV: group, consumer, idle ms. A message some gateway (never `~queued`)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from redis.exceptions import RedisError
@@ -14,9 +15,9 @@ from redis.exceptions import RedisError
 from app.core.errors import GatewayError, OutputsUnavailable, error_from_body
 from app.core.outcome import JobOutcome
 from app.core.status import ended_status
-from app.fleet.queue import deliver_ending, spec_of
 from app.fleet.records import RemoteRecord
 from app.fleet.results import check_available, to_redis
+from app.fleet.spec import deliver_ending, spec_of
 from app.fleet.store import FleetStore, split_key
 from app.fleet.stream import Pulled
 from app.jobs.records import JobEvent
@@ -33,9 +34,10 @@ def internal_error(what: str) -> GatewayError:
 class Outcomes:
     """Records outcomes and acknowledges messages for the worker (app.fleet.worker)."""
 
-    def __init__(self, store: FleetStore, sender: WebhookSender) -> None:
+    def __init__(self, store: FleetStore, sender: WebhookSender, consumer: str) -> None:
         self.store = store
         self.sender = sender
+        self.consumer = consumer  # this gateway's, recording the outcomes
         self.abandoning = False  # shutting down past the grace period: leave jobs to others
         self.closed = False  # the worker stopped: nothing waits for Redis any more
 
@@ -44,26 +46,27 @@ class Outcomes:
         pulled: Pulled,
         outcome: JobOutcome,
         events: list[tuple[JobEvent, str, Any]] | None = None,
-        consumer: str = "",
         ack: bool = False,
+        sent: Callable[[], None] = lambda: None,
     ) -> bool:
-        """Record the outcome of the message's job (after its events not stored yet, the
-        consumer's): True for the gateway that recorded it (it delivers the webhooks); with ack,
-        its message acknowledged with it. Redis may be away for a while: the outcome waits."""
+        """Record the outcome of the message's job (after its events not stored yet): True for
+        the gateway that recorded it (it delivers the webhooks); with ack, its message
+        acknowledged with it; `sent` called as it goes to Redis (on each try). Redis may be
+        away for a while: the outcome waits."""
         while True:
             try:
                 if (error := outcome.error) is None:
                     data = to_redis(outcome, self.store.shelf)
                     return await self.store.finish(
                         pulled, "succeeded", "complete", data,
-                        events=events, consumer=consumer, ack=ack,
+                        events=events, consumer=self.consumer, ack=ack, sent=sent,
                     )  # fmt: skip
                 body = error.body()
                 status = ended_status(body)
                 data, shown = {"id": outcome.id, **body}, {**body, "status": error.status}
                 return await self.store.finish(
                     pulled, status, "failed", data, shown,
-                    events=events, consumer=consumer, ack=ack,
+                    events=events, consumer=self.consumer, ack=ack, sent=sent,
                 )  # fmt: skip
             except (RedisError, OSError) as e:
                 if self.abandoning or self.closed:

@@ -14,7 +14,6 @@ is the door's to decide (app.gateway.door); here every lookup names the owner.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -24,24 +23,23 @@ from redis.exceptions import RedisError
 
 from app.comfy.graph import Graph, check_graph
 from app.core.addresses import AddressPolicy
-from app.core.download_auth import revealed
 from app.core.errors import (
     Conflict,
     Interrupted,
     NotFound,
     error_from_body,
 )
-from app.core.keys import owner_label
 from app.core.options import JobOptions
 from app.core.outcome import JobOutcome
 from app.fleet.records import RemoteRecord
 from app.fleet.results import check_available, from_redis
 from app.fleet.signals import POLL_S, wait
+from app.fleet.spec import deliver_ending, dump_options
 from app.fleet.store import FleetStore, StillDelivering, fleet_key, split_key
 from app.fleet.stream import Pulled
 from app.jobs.destinations import check_destinations
 from app.jobs.records import TERMINAL, JobEvent
-from app.jobs.webhooks import WebhookSender, deliver_job_end
+from app.jobs.webhooks import WebhookSender
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +50,7 @@ class Taker(Protocol):
     def reserve(self) -> str | None: ...
     def unreserve(self) -> None: ...
     def take(self, pulled: Pulled) -> None: ...
+    def runs(self, generation: str) -> bool: ...
 
 
 @dataclass(eq=False)
@@ -113,6 +112,7 @@ class FleetQueue:
             "accepted_at": time.time(),
         }
         key = self.key(request_id, owner)
+        await self._recorded(owner, None if max_jobs else key)  # its id, or all it counts
         hooks = bool(options.webhook or options.webhook_v2)
         # A free ComfyUI here takes the job in its enqueue when it is next in line: no pull.
         take_as = self.taker.reserve() if self.taker is not None else None
@@ -146,8 +146,10 @@ class FleetQueue:
 
     async def record(self, request_id: str, owner: str | None) -> RemoteRecord | None:
         """The owner's job with this id, or None when the fleet knows none (or no longer)."""
+        key = self.key(request_id, owner)
+        await self._recorded(owner, key)
         try:
-            return await RemoteRecord.load(self.store, self.key(request_id, owner))
+            return await RemoteRecord.load(self.store, key)
         except RedisError as e:
             raise self.store.reachability.unavailable(e) from e
 
@@ -160,6 +162,7 @@ class FleetQueue:
 
     async def jobs_of(self, owner: str | None) -> int:
         """The owner's jobs queued or running in the fleet."""
+        await self._recorded(owner)
         try:
             return await self.store.active(owner)
         except RedisError as e:
@@ -168,7 +171,8 @@ class FleetQueue:
     async def outcome(self, key: str, generation: str | None) -> JobOutcome:
         """Wait for the job's end: its result, or its error raised. Woken only by the end (not
         by each event), and reading only the last event, whatever the job did before; a job
-        this gateway ran hands its outcome over as it is (app.fleet.signals)."""
+        this gateway runs is not read at all: its outcome is handed over as it is, or its
+        followers woken to read it (app.fleet.signals)."""
         signals = self.store.signals
         with signals.watch(key, ends_only=True) as ended:
             while True:
@@ -177,6 +181,9 @@ class FleetQueue:
                     if here.error is not None:
                         raise here.error
                     return here
+                if self._runs_here(key, generation):
+                    await wait(ended, POLL_S)
+                    continue
                 try:
                     last = await self.store.last_event(key, generation)
                     if last is None:
@@ -194,6 +201,25 @@ class FleetQueue:
                     continue
                 await wait(ended, POLL_S)
 
+    def _runs_here(self, key: str, generation: str | None) -> bool:
+        """Whether this gateway runs this generation of the job, its outcome not recorded yet
+        (or records it now): settled here, or its followers woken, when it ends."""
+        if generation is None:
+            return False
+        if self.store.signals.being_recorded(key, generation):
+            return True
+        return self.taker is not None and self.taker.runs(generation)
+
+    async def _recorded(self, owner: str | None, key: str | None = None) -> None:
+        """Until the outcomes this gateway is recording of the owner's jobs (or only of the job
+        with this key) are in Redis: their followers here answered as they were sent
+        (app.fleet.worker), and what the owner does next here finds them ended (a job of the
+        same id, its max_jobs, a read of the job)."""
+        await self.store.signals.recorded(
+            lambda recording: recording == key if key else split_key(recording)[0] == owner,
+            self.store.timeout_s,
+        )
+
     async def _answer(self, key: str, last: JobEvent) -> JobOutcome:
         if last.type == "complete":
             outcome = from_redis(last.data, self.store.shelf)
@@ -206,9 +232,11 @@ class FleetQueue:
         """Cancel the owner's job: ended here while no gateway has taken it (its webhooks go
         from here), else interrupted by the gateway that runs it."""
         error = Interrupted("the job was interrupted on request")
+        key = self.key(request_id, owner)
+        await self._recorded(owner, key)
         try:
             ended = await self.store.cancel(
-                self.key(request_id, owner),
+                key,
                 {**error.body(), "status": error.status},
                 {"id": request_id, **error.body()},
             )
@@ -240,43 +268,3 @@ class FleetQueue:
             return await self.store.queued(limit)
         except RedisError as e:
             raise self.store.reachability.unavailable(e) from e
-
-
-def dump_options(options: JobOptions) -> dict[str, Any]:
-    """A job's options as the fleet's queue carries them. Only the job's options: a request
-    model that extends them carries its input too. A job's `model_credentials`, `credentials`
-    and `api_key_comfy_org` travel in clear (JSON would mask them): the gateway that runs the
-    job sends them to the model hosts, or its ComfyUI (docs/threat-model.md: Redis is trusted)."""
-    dumped = options.model_dump(
-        mode="json", by_alias=True, exclude_none=True, include=set(JobOptions.model_fields)
-    )
-    if options.model_credentials:
-        dumped["model_credentials"] = {
-            prefix: secret.get_secret_value()
-            for prefix, secret in options.model_credentials.items()
-        }
-    if options.credentials:
-        dumped["credentials"] = revealed(options.credentials)
-    dumped.update(options.comfy_extra_data())
-    return dumped
-
-
-def spec_of(state: dict[str, str]) -> dict[str, Any]:
-    """The job as accepted (id, owner, graph, options, echo_input, workflow), from its Redis
-    hash."""
-    spec: dict[str, Any] = json.loads(state.get("spec") or "{}")
-    return spec
-
-
-async def deliver_ending(sender: WebhookSender, spec: dict[str, Any], outcome: JobOutcome) -> None:
-    """A job's terminal webhooks, for whoever recorded its outcome (only they deliver)."""
-    options = JobOptions.model_validate(spec.get("options") or {})
-    if options.webhook or options.webhook_v2:
-        await deliver_job_end(
-            sender,
-            webhook=str(options.webhook) if options.webhook else None,
-            webhook_v2=str(options.webhook_v2) if options.webhook_v2 else None,
-            graph=spec["graph"],
-            outcome=outcome,
-            key_name=owner_label(owner) if (owner := spec.get("owner")) is not None else None,
-        )

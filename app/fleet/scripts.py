@@ -82,16 +82,28 @@ end
 """
 )
 
-# The outcome of the generation ARGV[10] ('' any): 0 when another generation is current. With
-# KEYS[8] (the jobs stream) and ARGV[15] (the group), a job with no webhooks to wait for has its
-# message acknowledged here too, as ACK would.
+# The outcome of the generation ARGV[10] ('' any): 0 when another generation is current. KEYS[8]:
+# the jobs stream; ARGV[15]: the group when the job has no webhooks to wait for (its message is
+# acknowledged here, as ACK would), else ''; ARGV[16]: the recording consumer, told 1 again when
+# it asks again (its answer was lost); from ARGV[17], by threes, the job's events not stored yet
+# (type, data json, progress json or ''), added first as APPEND would (while that consumer runs it).
 FINISH = (
     END
     + """
-local current = redis.call('HGET', KEYS[1], 'msg')
-if ARGV[10] ~= '' and current and current ~= ARGV[10] then return 0 end
+local state = redis.call('HMGET', KEYS[1], 'msg', 'done', 'gateway', 'recorder')
+if ARGV[10] ~= '' and state[1] and state[1] ~= ARGV[10] then return 0 end
+if state[2] then return (state[4] == ARGV[16] and ARGV[16] ~= '') and 1 or 0 end
+if redis.call('EXISTS', KEYS[1]) == 1 and (not state[3] or state[3] == ARGV[16]) then
+  local n = redis.call('XLEN', KEYS[2])
+  for i = 17, #ARGV, 3 do
+    n = n + 1
+    redis.call('XADD', KEYS[2], '*', 'n', n, 'type', ARGV[i], 'data', ARGV[i + 1], 'g', ARGV[10])
+    if ARGV[i + 2] ~= '' then redis.call('HSET', KEYS[1], 'progress', ARGV[i + 2]) end
+  end
+end
 local recorded = finish()
-if recorded == 1 and ARGV[15] and ARGV[10] ~= '' then
+if recorded == 1 and ARGV[16] ~= '' then redis.call('HSET', KEYS[1], 'recorder', ARGV[16]) end
+if recorded == 1 and ARGV[15] ~= '' and ARGV[10] ~= '' then
   redis.call('HSET', KEYS[1], 'delivered', '1')
   redis.call('XACK', KEYS[8], ARGV[15], ARGV[10])
   redis.call('XDEL', KEYS[8], ARGV[10])
@@ -103,8 +115,8 @@ return recorded
 # Interrupt a job. KEYS and ARGV[1..14] as END (ARGV[10] unused), then KEYS[8]: jobs stream,
 # KEYS[9]: waiting set; ARGV[15]: group, ARGV[16]: cancel channel. A job no gateway has started
 # ends here, its message leaves the stream (and the waiting set) with it, and the caller delivers
-# its webhooks: {1, spec}. One that runs is
-# signalled to its gateway: {2}. {0}: no such job, or it has ended.
+# its webhooks: {1, spec}. One that runs is signalled to its gateway: {2}. {0}: no such job, or
+# it has ended.
 CANCEL = (
     END
     + """
@@ -131,12 +143,13 @@ return {2}
 # three history keys, then the waiting set. ARGV: spec json, queued event data, now, job key,
 # owner ('' none), max_jobs (0: no limit), the prefix of job hashes, '1' when the job has
 # webhooks, its priority, QUEUE_AGE_STEP_S, the group, the consumer of the accepting gateway
-# when it has a free ComfyUI ('' when not). The job waits at its rank (app.fleet.order); when it
-# is next in line and the accepting gateway is free, that gateway takes and starts it here, as
-# PULL would: {1, message id, the job's hash before the start, 1}.
-# Returns {1, message id} queued; {0, 0} when a job with this key is still queued or running;
-# {3, 0} when it ended but its webhooks have not gone out yet (a takeover still needs its
-# record); {2, n} when the owner has n >= max_jobs jobs queued or running already.
+# when it has a free ComfyUI ('' when not), the queued channel. The job waits at its rank
+# (app.fleet.order); when it is next in line and the accepting gateway is free, that gateway
+# takes and starts it here, as PULL would: {1, message id, 1} (which start this is).
+# Returns {1, message id} queued, its key told on the queued channel (gateways with room pull);
+# {0, 0} when a job with this key is still queued or running; {3, 0} when it ended but its
+# webhooks have not gone out yet (a takeover still needs its record); {2, n} when the owner has
+# n >= max_jobs jobs queued or running already.
 ENQUEUE = (
     FORGET
     + WAIT_IN_LINE
@@ -177,10 +190,10 @@ end
 if ARGV[12] ~= '' and redis.call('ZRANGE', KEYS[9], 0, 0)[1] == ARGV[4] then
   redis.call('ZREM', KEYS[9], ARGV[4])
   redis.call('XCLAIM', KEYS[3], ARGV[11], ARGV[12], 0, id, 'JUSTID')
-  local before = redis.call('HGETALL', KEYS[1])
   redis.call('HSET', KEYS[1], 'gateway', ARGV[12])
-  return {1, id, before, redis.call('HINCRBY', KEYS[1], 'attempts', 1)}
+  return {1, id, redis.call('HINCRBY', KEYS[1], 'attempts', 1)}
 end
+redis.call('PUBLISH', ARGV[13], ARGV[4])
 return {1, id}
 """
 )
@@ -244,9 +257,10 @@ return 1
 """
 
 # KEYS: jobs stream, job hash, waiting set. ARGV: group, message id, job key, consumer,
-# QUEUE_AGE_STEP_S. A job handed back is queued again as a new message, its new generation, at
-# its place (its rank as first queued); only by the gateway that holds the message, and only
-# while its job has not ended. 1 if queued again.
+# QUEUE_AGE_STEP_S, the queued channel. A job handed back is queued again as a new message, its
+# new generation, at its place (its rank as first queued), its key told on the queued channel;
+# only by the gateway that holds the message, and only while its job has not ended. 1 if queued
+# again.
 RELEASE = (
     WAIT_IN_LINE
     + """
@@ -264,6 +278,7 @@ local rank = redis.call('HGET', KEYS[2], 'rank') or rank_of(id, 0, age_step)
 redis.call('HSET', KEYS[2], 'msg', id, 'status', 'queued')
 redis.call('HDEL', KEYS[2], 'gateway')
 wait_in_line(KEYS[1], KEYS[3], ARGV[1], ARGV[3], id, rank, age_step)
+redis.call('PUBLISH', ARGV[6], ARGV[3])
 return 1
 """
 )

@@ -6,14 +6,20 @@ that job, an SSE stream on any change, a waiting request only at the end. `cance
 key of a job to interrupt, for the gateway that runs it. Followers also read again on their own
 every POLL_S, so a message lost while Redis was away delays them, never strands them.
 
+`queued` says a job waits in line for a gateway with room (one the gateway that accepted it did
+not take at once, or one handed back): the worker (app.fleet.worker) pulls when it hears it,
+and otherwise looks on its own every so often, so an idle fleet costs no read per job.
+
 `preview` carries a running job's newest latent preview (app.jobs.preview), already throttled
 by the gateway that runs it: previews never go into Redis streams. A gateway keeps the newest
 one of each job that someone here watches (an SSE stream, or a request waiting for the job's end,
 whose /sdapi/v1/progress shows it), and forgets it when the last one leaves.
 
-A job this gateway ran and recorded the outcome of is handed to its followers here as it is
-(`settle`): a request waiting for it on this gateway answers without a read of Redis or a fetch
-of its files from the shelf. Followers on other gateways read it back from Redis.
+A job this gateway ran is handed to its followers here as it is (`settle`) as its outcome is
+sent to Redis: a request waiting for it on this gateway answers without waiting for Redis's
+answer, a read of Redis or a fetch of its files from the shelf. Until Redis has answered, this
+gateway's own reads and writes of that API key's jobs wait for it (`recorded`). Followers on
+other gateways read the outcome back from Redis.
 
 A subscription waits for messages without a deadline of its own, so a quiet one is PINGed every
 PING_S: one that gets no answer within QUEUE_TIMEOUT_S (a partition, a paused VM) is given up
@@ -52,6 +58,9 @@ class Signals:
         self.ended_channel = f"{name}:ended"
         self.cancel_channel = f"{name}:cancel"
         self.preview_channel = f"{name}:preview"
+        self.queued_channel = f"{name}:queued"
+        # Set when a job may wait in line: one was queued, or messages may have been missed.
+        self.queued = asyncio.Event()
         self.reachability = reachability  # app.fleet.reachability.Reachability
         self.on_cancel: Callable[[str], Awaitable[None]] | None = None
         # key -> the events of its followers, each with whether it waits for the end only
@@ -60,6 +69,8 @@ class Signals:
         self._previews: dict[str, tuple[int, str, Preview]] = {}
         # key -> (the job generation, its outcome) of a job run here, watched only
         self._settled: dict[str, tuple[str, JobOutcome]] = {}
+        # key -> the job generation whose outcome this gateway is recording now, and its end
+        self._recording: dict[str, tuple[str, asyncio.Event]] = {}
         self._task: asyncio.Task[None] | None = None
         self.subscribed = False  # and answering, as of the last message or PING
 
@@ -94,12 +105,43 @@ class Signals:
         count, of, preview = self._previews.get(key, (0, "", None))
         return (count, preview) if of == generation else (0, None)
 
-    def settle(self, key: str, generation: str, outcome: JobOutcome) -> None:
-        """A job this gateway ran ended with this outcome, which it recorded in Redis: its
-        followers here that wait for the end take it as it is."""
-        if key in self._watchers:
-            self._settled[key] = (generation, outcome)
-            self._wake(key)
+    @contextlib.contextmanager
+    def recording(
+        self, key: str, generation: str, outcome: JobOutcome
+    ) -> Iterator[Callable[[], None]]:
+        """While this gateway records the outcome of a job it ran: what to call once it is on
+        its way to Redis, for the job's followers here that wait for the end to take it as it
+        is (settled); those it did not settle are woken at the end, to read it from Redis."""
+
+        def settle() -> None:
+            if key in self._watchers:
+                self._settled[key] = (generation, outcome)
+                self.wake(key)
+
+        done = asyncio.Event()
+        self._recording[key] = (generation, done)
+        try:
+            yield settle
+        finally:
+            done.set()
+            if self._recording.get(key, ("", None))[1] is done:
+                del self._recording[key]
+            self.wake(key)
+
+    def being_recorded(self, key: str, generation: str | None) -> bool:
+        """Whether this gateway is recording this generation's outcome now."""
+        return generation is not None and self._recording.get(key, ("", None))[0] == generation
+
+    async def recorded(self, of: Callable[[str], bool], timeout_s: float) -> None:
+        """Until the outcomes this gateway is recording of the jobs whose key `of` picks are
+        in Redis, at most timeout_s (Redis away: what reads it fails on its own)."""
+        ends = [done for key, (_, done) in self._recording.items() if of(key)]
+        if not ends:
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                for done in ends:
+                    await done.wait()
 
     def settled(self, key: str, generation: str | None) -> JobOutcome | None:
         """The outcome of this generation of the job, when it ran here and is watched."""
@@ -118,7 +160,9 @@ class Signals:
         }  # fmt: skip
         await self.redis.publish(self.preview_channel, json.dumps(message))
 
-    def _wake(self, key: str | None = None, *, ended: bool = True) -> None:
+    def wake(self, key: str | None = None, *, ended: bool = True) -> None:
+        """Wake the followers here of a job (None: of every job); those that wait for the end
+        only when `ended`."""
         groups = self._watchers.values() if key is None else [self._watchers.get(key, {})]
         for watchers in groups:
             for event, ends_only in watchers.items():
@@ -128,13 +172,15 @@ class Signals:
     async def _listen(self) -> None:
         channels = (
             self.changed_channel, self.ended_channel, self.cancel_channel, self.preview_channel,
+            self.queued_channel,
         )  # fmt: skip
         while True:
             try:
                 async with self.redis.pubsub() as pubsub:
                     async with asyncio.timeout(self.timeout_s):
                         await pubsub.subscribe(*channels)
-                    self._wake()  # messages may have been missed while not subscribed
+                    self.wake()  # messages may have been missed while not subscribed
+                    self.queued.set()
                     await self._receive(pubsub)
             except (RedisError, OSError, TimeoutError) as e:
                 # A subscription that worked and dropped is made again at once; one that never
@@ -163,10 +209,12 @@ class Signals:
                 pinged = now
 
     async def _dispatch(self, channel: str, key: str) -> None:
-        if channel == self.changed_channel:
-            self._wake(key, ended=False)
+        if channel == self.queued_channel:
+            self.queued.set()
+        elif channel == self.changed_channel:
+            self.wake(key, ended=False)
         elif channel == self.ended_channel:
-            self._wake(key)
+            self.wake(key)
         elif channel == self.preview_channel:
             self._keep_preview(key)
         elif self.on_cancel is not None:
@@ -189,7 +237,7 @@ class Signals:
         if key in self._watchers:  # kept only for a follower here
             count = self._previews.get(key, (0, "", None))[0]
             self._previews[key] = (count + 1, str(m.get("g")), preview)
-            self._wake(key, ended=False)
+            self.wake(key, ended=False)
 
 
 async def wait(event: asyncio.Event, timeout_s: float) -> None:

@@ -41,7 +41,7 @@ from app.fleet import order, scripts
 from app.fleet.reachability import Reachability, connect
 from app.fleet.shelf import FileShelf
 from app.fleet.signals import Signals
-from app.fleet.stream import GROUP, JobStream, Pulled, hash_of
+from app.fleet.stream import GROUP, JobStream, Pulled
 from app.fleet.writes import JobWrites, packed
 from app.jobs.records import JobEvent
 
@@ -163,7 +163,7 @@ class FleetStore(JobStream, JobWrites):
                 self.waiting]  # fmt: skip
         args = [packed(spec), packed(queued), f"{time.time():.3f}", key, owner, str(max_jobs),
                 self.job_key(""), "1" if hooks else "", str(priority), repr(self.age_step_s),
-                GROUP, take_as or ""]  # fmt: skip
+                GROUP, take_as or "", self.signals.queued_channel]  # fmt: skip
         outcome, found, *taken = await self._enqueue(keys=keys, args=args)
         if int(outcome) == 2:
             raise MaxJobsReached(int(found))
@@ -173,7 +173,9 @@ class FleetStore(JobStream, JobWrites):
             return None, None
         if not taken:
             return str(found), None
-        return str(found), Pulled(str(found), key, state=hash_of(taken[0]), started=int(taken[1]))
+        # Its hash is what this script wrote: its spec is known here, its generation current.
+        state = {"msg": str(found)}
+        return str(found), Pulled(str(found), key, state=state, started=int(taken[0]), spec=spec)
 
     async def owners(self, request_id: str) -> list[str]:
         """The API keys (ids) that have a job of this request id the fleet still knows."""

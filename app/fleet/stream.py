@@ -15,6 +15,8 @@ from typing import Any
 
 from redis.exceptions import ResponseError
 
+from app.fleet.signals import Signals
+
 GROUP = "gateways"
 NOT_HELD, NOTHING_TO_START = 0, -1  # what START answers instead of a start's number
 
@@ -29,6 +31,8 @@ class Pulled:
     # The job's hash as the pull read it, in the same script (None: to be read)
     state: dict[str, str] | None = field(default=None, compare=False, repr=False)
     started: int = 0  # which start of the job the pull made, in the same script (0: none)
+    # The job as accepted, when this gateway accepted it and took it at once (not read back)
+    spec: dict[str, Any] | None = field(default=None, compare=False, repr=False)
 
 
 class JobStream:
@@ -36,7 +40,6 @@ class JobStream:
 
     redis: Any
     stream: str
-    timeout_s: float
     _ack: Any
     _release: Any
     _start: Any
@@ -45,6 +48,7 @@ class JobStream:
     _reclaim: Any
     waiting: str
     age_step_s: float
+    signals: Signals
 
     def job_key(self, key: str) -> str:
         raise NotImplementedError
@@ -56,19 +60,13 @@ class JobStream:
             if "BUSYGROUP" not in str(e):
                 raise
 
-    async def pull(self, consumer: str, block_ms: int, max_attempts: int = 0) -> Pulled | None:
-        """The waiting job that goes next, else None once one was queued (ask again) or after
-        block_ms (at most half the call's deadline, so a blocked read is never taken for a
-        Redis that stopped). With max_attempts, a job started fewer times than that (and not
-        ended) is started here in the same script, as start() would (`Pulled.started`)."""
-        block_ms = max(min(block_ms, int(self.timeout_s * 500)), 1)
+    async def pull(self, consumer: str, max_attempts: int = 0) -> Pulled | None:
+        """The waiting job that goes next, else None (none waits: the worker hears of the next
+        one queued on the `queued` channel, app.fleet.signals). With max_attempts, a job
+        started fewer times than that (and not ended) is started here in the same script, as
+        start() would (`Pulled.started`)."""
         try:
             taken = await self._take(consumer, max_attempts)
-            if not taken[0]:  # none waits: until a message is added after the last one (the
-                # caller looks again, once it knows it still has room: the gateway that
-                # accepted that job may have taken it, and room here, meanwhile)
-                await self.redis.xread({self.stream: taken[1]}, count=1, block=block_ms)
-                return None
         except ResponseError as e:
             if "NOGROUP" not in str(e):
                 raise
@@ -134,7 +132,8 @@ class JobStream:
         """Hand a job this gateway holds and will not run back to the queue (at its place, as a
         new generation), for another; False when it had ended, or was not this gateway's."""
         keys = [self.stream, self.job_key(pulled.key), self.waiting]
-        args = [GROUP, pulled.message_id, pulled.key, consumer, repr(self.age_step_s)]
+        args = [GROUP, pulled.message_id, pulled.key, consumer, repr(self.age_step_s),
+                self.signals.queued_channel]  # fmt: skip
         return bool(await self._release(keys=keys, args=args))
 
     async def start(self, pulled: Pulled, consumer: str) -> int:

@@ -1,9 +1,9 @@
-"""FleetWorker: the running side of the fleet. Pulls a job from Redis whenever one of this
-gateway's ComfyUI instances is free, runs it with the local job runner as its owner's (the API
-key that made it), mirrors its events into Redis, and has its outcome recorded once
-(app.fleet.outcomes). Whether a pulled job starts here at all is app.fleet.admit's. Whatever
-fails while a pulled job is started, nothing stays taken: the job runs, or ends with a reported
-failure, or (Redis out of reach) stays pending for a takeover.
+"""FleetWorker: the running side of the fleet. Takes a job from Redis whenever one of this
+gateway's ComfyUI instances is free (app.fleet.next_job: where it looks), runs it with the local
+job runner as its owner's (the API key that made it), mirrors its events into Redis, and has its
+outcome recorded once (app.fleet.outcomes). Whether a pulled job starts here at all is
+app.fleet.admit's. Whatever fails while a pulled job is started, nothing stays taken: the job
+runs, or ends with a reported failure, or (Redis out of reach) stays pending for a takeover.
 
 A job stays pending in the stream while it runs and is heartbeated (its idle time reset); when
 a gateway dies, its jobs go idle and another gateway takes them over after
@@ -18,7 +18,6 @@ import contextlib
 import logging
 import os
 import socket
-import time
 import uuid
 from collections.abc import Coroutine
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from app.core.options import JobOptions
 from app.core.outcome import JobOutcome
 from app.core.settings import Settings
 from app.fleet.admit import admit
+from app.fleet.next_job import NextJob
 from app.fleet.outcomes import Outcomes, internal_error
 from app.fleet.sink import EventSink
 from app.fleet.store import FleetStore
@@ -70,10 +70,11 @@ class FleetWorker:
         self.store = store
         self.runner = runner
         self.scheduler = scheduler
-        self.outcomes = Outcomes(store, sender)
         self.visibility_ms = int(settings.job_visibility_timeout_s * 1000)
         self.max_attempts = settings.job_max_attempts
         self.consumer = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.outcomes = Outcomes(store, sender, self.consumer)
+        self.next_job = NextJob(store, self.consumer, self.visibility_ms, self.max_attempts)
         # By message id, the job's generation: the same id may come again once its job ended.
         self.starting: dict[str, Pulled] = {}  # until it runs (or ended)
         self.running: dict[str, Running] = {}  # until its task is done and its message acked
@@ -81,7 +82,6 @@ class FleetWorker:
         self.overtaken: set[str] = set()  # running here, and taken over by another gateway
         self.pulling = False  # from start() until stop_pulling()
         self.reserved = 0  # free instances held for jobs being accepted here (reserve())
-        self._next_reclaim = 0.0  # monotonic: when to look for jobs of stopped gateways again
         self._tasks: list[asyncio.Task[None]] = []
         self._finishing: set[asyncio.Task[None]] = set()  # starts, and acks after a job's end
         runner.outcome = self.record_outcome
@@ -144,18 +144,17 @@ class FleetWorker:
         self.starting[pulled.message_id] = pulled
         self._track(self._start(pulled))
 
+    def runs(self, generation: str) -> bool:
+        """Whether this gateway starts or runs the job of this message, its outcome not yet
+        recorded (or left to others): it settles the job's followers here, or wakes them."""
+        entry = self.running.get(generation)
+        return generation in self.starting or (entry is not None and not entry.settled)
+
     async def _pull_one(self) -> None:
         if not self._has_room():  # each job being started (or accepted) takes an instance
             await self.scheduler.wait_free(timeout_s=0.2 if self.starting or self.reserved else 1)
             return
-        pulled = None
-        if time.monotonic() >= self._next_reclaim:  # jobs of stopped gateways first
-            self._next_reclaim = time.monotonic() + self.visibility_ms / 4000
-            pulled = await self.store.reclaim(self.consumer, self.visibility_ms)
-            if pulled is not None:  # there may be more: look again next time round
-                self._next_reclaim = 0.0
-        pulled = pulled or await self.store.pull(self.consumer, 1000, self.max_attempts)
-        self.store.reachability.answered()
+        pulled = await self.next_job.find()
         if pulled is None or pulled.message_id in {*self.starting, *self.running}:
             return  # nothing came, or our own job back from a late heartbeat
         if not self.pulling:
@@ -167,8 +166,15 @@ class FleetWorker:
         self._track(self._start(pulled))
 
     async def _start(self, pulled: Pulled) -> None:
+        """Start a pulled job here, or end it if it cannot be started. Redis errors leave it
+        pending; the runner's refusal, or any error of its, ends it."""
         try:
-            await self._run(pulled)
+            spec = await admit(self.store, self.outcomes, pulled, self.consumer, self.max_attempts)
+            if spec is not None:
+                # Heartbeated from the pull on (self.starting): the runner downloads the job's
+                # models and inputs before it places the job, which may take longer than the
+                # visibility timeout.
+                await self._launch(pulled, spec)
         except (RedisError, OSError) as e:  # left pending: taken over once Redis is back
             self.store.reachability.failed(e)
             log.warning("job %s: left for another start: Redis failed under it (%s)", pulled.key, e)
@@ -178,16 +184,8 @@ class FleetWorker:
         finally:
             self.starting.pop(pulled.message_id, None)
             self.cancelled.discard(pulled.message_id)
-
-    async def _run(self, pulled: Pulled) -> None:
-        """Start a pulled job here, or end it if it cannot be started. Redis errors leave it
-        pending (raised); the runner's refusal, or any error of its, ends it."""
-        spec = await admit(self.store, self.outcomes, pulled, self.consumer, self.max_attempts)
-        if spec is not None:
-            # Heartbeated from the pull on (self.starting): the runner downloads the job's
-            # models and inputs before it places the job, which may take longer than the
-            # visibility timeout.
-            await self._launch(pulled, spec)
+            if pulled.message_id not in self.running:  # it does not run here: read it back
+                self.store.signals.wake(pulled.key)
 
     async def _launch(self, pulled: Pulled, spec: dict[str, Any]) -> None:
         """Hand the job to the runner; from then on the runner ends it, and _finished follows."""
@@ -258,10 +256,11 @@ class FleetWorker:
             entry.settled = True
             return None
         ack = not (job.options.webhook or job.options.webhook_v2)  # none to wait for
-        recorded = await self.outcomes.record(entry.pulled, outcome, events, self.consumer, ack)
-        entry.settled, entry.acked = True, recorded and ack
-        if recorded:
-            self.store.signals.settle(entry.pulled.key, entry.pulled.message_id, outcome)
+        pulled = entry.pulled
+        # Its followers here answer as it is sent, before Redis answers (docs/deployment.md).
+        with self.store.signals.recording(pulled.key, pulled.message_id, outcome) as settle:
+            recorded = await self.outcomes.record(pulled, outcome, events, ack, sent=settle)
+            entry.settled, entry.acked = True, recorded and ack
         return outcome if recorded else None
 
     # -- keeping jobs ---------------------------------------------------------------------------

@@ -161,7 +161,7 @@ class Node:
         if reclaim:
             pulled = await self.store.reclaim(consumer, idle_ms=0)
         else:
-            pulled = await self.store.pull(consumer, 100, self.worker.max_attempts)
+            pulled = await self.store.pull(consumer, self.worker.max_attempts)
         assert pulled is not None, "no message came"
         await self.start(pulled)
         return pulled

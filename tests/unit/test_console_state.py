@@ -173,7 +173,7 @@ async def test_instances_models_and_peers_are_read_from_memory(console: Console)
     if console.fleet is not None:  # this gateway takes a job: the fleet knows it now
         await submit(console, "taken", "alice")
         consumer = console.fleet.worker.consumer
-        assert await console.fleet.store.pull(consumer, block_ms=1) is not None
+        assert await console.fleet.store.pull(consumer) is not None
         (peer,) = (await fresh(console))["peers"]
         assert (peer["name"], peer["holding"], peer["this"]) == (consumer, 1, True)
 

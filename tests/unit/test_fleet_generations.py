@@ -47,7 +47,7 @@ async def test_cancelled_while_queued_then_reused_the_id_runs_once(
     assert await first.store.redis.xlen(first.store.stream) == 0  # its message went with it
     await submit(first.store, "again")  # the same id, a new job
     for node in pair:  # each gateway pulls what it can and starts it
-        pulled = await node.store.pull(node.worker.consumer, block_ms=100)
+        pulled = await node.store.pull(node.worker.consumer)
         if pulled is not None:
             await node.start(pulled)
     assert first.runner.started + second.runner.started == ["again"]
@@ -65,7 +65,7 @@ async def test_a_job_cancelled_after_a_gateway_pulled_it_is_never_started(
 ) -> None:
     node, _ = pair
     key = await submit(node.store, "pulled", receiver.url("/pulled"))
-    pulled = await node.store.pull(node.worker.consumer, block_ms=100)
+    pulled = await node.store.pull(node.worker.consumer)
     assert pulled is not None
     assert await cancel(node.store, key)  # ended where the request landed: nobody started it
     assert await node.store.start(pulled, node.worker.consumer) == NOT_HELD
@@ -83,7 +83,7 @@ async def test_a_message_left_by_a_gateway_that_died_after_the_end_does_not_star
     message, taken over, is dropped: only the new one starts the new job, once."""
     dead, alive = pair
     key = await submit(dead.store, "twice")
-    old = await dead.store.pull(dead.worker.consumer, block_ms=100)
+    old = await dead.store.pull(dead.worker.consumer)
     assert old is not None and await dead.store.start(old, dead.worker.consumer) == 1
     assert await dead.store.finish(old, "succeeded", "complete", RESULT)  # then it died
     await submit(alive.store, "twice")  # the id used again: a new generation
@@ -108,7 +108,7 @@ async def test_a_reuse_waits_until_the_last_jobs_webhooks_went_out(
     dead, alive = pair
     hook = receiver.url("/reuse-after-webhooks")
     key = await submit(dead.store, "hooked", hook)
-    pulled = await dead.store.pull(dead.worker.consumer, block_ms=100)
+    pulled = await dead.store.pull(dead.worker.consumer)
     assert pulled is not None and await dead.store.start(pulled, dead.worker.consumer) == 1
     assert await dead.store.finish(pulled, "succeeded", "complete", {"id": "hooked", **RESULT})
     with pytest.raises(StillDelivering):
@@ -129,7 +129,7 @@ async def test_webhooks_taken_over_from_a_gateway_that_died_say_its_outputs_went
     dead, alive = pair
     hook = receiver.url("/outputs-gone")
     key = await submit(dead.store, "gone", hook)
-    pulled = await dead.store.pull(dead.worker.consumer, block_ms=100)
+    pulled = await dead.store.pull(dead.worker.consumer)
     assert pulled is not None and await dead.store.start(pulled, dead.worker.consumer) == 1
     meta = {"name": "out.png", "size": 2, "url": "http://127.0.0.1:9/internal/fleet/files/t"}
     data = {"id": "gone", "filenames": ["out.png"], "files": [meta]}  # port 9: nobody there
@@ -148,7 +148,7 @@ async def test_webhooks_taken_over_from_a_gateway_that_died_say_its_outputs_went
 async def test_an_overtaken_gateway_neither_starts_nor_writes_to_the_job(pair: list[Node]) -> None:
     slow, fresh = pair
     key = await submit(slow.store, "overtaken")
-    pulled = await slow.store.pull(slow.worker.consumer, block_ms=100)
+    pulled = await slow.store.pull(slow.worker.consumer)
     assert pulled is not None
     assert await slow.store.start(pulled, slow.worker.consumer) == 1
     taken = await fresh.store.reclaim(fresh.worker.consumer, idle_ms=0)  # slow went quiet
@@ -170,7 +170,7 @@ async def test_an_earlier_generation_cannot_end_or_mark_the_current_one(
 ) -> None:
     node, _ = pair
     key = await submit(node.store, "gen")
-    old = await node.store.pull(node.worker.consumer, block_ms=100)
+    old = await node.store.pull(node.worker.consumer)
     assert old is not None
     assert await node.store.finish(old, "succeeded", "complete", RESULT)
     await submit(node.store, "gen")
@@ -184,7 +184,7 @@ async def test_an_earlier_generation_cannot_end_or_mark_the_current_one(
 async def test_a_job_handed_back_is_a_new_generation(pair: list[Node]) -> None:
     leaving, other = pair
     key = await submit(leaving.store, "handed")
-    pulled = await leaving.store.pull(leaving.worker.consumer, block_ms=100)
+    pulled = await leaving.store.pull(leaving.worker.consumer)
     assert pulled is not None
     assert await leaving.store.start(pulled, leaving.worker.consumer) == 1
     assert not await other.store.release(pulled, other.worker.consumer)  # not other's to give
@@ -192,7 +192,7 @@ async def test_a_job_handed_back_is_a_new_generation(pair: list[Node]) -> None:
     state = await leaving.store.state(key)
     assert state["msg"] != pulled.message_id and state["status"] == "queued"
     assert "gateway" not in state  # queued again: a cancel now ends it where it lands
-    again = await other.store.pull(other.worker.consumer, block_ms=100)
+    again = await other.store.pull(other.worker.consumer)
     assert again is not None and again.message_id == state["msg"]
     assert await other.store.start(again, other.worker.consumer) == 2
     await leaving.store.ack(pulled)  # a late acknowledgement of the old message marks nothing
@@ -214,7 +214,7 @@ async def small(redis_server: RedisServer) -> AsyncIterator[FleetStore]:
 
 async def finish_one(store: FleetStore, request_id: str, result: dict[str, object]) -> str:
     key = await submit(store, request_id)
-    pulled = await store.pull("gateway-1", block_ms=100)
+    pulled = await store.pull("gateway-1")
     assert pulled is not None and pulled.key == key
     assert await store.finish(pulled, "succeeded", "complete", result)
     await store.ack(pulled)
@@ -223,7 +223,7 @@ async def finish_one(store: FleetStore, request_id: str, result: dict[str, objec
 
 async def test_past_the_count_the_oldest_finished_job_is_dropped_first(small: FleetStore) -> None:
     running = await submit(small, "running")
-    await small.pull("gateway-1", block_ms=100)
+    await small.pull("gateway-1")
     kept = [await finish_one(small, f"done-{n}", RESULT) for n in range(5)]
     assert [bool(await small.state(k)) for k in kept] == [False, False, True, True, True]
     assert [await small.last_event(k) is not None for k in kept] == [False, False, True, True, True]
@@ -250,7 +250,7 @@ async def test_a_reused_id_leaves_the_kept_ones_and_counts_again(small: FleetSto
     assert await small.redis.zscore(small.history[0], key) is None
     assert await small.redis.hget(small.history[1], key) is None
     assert int(await small.redis.get(small.history[2])) == 0
-    taken = await small.pull("gateway-2", block_ms=100)
+    taken = await small.pull("gateway-2")
     assert taken is not None and taken.key == key  # it runs, while three others end
     [await finish_one(small, f"other-{n}", RESULT) for n in range(3)]
     assert (await small.state(key))["status"] == "queued"  # still there: never dropped
@@ -270,7 +270,7 @@ async def test_a_reader_of_a_job_never_takes_a_later_job_of_its_id_for_it(
     node, _ = pair
     queue = FleetQueue(node.store, AddressPolicy.from_settings(load_settings()), node.sender)
     key = await submit(node.store, "read")
-    first = await node.store.pull(node.worker.consumer, block_ms=100)
+    first = await node.store.pull(node.worker.consumer)
     assert first is not None
     assert await node.store.finish(first, "succeeded", "complete", {"id": "read", **RESULT})
     ended = await RemoteRecord.load(node.store, key)  # read before the id is used again

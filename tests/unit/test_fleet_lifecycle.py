@@ -23,8 +23,8 @@ from app.core.errors import ComfyUnavailable, Conflict, GatewayError
 from app.core.options import JobOptions
 from app.core.outcome import JobOutcome
 from app.core.settings import load_settings
-from app.fleet import sink
-from app.fleet.queue import FleetQueue
+from app.fleet import next_job, scripts, sink
+from app.fleet.queue import FleetJob, FleetQueue
 from app.fleet.records import RemoteRecord
 from app.fleet.stream import GROUP
 from app.jobs.job import Job
@@ -363,3 +363,115 @@ async def test_previews_reach_a_follower_on_another_gateway_over_pubsub_only(
         assert "preview" not in [fields["type"] for _, fields in stored]  # never in a stream
     finally:
         await follows.store.signals.close()
+
+
+async def commands(node: Node, name: str) -> int:
+    """How many times Redis has run this command (INFO commandstats), scripts' calls included."""
+    stats = await node.store.redis.info("commandstats")
+    return int(stats.get(f"cmdstat_{name}", {}).get("calls", 0))
+
+
+async def test_a_request_waiting_on_the_gateway_that_runs_its_job_reads_nothing_of_it(
+    pair: list[Node], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Accepted and taken here in its enqueue: the waiting request needs no read of Redis, and
+    # the job costs Redis two scripts, its enqueue and its outcome (with its events).
+    runs, _ = pair
+    monkeypatch.setattr(sink, "LINGER_S", 60.0)  # its events go with its outcome, however slow
+    await runs.store.redis.script_load(scripts.FINISH)  # as a Redis that ran a job before
+    runs.store.signals.start()
+    try:
+        await eventually(lambda: runs.store.signals.subscribed)
+        accepted = await accepting(runs).submit(
+            "unread", graph(filename_prefix="u"), JobOptions(), owner=None, echo_input=None,
+            workflow="prompt",
+        )  # fmt: skip
+        waiting = accepted.task
+        await eventually(lambda: bool(runs.worker.running))
+        job = running_job(runs)
+        before = {name: await commands(runs, name) for name in ("xrevrange", "hgetall", "evalsha")}
+        assert runs.rig is not None
+        runs.rig.finish(job)
+        answer = await asyncio.wait_for(waiting, 5)
+        assert job.task is not None and answer is await job.task
+        await runs.settle()
+        after = {name: await commands(runs, name) for name in before}
+        assert after["xrevrange"] == before["xrevrange"]  # no read of its last event
+        assert after["hgetall"] == before["hgetall"]
+        assert after["evalsha"] - before["evalsha"] == 1  # its outcome, with its last events
+        assert await terminal_events(runs.store, accepted.record.key) == ["complete"]
+    finally:
+        await runs.store.signals.close()
+
+
+async def test_a_waiting_request_is_answered_as_its_outcome_is_sent_then_reads_find_it_ended(
+    pair: list[Node], redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The answer goes out as the outcome's script is sent, before Redis answers it (here Redis
+    # is stopped in between); this gateway's reads and writes of the key's jobs wait for Redis's
+    # answer, so what was answered is ended for them: its state, its id used again, max_jobs.
+    runs, _ = pair
+    queue = accepting(runs)
+    monkeypatch.setattr(sink, "LINGER_S", 60.0)  # its events go with its outcome: no write before
+
+    async def submit_owned(request_id: str) -> FleetJob:
+        return await queue.submit(
+            request_id, graph(filename_prefix=request_id), JobOptions(), owner="key-1",
+            max_jobs=1, echo_input=None, workflow="prompt",
+        )  # fmt: skip
+
+    runs.store.signals.start()
+    try:
+        await eventually(lambda: runs.store.signals.subscribed)
+        accepted = await submit_owned("early")
+        waiting = accepted.task
+        await eventually(lambda: bool(runs.worker.running))
+        job = running_job(runs)
+        redis_server.pause()
+        try:
+            assert runs.rig is not None
+            runs.rig.finish(job)
+            answer = await asyncio.wait_for(waiting, 5)  # while Redis is stopped
+            assert isinstance(answer, JobOutcome) and answer.error is None
+            reading = asyncio.create_task(queue.record("early", "key-1"))
+            again = asyncio.create_task(submit_owned("early"))  # its id used again
+            await asyncio.sleep(0.2)
+            assert not reading.done() and not again.done()  # they wait for Redis's answer
+        finally:
+            redis_server.resume()
+        record = await asyncio.wait_for(reading, 5)
+        assert record is not None and record.status == "succeeded"
+        second = await asyncio.wait_for(again, 5)  # a new job: no 409, and max_jobs not reached
+        assert second.record.generation != accepted.record.generation
+        await runs.settle()
+        await finished(runs, running_job(runs))
+        assert await terminal_events(runs.store, accepted.record.key) == ["complete"]
+        assert await pending(runs) == 0 and runs.idle()
+    finally:
+        await runs.store.signals.close()
+
+
+async def test_a_gateway_with_room_pulls_a_job_it_hears_of_or_finds_it_looking_every_poll(
+    pair: list[Node], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runs, accepts = pair
+    runs.store.signals.start()
+    try:
+        await eventually(lambda: runs.store.signals.subscribed)
+        monkeypatch.setattr(next_job, "POLL_S", 3600.0)  # it pulls only when it hears of a job
+        runs.worker.start()
+        await eventually(lambda: runs.worker.next_job._next_look > 0)  # it looked once
+        await submit(accepts.store, "heard", graph=graph(filename_prefix="h"))  # not taken there
+        await eventually(lambda: bool(runs.worker.running))
+        await finished(runs, running_job(runs))
+        # Not heard of (its announcement missed): found when it looks on its own.
+        await runs.store.signals.close()
+        monkeypatch.setattr(next_job, "POLL_S", 0.05)
+        runs.worker.next_job._next_look = 0.0
+        await submit(accepts.store, "found", graph=graph(filename_prefix="f"))
+        await eventually(lambda: bool(runs.worker.running))
+        assert running_job(runs).id == "found"
+        await finished(runs, running_job(runs))
+    finally:
+        runs.worker.stop_pulling()
+        await runs.store.signals.close()

@@ -56,7 +56,7 @@ async def test_a_pull_claims_reads_and_starts_the_next_job_in_one_round_trip(
 ) -> None:
     assert await store.enqueue("p", spec("p"), {"id": "p"})
     before = await store.state("p")
-    pulled = await store.pull("gateway-1", block_ms=1, max_attempts=2)
+    pulled = await store.pull("gateway-1", max_attempts=2)
     assert pulled is not None and pulled.key == "p"
     assert pulled.state == before and before["msg"] == pulled.message_id  # as it was
     assert pulled.started == 1  # as START would have answered
@@ -65,12 +65,12 @@ async def test_a_pull_claims_reads_and_starts_the_next_job_in_one_round_trip(
     # One started as often as it may be is only claimed: admit ends it (JOB_MAX_ATTEMPTS).
     assert await store.enqueue("q", spec("q"), {"id": "q"})
     await store.redis.hset(store.job_key("q"), "attempts", 2)
-    tired = await store.pull("gateway-1", block_ms=1, max_attempts=2)
+    tired = await store.pull("gateway-1", max_attempts=2)
     assert tired is not None and tired.key == "q" and tired.started == 0
     assert (await store.state("q"))["attempts"] == "2" and "gateway" not in await store.state("q")
     # Without max_attempts a pull starts nothing (admit starts it apart).
     assert await store.enqueue("r", spec("r"), {"id": "r"})
-    plain = await store.pull("gateway-1", block_ms=1)
+    plain = await store.pull("gateway-1")
     assert plain is not None and plain.started == 0 and "attempts" not in await store.state("r")
 
 
@@ -149,9 +149,9 @@ async def test_a_job_is_taken_by_one_gateway_and_taken_over_when_it_goes_quiet(
     store: FleetStore,
 ) -> None:
     await store.enqueue("c", spec("c"), {"id": "c"})
-    first = await store.pull("gateway-1", block_ms=100)
+    first = await store.pull("gateway-1")
     assert first is not None and first.key == "c" and not first.reclaimed
-    assert await store.pull("gateway-2", block_ms=100) is None
+    assert await store.pull("gateway-2") is None
     assert await store.reclaim("gateway-2", idle_ms=60_000) is None  # still fresh
     await asyncio.sleep(0.3)
     await store.heartbeat("gateway-1", [first.message_id])  # still working on it
@@ -175,7 +175,7 @@ async def test_a_job_is_taken_by_one_gateway_and_taken_over_when_it_goes_quiet(
 async def test_a_job_handed_back_keeps_its_place_in_the_queue(store: FleetStore) -> None:
     for key in ("d1", "d2"):
         await store.enqueue(key, spec(key), {"id": key})
-    pulled = await store.pull("gateway-1", block_ms=100)
+    pulled = await store.pull("gateway-1")
     assert pulled is not None and pulled.key == "d1"
     assert await store.position("d2") == 0
     assert await store.release(pulled, "gateway-1")
@@ -184,7 +184,7 @@ async def test_a_job_handed_back_keeps_its_place_in_the_queue(store: FleetStore)
     held = await store.redis.xpending_range(store.stream, GROUP, "-", "+", 10)
     assert {entry["consumer"] for entry in held} == {QUEUED}  # nobody runs either
     assert len(held) == 2 and pulled.message_id not in {entry["message_id"] for entry in held}
-    order = [(await store.pull("gateway-2", block_ms=100)) for _ in range(2)]
+    order = [(await store.pull("gateway-2")) for _ in range(2)]
     assert [p.key for p in order if p is not None] == ["d1", "d2"]
 
 
@@ -203,7 +203,7 @@ async def test_cancel_ends_a_job_nobody_took_and_signals_one_that_runs(
     body = {"error": "stop", "code": "interrupted"}
     ended = await store.cancel("e1", {**body, "status": 409}, {"id": "e1", **body})
     assert ended == spec("e1")  # its request: for its webhooks
-    taken = await store.pull("gateway-1", block_ms=100)
+    taken = await store.pull("gateway-1")
     assert taken is not None and taken.key == "e2"  # e1 left the queue with its end
     assert await store.start(taken, "gateway-1") == 1
     assert await store.cancel("e2", {**body, "status": 409}, {"id": "e2", **body}) == {}
@@ -232,7 +232,7 @@ async def test_a_follower_on_any_gateway_sees_each_event_then_the_end(store: Fle
 
     follower = asyncio.create_task(follow())
     await asyncio.sleep(0.2)
-    pulled = await store.pull("gateway-1", block_ms=100)
+    pulled = await store.pull("gateway-1")
     assert pulled is not None and await store.start(pulled, "gateway-1") == 1
     await store.append_all(pulled, "gateway-1", [(JobEvent(0, "running", {}), "running", None)])
     progress = JobEvent(0, "progress", {"value": 1, "max": 2})
@@ -247,9 +247,9 @@ async def test_a_follower_on_any_gateway_sees_each_event_then_the_end(store: Fle
 
 async def test_a_redis_that_lost_its_data_gets_its_consumer_group_back(store: FleetStore) -> None:
     await store.redis.delete(store.stream)  # as after a restart without persistence
-    assert await store.pull("gateway-1", block_ms=50) is None
+    assert await store.pull("gateway-1") is None
     assert await store.enqueue("g", spec("g"), {"id": "g"})
-    pulled = await store.pull("gateway-1", block_ms=100)
+    pulled = await store.pull("gateway-1")
     assert pulled is not None and pulled.key == "g"
 
 
@@ -295,3 +295,39 @@ async def test_fleet_rates_count_on_this_gateway_while_redis_is_out(store: Fleet
     assert await rates.take("key-o", limit) is not None
     store.reachability.answered()
     assert await rates.take("key-o", limit) is not None  # Redis's bucket again, still empty
+
+
+async def test_an_outcome_asked_again_by_the_gateway_that_recorded_it_is_its_own(
+    store: FleetStore,
+) -> None:
+    # Its script ran and its answer was lost: asked again, the recorder is told it recorded it
+    # (it delivers the webhooks); any other gateway is told it did not.
+    await store.enqueue("r", spec("r"), {"id": "r"})
+    pulled = await store.pull("gateway-1")
+    assert pulled is not None
+    for _ in range(2):
+        assert await store.finish(pulled, "succeeded", "complete", {"images": []},
+                                  consumer="gateway-1")  # fmt: skip
+    assert not await store.finish(pulled, "succeeded", "complete", {"images": []},
+                                  consumer="gateway-2")  # fmt: skip
+    types = [f["type"] for _, f in await store.redis.xrange(store.events_key("r"))]
+    assert types == ["queued", "complete"]
+
+
+async def test_a_job_left_waiting_is_announced_and_one_taken_in_its_enqueue_is_not(
+    store: FleetStore,
+) -> None:
+    async with store.redis.pubsub() as pubsub:
+        await pubsub.subscribe(store.signals.queued_channel)
+        taken = await store.queue_job("t1", spec("t1"), {"id": "t1"}, take_as="gateway-1")
+        assert taken[1] is not None  # taken by its gateway at once: nobody else is told
+        await store.enqueue("t2", spec("t2"), {"id": "t2"})
+        pulled = await store.pull("gateway-2")
+        assert pulled is not None and await store.release(pulled, "gateway-2")  # handed back
+        heard: list[str] = []
+        async with asyncio.timeout(5):
+            while len(heard) < 2:  # (None: a subscription's own message, skipped)
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1)
+                if message is not None:
+                    heard.append(message["data"])
+        assert heard == ["t2", "t2"]  # queued, then queued again; never t1

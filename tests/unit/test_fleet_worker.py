@@ -49,8 +49,8 @@ def inject(node: Node, step: str, error: BaseException, monkeypatch: pytest.Monk
     if step in ("state", "start"):  # a pull reads and starts the job in its script; a
         pull = store.pull  # takeover does both apart, as here
 
-        async def pull_apart(consumer: str, block_ms: int, max_attempts: int = 0) -> Pulled | None:
-            pulled = await pull(consumer, block_ms)  # starting nothing
+        async def pull_apart(consumer: str, max_attempts: int = 0) -> Pulled | None:
+            pulled = await pull(consumer)  # starting nothing
             return None if pulled is None else dataclasses.replace(pulled, state=None)
 
         monkeypatch.setattr(store, "pull", pull_apart)

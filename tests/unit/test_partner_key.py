@@ -21,7 +21,7 @@ from app.core.errors import InvalidRequest
 from app.core.keys import Caller
 from app.core.options import JobOptions
 from app.core.settings import load_settings
-from app.fleet.queue import dump_options
+from app.fleet.spec import dump_options
 from app.jobs.progress_hooks import ProgressHooks
 from app.jobs.result_cache import ResultCache
 from app.jobs.webhooks import WebhookSender

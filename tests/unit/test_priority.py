@@ -178,9 +178,9 @@ async def test_the_fleets_queue_runs_higher_first_across_gateways(
         ("nine", 9), ("five", 5), ("first-0", 0), ("second-0", 0),
     ]  # fmt: skip
     # Two gateways take turns: each takes the job that goes next, whoever asks.
-    taken = [await store.pull(f"gateway-{n % 2}", block_ms=50) for n in range(4)]
+    taken = [await store.pull(f"gateway-{n % 2}") for n in range(4)]
     assert [pulled.key for pulled in taken if pulled is not None] == RUN_ORDER
-    assert await store.pull("gateway-0", block_ms=10) is None
+    assert await store.pull("gateway-0") is None
     assert await store.position("nine") is None  # taken: no longer waiting
     held = await store.redis.xpending_range(store.stream, GROUP, "-", "+", 10)
     assert sorted(entry["consumer"] for entry in held) == ["gateway-0"] * 2 + ["gateway-1"] * 2
@@ -210,8 +210,8 @@ async def test_a_message_queued_by_an_earlier_version_is_still_taken(
     await store.enqueue("new", spec("new"), {"id": "new"})
     legacy = await store.redis.xadd(store.stream, {"key": "legacy"})
     await store.redis.hset(store.job_key("legacy"), mapping={"status": "queued", "msg": legacy})
-    first = await store.pull("gateway-0", block_ms=10)
-    second = await store.pull("gateway-0", block_ms=10)
+    first = await store.pull("gateway-0")
+    second = await store.pull("gateway-0")
     assert first is not None and second is not None
     assert {first.key, second.key} == {"legacy", "new"}
     held = await store.redis.xpending_range(store.stream, GROUP, "-", "+", 10)
