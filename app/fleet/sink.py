@@ -4,7 +4,6 @@ sends its previews over pub/sub (app.fleet.signals), never into the stream."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import Any
 
@@ -25,16 +24,17 @@ class EventSink:
     gateway that started the job's current generation has them added (app.fleet.scripts).
 
     Events linger up to LINGER_S before they are written, so the events of a moment go in one
-    round trip, and a short job's go with its outcome (close() hands over what is left)."""
+    round trip, and a short job's go with its outcome (close() hands over what is left): then it
+    costs no task and no write of its own."""
 
     def __init__(self, store: FleetStore, pulled: Pulled, consumer: str) -> None:
         self.store = store
         self.pulled = pulled
         self.consumer = consumer
         self._buffer: list[tuple[JobEvent, str, Any]] = []
-        self._offered = asyncio.Event()
-        self._closed = asyncio.Event()
-        self.writer = asyncio.create_task(self._write(), name=f"fleet-events-{pulled.key}")
+        self._closed = False
+        self._due: asyncio.TimerHandle | None = None  # the next write, once events linger
+        self._writing: asyncio.Task[None] | None = None  # a write under way
         self._preview: Preview | None = None  # the newest not yet sent; one at most
         self._sending: asyncio.Task[None] | None = None
 
@@ -42,7 +42,8 @@ class EventSink:
         # `queued` was written when the job was accepted; the end is written with the outcome.
         if event.type != "queued" and event.type not in TERMINAL:
             self._buffer.append((event, record.status, dict(record.progress)))
-            self._offered.set()
+            if self._due is None and self._writing is None and not self._closed:
+                self._due = asyncio.get_running_loop().call_later(LINGER_S, self._write_due)
 
     def offer_preview(self, preview: Preview, record: JobRecord) -> None:
         """Send a published preview; one that comes while Redis is slow replaces the unsent."""
@@ -60,38 +61,43 @@ class EventSink:
             except (RedisError, OSError) as e:  # a preview is not worth a retry
                 log.debug("fleet: job %s: a preview was not sent: %r", self.pulled.key, e)
 
+    def _write_due(self) -> None:
+        self._due = None
+        if self._buffer and not self._closed:
+            self._writing = asyncio.create_task(
+                self._write(), name=f"fleet-events-{self.pulled.key}"
+            )
+
     async def _write(self) -> None:
-        while not self._closed.is_set():
-            await self._offered.wait()
-            with contextlib.suppress(TimeoutError):  # the events of the next moments join
-                async with asyncio.timeout(LINGER_S):
-                    await self._closed.wait()
-            if self._closed.is_set():
-                return  # what is left goes with the outcome (close())
-            self._offered.clear()
-            events, self._buffer = self._buffer, []
-            while events:
-                try:
-                    await self.store.append_all(self.pulled, self.consumer, events)
-                    break
-                except (RedisError, OSError) as e:
-                    self.store.reachability.failed(e)
-                    await asyncio.sleep(RETRY_S)
-                except Exception:  # a bug loses these events, never the job's outcome
-                    log.exception("fleet: job %s: events could not be stored", self.pulled.key)
-                    break
+        events, self._buffer = self._buffer, []
+        while events:
+            try:
+                await self.store.append_all(self.pulled, self.consumer, events)
+                break
+            except (RedisError, OSError) as e:
+                self.store.reachability.failed(e)
+                await asyncio.sleep(RETRY_S)
+            except Exception:  # a bug loses these events, never the job's outcome
+                log.exception("fleet: job %s: events could not be stored", self.pulled.key)
+                break
+        self._writing = None
+        if self._buffer and not self._closed:  # those of the next moments linger in turn
+            self._due = asyncio.get_running_loop().call_later(LINGER_S, self._write_due)
 
     async def close(self) -> list[tuple[JobEvent, str, Any]]:
         """Stop (after a write under way), and hand over the events not written yet, for the
         outcome's own round trip (FleetStore.finish)."""
-        self._closed.set()
-        self._offered.set()
-        await self.writer
+        self._closed = True
+        if self._due is not None:
+            self._due.cancel()
+        if self._writing is not None:
+            await asyncio.shield(self._writing)
         events, self._buffer = self._buffer, []
         return events
 
     def abort(self) -> None:
         """Stop at once, dropping what is pending (the job never ran)."""
-        self.writer.cancel()
-        if self._sending is not None:
-            self._sending.cancel()
+        self._closed = True
+        for pending in (self._due, self._writing, self._sending):
+            if pending is not None:
+                pending.cancel()
