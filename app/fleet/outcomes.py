@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
 from typing import Any
 
 from redis.exceptions import RedisError
@@ -47,26 +46,24 @@ class Outcomes:
         outcome: JobOutcome,
         events: list[tuple[JobEvent, str, Any]] | None = None,
         ack: bool = False,
-        sent: Callable[[], None] = lambda: None,
     ) -> bool:
         """Record the outcome of the message's job (after its events not stored yet): True for
         the gateway that recorded it (it delivers the webhooks); with ack, its message
-        acknowledged with it; `sent` called as it goes to Redis (on each try). Redis may be
-        away for a while: the outcome waits."""
+        acknowledged with it. Redis may be away for a while: the outcome waits."""
         while True:
             try:
                 if (error := outcome.error) is None:
                     data = to_redis(outcome, self.store.shelf)
                     return await self.store.finish(
                         pulled, "succeeded", "complete", data,
-                        events=events, consumer=self.consumer, ack=ack, sent=sent,
+                        events=events, consumer=self.consumer, ack=ack,
                     )  # fmt: skip
                 body = error.body()
                 status = ended_status(body)
                 data, shown = {"id": outcome.id, **body}, {**body, "status": error.status}
                 return await self.store.finish(
                     pulled, status, "failed", data, shown,
-                    events=events, consumer=self.consumer, ack=ack, sent=sent,
+                    events=events, consumer=self.consumer, ack=ack,
                 )  # fmt: skip
             except (RedisError, OSError) as e:
                 if self.abandoning or self.closed:

@@ -15,11 +15,11 @@ by the gateway that runs it: previews never go into Redis streams. A gateway kee
 one of each job that someone here watches (an SSE stream, or a request waiting for the job's end,
 whose /sdapi/v1/progress shows it), and forgets it when the last one leaves.
 
-A job this gateway ran is handed to its followers here as it is (`settle`) as its outcome is
-sent to Redis: a request waiting for it on this gateway answers without waiting for Redis's
-answer, a read of Redis or a fetch of its files from the shelf. Until Redis has answered, this
-gateway's own reads and writes of that API key's jobs wait for it (`recorded`). Followers on
-other gateways read the outcome back from Redis.
+A job this gateway ran is handed to its followers here as it is (`recording`) as it ends,
+before its outcome is written to Redis: a request waiting for it on this gateway answers without
+waiting for Redis, a read of Redis or a fetch of its files from the shelf. Until Redis has the
+outcome, this gateway's own reads and writes of that API key's jobs wait for it (`recorded`).
+Followers on other gateways read the outcome back from Redis.
 
 A subscription waits for messages without a deadline of its own, so a quiet one is PINGed every
 PING_S: one that gets no answer within QUEUE_TIMEOUT_S (a partition, a paused VM) is given up
@@ -108,15 +108,19 @@ class Signals:
     @contextlib.contextmanager
     def recording(
         self, key: str, generation: str, outcome: JobOutcome
-    ) -> Iterator[Callable[[], None]]:
-        """While this gateway records the outcome of a job it ran: what to call once it is on
-        its way to Redis, for the job's followers here that wait for the end to take it as it
-        is (settled); those it did not settle are woken at the end, to read it from Redis."""
+    ) -> Iterator[Callable[[], Awaitable[None]]]:
+        """While this gateway records the outcome of a job it ran: what to await first, for the
+        job's followers here that wait for the end to take it as it is (settled) and answer;
+        those it did not settle are woken at the end, to read it from Redis."""
 
-        def settle() -> None:
+        async def settle() -> None:
             if key in self._watchers:
                 self._settled[key] = (generation, outcome)
                 self.wake(key)
+                # The follower's turn, then its request's, which writes the answer: before the
+                # outcome's own write to Redis, which would delay it by a send.
+                for _ in range(2):
+                    await asyncio.sleep(0)
 
         done = asyncio.Event()
         self._recording[key] = (generation, done)

@@ -251,15 +251,16 @@ class FleetWorker:
         entry = next((r for r in self.running.values() if r.job is job), None)
         if entry is None:
             return outcome
-        events = await entry.sink.close()  # those not written yet go with the outcome
         if self.outcomes.abandoning:
+            await entry.sink.close()
             entry.settled = True
             return None
         ack = not (job.options.webhook or job.options.webhook_v2)  # none to wait for
         pulled = entry.pulled
-        # Its followers here answer as it is sent, before Redis answers (docs/deployment.md).
         with self.store.signals.recording(pulled.key, pulled.message_id, outcome) as settle:
-            recorded = await self.outcomes.record(pulled, outcome, events, ack, sent=settle)
+            await settle()  # its followers here answer first (docs/deployment.md)
+            events = await entry.sink.close()  # those not written yet go with the outcome
+            recorded = await self.outcomes.record(pulled, outcome, events, ack)
             entry.settled, entry.acked = True, recorded and ack
         return outcome if recorded else None
 

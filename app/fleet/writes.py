@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
 from typing import Any
 
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import NoScriptError
 
 from app.fleet import scripts
 from app.fleet.signals import Signals
@@ -83,50 +81,19 @@ class JobWrites:
         events: list[tuple[JobEvent, str, Any]] | None = None,
         consumer: str = "",
         ack: bool = False,
-        sent: Callable[[], None] = lambda: None,
     ) -> bool:
         """Record the outcome of the message's job, once: True for the caller that recorded it
         (again when it asks again); False when another did, or another generation of the id is
         current. Its events not stored yet (the consumer's, app.fleet.sink) go first, in the
         same script; with ack (the job has no webhooks to wait for), its message is acknowledged
-        in it too. `sent` is called as the script goes to Redis, before its answer comes."""
+        in it too."""
         assert event_type in TERMINAL
         keys = [*self._end_keys(pulled.key), self.stream]
         args = [*self._end_args(pulled.key, status, event_type, data, error, pulled.message_id),
                 GROUP if ack else "", consumer]  # fmt: skip
         for event, _, progress in events or ():
             args += [event.type, packed(event.data), packed(progress) if progress else ""]
-        try:
-            return bool(await self._call_telling(self._finish.sha, keys, args, sent))
-        except NoScriptError:  # a restarted Redis forgot the script: nothing ran; again
-            await self.redis.script_load(self._finish.script)
-            return bool(await self._call_telling(self._finish.sha, keys, args, sent))
-
-    async def _call_telling(
-        self, sha: str, keys: list[str], args: list[str], sent: Callable[[], None]
-    ) -> Any:
-        """A script's answer, `sent` called once the call is written, before the answer is
-        read (redis-py's calls send and read in one). A pooled connection that a restarted
-        Redis closed is replaced once, as the pool's calls do (app.fleet.reachability)."""
-        pool = self.redis.connection_pool
-        for attempt in (1, 2):
-            connection = await pool.get_connection()
-            try:
-                await connection.send_command("EVALSHA", sha, len(keys), *keys, *args)
-                sent()
-                return await connection.read_response()
-            except ResponseError:  # Redis's answer, read whole: the connection is fine
-                raise
-            except RedisConnectionError:
-                await connection.disconnect()
-                if attempt == 2:
-                    raise
-            except BaseException:  # a timeout, a cancel: the answer may still come; not here
-                await connection.disconnect()
-                raise
-            finally:
-                await pool.release(connection)
-        raise AssertionError("unreachable")
+        return bool(await self._finish(keys=keys, args=args))
 
     def _end_keys(self, key: str) -> list[str]:
         owned, _ = self._owner_keys(key)

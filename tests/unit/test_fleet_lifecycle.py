@@ -404,12 +404,12 @@ async def test_a_request_waiting_on_the_gateway_that_runs_its_job_reads_nothing_
         await runs.store.signals.close()
 
 
-async def test_a_waiting_request_is_answered_as_its_outcome_is_sent_then_reads_find_it_ended(
+async def test_a_waiting_request_is_answered_before_redis_has_the_outcome_reads_find_it_ended(
     pair: list[Node], redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # The answer goes out as the outcome's script is sent, before Redis answers it (here Redis
-    # is stopped in between); this gateway's reads and writes of the key's jobs wait for Redis's
-    # answer, so what was answered is ended for them: its state, its id used again, max_jobs.
+    # The answer goes out as the job ends, before its outcome is in Redis (here Redis is stopped
+    # meanwhile); this gateway's reads and writes of the key's jobs wait until Redis has it, so
+    # what was answered is ended for them: its state, its id used again, max_jobs.
     runs, _ = pair
     queue = accepting(runs)
     monkeypatch.setattr(sink, "LINGER_S", 60.0)  # its events go with its outcome: no write before
