@@ -41,11 +41,12 @@ def free_port() -> int:
         return port
 
 
-def free_port_range(count: int) -> int:
-    """The first of `count` consecutive free ports (a pool's ComfyUI instances take one each)."""
+def free_port_range(count: int, avoid: int = 0) -> int:
+    """The first of `count` consecutive free ports (a pool's ComfyUI instances take one each),
+    none of them `avoid` (a port just picked for another use is free again until it is bound)."""
     for _ in range(100):
         first = free_port()
-        if all(_free(first + n) for n in range(1, count)):
+        if not first <= avoid < first + count and all(_free(first + n) for n in range(1, count)):
             return first
     raise RuntimeError(f"found no {count} consecutive free ports")
 
@@ -107,7 +108,7 @@ class GatewayProcess:
         self.workdir = workdir
         self.port = free_port()
         self.instances = int(env.get("COMFYUI_INSTANCES", "1"))
-        self.comfy_port = free_port_range(self.instances)
+        self.comfy_port = free_port_range(self.instances, avoid=self.port)
         self.input_dir = workdir / "input"
         self.output_dir = workdir / "output"
         self.input_dir.mkdir(parents=True, exist_ok=True)
