@@ -181,7 +181,7 @@ class FleetQueue:
                     if here.error is not None:
                         raise here.error
                     return here
-                if self._runs_here(key, generation):
+                if self._runs_here(generation):
                     await wait(ended, POLL_S)
                     continue
                 try:
@@ -201,14 +201,10 @@ class FleetQueue:
                     continue
                 await wait(ended, POLL_S)
 
-    def _runs_here(self, key: str, generation: str | None) -> bool:
+    def _runs_here(self, generation: str | None) -> bool:
         """Whether this gateway runs this generation of the job, its outcome not recorded yet
-        (or records it now): settled here, or its followers woken, when it ends."""
-        if generation is None:
-            return False
-        if self.store.signals.being_recorded(key, generation):
-            return True
-        return self.taker is not None and self.taker.runs(generation)
+        (recording it included): settled here, or its followers woken, when it ends."""
+        return generation is not None and self.taker is not None and self.taker.runs(generation)
 
     async def _recorded(self, owner: str | None, key: str | None = None) -> None:
         """Until the outcomes this gateway is recording of the owner's jobs (or only of the job

@@ -69,8 +69,8 @@ class Signals:
         self._previews: dict[str, tuple[int, str, Preview]] = {}
         # key -> (the job generation, its outcome) of a job run here, watched only
         self._settled: dict[str, tuple[str, JobOutcome]] = {}
-        # key -> the job generation whose outcome this gateway is recording now, and its end
-        self._recording: dict[str, tuple[str, asyncio.Event]] = {}
+        # key -> the end of the recording of a job's outcome that this gateway makes now
+        self._recording: dict[str, asyncio.Event] = {}
         self._task: asyncio.Task[None] | None = None
         self.subscribed = False  # and answering, as of the last message or PING
 
@@ -123,23 +123,19 @@ class Signals:
                     await asyncio.sleep(0)
 
         done = asyncio.Event()
-        self._recording[key] = (generation, done)
+        self._recording[key] = done
         try:
             yield settle
         finally:
             done.set()
-            if self._recording.get(key, ("", None))[1] is done:
+            if self._recording.get(key) is done:
                 del self._recording[key]
             self.wake(key)
-
-    def being_recorded(self, key: str, generation: str | None) -> bool:
-        """Whether this gateway is recording this generation's outcome now."""
-        return generation is not None and self._recording.get(key, ("", None))[0] == generation
 
     async def recorded(self, of: Callable[[str], bool], timeout_s: float) -> None:
         """Until the outcomes this gateway is recording of the jobs whose key `of` picks are
         in Redis, at most timeout_s (Redis away: what reads it fails on its own)."""
-        ends = [done for key, (_, done) in self._recording.items() if of(key)]
+        ends = [done for key, done in self._recording.items() if of(key)]
         if not ends:
             return
         with contextlib.suppress(TimeoutError):

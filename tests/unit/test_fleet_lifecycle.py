@@ -235,13 +235,21 @@ def accepting(node: Node) -> FleetQueue:
     return queue
 
 
+async def accept(
+    queue: FleetQueue, request_id: str, owner: str | None = None, max_jobs: int = 0
+) -> FleetJob:
+    """A job accepted as a synchronous /prompt of this owner's would be."""
+    return await queue.submit(request_id, graph(filename_prefix=request_id), JobOptions(),
+                              owner=owner, max_jobs=max_jobs, echo_input=None,
+                              workflow="prompt")  # fmt: skip
+
+
 async def test_a_gateway_with_room_takes_the_job_it_accepts_in_its_enqueue(
     pair: list[Node],
 ) -> None:
     runs, other = pair
     queue = accepting(runs)
-    first = await queue.submit("mine", graph(filename_prefix="m"), JobOptions(), owner=None,
-                               echo_input=None, workflow="prompt")  # fmt: skip
+    first = await accept(queue, "mine")
     # Started here with no pull: claimed, started and out of the line in its enqueue.
     await eventually(lambda: bool(runs.worker.running))
     state = await runs.store.state(first.record.key)
@@ -250,12 +258,10 @@ async def test_a_gateway_with_room_takes_the_job_it_accepts_in_its_enqueue(
     assert runs.worker.reserved == 0 and not runs.worker.starting
     # Refused (its id runs) by a gateway with room: the room it held for it is free again.
     with pytest.raises(Conflict):
-        await accepting(other).submit("mine", graph(filename_prefix="m"), JobOptions(),
-                                      owner=None, echo_input=None, workflow="prompt")  # fmt: skip
+        await accept(accepting(other), "mine")
     assert other.worker.reserved == 0 and other.idle() and other.worker._has_room()
     # Its one instance busy, the next job accepted here waits in line, for any gateway.
-    second = await queue.submit("theirs", graph(filename_prefix="t"), JobOptions(), owner=None,
-                                echo_input=None, workflow="prompt")  # fmt: skip
+    second = await accept(queue, "theirs")
     assert runs.worker.reserved == 0 and len(runs.worker.running) == 1
     assert await runs.store.position(second.record.key) == 0
     await other.take()
@@ -272,8 +278,7 @@ async def test_a_job_accepted_behind_others_waits_its_turn_even_with_room_here(
     runs, other = pair
     older = await submit(other.store, "older", graph=graph(filename_prefix="o"))
     queue = accepting(runs)
-    later = await queue.submit("later", graph(filename_prefix="l"), JobOptions(), owner=None,
-                               echo_input=None, workflow="prompt")  # fmt: skip
+    later = await accept(queue, "later")
     assert not runs.worker.running and not runs.worker.starting and runs.worker.reserved == 0
     assert [await runs.store.position(k) for k in (older, later.record.key)] == [0, 1]
     await runs.take()  # the one first in line, as any pull
@@ -382,10 +387,7 @@ async def test_a_request_waiting_on_the_gateway_that_runs_its_job_reads_nothing_
     runs.store.signals.start()
     try:
         await eventually(lambda: runs.store.signals.subscribed)
-        accepted = await accepting(runs).submit(
-            "unread", graph(filename_prefix="u"), JobOptions(), owner=None, echo_input=None,
-            workflow="prompt",
-        )  # fmt: skip
+        accepted = await accept(accepting(runs), "unread")
         waiting = accepted.task
         await eventually(lambda: bool(runs.worker.running))
         job = running_job(runs)
@@ -414,16 +416,10 @@ async def test_a_waiting_request_is_answered_before_redis_has_the_outcome_reads_
     queue = accepting(runs)
     monkeypatch.setattr(sink, "LINGER_S", 60.0)  # its events go with its outcome: no write before
 
-    async def submit_owned(request_id: str) -> FleetJob:
-        return await queue.submit(
-            request_id, graph(filename_prefix=request_id), JobOptions(), owner="key-1",
-            max_jobs=1, echo_input=None, workflow="prompt",
-        )  # fmt: skip
-
     runs.store.signals.start()
     try:
         await eventually(lambda: runs.store.signals.subscribed)
-        accepted = await submit_owned("early")
+        accepted = await accept(queue, "early", owner="key-1", max_jobs=1)
         waiting = accepted.task
         await eventually(lambda: bool(runs.worker.running))
         job = running_job(runs)
@@ -434,7 +430,8 @@ async def test_a_waiting_request_is_answered_before_redis_has_the_outcome_reads_
             answer = await asyncio.wait_for(waiting, 5)  # while Redis is stopped
             assert isinstance(answer, JobOutcome) and answer.error is None
             reading = asyncio.create_task(queue.record("early", "key-1"))
-            again = asyncio.create_task(submit_owned("early"))  # its id used again
+            # its id used again, by an owner at its max_jobs until the first job's end is in
+            again = asyncio.create_task(accept(queue, "early", owner="key-1", max_jobs=1))
             await asyncio.sleep(0.2)
             assert not reading.done() and not again.done()  # they wait for Redis's answer
         finally:
